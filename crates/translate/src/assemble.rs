@@ -1,0 +1,213 @@
+//! The message a stream added up to, for the log store.
+
+use serde::Serialize;
+use uniproxy_wire::{
+    ChatCompletion, ChatCompletionChunk, Choice, ErrorResponse, FinishReason, FunctionCall, Map,
+    Message, MessageContent, Role, ToolCall, Usage,
+};
+
+/// What a stream said, put together: per choice the content, reasoning, refusal, tool calls and
+/// finish reason, plus usage and the error that ended it, if any.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Assembled {
+    /// The completion id.
+    pub id: String,
+    /// The model that answered.
+    pub model: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The choices, by index.
+    pub choices: Vec<AssembledChoice>,
+    /// The usage, when the upstream reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The error that ended the stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorResponse>,
+}
+
+/// One choice of an assembled stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AssembledChoice {
+    /// The choice's index.
+    pub index: u32,
+    /// The text.
+    pub content: String,
+    /// The reasoning text.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reasoning_content: String,
+    /// The refusal text.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub refusal: String,
+    /// The tool calls, by index.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<AssembledToolCall>,
+    /// Why the model stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// One tool call of an assembled stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AssembledToolCall {
+    /// The call id.
+    pub id: String,
+    /// The function name.
+    pub name: String,
+    /// The arguments' JSON text.
+    pub arguments: String,
+}
+
+impl Assembled {
+    /// An empty assembly.
+    pub fn new(id: impl Into<String>, created: u64, model: impl Into<String>) -> Self {
+        Assembled { id: id.into(), model: model.into(), created, ..Default::default() }
+    }
+
+    /// The choice with this index, created on first use.
+    pub fn choice(&mut self, index: u32) -> &mut AssembledChoice {
+        let pos = match self.choices.iter().position(|c| c.index == index) {
+            Some(pos) => pos,
+            None => {
+                self.choices.push(AssembledChoice { index, ..Default::default() });
+                self.choices.len() - 1
+            }
+        };
+        &mut self.choices[pos]
+    }
+
+    /// Adds a tool call fragment: the first fragment of a call brings its id and name.
+    pub fn tool_call_fragment(
+        &mut self,
+        choice: u32,
+        index: u32,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+    ) {
+        let calls = &mut self.choice(choice).tool_calls;
+        let index = index as usize;
+        if calls.len() <= index {
+            calls.resize_with(index + 1, AssembledToolCall::default);
+        }
+        let call = &mut calls[index];
+        if let Some(id) = id {
+            call.id.push_str(id);
+        }
+        if let Some(name) = name {
+            call.name.push_str(name);
+        }
+        if let Some(args) = arguments {
+            call.arguments.push_str(args);
+        }
+    }
+
+    /// Adds everything a chunk carries.
+    pub fn add_chunk(&mut self, chunk: &ChatCompletionChunk) {
+        if self.id.is_empty() {
+            self.id.clone_from(&chunk.id);
+        }
+        if self.model.is_empty() {
+            self.model.clone_from(&chunk.model);
+        }
+        if self.created == 0 {
+            self.created = chunk.created;
+        }
+        for c in &chunk.choices {
+            if let Some(delta) = &c.delta {
+                let choice = self.choice(c.index);
+                if let Some(Some(text)) = &delta.content {
+                    choice.content.push_str(text);
+                }
+                if let Some(Some(text)) = &delta.reasoning_content {
+                    choice.reasoning_content.push_str(text);
+                }
+                if let Some(Some(text)) = &delta.refusal {
+                    choice.refusal.push_str(text);
+                }
+                for tc in delta.tool_calls.iter().flatten() {
+                    let f = tc.function.as_ref();
+                    self.tool_call_fragment(
+                        c.index,
+                        tc.index,
+                        tc.id.as_deref(),
+                        f.and_then(|f| f.name.as_deref()),
+                        f.and_then(|f| f.arguments.as_deref()),
+                    );
+                }
+            }
+            if let Some(reason) = c.finish_reason() {
+                self.choice(c.index).finish_reason = Some(reason.clone());
+            }
+        }
+        if let Some(usage) = chunk.usage() {
+            self.usage = Some(usage.clone());
+        }
+    }
+
+    /// Whether any choice has finished.
+    pub fn finished(&self) -> bool {
+        self.choices.iter().any(|c| c.finish_reason.is_some())
+    }
+
+    /// The assembly as a `chat.completion`, the shape of a non-stream answer.
+    pub fn to_completion(&self) -> ChatCompletion {
+        let mut choices: Vec<Choice> = self
+            .choices
+            .iter()
+            .map(|c| {
+                let tool_calls: Vec<ToolCall> = c
+                    .tool_calls
+                    .iter()
+                    .map(|t| ToolCall {
+                        id: t.id.clone(),
+                        kind: "function".to_owned(),
+                        function: FunctionCall {
+                            name: t.name.clone(),
+                            arguments: t.arguments.clone(),
+                            extra: Map::new(),
+                        },
+                        extra: Map::new(),
+                    })
+                    .collect();
+                let mut message = Message::text(Role::Assistant, c.content.clone());
+                if c.content.is_empty() && !tool_calls.is_empty() {
+                    message.content = Some(None);
+                }
+                if !c.reasoning_content.is_empty() {
+                    message.reasoning_content = Some(Some(c.reasoning_content.clone()));
+                }
+                if !c.refusal.is_empty() {
+                    message.refusal = Some(Some(c.refusal.clone()));
+                }
+                if !tool_calls.is_empty() {
+                    message.tool_calls = Some(tool_calls);
+                }
+                Choice {
+                    index: c.index,
+                    message,
+                    finish_reason: Some(c.finish_reason.clone()),
+                    logprobs: None,
+                    extra: Map::new(),
+                }
+            })
+            .collect();
+        choices.sort_by_key(|c| c.index);
+        ChatCompletion {
+            id: self.id.clone(),
+            object: "chat.completion".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage: self.usage.clone(),
+            system_fingerprint: None,
+            service_tier: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// The text of a message's content, for translators that need plain text.
+pub fn content_text(content: Option<&MessageContent>) -> String {
+    content.map(MessageContent::joined_text).unwrap_or_default()
+}

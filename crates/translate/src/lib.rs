@@ -1,0 +1,286 @@
+//! Pure translators between the OpenAI Chat Completions API and LLM platforms.
+//!
+//! A [`Provider`] turns an OpenAI [`ChatCompletionRequest`] into the HTTP request its platform
+//! expects ([`UpstreamRequest`]: method, URL, headers with auth, body), turns the platform's
+//! answer back into a [`ChatCompletion`] or an OpenAI error, and makes a [`StreamTranslator`]:
+//! a state machine fed the upstream's server-sent events one at a time (decoded from raw
+//! bytes by [`sse::Decoder`]) that returns the `chat.completion.chunk` frames to send and keeps
+//! the [`Assembled`] message for the log.
+//!
+//! The crate does no I/O: no sockets, no files, no clock, no randomness. Ids and timestamps
+//! come in through [`ResponseContext`]. Build providers with [`provider`]:
+//!
+//! ```
+//! use uniproxy_translate::{ProviderConfig, ProviderKind, ResponseContext, provider, sse};
+//! use uniproxy_wire::{ChatCompletionRequest, from_slice};
+//!
+//! let config = ProviderConfig::new(ProviderKind::OpenAi, "https://api.openai.com/v1", "sk-test", "gpt-4o-mini");
+//! let openai = provider(&config)?;
+//! let request: ChatCompletionRequest =
+//!     from_slice(br#"{"model":"my-alias","messages":[{"role":"user","content":"Hi"}],"stream":true}"#)?;
+//! let ctx = ResponseContext::new("chatcmpl-1", 1_700_000_000, "gpt-4o-mini", &request);
+//! let upstream = openai.build_request(request)?;
+//! assert_eq!(upstream.url, "https://api.openai.com/v1/chat/completions");
+//! let body: serde_json::Value = serde_json::from_slice(&upstream.body)?;
+//! assert_eq!(body["model"], "gpt-4o-mini");
+//!
+//! // Feed the upstream's stream, split anywhere, and collect the frames for the client.
+//! let mut stream = openai.stream(&ctx);
+//! let mut decoder = sse::Decoder::new();
+//! let mut frames = Vec::new();
+//! for piece in [&b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choi"[..],
+//!               b"ces\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"] {
+//!     for event in decoder.feed(piece) {
+//!         frames.extend(stream.push(&event)?);
+//!     }
+//! }
+//! frames.extend(stream.finish()?);
+//! assert_eq!(stream.assembled().choices[0].content, "Hello");
+//! assert_eq!(frames.last().map(|f| &f[..]), Some(&sse::DONE_FRAME[..]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod assemble;
+mod error;
+pub mod mock;
+mod openai_compat;
+pub mod sse;
+
+pub use assemble::{Assembled, AssembledChoice, AssembledToolCall, content_text};
+use bytes::Bytes;
+pub use error::{TranslateError, error_type_for_status, fallback_error};
+pub use openai_compat::OpenAiCompat;
+pub use uniproxy_wire::{ChatCompletion, ChatCompletionRequest};
+
+/// The platforms a [`Provider`] can speak to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProviderKind {
+    /// OpenAI itself.
+    OpenAi,
+    /// Any OpenAI-compatible server (Ollama, vLLM, LM Studio, …).
+    Custom,
+    /// Azure OpenAI.
+    AzureOpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Google Gemini.
+    Google,
+    /// The built-in mock model: answers locally and deterministically.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The name used in the `TYPE` setting.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Custom => "custom",
+            ProviderKind::AzureOpenAi => "azure_openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Google => "google",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a provider needs to know about its upstream.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    /// The platform.
+    pub kind: ProviderKind,
+    /// The API base URL, without a trailing slash.
+    pub base_url: String,
+    /// The upstream API key; empty for none.
+    pub api_key: String,
+    /// The model every request is sent to (`ACTUAL_NAME`).
+    pub model: String,
+    /// The Azure `api-version` query parameter.
+    pub api_version: String,
+    /// The token limit applied when a request sets none, and the cap for those that ask more.
+    pub max_tokens: u32,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &"[redacted]")
+            .field("model", &self.model)
+            .field("api_version", &self.api_version)
+            .field("max_tokens", &self.max_tokens)
+            .finish()
+    }
+}
+
+impl ProviderConfig {
+    /// A config with the default Azure API version and a 4096-token limit.
+    pub fn new(
+        kind: ProviderKind,
+        base_url: impl Into<String>,
+        api_key: impl Into<String>,
+        model: impl Into<String>,
+    ) -> Self {
+        let base_url: String = base_url.into();
+        ProviderConfig {
+            kind,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: api_key.into(),
+            model: model.into(),
+            api_version: "2024-10-21".to_owned(),
+            max_tokens: 4096,
+        }
+    }
+}
+
+/// The HTTP request to send upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    /// The method (always POST today).
+    pub method: http::Method,
+    /// The full URL, query included. It never carries a key: keys go in headers, so URLs can
+    /// be logged.
+    pub url: String,
+    /// Headers, auth included.
+    pub headers: http::HeaderMap,
+    /// The JSON body.
+    pub body: Bytes,
+    /// Harmless request fields the platform lacks and that were left out, as JSON paths.
+    pub dropped: Vec<String>,
+    /// Set by the mock platform: the answer is already here and nothing goes upstream.
+    pub local_answer: Option<LocalAnswer>,
+}
+
+/// An answer made without an upstream (the mock platform): treat it as the upstream's.
+#[derive(Debug, Clone)]
+pub struct LocalAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body: JSON, or an SSE stream.
+    pub body: Bytes,
+}
+
+/// Per-response facts the translators need and must not make up themselves.
+#[derive(Debug, Clone)]
+pub struct ResponseContext {
+    /// The completion id to use when the upstream gives none (`chatcmpl-…`).
+    pub id: String,
+    /// The Unix time to use when the upstream gives none.
+    pub created: u64,
+    /// The model name to report when the upstream gives none.
+    pub model: String,
+    /// Whether the client asked for the usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+impl ResponseContext {
+    /// The context for answering `request`.
+    pub fn new(
+        id: impl Into<String>,
+        created: u64,
+        model: impl Into<String>,
+        request: &ChatCompletionRequest,
+    ) -> Self {
+        ResponseContext {
+            id: id.into(),
+            created,
+            model: model.into(),
+            include_usage: request.wants_stream_usage(),
+        }
+    }
+}
+
+/// A translated non-stream answer.
+#[derive(Debug, Clone)]
+pub struct Translated {
+    /// The answer.
+    pub completion: ChatCompletion,
+    /// The body to send the client: the upstream's own bytes when no translation was needed.
+    pub body: Bytes,
+}
+
+/// One platform's translation, both ways.
+pub trait Provider: Send + Sync {
+    /// The platform.
+    fn kind(&self) -> ProviderKind;
+
+    /// Builds the upstream request for an OpenAI request. The request's `model` is replaced by
+    /// the configured one; the token limit is applied.
+    ///
+    /// # Errors
+    /// [`TranslateError::Unsupported`] or [`TranslateError::InvalidRequest`] when the platform
+    /// cannot express the request.
+    fn build_request(
+        &self,
+        request: ChatCompletionRequest,
+    ) -> Result<UpstreamRequest, TranslateError>;
+
+    /// Translates a non-stream answer.
+    ///
+    /// # Errors
+    /// [`TranslateError::Upstream`] for an error status (the upstream's message in the OpenAI
+    /// shape); [`TranslateError::Malformed`] for a body the platform never sends.
+    fn translate_response(
+        &self,
+        status: u16,
+        body: Bytes,
+        ctx: &ResponseContext,
+    ) -> Result<Translated, TranslateError>;
+
+    /// Translates an error answer (any non-2xx status) into the OpenAI shape.
+    fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError;
+
+    /// A state machine for one streamed answer.
+    fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator>;
+}
+
+/// Upstream stream events in, OpenAI `chat.completion.chunk` frames out.
+pub trait StreamTranslator: Send {
+    /// Translates one upstream event into zero or more SSE frames (`data: …\n\n`) for the client.
+    ///
+    /// # Errors
+    /// When the event breaks the platform's protocol. An error the upstream reports inside
+    /// the stream is not an `Err`: it becomes an error frame and is kept in
+    /// [`Assembled::error`].
+    fn push(&mut self, event: &sse::SseEvent) -> Result<Vec<Bytes>, TranslateError>;
+
+    /// The upstream body ended: the final frames (`data: [DONE]`, or an error frame when the
+    /// stream ended before its end).
+    ///
+    /// # Errors
+    /// When the stream's state cannot be completed.
+    fn finish(&mut self) -> Result<Vec<Bytes>, TranslateError>;
+
+    /// Whether the stream has ended (its end event or an error): no more frames follow.
+    fn is_done(&self) -> bool;
+
+    /// What the stream said so far.
+    fn assembled(&self) -> &Assembled;
+}
+
+/// Builds the provider for a platform.
+///
+/// # Errors
+/// [`TranslateError::InvalidRequest`] when the configuration cannot work for the platform
+/// (an Azure base URL that names no deployment and no `/openai/v1`).
+pub fn provider(config: &ProviderConfig) -> Result<Box<dyn Provider>, TranslateError> {
+    Ok(match config.kind {
+        ProviderKind::OpenAi | ProviderKind::Custom | ProviderKind::AzureOpenAi => {
+            Box::new(OpenAiCompat::new(config.clone())?)
+        }
+        ProviderKind::Mock => Box::new(mock::Mock::new(config.clone())),
+        ProviderKind::Anthropic | ProviderKind::Google => {
+            return Err(TranslateError::Unsupported {
+                provider: config.kind,
+                field: "TYPE".to_owned(),
+            });
+        }
+    })
+}

@@ -1,0 +1,367 @@
+//! OpenAI, Azure OpenAI and any OpenAI-compatible server: the identity translation, with each
+//! platform's URL and auth header.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+use serde::Deserialize;
+use uniproxy_wire::{
+    ChatCompletion, ChatCompletionRequest, ErrorResponse, StreamOptions, Usage, from_slice,
+};
+
+use crate::sse::{self, SseEvent};
+use crate::{
+    Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
+    TranslateError, Translated, UpstreamRequest, fallback_error,
+};
+
+/// Which request field carries the token limit when the client set none.
+#[derive(Debug, Clone, Copy)]
+enum LimitField {
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
+/// The provider for OpenAI, Azure OpenAI and OpenAI-compatible servers.
+#[derive(Debug)]
+pub struct OpenAiCompat {
+    config: ProviderConfig,
+    url: String,
+    headers: HeaderMap,
+    limit_field: LimitField,
+}
+
+impl OpenAiCompat {
+    /// Builds the provider; the URL and auth headers are made once, here.
+    ///
+    /// # Errors
+    /// [`TranslateError::InvalidRequest`] for an Azure base URL that names neither a deployment
+    /// (`…/openai/deployments/NAME`) nor the v1 API (`…/openai/v1`), or an API key that cannot
+    /// be a header value.
+    pub fn new(config: ProviderConfig) -> Result<Self, TranslateError> {
+        let base = config.base_url.trim_end_matches('/');
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let bad_key = || TranslateError::InvalidRequest {
+            param: "API_KEY".to_owned(),
+            reason: "not a valid header value",
+        };
+        let (url, limit_field) = match config.kind {
+            ProviderKind::AzureOpenAi => {
+                let url = if base.ends_with("/openai/v1") {
+                    format!("{base}/chat/completions")
+                } else if base.contains("/openai/deployments/") {
+                    format!("{base}/chat/completions?api-version={}", config.api_version)
+                } else {
+                    return Err(TranslateError::InvalidRequest {
+                        param: "BASE_URL".to_owned(),
+                        reason: "an Azure base URL ends in /openai/deployments/NAME or /openai/v1",
+                    });
+                };
+                if !config.api_key.is_empty() {
+                    let mut v = HeaderValue::from_str(&config.api_key).map_err(|_| bad_key())?;
+                    v.set_sensitive(true);
+                    headers.insert("api-key", v);
+                }
+                (url, LimitField::MaxCompletionTokens)
+            }
+            kind => {
+                if !config.api_key.is_empty() {
+                    let mut v = HeaderValue::from_str(&format!("Bearer {}", config.api_key))
+                        .map_err(|_| bad_key())?;
+                    v.set_sensitive(true);
+                    headers.insert(header::AUTHORIZATION, v);
+                }
+                // OpenAI's reasoning models refuse `max_tokens`; other servers may not know
+                // `max_completion_tokens`.
+                let field = if kind == ProviderKind::OpenAi {
+                    LimitField::MaxCompletionTokens
+                } else {
+                    LimitField::MaxTokens
+                };
+                (format!("{base}/chat/completions"), field)
+            }
+        };
+        Ok(OpenAiCompat { config, url, headers, limit_field })
+    }
+}
+
+/// Applies the configured token limit: set when the request has none, capped when it asks more.
+pub(crate) fn cap_tokens(
+    request: &mut ChatCompletionRequest,
+    max: u32,
+    when_unset: impl FnOnce(&mut ChatCompletionRequest),
+) {
+    let mut any = false;
+    for limit in [&mut request.max_tokens, &mut request.max_completion_tokens].into_iter().flatten()
+    {
+        *limit = (*limit).min(max);
+        any = true;
+    }
+    if !any {
+        when_unset(request);
+    }
+}
+
+impl Provider for OpenAiCompat {
+    fn kind(&self) -> ProviderKind {
+        self.config.kind
+    }
+
+    fn build_request(
+        &self,
+        mut request: ChatCompletionRequest,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        request.model.clone_from(&self.config.model);
+        let max = self.config.max_tokens;
+        cap_tokens(&mut request, max, |r| match self.limit_field {
+            LimitField::MaxTokens => r.max_tokens = Some(max),
+            LimitField::MaxCompletionTokens => r.max_completion_tokens = Some(max),
+        });
+        if request.is_stream() {
+            // Always ask for usage so the log has it; the client gets the usage chunk only
+            // if it asked (see `OpenAiStream`).
+            request
+                .stream_options
+                .get_or_insert_with(|| StreamOptions {
+                    include_usage: None,
+                    extra: Default::default(),
+                })
+                .include_usage = Some(true);
+        }
+        let body = serde_json::to_vec(&request)
+            .map_err(|source| TranslateError::Malformed { provider: self.config.kind, source })?;
+        Ok(UpstreamRequest {
+            method: http::Method::POST,
+            url: self.url.clone(),
+            headers: self.headers.clone(),
+            body: Bytes::from(body),
+            dropped: Vec::new(),
+            local_answer: None,
+        })
+    }
+
+    fn translate_response(
+        &self,
+        status: u16,
+        body: Bytes,
+        _ctx: &ResponseContext,
+    ) -> Result<Translated, TranslateError> {
+        if !(200..300).contains(&status) {
+            return Err(self.translate_error(status, &body));
+        }
+        let completion: ChatCompletion = serde_json::from_slice(&body)
+            .map_err(|source| TranslateError::Malformed { provider: self.config.kind, source })?;
+        Ok(Translated { completion, body })
+    }
+
+    fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
+        translate_openai_error(status, body)
+    }
+
+    fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
+        Box::new(OpenAiStream::new(ctx))
+    }
+}
+
+/// An OpenAI-shaped error body, or the body's text when it is not one.
+pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError {
+    let error = match from_slice::<ErrorResponse>(body) {
+        Ok(e) => e,
+        Err(_) => fallback_error(status, body),
+    };
+    TranslateError::Upstream { status, error: Box::new(error) }
+}
+
+/// The parts of a chunk the log needs, read without copying what it does not need.
+#[derive(Deserialize)]
+struct ChunkView<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<u64>,
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceView<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(default)]
+    index: u32,
+    #[serde(default, borrow)]
+    delta: Option<DeltaView<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    /// Ollama and OpenRouter name the reasoning `reasoning`.
+    #[serde(default, borrow)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ToolCallView<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallView<'a> {
+    #[serde(default)]
+    index: u32,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<FunctionView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionView<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// The identity stream: frames pass through byte for byte; the usage chunk the proxy asked
+/// for is held back unless the client asked for it too; in-stream errors become OpenAI error
+/// frames.
+#[derive(Debug)]
+pub(crate) struct OpenAiStream {
+    include_usage: bool,
+    assembled: Assembled,
+    done: bool,
+}
+
+impl OpenAiStream {
+    pub(crate) fn new(ctx: &ResponseContext) -> Self {
+        OpenAiStream {
+            include_usage: ctx.include_usage,
+            assembled: Assembled::new(String::new(), 0, String::new()),
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, error: ErrorResponse) -> Vec<Bytes> {
+        let frame = sse::encode(&error);
+        self.assembled.error = Some(error);
+        self.done = true;
+        vec![frame]
+    }
+
+    fn record(&mut self, view: &ChunkView<'_>) {
+        let a = &mut self.assembled;
+        if a.id.is_empty()
+            && let Some(id) = &view.id
+        {
+            a.id = id.to_string();
+        }
+        if a.model.is_empty()
+            && let Some(m) = &view.model
+        {
+            a.model = m.to_string();
+        }
+        if a.created == 0 {
+            a.created = view.created.unwrap_or(0);
+        }
+        for c in &view.choices {
+            if let Some(d) = &c.delta {
+                let choice = a.choice(c.index);
+                if let Some(t) = &d.content {
+                    choice.content.push_str(t);
+                }
+                if let Some(t) = d.reasoning_content.as_ref().or(d.reasoning.as_ref()) {
+                    choice.reasoning_content.push_str(t);
+                }
+                if let Some(t) = &d.refusal {
+                    choice.refusal.push_str(t);
+                }
+                for tc in d.tool_calls.iter().flatten() {
+                    let f = tc.function.as_ref();
+                    a.tool_call_fragment(
+                        c.index,
+                        tc.index,
+                        tc.id.as_deref(),
+                        f.and_then(|f| f.name.as_deref()),
+                        f.and_then(|f| f.arguments.as_deref()),
+                    );
+                }
+            }
+            if let Some(r) = &c.finish_reason {
+                a.choice(c.index).finish_reason = Some(r.as_ref().into());
+            }
+        }
+        if let Some(u) = &view.usage {
+            a.usage = Some(u.clone());
+        }
+    }
+}
+
+impl StreamTranslator for OpenAiStream {
+    fn push(&mut self, event: &SseEvent) -> Result<Vec<Bytes>, TranslateError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let data = event.data.trim_ascii();
+        if data == b"[DONE]" {
+            self.done = true;
+            return Ok(vec![Bytes::from_static(sse::DONE_FRAME)]);
+        }
+        if event.event.as_deref() == Some("error") {
+            // Groq and others end a failing stream with a named error event.
+            let error =
+                from_slice::<ErrorResponse>(data).unwrap_or_else(|_| fallback_error(500, data));
+            return Ok(self.fail(error));
+        }
+        let view: ChunkView<'_> = serde_json::from_slice(data).map_err(|source| {
+            TranslateError::Malformed { provider: ProviderKind::OpenAi, source }
+        })?;
+        // OpenRouter puts an `error` into an ordinary chunk, choices and all.
+        if let Some(err) = &view.error {
+            let error =
+                serde_json::from_value::<ErrorResponse>(serde_json::json!({ "error": err }))
+                    .unwrap_or_else(|_| fallback_error(500, data));
+            return Ok(self.fail(error));
+        }
+        self.record(&view);
+        let usage_only = view.choices.is_empty() && view.usage.is_some();
+        if usage_only && !self.include_usage {
+            return Ok(Vec::new());
+        }
+        Ok(vec![sse::frame_raw(data)])
+    }
+
+    fn finish(&mut self) -> Result<Vec<Bytes>, TranslateError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        if self.assembled.finished() {
+            // Some servers end the body without `[DONE]`; the client still gets it.
+            self.done = true;
+            return Ok(vec![Bytes::from_static(sse::DONE_FRAME)]);
+        }
+        Ok(self.fail(ErrorResponse::new(
+            "the upstream stream ended before the answer was complete",
+            "upstream_error",
+        )))
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn assembled(&self) -> &Assembled {
+        &self.assembled
+    }
+}
