@@ -1,0 +1,113 @@
+//! The upstream platform the proxy talks to (the `TYPE` setting).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::ConfigError;
+
+/// The upstream platform, chosen with the `TYPE` setting.
+///
+/// The spelling of each variant in configuration is [`as_str`](Self::as_str);
+/// parsing is case-insensitive and also accepts `azure` and `gemini`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// The built-in mock model; needs no network and no key. The default.
+    Mock,
+    /// OpenAI (`openai`).
+    OpenAi,
+    /// Anthropic Messages API (`anthropic`).
+    Anthropic,
+    /// Google Gemini API (`google`, alias `gemini`).
+    Google,
+    /// Azure OpenAI (`azure_openai`, alias `azure`).
+    AzureOpenAi,
+    /// Any OpenAI-compatible server, such as Ollama or vLLM (`custom`).
+    Custom,
+}
+
+impl Platform {
+    /// Every platform, in the order the documentation lists them.
+    pub const ALL: [Platform; 6] = [
+        Platform::OpenAi,
+        Platform::Anthropic,
+        Platform::Google,
+        Platform::AzureOpenAi,
+        Platform::Custom,
+        Platform::Mock,
+    ];
+
+    /// The `TYPE` spelling: `mock`, `openai`, `anthropic`, `google`,
+    /// `azure_openai` or `custom`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Mock => "mock",
+            Platform::OpenAi => "openai",
+            Platform::Anthropic => "anthropic",
+            Platform::Google => "google",
+            Platform::AzureOpenAi => "azure_openai",
+            Platform::Custom => "custom",
+        }
+    }
+
+    /// The `BASE_URL` used when none is configured. Azure OpenAI has none,
+    /// because the URL names the customer's own resource, and the mock needs none.
+    #[must_use]
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            Platform::OpenAi => Some("https://api.openai.com/v1"),
+            Platform::Anthropic => Some("https://api.anthropic.com/v1"),
+            Platform::Google => Some("https://generativelanguage.googleapis.com/v1beta"),
+            Platform::Custom => Some("http://localhost:11434/v1"),
+            Platform::AzureOpenAi | Platform::Mock => None,
+        }
+    }
+
+    /// Whether `API_KEY` must be set and non-empty for this platform.
+    #[must_use]
+    pub fn requires_api_key(self) -> bool {
+        match self {
+            Platform::OpenAi | Platform::Anthropic | Platform::Google | Platform::AzureOpenAi => {
+                true
+            }
+            Platform::Custom | Platform::Mock => false,
+        }
+    }
+
+    /// Looks a platform up by its `TYPE` spelling, ignoring case and
+    /// surrounding whitespace, and accepting the aliases `azure` and `gemini`.
+    pub(crate) fn from_name(name: &str) -> Option<Platform> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "mock" => Some(Platform::Mock),
+            "openai" => Some(Platform::OpenAi),
+            "anthropic" => Some(Platform::Anthropic),
+            "google" | "gemini" => Some(Platform::Google),
+            "azure_openai" | "azure" => Some(Platform::AzureOpenAi),
+            "custom" => Some(Platform::Custom),
+            _ => None,
+        }
+    }
+}
+
+/// What `TYPE` accepts, for error messages.
+pub(crate) const PLATFORM_EXPECTED: &str =
+    "one of openai, anthropic, google (or gemini), azure_openai (or azure), custom, mock";
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Platform {
+    type Err = ConfigError;
+
+    /// Parses a `TYPE` value.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnknownPlatform`] when the name is not a platform or alias.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Platform::from_name(s).ok_or_else(|| ConfigError::UnknownPlatform { name: s.to_owned() })
+    }
+}

@@ -1,0 +1,460 @@
+//! The typed settings and the loader that builds them from [`Sources`].
+
+use std::borrow::Cow;
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Platform;
+use crate::error::{ConfigError, Origin, Problem, ProblemKind};
+use crate::parse::{self, Parsed};
+use crate::platform::PLATFORM_EXPECTED;
+use crate::secret::{Secret, mask};
+use crate::sources::{Layers, Raw, RawValue, SECRETS, Sources};
+
+const DEFAULT_MOCK_NAME: &str = "uniproxy-mock";
+const DEFAULT_HOST: &str = "0.0.0.0";
+const DEFAULT_PORT: u16 = 8000;
+const DEFAULT_DATABASE: &str = "./data/proxy.db";
+const DEFAULT_LOG_FILE: &str = "./logs/proxy.log";
+const DEFAULT_MAX_TOKENS: u32 = 4096;
+const DEFAULT_API_VERSION: &str = "2024-10-21";
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_MAX_BODY_SIZE: usize = 10 * 1024 * 1024;
+const DEFAULT_MAX_RETRIES: u32 = 2;
+const DEFAULT_LOG_FILE_MAX_BYTES: u64 = 100 * 1024 * 1024;
+const DEFAULT_LOG_FILE_KEEP: u32 = 5;
+
+/// The proxy's settings, typed and validated.
+///
+/// Each field names the setting that fills it. Every setting can be given
+/// as `NAME` or `UNIPROXY_NAME` in the environment or `.env`, or as the
+/// lowercase `name` in the TOML file. `Debug` never shows a key, because
+/// keys are [`Secret`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `TYPE`: the upstream platform. Default: [`Platform::Mock`].
+    pub platform: Platform,
+    /// `API_KEY`: the upstream key. Required (non-empty) for openai, anthropic,
+    /// google and azure_openai. Default: empty.
+    pub api_key: Secret,
+    /// `BASE_URL`: the upstream base URL without a trailing slash; defaults per
+    /// platform ([`Platform::default_base_url`]), required for azure_openai,
+    /// and `None` only for the mock, which ignores it.
+    pub base_url: Option<String>,
+    /// `ACTUAL_NAME`: the upstream model (or the name reported on `/models`).
+    /// Required except for the mock, where it defaults to `uniproxy-mock`.
+    pub actual_name: String,
+    /// `ENABLED`: whether the model is served. Default: true.
+    pub enabled: bool,
+    /// `MAX_TOKENS`: the default completion limit. Default: 4096.
+    pub max_tokens: u32,
+    /// `SUPPORTS_STREAMING`: whether streaming is offered. Default: true.
+    pub supports_streaming: bool,
+    /// `SUPPORTS_FUNCTION_CALLING`: whether tools are offered. Default: true.
+    pub supports_function_calling: bool,
+    /// `HOST`: the listen address, an IP address or host name (IPv6 without
+    /// brackets). Default: `0.0.0.0`.
+    pub host: String,
+    /// `PORT`: the listen port; 0 picks a free port. Default: 8000.
+    pub port: u16,
+    /// `DATABASE_URL`: the SQLite log database. Accepts `sqlite:///rel.db`,
+    /// `sqlite+aiosqlite:///rel.db`, `sqlite:////abs.db` or a plain path.
+    /// Default: `sqlite:///./data/proxy.db`, that is `./data/proxy.db`.
+    pub database_path: PathBuf,
+    /// `LOG_FILE_PATH`: the JSON log file. Default: `./logs/proxy.log`.
+    pub log_file_path: PathBuf,
+    /// `API_VERSION`: the Azure OpenAI `api-version`. Default: `2024-10-21`.
+    pub api_version: String,
+    /// `CONNECT_TIMEOUT`: seconds to connect upstream. Default: 10.
+    pub connect_timeout: Duration,
+    /// `REQUEST_TIMEOUT`: seconds for a whole non-streaming request. Default: 600.
+    pub request_timeout: Duration,
+    /// `FIRST_BYTE_TIMEOUT`: seconds until the upstream's first response
+    /// byte. Default: `REQUEST_TIMEOUT`.
+    pub first_byte_timeout: Duration,
+    /// `STREAM_IDLE_TIMEOUT`: seconds allowed between two stream events. Default: 300.
+    pub stream_idle_timeout: Duration,
+    /// `MAX_BODY_SIZE`: the largest request body in bytes; accepts units
+    /// such as `10MiB` or `512KB`. Default: 10485760 (10 MiB).
+    pub max_body_size: usize,
+    /// `CORS_ALLOW_ORIGINS`: comma-separated origins, or `*`. Empty (the
+    /// default) turns CORS off.
+    pub cors_allow_origins: Vec<String>,
+    /// `PROXY_API_KEYS`: keys clients must send, comma-separated, or `@PATH`
+    /// to a file with one key per line (blank lines and `#` lines ignored).
+    /// Empty (the default) means the proxy does not check client keys.
+    pub proxy_api_keys: Vec<Secret>,
+    /// `MAX_RETRIES`: retries of a failed upstream request. Default: 2.
+    pub max_retries: u32,
+    /// `CONCURRENCY_LIMIT`: requests served at once; 0 (the default) is unlimited.
+    pub concurrency_limit: usize,
+    /// `LOG_RETENTION_DAYS`: days log rows are kept; 0 (the default) keeps them forever.
+    pub log_retention_days: u32,
+    /// `LOG_MAX_ROWS`: rows the log database keeps; 0 (the default) is no limit.
+    pub log_max_rows: u64,
+    /// `LOG_RAW_CHUNKS`: also store the raw upstream stream chunks. Default: false.
+    pub log_raw_chunks: bool,
+    /// `LOG_BODIES`: the JSON log file carries request and response content.
+    /// Default: true.
+    pub log_bodies: bool,
+    /// `LOG_FILE_MAX_BYTES`: the JSON log file's size before it rotates;
+    /// accepts units. Default: 104857600 (100 MiB).
+    pub log_file_max_bytes: u64,
+    /// `LOG_FILE_KEEP`: rotated JSON log files kept. Default: 5.
+    pub log_file_keep: u32,
+    /// `UI_ENABLED`: serve the web UI. Default: true.
+    pub ui_enabled: bool,
+    /// `ADMIN_KEY`: the key for admin endpoints; `None` when not set.
+    pub admin_key: Option<Secret>,
+    /// Whether `TYPE` was set nowhere, so that the mock was chosen.
+    type_defaulted: bool,
+}
+
+impl Settings {
+    /// The settings when nothing is configured: the mock platform and every
+    /// default. Equal to `load(&Sources::default())`.
+    #[must_use]
+    pub fn mock_defaults() -> Self {
+        Settings {
+            platform: Platform::Mock,
+            api_key: Secret::default(),
+            base_url: None,
+            actual_name: DEFAULT_MOCK_NAME.to_owned(),
+            enabled: true,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            supports_streaming: true,
+            supports_function_calling: true,
+            host: DEFAULT_HOST.to_owned(),
+            port: DEFAULT_PORT,
+            database_path: PathBuf::from(DEFAULT_DATABASE),
+            log_file_path: PathBuf::from(DEFAULT_LOG_FILE),
+            api_version: DEFAULT_API_VERSION.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            first_byte_timeout: DEFAULT_REQUEST_TIMEOUT,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            cors_allow_origins: Vec::new(),
+            proxy_api_keys: Vec::new(),
+            max_retries: DEFAULT_MAX_RETRIES,
+            concurrency_limit: 0,
+            log_retention_days: 0,
+            log_max_rows: 0,
+            log_raw_chunks: false,
+            log_bodies: true,
+            log_file_max_bytes: DEFAULT_LOG_FILE_MAX_BYTES,
+            log_file_keep: DEFAULT_LOG_FILE_KEEP,
+            ui_enabled: true,
+            admin_key: None,
+            type_defaulted: true,
+        }
+    }
+
+    /// Whether `TYPE` was set nowhere, so that the built-in mock was chosen.
+    /// The binary prints this on start-up.
+    #[must_use]
+    pub fn type_was_defaulted(&self) -> bool {
+        self.type_defaulted
+    }
+
+    /// The address to bind: `host:port`, with brackets around IPv6
+    /// (`[::1]:8000`).
+    #[must_use]
+    pub fn listen_addr(&self) -> String {
+        if self.host.parse::<Ipv6Addr>().is_ok() {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Loads settings from `sources`: built-in defaults, then the TOML file,
+/// then `.env`, then the environment, each layer overriding the one before.
+/// Within the environment and within `.env`, `UNIPROXY_NAME` overrides `NAME`.
+///
+/// Nothing else is read: not the process environment, not the current
+/// directory (except the file an `@PATH` in `PROXY_API_KEYS` names).
+///
+/// # Errors
+///
+/// - [`ConfigError::Invalid`] listing every invalid or missing setting, with
+///   where each value came from.
+/// - [`ConfigError::ReadFile`] / [`ConfigError::ParseFile`] when the TOML file
+///   cannot be read or parsed.
+/// - [`ConfigError::ReadDotenv`] / [`ConfigError::DotenvSyntax`] when the
+///   `.env` file cannot be read or parsed.
+pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+    let mut problems = Vec::new();
+    let layers = Layers::read(sources, &mut problems)?;
+    let mut check = Check { layers: &layers, problems };
+    let settings = build(&mut check);
+    if check.problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigError::Invalid { problems: check.problems })
+    }
+}
+
+/// Lookups that record a problem for every value that does not parse.
+struct Check<'a> {
+    layers: &'a Layers,
+    problems: Vec<Problem>,
+}
+
+impl Check<'_> {
+    /// The parsed value of a scalar setting: `Ok(None)` when it is set
+    /// nowhere, `Err(())` when it is invalid (the problem is recorded).
+    fn scalar<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Parsed<T>,
+    ) -> Result<Option<(T, Origin)>, ()> {
+        let Some(raw) = self.layers.get(name) else { return Ok(None) };
+        let text = match &raw.value {
+            RawValue::Text(text) => text.trim(),
+            RawValue::List(_) => {
+                self.invalid(name, &raw, "a single value, not an array".into());
+                return Err(());
+            }
+        };
+        if text.contains('\u{fffd}') {
+            self.invalid(name, &raw, "valid UTF-8".into());
+            return Err(());
+        }
+        match parse(text) {
+            Ok(value) => Ok(Some((value, raw.origin))),
+            Err(expected) => {
+                self.invalid(name, &raw, expected.into());
+                Err(())
+            }
+        }
+    }
+
+    /// The parsed value, or `default` when unset or invalid.
+    fn get<T>(
+        &mut self,
+        name: &'static str,
+        default: T,
+        parse: impl FnOnce(&str) -> Parsed<T>,
+    ) -> T {
+        match self.scalar(name, parse) {
+            Ok(Some((value, _))) => value,
+            Ok(None) | Err(()) => default,
+        }
+    }
+
+    fn invalid(&mut self, name: &'static str, raw: &Raw, expected: Cow<'static, str>) {
+        let value = match &raw.value {
+            RawValue::Text(text) if SECRETS.contains(&name) => mask(text.trim()),
+            RawValue::Text(text) => format!("{text:?}"),
+            RawValue::List(items) if SECRETS.contains(&name) => {
+                format!("[{} items, hidden]", items.len())
+            }
+            RawValue::List(items) => format!("{items:?}"),
+        };
+        self.problems.push(Problem {
+            setting: name.to_owned(),
+            origin: raw.origin.clone(),
+            value: Some(value),
+            kind: ProblemKind::Invalid { expected: expected.into_owned() },
+        });
+    }
+
+    fn missing(&mut self, name: &'static str, reason: String) {
+        self.problems.push(Problem {
+            setting: name.to_owned(),
+            origin: Origin::Default,
+            value: None,
+            kind: ProblemKind::Missing { reason },
+        });
+    }
+
+    /// A comma-separated list (or a TOML array), each item parsed.
+    fn list<T>(&mut self, name: &'static str, parse: impl Fn(&str) -> Parsed<T>) -> Vec<T> {
+        let Some(raw) = self.layers.get(name) else { return Vec::new() };
+        let items: Vec<&str> = match &raw.value {
+            RawValue::Text(text) => text.split(',').map(str::trim).collect(),
+            RawValue::List(items) => items.iter().map(|s| s.trim()).collect(),
+        };
+        let mut out = Vec::new();
+        for item in items.into_iter().filter(|s| !s.is_empty()) {
+            match parse(item) {
+                Ok(value) => out.push(value),
+                Err(expected) => {
+                    let shown =
+                        Raw { value: RawValue::Text(item.to_owned()), origin: raw.origin.clone() };
+                    self.invalid(name, &shown, expected.into());
+                }
+            }
+        }
+        out
+    }
+
+    /// `PROXY_API_KEYS`: a list, or `@PATH` to a file of keys.
+    fn proxy_api_keys(&mut self) -> Vec<Secret> {
+        const NAME: &str = "PROXY_API_KEYS";
+        let Some(raw) = self.layers.get(NAME) else { return Vec::new() };
+        let (keys, what): (Vec<String>, Cow<'static, str>) = match &raw.value {
+            RawValue::Text(text) => match text.trim().strip_prefix('@') {
+                Some(path) => {
+                    let path = path.trim();
+                    match std::fs::read_to_string(path) {
+                        Ok(content) => (
+                            content
+                                .lines()
+                                .map(str::trim)
+                                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                                .map(str::to_owned)
+                                .collect(),
+                            format!("the key file {path} to list at least one key").into(),
+                        ),
+                        Err(e) => {
+                            // The path is not a key, so it may be shown.
+                            self.problems.push(Problem {
+                                setting: NAME.to_owned(),
+                                origin: raw.origin.clone(),
+                                value: Some(format!("{:?}", text.trim())),
+                                kind: ProblemKind::Invalid {
+                                    expected: format!("@PATH naming a readable file of keys ({e})"),
+                                },
+                            });
+                            return Vec::new();
+                        }
+                    }
+                }
+                None => (
+                    text.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    "comma-separated keys, or @PATH to a file with one key per line".into(),
+                ),
+            },
+            RawValue::List(items) => (
+                items
+                    .iter()
+                    .map(|k| k.trim())
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                "non-empty keys, or [] for none".into(),
+            ),
+        };
+        // A value that yields no keys would silently turn client authentication
+        // off; only an explicitly empty TOML array (`proxy_api_keys = []`) may.
+        let explicit_empty = matches!(&raw.value, RawValue::List(items) if items.is_empty());
+        if keys.is_empty() && !explicit_empty {
+            self.invalid(NAME, &raw, what);
+        }
+        keys.into_iter().map(Secret::from).collect()
+    }
+}
+
+/// Reads every setting, recording problems in `check`, and returns the
+/// settings (meaningful only when no problem was recorded).
+fn build(check: &mut Check<'_>) -> Settings {
+    let mut s = Settings::mock_defaults();
+
+    // TYPE decides what else is required; `None` when it is invalid, so that
+    // platform-specific checks are skipped rather than guessed.
+    let type_raw = check.layers.get("TYPE");
+    let platform = match check
+        .scalar("TYPE", |v| Platform::from_name(v).ok_or_else(|| PLATFORM_EXPECTED.to_owned()))
+    {
+        Ok(Some((platform, _))) => Some(platform),
+        Ok(None) => Some(Platform::Mock),
+        Err(()) => None,
+    };
+    s.type_defaulted = type_raw.is_none();
+    let type_origin = type_raw.map(|raw| raw.origin);
+    let because = |p: Platform| match &type_origin {
+        Some(origin) => format!("required when TYPE is {p} (TYPE from {origin})"),
+        None => format!("required when TYPE is {p}"),
+    };
+
+    // API_KEY is the one setting where an empty value counts as set (see `Layers::get`).
+    let api_key = check.scalar("API_KEY", |v| Ok(v.to_owned()));
+    let base_url = check.scalar("BASE_URL", parse::base_url);
+    let actual_name = check.scalar("ACTUAL_NAME", parse::non_empty);
+    if let Some(platform) = platform {
+        s.platform = platform;
+        match api_key {
+            Ok(Some((key, origin))) => {
+                if key.is_empty() && platform.requires_api_key() {
+                    let raw = Raw { value: RawValue::Text(key.clone()), origin };
+                    check.invalid(
+                        "API_KEY",
+                        &raw,
+                        format!("a non-empty key, {}", because(platform)).into(),
+                    );
+                }
+                s.api_key = Secret::from(key);
+            }
+            Ok(None) if platform.requires_api_key() => check.missing("API_KEY", because(platform)),
+            Ok(None) | Err(()) => {}
+        }
+        match (platform, base_url) {
+            (Platform::Mock, _) | (_, Err(())) => s.base_url = None,
+            (_, Ok(Some((url, _)))) => s.base_url = Some(url),
+            (_, Ok(None)) => match platform.default_base_url() {
+                Some(url) => s.base_url = Some(url.to_owned()),
+                None => check.missing(
+                    "BASE_URL",
+                    format!(
+                        "{}, like https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT",
+                        because(platform)
+                    ),
+                ),
+            },
+        }
+        match actual_name {
+            Ok(Some((name, _))) => s.actual_name = name,
+            Ok(None) if platform != Platform::Mock => {
+                check.missing("ACTUAL_NAME", because(platform))
+            }
+            Ok(None) | Err(()) => {}
+        }
+    }
+
+    s.enabled = check.get("ENABLED", s.enabled, parse::boolean);
+    s.max_tokens = check.get("MAX_TOKENS", s.max_tokens, |v| parse::integer(v, 1));
+    s.supports_streaming = check.get("SUPPORTS_STREAMING", s.supports_streaming, parse::boolean);
+    s.supports_function_calling =
+        check.get("SUPPORTS_FUNCTION_CALLING", s.supports_function_calling, parse::boolean);
+    s.host = check.get("HOST", s.host, parse::host);
+    s.port = check.get("PORT", s.port, |v| parse::integer(v, 0));
+    s.database_path = check.get("DATABASE_URL", s.database_path, parse::database_path);
+    s.log_file_path =
+        check.get("LOG_FILE_PATH", s.log_file_path, |v| parse::non_empty(v).map(PathBuf::from));
+    s.api_version = check.get("API_VERSION", s.api_version, parse::api_version);
+    s.connect_timeout = check.get("CONNECT_TIMEOUT", s.connect_timeout, parse::duration);
+    s.request_timeout = check.get("REQUEST_TIMEOUT", s.request_timeout, parse::duration);
+    s.first_byte_timeout = check.get("FIRST_BYTE_TIMEOUT", s.request_timeout, parse::duration);
+    s.stream_idle_timeout =
+        check.get("STREAM_IDLE_TIMEOUT", s.stream_idle_timeout, parse::duration);
+    s.max_body_size = check.get("MAX_BODY_SIZE", s.max_body_size, |v| {
+        parse::byte_size(v).and_then(|n| {
+            usize::try_from(n).map_err(|_| "a size that fits in memory on this machine".to_owned())
+        })
+    });
+    s.cors_allow_origins = check.list("CORS_ALLOW_ORIGINS", parse::cors_origin);
+    s.proxy_api_keys = check.proxy_api_keys();
+    s.max_retries = check.get("MAX_RETRIES", s.max_retries, |v| parse::integer(v, 0));
+    s.concurrency_limit =
+        check.get("CONCURRENCY_LIMIT", s.concurrency_limit, |v| parse::integer(v, 0));
+    s.log_retention_days =
+        check.get("LOG_RETENTION_DAYS", s.log_retention_days, |v| parse::integer(v, 0));
+    s.log_max_rows = check.get("LOG_MAX_ROWS", s.log_max_rows, |v| parse::integer(v, 0));
+    s.log_raw_chunks = check.get("LOG_RAW_CHUNKS", s.log_raw_chunks, parse::boolean);
+    s.log_bodies = check.get("LOG_BODIES", s.log_bodies, parse::boolean);
+    s.log_file_max_bytes = check.get("LOG_FILE_MAX_BYTES", s.log_file_max_bytes, parse::byte_size);
+    s.log_file_keep = check.get("LOG_FILE_KEEP", s.log_file_keep, |v| parse::integer(v, 0));
+    s.ui_enabled = check.get("UI_ENABLED", s.ui_enabled, parse::boolean);
+    s.admin_key = check.get("ADMIN_KEY", None, |v| Ok(Some(Secret::from(v))));
+    s
+}
