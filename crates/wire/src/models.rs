@@ -9,6 +9,9 @@ pub struct ModelList {
     pub object: String,
     /// The models.
     pub data: Vec<Model>,
+    /// Fields this version does not model.
+    #[serde(flatten)]
+    pub extra: Map,
 }
 
 /// One model.
@@ -39,6 +42,7 @@ impl ModelList {
                 owned_by: owned_by.into(),
                 extra: Map::new(),
             }],
+            extra: Map::new(),
         }
     }
 }

@@ -35,8 +35,10 @@ impl WireError {
 
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.path.is_empty() || self.is_syntax() {
+        if self.is_syntax() {
             write!(f, "invalid JSON body: {}", self.source)
+        } else if self.path.is_empty() {
+            write!(f, "invalid request body: {}", self.message())
         } else {
             write!(f, "invalid value at `{}`: {}", self.path, self.message())
         }
