@@ -1,1 +1,150 @@
-fn main() {}
+//! `uniproxy`: reads the settings and serves. Exit status 2 for bad settings.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use slog::{info, warn};
+use uniproxy::{AppState, logging, serve};
+use uniproxy_config::{Sources, load};
+
+fn usage() -> &'static str {
+    "uniproxy — an OpenAI-compatible proxy for one configured model\n\n\
+     USAGE:\n    uniproxy [--config PATH]\n\n\
+     Settings come from defaults < the TOML file (--config or UNIPROXY_CONFIG) < ./.env <\n\
+     the environment. See .env.example for every setting.\n"
+}
+
+fn main() -> ExitCode {
+    let mut config_file: Option<PathBuf> = None;
+    let mut args = lexopt::Parser::from_env();
+    loop {
+        match args.next() {
+            Ok(Some(lexopt::Arg::Long("config") | lexopt::Arg::Short('c'))) => match args.value() {
+                Ok(v) => config_file = Some(PathBuf::from(v)),
+                Err(e) => return bad_usage(&e.to_string()),
+            },
+            Ok(Some(lexopt::Arg::Long("help") | lexopt::Arg::Short('h'))) => {
+                eprint!("{}", usage());
+                return ExitCode::SUCCESS;
+            }
+            Ok(Some(lexopt::Arg::Long("version") | lexopt::Arg::Short('V'))) => {
+                eprintln!("uniproxy {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            Ok(Some(other)) => return bad_usage(&other.unexpected().to_string()),
+            Ok(None) => break,
+            Err(e) => return bad_usage(&e.to_string()),
+        }
+    }
+    let settings = match load(&Sources::from_process(config_file)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("uniproxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let file = match logging::RotatingFile::open(
+        &settings.log_file_path,
+        settings.log_file_max_bytes,
+        settings.log_file_keep,
+    ) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!(
+                "uniproxy: cannot open the log file {} ({e}); logging to stderr only",
+                settings.log_file_path.display()
+            );
+            None
+        }
+    };
+    let log = logging::root(file);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("uniproxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let root = log.clone();
+    let code = runtime.block_on(async move {
+        let addr = settings.listen_addr();
+        let listener = match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("uniproxy: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let bound = listener.local_addr().map_or(addr, |a| a.to_string());
+        let defaulted = settings.type_was_defaulted();
+        let exposed = settings.host.parse::<IpAddr>().map_or(true, |ip| !ip.is_loopback());
+        let open = settings.proxy_api_keys.is_empty();
+        let state = match AppState::new(settings, log.clone()) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                eprintln!("uniproxy: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        info!(log, "uniproxy listening";
+            "address" => format!("http://{bound}"),
+            "platform" => state.provider.kind().as_str(),
+            "model" => &state.settings.actual_name);
+        if defaulted {
+            warn!(
+                log,
+                "no TYPE configured: serving the built-in mock model. \
+                To use a real one, copy .env.example to .env and set TYPE, API_KEY and ACTUAL_NAME"
+            );
+        }
+        if exposed && open {
+            warn!(
+                log,
+                "listening on a non-loopback address with no PROXY_API_KEYS: \
+                anyone who can reach this port can spend your upstream API key"
+            );
+        }
+        match serve(state, listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("uniproxy: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    });
+    // Dropping the runtime drops every task still holding a logger; dropping the last
+    // logger then lets the async drains write their last lines and stop.
+    drop(runtime);
+    drop(root);
+    code
+}
+
+fn bad_usage(message: &str) -> ExitCode {
+    eprintln!("uniproxy: {message}\n\n{}", usage());
+    ExitCode::from(2)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -211,3 +211,64 @@ impl Assembled {
 pub fn content_text(content: Option<&MessageContent>) -> String {
     content.map(MessageContent::joined_text).unwrap_or_default()
 }
+
+/// Replays a complete answer as a stream, for clients that asked for a stream from an
+/// upstream that cannot stream: per choice a role-and-content chunk (tool calls included,
+/// whole) and a finish chunk; then the usage chunk when `include_usage`; then `[DONE]`.
+pub fn completion_to_frames(completion: &ChatCompletion, include_usage: bool) -> Vec<bytes::Bytes> {
+    use uniproxy_wire::{ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta};
+    let new_chunk = || {
+        let mut c = ChatCompletionChunk::new(
+            completion.id.clone(),
+            completion.created,
+            completion.model.clone(),
+        );
+        c.system_fingerprint.clone_from(&completion.system_fingerprint);
+        c
+    };
+    let mut frames = Vec::new();
+    for choice in &completion.choices {
+        let m = &choice.message;
+        let tool_calls = m.tool_calls.as_ref().map(|calls| {
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, t)| ToolCallDelta {
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    id: Some(t.id.clone()),
+                    kind: Some(t.kind.clone()),
+                    function: Some(FunctionCallDelta {
+                        name: Some(t.function.name.clone()),
+                        arguments: Some(t.function.arguments.clone()),
+                        extra: Map::new(),
+                    }),
+                    extra: Map::new(),
+                })
+                .collect()
+        });
+        let delta = Delta {
+            role: Some(Role::Assistant),
+            content: Some(m.content().map(MessageContent::joined_text)),
+            refusal: m.refusal.clone(),
+            reasoning_content: m.reasoning_content.clone(),
+            tool_calls,
+            function_call: None,
+            extra: Map::new(),
+        };
+        let mut chunk = new_chunk();
+        chunk.choices.push(ChunkChoice::new(choice.index, delta));
+        frames.push(crate::sse::encode(&chunk));
+        let mut finish = new_chunk();
+        let mut c = ChunkChoice::new(choice.index, Delta::default());
+        c.finish_reason = Some(choice.finish_reason.clone().flatten());
+        finish.choices.push(c);
+        frames.push(crate::sse::encode(&finish));
+    }
+    if include_usage && let Some(usage) = &completion.usage {
+        let mut chunk = new_chunk();
+        chunk.usage = Some(Some(usage.clone()));
+        frames.push(crate::sse::encode(&chunk));
+    }
+    frames.push(bytes::Bytes::from_static(crate::sse::DONE_FRAME));
+    frames
+}

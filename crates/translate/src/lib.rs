@@ -46,7 +46,9 @@ pub mod mock;
 mod openai_compat;
 pub mod sse;
 
-pub use assemble::{Assembled, AssembledChoice, AssembledToolCall, content_text};
+pub use assemble::{
+    Assembled, AssembledChoice, AssembledToolCall, completion_to_frames, content_text,
+};
 use bytes::Bytes;
 pub use error::{TranslateError, error_type_for_status, fallback_error};
 pub use openai_compat::OpenAiCompat;

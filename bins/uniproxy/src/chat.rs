@@ -1,0 +1,225 @@
+//! `POST /chat/completions`: parse once, check the settings, translate, send, relay, record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, header};
+use uniproxy_translate::{ResponseContext, completion_to_frames};
+use uniproxy_wire::{ChatCompletionRequest, from_slice};
+
+use crate::error::ProxyError;
+use crate::record::{RequestRecord, now_ms, redacted_headers};
+use crate::relay::{SseRelay, UpstreamBody};
+use crate::routes::{ProxyBody, error_response, json_response};
+use crate::state::AppState;
+
+/// The most of an upstream's non-stream answer the proxy will buffer.
+const MAX_UPSTREAM_BODY: usize = 64 << 20;
+
+/// Handles one chat completion request. Every outcome, success or failure, is recorded.
+pub async fn chat(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    client_addr: Option<String>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let mut record = RequestRecord {
+        received_ms: now_ms(),
+        platform: state.provider.kind().as_str(),
+        actual_model: state.settings.actual_name.clone(),
+        request_headers: redacted_headers(req.headers()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        client_addr,
+        request_id: state.next_id(),
+        ..Default::default()
+    };
+    let mut upstream_wait = Duration::ZERO;
+    match handle(&state, req, &mut record, started, &mut upstream_wait).await {
+        // The record is written (or, for a stream, carried by the relay).
+        Ok(response) => response,
+        Err(e) => {
+            let response = error_response(&e);
+            record.status = e.status();
+            record.error_type = e.to_error_response().error.kind().map(str::to_owned);
+            record.error_message = Some(e.detail());
+            record.response =
+                serde_json::to_vec(&e.to_error_response()).map(Bytes::from).unwrap_or_default();
+            finish(&state, record, started, upstream_wait);
+            response
+        }
+    }
+}
+
+fn finish(state: &AppState, mut record: RequestRecord, started: Instant, upstream_wait: Duration) {
+    record.finished_ms = now_ms();
+    record.overhead = started.elapsed().saturating_sub(upstream_wait);
+    if record.first_byte_ms.is_none() {
+        record.first_byte_ms = Some(record.finished_ms);
+    }
+    state.recorder.record(record);
+}
+
+fn overhead_header(started: Instant, upstream_wait: Duration) -> header::HeaderValue {
+    let ms = started.elapsed().saturating_sub(upstream_wait).as_secs_f64() * 1000.0;
+    header::HeaderValue::from_str(&format!("{ms:.3}"))
+        .unwrap_or(header::HeaderValue::from_static("0"))
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ProxyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => match e.downcast::<hyper::Error>() {
+            Ok(e) => Err(ProxyError::BodyRead(*e)),
+            Err(_) => Err(ProxyError::BodyTooLarge { limit }),
+        },
+    }
+}
+
+async fn read_upstream(body: UpstreamBody, deadline: Instant) -> Result<Bytes, ProxyError> {
+    let read = async {
+        let mut body = body;
+        let mut out = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(ProxyError::UpstreamBody)?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > MAX_UPSTREAM_BODY {
+                    return Err(ProxyError::UpstreamTooLarge { limit: MAX_UPSTREAM_BODY });
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out.freeze())
+    };
+    match tokio::time::timeout_at(deadline.into(), read).await {
+        Ok(r) => r,
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            phase: "the request timeout",
+            setting: "REQUEST_TIMEOUT",
+        }),
+    }
+}
+
+async fn handle(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    record: &mut RequestRecord,
+    started: Instant,
+    upstream_wait: &mut Duration,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let settings = &state.settings;
+    let deadline = started + settings.request_timeout;
+    let body = read_body(req, settings.max_body_size).await?;
+    record.client_request = body.clone();
+    let mut request: ChatCompletionRequest = from_slice(&body).map_err(ProxyError::InvalidBody)?;
+    record.client_model.clone_from(&request.model);
+    record.stream = request.is_stream();
+    if !settings.enabled {
+        return Err(ProxyError::Disabled);
+    }
+    if request.has_tools() && !settings.supports_function_calling {
+        return Err(ProxyError::FunctionCallingDisabled);
+    }
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let ctx = ResponseContext::new(
+        record.request_id.clone(),
+        created,
+        settings.actual_name.clone(),
+        &request,
+    );
+    let client_stream = request.is_stream();
+    let upstream_stream = client_stream && settings.supports_streaming;
+    if client_stream && !upstream_stream {
+        request.stream = None;
+        request.stream_options = None;
+    }
+    let up = state.provider.build_request(request)?;
+    record.upstream_request = up.body.clone();
+    record.dropped_fields.clone_from(&up.dropped);
+    record.attempts = 1;
+
+    let wait_started = Instant::now();
+    let (status, upstream_body): (u16, UpstreamBody) = match &up.local_answer {
+        Some(local) => (
+            local.status,
+            Full::new(local.body.clone()).map_err(|never| match never {}).boxed_unsync(),
+        ),
+        None => {
+            let first_byte =
+                settings.first_byte_timeout.min(deadline.saturating_duration_since(Instant::now()));
+            let response = state.client.send(&up, first_byte).await?;
+            (response.status().as_u16(), response.into_body().boxed_unsync())
+        }
+    };
+    *upstream_wait += wait_started.elapsed();
+
+    if !(200..300).contains(&status) {
+        let wait_started = Instant::now();
+        let body = read_upstream(upstream_body, deadline).await?;
+        *upstream_wait += wait_started.elapsed();
+        return Err(ProxyError::Translate(state.provider.translate_error(status, &body)));
+    }
+
+    if upstream_stream {
+        record.status = 200;
+        let translator = state.provider.stream(&ctx);
+        record.overhead = started.elapsed().saturating_sub(*upstream_wait);
+        let relay = SseRelay::new(
+            upstream_body,
+            translator,
+            state.clone(),
+            std::mem::take(record),
+            deadline,
+        );
+        let mut response = Response::new(Either::Right(Box::new(relay)));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+        headers.insert("x-uniproxy-overhead-ms", overhead_header(started, *upstream_wait));
+        return Ok(response);
+    }
+
+    let wait_started = Instant::now();
+    let body = read_upstream(upstream_body, deadline).await?;
+    *upstream_wait += wait_started.elapsed();
+    let translated = state.provider.translate_response(status, body, &ctx)?;
+    record.usage.clone_from(&translated.completion.usage);
+    record.status = 200;
+    let response = if client_stream {
+        // SUPPORTS_STREAMING=false: the whole answer, replayed as a valid stream.
+        let mut sse = BytesMut::new();
+        for frame in completion_to_frames(&translated.completion, ctx.include_usage) {
+            sse.extend_from_slice(&frame);
+        }
+        record.response =
+            serde_json::to_vec(&translated.completion).map(Bytes::from).unwrap_or_default();
+        let mut r = Response::new(Either::Left(Full::new(sse.freeze())));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+        r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+        r
+    } else {
+        record.response = translated.body.clone();
+        json_response(200, translated.body)
+    };
+    let mut response = response;
+    response
+        .headers_mut()
+        .insert("x-uniproxy-overhead-ms", overhead_header(started, *upstream_wait));
+    finish(state, std::mem::take(record), started, *upstream_wait);
+    Ok(response)
+}

@@ -1,0 +1,204 @@
+//! The proxy's errors and the one place that turns them into responses.
+
+use uniproxy_translate::TranslateError;
+use uniproxy_wire::{ErrorResponse, WireError};
+
+/// Everything that can go wrong with a request, grouped by who is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No such route.
+    #[error("no route for {method} {path}")]
+    NotFound {
+        /// The method.
+        method: String,
+        /// The path.
+        path: String,
+    },
+    /// The route exists but not with this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The method.
+        method: String,
+        /// The path.
+        path: String,
+    },
+    /// The client sent no valid proxy key.
+    #[error(
+        "missing or invalid API key: send one of the proxy's keys as `Authorization: Bearer KEY`"
+    )]
+    Unauthorized,
+    /// The body is larger than MAX_BODY_SIZE.
+    #[error("request body is larger than the limit of {limit} bytes (MAX_BODY_SIZE)")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The client's body could not be read.
+    #[error("could not read the request body")]
+    BodyRead(#[source] hyper::Error),
+    /// The body is not valid JSON or has a value of the wrong type.
+    #[error("{0}")]
+    InvalidBody(#[source] WireError),
+    /// ENABLED=false.
+    #[error("the model is disabled (ENABLED=false)")]
+    Disabled,
+    /// The request has tools and SUPPORTS_FUNCTION_CALLING=false.
+    #[error("this model does not support tools or functions (SUPPORTS_FUNCTION_CALLING=false)")]
+    FunctionCallingDisabled,
+    /// More requests in flight than CONCURRENCY_LIMIT.
+    #[error("too many requests in flight (CONCURRENCY_LIMIT={limit}); retry shortly")]
+    Overloaded {
+        /// The limit.
+        limit: usize,
+    },
+    /// The request cannot be translated, or the upstream answered an error.
+    #[error(transparent)]
+    Translate(#[from] TranslateError),
+    /// The upstream could not be reached.
+    #[error("could not reach the upstream")]
+    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    /// The upstream took too long.
+    #[error("the upstream did not answer within {phase} ({setting})")]
+    UpstreamTimeout {
+        /// Which wait ran out.
+        phase: &'static str,
+        /// The setting that sets it.
+        setting: &'static str,
+    },
+    /// The upstream's body could not be read.
+    #[error("the upstream's answer was cut off")]
+    UpstreamBody(#[source] hyper::Error),
+    /// The upstream's body is larger than the proxy will buffer.
+    #[error("the upstream's answer is larger than {limit} bytes")]
+    UpstreamTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Who caused an error: it decides the status class and whether the details reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client's request (4xx).
+    Client,
+    /// The upstream (its status, 502 or 504).
+    Upstream,
+}
+
+impl ProxyError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            ProxyError::NotFound { .. } => 404,
+            ProxyError::MethodNotAllowed { .. } => 405,
+            ProxyError::Unauthorized => 401,
+            ProxyError::BodyTooLarge { .. } => 413,
+            ProxyError::BodyRead(_) | ProxyError::InvalidBody(_) => 400,
+            ProxyError::Disabled => 503,
+            ProxyError::FunctionCallingDisabled => 400,
+            ProxyError::Overloaded { .. } => 429,
+            ProxyError::Translate(e) => e.status(),
+            ProxyError::UpstreamConnect(_) => 502,
+            ProxyError::UpstreamTimeout { .. } => 504,
+            ProxyError::UpstreamBody(_) | ProxyError::UpstreamTooLarge { .. } => 502,
+        }
+    }
+
+    /// Who caused it.
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::NotFound { .. }
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::Unauthorized
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyRead(_)
+            | ProxyError::InvalidBody(_)
+            | ProxyError::Disabled
+            | ProxyError::FunctionCallingDisabled
+            | ProxyError::Overloaded { .. } => Fault::Client,
+            ProxyError::Translate(e)
+                if e.status() < 500 && !matches!(e, TranslateError::Upstream { .. }) =>
+            {
+                Fault::Client
+            }
+            ProxyError::Translate(_)
+            | ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamBody(_)
+            | ProxyError::UpstreamTooLarge { .. } => Fault::Upstream,
+        }
+    }
+
+    /// The body for the client, in the OpenAI error shape. Internals (socket errors) stay in
+    /// the log; the client gets what it can act on.
+    pub fn to_error_response(&self) -> ErrorResponse {
+        match self {
+            ProxyError::NotFound { .. } => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error").with_code("not_found")
+            }
+            ProxyError::MethodNotAllowed { .. } => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error")
+                    .with_code("method_not_allowed")
+            }
+            ProxyError::Unauthorized => {
+                ErrorResponse::new(self.to_string(), "authentication_error")
+                    .with_code("invalid_api_key")
+            }
+            ProxyError::BodyTooLarge { .. } => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error")
+                    .with_code("request_too_large")
+            }
+            ProxyError::BodyRead(_) => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error")
+            }
+            ProxyError::InvalidBody(e) => {
+                let r = ErrorResponse::new(self.to_string(), "invalid_request_error");
+                if e.path().is_empty() || e.is_syntax() {
+                    r.with_code("invalid_json")
+                } else {
+                    r.with_param(e.path()).with_code("invalid_type")
+                }
+            }
+            ProxyError::Disabled => {
+                ErrorResponse::new(self.to_string(), "server_error").with_code("model_disabled")
+            }
+            ProxyError::FunctionCallingDisabled => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error")
+                    .with_param("tools")
+                    .with_code("unsupported_parameter")
+            }
+            ProxyError::Overloaded { .. } => {
+                ErrorResponse::new(self.to_string(), "rate_limit_error")
+                    .with_code("proxy_overloaded")
+            }
+            ProxyError::Translate(e) => e.to_error_response(),
+            ProxyError::UpstreamConnect(_) => {
+                ErrorResponse::new(self.to_string(), "upstream_error")
+                    .with_code("upstream_unreachable")
+            }
+            ProxyError::UpstreamTimeout { .. } => {
+                ErrorResponse::new(self.to_string(), "timeout_error").with_code("upstream_timeout")
+            }
+            ProxyError::UpstreamBody(_) | ProxyError::UpstreamTooLarge { .. } => {
+                ErrorResponse::new(self.to_string(), "upstream_error")
+                    .with_code("bad_upstream_response")
+            }
+        }
+    }
+
+    /// The full chain of causes, for the log.
+    pub fn detail(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            // Many errors already print their cause; add only what is new.
+            let text = s.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = s.source();
+        }
+        out
+    }
+}

@@ -1,0 +1,86 @@
+//! The uniproxy server: hyper 1.x on tokio, wiring the translator, the log store and the
+//! settings together. Its own code is HTTP plumbing; platform differences live in
+//! `uniproxy-translate`.
+//!
+//! Start with [`serve`]; `main.rs` only reads the settings and calls it.
+
+pub mod chat;
+pub mod error;
+pub mod logging;
+pub mod record;
+pub mod relay;
+pub mod routes;
+pub mod state;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use slog::{info, warn};
+use tokio::net::TcpListener;
+
+pub use state::AppState;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+/// How long a client may take to send its request head (against slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
+/// (for at most [`GRACE_PERIOD`]).
+///
+/// # Errors
+/// Only when the listener itself fails; a failing connection is logged and dropped.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(state.log, "accept failed"; "error" => %e);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let peer = peer.to_string();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            let peer = peer.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(routes::handle(state, req, Some(peer)).await)
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A client that resets its connection is not the server's problem.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    info!(state.log, "shutting down: finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => info!(state.log, "all connections closed"),
+        () = tokio::time::sleep(GRACE_PERIOD) => warn!(state.log, "grace period over; closing the remaining connections"),
+    }
+    Ok(())
+}

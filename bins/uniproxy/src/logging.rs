@@ -1,0 +1,105 @@
+//! slog set-up: JSON lines to LOG_FILE_PATH (rotated by size, N files kept) and a
+//! human-readable line to stderr. Both drains run on slog-async's thread, so no log write
+//! ever blocks a runtime worker.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use slog::{Drain, Logger, o};
+
+/// A file that starts over when it reaches `max_bytes`, keeping `keep` old files as
+/// `NAME.1` (newest) … `NAME.keep`.
+pub struct RotatingFile {
+    path: PathBuf,
+    file: File,
+    written: u64,
+    max_bytes: u64,
+    keep: u32,
+}
+
+impl RotatingFile {
+    /// Opens (appending) or creates the file and its folder.
+    ///
+    /// # Errors
+    /// When the folder cannot be created or the file cannot be opened.
+    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let written = file.metadata()?.len();
+        Ok(RotatingFile { path: path.to_owned(), file, written, max_bytes, keep })
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        let name = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path).or_else(ignore_missing)?;
+        } else {
+            std::fs::remove_file(name(self.keep)).or_else(ignore_missing)?;
+            for n in (1..self.keep).rev() {
+                std::fs::rename(name(n), name(n + 1)).or_else(ignore_missing)?;
+            }
+            std::fs::rename(&self.path, name(1))?;
+        }
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+fn ignore_missing(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.max_bytes > 0
+            && self.written > 0
+            && self.written + buf.len() as u64 > self.max_bytes
+        {
+            self.rotate()?;
+        }
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The root logger: JSON to `file` (when given), text to stderr.
+pub fn root(file: Option<RotatingFile>) -> Logger {
+    let decorator = slog_term::PlainDecorator::new(io::stderr());
+    let term = slog_term::CompactFormat::new(decorator).build().fuse();
+    // Blocking on overflow: a log line is never dropped, and the queue is large enough that
+    // this only happens when the disk cannot keep up at all.
+    let term = slog_async::Async::new(term)
+        .chan_size(4096)
+        .overflow_strategy(slog_async::OverflowStrategy::Block)
+        .build()
+        .fuse();
+    match file {
+        Some(file) => {
+            let json =
+                slog_json::Json::new(io::LineWriter::new(file)).add_default_keys().build().fuse();
+            let json = slog_async::Async::new(json)
+                .chan_size(16384)
+                .overflow_strategy(slog_async::OverflowStrategy::Block)
+                .build()
+                .fuse();
+            // Per-request content goes to the JSON file only; stderr gets the summary.
+            let term = slog::Filter::new(term, |r: &slog::Record<'_>| r.tag() != "content").fuse();
+            Logger::root(slog::Duplicate::new(json, term).fuse(), o!())
+        }
+        None => Logger::root(term, o!()),
+    }
+}

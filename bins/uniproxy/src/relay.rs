@@ -1,0 +1,244 @@
+//! The streaming relay: an HTTP body that reads the upstream's SSE body, decodes it, runs
+//! each event through the platform's stream translator and yields the frames for the client.
+//!
+//! It is a `Body`, not a task: hyper polls it when the client's socket can take more, every
+//! frame is flushed as soon as the upstream has nothing more ready, and when the client goes
+//! away hyper drops it, which drops the upstream body and closes that connection at once.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+use uniproxy_translate::{StreamTranslator, sse};
+use uniproxy_wire::ErrorResponse;
+
+use crate::record::{RequestRecord, now_ms};
+use crate::state::AppState;
+
+/// The upstream's body, whatever produced it (the network, or the mock platform).
+pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Raw frames kept for the log are capped at this many bytes.
+const RAW_CAP: usize = 8 << 20;
+
+/// See the module docs.
+pub struct SseRelay {
+    upstream: Option<UpstreamBody>,
+    decoder: sse::Decoder,
+    translator: Box<dyn StreamTranslator>,
+    pending: VecDeque<Bytes>,
+    ended: bool,
+    idle: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    idle_for: std::time::Duration,
+    state: Arc<AppState>,
+    record: Option<RequestRecord>,
+    raw: Option<BytesMut>,
+    /// Time spent in this body's own work (decoding, translating).
+    busy: std::time::Duration,
+}
+
+impl SseRelay {
+    /// A relay for `upstream`; `record` is completed and written when the stream ends or the
+    /// client goes away.
+    pub fn new(
+        upstream: UpstreamBody,
+        translator: Box<dyn StreamTranslator>,
+        state: Arc<AppState>,
+        record: RequestRecord,
+        deadline: Instant,
+    ) -> Self {
+        let idle_for = state.settings.stream_idle_timeout;
+        let raw = state.settings.log_raw_chunks.then(BytesMut::new);
+        SseRelay {
+            upstream: Some(upstream),
+            decoder: sse::Decoder::new(),
+            translator,
+            pending: VecDeque::new(),
+            ended: false,
+            idle: Box::pin(tokio::time::sleep(idle_for)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
+            idle_for,
+            state,
+            record: Some(record),
+            raw,
+            busy: std::time::Duration::ZERO,
+        }
+    }
+
+    fn take_events(&mut self, events: Vec<sse::SseEvent>) {
+        for ev in events {
+            match self.translator.push(&ev) {
+                Ok(frames) => self.pending.extend(frames),
+                Err(e) => {
+                    self.fail(e.to_error_response(), e.to_string());
+                    return;
+                }
+            }
+            if self.translator.is_done() {
+                self.end_upstream();
+                return;
+            }
+        }
+    }
+
+    fn fail(&mut self, error: ErrorResponse, detail: String) {
+        self.pending.push_back(sse::encode(&error));
+        if let Some(r) = self.record.as_mut() {
+            r.error_type = error.error.kind().map(str::to_owned);
+            r.error_message = Some(detail);
+        }
+        self.end_upstream();
+    }
+
+    fn end_upstream(&mut self) {
+        self.upstream = None;
+        self.ended = true;
+    }
+
+    fn finish_upstream(&mut self) {
+        if let Some(ev) = self.decoder.finish() {
+            self.take_events(vec![ev]);
+        }
+        if !self.ended {
+            match self.translator.finish() {
+                Ok(frames) => self.pending.extend(frames),
+                Err(e) => self.fail(e.to_error_response(), e.to_string()),
+            }
+        }
+        self.end_upstream();
+    }
+
+    /// Completes and writes the record. `client_gone`: the client left before the end.
+    fn write_record(&mut self, client_gone: bool) {
+        let Some(mut r) = self.record.take() else { return };
+        let a = self.translator.assembled();
+        r.finished_ms = now_ms();
+        r.usage.clone_from(&a.usage);
+        if let Some(e) = &a.error
+            && r.error_message.is_none()
+        {
+            r.error_type = e.error.kind().map(str::to_owned);
+            r.error_message = Some(e.error.message.clone());
+        }
+        if client_gone {
+            r.status = 499;
+            r.error_type.get_or_insert_with(|| "client_closed".to_owned());
+            r.error_message
+                .get_or_insert_with(|| "the client closed the connection mid-stream".to_owned());
+        }
+        r.response = serde_json::to_vec(a).map(Bytes::from).unwrap_or_default();
+        r.raw_chunks = self.raw.take().map(BytesMut::freeze);
+        r.overhead += self.busy;
+        self.state.recorder.record(r);
+    }
+
+    fn emit(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(r) = self.record.as_mut()
+            && r.first_byte_ms.is_none()
+        {
+            r.first_byte_ms = Some(now_ms());
+        }
+        if let Some(raw) = self.raw.as_mut()
+            && raw.len() + frame.len() <= RAW_CAP
+        {
+            raw.extend_from_slice(&frame);
+        }
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+}
+
+impl Body for SseRelay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(frame) = this.pending.pop_front() {
+                return this.emit(frame);
+            }
+            if this.ended {
+                this.write_record(false);
+                return Poll::Ready(None);
+            }
+            let Some(upstream) = this.upstream.as_mut() else {
+                this.ended = true;
+                continue;
+            };
+            match Pin::new(upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let started = Instant::now();
+                    if let Ok(data) = frame.into_data() {
+                        let events = this.decoder.feed(&data);
+                        this.take_events(events);
+                    }
+                    let idle_until = tokio::time::Instant::now() + this.idle_for;
+                    this.idle.as_mut().reset(idle_until);
+                    this.busy += started.elapsed();
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let error = ErrorResponse::new(
+                        "the upstream connection failed mid-stream",
+                        "upstream_error",
+                    )
+                    .with_code("upstream_stream_error");
+                    this.fail(error, format!("the upstream connection failed mid-stream: {e}"));
+                }
+                Poll::Ready(None) => {
+                    let started = Instant::now();
+                    this.finish_upstream();
+                    this.busy += started.elapsed();
+                }
+                Poll::Pending => {
+                    if this.deadline.as_mut().poll(cx).is_ready() {
+                        let error = ErrorResponse::new(
+                            "the upstream stream exceeded the request timeout (REQUEST_TIMEOUT)",
+                            "timeout_error",
+                        )
+                        .with_code("upstream_timeout");
+                        let detail = error.error.message.clone();
+                        this.fail(error, detail);
+                        continue;
+                    }
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        let error = ErrorResponse::new(
+                            "the upstream sent nothing for too long (STREAM_IDLE_TIMEOUT)",
+                            "timeout_error",
+                        )
+                        .with_code("upstream_timeout");
+                        let detail = error.error.message.clone();
+                        this.fail(error, detail);
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.pending.is_empty() && self.record.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for SseRelay {
+    fn drop(&mut self) {
+        // Still holding the record: the client went away before the end.
+        self.write_record(true);
+    }
+}

@@ -1,0 +1,190 @@
+//! Routing, CORS, client keys, and the small endpoints (`/models`, `/health`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, header};
+use serde_json::json;
+use uniproxy_wire::ModelList;
+
+use crate::chat;
+use crate::error::ProxyError;
+use crate::relay::SseRelay;
+use crate::state::AppState;
+
+/// Every response body: a complete body, or a relayed stream.
+/// The relay is boxed: it is large, and most responses are not streams.
+pub type ProxyBody = Either<Full<Bytes>, Box<SseRelay>>;
+
+/// A JSON response.
+pub fn json_response(status: u16, body: Bytes) -> Response<ProxyBody> {
+    let mut r = Response::new(Either::Left(Full::new(body)));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The response for an error, in the OpenAI shape.
+pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
+    let body = serde_json::to_vec(&e.to_error_response()).unwrap_or_default();
+    let mut r = json_response(e.status(), Bytes::from(body));
+    if let ProxyError::Overloaded { .. } = e {
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// The routes the proxy serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Chat,
+    Models,
+    Health,
+}
+
+fn route_of(path: &str) -> Option<Route> {
+    match path.trim_end_matches('/') {
+        "/chat/completions" | "/v1/chat/completions" => Some(Route::Chat),
+        "/models" | "/v1/models" => Some(Route::Models),
+        "/health" | "/v1/health" => Some(Route::Health),
+        _ => None,
+    }
+}
+
+fn allowed_method(route: Route) -> Method {
+    match route {
+        Route::Chat => Method::POST,
+        Route::Models | Route::Health => Method::GET,
+    }
+}
+
+/// Dispatches one request.
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    client_addr: Option<String>,
+) -> Response<ProxyBody> {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut response = dispatch(&state, req, client_addr).await;
+    if let Some(origin) = origin {
+        cors_headers(&state, &origin, response.headers_mut());
+    }
+    response
+}
+
+async fn dispatch(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    client_addr: Option<String>,
+) -> Response<ProxyBody> {
+    let path = req.uri().path().to_owned();
+    let Some(route) = route_of(&path) else {
+        return error_response(&ProxyError::NotFound { method: req.method().to_string(), path });
+    };
+    if req.method() == Method::OPTIONS {
+        return preflight(state, &req, route);
+    }
+    let allowed = allowed_method(route);
+    if req.method() != allowed && !(allowed == Method::GET && req.method() == Method::HEAD) {
+        let mut r = error_response(&ProxyError::MethodNotAllowed {
+            method: req.method().to_string(),
+            path,
+        });
+        if let Ok(v) = header::HeaderValue::from_str(allowed.as_str()) {
+            r.headers_mut().insert(header::ALLOW, v);
+        }
+        return r;
+    }
+    if route != Route::Health && !authorized(state, &req) {
+        return error_response(&ProxyError::Unauthorized);
+    }
+    match route {
+        Route::Chat => chat::chat(state.clone(), req, client_addr).await,
+        Route::Models => models(state),
+        Route::Health => health(state),
+    }
+}
+
+/// Whether the request carries one of the proxy's keys (always, when none are configured).
+fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
+    let keys = &state.settings.proxy_api_keys;
+    if keys.is_empty() {
+        return true;
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    // Every key is compared, so the time taken does not tell which key came close.
+    token.is_some_and(|t| keys.iter().fold(false, |found, k| k.matches(t) | found))
+}
+
+fn models(state: &AppState) -> Response<ProxyBody> {
+    let list = ModelList::single(
+        state.settings.actual_name.clone(),
+        state.started_unix,
+        state.provider.kind().as_str(),
+    );
+    json_response(200, Bytes::from(serde_json::to_vec(&list).unwrap_or_default()))
+}
+
+fn health(state: &AppState) -> Response<ProxyBody> {
+    let body = json!({
+        "status": if state.settings.enabled { "ok" } else { "disabled" },
+        "platform": state.provider.kind().as_str(),
+        "model": state.settings.actual_name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "log_store": state.recorder.health(),
+    });
+    json_response(200, Bytes::from(body.to_string()))
+}
+
+fn origin_allowed(state: &AppState, origin: &header::HeaderValue) -> Option<header::HeaderValue> {
+    let allowed = &state.settings.cors_allow_origins;
+    if allowed.iter().any(|a| a == "*") {
+        return Some(header::HeaderValue::from_static("*"));
+    }
+    let o = origin.to_str().ok()?;
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(o)).then(|| origin.clone())
+}
+
+fn cors_headers(state: &AppState, origin: &header::HeaderValue, headers: &mut hyper::HeaderMap) {
+    if let Some(allow) = origin_allowed(state, origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            header::HeaderValue::from_static("x-uniproxy-overhead-ms"),
+        );
+        headers.append(header::VARY, header::HeaderValue::from_static("origin"));
+    }
+}
+
+fn preflight(state: &AppState, req: &Request<Incoming>, route: Route) -> Response<ProxyBody> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
+    *r.status_mut() = hyper::StatusCode::NO_CONTENT;
+    let methods = match route {
+        Route::Chat => "POST, OPTIONS",
+        Route::Models | Route::Health => "GET, HEAD, OPTIONS",
+    };
+    r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(methods));
+    let origin = req.headers().get(header::ORIGIN);
+    if let Some(allow) = origin.and_then(|o| origin_allowed(state, o)) {
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, header::HeaderValue::from_static(methods));
+        let asked = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            asked.unwrap_or(header::HeaderValue::from_static("authorization, content-type")),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, header::HeaderValue::from_static("600"));
+        h.append(header::VARY, header::HeaderValue::from_static("origin"));
+    }
+    r
+}
