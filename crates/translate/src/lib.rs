@@ -40,12 +40,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod anthropic;
 mod assemble;
 mod error;
 pub mod mock;
 mod openai_compat;
 pub mod sse;
 
+pub use anthropic::Anthropic;
 pub use assemble::{Assembled, AssembledChoice, AssembledToolCall, content_text};
 use bytes::Bytes;
 pub use error::{TranslateError, error_type_for_status, fallback_error};
@@ -276,7 +278,8 @@ pub fn provider(config: &ProviderConfig) -> Result<Box<dyn Provider>, TranslateE
             Box::new(OpenAiCompat::new(config.clone())?)
         }
         ProviderKind::Mock => Box::new(mock::Mock::new(config.clone())),
-        ProviderKind::Anthropic | ProviderKind::Google => {
+        ProviderKind::Anthropic => Box::new(anthropic::Anthropic::new(config.clone())?),
+        ProviderKind::Google => {
             return Err(TranslateError::Unsupported {
                 provider: config.kind,
                 field: "TYPE".to_owned(),
