@@ -18,7 +18,7 @@
 //! | `max_completion_tokens`, else `max_tokens`, else the configured limit (and capped by it) | `max_tokens` (Anthropic requires it) |
 //! | `temperature`, `top_p` | the same (Anthropic answers 400 itself for a temperature above 1) |
 //! | `user` | `metadata.user_id` |
-//! | `reasoning_effort` `minimal` / `low` / `medium` / `high` / `xhigh` | `thinking.budget_tokens` 1024 / 2048 / 8192 / 16384 / 32768, cut to `max_tokens - 1`; `none` is no thinking |
+//! | `reasoning_effort` `minimal` / `low` / `medium` / `high` / `xhigh` | `thinking.budget_tokens` 1024 / 2048 / 4096 / 8192 / 16384, cut to half of `max_tokens` (so the answer keeps the other half) but never below Anthropic's minimum of 1024; `none` is no thinking |
 //!
 //! With thinking on, Anthropic accepts only the default sampling, so a `temperature` other
 //! than 1 and any `top_p` are left out (and named in `dropped`) rather than failing the

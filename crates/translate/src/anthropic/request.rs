@@ -23,17 +23,24 @@ const HARMLESS_EXTRA: &[&str] =
     &["safety_identifier", "prompt_cache_key", "prompt_cache_retention"];
 
 /// The thinking budget for an OpenAI `reasoning_effort`, or `None` for no thinking.
-/// The budget is later cut to stay below `max_tokens`.
+/// The budget is later cut to half of `max_tokens` (see [`fit_budget`]).
 fn thinking_budget(effort: &str) -> Result<Option<u32>, TranslateError> {
     Ok(match effort {
         "none" => None,
         "minimal" => Some(1024),
         "low" => Some(2048),
-        "medium" => Some(8192),
-        "high" => Some(16384),
-        "xhigh" => Some(32768),
+        "medium" => Some(4096),
+        "high" => Some(8192),
+        "xhigh" => Some(16384),
         _ => return Err(unsupported("reasoning_effort")),
     })
+}
+
+/// Fits a budget into the token limit: thinking counts against `max_tokens` and Anthropic
+/// wants the budget below it, so it takes at most half and leaves the rest for the answer,
+/// but never less than Anthropic's minimum of 1024 (`max_tokens` above 1024 is checked first).
+fn fit_budget(budget: u32, max_tokens: u32) -> u32 {
+    budget.min(max_tokens / 2).max(MIN_THINKING_BUDGET)
 }
 
 fn unsupported(field: impl Into<String>) -> TranslateError {
@@ -217,7 +224,7 @@ impl RequestBuilder {
                 if top_p.take().is_some() {
                     self.drop_field("top_p");
                 }
-                Some(ThinkingConfig::Enabled { budget_tokens: budget.min(max_tokens - 1) })
+                Some(ThinkingConfig::Enabled { budget_tokens: fit_budget(budget, max_tokens) })
             }
             Some(None) | None => None,
         };

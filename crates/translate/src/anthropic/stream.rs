@@ -139,6 +139,8 @@ impl AnthropicStream {
                 let reason =
                     if self.next_call > 0 { FinishReason::ToolCalls } else { FinishReason::Stop };
                 self.finish_chunk(reason, &mut out);
+                // Blocks started after `message_delta` (a broken upstream) still end whole.
+                self.close_open(&mut out);
                 let usage = openai_usage(&self.usage);
                 if self.include_usage {
                     let mut chunk = self.chunk();
@@ -216,17 +218,22 @@ impl AnthropicStream {
         }
     }
 
+    /// Closes the blocks left open, in index order.
+    fn close_open(&mut self, out: &mut Vec<Bytes>) {
+        let mut open: Vec<(u32, Block)> = self.blocks.drain().collect();
+        open.sort_by_key(|(index, _)| *index);
+        for (_, block) in open {
+            self.close(block, out);
+        }
+    }
+
     /// Sends the finish chunk once, closing any block left open.
     fn finish_chunk(&mut self, reason: FinishReason, out: &mut Vec<Bytes>) {
         if self.finished {
             return;
         }
         self.start(out);
-        let mut open: Vec<(u32, Block)> = self.blocks.drain().collect();
-        open.sort_by_key(|(index, _)| *index);
-        for (_, block) in open {
-            self.close(block, out);
-        }
+        self.close_open(out);
         self.finished = true;
         let mut chunk = self.chunk();
         let mut choice = ChunkChoice::new(0, Delta::default());
