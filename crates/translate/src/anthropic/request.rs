@@ -362,7 +362,11 @@ impl RequestBuilder {
                         self.drop_extra(&format!("{path}.content[{j}]"), &extra);
                         Ok(text)
                     }
-                    _ => Err(unsupported(format!("{path}.content[{j}]"))),
+                    ContentPart::ImageUrl { .. }
+                    | ContentPart::InputAudio { .. }
+                    | ContentPart::File { .. }
+                    | ContentPart::Refusal { .. }
+                    | ContentPart::Unknown(_) => Err(unsupported(format!("{path}.content[{j}]"))),
                 })
                 .collect(),
         }
