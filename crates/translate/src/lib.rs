@@ -40,12 +40,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod anthropic;
 mod assemble;
 mod error;
 pub mod mock;
 mod openai_compat;
 pub mod sse;
 
+pub use anthropic::Anthropic;
 pub use assemble::{
     Assembled, AssembledChoice, AssembledToolCall, completion_to_frames, content_text,
 };
@@ -278,7 +280,8 @@ pub fn provider(config: &ProviderConfig) -> Result<Box<dyn Provider>, TranslateE
             Box::new(OpenAiCompat::new(config.clone())?)
         }
         ProviderKind::Mock => Box::new(mock::Mock::new(config.clone())),
-        ProviderKind::Anthropic | ProviderKind::Google => {
+        ProviderKind::Anthropic => Box::new(anthropic::Anthropic::new(config.clone())?),
+        ProviderKind::Google => {
             return Err(TranslateError::Unsupported {
                 provider: config.kind,
                 field: "TYPE".to_owned(),

@@ -107,7 +107,11 @@ pub fn respond(p: &dyn Provider, status: u16, body: &[u8]) -> Value {
     match p.translate_response(status, Bytes::copy_from_slice(body), &context(false)) {
         Ok(t) => {
             let sent: Value = serde_json::from_slice(&t.body).unwrap();
-            assert_eq!(sent, serde_json::to_value(&t.completion).unwrap(), "body and completion agree");
+            assert_eq!(
+                sent,
+                serde_json::to_value(&t.completion).unwrap(),
+                "body and completion agree"
+            );
             json!({ "status": status, "completion": t.completion })
         }
         Err(e) => json!({ "status": e.status(), "error": e.to_error_response() }),

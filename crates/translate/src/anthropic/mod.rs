@@ -1,0 +1,219 @@
+//! Anthropic Messages (`POST {BASE_URL}/messages`, headers `x-api-key` and
+//! `anthropic-version: 2023-06-01`).
+//!
+//! # Request
+//!
+//! | OpenAI | Anthropic |
+//! | --- | --- |
+//! | `system` and `developer` messages, wherever they are | top-level `system`, one text block each, in order |
+//! | consecutive messages of one role (`tool` counts as `user`) | one message |
+//! | `tool` messages | `tool_result` blocks, first in the user turn that follows the calls |
+//! | assistant `tool_calls` | `tool_use` blocks; `arguments` parsed to `input` (`""` → `{}`) |
+//! | `image_url` with a `data:…;base64,` URL / an `http(s)` URL | `image` with a `base64` / `url` source |
+//! | text (and earlier assistant refusal) parts | `text` blocks |
+//! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters) |
+//! | `tool_choice` `auto` / `required` / `none` / named | `auto` / `any` / `none` / `tool` |
+//! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |
+//! | `stop` | `stop_sequences` |
+//! | `max_completion_tokens`, else `max_tokens`, else the configured limit (and capped by it) | `max_tokens` (Anthropic requires it) |
+//! | `temperature`, `top_p` | the same (Anthropic answers 400 itself for a temperature above 1) |
+//! | `user` | `metadata.user_id` |
+//! | `reasoning_effort` `minimal` / `low` / `medium` / `high` / `xhigh` | `thinking.budget_tokens` 1024 / 2048 / 4096 / 8192 / 16384, cut to half of `max_tokens` (so the answer keeps the other half) but never below Anthropic's minimum of 1024; `none` is no thinking |
+//!
+//! With thinking on, Anthropic accepts only the default sampling, so a `temperature` other
+//! than 1 and any `top_p` are left out (and named in `dropped`) rather than failing the
+//! request; a token limit of 1024 or less cannot hold the smallest budget and gets a 400
+//! naming `reasoning_effort`.
+//!
+//! **Dropped** (harmless, named in [`UpstreamRequest::dropped`](crate::UpstreamRequest)):
+//! `presence_penalty`, `frequency_penalty`, `logit_bias`, `seed`, `service_tier`, `store`,
+//! `metadata`, `prediction`, `n: 1`, `logprobs: false`, `top_logprobs: 0`, `modalities:
+//! ["text"]`, `safety_identifier`, `prompt_cache_key`, `prompt_cache_retention`,
+//! `tool_choice` `none`/`auto` and `parallel_tool_calls` without tools, `strict` on tools,
+//! image `detail`, message `name`, assistant `reasoning_content` (Anthropic takes earlier
+//! thinking back only with its signature, which the OpenAI shape cannot carry) and assistant
+//! `refusal`, and any unknown field inside a message, part or tool.
+//!
+//! **Refused** with a 400 naming the field ([`TranslateError::Unsupported`]):
+//! `n > 1`, `logprobs: true`, `top_logprobs > 0`, `response_format` `json_object` and
+//! `json_schema` (Anthropic has no JSON mode; emulating one with a forced tool would change
+//! the answer's shape, so the client must choose), audio output `modalities`, legacy
+//! `functions` / `function_call`, `input_audio` and `file` parts, unknown part types, tools
+//! that are not functions, unknown `tool_choice` forms, roles `function` and unknown roles,
+//! unknown `reasoning_effort` values, and unknown top-level fields. Invalid tool call
+//! `arguments` get [`TranslateError::InvalidToolArguments`]; a `tool` message that answers no
+//! earlier call, and image URLs that are neither `data:` base64 nor `http(s)`, get
+//! [`TranslateError::InvalidRequest`].
+//!
+//! # Answer
+//!
+//! Text blocks are joined into `content`, `thinking` blocks into `reasoning_content`,
+//! `tool_use` blocks become `tool_calls` with their ids (`arguments` is the input object's
+//! JSON). Other blocks (`redacted_thinking`, server tool blocks) carry nothing the OpenAI
+//! shape can hold and are skipped. `stop_reason` `end_turn` / `stop_sequence` / `pause_turn`
+//! → `stop`; `max_tokens` / `model_context_window_exceeded` → `length`; `tool_use` →
+//! `tool_calls`; `refusal` → `content_filter`; a reason this version does not know is passed on
+//! as it is. Usage: `prompt_tokens` = `input_tokens` + cache creation + cache read (Anthropic's
+//! `input_tokens` leaves the cache out), `prompt_tokens_details.cached_tokens` = cache read.
+//! The id and time come from the [`ResponseContext`].
+//!
+//! Errors (`{"type":"error","error":{type,message}}`) keep their status (529 too) and message;
+//! the type maps to OpenAI's (`not_found_error` → `invalid_request_error`, `api_error` →
+//! `server_error`, `billing_error` → `insufficient_quota`, others by name) and the Anthropic
+//! type is kept as `code`. Other bodies go through [`fallback_error`](crate::fallback_error).
+//!
+//! # Stream
+//!
+//! See [`Anthropic`]: chunks are numbered by OpenAI's rules, not Anthropic's block indexes.
+
+mod request;
+mod response;
+mod stream;
+mod wire;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+
+use crate::{
+    Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator, TranslateError,
+    Translated, UpstreamRequest,
+};
+
+/// The `anthropic-version` header every request carries.
+const API_VERSION: &str = "2023-06-01";
+
+/// The provider for Anthropic Messages.
+///
+/// Its stream translator turns Anthropic's events into OpenAI chunks: `message_start` gives
+/// the role chunk, text and thinking deltas give `content` and `reasoning_content` fragments,
+/// and each `tool_use` block becomes a tool call numbered 0, 1, … in order of appearance,
+/// whose first fragment carries the id, type and name (a call that got no argument text ends
+/// with `{}`). `message_delta` gives the finish chunk; `message_stop` the usage chunk (when
+/// the client asked for it) and `[DONE]`. Pings and unknown events are ignored; an `error`
+/// event, or a body that ends before `message_stop`, ends the stream with an error frame.
+///
+/// ```
+/// use uniproxy_translate::{Anthropic, Provider, ProviderConfig, ProviderKind, ResponseContext, sse};
+/// use uniproxy_wire::{ChatCompletionRequest, from_slice};
+///
+/// let config = ProviderConfig::new(
+///     ProviderKind::Anthropic, "https://api.anthropic.com/v1", "sk-ant-test", "claude-sonnet-4-5");
+/// let anthropic = Anthropic::new(config)?;
+/// let request: ChatCompletionRequest = from_slice(
+///     br#"{"model":"claude","messages":[{"role":"user","content":"Hi"}],"stream":true}"#)?;
+/// let ctx = ResponseContext::new("chatcmpl-1", 1_700_000_000, "claude", &request);
+/// let upstream = anthropic.build_request(request)?;
+/// assert_eq!(upstream.url, "https://api.anthropic.com/v1/messages");
+///
+/// let recorded = concat!(
+///     "event: message_start\n",
+///     "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-sonnet-4-5\",",
+///     "\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+///     "event: content_block_start\n",
+///     "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}   \n\n",
+///     "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+///     "event: content_block_delta\n",
+///     "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
+///     "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+///     "event: message_delta\n",
+///     "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
+///     "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+/// );
+/// let mut stream = anthropic.stream(&ctx);
+/// let mut decoder = sse::Decoder::new();
+/// let mut frames = Vec::new();
+/// for event in decoder.feed(recorded.as_bytes()) {
+///     frames.extend(stream.push(&event)?);
+/// }
+/// frames.extend(stream.finish()?);
+/// let assembled = stream.assembled();
+/// assert_eq!(assembled.choices[0].content, "Hello");
+/// assert_eq!(assembled.model, "claude-sonnet-4-5");
+/// assert_eq!(assembled.usage.as_ref().map(|u| u.total_tokens), Some(11));
+/// assert_eq!(frames.last().map(|f| &f[..]), Some(&sse::DONE_FRAME[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Anthropic {
+    config: ProviderConfig,
+    url: String,
+    headers: HeaderMap,
+}
+
+impl Anthropic {
+    /// Builds the provider; the URL and headers are made once, here.
+    ///
+    /// # Errors
+    /// [`TranslateError::InvalidRequest`] when the API key cannot be a header value.
+    pub fn new(config: ProviderConfig) -> Result<Self, TranslateError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
+        if !config.api_key.is_empty() {
+            let mut key = HeaderValue::from_str(&config.api_key).map_err(|_| {
+                TranslateError::InvalidRequest {
+                    param: "API_KEY".to_owned(),
+                    reason: "not a valid header value",
+                }
+            })?;
+            key.set_sensitive(true);
+            headers.insert("x-api-key", key);
+        }
+        let url = format!("{}/messages", config.base_url.trim_end_matches('/'));
+        Ok(Anthropic { config, url, headers })
+    }
+}
+
+impl Provider for Anthropic {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Anthropic
+    }
+
+    fn build_request(
+        &self,
+        request: uniproxy_wire::ChatCompletionRequest,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        let (body, dropped) = request::RequestBuilder::new().build(
+            request,
+            &self.config.model,
+            self.config.max_tokens,
+        )?;
+        let body = serde_json::to_vec(&body).map_err(|source| TranslateError::Malformed {
+            provider: ProviderKind::Anthropic,
+            source,
+        })?;
+        Ok(UpstreamRequest {
+            method: http::Method::POST,
+            url: self.url.clone(),
+            headers: self.headers.clone(),
+            body: Bytes::from(body),
+            dropped,
+            local_answer: None,
+        })
+    }
+
+    fn translate_response(
+        &self,
+        status: u16,
+        body: Bytes,
+        ctx: &ResponseContext,
+    ) -> Result<Translated, TranslateError> {
+        if !(200..300).contains(&status) {
+            return Err(self.translate_error(status, &body));
+        }
+        let completion = response::completion(&body, ctx)?;
+        let body = serde_json::to_vec(&completion).map_err(|source| TranslateError::Malformed {
+            provider: ProviderKind::Anthropic,
+            source,
+        })?;
+        Ok(Translated { completion, body: Bytes::from(body) })
+    }
+
+    fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
+        response::translate_error(status, body)
+    }
+
+    fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
+        Box::new(stream::AnthropicStream::new(ctx))
+    }
+}

@@ -1,0 +1,499 @@
+//! OpenAI request → Anthropic Messages request.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use uniproxy_wire::{
+    ChatCompletionRequest, ContentPart, ImageUrl, Map, Message, MessageContent, ResponseFormat,
+    Role, Tool, ToolCall, ToolChoice as OpenAiToolChoice, ToolChoiceMode,
+};
+
+use super::wire::{
+    ImageSource, InputBlock, InputMessage, InputRole, MessagesRequest, Metadata, SystemBlock,
+    ThinkingConfig, ToolChoice, ToolDefinition, ToolResultContent,
+};
+use crate::openai_compat::cap_tokens;
+use crate::{ProviderKind, TranslateError};
+
+/// Anthropic's smallest thinking budget.
+const MIN_THINKING_BUDGET: u32 = 1024;
+
+/// Extra request fields known to be harmless hints that Anthropic lacks.
+const HARMLESS_EXTRA: &[&str] =
+    &["safety_identifier", "prompt_cache_key", "prompt_cache_retention"];
+
+/// The thinking budget for an OpenAI `reasoning_effort`, or `None` for no thinking.
+/// The budget is later cut to half of `max_tokens` (see [`fit_budget`]).
+fn thinking_budget(effort: &str) -> Result<Option<u32>, TranslateError> {
+    Ok(match effort {
+        "none" => None,
+        "minimal" => Some(1024),
+        "low" => Some(2048),
+        "medium" => Some(4096),
+        "high" => Some(8192),
+        "xhigh" => Some(16384),
+        _ => return Err(unsupported("reasoning_effort")),
+    })
+}
+
+/// Fits a budget into the token limit: thinking counts against `max_tokens` and Anthropic
+/// wants the budget below it, so it takes at most half and leaves the rest for the answer,
+/// but never less than Anthropic's minimum of 1024 (`max_tokens` above 1024 is checked first).
+fn fit_budget(budget: u32, max_tokens: u32) -> u32 {
+    budget.min(max_tokens / 2).max(MIN_THINKING_BUDGET)
+}
+
+fn unsupported(field: impl Into<String>) -> TranslateError {
+    TranslateError::Unsupported { provider: ProviderKind::Anthropic, field: field.into() }
+}
+
+fn invalid(param: impl Into<String>, reason: &'static str) -> TranslateError {
+    TranslateError::InvalidRequest { param: param.into(), reason }
+}
+
+/// Builds one Messages request; collects the JSON paths of the fields it leaves out.
+pub(crate) struct RequestBuilder {
+    dropped: Vec<String>,
+    /// Tool call ids of earlier assistant messages, so tool results can be checked.
+    call_ids: HashSet<String>,
+    messages: Vec<InputMessage>,
+    system: Vec<SystemBlock>,
+}
+
+impl RequestBuilder {
+    pub(crate) fn new() -> Self {
+        RequestBuilder {
+            dropped: Vec::new(),
+            call_ids: HashSet::new(),
+            messages: Vec::new(),
+            system: Vec::new(),
+        }
+    }
+
+    fn drop_field(&mut self, path: impl Into<String>) {
+        self.dropped.push(path.into());
+    }
+
+    fn drop_extra(&mut self, path: &str, extra: &Map) {
+        for key in extra.keys() {
+            self.dropped.push(if path.is_empty() { key.clone() } else { format!("{path}.{key}") });
+        }
+    }
+
+    /// Translates `request` for `model`, with `max` as the default and cap of the token limit.
+    /// Returns the body and the dropped fields.
+    pub(crate) fn build(
+        mut self,
+        mut request: ChatCompletionRequest,
+        model: &str,
+        max: u32,
+    ) -> Result<(MessagesRequest, Vec<String>), TranslateError> {
+        cap_tokens(&mut request, max, |r| r.max_tokens = Some(max));
+        let max_tokens = request.token_limit().unwrap_or(max);
+        let is_stream = request.is_stream();
+        // Destructured so that a field added to the wire type is a compile error here until
+        // it is decided whether Anthropic can express it.
+        let ChatCompletionRequest {
+            model: _,
+            messages,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            functions,
+            function_call,
+            response_format,
+            mut temperature,
+            mut top_p,
+            n,
+            stop,
+            max_tokens: _,
+            max_completion_tokens: _,
+            presence_penalty,
+            frequency_penalty,
+            logit_bias,
+            logprobs,
+            top_logprobs,
+            seed,
+            user,
+            stream: _,
+            stream_options: _,
+            reasoning_effort,
+            metadata,
+            store,
+            service_tier,
+            modalities,
+            prediction,
+            extra,
+        } = request;
+
+        if functions.is_some() {
+            return Err(unsupported("functions"));
+        }
+        if function_call.is_some() {
+            return Err(unsupported("function_call"));
+        }
+        match &response_format {
+            None | Some(ResponseFormat::Text { .. }) => {}
+            Some(ResponseFormat::JsonObject { .. } | ResponseFormat::JsonSchema { .. })
+            | Some(ResponseFormat::Other(_)) => return Err(unsupported("response_format")),
+        }
+        if n.is_some_and(|n| n > 1) {
+            return Err(unsupported("n"));
+        }
+        if logprobs == Some(true) {
+            return Err(unsupported("logprobs"));
+        }
+        if top_logprobs.is_some_and(|n| n > 0) {
+            return Err(unsupported("top_logprobs"));
+        }
+        if modalities.as_ref().is_some_and(|m| m.iter().any(|m| m != "text")) {
+            return Err(unsupported("modalities"));
+        }
+        for key in extra.keys() {
+            if HARMLESS_EXTRA.contains(&key.as_str()) {
+                self.drop_field(key.clone());
+            } else {
+                return Err(unsupported(key.clone()));
+            }
+        }
+        let harmless = [
+            ("n", n.is_some()),
+            ("logprobs", logprobs.is_some()),
+            ("top_logprobs", top_logprobs.is_some()),
+            ("modalities", modalities.is_some()),
+            ("presence_penalty", presence_penalty.is_some()),
+            ("frequency_penalty", frequency_penalty.is_some()),
+            ("logit_bias", logit_bias.is_some()),
+            ("seed", seed.is_some()),
+            ("metadata", metadata.is_some()),
+            ("store", store.is_some()),
+            ("service_tier", service_tier.is_some()),
+            ("prediction", prediction.is_some()),
+        ];
+        for (field, present) in harmless {
+            if present {
+                self.drop_field(field);
+            }
+        }
+
+        for (i, message) in messages.into_iter().enumerate() {
+            self.message(i, message)?;
+        }
+
+        let tools = tools.filter(|t| !t.is_empty());
+        let (tools, tool_choice) = match tools {
+            Some(tools) => {
+                let defs = tools
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| self.tool(i, t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let choice = tool_choice_for(tool_choice.as_ref(), parallel_tool_calls)?;
+                (Some(defs), choice)
+            }
+            None => {
+                match &tool_choice {
+                    None => {}
+                    Some(OpenAiToolChoice::Mode(ToolChoiceMode::None | ToolChoiceMode::Auto)) => {
+                        self.drop_field("tool_choice");
+                    }
+                    Some(_) => {
+                        return Err(invalid("tool_choice", "asks for a tool but there are none"));
+                    }
+                }
+                if parallel_tool_calls.is_some() {
+                    self.drop_field("parallel_tool_calls");
+                }
+                (None, None)
+            }
+        };
+
+        let thinking = match reasoning_effort.as_deref().map(thinking_budget).transpose()? {
+            Some(Some(budget)) => {
+                if max_tokens <= MIN_THINKING_BUDGET {
+                    return Err(invalid(
+                        "reasoning_effort",
+                        "Anthropic thinking needs a token limit above 1024",
+                    ));
+                }
+                // Thinking allows only the default sampling: a temperature of 1 and no top_p.
+                if temperature.as_ref().is_some_and(|t| t.as_f64() != Some(1.0)) {
+                    temperature = None;
+                    self.drop_field("temperature");
+                }
+                if top_p.take().is_some() {
+                    self.drop_field("top_p");
+                }
+                Some(ThinkingConfig::Enabled { budget_tokens: fit_budget(budget, max_tokens) })
+            }
+            Some(None) | None => None,
+        };
+
+        let stop_sequences = stop.map(|s| s.to_vec()).filter(|s| !s.is_empty());
+        let body = MessagesRequest {
+            model: model.to_owned(),
+            max_tokens,
+            system: self.system,
+            messages: self.messages,
+            metadata: user.map(|user_id| Metadata { user_id }),
+            stop_sequences,
+            stream: is_stream.then_some(true),
+            temperature,
+            top_p,
+            tools,
+            tool_choice,
+            thinking,
+        };
+        Ok((body, self.dropped))
+    }
+
+    fn message(&mut self, i: usize, message: Message) -> Result<(), TranslateError> {
+        let Message {
+            role,
+            content,
+            name,
+            refusal,
+            tool_calls,
+            tool_call_id,
+            function_call,
+            reasoning_content,
+            extra,
+        } = message;
+        let path = format!("messages[{i}]");
+        if name.is_some() {
+            self.drop_field(format!("{path}.name"));
+        }
+        self.drop_extra(&path, &extra);
+        let content = content.flatten();
+        match role {
+            Role::System | Role::Developer => {
+                for text in self.texts(&path, content)? {
+                    if !text.is_empty() {
+                        self.system.push(SystemBlock::text(text));
+                    }
+                }
+            }
+            Role::User => {
+                let blocks = self.blocks(&path, content)?;
+                self.push(InputRole::User, blocks);
+            }
+            Role::Assistant => {
+                if function_call.is_some() {
+                    return Err(unsupported(format!("{path}.function_call")));
+                }
+                if reasoning_content.is_some() {
+                    // Anthropic accepts earlier thinking only with its signature, which the
+                    // OpenAI shape cannot carry; it ignores earlier turns' thinking anyway.
+                    self.drop_field(format!("{path}.reasoning_content"));
+                }
+                if refusal.is_some() {
+                    self.drop_field(format!("{path}.refusal"));
+                }
+                let mut blocks = self.blocks(&path, content)?;
+                for (j, call) in tool_calls.into_iter().flatten().enumerate() {
+                    blocks.push(self.tool_use(&format!("{path}.tool_calls[{j}]"), call)?);
+                }
+                if !blocks.is_empty() {
+                    self.push(InputRole::Assistant, blocks);
+                }
+            }
+            Role::Tool => {
+                let Some(id) = tool_call_id else {
+                    return Err(invalid(format!("{path}.tool_call_id"), "is required"));
+                };
+                if !self.call_ids.contains(&id) {
+                    return Err(invalid(
+                        format!("{path}.tool_call_id"),
+                        "answers no tool call of an earlier assistant message",
+                    ));
+                }
+                let content = match content {
+                    Some(MessageContent::Text(text)) => ToolResultContent::Text(text),
+                    None => ToolResultContent::Text(String::new()),
+                    parts @ Some(MessageContent::Parts(_)) => {
+                        ToolResultContent::Blocks(self.blocks(&path, parts)?)
+                    }
+                };
+                self.push_tool_result(InputBlock::ToolResult { tool_use_id: id, content });
+            }
+            Role::Function | Role::Other(_) => return Err(unsupported(format!("{path}.role"))),
+        }
+        Ok(())
+    }
+
+    /// Appends blocks to the conversation, merging consecutive turns of one role.
+    fn push(&mut self, role: InputRole, blocks: Vec<InputBlock>) {
+        match self.messages.last_mut() {
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => self.messages.push(InputMessage { role, content: blocks }),
+        }
+    }
+
+    /// Adds a tool result to the user turn that follows the calls, after the results already
+    /// there: Anthropic wants the results first in that turn.
+    fn push_tool_result(&mut self, block: InputBlock) {
+        match self.messages.last_mut() {
+            Some(last) if last.role == InputRole::User => {
+                let at = last
+                    .content
+                    .iter()
+                    .position(|b| !matches!(b, InputBlock::ToolResult { .. }))
+                    .unwrap_or(last.content.len());
+                last.content.insert(at, block);
+            }
+            _ => self.messages.push(InputMessage { role: InputRole::User, content: vec![block] }),
+        }
+    }
+
+    /// The texts of a system or developer message.
+    fn texts(
+        &mut self,
+        path: &str,
+        content: Option<MessageContent>,
+    ) -> Result<Vec<String>, TranslateError> {
+        match content {
+            None => Ok(Vec::new()),
+            Some(MessageContent::Text(text)) => Ok(vec![text]),
+            Some(MessageContent::Parts(parts)) => parts
+                .into_iter()
+                .enumerate()
+                .map(|(j, part)| match part {
+                    ContentPart::Text { text, extra } => {
+                        self.drop_extra(&format!("{path}.content[{j}]"), &extra);
+                        Ok(text)
+                    }
+                    ContentPart::ImageUrl { .. }
+                    | ContentPart::InputAudio { .. }
+                    | ContentPart::File { .. }
+                    | ContentPart::Refusal { .. }
+                    | ContentPart::Unknown(_) => Err(unsupported(format!("{path}.content[{j}]"))),
+                })
+                .collect(),
+        }
+    }
+
+    /// The blocks of a user, assistant or tool message's content.
+    fn blocks(
+        &mut self,
+        path: &str,
+        content: Option<MessageContent>,
+    ) -> Result<Vec<InputBlock>, TranslateError> {
+        let parts = match content {
+            None => return Ok(Vec::new()),
+            Some(MessageContent::Text(text)) => return Ok(vec![InputBlock::Text { text }]),
+            Some(MessageContent::Parts(parts)) => parts,
+        };
+        let mut blocks = Vec::with_capacity(parts.len());
+        for (j, part) in parts.into_iter().enumerate() {
+            let part_path = format!("{path}.content[{j}]");
+            let block = match part {
+                // A refusal the assistant gave earlier is what it said.
+                ContentPart::Text { text, extra }
+                | ContentPart::Refusal { refusal: text, extra } => {
+                    self.drop_extra(&part_path, &extra);
+                    InputBlock::Text { text }
+                }
+                ContentPart::ImageUrl { image_url, extra } => {
+                    self.drop_extra(&part_path, &extra);
+                    self.image(&format!("{part_path}.image_url"), image_url)?
+                }
+                ContentPart::InputAudio { .. } | ContentPart::File { .. } => {
+                    return Err(unsupported(part_path));
+                }
+                ContentPart::Unknown(_) => return Err(unsupported(format!("{part_path}.type"))),
+            };
+            blocks.push(block);
+        }
+        Ok(blocks)
+    }
+
+    fn image(&mut self, path: &str, image: ImageUrl) -> Result<InputBlock, TranslateError> {
+        let ImageUrl { url, detail, extra } = image;
+        if detail.is_some() {
+            self.drop_field(format!("{path}.detail"));
+        }
+        self.drop_extra(path, &extra);
+        let source = if let Some(rest) = url.strip_prefix("data:") {
+            let Some((meta, data)) = rest.split_once(',') else {
+                return Err(invalid(format!("{path}.url"), "is a data: URL without data"));
+            };
+            let Some(media_type) = meta.strip_suffix(";base64") else {
+                return Err(invalid(format!("{path}.url"), "is a data: URL that is not base64"));
+            };
+            ImageSource::Base64 { media_type: media_type.to_owned(), data: data.to_owned() }
+        } else if url.starts_with("https://") || url.starts_with("http://") {
+            ImageSource::Url { url }
+        } else {
+            return Err(invalid(format!("{path}.url"), "is neither an http(s) nor a data: URL"));
+        };
+        Ok(InputBlock::Image { source })
+    }
+
+    fn tool_use(&mut self, path: &str, call: ToolCall) -> Result<InputBlock, TranslateError> {
+        let ToolCall { id, kind, function, extra } = call;
+        if kind != "function" {
+            return Err(unsupported(format!("{path}.type")));
+        }
+        self.drop_extra(path, &extra);
+        self.drop_extra(&format!("{path}.function"), &function.extra);
+        let args_path = format!("{path}.function.arguments");
+        let input = if function.arguments.trim().is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str::<Value>(&function.arguments).map_err(|source| {
+                TranslateError::InvalidToolArguments { param: args_path.clone(), source }
+            })?
+        };
+        if !input.is_object() {
+            return Err(invalid(args_path, "is not a JSON object"));
+        }
+        self.call_ids.insert(id.clone());
+        Ok(InputBlock::ToolUse { id, name: function.name, input })
+    }
+
+    fn tool(&mut self, i: usize, tool: Tool) -> Result<ToolDefinition, TranslateError> {
+        let path = format!("tools[{i}]");
+        let Tool { kind, function, extra } = tool;
+        let Some(function) = function.filter(|_| kind == "function") else {
+            return Err(unsupported(format!("{path}.type")));
+        };
+        self.drop_extra(&path, &extra);
+        let fpath = format!("{path}.function");
+        if function.strict.is_some() {
+            self.drop_field(format!("{fpath}.strict"));
+        }
+        self.drop_extra(&fpath, &function.extra);
+        Ok(ToolDefinition {
+            name: function.name,
+            description: function.description,
+            input_schema: function
+                .parameters
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        })
+    }
+}
+
+/// `tool_choice` and `parallel_tool_calls` for a request that has tools.
+fn tool_choice_for(
+    choice: Option<&OpenAiToolChoice>,
+    parallel: Option<bool>,
+) -> Result<Option<ToolChoice>, TranslateError> {
+    let disable = (parallel == Some(false)).then_some(true);
+    Ok(match choice {
+        None => disable.map(|d| ToolChoice::Auto { disable_parallel_tool_use: Some(d) }),
+        Some(OpenAiToolChoice::Mode(mode)) => match mode {
+            ToolChoiceMode::Auto => Some(ToolChoice::Auto { disable_parallel_tool_use: disable }),
+            ToolChoiceMode::Required => {
+                Some(ToolChoice::Any { disable_parallel_tool_use: disable })
+            }
+            // No tool is called, so there is nothing to run in parallel.
+            ToolChoiceMode::None => Some(ToolChoice::None),
+            ToolChoiceMode::Other(_) => return Err(unsupported("tool_choice")),
+        },
+        Some(OpenAiToolChoice::Named(named)) => Some(ToolChoice::Tool {
+            name: named.function.name.clone(),
+            disable_parallel_tool_use: disable,
+        }),
+        Some(OpenAiToolChoice::Other(_)) => return Err(unsupported("tool_choice")),
+    })
+}

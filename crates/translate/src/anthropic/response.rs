@@ -1,0 +1,138 @@
+//! Anthropic answer → OpenAI `chat.completion`, and Anthropic errors → OpenAI errors.
+
+use uniproxy_wire::{
+    ChatCompletion, Choice, ErrorResponse, FinishReason, FunctionCall, Map, Message,
+    PromptTokensDetails, Role, ToolCall, Usage as OpenAiUsage, from_slice,
+};
+
+use super::wire::{ContentBlock, ErrorBody, ErrorEnvelope, MessagesResponse, Usage};
+use crate::{ProviderKind, ResponseContext, TranslateError, error_type_for_status, fallback_error};
+
+/// The OpenAI finish reason for an Anthropic `stop_reason`. A reason this version does not
+/// know is passed on as it is rather than failing an answer that is otherwise fine.
+pub(crate) fn finish_reason(stop_reason: &str) -> FinishReason {
+    match stop_reason {
+        "end_turn" | "stop_sequence" | "pause_turn" => FinishReason::Stop,
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+/// OpenAI usage for Anthropic usage: Anthropic's `input_tokens` leaves out the tokens written
+/// to and read from the cache, OpenAI's `prompt_tokens` counts them.
+pub(crate) fn openai_usage(usage: &Usage) -> OpenAiUsage {
+    let read = usage.cache_read_input_tokens;
+    let prompt = usage.input_tokens.unwrap_or(0)
+        + usage.cache_creation_input_tokens.unwrap_or(0)
+        + read.unwrap_or(0);
+    let completion = usage.output_tokens.unwrap_or(0);
+    OpenAiUsage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: read.map(|cached| PromptTokensDetails {
+            cached_tokens: Some(cached),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The OpenAI error type for an Anthropic one. OpenAI clients pick their exception by status,
+/// so the type is for people and logs; the Anthropic type is kept as `code`.
+fn openai_error_type(kind: &str, status: u16) -> &'static str {
+    match kind {
+        "invalid_request_error" | "not_found_error" | "request_too_large" => {
+            "invalid_request_error"
+        }
+        "authentication_error" => "authentication_error",
+        "permission_error" => "permission_error",
+        "billing_error" => "insufficient_quota",
+        "rate_limit_error" => "rate_limit_error",
+        "timeout_error" => "timeout_error",
+        "api_error" => "server_error",
+        "overloaded_error" => "overloaded_error",
+        _ => error_type_for_status(status),
+    }
+}
+
+/// An Anthropic error in the OpenAI shape.
+pub(crate) fn openai_error(error: &ErrorBody, status: u16) -> ErrorResponse {
+    ErrorResponse::new(error.message.clone(), openai_error_type(&error.kind, status))
+        .with_code(error.kind.clone())
+}
+
+/// An error answer: Anthropic's error body, or the body's text when it is not one.
+pub(crate) fn translate_error(status: u16, body: &[u8]) -> TranslateError {
+    let error = match from_slice::<ErrorEnvelope>(body) {
+        Ok(envelope) => openai_error(&envelope.error, status),
+        Err(_) => fallback_error(status, body),
+    };
+    TranslateError::Upstream { status, error: Box::new(error) }
+}
+
+/// A 2xx answer as a `chat.completion`.
+pub(crate) fn completion(
+    body: &[u8],
+    ctx: &ResponseContext,
+) -> Result<ChatCompletion, TranslateError> {
+    let response: MessagesResponse = serde_json::from_slice(body).map_err(|source| {
+        TranslateError::Malformed { provider: ProviderKind::Anthropic, source }
+    })?;
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut calls = Vec::new();
+    for block in &response.content {
+        match block {
+            ContentBlock::Text { text: t } => text.push_str(t),
+            ContentBlock::Thinking { thinking } => reasoning.push_str(thinking),
+            ContentBlock::ToolUse { id, name, input } => calls.push(ToolCall {
+                id: id.clone(),
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name: name.clone(),
+                    arguments: tool_arguments(input),
+                    extra: Map::new(),
+                },
+                extra: Map::new(),
+            }),
+            ContentBlock::Unknown => {}
+        }
+    }
+    let mut message = Message::text(Role::Assistant, text);
+    if !calls.is_empty() {
+        // OpenAI writes `content: null` when the model only calls tools.
+        if message.content().is_some_and(|c| c.joined_text().is_empty()) {
+            message.content = Some(None);
+        }
+        message.tool_calls = Some(calls);
+    }
+    if !reasoning.is_empty() {
+        message.reasoning_content = Some(Some(reasoning));
+    }
+    let model = if response.model.is_empty() { ctx.model.clone() } else { response.model };
+    Ok(ChatCompletion {
+        id: ctx.id.clone(),
+        object: "chat.completion".to_owned(),
+        created: ctx.created,
+        model,
+        choices: vec![Choice {
+            index: 0,
+            message,
+            finish_reason: Some(response.stop_reason.as_deref().map(finish_reason)),
+            logprobs: Some(None),
+            extra: Map::new(),
+        }],
+        usage: response.usage.as_ref().map(openai_usage),
+        system_fingerprint: None,
+        service_tier: None,
+        extra: Map::new(),
+    })
+}
+
+/// A tool call's input as the arguments' JSON text; a missing input is no arguments.
+pub(crate) fn tool_arguments(input: &serde_json::Value) -> String {
+    if input.is_null() { "{}".to_owned() } else { input.to_string() }
+}

@@ -1,0 +1,342 @@
+//! Anthropic stream events → OpenAI `chat.completion.chunk`s: a pure state machine keyed by
+//! the upstream's content block index.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use uniproxy_wire::{
+    ChatCompletionChunk, ChunkChoice, Delta, ErrorResponse, FinishReason, FunctionCallDelta, Map,
+    Role, ToolCallDelta,
+};
+
+use super::response::{finish_reason, openai_error, openai_usage, tool_arguments};
+use super::wire::{BlockDelta, ContentBlock, ErrorBody, StreamEvent, Usage};
+use crate::sse::{self, SseEvent};
+use crate::{Assembled, ProviderKind, ResponseContext, StreamTranslator, TranslateError};
+
+/// What a started content block is, for routing its deltas.
+#[derive(Debug, Clone, Copy)]
+enum Block {
+    Text,
+    Thinking,
+    /// A client tool call, numbered in order of appearance (OpenAI's tool call index).
+    Tool {
+        call: u32,
+        /// Whether a non-empty argument fragment was sent; if none was, the call ends with
+        /// `{}` so that it has valid arguments.
+        has_arguments: bool,
+    },
+    /// A block the OpenAI shape cannot carry (`redacted_thinking`, server tools): its
+    /// deltas are ignored.
+    Other,
+}
+
+/// The Anthropic stream translator.
+#[derive(Debug)]
+pub(crate) struct AnthropicStream {
+    id: String,
+    created: u64,
+    /// The context's model until `message_start` names the real one.
+    model: String,
+    include_usage: bool,
+    /// `message_start` was seen and the role chunk sent.
+    started: bool,
+    blocks: HashMap<u32, Block>,
+    next_call: u32,
+    usage: Usage,
+    /// The finish chunk was sent (at `message_delta`).
+    finished: bool,
+    assembled: Assembled,
+    done: bool,
+}
+
+impl AnthropicStream {
+    pub(crate) fn new(ctx: &ResponseContext) -> Self {
+        AnthropicStream {
+            id: ctx.id.clone(),
+            created: ctx.created,
+            model: ctx.model.clone(),
+            include_usage: ctx.include_usage,
+            started: false,
+            blocks: HashMap::new(),
+            next_call: 0,
+            usage: Usage::default(),
+            finished: false,
+            assembled: Assembled::new(ctx.id.clone(), ctx.created, String::new()),
+            done: false,
+        }
+    }
+
+    /// Translates one parsed event.
+    fn event(&mut self, event: StreamEvent) -> Result<Vec<Bytes>, TranslateError> {
+        let mut out = Vec::new();
+        match event {
+            StreamEvent::MessageStart { message } => {
+                if !message.model.is_empty() {
+                    self.model = message.model;
+                }
+                if let Some(usage) = &message.usage {
+                    self.usage.update(usage);
+                }
+                self.start(&mut out);
+            }
+            StreamEvent::ContentBlockStart { index, content_block } => {
+                self.start(&mut out);
+                self.block_start(index, content_block, &mut out);
+            }
+            StreamEvent::ContentBlockDelta { index, delta } => {
+                let Some(block) = self.blocks.get_mut(&index) else {
+                    return Err(TranslateError::OutOfOrder { index });
+                };
+                match (block, delta) {
+                    (Block::Text, BlockDelta::TextDelta { text }) if !text.is_empty() => {
+                        out.push(
+                            self.delta(Delta { content: Some(Some(text)), ..Default::default() }),
+                        );
+                    }
+                    (Block::Thinking, BlockDelta::ThinkingDelta { thinking })
+                        if !thinking.is_empty() =>
+                    {
+                        out.push(self.delta(Delta {
+                            reasoning_content: Some(Some(thinking)),
+                            ..Default::default()
+                        }));
+                    }
+                    (
+                        Block::Tool { call, has_arguments },
+                        BlockDelta::InputJsonDelta { partial_json },
+                    ) if !partial_json.is_empty() => {
+                        *has_arguments = true;
+                        let call = *call;
+                        out.push(self.tool_delta(call, None, partial_json));
+                    }
+                    // Empty fragments, signatures (OpenAI has no field for them), deltas of
+                    // blocks the OpenAI shape cannot carry, and delta types to come.
+                    (
+                        Block::Text | Block::Thinking | Block::Tool { .. } | Block::Other,
+                        BlockDelta::TextDelta { .. }
+                        | BlockDelta::ThinkingDelta { .. }
+                        | BlockDelta::InputJsonDelta { .. }
+                        | BlockDelta::SignatureDelta {}
+                        | BlockDelta::Unknown,
+                    ) => {}
+                }
+            }
+            StreamEvent::ContentBlockStop { index } => {
+                if let Some(block) = self.blocks.remove(&index) {
+                    self.close(block, &mut out);
+                }
+            }
+            StreamEvent::MessageDelta { delta, usage } => {
+                if let Some(usage) = &usage {
+                    self.usage.update(usage);
+                }
+                if let Some(reason) = delta.stop_reason {
+                    self.finish_chunk(finish_reason(&reason), &mut out);
+                }
+            }
+            StreamEvent::MessageStop => {
+                let reason =
+                    if self.next_call > 0 { FinishReason::ToolCalls } else { FinishReason::Stop };
+                self.finish_chunk(reason, &mut out);
+                // Blocks started after `message_delta` (a broken upstream) still end whole.
+                self.close_open(&mut out);
+                let usage = openai_usage(&self.usage);
+                if self.include_usage {
+                    let mut chunk = self.chunk();
+                    chunk.usage = Some(Some(usage));
+                    out.push(self.emit(&chunk));
+                } else {
+                    self.assembled.usage = Some(usage);
+                }
+                out.push(Bytes::from_static(sse::DONE_FRAME));
+                self.done = true;
+            }
+            StreamEvent::Error { error } => out.push(self.fail(in_stream_error(&error))),
+            StreamEvent::Ping | StreamEvent::Unknown => {}
+        }
+        Ok(out)
+    }
+
+    /// Sends the role chunk once, before anything else.
+    fn start(&mut self, out: &mut Vec<Bytes>) {
+        if !self.started {
+            self.started = true;
+            out.push(self.delta(Delta {
+                role: Some(Role::Assistant),
+                content: Some(Some(String::new())),
+                ..Default::default()
+            }));
+        }
+    }
+
+    fn block_start(&mut self, index: u32, block: ContentBlock, out: &mut Vec<Bytes>) {
+        let state = match block {
+            ContentBlock::Text { text } => {
+                if !text.is_empty() {
+                    out.push(self.delta(Delta { content: Some(Some(text)), ..Default::default() }));
+                }
+                Block::Text
+            }
+            ContentBlock::Thinking { thinking } => {
+                if !thinking.is_empty() {
+                    out.push(self.delta(Delta {
+                        reasoning_content: Some(Some(thinking)),
+                        ..Default::default()
+                    }));
+                }
+                Block::Thinking
+            }
+            ContentBlock::ToolUse { id, name, input } => {
+                let call = self.next_call;
+                self.next_call += 1;
+                // The start normally carries `input: {}` and the arguments follow as deltas;
+                // an input given whole at the start is sent as the first fragment.
+                let given = input.as_object().is_some_and(|o| !o.is_empty());
+                let arguments = if given { tool_arguments(&input) } else { String::new() };
+                out.push(self.tool_delta(call, Some((id, name)), arguments));
+                Block::Tool { call, has_arguments: given }
+            }
+            ContentBlock::Unknown => Block::Other,
+        };
+        if let Some(previous) = self.blocks.insert(index, state) {
+            // A block index reused without a stop: end the old block first.
+            self.close(previous, out);
+        }
+    }
+
+    /// Ends a block: a tool call that got no arguments gets `{}`.
+    fn close(&mut self, block: Block, out: &mut Vec<Bytes>) {
+        match block {
+            Block::Tool { call, has_arguments: false } => {
+                out.push(self.tool_delta(call, None, "{}".to_owned()));
+            }
+            Block::Tool { has_arguments: true, .. }
+            | Block::Text
+            | Block::Thinking
+            | Block::Other => {}
+        }
+    }
+
+    /// Closes the blocks left open, in index order.
+    fn close_open(&mut self, out: &mut Vec<Bytes>) {
+        let mut open: Vec<(u32, Block)> = self.blocks.drain().collect();
+        open.sort_by_key(|(index, _)| *index);
+        for (_, block) in open {
+            self.close(block, out);
+        }
+    }
+
+    /// Sends the finish chunk once, closing any block left open.
+    fn finish_chunk(&mut self, reason: FinishReason, out: &mut Vec<Bytes>) {
+        if self.finished {
+            return;
+        }
+        self.start(out);
+        self.close_open(out);
+        self.finished = true;
+        let mut chunk = self.chunk();
+        let mut choice = ChunkChoice::new(0, Delta::default());
+        choice.finish_reason = Some(Some(reason));
+        chunk.choices.push(choice);
+        out.push(self.emit(&chunk));
+    }
+
+    fn chunk(&self) -> ChatCompletionChunk {
+        ChatCompletionChunk::new(self.id.clone(), self.created, self.model.clone())
+    }
+
+    fn delta(&mut self, delta: Delta) -> Bytes {
+        let mut chunk = self.chunk();
+        chunk.choices.push(ChunkChoice::new(0, delta));
+        self.emit(&chunk)
+    }
+
+    /// A tool call fragment: the first carries id, type and name.
+    fn tool_delta(
+        &mut self,
+        call: u32,
+        first: Option<(String, String)>,
+        arguments: String,
+    ) -> Bytes {
+        let (id, name) = first.unzip();
+        self.delta(Delta {
+            tool_calls: Some(vec![ToolCallDelta {
+                index: call,
+                kind: id.as_ref().map(|_| "function".to_owned()),
+                id,
+                function: Some(FunctionCallDelta {
+                    name,
+                    arguments: Some(arguments),
+                    extra: Map::new(),
+                }),
+                extra: Map::new(),
+            }]),
+            ..Default::default()
+        })
+    }
+
+    fn emit(&mut self, chunk: &ChatCompletionChunk) -> Bytes {
+        self.assembled.add_chunk(chunk);
+        sse::encode(chunk)
+    }
+
+    /// Ends the stream with an error frame.
+    fn fail(&mut self, error: ErrorResponse) -> Bytes {
+        let frame = sse::encode(&error);
+        if self.assembled.model.is_empty() {
+            self.assembled.model.clone_from(&self.model);
+        }
+        self.assembled.error = Some(error);
+        self.done = true;
+        frame
+    }
+}
+
+/// The status Anthropic answers with when the same error is not streamed.
+fn in_stream_error(error: &ErrorBody) -> ErrorResponse {
+    let status = match error.kind.as_str() {
+        "overloaded_error" => 529,
+        "rate_limit_error" => 429,
+        _ => 500,
+    };
+    openai_error(error, status)
+}
+
+impl StreamTranslator for AnthropicStream {
+    fn push(&mut self, event: &SseEvent) -> Result<Vec<Bytes>, TranslateError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let parsed = serde_json::from_slice::<StreamEvent>(&event.data);
+        match parsed {
+            Ok(event) => self.event(event),
+            Err(source) => {
+                if event.event.as_deref() == Some("error") {
+                    // An error event we cannot read is still the end of the stream.
+                    let error = crate::fallback_error(500, &event.data);
+                    return Ok(vec![self.fail(error)]);
+                }
+                Err(TranslateError::Malformed { provider: ProviderKind::Anthropic, source })
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<Vec<Bytes>, TranslateError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        Ok(vec![self.fail(ErrorResponse::new(
+            "the upstream stream ended before the answer was complete",
+            "upstream_error",
+        ))])
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn assembled(&self) -> &Assembled {
+        &self.assembled
+    }
+}
