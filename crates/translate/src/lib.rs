@@ -42,6 +42,7 @@
 
 mod assemble;
 mod error;
+mod gemini;
 pub mod mock;
 mod openai_compat;
 pub mod sse;
@@ -49,6 +50,7 @@ pub mod sse;
 pub use assemble::{Assembled, AssembledChoice, AssembledToolCall, content_text};
 use bytes::Bytes;
 pub use error::{TranslateError, error_type_for_status, fallback_error};
+pub use gemini::Gemini;
 pub use openai_compat::OpenAiCompat;
 pub use uniproxy_wire::{ChatCompletion, ChatCompletionRequest};
 
@@ -276,7 +278,8 @@ pub fn provider(config: &ProviderConfig) -> Result<Box<dyn Provider>, TranslateE
             Box::new(OpenAiCompat::new(config.clone())?)
         }
         ProviderKind::Mock => Box::new(mock::Mock::new(config.clone())),
-        ProviderKind::Anthropic | ProviderKind::Google => {
+        ProviderKind::Google => Box::new(gemini::Gemini::new(config.clone())?),
+        ProviderKind::Anthropic => {
             return Err(TranslateError::Unsupported {
                 provider: config.kind,
                 field: "TYPE".to_owned(),
