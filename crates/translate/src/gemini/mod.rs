@@ -24,8 +24,8 @@
 //! **Dropped** (named in [`UpstreamRequest::dropped`]): `logit_bias`, `user`, `metadata`, `store`,
 //! `service_tier`, `parallel_tool_calls`, `prediction`, `logprobs: false`, `top_logprobs: 0`,
 //! `modalities: ["text"]`, `messages[i].name`, assistant `reasoning_content` (Gemini takes
-//! thoughts back only with signatures), `strict` on tools and schemas, `image_url.detail` is
-//! ignored, and request fields this version does not model (except the refused ones below).
+//! thoughts back only with signatures), `strict` on tools and schemas, `image_url.detail` (Gemini sets
+//! resolution per request), and request fields this version does not model (except the refused ones below).
 //!
 //! **Refused** with a 400 naming the field: `logprobs: true`, `top_logprobs > 0`, output
 //! `modalities` other than text, `audio`, `web_search_options`, unknown roles, non-text content

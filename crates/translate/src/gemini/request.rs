@@ -138,7 +138,7 @@ impl Builder {
                     self.system.push(Part::text(text));
                 }
                 Role::User => {
-                    let parts = user_parts(m.content(), &at)?;
+                    let parts = self.user_parts(m.content(), &at)?;
                     self.push("user", parts);
                 }
                 Role::Assistant => {
@@ -199,6 +199,52 @@ impl Builder {
         }
     }
 
+    fn user_parts(
+        &mut self,
+        content: Option<&MessageContent>,
+        at: &str,
+    ) -> Result<Vec<Part>, TranslateError> {
+        let parts = match content {
+            None => return Ok(Vec::new()),
+            Some(MessageContent::Text(t)) => return Ok(vec![Part::text(t.clone())]),
+            Some(MessageContent::Parts(parts)) => parts,
+        };
+        let mut out = Vec::with_capacity(parts.len());
+        for (j, p) in parts.iter().enumerate() {
+            let path = format!("{at}.content[{j}]");
+            out.push(match p {
+                ContentPart::Text { text, .. } => Part::text(text.clone()),
+                ContentPart::ImageUrl { image_url, .. } => {
+                    media_part(&image_url.url, &format!("{path}.image_url.url"))?
+                }
+                ContentPart::InputAudio { input_audio, .. } => {
+                    let mime = match input_audio.format.as_str() {
+                        "wav" => "audio/wav",
+                        "mp3" => "audio/mp3",
+                        _ => return Err(unsupported(format!("{path}.input_audio.format"))),
+                    };
+                    Part {
+                        inline_data: Some(Blob {
+                            mime_type: mime.to_owned(),
+                            data: input_audio.data.clone(),
+                        }),
+                        ..Default::default()
+                    }
+                }
+                ContentPart::File { file, .. } => match &file.file_data {
+                    Some(data) if file.file_id.is_none() => {
+                        media_part(data, &format!("{path}.file.file_data"))?
+                    }
+                    _ => return Err(unsupported(format!("{path}.file.file_id"))),
+                },
+                ContentPart::Refusal { .. } | ContentPart::Unknown(_) => {
+                    return Err(unsupported(path));
+                }
+            });
+        }
+        Ok(out)
+    }
+
     fn assistant_parts(&mut self, m: &Message, at: &str) -> Result<Vec<Part>, TranslateError> {
         let mut parts = Vec::new();
         if m.reasoning_content.as_ref().is_some_and(Option::is_some) {
@@ -207,12 +253,8 @@ impl Builder {
             self.drop(format!("{at}.reasoning_content"));
         }
         match m.content() {
-            None => {}
-            Some(MessageContent::Text(t)) => {
-                if !t.is_empty() {
-                    parts.push(Part::text(t.clone()));
-                }
-            }
+            Some(MessageContent::Text(t)) if !t.is_empty() => parts.push(Part::text(t.clone())),
+            None | Some(MessageContent::Text(_)) => {}
             Some(MessageContent::Parts(ps)) => {
                 for (j, p) in ps.iter().enumerate() {
                     match p {
@@ -467,46 +509,6 @@ fn text_only(content: Option<&MessageContent>, at: &str) -> Result<String, Trans
             Ok(text)
         }
     }
-}
-
-fn user_parts(content: Option<&MessageContent>, at: &str) -> Result<Vec<Part>, TranslateError> {
-    let parts = match content {
-        None => return Ok(Vec::new()),
-        Some(MessageContent::Text(t)) => return Ok(vec![Part::text(t.clone())]),
-        Some(MessageContent::Parts(parts)) => parts,
-    };
-    let mut out = Vec::with_capacity(parts.len());
-    for (j, p) in parts.iter().enumerate() {
-        let path = format!("{at}.content[{j}]");
-        out.push(match p {
-            ContentPart::Text { text, .. } => Part::text(text.clone()),
-            ContentPart::ImageUrl { image_url, .. } => {
-                media_part(&image_url.url, &format!("{path}.image_url.url"))?
-            }
-            ContentPart::InputAudio { input_audio, .. } => {
-                let mime = match input_audio.format.as_str() {
-                    "wav" => "audio/wav",
-                    "mp3" => "audio/mp3",
-                    _ => return Err(unsupported(format!("{path}.input_audio.format"))),
-                };
-                Part {
-                    inline_data: Some(Blob {
-                        mime_type: mime.to_owned(),
-                        data: input_audio.data.clone(),
-                    }),
-                    ..Default::default()
-                }
-            }
-            ContentPart::File { file, .. } => match &file.file_data {
-                Some(data) if file.file_id.is_none() => {
-                    media_part(data, &format!("{path}.file.file_data"))?
-                }
-                _ => return Err(unsupported(format!("{path}.file.file_id"))),
-            },
-            ContentPart::Refusal { .. } | ContentPart::Unknown(_) => return Err(unsupported(path)),
-        });
-    }
-    Ok(out)
 }
 
 /// A `data:` URL → `inlineData`; an `http(s)` or `gs` URL → `fileData`.

@@ -219,9 +219,12 @@ pub(crate) fn error_response(error: &GoogleError, http_status: u16) -> ErrorResp
 /// An error answer: Google's envelope (alone, or as the first element of the JSON array the
 /// non-SSE stream endpoint sends), or the body's text.
 pub(crate) fn translate_error(status: u16, body: &[u8]) -> TranslateError {
-    let parsed = serde_json::from_slice::<GoogleErrorBody>(body)
-        .ok()
-        .or_else(|| serde_json::from_slice::<Vec<GoogleErrorBody>>(body).ok()?.into_iter().next());
+    // Checked by the first byte: serde would read a one-element array as the struct itself.
+    let parsed = if body.trim_ascii_start().starts_with(b"[") {
+        serde_json::from_slice::<Vec<GoogleErrorBody>>(body).ok().and_then(|v| v.into_iter().next())
+    } else {
+        serde_json::from_slice::<GoogleErrorBody>(body).ok()
+    };
     let error = match parsed {
         Some(b) => error_response(&b.error, status),
         None => fallback_error(status, body),

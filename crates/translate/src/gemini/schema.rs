@@ -15,7 +15,7 @@
 //!   Gemini cannot express, moves into the description ("Allowed values: 1, 2") so the model still
 //!   sees it;
 //! - `format` is kept only where Gemini takes it (`enum`, `date-time`, `int32`, `int64`,
-//!   `float`, `double`);
+//!   `float`, `double`); any other moves into the description ("format: email");
 //! - everything else (`$schema`, `$id`, `$defs`, `additionalProperties`, `examples`,
 //!   `uniqueItems`, `exclusiveMinimum`, `not`, `if`, …) is dropped: these are annotations or
 //!   validation rules Gemini cannot state, and dropping them widens what the model may send
@@ -215,10 +215,17 @@ impl Reducer<'_> {
             Some(_) => return Err(SchemaError { path: format!("{path}.items") }),
             None => {}
         }
-        if let Some(Value::String(f)) = obj.get("format")
-            && FORMATS.contains(&f.as_str())
-        {
-            out.insert("format".into(), json!(f));
+        if let Some(Value::String(f)) = obj.get("format") {
+            if FORMATS.contains(&f.as_str()) {
+                out.insert("format".into(), json!(f));
+            } else {
+                // The model should still know the string is an email, a URI, a date…
+                let note = format!("format: {f}");
+                description = Some(match description {
+                    Some(d) if !d.is_empty() => format!("{d} ({note})"),
+                    _ => note,
+                });
+            }
         }
 
         copy_annotations(obj, &mut out);
