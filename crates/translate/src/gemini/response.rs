@@ -132,7 +132,7 @@ pub(crate) fn candidate_parts(c: &Candidate, ids: &mut CallIds) -> CandidatePart
 pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) -> ChatCompletion {
     let mut ids = CallIds::new(ctx);
     let mut choices = Vec::new();
-    for (pos, c) in r.candidates.iter().enumerate() {
+    for (pos, c) in r.candidates().iter().enumerate() {
         let parts = candidate_parts(c, &mut ids);
         let called = !parts.calls.is_empty();
         let mut message = Message::text(Role::Assistant, parts.text);

@@ -123,7 +123,7 @@ impl GeminiStream {
             self.usage = Some(usage(u));
         }
         let mut chunks = Vec::new();
-        for (pos, c) in r.candidates.iter().enumerate() {
+        for (pos, c) in r.candidates().iter().enumerate() {
             let index = c.index.unwrap_or(pos as u32);
             let parts = candidate_parts(c, &mut self.ids);
             let first_call = self.candidate(index).calls;
@@ -161,7 +161,7 @@ impl GeminiStream {
                 chunks.push(self.delta_chunk(index, delta));
             }
         }
-        if r.candidates.is_empty()
+        if r.candidates().is_empty()
             && let Some(feedback) = r.prompt_feedback.as_ref().filter(|f| f.is_block())
         {
             let delta = Delta {

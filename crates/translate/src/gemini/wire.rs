@@ -234,9 +234,9 @@ pub(crate) struct ThinkingConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct GenerateContentResponse {
-    /// The candidates; none when the prompt was blocked.
-    #[serde(default)]
-    pub(crate) candidates: Vec<Candidate>,
+    /// The candidates; absent (or empty) when the prompt was blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) candidates: Option<Vec<Candidate>>,
     /// Why the prompt was blocked, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) prompt_feedback: Option<PromptFeedback>,
@@ -255,6 +255,13 @@ pub(crate) struct GenerateContentResponse {
     /// Fields this version does not model.
     #[serde(flatten)]
     pub(crate) extra: Map,
+}
+
+impl GenerateContentResponse {
+    /// The candidates, none when absent.
+    pub(crate) fn candidates(&self) -> &[Candidate] {
+        self.candidates.as_deref().unwrap_or_default()
+    }
 }
 
 /// One candidate answer.
@@ -372,4 +379,42 @@ pub(crate) struct GoogleError {
     /// Fields this version does not model (`details`).
     #[serde(flatten)]
     pub(crate) extra: Map,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::{GenerateContentRequest, GenerateContentResponse};
+
+    /// Deserializes and serializes a captured-shape payload and compares as JSON values: nothing
+    /// is lost or invented, unknown fields included.
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(text: &str) {
+        let original: Value = serde_json::from_str(text).unwrap();
+        let typed: T = serde_json::from_value(original.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&typed).unwrap(), original);
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        for text in [
+            include_str!("../../tests/data/gemini/responses/parallel-calls.response.json"),
+            include_str!("../../tests/data/gemini/responses/thought-parts.response.json"),
+            include_str!("../../tests/data/gemini/responses/finish-recitation.response.json"),
+            include_str!("../../tests/data/gemini/responses/finish-unknown.response.json"),
+            include_str!("../../tests/data/gemini/responses/prompt-blocked.response.json"),
+            include_str!("../../tests/data/gemini/responses/usage-thoughts-cache.response.json"),
+        ] {
+            round_trip::<GenerateContentResponse>(text);
+        }
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let expected: Value = serde_json::from_str(include_str!(
+            "../../tests/data/gemini/requests/tool-roundtrip.expected.json"
+        ))
+        .unwrap();
+        round_trip::<GenerateContentRequest>(&expected["body"].to_string());
+    }
 }
