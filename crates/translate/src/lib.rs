@@ -43,6 +43,7 @@
 mod anthropic;
 mod assemble;
 mod error;
+mod gemini;
 pub mod mock;
 mod openai_compat;
 pub mod sse;
@@ -53,6 +54,7 @@ pub use assemble::{
 };
 use bytes::Bytes;
 pub use error::{TranslateError, error_type_for_status, fallback_error};
+pub use gemini::Gemini;
 pub use openai_compat::OpenAiCompat;
 pub use uniproxy_wire::{ChatCompletion, ChatCompletionRequest};
 
@@ -281,11 +283,6 @@ pub fn provider(config: &ProviderConfig) -> Result<Box<dyn Provider>, TranslateE
         }
         ProviderKind::Mock => Box::new(mock::Mock::new(config.clone())),
         ProviderKind::Anthropic => Box::new(anthropic::Anthropic::new(config.clone())?),
-        ProviderKind::Google => {
-            return Err(TranslateError::Unsupported {
-                provider: config.kind,
-                field: "TYPE".to_owned(),
-            });
-        }
+        ProviderKind::Google => Box::new(gemini::Gemini::new(config.clone())?),
     })
 }

@@ -1,0 +1,207 @@
+//! Google Gemini (`generateContent`), behind [`Provider`].
+//!
+//! Requests go to `{BASE_URL}/models/{model}:generateContent`, or
+//! `:streamGenerateContent?alt=sse` when the client streams, with the key in the
+//! `x-goog-api-key` header, never in the URL (URLs end up in logs).
+//!
+//! # Request: what maps to what
+//!
+//! | OpenAI | Gemini |
+//! |---|---|
+//! | `system` / `developer` messages (text only, wherever they stand) | `systemInstruction`, one text part each, in order |
+//! | `user` text, `image_url` (`data:` URL), `input_audio` (wav/mp3), `file.file_data` | `user` content: `text`, `inlineData` |
+//! | `image_url` with an `http(s)://` or `gs://` URL | `fileData` (`mimeType` guessed from the extension, else left out) |
+//! | `assistant` text / refusal, `tool_calls`, legacy `function_call` | `model` content: `text`, `functionCall {id, name, args}` (args parsed; `""` is `{}`) |
+//! | `tool_calls[].extra_content.google.thought_signature` | `thoughtSignature` on that `functionCall` part (Gemini 3 wants it back) |
+//! | `tool` messages (consecutive ones in one `user` content), legacy `function` messages | `functionResponse {id, name, response}`: the name is the matching call's; `response` is the content when it is a JSON object, else `{"result": <the JSON value or the text>}` |
+//! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by [`schema`](self::schema) (a parameter-less object is left out, as Gemini refuses empty `OBJECT`s) |
+//! | `tool_choice` `auto` / `none` / `required` / named | `toolConfig.functionCallingConfig.mode` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
+//! | `temperature`, `top_p`, `top_k` (extension), `n`, `stop`, `seed`, `presence_penalty`, `frequency_penalty` | `generationConfig.temperature`, `topP`, `topK`, `candidateCount`, `stopSequences`, `seed`, `presencePenalty`, `frequencyPenalty` |
+//! | `max_completion_tokens` / `max_tokens`, capped by `MAX_TOKENS` (and set to it when absent) | `generationConfig.maxOutputTokens` |
+//! | `response_format` `json_object` / `json_schema` | `responseMimeType: application/json` (+ `responseSchema`, reduced) |
+//! | `reasoning_effort` `none` / `minimal` / `low` / `medium` / `high` | `thinkingConfig.thinkingBudget` 0 / 512 / 1024 / 8192 / 24576, with `includeThoughts: true` (except for `none`) so the thoughts come back as `reasoning_content` |
+//!
+//! **Dropped** (named in [`UpstreamRequest::dropped`]): `logit_bias`, `user`, `metadata`, `store`,
+//! `service_tier`, `parallel_tool_calls`, `prediction`, `logprobs: false`, `top_logprobs: 0`,
+//! `modalities: ["text"]`, `messages[i].name`, assistant `reasoning_content` (Gemini takes
+//! thoughts back only with signatures), `strict` on tools and schemas, `image_url.detail` (Gemini sets
+//! resolution per request), and request fields this version does not model (except the refused ones below).
+//!
+//! **Refused** with a 400 naming the field: `logprobs: true`, `top_logprobs > 0`, output
+//! `modalities` other than text, `audio`, `web_search_options`, unknown roles, non-text content
+//! in system, tool and assistant messages, refusal or unknown parts in user messages, OpenAI
+//! file ids, URLs that are neither `data:`, `http(s)` nor `gs`, audio formats other than wav and
+//! mp3, tools that are not functions, `tool_choice` forms this version does not know,
+//! `required` or a named tool with no tools, unknown `reasoning_effort` values, seeds outside
+//! 32 bits, `response_format` types this version does not know, and schemas the reducer cannot
+//! express (a recursive `$ref` is refused at its path, `tools[i].function.parameters….$ref`).
+//! Tool messages whose `tool_call_id` matches no earlier call, and tool call arguments that
+//! are not a JSON object, are invalid requests.
+//!
+//! # Response
+//!
+//! Text parts make `content`, `thought: true` parts make `reasoning_content`, `functionCall`
+//! parts make `tool_calls` (Gemini's id when it gives one, else `call_<context id>_<n>`,
+//! unique within the response; `thoughtSignature` rides along in
+//! `extra_content.google.thought_signature`). Other output parts (images, code) have no
+//! OpenAI counterpart and are left out. Finish reasons: `STOP` → `stop`, or `tool_calls` when
+//! the candidate called functions; `MAX_TOKENS` → `length`; `SAFETY`, `RECITATION`,
+//! `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII` and the `IMAGE_*` filters → `content_filter`; any
+//! other reason → `stop` (or `tool_calls`). A candidate without content still makes a choice.
+//! A blocked prompt (no candidates, `promptFeedback.blockReason`) makes one choice with
+//! `finish_reason: content_filter`, `content: null` and a `refusal` naming the block reason.
+//! Usage: `promptTokenCount` → `prompt_tokens`, `candidatesTokenCount + thoughtsTokenCount` →
+//! `completion_tokens` (thoughts also as `reasoning_tokens`), `cachedContentTokenCount` →
+//! `cached_tokens`, `totalTokenCount` (or the sum) → `total_tokens`. The id and time come from
+//! the [`ResponseContext`]; the model is `modelVersion`, or the context's.
+//!
+//! Errors `{"error":{code,message,status}}` keep the HTTP status; the type comes from the
+//! status name (`INVALID_ARGUMENT` → `invalid_request_error`, `UNAUTHENTICATED` →
+//! `authentication_error`, `PERMISSION_DENIED` → `permission_error`, `RESOURCE_EXHAUSTED` →
+//! `rate_limit_error`, `INTERNAL`/`UNAVAILABLE` → `server_error`, …) and the status name is the
+//! `code`. `details` is not passed on (it can quote part of the API key). Other bodies become
+//! [`fallback_error`](crate::fallback_error).
+//!
+//! # Stream
+//!
+//! See [`stream`](self::stream): deltas per event, function calls whole (one tool call index
+//! each, arguments in one fragment), finish and usage chunks and `[DONE]` when the body ends.
+//! A `{"error":…}` event becomes an OpenAI error frame. Vertex may instead write a bare JSON
+//! error object, not `data:`-prefixed: the SSE decoder cannot see it, so the stream ends as
+//! though the body was cut; when no finish reason arrived before, the client gets an
+//! `upstream_error` frame from `finish`, and otherwise the answer so far, finished.
+
+mod request;
+mod response;
+mod schema;
+mod stream;
+mod wire;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+use serde_json::{Value, json};
+use uniproxy_wire::{ChatCompletionRequest, Map};
+
+use crate::openai_compat::cap_tokens;
+use crate::{
+    Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator, TranslateError,
+    Translated, UpstreamRequest,
+};
+
+/// The provider for Google Gemini (the Developer API, or Vertex AI's `…/publishers/google`
+/// base URL with a key that works in `x-goog-api-key`).
+#[derive(Debug)]
+pub struct Gemini {
+    config: ProviderConfig,
+    headers: HeaderMap,
+}
+
+impl Gemini {
+    /// Builds the provider; the auth header is made once, here.
+    ///
+    /// # Errors
+    /// [`TranslateError::InvalidRequest`] for an API key that cannot be a header value.
+    pub fn new(config: ProviderConfig) -> Result<Self, TranslateError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if !config.api_key.is_empty() {
+            let mut key = HeaderValue::from_str(&config.api_key).map_err(|_| {
+                TranslateError::InvalidRequest {
+                    param: "API_KEY".to_owned(),
+                    reason: "not a valid header value",
+                }
+            })?;
+            key.set_sensitive(true);
+            headers.insert("x-goog-api-key", key);
+        }
+        Ok(Gemini { config, headers })
+    }
+
+    fn url(&self, stream: bool) -> String {
+        let base = self.config.base_url.trim_end_matches('/');
+        let model = self.config.model.strip_prefix("models/").unwrap_or(&self.config.model);
+        if stream {
+            format!("{base}/models/{model}:streamGenerateContent?alt=sse")
+        } else {
+            format!("{base}/models/{model}:generateContent")
+        }
+    }
+}
+
+impl Provider for Gemini {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Google
+    }
+
+    fn build_request(
+        &self,
+        mut request: ChatCompletionRequest,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        let max = self.config.max_tokens;
+        cap_tokens(&mut request, max, |r| r.max_tokens = Some(max));
+        let (body, dropped) = request::build(&request)?;
+        let body = serde_json::to_vec(&body).map_err(|source| TranslateError::Malformed {
+            provider: ProviderKind::Google,
+            source,
+        })?;
+        Ok(UpstreamRequest {
+            method: http::Method::POST,
+            url: self.url(request.is_stream()),
+            headers: self.headers.clone(),
+            body: Bytes::from(body),
+            dropped,
+            local_answer: None,
+        })
+    }
+
+    fn translate_response(
+        &self,
+        status: u16,
+        body: Bytes,
+        ctx: &ResponseContext,
+    ) -> Result<Translated, TranslateError> {
+        if !(200..300).contains(&status) {
+            return Err(self.translate_error(status, &body));
+        }
+        let answer: wire::GenerateContentResponse =
+            serde_json::from_slice(&body).map_err(|source| TranslateError::Malformed {
+                provider: ProviderKind::Google,
+                source,
+            })?;
+        if let Some(error) = &answer.error {
+            let status = error.code.and_then(|c| u16::try_from(c).ok()).unwrap_or(502);
+            let error = response::error_response(error, status);
+            return Err(TranslateError::Upstream { status, error: Box::new(error) });
+        }
+        let completion = response::to_completion(&answer, ctx);
+        let body = serde_json::to_vec(&completion).map_err(|source| TranslateError::Malformed {
+            provider: ProviderKind::Google,
+            source,
+        })?;
+        Ok(Translated { completion, body: Bytes::from(body) })
+    }
+
+    fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
+        response::translate_error(status, body)
+    }
+
+    fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
+        Box::new(stream::GeminiStream::new(ctx))
+    }
+}
+
+/// The thought signature an OpenAI tool call carries back, where Google's own
+/// OpenAI-compatible endpoint puts it: `extra_content.google.thought_signature`.
+fn thought_signature_of(extra: &Map) -> Option<String> {
+    extra.get("extra_content")?.get("google")?.get("thought_signature")?.as_str().map(str::to_owned)
+}
+
+/// The `extra` of an OpenAI tool call that carries a thought signature.
+fn signature_extra(signature: &str) -> Map {
+    let mut extra = Map::new();
+    extra.insert(
+        "extra_content".to_owned(),
+        json!({ "google": { "thought_signature": Value::String(signature.to_owned()) } }),
+    );
+    extra
+}

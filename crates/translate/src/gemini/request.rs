@@ -1,0 +1,558 @@
+//! OpenAI request → Gemini `generateContent` body.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use uniproxy_wire::{
+    ChatCompletionRequest, ContentPart, FunctionCallChoice, FunctionDefinition, Map, Message,
+    MessageContent, ResponseFormat, Role, ToolCall, ToolChoice, ToolChoiceMode,
+};
+
+use super::schema;
+use super::thought_signature_of;
+use super::wire::{
+    Blob, Content, FileData, FunctionCall, FunctionCallingConfig, FunctionDeclaration,
+    FunctionResponse, GeminiTool, GenerateContentRequest, GenerationConfig, Part, ThinkingConfig,
+    ToolConfig,
+};
+use crate::{ProviderKind, TranslateError};
+
+/// Request fields outside the wire types' model that would change the answer and that Gemini
+/// cannot express.
+const REFUSED_EXTRAS: &[&str] = &["audio", "web_search_options"];
+
+fn unsupported(field: impl Into<String>) -> TranslateError {
+    TranslateError::Unsupported { provider: ProviderKind::Google, field: field.into() }
+}
+
+fn invalid(param: impl Into<String>, reason: &'static str) -> TranslateError {
+    TranslateError::InvalidRequest { param: param.into(), reason }
+}
+
+/// Builds the Gemini body for a request whose token limit is already applied. Returns the body
+/// and the JSON paths of the harmless fields left out.
+///
+/// # Errors
+/// [`TranslateError::Unsupported`] for what Gemini cannot express,
+/// [`TranslateError::InvalidRequest`] and [`TranslateError::InvalidToolArguments`] for an
+/// ill-formed conversation.
+pub(crate) fn build(
+    request: &ChatCompletionRequest,
+) -> Result<(GenerateContentRequest, Vec<String>), TranslateError> {
+    let mut b = Builder::default();
+    b.check_fields(request)?;
+    b.messages(&request.messages)?;
+    let (tools, names) = b.tools(request)?;
+    let tool_config = tool_config(request, &names)?;
+    let generation_config = b.generation_config(request)?;
+    let body = GenerateContentRequest {
+        contents: b.contents,
+        system_instruction: (!b.system.is_empty()).then(|| Content {
+            role: None,
+            parts: b.system,
+            extra: Map::new(),
+        }),
+        tools,
+        tool_config,
+        generation_config,
+        extra: Map::new(),
+    };
+    Ok((body, b.dropped))
+}
+
+#[derive(Default)]
+struct Builder {
+    contents: Vec<Content>,
+    system: Vec<Part>,
+    dropped: Vec<String>,
+    /// Tool call id → function name, from the assistant turns seen so far.
+    call_names: HashMap<String, String>,
+    /// Whether the last content holds only function responses (more may join it).
+    in_tool_results: bool,
+}
+
+impl Builder {
+    fn drop(&mut self, path: impl Into<String>) {
+        self.dropped.push(path.into());
+    }
+
+    fn check_fields(&mut self, r: &ChatCompletionRequest) -> Result<(), TranslateError> {
+        if r.logprobs == Some(true) {
+            return Err(unsupported("logprobs"));
+        }
+        if r.logprobs == Some(false) {
+            self.drop("logprobs");
+        }
+        if r.top_logprobs.is_some_and(|n| n > 0) {
+            return Err(unsupported("top_logprobs"));
+        }
+        if r.top_logprobs.is_some() {
+            self.drop("top_logprobs");
+        }
+        if let Some(m) = &r.modalities {
+            if m.iter().any(|m| m != "text") {
+                return Err(unsupported("modalities"));
+            }
+            self.drop("modalities");
+        }
+        let harmless = [
+            ("logit_bias", r.logit_bias.is_some()),
+            ("user", r.user.is_some()),
+            ("metadata", r.metadata.is_some()),
+            ("store", r.store.is_some()),
+            ("service_tier", r.service_tier.is_some()),
+            ("parallel_tool_calls", r.parallel_tool_calls.is_some()),
+            ("prediction", r.prediction.is_some()),
+        ];
+        for (name, present) in harmless {
+            if present {
+                self.drop(name);
+            }
+        }
+        if let Some(o) = &r.stream_options {
+            // `include_usage` is honoured by the stream translator; Gemini always sends usage.
+            for k in o.extra.keys() {
+                self.drop(format!("stream_options.{k}"));
+            }
+        }
+        for k in r.extra.keys() {
+            if REFUSED_EXTRAS.contains(&k.as_str()) {
+                return Err(unsupported(k.clone()));
+            }
+            if k != "top_k" {
+                self.drop(k.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn messages(&mut self, messages: &[Message]) -> Result<(), TranslateError> {
+        for (i, m) in messages.iter().enumerate() {
+            let at = format!("messages[{i}]");
+            if m.name.is_some() {
+                self.drop(format!("{at}.name"));
+            }
+            match &m.role {
+                Role::System | Role::Developer => {
+                    let text = text_only(m.content(), &at)?;
+                    self.system.push(Part::text(text));
+                }
+                Role::User => {
+                    let parts = self.user_parts(m.content(), &at)?;
+                    self.push("user", parts);
+                }
+                Role::Assistant => {
+                    let parts = self.assistant_parts(m, &at)?;
+                    self.push("model", parts);
+                }
+                Role::Tool => {
+                    let Some(id) = &m.tool_call_id else {
+                        return Err(invalid(
+                            format!("{at}.tool_call_id"),
+                            "a tool message needs one",
+                        ));
+                    };
+                    let Some(name) = self.call_names.get(id).cloned() else {
+                        return Err(invalid(
+                            format!("{at}.tool_call_id"),
+                            "matches no tool call of an earlier assistant message",
+                        ));
+                    };
+                    let response = response_object(text_only(m.content(), &at)?);
+                    self.push_result(FunctionResponse { id: Some(id.clone()), name, response });
+                }
+                Role::Function => {
+                    let Some(name) = m.name.clone() else {
+                        return Err(invalid(format!("{at}.name"), "a function message needs one"));
+                    };
+                    self.dropped.retain(|d| *d != format!("{at}.name"));
+                    let response = response_object(text_only(m.content(), &at)?);
+                    self.push_result(FunctionResponse { id: None, name, response });
+                }
+                Role::Other(_) => return Err(unsupported(format!("{at}.role"))),
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, role: &str, parts: Vec<Part>) {
+        self.in_tool_results = false;
+        // Gemini refuses a turn without parts; an empty message says nothing.
+        if !parts.is_empty() {
+            self.contents.push(Content { role: Some(role.to_owned()), parts, extra: Map::new() });
+        }
+    }
+
+    /// Consecutive tool results of a turn go in one `user` content.
+    fn push_result(&mut self, response: FunctionResponse) {
+        let part = Part { function_response: Some(response), ..Default::default() };
+        match self.contents.last_mut() {
+            Some(last) if self.in_tool_results => last.parts.push(part),
+            _ => {
+                self.contents.push(Content {
+                    role: Some("user".to_owned()),
+                    parts: vec![part],
+                    extra: Map::new(),
+                });
+                self.in_tool_results = true;
+            }
+        }
+    }
+
+    fn user_parts(
+        &mut self,
+        content: Option<&MessageContent>,
+        at: &str,
+    ) -> Result<Vec<Part>, TranslateError> {
+        let parts = match content {
+            None => return Ok(Vec::new()),
+            Some(MessageContent::Text(t)) => return Ok(vec![Part::text(t.clone())]),
+            Some(MessageContent::Parts(parts)) => parts,
+        };
+        let mut out = Vec::with_capacity(parts.len());
+        for (j, p) in parts.iter().enumerate() {
+            let path = format!("{at}.content[{j}]");
+            out.push(match p {
+                ContentPart::Text { text, .. } => Part::text(text.clone()),
+                ContentPart::ImageUrl { image_url, .. } => {
+                    media_part(&image_url.url, &format!("{path}.image_url.url"))?
+                }
+                ContentPart::InputAudio { input_audio, .. } => {
+                    let mime = match input_audio.format.as_str() {
+                        "wav" => "audio/wav",
+                        "mp3" => "audio/mp3",
+                        _ => return Err(unsupported(format!("{path}.input_audio.format"))),
+                    };
+                    Part {
+                        inline_data: Some(Blob {
+                            mime_type: mime.to_owned(),
+                            data: input_audio.data.clone(),
+                        }),
+                        ..Default::default()
+                    }
+                }
+                ContentPart::File { file, .. } => match &file.file_data {
+                    Some(data) if file.file_id.is_none() => {
+                        media_part(data, &format!("{path}.file.file_data"))?
+                    }
+                    _ => return Err(unsupported(format!("{path}.file.file_id"))),
+                },
+                ContentPart::Refusal { .. } | ContentPart::Unknown(_) => {
+                    return Err(unsupported(path));
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn assistant_parts(&mut self, m: &Message, at: &str) -> Result<Vec<Part>, TranslateError> {
+        let mut parts = Vec::new();
+        if m.reasoning_content.as_ref().is_some_and(Option::is_some) {
+            // Gemini takes thoughts back only with their signatures, which OpenAI clients
+            // do not keep; the model does not need them to continue.
+            self.drop(format!("{at}.reasoning_content"));
+        }
+        match m.content() {
+            Some(MessageContent::Text(t)) if !t.is_empty() => parts.push(Part::text(t.clone())),
+            None | Some(MessageContent::Text(_)) => {}
+            Some(MessageContent::Parts(ps)) => {
+                for (j, p) in ps.iter().enumerate() {
+                    match p {
+                        ContentPart::Text { text, .. }
+                        | ContentPart::Refusal { refusal: text, .. } => {
+                            parts.push(Part::text(text.clone()))
+                        }
+                        _ => return Err(unsupported(format!("{at}.content[{j}]"))),
+                    }
+                }
+            }
+        }
+        if let Some(Some(refusal)) = &m.refusal
+            && !refusal.is_empty()
+        {
+            parts.push(Part::text(refusal.clone()));
+        }
+        for (j, call) in m.tool_calls.iter().flatten().enumerate() {
+            let path = format!("{at}.tool_calls[{j}]");
+            if call.kind != "function" {
+                return Err(unsupported(format!("{path}.type")));
+            }
+            parts.push(self.call_part(call, &path)?);
+        }
+        if let Some(fc) = &m.function_call {
+            let path = format!("{at}.function_call.arguments");
+            let args = parse_args(&fc.arguments, &path)?;
+            let call = FunctionCall {
+                id: None,
+                name: fc.name.clone(),
+                args: Some(args),
+                extra: Map::new(),
+            };
+            parts.push(Part { function_call: Some(call), ..Default::default() });
+        }
+        Ok(parts)
+    }
+
+    fn call_part(&mut self, call: &ToolCall, path: &str) -> Result<Part, TranslateError> {
+        let args = parse_args(&call.function.arguments, &format!("{path}.function.arguments"))?;
+        self.call_names.insert(call.id.clone(), call.function.name.clone());
+        Ok(Part {
+            function_call: Some(FunctionCall {
+                id: (!call.id.is_empty()).then(|| call.id.clone()),
+                name: call.function.name.clone(),
+                args: Some(args),
+                extra: Map::new(),
+            }),
+            thought_signature: thought_signature_of(&call.extra),
+            ..Default::default()
+        })
+    }
+
+    /// The function declarations and the names they declare.
+    fn tools(
+        &mut self,
+        r: &ChatCompletionRequest,
+    ) -> Result<(Option<Vec<GeminiTool>>, Vec<String>), TranslateError> {
+        let mut decls = Vec::new();
+        for (i, tool) in r.tools.iter().flatten().enumerate() {
+            let at = format!("tools[{i}]");
+            if tool.kind != "function" {
+                return Err(unsupported(format!("{at}.type")));
+            }
+            let Some(f) = &tool.function else {
+                return Err(invalid(format!("{at}.function"), "a function tool needs one"));
+            };
+            decls.push(self.declaration(f, &format!("{at}.function"))?);
+        }
+        for (i, f) in r.functions.iter().flatten().enumerate() {
+            decls.push(self.declaration(f, &format!("functions[{i}]"))?);
+        }
+        let names = decls.iter().map(|d| d.name.clone()).collect();
+        let tools = (!decls.is_empty()).then(|| vec![GeminiTool { function_declarations: decls }]);
+        Ok((tools, names))
+    }
+
+    fn declaration(
+        &mut self,
+        f: &FunctionDefinition,
+        at: &str,
+    ) -> Result<FunctionDeclaration, TranslateError> {
+        if f.strict.is_some() {
+            self.drop(format!("{at}.strict"));
+        }
+        let parameters = match &f.parameters {
+            None => None,
+            Some(p) => {
+                let reduced = schema::reduce(p)
+                    .map_err(|e| unsupported(format!("{at}.parameters{}", e.path)))?;
+                // Gemini refuses an OBJECT without properties; a function without parameters
+                // is said by leaving them out.
+                let empty = reduced
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .is_none_or(|p| p.is_empty())
+                    && reduced.get("anyOf").is_none()
+                    && reduced.get("type").is_none_or(|t| t == "OBJECT");
+                (!empty).then_some(reduced)
+            }
+        };
+        Ok(FunctionDeclaration {
+            name: f.name.clone(),
+            description: f.description.clone(),
+            parameters,
+        })
+    }
+
+    fn generation_config(
+        &mut self,
+        r: &ChatCompletionRequest,
+    ) -> Result<Option<GenerationConfig>, TranslateError> {
+        let mut g = GenerationConfig {
+            stop_sequences: r.stop.as_ref().map(|s| s.to_vec()).filter(|s| !s.is_empty()),
+            candidate_count: r.n,
+            max_output_tokens: r.token_limit(),
+            temperature: r.temperature.clone(),
+            top_p: r.top_p.clone(),
+            presence_penalty: r.presence_penalty.clone(),
+            frequency_penalty: r.frequency_penalty.clone(),
+            ..Default::default()
+        };
+        if let Some(k) = r.extra.get("top_k") {
+            match k {
+                Value::Number(n) => g.top_k = Some(n.clone()),
+                _ => return Err(invalid("top_k", "must be a number")),
+            }
+        }
+        if let Some(seed) = r.seed {
+            let seed =
+                i32::try_from(seed).map_err(|_| invalid("seed", "Gemini takes a 32-bit seed"))?;
+            g.seed = Some(seed);
+        }
+        match &r.response_format {
+            None | Some(ResponseFormat::Text { .. }) => {}
+            Some(ResponseFormat::JsonObject { .. }) => {
+                g.response_mime_type = Some("application/json".to_owned());
+            }
+            Some(ResponseFormat::JsonSchema { json_schema, .. }) => {
+                g.response_mime_type = Some("application/json".to_owned());
+                if let Some(s) = &json_schema.schema {
+                    let reduced = schema::reduce(s).map_err(|e| {
+                        unsupported(format!("response_format.json_schema.schema{}", e.path))
+                    })?;
+                    g.response_schema = Some(reduced);
+                }
+                if json_schema.strict.is_some() {
+                    self.drop("response_format.json_schema.strict");
+                }
+            }
+            Some(ResponseFormat::Other(_)) => return Err(unsupported("response_format.type")),
+        }
+        if let Some(effort) = &r.reasoning_effort {
+            g.thinking_config = Some(thinking(effort)?);
+        }
+        Ok((g != GenerationConfig::default()).then_some(g))
+    }
+}
+
+/// `reasoning_effort` → a thinking budget, as Google's own OpenAI-compatible endpoint maps it
+/// (low 1024, medium 8192, high 24576), with `none` turning thinking off and `minimal` the
+/// smallest budget every 2.5 model takes. Thoughts are asked for so they come back as
+/// `reasoning_content`.
+fn thinking(effort: &str) -> Result<ThinkingConfig, TranslateError> {
+    let budget = match effort {
+        "none" => return Ok(ThinkingConfig { include_thoughts: None, thinking_budget: Some(0) }),
+        "minimal" => 512,
+        "low" => 1024,
+        "medium" => 8192,
+        "high" => 24576,
+        _ => return Err(unsupported("reasoning_effort")),
+    };
+    Ok(ThinkingConfig { include_thoughts: Some(true), thinking_budget: Some(budget) })
+}
+
+fn tool_config(
+    r: &ChatCompletionRequest,
+    names: &[String],
+) -> Result<Option<ToolConfig>, TranslateError> {
+    let (mode, allowed, field) = match (&r.tool_choice, &r.function_call) {
+        (Some(choice), _) => match choice {
+            ToolChoice::Mode(ToolChoiceMode::Auto) => ("AUTO", None, "tool_choice"),
+            ToolChoice::Mode(ToolChoiceMode::None) => ("NONE", None, "tool_choice"),
+            ToolChoice::Mode(ToolChoiceMode::Required) => ("ANY", None, "tool_choice"),
+            ToolChoice::Named(n) => ("ANY", Some(n.function.name.clone()), "tool_choice"),
+            ToolChoice::Mode(ToolChoiceMode::Other(_)) | ToolChoice::Other(_) => {
+                return Err(unsupported("tool_choice"));
+            }
+        },
+        (None, Some(FunctionCallChoice::Mode(m))) => match m {
+            ToolChoiceMode::Auto => ("AUTO", None, "function_call"),
+            ToolChoiceMode::None => ("NONE", None, "function_call"),
+            _ => return Err(unsupported("function_call")),
+        },
+        (None, Some(FunctionCallChoice::Named(n))) => {
+            ("ANY", Some(n.name.clone()), "function_call")
+        }
+        (None, None) => return Ok(None),
+    };
+    if names.is_empty() {
+        // Forcing a call with nothing to call cannot be honoured; `auto` and `none` without
+        // tools mean what Gemini does anyway.
+        return if mode == "ANY" { Err(unsupported(field)) } else { Ok(None) };
+    }
+    if let Some(name) = &allowed
+        && !names.contains(name)
+    {
+        let param =
+            if field == "tool_choice" { "tool_choice.function.name" } else { "function_call.name" };
+        return Err(invalid(param, "names no function declared in the request"));
+    }
+    Ok(Some(ToolConfig {
+        function_calling_config: FunctionCallingConfig {
+            mode: mode.to_owned(),
+            allowed_function_names: allowed.map(|n| vec![n]),
+        },
+    }))
+}
+
+/// Tool call arguments as an object: `""` is `{}`.
+fn parse_args(arguments: &str, param: &str) -> Result<Map, TranslateError> {
+    if arguments.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    serde_json::from_str::<Map>(arguments)
+        .map_err(|source| TranslateError::InvalidToolArguments { param: param.to_owned(), source })
+}
+
+/// A tool result as the object Gemini requires: a JSON object is taken as it is; anything
+/// else (other JSON, or plain text) is wrapped as `{"result": …}`.
+fn response_object(text: String) -> Map {
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(o)) => o,
+        Ok(other) => Map::from_iter([("result".to_owned(), other)]),
+        Err(_) => Map::from_iter([("result".to_owned(), Value::String(text))]),
+    }
+}
+
+/// The text of a message that may only hold text.
+fn text_only(content: Option<&MessageContent>, at: &str) -> Result<String, TranslateError> {
+    match content {
+        None => Ok(String::new()),
+        Some(MessageContent::Text(t)) => Ok(t.clone()),
+        Some(MessageContent::Parts(parts)) => {
+            let mut text = String::new();
+            for (j, p) in parts.iter().enumerate() {
+                match p {
+                    ContentPart::Text { text: t, .. } => text.push_str(t),
+                    _ => return Err(unsupported(format!("{at}.content[{j}]"))),
+                }
+            }
+            Ok(text)
+        }
+    }
+}
+
+/// A `data:` URL → `inlineData`; an `http(s)` or `gs` URL → `fileData`.
+fn media_part(url: &str, path: &str) -> Result<Part, TranslateError> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let Some((meta, data)) = rest.split_once(',') else {
+            return Err(invalid(path, "a data: URL needs a comma before its data"));
+        };
+        let Some(mime) = meta.strip_suffix(";base64") else {
+            return Err(invalid(path, "a data: URL must be base64"));
+        };
+        let mime = if mime.is_empty() { "application/octet-stream" } else { mime };
+        return Ok(Part {
+            inline_data: Some(Blob { mime_type: mime.to_owned(), data: data.to_owned() }),
+            ..Default::default()
+        });
+    }
+    let lower = url.to_ascii_lowercase();
+    if !["http://", "https://", "gs://"].iter().any(|p| lower.starts_with(p)) {
+        return Err(unsupported(path));
+    }
+    Ok(Part {
+        file_data: Some(FileData { mime_type: guess_mime(&lower), file_uri: url.to_owned() }),
+        ..Default::default()
+    })
+}
+
+/// The MIME type a URL's file extension suggests, if it suggests one.
+fn guess_mime(url: &str) -> Option<String> {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let ext = file.rsplit_once('.')?.1;
+    let mime = match ext {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        "pdf" => "application/pdf",
+        "wav" => "audio/wav",
+        "mp3" => "audio/mp3",
+        "mp4" => "video/mp4",
+        _ => return None,
+    };
+    Some(mime.to_owned())
+}

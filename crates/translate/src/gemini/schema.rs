@@ -1,0 +1,321 @@
+//! JSON Schema reduced to the OpenAPI subset Gemini accepts (its `Schema` message).
+//!
+//! Gemini knows `type` (one, upper case), `format`, `title`, `description`, `nullable`,
+//! `enum` (strings only), `items`, `minItems`, `maxItems`, `properties`, `required`,
+//! `minProperties`, `maxProperties`, `minimum`, `maximum`, `minLength`, `maxLength`, `pattern`,
+//! `example`, `anyOf`, `propertyOrdering` and `default`. The reduction keeps the schema's meaning
+//! where it can:
+//!
+//! - `$ref` to `#/$defs/…` or `#/definitions/…` is inlined (siblings of the `$ref` win); a
+//!   `$ref` that leads back into itself cannot be inlined and is refused, as is any other `$ref`;
+//! - `type: ["string", "null"]` becomes `type: STRING, nullable: true`; several non-null types
+//!   become an `anyOf`; `anyOf`/`oneOf` of `X` and `{"type":"null"}` becomes `X` + `nullable`,
+//!   other `anyOf`/`oneOf` stay `anyOf`; `allOf` is merged into one schema;
+//! - `const: "x"` becomes `enum: ["x"]`; an `enum` or `const` with non-string values, which
+//!   Gemini cannot express, moves into the description ("Allowed values: 1, 2") so the model still
+//!   sees it;
+//! - `format` is kept only where Gemini takes it (`enum`, `date-time`, `int32`, `int64`,
+//!   `float`, `double`); any other moves into the description ("format: email");
+//! - everything else (`$schema`, `$id`, `$defs`, `additionalProperties`, `examples`,
+//!   `uniqueItems`, `exclusiveMinimum`, `not`, `if`, …) is dropped: these are annotations or
+//!   validation rules Gemini cannot state, and dropping them widens what the model may send
+//!   without changing what a property means.
+//! - `true` is the empty schema; `false`, or a schema that is not an object, is refused.
+
+use serde_json::{Map, Value, json};
+
+/// How deep schemas and `$ref` chains may nest before the reduction gives up.
+const MAX_DEPTH: usize = 64;
+
+/// Why a schema cannot be reduced: the JSON path (relative to the schema) of the culprit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SchemaError {
+    /// Where, relative to the schema root (`.properties.next.$ref`), empty for the root.
+    pub(crate) path: String,
+}
+
+/// Reduces a JSON schema to what Gemini accepts.
+///
+/// # Errors
+/// [`SchemaError`] naming the part that cannot be expressed: a recursive or external `$ref`, a
+/// `false` schema, a value that is not a schema, or nesting deeper than 64.
+pub(crate) fn reduce(schema: &Value) -> Result<Value, SchemaError> {
+    let mut r = Reducer { root: schema, refs: Vec::new() };
+    r.reduce(schema, String::new(), 0)
+}
+
+struct Reducer<'a> {
+    root: &'a Value,
+    /// The `$ref`s being inlined, outermost first: meeting one again means recursion.
+    refs: Vec<String>,
+}
+
+const KEPT: &[&str] = &[
+    "title",
+    "description",
+    "nullable",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "example",
+    "default",
+    "propertyOrdering",
+];
+
+const FORMATS: &[&str] = &["enum", "date-time", "int32", "int64", "float", "double"];
+
+impl Reducer<'_> {
+    fn reduce(&mut self, schema: &Value, path: String, depth: usize) -> Result<Value, SchemaError> {
+        if depth > MAX_DEPTH {
+            return Err(SchemaError { path });
+        }
+        let obj = match schema {
+            Value::Bool(true) => return Ok(json!({})),
+            Value::Object(o) => o,
+            _ => return Err(SchemaError { path }),
+        };
+        if let Some(reference) = obj.get("$ref") {
+            return self.inline_ref(obj, reference, path, depth);
+        }
+        if let Some(Value::Array(all)) = obj.get("allOf") {
+            let mut merged = obj.clone();
+            merged.remove("allOf");
+            for (i, sub) in all.iter().enumerate() {
+                let sub = self.reduce(sub, format!("{path}.allOf[{i}]"), depth + 1)?;
+                merge_into(&mut merged, sub);
+            }
+            return self.reduce(&Value::Object(merged), path, depth + 1);
+        }
+
+        let mut out = Map::new();
+        let mut nullable = obj.get("nullable").and_then(Value::as_bool).unwrap_or(false);
+        let mut any_of: Option<Vec<Value>> = None;
+
+        match obj.get("type") {
+            Some(Value::String(t)) => set_type(&mut out, t),
+            Some(Value::Array(types)) => {
+                let names: Vec<&str> = types.iter().filter_map(Value::as_str).collect();
+                if names.len() != types.len() {
+                    return Err(SchemaError { path: format!("{path}.type") });
+                }
+                let non_null: Vec<&str> = names.iter().copied().filter(|t| *t != "null").collect();
+                nullable |= non_null.len() < names.len();
+                match non_null.as_slice() {
+                    [] if nullable => {
+                        out.insert("type".into(), json!("NULL"));
+                        nullable = false;
+                    }
+                    [] => {}
+                    [one] => set_type(&mut out, one),
+                    many => {
+                        // Each alternative carries the keywords that apply to its type.
+                        let mut alts = Vec::new();
+                        for t in many {
+                            let mut single = obj.clone();
+                            single.insert("type".into(), json!(t));
+                            single.remove("nullable");
+                            alts.push(self.reduce(
+                                &Value::Object(single),
+                                path.clone(),
+                                depth + 1,
+                            )?);
+                        }
+                        any_of = Some(alts);
+                    }
+                }
+            }
+            Some(_) => return Err(SchemaError { path: format!("{path}.type") }),
+            None => {}
+        }
+        if let Some(alts) = any_of {
+            let mut out = Map::new();
+            copy_annotations(obj, &mut out);
+            out.insert("anyOf".into(), Value::Array(alts));
+            if nullable {
+                out.insert("nullable".into(), json!(true));
+            }
+            return Ok(Value::Object(out));
+        }
+
+        for key in ["anyOf", "oneOf"] {
+            let Some(alts) = obj.get(key) else { continue };
+            let Value::Array(alts) = alts else {
+                return Err(SchemaError { path: format!("{path}.{key}") });
+            };
+            let mut reduced = Vec::new();
+            for (i, alt) in alts.iter().enumerate() {
+                if alt.get("type").and_then(Value::as_str) == Some("null") {
+                    nullable = true;
+                    continue;
+                }
+                reduced.push(self.reduce(alt, format!("{path}.{key}[{i}]"), depth + 1)?);
+            }
+            if reduced.len() == 1 && out.get("type").is_none() {
+                // `X | null`: the alternative itself, made nullable; the outer keywords win.
+                if let Some(Value::Object(only)) = reduced.pop() {
+                    for (k, v) in only {
+                        out.entry(k).or_insert(v);
+                    }
+                }
+            } else if !reduced.is_empty() {
+                out.insert("anyOf".into(), Value::Array(reduced));
+            }
+        }
+
+        // Enumerations: strings only.
+        let values: Option<Vec<Value>> = match (obj.get("enum"), obj.get("const")) {
+            (Some(Value::Array(v)), _) => Some(v.clone()),
+            (_, Some(c)) => Some(vec![c.clone()]),
+            (Some(_), None) => return Err(SchemaError { path: format!("{path}.enum") }),
+            (None, None) => None,
+        };
+        let mut description = obj.get("description").and_then(Value::as_str).map(str::to_owned);
+        if let Some(values) = values {
+            let strings: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
+            if strings.len() == values.len() {
+                out.insert("enum".into(), json!(strings));
+                out.entry("type").or_insert_with(|| json!("STRING"));
+            } else {
+                let listed: Vec<String> = values.iter().map(Value::to_string).collect();
+                let note = format!("Allowed values: {}", listed.join(", "));
+                description = Some(match description {
+                    Some(d) if !d.is_empty() => format!("{d} ({note})"),
+                    _ => note,
+                });
+            }
+        }
+
+        if let Some(Value::Object(props)) = obj.get("properties") {
+            let mut reduced = Map::new();
+            for (name, prop) in props {
+                let sub = self.reduce(prop, format!("{path}.properties.{name}"), depth + 1)?;
+                reduced.insert(name.clone(), sub);
+            }
+            out.insert("properties".into(), Value::Object(reduced));
+            out.entry("type").or_insert_with(|| json!("OBJECT"));
+        }
+        if let Some(Value::Array(required)) = obj.get("required") {
+            let names: Vec<&Value> = required.iter().filter(|v| v.is_string()).collect();
+            if !names.is_empty() {
+                out.insert("required".into(), json!(names));
+            }
+        }
+        match obj.get("items") {
+            Some(items @ (Value::Object(_) | Value::Bool(true))) => {
+                let sub = self.reduce(items, format!("{path}.items"), depth + 1)?;
+                out.insert("items".into(), sub);
+                out.entry("type").or_insert_with(|| json!("ARRAY"));
+            }
+            Some(_) => return Err(SchemaError { path: format!("{path}.items") }),
+            None => {}
+        }
+        if let Some(Value::String(f)) = obj.get("format") {
+            if FORMATS.contains(&f.as_str()) {
+                out.insert("format".into(), json!(f));
+            } else {
+                // The model should still know the string is an email, a URI, a date…
+                let note = format!("format: {f}");
+                description = Some(match description {
+                    Some(d) if !d.is_empty() => format!("{d} ({note})"),
+                    _ => note,
+                });
+            }
+        }
+
+        copy_annotations(obj, &mut out);
+        match description {
+            Some(d) => out.insert("description".into(), json!(d)),
+            None => out.remove("description"),
+        };
+        if nullable {
+            out.insert("nullable".into(), json!(true));
+        } else {
+            out.remove("nullable");
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn inline_ref(
+        &mut self,
+        obj: &Map<String, Value>,
+        reference: &Value,
+        path: String,
+        depth: usize,
+    ) -> Result<Value, SchemaError> {
+        let here = format!("{path}.$ref");
+        let Some(reference) = reference.as_str() else { return Err(SchemaError { path: here }) };
+        let target = ["#/$defs/", "#/definitions/"].iter().find_map(|prefix| {
+            let name = reference.strip_prefix(prefix)?;
+            let defs = &prefix[2..prefix.len() - 1];
+            self.root.get(defs)?.get(name)
+        });
+        let Some(target) = target else { return Err(SchemaError { path: here }) };
+        if self.refs.iter().any(|r| r == reference) {
+            return Err(SchemaError { path: here });
+        }
+        self.refs.push(reference.to_owned());
+        let mut merged = match target {
+            Value::Object(t) => t.clone(),
+            other => {
+                let reduced = self.reduce(other, here, depth + 1);
+                self.refs.pop();
+                return reduced;
+            }
+        };
+        // Keywords next to the `$ref` (a description, `nullable`) override the target's.
+        for (k, v) in obj {
+            if k != "$ref" {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        let reduced = self.reduce(&Value::Object(merged), path, depth + 1);
+        self.refs.pop();
+        reduced
+    }
+}
+
+fn set_type(out: &mut Map<String, Value>, t: &str) {
+    out.insert("type".into(), json!(t.to_ascii_uppercase()));
+}
+
+fn copy_annotations(from: &Map<String, Value>, to: &mut Map<String, Value>) {
+    for key in KEPT {
+        if let Some(v) = from.get(*key) {
+            to.entry(*key).or_insert_with(|| v.clone());
+        }
+    }
+}
+
+/// Merges an `allOf` member into the schema: properties and `required` are unions, other
+/// keywords keep the first value seen.
+fn merge_into(into: &mut Map<String, Value>, sub: Value) {
+    let Value::Object(sub) = sub else { return };
+    for (k, v) in sub {
+        match (k.as_str(), into.get_mut(&k), v) {
+            ("properties", Some(Value::Object(have)), Value::Object(add)) => {
+                for (name, prop) in add {
+                    have.entry(name).or_insert(prop);
+                }
+            }
+            ("required", Some(Value::Array(have)), Value::Array(add)) => {
+                for name in add {
+                    if !have.contains(&name) {
+                        have.push(name);
+                    }
+                }
+            }
+            // Reduced members already have upper-case types; the second reduction of the
+            // merged schema upper-cases again, which is harmless.
+            (_, None, v) => {
+                into.insert(k, v);
+            }
+            _ => {}
+        }
+    }
+}
