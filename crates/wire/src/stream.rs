@@ -75,13 +75,14 @@ pub struct ChunkChoice {
 }
 
 impl ChunkChoice {
-    /// A choice with the given delta and no finish reason.
+    /// A choice with the given delta, written as OpenAI writes an intermediate choice:
+    /// `"logprobs":null,"finish_reason":null` (strict clients expect both keys).
     pub fn new(index: u32, delta: Delta) -> Self {
         ChunkChoice {
             index,
             delta: Some(delta),
-            finish_reason: None,
-            logprobs: None,
+            finish_reason: Some(None),
+            logprobs: Some(None),
             extra: Map::new(),
         }
     }

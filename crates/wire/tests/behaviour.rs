@@ -35,11 +35,13 @@ fn constructors_write_no_null() {
     let message = Message::text(Role::User, "Hi");
     assert_eq!(serde_json::to_string(&message).unwrap(), r#"{"role":"user","content":"Hi"}"#);
 
+    // A chunk's choice is the exception: OpenAI writes both keys as null on every
+    // intermediate choice, and strict clients expect them.
     let mut chunk = ChatCompletionChunk::new("chatcmpl-1", 7, "gpt-4o");
     chunk.choices.push(ChunkChoice::new(0, Delta::default()));
     assert_eq!(
         serde_json::to_string(&chunk).unwrap(),
-        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":7,"model":"gpt-4o","choices":[{"index":0,"delta":{}}]}"#
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":7,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":null,"logprobs":null}]}"#
     );
 
     let models = ModelList::single("mock", 0, "uniproxy");
