@@ -1,0 +1,59 @@
+//! The schema, created and migrated by version (`PRAGMA user_version`).
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::StoreError;
+
+/// The migrations in order; applying the first `n` gives schema version `n`.
+///
+/// Never edit a released entry: add a new one. Each runs in its own
+/// transaction together with the `user_version` bump.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_initial.sql"),
+    include_str!("migrations/002_keys_attempts_bytes.sql"),
+];
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// Brings a writable connection's database up to [`SCHEMA_VERSION`].
+///
+/// A fresh file first gets `auto_vacuum = INCREMENTAL` (it can only be set
+/// before the first table exists) and WAL journaling.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found =
+        user_version(conn).map_err(|source| StoreError::Migration { version: 0, source })?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaVersion { found, expected: SCHEMA_VERSION });
+    }
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(|source| StoreError::Migration { version: 0, source })?;
+    if tables == 0 {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .map_err(|source| StoreError::Migration { version: 0, source })?;
+    }
+    let _mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|source| StoreError::Migration { version: 0, source })?;
+
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = u32::try_from(index + 1).expect("the migration list is short");
+        let step = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Another process may have migrated while we waited for the lock.
+            if user_version(&tx)? >= version {
+                return Ok(());
+            }
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()
+        };
+        step(conn).map_err(|source| StoreError::Migration { version, source })?;
+    }
+    Ok(())
+}

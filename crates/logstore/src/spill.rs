@@ -1,0 +1,77 @@
+//! Where the writer puts entries the database cannot take.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::NewEntry;
+
+/// A fallback destination for entries the database could not store.
+///
+/// The [`Writer`](crate::Writer) calls it with a whole failed batch. Return
+/// `Ok` only once the entries are durable; on `Err` the writer retries the
+/// same batch later (database first, then the spill again), so an
+/// implementation must not keep a partial write it reported as failed, or
+/// accept duplicates.
+pub trait Spill: Send {
+    /// Stores `entries` somewhere other than the database.
+    ///
+    /// # Errors
+    ///
+    /// Any I/O failure; the writer keeps the batch and retries.
+    fn spill(&mut self, entries: &[NewEntry]) -> std::io::Result<()>;
+}
+
+/// Appends each entry as one JSON line (the serde form of [`NewEntry`]) to a
+/// file, and syncs it before returning.
+///
+/// The file is opened for each batch, so a log rotator may move it away at
+/// any time. Lines read back with `serde_json::from_str::<NewEntry>` can be
+/// replayed into the store with [`LogStore::insert_batch`](crate::LogStore::insert_batch).
+/// Note that request headers are redacted before they are written here too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonLinesSpill {
+    path: PathBuf,
+}
+
+impl JsonLinesSpill {
+    /// A spill that appends to `path`, creating it (but not its directory) on first use.
+    #[must_use]
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The file this spill appends to.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Spill for JsonLinesSpill {
+    fn spill(&mut self, entries: &[NewEntry]) -> std::io::Result<()> {
+        // Serialize everything first, so a failure leaves no half batch behind.
+        let mut buf = Vec::with_capacity(entries.len() * 1024);
+        for entry in entries {
+            let mut redacted;
+            let entry = if entry.request_headers.is_empty() {
+                entry
+            } else {
+                redacted = entry.clone();
+                redacted.request_headers = crate::redact_headers(&entry.request_headers);
+                &redacted
+            };
+            serde_json::to_writer(&mut buf, entry)?;
+            buf.push(b'\n');
+        }
+        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let start = file.metadata()?.len();
+        let written = file.write_all(&buf).and_then(|()| file.sync_data());
+        if written.is_err() {
+            // Cut a partial batch back off (disk full), so the retry does not
+            // leave a broken line or duplicates; the retry writes it again.
+            let _ = file.set_len(start);
+        }
+        written
+    }
+}

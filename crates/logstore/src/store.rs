@@ -1,0 +1,562 @@
+//! [`LogStore`]: the pool, opening, inserting and reading single entries.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{CachedStatement, Connection, OpenFlags, Row, TransactionBehavior, params};
+
+use crate::error::sql;
+use crate::schema::{self, SCHEMA_VERSION};
+use crate::{Entry, EntrySummary, NewEntry, StoreError, Usage, redact_headers};
+
+/// How a [`LogStore`] opens its database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How long a statement waits for another connection's lock before it
+    /// fails with "database is locked".
+    pub busy_timeout: Duration,
+    /// The most connections the pool keeps open (readers and the writer share them).
+    pub pool_size: u32,
+    /// Open read-only: no migration, no writes (an inspection tool, or a
+    /// mounted snapshot). The schema must already be at [`SCHEMA_VERSION`].
+    pub read_only: bool,
+    /// A hard cap on the database file size, enforced by SQLite
+    /// (`PRAGMA max_page_count`). Writes beyond it fail with "database or
+    /// disk is full", which the [`Writer`](crate::Writer) spills. `None` means
+    /// no cap; use [`LogStore::prune`] for ordinary retention.
+    pub max_size_bytes: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+            pool_size: 4,
+            read_only: false,
+            max_size_bytes: None,
+        }
+    }
+}
+
+/// Identifies the file a pool was opened on, to notice when it is replaced.
+#[cfg(unix)]
+type FileId = (u64, u64);
+#[cfg(not(unix))]
+type FileId = ();
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> FileId {}
+
+struct Current {
+    pool: Pool<SqliteConnectionManager>,
+    file: Option<FileId>,
+}
+
+struct Inner {
+    /// `None` for an in-memory store.
+    path: Option<PathBuf>,
+    options: StoreOptions,
+    current: RwLock<Current>,
+}
+
+/// The request log: a pool of SQLite connections in WAL mode.
+///
+/// Cheap to clone; every clone shares the pool. All methods block, so async
+/// code calls them through `spawn_blocking` or sends writes to a [`Writer`](crate::Writer).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("path", &self.inner.path)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+pub(crate) type Conn = PooledConnection<SqliteConnectionManager>;
+
+impl LogStore {
+    /// Opens (creating if needed) the database at `path`, creating its parent
+    /// directories and migrating the schema to [`SCHEMA_VERSION`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::CreateDir`] if the directory cannot be created,
+    /// [`StoreError::Open`] if the file cannot be opened or set up,
+    /// [`StoreError::Migration`] or [`StoreError::SchemaVersion`] if the schema
+    /// cannot be brought to this build's version, and [`StoreError::Pool`] if
+    /// the connection pool cannot be built.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<LogStore, StoreError> {
+        let current = open_file(path, &options)?;
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                path: Some(path.to_path_buf()),
+                options,
+                current: RwLock::new(current),
+            }),
+        })
+    }
+
+    /// Opens a private in-memory database (for tests and tools). It uses one
+    /// connection, so readers and writers take turns.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] or [`StoreError::Migration`] if SQLite cannot set it up.
+    pub fn open_in_memory() -> Result<LogStore, StoreError> {
+        let options = StoreOptions { pool_size: 1, ..StoreOptions::default() };
+        let init_options = options.clone();
+        let manager = SqliteConnectionManager::memory()
+            .with_init(move |conn| init_connection(conn, &init_options));
+        let pool = Pool::builder()
+            .max_size(1)
+            .test_on_check_out(false)
+            .build(manager)
+            .map_err(StoreError::Pool)?;
+        let mut conn = pool.get().map_err(StoreError::Pool)?;
+        schema::migrate(&mut conn)?;
+        drop(conn);
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                path: None,
+                options,
+                current: RwLock::new(Current { pool, file: None }),
+            }),
+        })
+    }
+
+    /// The database file, or `None` for an in-memory store.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// The options the store was opened with.
+    #[must_use]
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn conn(&self) -> Result<Conn, StoreError> {
+        let pool = self.inner.current.read().unwrap_or_else(PoisonError::into_inner).pool.clone();
+        pool.get().map_err(StoreError::Pool)
+    }
+
+    /// Checks that the path still names the file the pool opened, and if it
+    /// does not (deleted, or replaced by another file), removes the `-wal` and
+    /// `-shm` files beside it (they belong to the old file), opens the path
+    /// again, creating and migrating a fresh database if it is missing, and
+    /// switches every clone of this store to the new pool. Connections already
+    /// checked out finish on the old file.
+    ///
+    /// SQLite keeps writing happily into a file that was unlinked, so without
+    /// this check the log would silently vanish. Returns `true` if it reopened.
+    /// In-memory stores always return `false`.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`LogStore::open`] when reopening fails; the store then
+    /// keeps its old pool.
+    pub fn reopen_if_replaced(&self) -> Result<bool, StoreError> {
+        let Some(path) = &self.inner.path else { return Ok(false) };
+        let now = std::fs::metadata(path).ok().map(|meta| file_id(&meta));
+        let opened = self.inner.current.read().unwrap_or_else(PoisonError::into_inner).file;
+        if now.is_some() && now == opened {
+            return Ok(false);
+        }
+        // The old pool's connections keep the unlinked file (and its WAL) open.
+        // A `-wal` or `-shm` still at the path belongs to that old file; SQLite
+        // would replay it into the new one, so remove it first. (SQLite itself
+        // skips the checkpoint and WAL deletion on close for a moved file.)
+        if !self.inner.options.read_only {
+            for suffix in ["-wal", "-shm"] {
+                let mut side = path.clone().into_os_string();
+                side.push(suffix);
+                match std::fs::remove_file(&side) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(StoreError::Io { path: side.into(), source }),
+                }
+            }
+        }
+        let fresh = open_file(path, &self.inner.options)?;
+        *self.inner.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(true)
+    }
+
+    /// Stores one entry and returns its row id.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] if the write fails (locked past the busy
+    /// timeout, disk full, read-only), [`StoreError::Pool`] if no connection
+    /// is available.
+    pub fn insert(&self, entry: &NewEntry) -> Result<i64, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("insert"))?;
+        let id = {
+            let mut statements = InsertStatements::prepare(&tx)?;
+            statements.insert(entry)?
+        };
+        tx.commit().map_err(sql("insert"))?;
+        Ok(id)
+    }
+
+    /// Stores many entries in one transaction: all of them or none.
+    ///
+    /// # Errors
+    ///
+    /// As [`LogStore::insert`]; on error nothing of the batch is stored.
+    pub fn insert_batch(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("insert"))?;
+        {
+            let mut statements = InsertStatements::prepare(&tx)?;
+            for entry in entries {
+                statements.insert(entry)?;
+            }
+        }
+        tx.commit().map_err(sql("insert"))
+    }
+
+    /// Reads one entry with its bodies, or `None` if there is no such id.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] if the read fails, [`StoreError::Corrupt`] if a
+    /// stored column does not decode.
+    pub fn get(&self, id: i64) -> Result<Option<Entry>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(GET_SQL).map_err(sql("get"))?;
+        let mut rows = stmt.query([id]).map_err(sql("get"))?;
+        let Some(row) = rows.next().map_err(sql("get"))? else { return Ok(None) };
+        entry_from_row(row).map(Some)
+    }
+
+    /// The number of stored entries.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] if the read fails.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM requests", [], |row| row.get(0))
+            .map_err(sql("count"))?;
+        Ok(to_u64(n))
+    }
+
+    /// The size of the database in bytes: pages in use plus free pages, plus
+    /// the write-ahead log not yet checkpointed into the main file.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] if the pragmas fail, [`StoreError::Io`] if the
+    /// WAL file exists but cannot be inspected.
+    pub fn size_bytes(&self) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        let pages: i64 =
+            conn.query_row("PRAGMA page_count", [], |row| row.get(0)).map_err(sql("size"))?;
+        let page_size: i64 =
+            conn.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(sql("size"))?;
+        let mut size = to_u64(pages).saturating_mul(to_u64(page_size));
+        if let Some(path) = &self.inner.path {
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            let wal = PathBuf::from(wal);
+            match std::fs::metadata(&wal) {
+                Ok(meta) => size = size.saturating_add(meta.len()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::Io { path: wal, source }),
+            }
+        }
+        Ok(size)
+    }
+
+    /// Runs `PRAGMA integrity_check`; `true` means the file is sound.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] if the check cannot run at all.
+    pub fn integrity_check(&self) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let result: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .map_err(sql("integrity check"))?;
+        Ok(result == "ok")
+    }
+
+    /// The schema version stored in the file.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] if the pragma fails.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let conn = self.conn()?;
+        schema::user_version(&conn).map_err(sql("schema version"))
+    }
+}
+
+fn open_file(path: &Path, options: &StoreOptions) -> Result<Current, StoreError> {
+    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let flags = if options.read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
+        }
+        OpenFlags::default()
+    };
+
+    // Migrate on a plain connection first: errors surface at once instead of
+    // after the pool's connection timeout.
+    let mut setup = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    setup.busy_timeout(options.busy_timeout).map_err(open_err)?;
+    if options.read_only {
+        let found = schema::user_version(&setup).map_err(open_err)?;
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::SchemaVersion { found, expected: SCHEMA_VERSION });
+        }
+    } else {
+        schema::migrate(&mut setup)?;
+    }
+    let file = std::fs::metadata(path)
+        .map(|meta| file_id(&meta))
+        .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+    drop(setup);
+
+    let init_options = options.clone();
+    let manager = SqliteConnectionManager::file(path)
+        .with_flags(flags)
+        .with_init(move |conn| init_connection(conn, &init_options));
+    let pool = Pool::builder()
+        .max_size(options.pool_size.max(1))
+        .min_idle(Some(1))
+        .connection_timeout(options.busy_timeout.max(Duration::from_secs(1)) * 2)
+        .test_on_check_out(false)
+        .build(manager)
+        .map_err(StoreError::Pool)?;
+    Ok(Current { pool, file: Some(file) })
+}
+
+/// Per-connection settings (pragmas that do not persist in the file).
+fn init_connection(conn: &mut Connection, options: &StoreOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    // NORMAL in WAL mode: a commit survives a process crash; a power loss may
+    // lose the last transactions but never corrupts the file.
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
+    )?;
+    if let Some(max) = options.max_size_bytes {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let pages = to_i64(max) / page_size.max(512);
+        let _now: i64 =
+            conn.query_row(&format!("PRAGMA max_page_count = {}", pages.max(1)), [], |row| {
+                row.get(0)
+            })?;
+    }
+    Ok(())
+}
+
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn opt_u64(value: Option<i64>) -> Option<u64> {
+    value.map(to_u64)
+}
+
+const INSERT_REQUEST_SQL: &str = "INSERT INTO requests (request_id, received_ms, first_byte_ms, finished_ms, \
+     latency_ms, ttft_ms, client_model, actual_model, platform, stream, status, error_type, error_message, \
+     prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens, client_addr, user_agent, \
+     key_hash, attempts, dropped_fields, body_bytes) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+
+const INSERT_BODY_SQL: &str = "INSERT INTO bodies (id, request_headers, client_request, upstream_request, response, \
+     raw_chunks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+struct InsertStatements<'conn> {
+    request: CachedStatement<'conn>,
+    body: CachedStatement<'conn>,
+}
+
+impl<'conn> InsertStatements<'conn> {
+    fn prepare(conn: &'conn Connection) -> Result<Self, StoreError> {
+        // Uncached statements would be re-parsed for every batch; these stay
+        // in the connection's statement cache.
+        let request = conn.prepare_cached(INSERT_REQUEST_SQL).map_err(sql("insert"))?;
+        let body = conn.prepare_cached(INSERT_BODY_SQL).map_err(sql("insert"))?;
+        Ok(Self { request, body })
+    }
+
+    fn insert(&mut self, e: &NewEntry) -> Result<i64, StoreError> {
+        let usage = &e.usage;
+        let headers = redact_headers(&e.request_headers);
+        let dropped =
+            serde_json::to_string(&e.dropped_fields).unwrap_or_else(|_| String::from("[]"));
+        let body_bytes = e.client_request.len()
+            + e.upstream_request.len()
+            + e.response.len()
+            + e.raw_chunks.as_ref().map_or(0, String::len)
+            + headers.len();
+        let body_bytes = u64::try_from(body_bytes).unwrap_or(u64::MAX);
+        let id = self
+            .request
+            .insert(params![
+                e.request_id,
+                e.received_ms,
+                e.first_byte_ms,
+                e.finished_ms,
+                e.latency_ms(),
+                e.ttft_ms(),
+                e.client_model,
+                e.actual_model,
+                e.platform,
+                e.stream,
+                e.status,
+                e.error_type,
+                e.error_message,
+                usage.prompt_tokens.map(to_i64),
+                usage.completion_tokens.map(to_i64),
+                usage.total_tokens.map(to_i64),
+                usage.cached_tokens.map(to_i64),
+                usage.reasoning_tokens.map(to_i64),
+                e.client_addr,
+                e.user_agent,
+                e.key_hash,
+                e.attempts,
+                dropped,
+                to_i64(body_bytes),
+            ])
+            .map_err(sql("insert"))?;
+        self.body
+            .execute(params![
+                id,
+                headers,
+                e.client_request,
+                e.upstream_request,
+                e.response,
+                e.raw_chunks
+            ])
+            .map_err(sql("insert"))?;
+        Ok(id)
+    }
+}
+
+/// The columns of [`EntrySummary`], in the order [`summary_from_row`] reads them.
+pub(crate) const SUMMARY_COLUMNS: &str = "r.id, r.request_id, r.received_ms, r.first_byte_ms, r.finished_ms, \
+     r.latency_ms, r.ttft_ms, r.client_model, r.actual_model, r.platform, r.stream, r.status, r.error_type, \
+     r.error_message, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens, \
+     r.attempts, r.key_hash, r.client_addr, r.body_bytes";
+
+const SUMMARY_LEN: usize = 23;
+
+const GET_SQL: &str = "SELECT r.id, r.request_id, r.received_ms, r.first_byte_ms, r.finished_ms, \
+     r.latency_ms, r.ttft_ms, r.client_model, r.actual_model, r.platform, r.stream, r.status, r.error_type, \
+     r.error_message, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens, \
+     r.attempts, r.key_hash, r.client_addr, r.body_bytes, \
+     r.user_agent, r.dropped_fields, b.request_headers, b.client_request, b.upstream_request, b.response, \
+     b.raw_chunks FROM requests r LEFT JOIN bodies b ON b.id = r.id WHERE r.id = ?1";
+
+pub(crate) fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<EntrySummary> {
+    Ok(EntrySummary {
+        id: row.get(0)?,
+        request_id: row.get(1)?,
+        received_ms: row.get(2)?,
+        first_byte_ms: row.get(3)?,
+        finished_ms: row.get(4)?,
+        latency_ms: row.get(5)?,
+        ttft_ms: row.get(6)?,
+        client_model: row.get(7)?,
+        actual_model: row.get(8)?,
+        platform: row.get(9)?,
+        stream: row.get(10)?,
+        status: row.get(11)?,
+        error_type: row.get(12)?,
+        error_message: row.get(13)?,
+        usage: Usage {
+            prompt_tokens: opt_u64(row.get(14)?),
+            completion_tokens: opt_u64(row.get(15)?),
+            total_tokens: opt_u64(row.get(16)?),
+            cached_tokens: opt_u64(row.get(17)?),
+            reasoning_tokens: opt_u64(row.get(18)?),
+        },
+        attempts: row.get(19)?,
+        key_hash: row.get(20)?,
+        client_addr: row.get(21)?,
+        body_bytes: to_u64(row.get(22)?),
+    })
+}
+
+fn entry_from_row(row: &Row<'_>) -> Result<Entry, StoreError> {
+    let s = summary_from_row(row).map_err(sql("get"))?;
+    let n = SUMMARY_LEN;
+    let text = |i: usize| -> Result<Option<String>, StoreError> { row.get(i).map_err(sql("get")) };
+    let user_agent = text(n)?;
+    let dropped = text(n + 1)?.unwrap_or_default();
+    let dropped_fields: Vec<String> = if dropped.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_str(&dropped).map_err(|source| StoreError::Corrupt {
+            id: s.id,
+            column: "dropped_fields",
+            source,
+        })?
+    };
+    Ok(Entry {
+        id: s.id,
+        latency_ms: s.latency_ms,
+        ttft_ms: s.ttft_ms,
+        entry: NewEntry {
+            request_id: s.request_id,
+            received_ms: s.received_ms,
+            first_byte_ms: s.first_byte_ms,
+            finished_ms: s.finished_ms,
+            client_model: s.client_model,
+            actual_model: s.actual_model,
+            platform: s.platform,
+            stream: s.stream,
+            status: s.status,
+            error_type: s.error_type,
+            error_message: s.error_message,
+            usage: s.usage,
+            request_headers: text(n + 2)?.unwrap_or_default(),
+            client_request: text(n + 3)?.unwrap_or_default(),
+            upstream_request: text(n + 4)?.unwrap_or_default(),
+            response: text(n + 5)?.unwrap_or_default(),
+            raw_chunks: text(n + 6)?,
+            client_addr: s.client_addr,
+            user_agent,
+            dropped_fields,
+            key_hash: s.key_hash,
+            attempts: s.attempts,
+        },
+    })
+}

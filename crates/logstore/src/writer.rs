@@ -1,0 +1,454 @@
+//! The writer thread: a bounded queue in, batched transactions out, and a
+//! spill when the database cannot take them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::{LogStore, NewEntry, Spill, StoreError};
+
+/// How the [`Writer`] queues and batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Entries the queue holds before [`WriterHandle::try_send`] reports it full
+    /// and [`WriterHandle::send`] waits. At least 1.
+    pub queue_capacity: usize,
+    /// The most entries written in one transaction. At least 1.
+    pub batch_max: usize,
+    /// How long the thread waits for more entries after the first of a batch.
+    /// Capped at 100 ms: it bounds what a crash can lose.
+    pub batch_window: Duration,
+    /// During shutdown, how long a batch that neither the database nor the
+    /// spill accepts is retried before it is handed back in
+    /// [`ShutdownReport::unwritten`].
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 10_000,
+            batch_max: 512,
+            batch_window: Duration::from_millis(50),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+const MAX_BATCH_WINDOW: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Counters of a [`Writer`], read without taking a lock (except `last_error`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriterStats {
+    /// Entries in the queue now.
+    pub queued: u64,
+    /// Entries stored in the database.
+    pub written: u64,
+    /// Entries handed to the [`Spill`] because the database failed.
+    pub spilled: u64,
+    /// Batch writes the database refused (each retry of a batch counts).
+    pub failed_batches: u64,
+    /// Spill attempts that failed (the batch was kept and retried).
+    pub spill_failures: u64,
+    /// Times the database file was found deleted or replaced and reopened.
+    pub reopens: u64,
+    /// The last failure, with its causes, for an admin page.
+    pub last_error: Option<String>,
+    /// `false` from a failed database write until the next one succeeds.
+    pub db_ok: bool,
+}
+
+/// What [`Writer::shutdown`] hands back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// The final counters.
+    pub stats: WriterStats,
+    /// Entries that neither the database nor the spill accepted within
+    /// [`WriterOptions::shutdown_timeout`]; the caller decides their fate.
+    /// Empty in every normal case.
+    pub unwritten: Vec<NewEntry>,
+}
+
+/// The error of [`WriterHandle::try_send`]; it gives the entry back.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError {
+    /// The queue is full; retry later, or use [`WriterHandle::send`] off the async runtime.
+    #[error("the log queue is full")]
+    Full(Box<NewEntry>),
+    /// The writer has shut down; no retry will succeed.
+    #[error("the log writer has shut down")]
+    Closed(Box<NewEntry>),
+}
+
+impl TrySendError {
+    /// The entry that was not queued.
+    #[must_use]
+    pub fn into_entry(self) -> NewEntry {
+        match self {
+            TrySendError::Full(entry) | TrySendError::Closed(entry) => *entry,
+        }
+    }
+}
+
+/// The error of [`WriterHandle::send`]: the writer has shut down. It gives the entry back.
+#[derive(Debug, thiserror::Error)]
+#[error("the log writer has shut down")]
+pub struct SendError(pub Box<NewEntry>);
+
+#[derive(Default)]
+struct Shared {
+    queued: AtomicU64,
+    written: AtomicU64,
+    spilled: AtomicU64,
+    failed_batches: AtomicU64,
+    spill_failures: AtomicU64,
+    reopens: AtomicU64,
+    db_failing: AtomicBool,
+    closed: AtomicBool,
+    /// Senders between their `closed` check and the end of their send;
+    /// shutdown drains until this is zero so no late entry is stranded.
+    in_flight: AtomicUsize,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn stats(&self) -> WriterStats {
+        WriterStats {
+            queued: self.queued.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            spilled: self.spilled.load(Ordering::Relaxed),
+            failed_batches: self.failed_batches.load(Ordering::Relaxed),
+            spill_failures: self.spill_failures.load(Ordering::Relaxed),
+            reopens: self.reopens.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            db_ok: !self.db_failing.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set_error(&self, error: &dyn std::error::Error) {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+    }
+}
+
+/// Decrements `in_flight` when a send finishes, however it finishes.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A cheap, cloneable sender to a [`Writer`]; `Send + Sync`.
+#[derive(Clone)]
+pub struct WriterHandle {
+    /// `None` is the shutdown marker.
+    tx: SyncSender<Option<NewEntry>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WriterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterHandle").field("stats", &self.shared.stats()).finish()
+    }
+}
+
+fn boxed(message: Option<NewEntry>) -> Box<NewEntry> {
+    // We only ever send `Some`, so the default is never used.
+    Box::new(message.unwrap_or_default())
+}
+
+impl WriterHandle {
+    /// Queues an entry without blocking: safe on an async runtime thread.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] when the queue is full (retry, or call
+    /// [`send`](Self::send) from a blocking thread), [`TrySendError::Closed`]
+    /// after shutdown. Both give the entry back.
+    pub fn try_send(&self, entry: NewEntry) -> Result<(), TrySendError> {
+        let _in_flight = InFlight::enter(&self.shared.in_flight);
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(TrySendError::Closed(Box::new(entry)));
+        }
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.try_send(Some(entry)).map_err(|e| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                mpsc::TrySendError::Full(m) => TrySendError::Full(boxed(m)),
+                mpsc::TrySendError::Disconnected(m) => TrySendError::Closed(boxed(m)),
+            }
+        })
+    }
+
+    /// Queues an entry, waiting while the queue is full. Never call it on an
+    /// async runtime thread.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] after shutdown, with the entry.
+    pub fn send(&self, entry: NewEntry) -> Result<(), SendError> {
+        let _in_flight = InFlight::enter(&self.shared.in_flight);
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(SendError(Box::new(entry)));
+        }
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(Some(entry)).map_err(|e| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            SendError(boxed(e.0))
+        })
+    }
+
+    /// The writer's counters.
+    #[must_use]
+    pub fn stats(&self) -> WriterStats {
+        self.shared.stats()
+    }
+}
+
+/// The writer thread. Entries sent through its [`WriterHandle`]s are stored
+/// in batches: one transaction per batch of up to `batch_max` entries or
+/// `batch_window` of time, whichever ends first.
+///
+/// Nothing is dropped. When a batch cannot be written (locked past the busy
+/// timeout, disk full, read-only, file gone) it goes whole to the [`Spill`],
+/// and [`WriterStats::db_ok`] turns `false` until a later batch succeeds. If
+/// the spill fails too, the batch is retried (database, then spill) with
+/// backoff up to 5 s, while the queue fills and senders wait.
+///
+/// Before every batch the writer calls [`LogStore::reopen_if_replaced`]: if
+/// the database file was deleted or replaced, a fresh database is created at
+/// the same path and writing continues there.
+///
+/// Dropping a `Writer` shuts it down like [`Writer::shutdown`], discarding the report.
+pub struct Writer {
+    handle: WriterHandle,
+    thread: Option<JoinHandle<Vec<NewEntry>>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("stats", &self.handle.stats()).finish()
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::SpawnWriter`] if the operating system cannot start a thread.
+    pub fn spawn(
+        store: LogStore,
+        spill: Box<dyn Spill>,
+        options: WriterOptions,
+    ) -> Result<Writer, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
+        let shared = Arc::new(Shared::default());
+        let worker = Worker {
+            store,
+            spill,
+            batch_max: options.batch_max.max(1),
+            batch_window: options.batch_window.min(MAX_BATCH_WINDOW),
+            shutdown_timeout: options.shutdown_timeout,
+            shared: Arc::clone(&shared),
+            shutdown_deadline: None,
+            unwritten: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(String::from("logstore-writer"))
+            .spawn(move || worker.run(&rx))
+            .map_err(StoreError::SpawnWriter)?;
+        Ok(Writer { handle: WriterHandle { tx, shared }, thread: Some(thread) })
+    }
+
+    /// A sender for this writer.
+    #[must_use]
+    pub fn handle(&self) -> WriterHandle {
+        self.handle.clone()
+    }
+
+    /// The writer's counters.
+    #[must_use]
+    pub fn stats(&self) -> WriterStats {
+        self.handle.stats()
+    }
+
+    /// Closes the queue (later sends fail and give their entry back), writes
+    /// every queued entry to the database or the spill, and joins the thread.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::WriterPanicked`] if the thread panicked.
+    pub fn shutdown(mut self) -> Result<ShutdownReport, StoreError> {
+        self.close_and_join()
+    }
+
+    fn close_and_join(&mut self) -> Result<ShutdownReport, StoreError> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(ShutdownReport { stats: self.stats(), unwritten: Vec::new() });
+        };
+        self.handle.shared.closed.store(true, Ordering::SeqCst);
+        // Wake the thread if it waits for a first entry. This may wait for
+        // queue space, which the draining thread makes; if the thread is
+        // already gone, the join below reports why.
+        let _ = self.handle.tx.send(None);
+        let unwritten = thread.join().map_err(|_| StoreError::WriterPanicked)?;
+        Ok(ShutdownReport { stats: self.stats(), unwritten })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.close_and_join();
+    }
+}
+
+struct Worker {
+    store: LogStore,
+    spill: Box<dyn Spill>,
+    batch_max: usize,
+    batch_window: Duration,
+    shutdown_timeout: Duration,
+    shared: Arc<Shared>,
+    shutdown_deadline: Option<Instant>,
+    unwritten: Vec<NewEntry>,
+}
+
+impl Worker {
+    fn run(mut self, rx: &Receiver<Option<NewEntry>>) -> Vec<NewEntry> {
+        let mut batch = Vec::with_capacity(self.batch_max);
+        let mut stopping = false;
+        while !stopping {
+            // Block for the first entry of a batch.
+            match rx.recv() {
+                Ok(Some(entry)) => self.push(&mut batch, entry),
+                Ok(None) | Err(_) => break,
+            }
+            let deadline = Instant::now() + self.batch_window;
+            while batch.len() < self.batch_max {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(Some(entry)) => self.push(&mut batch, entry),
+                    Ok(None) | Err(RecvTimeoutError::Disconnected) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                }
+            }
+            self.flush(&mut batch);
+        }
+
+        // Shutdown: `closed` is set, so no new send starts. Drain what is
+        // queued plus whatever senders already past their check deliver.
+        self.start_shutdown_clock();
+        loop {
+            while batch.len() < self.batch_max {
+                match rx.try_recv() {
+                    Ok(Some(entry)) => self.push(&mut batch, entry),
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.flush(&mut batch);
+                continue;
+            }
+            if self.shared.in_flight.load(Ordering::SeqCst) == 0 {
+                // Every sender is done; one last look for its entry.
+                match rx.try_recv() {
+                    Ok(Some(entry)) => self.push(&mut batch, entry),
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            } else if let Ok(Some(entry)) = rx.recv_timeout(Duration::from_millis(1)) {
+                self.push(&mut batch, entry);
+            }
+        }
+        self.unwritten
+    }
+
+    /// Shutdown bounds how long a failing batch is retried.
+    fn start_shutdown_clock(&mut self) {
+        if self.shutdown_deadline.is_none() {
+            self.shutdown_deadline = Some(Instant::now() + self.shutdown_timeout);
+        }
+    }
+
+    fn push(&self, batch: &mut Vec<NewEntry>, entry: NewEntry) {
+        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        batch.push(entry);
+    }
+
+    fn write_db(&self, batch: &[NewEntry]) -> Result<(), StoreError> {
+        if self.store.reopen_if_replaced()? {
+            self.shared.reopens.fetch_add(1, Ordering::Relaxed);
+        }
+        self.store.insert_batch(batch)
+    }
+
+    /// Stores the batch in the database or the spill, retrying until one
+    /// takes it (or, during shutdown, until the deadline), and empties it.
+    fn flush(&mut self, batch: &mut Vec<NewEntry>) {
+        let n = batch.len() as u64;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.write_db(batch) {
+                Ok(()) => {
+                    self.shared.written.fetch_add(n, Ordering::Relaxed);
+                    self.shared.db_failing.store(false, Ordering::Relaxed);
+                    batch.clear();
+                    return;
+                }
+                Err(error) => {
+                    self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    self.shared.db_failing.store(true, Ordering::Relaxed);
+                    self.shared.set_error(&error);
+                }
+            }
+            match self.spill.spill(batch) {
+                Ok(()) => {
+                    self.shared.spilled.fetch_add(n, Ordering::Relaxed);
+                    batch.clear();
+                    return;
+                }
+                Err(error) => {
+                    self.shared.spill_failures.fetch_add(1, Ordering::Relaxed);
+                    self.shared.set_error(&error);
+                }
+            }
+            let mut pause = backoff;
+            if self.shared.closed.load(Ordering::SeqCst) {
+                self.start_shutdown_clock();
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    self.unwritten.append(batch);
+                    return;
+                }
+                pause = pause.min(left);
+            }
+            std::thread::sleep(pause);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}

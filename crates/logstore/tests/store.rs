@@ -1,0 +1,432 @@
+//! `LogStore` behaviour: round trips, listing, stats, pruning, migration, redaction.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{T0, entry};
+use rusqlite::Connection;
+use uniproxy_logstore::{
+    LogStore, NewEntry, Query, Retention, SCHEMA_VERSION, StatsQuery, StatusFilter, StoreOptions,
+    Usage, redact_headers,
+};
+
+fn temp_store() -> (tempfile::TempDir, LogStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        LogStore::open(&dir.path().join("nested/dir/log.db"), StoreOptions::default()).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn insert_get_round_trips_every_field() {
+    let (_dir, store) = temp_store();
+    let original = NewEntry {
+        request_id: "chatcmpl-abc".into(),
+        received_ms: T0,
+        first_byte_ms: Some(T0 + 120),
+        finished_ms: T0 + 950,
+        client_model: "gpt-4o".into(),
+        actual_model: "claude-sonnet-4-20250514".into(),
+        platform: "anthropic".into(),
+        stream: true,
+        status: 499,
+        error_type: Some("client_closed".into()),
+        error_message: Some("client went away after 3 chunks".into()),
+        usage: Usage {
+            prompt_tokens: Some(1_234),
+            completion_tokens: Some(56),
+            total_tokens: Some(1_290),
+            cached_tokens: Some(1_000),
+            reasoning_tokens: Some(7),
+        },
+        client_request: r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"héllo \u0000 ✓"}]}"#
+            .into(),
+        upstream_request: r#"{"model":"claude-sonnet-4-20250514","max_tokens":4096}"#.into(),
+        response: r#"{"role":"assistant","content":"partial"}"#.into(),
+        raw_chunks: Some("data: {\"a\":1}\n\ndata: [DONE]\n\n".into()),
+        client_addr: Some("[::1]:51234".into()),
+        user_agent: Some("openai-python/1.50".into()),
+        request_headers: r#"{"content-type":"application/json","x-request-id":"r1"}"#.into(),
+        dropped_fields: vec!["logit_bias".into(), "seed".into()],
+        key_hash: Some("9f86d0".into()),
+        attempts: 3,
+    };
+    let id = store.insert(&original).unwrap();
+    let got = store.get(id).unwrap().unwrap();
+    assert_eq!(got.id, id);
+    assert_eq!(got.entry, original);
+    assert_eq!(got.latency_ms, 950);
+    assert_eq!(got.ttft_ms, Some(120));
+
+    // Every optional field absent also round-trips.
+    let bare = NewEntry {
+        request_id: "bare".into(),
+        received_ms: T0,
+        finished_ms: T0,
+        ..NewEntry::default()
+    };
+    let id = store.insert(&bare).unwrap();
+    let got = store.get(id).unwrap().unwrap();
+    assert_eq!(got.entry, NewEntry { request_headers: "{}".into(), ..bare });
+    assert_eq!(got.ttft_ms, None);
+    assert!(store.get(id + 100).unwrap().is_none());
+    assert_eq!(store.count().unwrap(), 2);
+    assert!(store.integrity_check().unwrap());
+    assert!(store.size_bytes().unwrap() > 0);
+}
+
+#[test]
+fn list_filters_and_keyset_paging() {
+    let (_dir, store) = temp_store();
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        let mut e = entry(i);
+        if i % 10 == 3 {
+            e.status = 500;
+            e.error_type = Some("upstream_error".into());
+            e.error_message = Some(format!("boom number {i}"));
+        }
+        if i % 10 == 7 {
+            e.status = 429;
+        }
+        if i % 4 == 0 {
+            e.client_model = "claude".into();
+            e.actual_model = "claude-3-5".into();
+        }
+        if i == 42 {
+            e.response = r#"{"content":"the needle_in 100% haystack"}"#.into();
+        }
+        batch.push(e);
+    }
+    store.insert_batch(&batch).unwrap();
+
+    // Newest first, paged by cursor, with every entry exactly once.
+    let mut seen = Vec::new();
+    let mut query = Query { limit: 7, with_total: true, ..Query::default() };
+    loop {
+        let page = store.list(&query).unwrap();
+        assert_eq!(page.total, Some(100));
+        seen.extend(page.items.iter().map(|e| e.id));
+        match page.next_before_id {
+            Some(cursor) => query.before_id = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 100);
+    // Entries were received in id order here, so newest first means ids down.
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "ids must strictly decrease");
+
+    let count = |q: Query| store.list(&Query { limit: 1000, ..q }).unwrap().items;
+    let errors = count(Query { status: Some(StatusFilter::Error), ..Query::default() });
+    assert_eq!(errors.len(), 20);
+    let fives = count(Query { status: Some("5xx".parse().unwrap()), ..Query::default() });
+    assert_eq!(fives.len(), 10);
+    assert!(fives.iter().all(|e| e.status == 500));
+    let exact = count(Query { status: Some(StatusFilter::Exact(429)), ..Query::default() });
+    assert_eq!(exact.len(), 10);
+    assert_eq!(count(Query { status: Some(StatusFilter::Class(2)), ..Query::default() }).len(), 80);
+
+    // The model filter matches either the client or the actual model.
+    assert_eq!(count(Query { model: Some("claude".into()), ..Query::default() }).len(), 25);
+    assert_eq!(count(Query { model: Some("claude-3-5".into()), ..Query::default() }).len(), 25);
+    assert_eq!(count(Query { stream: Some(true), ..Query::default() }).len(), 50);
+
+    // Time range: [T0 + 10 s, T0 + 20 s) holds entries 10..20.
+    let range =
+        count(Query { from_ms: Some(T0 + 10_000), to_ms: Some(T0 + 20_000), ..Query::default() });
+    let ids: Vec<_> = range.iter().map(|e| e.request_id.clone()).collect();
+    assert_eq!(ids.first().map(String::as_str), Some("chatcmpl-000019"));
+    assert_eq!(ids.len(), 10);
+
+    // Search covers bodies and the error message; LIKE wildcards are literal.
+    let hits = count(Query { search: Some("needle_in 100%".into()), ..Query::default() });
+    assert_eq!(hits.iter().map(|e| e.request_id.as_str()).collect::<Vec<_>>(), ["chatcmpl-000042"]);
+    assert!(count(Query { search: Some("needle%haystack".into()), ..Query::default() }).is_empty());
+    assert_eq!(count(Query { search: Some("boom number 53".into()), ..Query::default() }).len(), 1);
+    assert_eq!(count(Query { search: Some("QUESTION 77".into()), ..Query::default() }).len(), 1);
+
+    // Filters combine with AND, and with paging: errors (i % 10 in {3, 7},
+    // all odd, so never streamed) received from entry 50 on.
+    let q = Query {
+        status: Some(StatusFilter::Error),
+        stream: Some(false),
+        from_ms: Some(T0 + 50_000),
+        limit: 4,
+        with_total: true,
+        ..Query::default()
+    };
+    let page = store.list(&q).unwrap();
+    assert_eq!(page.total, Some(10));
+    assert_eq!(page.items.len(), 4);
+    assert_eq!(page.items[0].request_id, "chatcmpl-000097");
+    let next = store.list(&Query { before_id: page.next_before_id, ..q.clone() }).unwrap();
+    assert_eq!(next.items[0].request_id, "chatcmpl-000077");
+    assert_eq!(next.total, Some(10), "the total ignores the cursor");
+
+    assert!("6xx".parse::<StatusFilter>().is_err());
+    assert!("abc".parse::<StatusFilter>().is_err());
+    assert_eq!("error".parse::<StatusFilter>().unwrap(), StatusFilter::Error);
+}
+
+#[test]
+fn listing_follows_receive_time_and_survives_ties() {
+    let (_dir, store) = temp_store();
+    // Written out of receive order (a long request finishes last), with ties.
+    let times = [5, 1, 3, 3, 3, 9, 2];
+    let batch: Vec<_> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| NewEntry { received_ms: T0 + t, ..entry(i as u64) })
+        .collect();
+    store.insert_batch(&batch).unwrap();
+    let mut order = Vec::new();
+    let mut query = Query { limit: 2, ..Query::default() };
+    loop {
+        let page = store.list(&query).unwrap();
+        order.extend(page.items.iter().map(|e| (e.received_ms - T0, e.id)));
+        match page.next_before_id {
+            Some(cursor) => query.before_id = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(order, [(9, 6), (5, 1), (3, 5), (3, 4), (3, 3), (2, 7), (1, 2)]);
+
+    // A cursor whose entry was pruned meanwhile ends the listing.
+    let page = store.list(&Query { before_id: Some(1_000), ..Query::default() }).unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(page.next_before_id, None);
+}
+
+#[test]
+fn stats_percentiles_on_known_data() {
+    let (_dir, store) = temp_store();
+    // Latencies 1..=100 ms and TTFT 1..=100 / 2, one request per second.
+    let batch: Vec<_> = (1..=100u64)
+        .map(|i| {
+            let mut e = entry(i);
+            let latency = i64::try_from(i).unwrap();
+            e.finished_ms = e.received_ms + latency;
+            e.first_byte_ms = Some(e.received_ms + latency / 2);
+            if i > 90 {
+                e.status = 502;
+            }
+            e
+        })
+        .collect();
+    store.insert_batch(&batch).unwrap();
+
+    let stats =
+        store.stats(&StatsQuery { bucket_ms: Some(10_000), ..StatsQuery::default() }).unwrap();
+    assert_eq!(stats.requests, 100);
+    assert_eq!(stats.errors, 10);
+    assert!((stats.error_rate - 0.1).abs() < 1e-9);
+    assert_eq!(stats.prompt_tokens, 1_000);
+    assert_eq!(stats.total_tokens, 1_500);
+    let latency = stats.latency.unwrap();
+    assert_eq!((latency.p50, latency.p90, latency.p99), (50, 90, 99));
+    let ttft = stats.ttft.unwrap();
+    assert_eq!((ttft.p50, ttft.p90, ttft.p99), (25, 45, 49));
+
+    // Entry i arrives at T0 + i s; T0 is a multiple of 10 s, so bucket k holds i in 10k..10k+9.
+    assert_eq!(stats.series.len(), 11);
+    let first = stats.series[0];
+    assert_eq!((first.start_ms, first.requests, first.p50_latency_ms), (T0, 9, 5));
+    let b9 = stats.series[9];
+    assert_eq!((b9.requests, b9.errors, b9.tokens), (10, 9, 150));
+    assert_eq!(stats.series.iter().map(|b| b.requests).sum::<u64>(), 100);
+
+    // A range: requests 11..=20.
+    let ranged = store
+        .stats(&StatsQuery {
+            from_ms: Some(T0 + 11_000),
+            to_ms: Some(T0 + 21_000),
+            ..StatsQuery::default()
+        })
+        .unwrap();
+    assert_eq!(ranged.requests, 10);
+    assert_eq!(ranged.latency.unwrap().p50, 15);
+    assert!(ranged.series.is_empty());
+
+    let empty = store
+        .stats(&StatsQuery { from_ms: Some(0), to_ms: Some(1), ..StatsQuery::default() })
+        .unwrap();
+    assert_eq!(empty.requests, 0);
+    assert_eq!(empty.latency, None);
+    assert_eq!(empty.error_rate, 0.0);
+}
+
+fn big_entry(i: u64) -> NewEntry {
+    let mut e = entry(i);
+    e.response = "x".repeat(20_000);
+    e
+}
+
+#[test]
+fn prune_by_age_rows_and_bytes_reclaims_space() {
+    let (dir, store) = temp_store();
+    let batch: Vec<_> = (0..600).map(big_entry).collect();
+    store.insert_batch(&batch).unwrap();
+    store.reclaim_space().unwrap();
+    let path = dir.path().join("nested/dir/log.db");
+    let file_before = std::fs::metadata(&path).unwrap().len();
+
+    // Entry i was received at T0 + i s. With now = T0 + 1 day + 300 s, a
+    // one-day limit drops entries 0..300.
+    let now = T0 + 86_400_000 + 300_000;
+    let report = store
+        .prune(&Retention {
+            older_than_days: Some(1),
+            max_rows: None,
+            max_bytes: None,
+            now_ms: now,
+        })
+        .unwrap();
+    assert_eq!(report.deleted_by_age, 300);
+    assert_eq!(store.count().unwrap(), 300);
+    assert!(report.size_after < report.size_before / 2 + 200_000, "{report:?}");
+    let file_after = std::fs::metadata(&path).unwrap().len();
+    assert!(file_after < file_before * 6 / 10, "file {file_before} -> {file_after}");
+    let oldest = store.list(&Query { limit: 1000, ..Query::default() }).unwrap().items;
+    assert_eq!(oldest.last().unwrap().request_id, "chatcmpl-000300");
+    assert!(store.get(1).unwrap().is_none());
+
+    let report = store
+        .prune(&Retention { max_rows: Some(120), now_ms: now, ..Retention::default() })
+        .unwrap();
+    assert_eq!(report.deleted_by_rows, 180);
+    assert_eq!(store.count().unwrap(), 120);
+    let page = store.list(&Query { limit: 1000, ..Query::default() }).unwrap().items;
+    assert_eq!(page.last().unwrap().request_id, "chatcmpl-000480");
+
+    // About 20 KB each: 50 entries fit in 1.1 MB.
+    let report = store
+        .prune(&Retention { max_bytes: Some(1_100_000), now_ms: now, ..Retention::default() })
+        .unwrap();
+    assert_eq!(store.count().unwrap(), 120 - report.deleted_by_bytes);
+    assert!((50..=53).contains(&store.count().unwrap()), "{report:?}");
+    assert!(store.size_bytes().unwrap() < 1_500_000, "{report:?}");
+
+    // Nothing to do is a no-op.
+    let report = store
+        .prune(&Retention { max_rows: Some(1_000), now_ms: now, ..Retention::default() })
+        .unwrap();
+    assert_eq!(report.deleted(), 0);
+    assert!(store.integrity_check().unwrap());
+}
+
+#[test]
+fn migrates_from_version_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // A database as the first release wrote it.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../src/migrations/001_initial.sql")).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO requests (request_id, received_ms, finished_ms, latency_ms, client_model, actual_model, \
+             platform, stream, status, total_tokens) VALUES ('old-1', ?1, ?2, 250, 'gpt-4', 'gpt-4', 'openai', 0, 200, 42)",
+            [T0, T0 + 250],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO bodies (id, request_headers, client_request, upstream_request, response) \
+             VALUES (1, '{}', '{\"a\":1}', '{\"a\":1}', '{\"ok\":true}')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = LogStore::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    const { assert!(SCHEMA_VERSION >= 2) };
+
+    let old = store.get(1).unwrap().unwrap();
+    assert_eq!(old.entry.request_id, "old-1");
+    assert_eq!(old.entry.usage.total_tokens, Some(42));
+    assert_eq!(old.entry.attempts, 1, "the v2 default");
+    assert!(old.entry.dropped_fields.is_empty());
+    assert_eq!(old.entry.raw_chunks, None);
+    let summary = &store.list(&Query::default()).unwrap().items[0];
+    assert_eq!(summary.body_bytes, 2 + 7 + 7 + 11, "backfilled from the bodies");
+
+    // New rows use the new columns, and reopening is a no-op.
+    let mut e = entry(1);
+    e.attempts = 2;
+    let id = store.insert(&e).unwrap();
+    drop(store);
+    let store = LogStore::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(store.get(id).unwrap().unwrap().entry.attempts, 2);
+    assert_eq!(store.count().unwrap(), 2);
+
+    // A file from a newer build is refused rather than damaged.
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(store);
+    let err = LogStore::open(&path, StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, uniproxy_logstore::StoreError::SchemaVersion { .. }), "{err}");
+}
+
+#[test]
+fn fresh_database_uses_wal_and_incremental_vacuum() {
+    let (dir, store) = temp_store();
+    drop(store);
+    let conn = Connection::open(dir.path().join("nested/dir/log.db")).unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(vacuum, 2, "INCREMENTAL");
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE 'requests_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "requests_actual_model",
+            "requests_client_model",
+            "requests_received_ms",
+            "requests_status"
+        ]
+    );
+}
+
+#[test]
+fn secret_headers_are_redacted() {
+    let (_dir, store) = temp_store();
+    let mut e = entry(1);
+    e.request_headers = r#"{"Authorization":"Bearer sk-live-123","API-Key":"k1","x-api-key":"k2",
+        "x-goog-api-key":"k3","proxy-authorization":"Basic eA==","Cookie":["a=1","b=2"],
+        "content-type":"application/json"}"#
+        .into();
+    let id = store.insert(&e).unwrap();
+    let stored = store.get(id).unwrap().unwrap().entry.request_headers;
+    for secret in ["sk-live-123", "k1", "k2", "k3", "eA==", "a=1"] {
+        assert!(!stored.contains(secret), "{secret} leaked: {stored}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(v["Authorization"], "[redacted]");
+    assert_eq!(v["Cookie"], "[redacted]");
+    assert_eq!(v["content-type"], "application/json");
+
+    // Pair and name/value shapes, and text that is not JSON.
+    let pairs = redact_headers(r#"[["authorization","Bearer x"],["accept","*/*"]]"#);
+    assert_eq!(pairs, r#"[["authorization","[redacted]"],["accept","*/*"]]"#);
+    let named = redact_headers(r#"[{"name":"X-Api-Key","value":"s"},{"name":"a","value":"b"}]"#);
+    assert_eq!(named, r#"[{"name":"X-Api-Key","value":"[redacted]"},{"name":"a","value":"b"}]"#);
+    assert!(!redact_headers("authorization: Bearer sk-1").contains("sk-1"));
+    let clean = r#"{ "accept" : "*/*" }"#;
+    assert_eq!(redact_headers(clean), clean, "untouched text is kept byte for byte");
+}
+
+#[test]
+fn in_memory_store_works() {
+    let store = LogStore::open_in_memory().unwrap();
+    store.insert_batch(&[entry(1), entry(2)]).unwrap();
+    assert_eq!(store.count().unwrap(), 2);
+    assert_eq!(store.list(&Query::default()).unwrap().items[0].request_id, "chatcmpl-000002");
+}

@@ -1,0 +1,323 @@
+//! `Writer` behaviour: concurrency, batching, and every fault path ending in
+//! "nothing lost".
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{entry, wait_until};
+use rusqlite::Connection;
+use uniproxy_logstore::{
+    JsonLinesSpill, LogStore, NewEntry, Query, Spill, StoreOptions, TrySendError, Writer,
+    WriterOptions,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn options() -> WriterOptions {
+    WriterOptions {
+        queue_capacity: 256,
+        batch_max: 64,
+        batch_window: Duration::from_millis(5),
+        ..Default::default()
+    }
+}
+
+/// Reads the request ids out of a JSON-lines spill file.
+fn spilled_ids(path: &Path) -> Vec<String> {
+    let Ok(file) = std::fs::File::open(path) else { return Vec::new() };
+    std::io::BufReader::new(file)
+        .lines()
+        .map(|line| serde_json::from_str::<NewEntry>(&line.unwrap()).unwrap().request_id)
+        .collect()
+}
+
+/// Every request id stored, read through keyset paging.
+fn stored_ids(store: &LogStore) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut query = Query { limit: 1000, ..Query::default() };
+    loop {
+        let page = store.list(&query).unwrap();
+        ids.extend(page.items.into_iter().map(|e| e.request_id));
+        match page.next_before_id {
+            Some(cursor) => query.before_id = Some(cursor),
+            None => return ids,
+        }
+    }
+}
+
+#[test]
+fn concurrent_senders_and_readers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&dir.path().join("log.db"), StoreOptions::default()).unwrap();
+    let spill_path = dir.path().join("spill.jsonl");
+    let writer =
+        Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(&spill_path)), options())
+            .unwrap();
+
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 1_500;
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let handle = writer.handle();
+            scope.spawn(move || {
+                for i in 0..PER_THREAD {
+                    let mut e = entry(t * PER_THREAD + i);
+                    // Half through the non-blocking path, retried when full.
+                    if i % 2 == 0 {
+                        while let Err(err) = handle.try_send(e) {
+                            match err {
+                                TrySendError::Full(back) => e = *back,
+                                TrySendError::Closed(_) => panic!("closed early"),
+                            }
+                            std::thread::yield_now();
+                        }
+                    } else {
+                        handle.send(e).unwrap();
+                    }
+                }
+            });
+        }
+        // Readers at the same time (WAL lets them run beside the writer).
+        for _ in 0..2 {
+            let store = store.clone();
+            scope.spawn(move || {
+                let mut last = 0;
+                for _ in 0..50 {
+                    let n = store.count().unwrap();
+                    assert!(n >= last, "count went backwards");
+                    last = n;
+                    store.list(&Query { limit: 20, ..Query::default() }).unwrap();
+                    store.stats(&uniproxy_logstore::StatsQuery::default()).unwrap();
+                }
+            });
+        }
+    });
+    let handle = writer.handle();
+    let report = writer.shutdown().unwrap();
+    let total = THREADS * PER_THREAD;
+    assert_eq!(report.stats.written, total, "{:?}", report.stats);
+    assert_eq!(report.stats.spilled, 0);
+    assert_eq!(report.stats.queued, 0);
+    assert!(report.stats.db_ok);
+    assert!(report.unwritten.is_empty());
+
+    let ids: HashSet<_> = stored_ids(&store).into_iter().collect();
+    assert_eq!(ids.len() as u64, total);
+    assert_eq!(store.count().unwrap(), total);
+
+    // After shutdown the entry comes back instead of vanishing.
+    let back = handle.try_send(entry(1)).unwrap_err();
+    assert!(matches!(back, TrySendError::Closed(_)));
+    assert_eq!(back.into_entry().request_id, "chatcmpl-000001");
+    assert!(handle.send(entry(2)).is_err());
+}
+
+#[test]
+fn batches_wait_at_most_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&dir.path().join("log.db"), StoreOptions::default()).unwrap();
+    let options =
+        WriterOptions { batch_window: Duration::from_millis(20), ..WriterOptions::default() };
+    let writer =
+        Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(dir.path().join("s"))), options)
+            .unwrap();
+    writer.handle().send(entry(1)).unwrap();
+    // One lone entry is written after the window, without waiting for more.
+    assert!(wait_until(Duration::from_secs(5), || store.count().unwrap() == 1));
+    drop(writer); // Drop shuts down too.
+}
+
+/// Sends `n` entries numbered from `start`, one by one.
+fn send_range(writer: &Writer, start: u64, n: u64) {
+    let handle = writer.handle();
+    for i in start..start + n {
+        handle.send(entry(i)).unwrap();
+    }
+}
+
+/// Checks the books: every sent id is in the database or the spill, once.
+fn assert_accounted(sent: u64, db_ids: &[String], spill_ids: &[String]) {
+    let mut all: Vec<_> = db_ids.iter().chain(spill_ids).cloned().collect();
+    all.sort();
+    let len = all.len();
+    all.dedup();
+    assert_eq!(len, all.len(), "an entry was stored twice");
+    assert_eq!(all.len() as u64, sent, "entries missing");
+}
+
+#[test]
+fn locked_database_spills_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let store_options =
+        StoreOptions { busy_timeout: Duration::from_millis(50), ..StoreOptions::default() };
+    let store = LogStore::open(&path, store_options).unwrap();
+    let spill_path = dir.path().join("spill.jsonl");
+    let writer =
+        Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(&spill_path)), options())
+            .unwrap();
+
+    send_range(&writer, 0, 100);
+    assert!(wait_until(WAIT, || writer.stats().written == 100));
+
+    // Another process holds the write lock far past the busy timeout.
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    send_range(&writer, 100, 100);
+    assert!(wait_until(WAIT, || writer.stats().spilled == 100), "{:?}", writer.stats());
+    let stats = writer.stats();
+    assert!(!stats.db_ok);
+    assert!(stats.failed_batches > 0);
+    assert!(stats.last_error.as_deref().unwrap().contains("locked"), "{stats:?}");
+
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    send_range(&writer, 200, 100);
+    assert!(wait_until(WAIT, || writer.stats().written == 200), "{:?}", writer.stats());
+    let report = writer.shutdown().unwrap();
+    assert!(report.stats.db_ok, "a good batch clears the flag");
+    assert_eq!(report.stats.written + report.stats.spilled, 300);
+
+    let spilled = spilled_ids(&spill_path);
+    assert_eq!(spilled.len() as u64, report.stats.spilled);
+    assert_accounted(300, &stored_ids(&store), &spilled);
+}
+
+#[test]
+fn read_only_database_spills_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    LogStore::open(&path, StoreOptions::default()).unwrap();
+    // Tests run as root, where chmod does not stop writes: open read-only instead.
+    let ro =
+        LogStore::open(&path, StoreOptions { read_only: true, ..StoreOptions::default() }).unwrap();
+    let spill_path = dir.path().join("spill.jsonl");
+    let writer =
+        Writer::spawn(ro.clone(), Box::new(JsonLinesSpill::new(&spill_path)), options()).unwrap();
+    send_range(&writer, 0, 300);
+    let report = writer.shutdown().unwrap();
+    assert_eq!(report.stats.written, 0);
+    assert_eq!(report.stats.spilled, 300);
+    assert!(!report.stats.db_ok);
+    assert!(report.stats.last_error.unwrap().contains("readonly"));
+    assert_eq!(ro.count().unwrap(), 0);
+    assert_accounted(300, &[], &spilled_ids(&spill_path));
+}
+
+#[test]
+fn full_disk_spills_the_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    // Room for a few hundred KB only: `max_page_count`, as a full disk would.
+    let store_options = StoreOptions { max_size_bytes: Some(400_000), ..StoreOptions::default() };
+    let store = LogStore::open(&path, store_options).unwrap();
+    let spill_path = dir.path().join("spill.jsonl");
+    let writer =
+        Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(&spill_path)), options())
+            .unwrap();
+    let handle = writer.handle();
+    for i in 0..200 {
+        let mut e = entry(i);
+        e.response = "y".repeat(10_000);
+        handle.send(e).unwrap();
+    }
+    let report = writer.shutdown().unwrap();
+    let stats = &report.stats;
+    assert!(stats.written > 0, "{stats:?}");
+    assert!(stats.spilled > 0, "{stats:?}");
+    assert_eq!(stats.written + stats.spilled, 200);
+    assert!(stats.last_error.as_deref().unwrap().contains("full"), "{stats:?}");
+    assert_eq!(store.count().unwrap(), stats.written);
+    assert!(store.integrity_check().unwrap());
+    assert_accounted(200, &stored_ids(&store), &spilled_ids(&spill_path));
+}
+
+#[test]
+fn deleted_database_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let store = LogStore::open(&path, StoreOptions::default()).unwrap();
+    let spill_path = dir.path().join("spill.jsonl");
+    let writer =
+        Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(&spill_path)), options())
+            .unwrap();
+    send_range(&writer, 0, 100);
+    assert!(wait_until(WAIT, || writer.stats().written == 100));
+
+    // Only the main file: the stale -wal and -shm are the dangerous case.
+    std::fs::remove_file(&path).unwrap();
+    send_range(&writer, 100, 150);
+    let report = writer.shutdown().unwrap();
+    assert_eq!(report.stats.reopens, 1, "{:?}", report.stats);
+    assert_eq!(report.stats.written + report.stats.spilled, 250);
+
+    // The new file holds what came after the deletion; every clone of the
+    // store now reads it.
+    let fresh = LogStore::open(&path, StoreOptions::default()).unwrap();
+    assert!(fresh.integrity_check().unwrap());
+    let after = stored_ids(&fresh);
+    assert_eq!(store.count().unwrap(), fresh.count().unwrap());
+    let sent_after: Vec<_> = (100..250).map(|i| entry(i).request_id).collect();
+    let mut got = after.clone();
+    got.extend(spilled_ids(&spill_path));
+    got.sort();
+    assert_eq!(got, sent_after);
+}
+
+/// A spill that fails a given number of times, then keeps what it gets.
+struct FlakySpill {
+    failures_left: usize,
+    kept: Arc<Mutex<Vec<NewEntry>>>,
+}
+
+impl Spill for FlakySpill {
+    fn spill(&mut self, entries: &[NewEntry]) -> std::io::Result<()> {
+        if self.failures_left > 0 {
+            self.failures_left -= 1;
+            return Err(std::io::Error::other("spill disk gone"));
+        }
+        self.kept.lock().unwrap().extend_from_slice(entries);
+        Ok(())
+    }
+}
+
+#[test]
+fn failing_spill_is_retried_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    LogStore::open(&path, StoreOptions::default()).unwrap();
+    let ro =
+        LogStore::open(&path, StoreOptions { read_only: true, ..StoreOptions::default() }).unwrap();
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let spill = FlakySpill { failures_left: 3, kept: Arc::clone(&kept) };
+    let writer = Writer::spawn(ro, Box::new(spill), options()).unwrap();
+    send_range(&writer, 0, 50);
+    let report = writer.shutdown().unwrap();
+    assert_eq!(report.stats.spill_failures, 3);
+    assert_eq!(report.stats.spilled, 50);
+    assert!(report.unwritten.is_empty());
+    assert_eq!(kept.lock().unwrap().len(), 50);
+}
+
+#[test]
+fn shutdown_hands_back_what_nobody_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    LogStore::open(&path, StoreOptions::default()).unwrap();
+    let ro =
+        LogStore::open(&path, StoreOptions { read_only: true, ..StoreOptions::default() }).unwrap();
+    let spill = FlakySpill { failures_left: usize::MAX, kept: Arc::default() };
+    let options = WriterOptions { shutdown_timeout: Duration::from_millis(200), ..options() };
+    let writer = Writer::spawn(ro, Box::new(spill), options).unwrap();
+    send_range(&writer, 0, 10);
+    let report = writer.shutdown().unwrap();
+    assert_eq!(report.unwritten.len(), 10);
+    assert_eq!(report.stats.written + report.stats.spilled, 0);
+    assert!(report.stats.spill_failures > 0);
+}
