@@ -11,8 +11,9 @@ use uniproxy_translate::{ResponseContext, completion_to_frames};
 use uniproxy_wire::{ChatCompletionRequest, from_slice};
 
 use crate::error::ProxyError;
-use crate::record::{RequestRecord, now_ms, redacted_headers};
+use crate::record::{RequestRecord, key_hash, now_ms, redacted_headers};
 use crate::relay::{SseRelay, UpstreamBody};
+use crate::retry::send_with_retries;
 use crate::routes::{ProxyBody, error_response, json_response};
 use crate::state::AppState;
 
@@ -37,6 +38,11 @@ pub async fn chat(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         client_addr,
         request_id: state.next_id(),
+        // Only a proxy key is hashed: without PROXY_API_KEYS the header may carry anything,
+        // an upstream key included, and nothing of it is kept.
+        key_hash: (!state.settings.proxy_api_keys.is_empty())
+            .then(|| crate::routes::bearer(req.headers()).map(key_hash))
+            .flatten(),
         ..Default::default()
     };
     let mut upstream_wait = Duration::ZERO;
@@ -122,6 +128,9 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &state.settings;
     let deadline = started + settings.request_timeout;
+    let Some(guard) = state.enter() else {
+        return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
+    };
     let body = read_body(req, settings.max_body_size).await?;
     record.client_request = body.clone();
     let mut request: ChatCompletionRequest = from_slice(&body).map_err(ProxyError::InvalidBody)?;
@@ -149,18 +158,21 @@ async fn handle(
     let up = state.provider.build_request(request)?;
     record.upstream_request = up.body.clone();
     record.dropped_fields.clone_from(&up.dropped);
-    record.attempts = 1;
 
     let wait_started = Instant::now();
     let (status, upstream_body): (u16, UpstreamBody) = match &up.local_answer {
-        Some(local) => (
-            local.status,
-            Full::new(local.body.clone()).map_err(|never| match never {}).boxed_unsync(),
-        ),
+        Some(local) => {
+            record.attempts = 1;
+            (
+                local.status,
+                Full::new(local.body.clone()).map_err(|never| match never {}).boxed_unsync(),
+            )
+        }
         None => {
-            let first_byte =
-                settings.first_byte_timeout.min(deadline.saturating_duration_since(Instant::now()));
-            let response = state.client.send(&up, first_byte).await?;
+            let (result, attempts) =
+                send_with_retries(state, &up, deadline, &record.request_id).await;
+            record.attempts = attempts;
+            let response = result?;
             (response.status().as_u16(), response.into_body().boxed_unsync())
         }
     };
@@ -183,6 +195,7 @@ async fn handle(
             state.clone(),
             std::mem::take(record),
             deadline,
+            guard,
         );
         let mut response = Response::new(Either::Right(Box::new(relay)));
         let headers = response.headers_mut();

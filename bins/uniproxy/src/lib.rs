@@ -9,6 +9,7 @@ pub mod error;
 pub mod logging;
 pub mod record;
 pub mod relay;
+pub mod retry;
 pub mod routes;
 pub mod state;
 pub mod upstream;
@@ -42,6 +43,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let maintenance = tokio::spawn(retention(state.clone()));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
@@ -77,10 +79,44 @@ pub async fn serve(
         });
     }
     drop(listener);
+    maintenance.abort();
     info!(state.log, "shutting down: finishing in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => info!(state.log, "all connections closed"),
         () = tokio::time::sleep(GRACE_PERIOD) => warn!(state.log, "grace period over; closing the remaining connections"),
     }
     Ok(())
+}
+
+/// How often old log entries are pruned.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes the log store now and every hour, as LOG_RETENTION_DAYS and LOG_MAX_ROWS say.
+async fn retention(state: Arc<AppState>) {
+    let days = state.settings.log_retention_days;
+    let rows = state.settings.log_max_rows;
+    if days == 0 && rows == 0 {
+        return;
+    }
+    loop {
+        let s = state.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            let retention = uniproxy_logstore::Retention {
+                older_than_days: (days > 0).then_some(days),
+                max_rows: (rows > 0).then_some(rows),
+                max_bytes: None,
+                now_ms: record::now_ms(),
+            };
+            s.recorder.prune(&retention)
+        })
+        .await;
+        match pruned {
+            Ok(Some(Ok(report))) if report.deleted() > 0 => {
+                info!(state.log, "pruned old log entries"; "deleted" => report.deleted());
+            }
+            Ok(Some(Err(e))) => warn!(state.log, "pruning the log store failed"; "error" => %e),
+            _ => {}
+        }
+        tokio::time::sleep(RETENTION_EVERY).await;
+    }
 }

@@ -79,7 +79,9 @@ impl Write for RotatingFile {
 /// The root logger: JSON to `file` (when given), text to stderr.
 pub fn root(file: Option<RotatingFile>) -> Logger {
     let decorator = slog_term::PlainDecorator::new(io::stderr());
-    let term = slog_term::CompactFormat::new(decorator).build().fuse();
+    // A failing log write (a full disk) must not panic the logging thread: results are
+    // ignored rather than fused.
+    let term = slog_term::CompactFormat::new(decorator).build().ignore_res();
     // Blocking on overflow: a log line is never dropped, and the queue is large enough that
     // this only happens when the disk cannot keep up at all.
     let term = slog_async::Async::new(term)

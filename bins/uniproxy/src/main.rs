@@ -60,6 +60,18 @@ fn main() -> ExitCode {
         }
     };
     let log = logging::root(file);
+    let defaulted = settings.type_was_defaulted();
+    let exposed = settings.host.parse::<IpAddr>().map_or(true, |ip| !ip.is_loopback());
+    let open = settings.proxy_api_keys.is_empty();
+    let addr = settings.listen_addr();
+    // Built before the runtime: opening the log store is blocking file I/O.
+    let state = match AppState::new(settings, log.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("uniproxy: {}", error_chain(&e));
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -67,9 +79,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let root = log.clone();
+    let served = state.clone();
     let code = runtime.block_on(async move {
-        let addr = settings.listen_addr();
         let listener = match tokio::net::TcpListener::bind(&addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -78,20 +89,11 @@ fn main() -> ExitCode {
             }
         };
         let bound = listener.local_addr().map_or(addr, |a| a.to_string());
-        let defaulted = settings.type_was_defaulted();
-        let exposed = settings.host.parse::<IpAddr>().map_or(true, |ip| !ip.is_loopback());
-        let open = settings.proxy_api_keys.is_empty();
-        let state = match AppState::new(settings, log.clone()) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                eprintln!("uniproxy: {e}");
-                return ExitCode::from(2);
-            }
-        };
         info!(log, "uniproxy listening";
             "address" => format!("http://{bound}"),
-            "platform" => state.provider.kind().as_str(),
-            "model" => &state.settings.actual_name);
+            "platform" => served.provider.kind().as_str(),
+            "model" => &served.settings.actual_name,
+            "log_store" => served.settings.database_path.display().to_string());
         if defaulted {
             warn!(
                 log,
@@ -106,7 +108,7 @@ fn main() -> ExitCode {
                 anyone who can reach this port can spend your upstream API key"
             );
         }
-        match serve(state, listener, shutdown_signal()).await {
+        match serve(served, listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("uniproxy: {e}");
@@ -114,11 +116,25 @@ fn main() -> ExitCode {
             }
         }
     });
-    // Dropping the runtime drops every task still holding a logger; dropping the last
-    // logger then lets the async drains write their last lines and stop.
+    // Dropping the runtime ends every task; then the log store's queue is drained (every
+    // entry written or spilled), and dropping the last logger lets the async drains write
+    // their last lines.
     drop(runtime);
-    drop(root);
+    state.recorder.shutdown();
+    drop(state);
     code
+}
+
+/// An error and its causes, for a one-line message.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn bad_usage(message: &str) -> ExitCode {

@@ -2,10 +2,12 @@
 //! `logging` phase): a summary line to stderr and the JSON log, the content to the JSON log,
 //! and an entry in the log store.
 
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use slog::{Logger, info, warn};
+use slog::{Logger, error, info, warn};
+use uniproxy_logstore::{NewEntry, TrySendError, Writer, WriterHandle};
 use uniproxy_wire::Usage;
 
 /// Everything known about one request when it ends.
@@ -91,21 +93,151 @@ pub fn redacted_headers(headers: &hyper::HeaderMap) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-/// Where records go.
+/// A short, stable hash of a client key: enough to tell keys apart in the log, useless for
+/// recovering the key.
+pub fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+impl RequestRecord {
+    /// The log store's entry for this record.
+    fn to_entry(&self) -> NewEntry {
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        let usage = self.usage.as_ref().map_or_else(uniproxy_logstore::Usage::default, |u| {
+            uniproxy_logstore::Usage {
+                prompt_tokens: Some(u.prompt_tokens),
+                completion_tokens: Some(u.completion_tokens),
+                total_tokens: Some(u.total_tokens),
+                cached_tokens: u.cached_tokens(),
+                reasoning_tokens: u.reasoning_tokens(),
+            }
+        });
+        NewEntry {
+            request_id: self.request_id.clone(),
+            received_ms: self.received_ms,
+            first_byte_ms: self.first_byte_ms,
+            finished_ms: self.finished_ms,
+            client_model: self.client_model.clone(),
+            actual_model: self.actual_model.clone(),
+            platform: self.platform.to_owned(),
+            stream: self.stream,
+            status: self.status,
+            error_type: self.error_type.clone(),
+            error_message: self.error_message.clone(),
+            usage,
+            client_request: text(&self.client_request),
+            upstream_request: text(&self.upstream_request),
+            response: text(&self.response),
+            raw_chunks: self.raw_chunks.as_ref().map(text),
+            client_addr: self.client_addr.clone(),
+            user_agent: self.user_agent.clone(),
+            request_headers: self.request_headers.clone(),
+            dropped_fields: self.dropped_fields.clone(),
+            key_hash: self.key_hash.clone(),
+            attempts: self.attempts,
+        }
+    }
+}
+
+/// Where records go: the JSON log (through slog-async's thread) and the log store (through its
+/// writer thread). Neither ever blocks a runtime worker.
 pub struct Recorder {
     log: Logger,
     log_bodies: bool,
+    store: Option<WriterHandle>,
+    /// The store itself, for pruning.
+    db: Option<uniproxy_logstore::LogStore>,
+    /// The writer, taken at shutdown to drain it.
+    writer: Mutex<Option<Writer>>,
 }
 
 impl Recorder {
-    /// A recorder writing to `log`; `log_bodies` adds the content line to the JSON log.
-    pub fn new(log: Logger, log_bodies: bool) -> Self {
-        Recorder { log, log_bodies }
+    /// A recorder writing to `log`, and to the store when a writer is given; `log_bodies` adds
+    /// the content line to the JSON log.
+    pub fn new(
+        log: Logger,
+        log_bodies: bool,
+        db: Option<uniproxy_logstore::LogStore>,
+        writer: Option<Writer>,
+    ) -> Self {
+        Recorder {
+            log,
+            log_bodies,
+            db,
+            store: writer.as_ref().map(Writer::handle),
+            writer: Mutex::new(writer),
+        }
     }
 
     /// The log store's state, for `/health`.
     pub fn health(&self) -> serde_json::Value {
-        serde_json::json!({ "state": "log_file_only" })
+        let Some(store) = &self.store else {
+            return serde_json::json!({ "state": "unavailable" });
+        };
+        let s = store.stats();
+        serde_json::json!({
+            "state": if s.db_ok { "ok" } else { "degraded" },
+            "written": s.written,
+            "queued": s.queued,
+            "spilled": s.spilled,
+            "failed_batches": s.failed_batches,
+            "last_error": s.last_error,
+        })
+    }
+
+    /// Prunes the store (blocking: call it from `spawn_blocking`); `None` without a store.
+    pub fn prune(
+        &self,
+        retention: &uniproxy_logstore::Retention,
+    ) -> Option<Result<uniproxy_logstore::PruneReport, uniproxy_logstore::StoreError>> {
+        self.db.as_ref().map(|db| db.prune(retention))
+    }
+
+    /// Drains the store's queue (every entry is written or spilled) and stops its thread.
+    /// Blocking: call it after the runtime has stopped.
+    pub fn shutdown(&self) {
+        let writer = match self.writer.lock() {
+            Ok(mut w) => w.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        let Some(writer) = writer else { return };
+        match writer.shutdown() {
+            Ok(report) => {
+                for entry in report.unwritten {
+                    // Neither the database nor the spill took it: the log file is the last resort.
+                    error!(self.log, "log entry not stored"; "entry" => serde_json::to_string(&entry).unwrap_or_default());
+                }
+                info!(self.log, "log store closed"; "written" => report.stats.written, "spilled" => report.stats.spilled);
+            }
+            Err(e) => error!(self.log, "log store did not close cleanly"; "error" => %e),
+        }
+    }
+
+    fn store(&self, entry: NewEntry) {
+        let Some(store) = &self.store else { return };
+        match store.try_send(entry) {
+            Ok(()) => {}
+            Err(TrySendError::Full(entry)) => {
+                // The queue is full: wait for room off the runtime's threads. The record is
+                // never dropped.
+                let store = store.clone();
+                let log = self.log.clone();
+                let send = move || {
+                    if let Err(e) = store.send(*entry) {
+                        error!(log, "log entry not stored: the store is closed"; "entry" => serde_json::to_string(&e.0).unwrap_or_default());
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn_blocking(send)),
+                    Err(_) => send(),
+                }
+            }
+            Err(TrySendError::Closed(entry)) => {
+                error!(self.log, "log entry not stored: the store is closed"; "entry" => serde_json::to_string(&entry).unwrap_or_default());
+            }
+        }
     }
 
     /// Writes the record.
@@ -147,5 +279,6 @@ impl Recorder {
                 "user_agent" => r.user_agent.as_deref(),
                 "dropped" => r.dropped_fields.join(","));
         }
+        self.store(r.to_entry());
     }
 }

@@ -20,7 +20,7 @@ use uniproxy_translate::{StreamTranslator, sse};
 use uniproxy_wire::ErrorResponse;
 
 use crate::record::{RequestRecord, now_ms};
-use crate::state::AppState;
+use crate::state::{AppState, InFlightGuard};
 
 /// The upstream's body, whatever produced it (the network, or the mock platform).
 pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -43,6 +43,8 @@ pub struct SseRelay {
     raw: Option<BytesMut>,
     /// Time spent in this body's own work (decoding, translating).
     busy: std::time::Duration,
+    /// The request's place under CONCURRENCY_LIMIT, held until the stream ends.
+    _guard: InFlightGuard,
 }
 
 impl SseRelay {
@@ -54,6 +56,7 @@ impl SseRelay {
         state: Arc<AppState>,
         record: RequestRecord,
         deadline: Instant,
+        guard: InFlightGuard,
     ) -> Self {
         let idle_for = state.settings.stream_idle_timeout;
         let raw = state.settings.log_raw_chunks.then(BytesMut::new);
@@ -70,6 +73,7 @@ impl SseRelay {
             record: Some(record),
             raw,
             busy: std::time::Duration::ZERO,
+            _guard: guard,
         }
     }
 

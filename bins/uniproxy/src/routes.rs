@@ -114,14 +114,18 @@ fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
     if keys.is_empty() {
         return true;
     }
-    let token = req
-        .headers()
+    let token = bearer(req.headers());
+    // Every key is compared, so the time taken does not tell which key came close.
+    token.is_some_and(|t| keys.iter().fold(false, |found, k| k.matches(t) | found))
+}
+
+/// The bearer token of an `Authorization` header.
+pub fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    // Every key is compared, so the time taken does not tell which key came close.
-    token.is_some_and(|t| keys.iter().fold(false, |found, k| k.matches(t) | found))
+        .map(str::trim)
 }
 
 fn models(state: &AppState) -> Response<ProxyBody> {

@@ -1,10 +1,14 @@
 //! What every request handler shares, built once at start-up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use slog::Logger;
 use uniproxy_config::{Platform, Settings};
+use uniproxy_logstore::{
+    JsonLinesSpill, LogStore, StoreError, StoreOptions, Writer, WriterOptions,
+};
 use uniproxy_translate::{Provider, ProviderConfig, ProviderKind, TranslateError, provider};
 
 use crate::record::Recorder;
@@ -26,28 +30,73 @@ pub struct AppState {
     pub started: Instant,
     /// When the server started, in Unix seconds.
     pub started_unix: u64,
+    /// Chat requests in flight (streams count until they end).
+    pub in_flight: Arc<AtomicUsize>,
     ids: AtomicU64,
     id_seed: u64,
 }
 
+/// One request in flight; dropping it frees the place.
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The settings cannot work for the platform.
+    #[error("the settings do not work for this platform")]
+    Provider(#[from] TranslateError),
+    /// The log store cannot be opened.
+    #[error("cannot open the log store")]
+    Store(#[from] StoreError),
+}
+
+/// Where the log store spills entries it cannot write to the database: beside the JSON log.
+pub fn spill_path(settings: &Settings) -> std::path::PathBuf {
+    let mut p = settings.log_file_path.clone().into_os_string();
+    p.push(".spill.jsonl");
+    p.into()
+}
+
 impl AppState {
-    /// Builds the state from settings.
+    /// Builds the state from settings: the platform's translator, the upstream client, and the
+    /// log store with its writer thread. Call it before serving: opening the store is blocking
+    /// file I/O.
     ///
     /// # Errors
-    /// When the settings cannot work for the platform (an Azure URL without a deployment).
-    pub fn new(settings: Settings, log: Logger) -> Result<Self, TranslateError> {
+    /// When the settings cannot work for the platform (an Azure URL without a deployment), or
+    /// the log store cannot be opened.
+    pub fn new(settings: Settings, log: Logger) -> Result<Self, StartError> {
         let config = provider_config(&settings);
         let provider = provider(&config)?;
+        let store = LogStore::open(&settings.database_path, StoreOptions::default())?;
+        let spill = spill_path(&settings);
+        if let Some(dir) = spill.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        }
+        let writer = Writer::spawn(
+            store.clone(),
+            Box::new(JsonLinesSpill::new(spill)),
+            WriterOptions::default(),
+        )?;
         let https = settings.base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
         let client = Client::new(settings.connect_timeout, https);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let recorder = Recorder::new(log.clone(), settings.log_bodies);
+        let recorder = Recorder::new(log.clone(), settings.log_bodies, Some(store), Some(writer));
         Ok(AppState {
             provider,
             client,
             recorder,
             started: Instant::now(),
             started_unix: now.as_secs(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             ids: AtomicU64::new(0),
             // Ids must differ across restarts; the start time's nanoseconds mixed with the
             // process id are enough for that (they are ids, not secrets).
@@ -55,6 +104,19 @@ impl AppState {
             log,
             settings,
         })
+    }
+
+    /// Takes a place for a request, or `None` when CONCURRENCY_LIMIT places are taken.
+    pub fn enter(&self) -> Option<InFlightGuard> {
+        let limit = self.settings.concurrency_limit;
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlightGuard(self.in_flight.clone());
+        (limit == 0 || before < limit).then_some(guard)
+    }
+
+    /// A pseudo-random number for backoff jitter (not for secrets).
+    pub fn jitter(&self) -> u64 {
+        mix(self.id_seed ^ self.ids.fetch_add(1, Ordering::Relaxed).rotate_left(17))
     }
 
     /// A new completion id, `chatcmpl-` and 24 hex digits.

@@ -1,0 +1,123 @@
+//! Upstream retries: on connect failures and on 429, 500, 502, 503, 504 and 529, before any
+//! byte went to the client, with exponential backoff and jitter, honouring `Retry-After`, up
+//! to MAX_RETRIES and within the request's deadline. A stream that has started is never
+//! retried: every retry decision is made before the response head goes to the client.
+
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use slog::warn;
+use uniproxy_translate::UpstreamRequest;
+
+use crate::error::ProxyError;
+use crate::state::AppState;
+
+/// The first backoff; each retry doubles it.
+const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// No single wait is longer than this, whatever `Retry-After` says.
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// Whether an upstream status is worth another try.
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504 | 529)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from API servers and is ignored).
+fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
+    let v = headers.get(hyper::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+/// The wait before retry number `attempt` (1-based): `BASE·2^(attempt-1)`, scaled by a jitter
+/// in [0.5, 1.0), or the upstream's `Retry-After` when it gave one.
+fn backoff(attempt: u32, jitter: u64, hint: Option<Duration>) -> Duration {
+    if let Some(h) = hint {
+        return h.min(MAX_BACKOFF);
+    }
+    let exp = BASE_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let scale = 0.5 + (jitter % 1000) as f64 / 2000.0;
+    exp.mul_f64(scale).min(MAX_BACKOFF)
+}
+
+/// Sends `up`, retrying as the module docs say. Returns the final response (which may still
+/// be an error status: the caller translates it) and the number of tries.
+///
+/// # Errors
+/// The last connect failure or timeout when no try got an answer.
+pub async fn send_with_retries(
+    state: &AppState,
+    up: &UpstreamRequest,
+    deadline: Instant,
+    request_id: &str,
+) -> (Result<hyper::Response<Incoming>, ProxyError>, u32) {
+    let max_retries = state.settings.max_retries;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let first_byte = state.settings.first_byte_timeout.min(remaining);
+        let result = state.client.send(up, first_byte).await;
+        let (retry, hint, why) = match &result {
+            Ok(r) if retryable_status(r.status().as_u16()) => {
+                (true, retry_after(r.headers()), format!("status {}", r.status().as_u16()))
+            }
+            Ok(_) => (false, None, String::new()),
+            Err(e @ ProxyError::UpstreamConnect(_)) => (true, None, e.detail()),
+            Err(_) => (false, None, String::new()),
+        };
+        if !retry || attempt > max_retries {
+            return (result, attempt);
+        }
+        let wait = backoff(attempt, state.jitter(), hint);
+        if Instant::now() + wait >= deadline {
+            return (result, attempt);
+        }
+        warn!(state.log, "retrying upstream";
+            "id" => request_id, "attempt" => attempt, "reason" => why,
+            "wait_ms" => wait.as_millis() as u64);
+        // Dropping the response here closes that connection's body unread; it is small.
+        drop(result);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_honours_retry_after() {
+        for attempt in 1..=4u32 {
+            let base = BASE_BACKOFF * (1 << (attempt - 1));
+            for jitter in [0, 499, 999] {
+                let d = backoff(attempt, jitter, None);
+                assert!(d >= base / 2 && d < base, "attempt {attempt}: {d:?} vs {base:?}");
+            }
+        }
+        assert_eq!(backoff(1, 0, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(backoff(1, 0, Some(Duration::from_secs(3600))), MAX_BACKOFF);
+        assert_eq!(backoff(40, 0, None), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_only() {
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(hyper::header::RETRY_AFTER, "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(hyper::header::RETRY_AFTER, "0.5".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(500)));
+        h.insert(hyper::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn only_transient_statuses_are_retried() {
+        for s in [429, 500, 502, 503, 504, 529] {
+            assert!(retryable_status(s), "{s}");
+        }
+        for s in [200, 400, 401, 403, 404, 413, 422, 501] {
+            assert!(!retryable_status(s), "{s}");
+        }
+    }
+}
