@@ -1,0 +1,119 @@
+//! Fuzz targets: no input, valid or not, makes the request parser, the SSE decoder or a
+//! translator panic, and the decoder gives the same events however the bytes are split.
+//!
+//! `cargo test` replays each target's corpus (`tests/__fuzz__/fuzz__<target>/corpus/`) plus a
+//! batch of generated inputs. To fuzz for real, for a fixed budget (not in CI's time):
+//!
+//! ```sh
+//! cargo install cargo-bolero --locked
+//! cargo bolero test -p uniproxy-translate --test fuzz request_parse_and_build \
+//!     --engine libfuzzer --sanitizer NONE -T 10min
+//! ```
+//!
+//! Found inputs land in the corpus folder; commit the interesting ones.
+#![allow(clippy::unwrap_used)]
+
+use bolero::check;
+use bytes::Bytes;
+use uniproxy_translate::{Provider, ProviderConfig, ProviderKind, ResponseContext, provider, sse};
+use uniproxy_wire::{ChatCompletionRequest, from_slice};
+
+const KINDS: [ProviderKind; 6] = [
+    ProviderKind::OpenAi,
+    ProviderKind::Custom,
+    ProviderKind::AzureOpenAi,
+    ProviderKind::Anthropic,
+    ProviderKind::Google,
+    ProviderKind::Mock,
+];
+
+fn providers() -> Vec<Box<dyn Provider>> {
+    KINDS
+        .iter()
+        .map(|&kind| {
+            let base = match kind {
+                ProviderKind::AzureOpenAi => "https://r.openai.azure.com/openai/deployments/d",
+                _ => "http://127.0.0.1:9/v1",
+            };
+            provider(&ProviderConfig::new(kind, base, "fuzz-key", "fuzz-model")).unwrap()
+        })
+        .collect()
+}
+
+fn ctx(include_usage: bool) -> ResponseContext {
+    ResponseContext {
+        id: "chatcmpl-fuzz".to_owned(),
+        created: 1,
+        model: "fuzz-model".to_owned(),
+        include_usage,
+    }
+}
+
+#[test]
+fn request_parse_and_build() {
+    // Built per input: the closure must be unwind-safe, and building is cheap.
+    check!().for_each(|input: &[u8]| {
+        let providers = providers();
+        if let Ok(request) = from_slice::<ChatCompletionRequest>(input) {
+            for p in &providers {
+                let _ = p.build_request(request.clone());
+            }
+        }
+    });
+}
+
+#[test]
+fn sse_decoder_split_invariance() {
+    check!().for_each(|input: &[u8]| {
+        // The first byte picks where to split the rest.
+        let Some((&k, bytes)) = input.split_first() else { return };
+        let whole = {
+            let mut d = sse::Decoder::new();
+            let mut events = d.feed(bytes);
+            events.extend(d.finish());
+            events
+        };
+        let step = usize::from(k % 13) + 1;
+        let mut d = sse::Decoder::new();
+        let mut split = Vec::new();
+        for piece in bytes.chunks(step) {
+            split.extend(d.feed(piece));
+        }
+        split.extend(d.finish());
+        assert_eq!(whole, split, "split every {step} bytes");
+    });
+}
+
+#[test]
+fn stream_translators() {
+    // Built per input: the closure must be unwind-safe, and building is cheap.
+    check!().for_each(|input: &[u8]| {
+        let providers = providers();
+        let include_usage = input.first().is_some_and(|b| b & 1 == 1);
+        for p in &providers {
+            let mut stream = p.stream(&ctx(include_usage));
+            let mut decoder = sse::Decoder::new();
+            for event in decoder.feed(input).into_iter().chain(decoder.finish()) {
+                let _ = stream.push(&event);
+            }
+            let _ = stream.finish();
+            let _ = serde_json::to_string(stream.assembled()).unwrap();
+        }
+    });
+}
+
+#[test]
+fn responses_and_errors() {
+    // Built per input: the closure must be unwind-safe, and building is cheap.
+    check!().for_each(|input: &[u8]| {
+        let providers = providers();
+        let status = match input.first() {
+            Some(b) if b % 4 == 0 => 400 + u16::from(*b % 100),
+            _ => 200,
+        };
+        for p in &providers {
+            let _ = p.translate_response(status, Bytes::copy_from_slice(input), &ctx(false));
+            let _ = p.translate_error(status, input);
+        }
+    });
+}
