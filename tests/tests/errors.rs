@@ -135,6 +135,28 @@ async fn upstream_error_status_and_message_are_kept() {
 }
 
 #[tokio::test]
+async fn upstream_error_that_is_not_openai_shaped_still_reaches_the_client_in_that_shape() {
+    // A load balancer's HTML page, and a terse error with only a message and a type.
+    let html = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+    let mock = MockUpstream::start(move |r| {
+        if r.json()["stream"] == true {
+            Reply::raw_json(
+                503,
+                r#"{"error":{"message":"Engine overloaded","type":"server_error"}}"#,
+            )
+        } else {
+            Reply::raw_json(502, html).with_content_type("text/html")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 502);
+    assert!(e["message"].as_str().unwrap().contains("502 Bad Gateway"), "{e}");
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", true)).await, 503);
+    assert_eq!(e["message"], "Engine overloaded");
+}
+
+#[tokio::test]
 async fn upstream_unreachable_is_502() {
     let addr = unused_addr().await;
     let unused = MockUpstream::always(Reply::hang()).await;
