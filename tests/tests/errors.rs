@@ -351,3 +351,89 @@ async fn client_that_leaves_mid_stream_stops_the_upstream_stream() {
     );
     assert!(left.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn stream_that_goes_quiet_ends_with_a_timeout_event() {
+    let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
+    steps.push(Step::Sleep(Duration::from_secs(30)));
+    steps.extend(text_stream(&["lo"]).into_iter().skip(1));
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let mut settings = openai_settings(&mock);
+    settings.stream_idle_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(settings).await;
+
+    let started = Instant::now();
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(resp.status, 200);
+    assert!(!sse_data(&resp.body).iter().any(|d| d == "[DONE]"));
+    let events = sse_json(&resp.body);
+    assert_eq!(events.len(), 3, "{events:?}");
+    let e = assert_openai_error(&events[2]);
+    assert_eq!(e["type"], "timeout_error");
+    assert!(e["message"].as_str().unwrap().contains("STREAM_IDLE_TIMEOUT"), "{e}");
+    assert!(
+        mock.body_dropped_within(Duration::from_secs(2)).await,
+        "the proxy stops reading the upstream once it gives up"
+    );
+}
+
+#[tokio::test]
+async fn answer_slower_than_request_timeout_is_504() {
+    // The head comes at once, the body never finishes.
+    let steps = vec![
+        Step::raw(r#"{"id":"chatcmpl-1","object":"chat.completion","#),
+        Step::Sleep(Duration::from_secs(30)),
+    ];
+    let mock = MockUpstream::always(Reply::sse(steps).with_content_type("application/json")).await;
+    let mut settings = openai_settings(&mock);
+    settings.request_timeout = Duration::from_millis(500);
+    let proxy = Proxy::start(settings).await;
+
+    let started = Instant::now();
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 504);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(e["message"].as_str().unwrap().contains("REQUEST_TIMEOUT"), "{e}");
+}
+
+#[tokio::test]
+async fn upstream_success_that_is_not_a_completion_is_502() {
+    let mock =
+        MockUpstream::always(Reply::raw_json(200, r#"{"object":"chat.completion","choices":"#))
+            .await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 502);
+    assert_eq!(e["code"], "bad_upstream_response");
+}
+
+#[tokio::test]
+async fn proxy_keys_are_required_and_never_forwarded() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.proxy_api_keys = vec![uniproxy_config::Secret::new("proxy-key-1")];
+    let proxy = Proxy::start(settings).await;
+
+    let with_key = |key: Option<&str>| {
+        let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
+        if let Some(k) = key {
+            r.headers_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        r
+    };
+    for key in [None, Some("wrong-key"), Some("proxy-key-")] {
+        let e = expect_error(&send(proxy.addr, with_key(key)).await, 401);
+        assert_eq!(e["type"], "authentication_error", "{key:?}");
+    }
+    assert!(mock.requests().is_empty());
+    let e = expect_error(&proxy.get("/v1/models").await, 401);
+    assert_eq!(e["code"], "invalid_api_key");
+    assert_eq!(proxy.get("/health").await.status, 200, "health needs no key");
+
+    let ok = send(proxy.addr, with_key(Some("proxy-key-1"))).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let up = mock.only_request();
+    assert_eq!(up.header("authorization"), Some(format!("Bearer {UPSTREAM_KEY}").as_str()));
+    assert!(
+        !format!("{:?}{}", up.headers, String::from_utf8_lossy(&up.body)).contains("proxy-key-1")
+    );
+}
