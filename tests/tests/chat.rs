@@ -335,3 +335,38 @@ async fn cors_preflight_answers_only_allowed_origins() {
         assert_eq!(resp.header("access-control-allow-origin").is_some(), allowed, "{origin}");
     }
 }
+
+#[tokio::test]
+async fn shutdown_refuses_new_connections_and_lets_a_stream_finish() {
+    let release = Arc::new(Notify::new());
+    let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
+    steps.push(Step::Wait(release.clone()));
+    steps.extend(text_stream(&["lo"]).into_iter().skip(1));
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let mut proxy = Proxy::start(openai_settings(&mock)).await;
+
+    let mut s =
+        open_stream(proxy.addr, post_request("/v1/chat/completions", &chat_request("a", true)))
+            .await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"Hel\"") {
+        seen.extend_from_slice(&s.next_chunk().await.expect("a chunk").0);
+    }
+    proxy.shutdown();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while tokio::net::TcpStream::connect(proxy.addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting after shutdown");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!proxy.stopped_within(Duration::from_millis(200)).await, "the stream is in flight");
+
+    release.notify_one();
+    seen.extend_from_slice(&s.rest().await);
+    let text: String = sse_json(&seen)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "Hello");
+    assert_eq!(sse_data(&seen).last().map(String::as_str), Some("[DONE]"));
+    assert!(proxy.stopped_within(Duration::from_secs(5)).await, "serve returns once it is done");
+}

@@ -542,6 +542,25 @@ impl Proxy {
         Proxy { addr, shutdown: Some(tx), task, _dir: dir }
     }
 
+    /// Signals shutdown, as SIGTERM does in the binary: `serve` stops accepting at once and
+    /// lets requests in flight finish.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits at most `within` for `serve` to return after [`Proxy::shutdown`].
+    pub async fn stopped_within(&mut self, within: Duration) -> bool {
+        match tokio::time::timeout(within, &mut self.task).await {
+            Ok(result) => {
+                result.expect("serve did not panic").expect("serve returned Ok");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
