@@ -1,0 +1,372 @@
+//! The chat route against OpenAI and Azure mock upstreams: what goes upstream, what comes
+//! back, and that a stream is relayed as it is produced. Also `/models`, `/health` and CORS.
+
+// Helpers outside `#[test]` functions fail the test the same way; clippy's test exemption
+// does not reach them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use serde_json::json;
+use support::*;
+use tokio::sync::Notify;
+use uniproxy_config::{Platform, Secret};
+
+/// The body of an OpenAI answer, byte for byte as the upstream sends it (key order, spacing).
+const UPSTREAM_BODY: &str = r#"{
+  "id": "chatcmpl-BFfJeRdAVFPUVWxV3OYH1tSR5KvrI",
+  "object": "chat.completion",
+  "created": 1743073438,
+  "model": "gpt-4o-mini-2024-07-18",
+  "choices": [
+    {
+      "index": 0,
+      "message": {
+        "role": "assistant",
+        "content": "Hello! How can I assist you today?",
+        "refusal": null,
+        "annotations": []
+      },
+      "logprobs": null,
+      "finish_reason": "stop"
+    }
+  ],
+  "usage": {
+    "prompt_tokens": 8,
+    "completion_tokens": 10,
+    "total_tokens": 18,
+    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+  },
+  "service_tier": "default",
+  "system_fingerprint": "fp_898ac29719"
+}
+"#;
+
+#[tokio::test]
+async fn non_stream_goes_upstream_with_the_configured_model_and_key() {
+    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+
+    for (i, path) in ["/v1/chat/completions", "/chat/completions"].into_iter().enumerate() {
+        let mut req = post_request(path, &chat_request("my-alias", false));
+        req.headers_mut().insert("authorization", "Bearer client-key-123".parse().unwrap());
+        let resp = send(proxy.addr, req).await;
+
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        assert_eq!(resp.text(), UPSTREAM_BODY, "{path}: the client gets the upstream's body");
+        assert_eq!(resp.header("content-type"), Some("application/json"));
+        let overhead = resp.header("x-uniproxy-overhead-ms").expect("overhead header");
+        let ms: f64 = overhead.parse().unwrap_or_else(|e| panic!("{overhead:?}: {e}"));
+        assert!(ms.is_finite() && ms >= 0.0, "overhead {ms}");
+
+        mock.wait_for_requests(i + 1).await;
+        let up = mock.requests().pop().unwrap();
+        assert_eq!(up.method, Method::POST);
+        assert_eq!(up.path_and_query, "/v1/chat/completions");
+        assert_eq!(up.header("authorization"), Some(format!("Bearer {UPSTREAM_KEY}").as_str()));
+        assert_eq!(
+            up.headers.get_all("authorization").iter().count(),
+            1,
+            "only the upstream key goes upstream"
+        );
+        assert!(
+            !String::from_utf8_lossy(&up.body).contains("client-key-123")
+                && up.headers.values().all(|v| v.to_str().unwrap_or("") != "Bearer client-key-123"),
+            "the client's key must not reach the upstream"
+        );
+        assert_eq!(up.header("content-type"), Some("application/json"));
+        let body = up.json();
+        assert_eq!(body["model"], ACTUAL_NAME);
+        assert_eq!(body["messages"], chat_request("x", false)["messages"]);
+    }
+}
+
+#[tokio::test]
+async fn stream_is_relayed_before_the_upstream_finishes() {
+    let release = Arc::new(Notify::new());
+    let mut steps = vec![
+        Step::event(&chunk(json!({"role": "assistant", "content": "", "refusal": null}), None)),
+        Step::event(&chunk(json!({"content": "Hel"}), None)),
+        Step::Wait(release.clone()),
+    ];
+    steps.extend(text_stream(&["lo", "!"]).into_iter().skip(1));
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+
+    let mut s =
+        open_stream(proxy.addr, post_request("/v1/chat/completions", &chat_request("a", true)))
+            .await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.headers.get("content-type").unwrap(), "text/event-stream");
+    assert!(s.headers.contains_key("x-uniproxy-overhead-ms"));
+
+    // Read until "Hel" arrives. The upstream is parked on `release`, so a proxy that
+    // buffers the stream never gets here and the read times out.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"Hel\"") {
+        let (data, _) = s
+            .next_chunk_within(Duration::from_secs(5))
+            .await
+            .expect("the stream ended before the first content chunk");
+        seen.extend_from_slice(&data);
+    }
+    assert!(!String::from_utf8_lossy(&seen).contains("[DONE]"));
+    release.notify_one();
+    seen.extend_from_slice(&s.rest().await);
+
+    let data = sse_data(&seen);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks = sse_json(&seen);
+    let text: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Hello!");
+    assert!(
+        chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()),
+        "a client that did not ask for usage gets no usage-only chunk: {chunks:?}"
+    );
+    assert_eq!(chunks.iter().filter(|c| c["choices"][0]["finish_reason"] == "stop").count(), 1);
+
+    let up = mock.only_request().json();
+    assert_eq!(up["stream"], true);
+    assert_eq!(up["stream_options"]["include_usage"], true, "the proxy asks for usage: {up}");
+    assert_eq!(up["model"], ACTUAL_NAME);
+}
+
+#[tokio::test]
+async fn stream_usage_chunk_reaches_a_client_that_asked_for_it() {
+    let mock = MockUpstream::always(Reply::sse(text_stream(&["Hi", " there"]))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+
+    let mut req = chat_request("a", true);
+    req["stream_options"] = json!({"include_usage": true});
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    let data = sse_data(&resp.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks = sse_json(&resp.body);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]), "the usage chunk comes last: {chunks:?}");
+    assert_eq!(last["usage"]["total_tokens"], 26);
+    assert_eq!(last["usage"]["prompt_tokens"], 23);
+    // The chunks pass through as the upstream wrote them, fields the proxy does not model
+    // included.
+    assert!(chunks.iter().all(|c| c["obfuscation"].is_string() && c["id"] == UPSTREAM_ID));
+    assert_eq!(mock.only_request().json()["stream_options"]["include_usage"], true);
+}
+
+fn azure_settings(mock: &MockUpstream, base_path: &str) -> uniproxy_config::Settings {
+    let mut s = openai_settings(mock);
+    s.platform = Platform::AzureOpenAi;
+    s.base_url = Some(format!("{}{base_path}", mock.url()));
+    s.api_key = Secret::new("azure-key-0123");
+    s.api_version = "2025-01-01-preview".to_owned();
+    s
+}
+
+/// An Azure answer, in the shape Azure sends (content filter results, prompt filter results).
+fn azure_completion() -> serde_json::Value {
+    let mut c = completion("The capital of France is **Paris**.");
+    c["choices"][0]["content_filter_results"] =
+        json!({"hate": {"filtered": false, "severity": "safe"}});
+    c["prompt_filter_results"] = json!([{"prompt_index": 0, "content_filter_results": {
+        "jailbreak": {"detected": false, "filtered": false}}}]);
+    c
+}
+
+#[tokio::test]
+async fn azure_deployment_url_uses_api_version_and_api_key_header() {
+    let mock = MockUpstream::always(Reply::json(200, &azure_completion())).await;
+    let proxy = Proxy::start(azure_settings(&mock, "/openai/deployments/my-dep")).await;
+
+    let mut req = post_request("/v1/chat/completions", &chat_request("whatever", false));
+    req.headers_mut().insert("authorization", "Bearer client-key".parse().unwrap());
+    let resp = send(proxy.addr, req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json(), azure_completion());
+
+    let up = mock.only_request();
+    assert_eq!(
+        up.path_and_query,
+        "/openai/deployments/my-dep/chat/completions?api-version=2025-01-01-preview"
+    );
+    assert_eq!(up.header("api-key"), Some("azure-key-0123"));
+    assert!(up.header("authorization").is_none(), "Azure gets no Authorization header");
+    assert_eq!(up.json()["model"], ACTUAL_NAME);
+}
+
+#[tokio::test]
+async fn azure_v1_url_has_no_api_version() {
+    let mock = MockUpstream::always(Reply::json(200, &azure_completion())).await;
+    let proxy = Proxy::start(azure_settings(&mock, "/openai/v1")).await;
+
+    let resp = proxy.post("/chat/completions", &chat_request("whatever", false)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let up = mock.only_request();
+    assert_eq!(up.path_and_query, "/openai/v1/chat/completions");
+    assert_eq!(up.header("api-key"), Some("azure-key-0123"));
+    assert!(up.header("authorization").is_none());
+}
+
+#[tokio::test]
+async fn azure_stream_with_filter_chunks_passes_through() {
+    let safe = json!({"hate": {"filtered": false, "severity": "safe"},
+        "self_harm": {"filtered": false, "severity": "safe"},
+        "sexual": {"filtered": false, "severity": "safe"},
+        "violence": {"filtered": false, "severity": "safe"}});
+    let prompt_filter = json!({"id": "", "object": "", "created": 0, "model": "",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": safe}],
+        "choices": [], "usage": null});
+    let piece = |delta: serde_json::Value| {
+        json!({"id": "chatcmpl-8JCbt5d4luUIhYCI7YH4dQK7hnHx2", "object": "chat.completion.chunk",
+            "created": 1_699_587_397, "model": "gpt-35-turbo",
+            "choices": [{"index": 0, "finish_reason": null, "delta": delta}], "usage": null})
+    };
+    // Azure's asynchronous filter: chunks with no `delta`, empty ids and models.
+    let offsets = json!({"check_offset": 65, "start_offset": 65, "end_offset": 1056});
+    let filter_pass = json!({"id": "", "object": "", "created": 0, "model": "",
+        "choices": [{"index": 0, "finish_reason": null, "content_filter_results": safe,
+            "content_filter_offsets": offsets}], "usage": null});
+    let filter_blocked = json!({"id": "", "object": "", "created": 0, "model": "",
+        "choices": [{"index": 0, "finish_reason": "content_filter",
+            "content_filter_results": {"protected_material_text": {"detected": true, "filtered": true}},
+            "content_filter_offsets": offsets}], "usage": null});
+    let sent = [
+        prompt_filter,
+        piece(json!({"role": "assistant"})),
+        piece(json!({"content": "Hey"})),
+        piece(json!({"content": " Jude"})),
+        filter_pass,
+        filter_blocked,
+    ];
+    let mut steps: Vec<Step> = sent.iter().map(Step::event).collect();
+    steps.push(Step::done());
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(azure_settings(&mock, "/openai/deployments/my-dep")).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(sse_json(&resp.body), sent, "every Azure chunk reaches the client unchanged");
+    assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+    let up = mock.only_request();
+    assert!(up.path_and_query.starts_with("/openai/deployments/my-dep/chat/completions?"));
+    assert_eq!(up.json()["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn models_lists_the_actual_name() {
+    let mock = MockUpstream::always(Reply::hang()).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    for path in ["/models", "/v1/models"] {
+        let resp = proxy.get(path).await;
+        assert_eq!(resp.status, 200, "{path}");
+        let body = resp.json();
+        assert_eq!(body["object"], "list");
+        let data = body["data"].as_array().unwrap();
+        assert_eq!(data.len(), 1);
+        assert_eq!(data[0]["id"], ACTUAL_NAME);
+        assert_eq!(data[0]["object"], "model");
+        assert!(data[0]["created"].as_u64().is_some_and(|t| t > 1_600_000_000));
+    }
+    assert!(mock.requests().is_empty(), "/models is answered locally");
+}
+
+#[tokio::test]
+async fn health_reports_platform_model_version_and_uptime() {
+    let mock = MockUpstream::always(Reply::hang()).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let resp = proxy.get("/health").await;
+    assert_eq!(resp.status, 200);
+    let body = resp.json();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["platform"], "openai");
+    assert_eq!(body["model"], ACTUAL_NAME);
+    assert!(body["version"].as_str().is_some_and(|v| v.split('.').count() == 3), "{body}");
+    assert!(body["uptime_seconds"].is_u64(), "{body}");
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn cors_preflight_answers_only_allowed_origins() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("hi"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.cors_allow_origins = vec!["https://app.example".to_owned()];
+    let proxy = Proxy::start(settings).await;
+
+    let preflight = |origin: &str| {
+        let mut r = request(Method::OPTIONS, "/v1/chat/completions", bytes::Bytes::new());
+        let h = r.headers_mut();
+        h.insert("origin", origin.parse().unwrap());
+        h.insert("access-control-request-method", "POST".parse().unwrap());
+        h.insert("access-control-request-headers", "authorization, content-type".parse().unwrap());
+        r
+    };
+
+    let ok = send(proxy.addr, preflight("https://app.example")).await;
+    assert_eq!(ok.status, 204);
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example"));
+    let methods = ok.header("access-control-allow-methods").expect("allow-methods");
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = ok.header("access-control-allow-headers").expect("allow-headers");
+    assert!(headers.contains("authorization") && headers.contains("content-type"), "{headers}");
+
+    let denied = send(proxy.addr, preflight("https://evil.example")).await;
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-allow-credentials",
+    ] {
+        assert!(denied.headers.get(name).is_none(), "{name} sent to a disallowed origin");
+    }
+
+    // The actual request from the allowed origin carries the CORS header too; from the
+    // other origin it does not.
+    for (origin, allowed) in [("https://app.example", true), ("https://evil.example", false)] {
+        let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
+        r.headers_mut().insert("origin", origin.parse().unwrap());
+        let resp = send(proxy.addr, r).await;
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("access-control-allow-origin").is_some(), allowed, "{origin}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_connections_and_lets_a_stream_finish() {
+    let release = Arc::new(Notify::new());
+    let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
+    steps.push(Step::Wait(release.clone()));
+    steps.extend(text_stream(&["lo"]).into_iter().skip(1));
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let mut proxy = Proxy::start(openai_settings(&mock)).await;
+
+    let mut s =
+        open_stream(proxy.addr, post_request("/v1/chat/completions", &chat_request("a", true)))
+            .await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"Hel\"") {
+        seen.extend_from_slice(&s.next_chunk().await.expect("a chunk").0);
+    }
+    proxy.shutdown();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while tokio::net::TcpStream::connect(proxy.addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting after shutdown");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!proxy.stopped_within(Duration::from_millis(200)).await, "the stream is in flight");
+
+    release.notify_one();
+    seen.extend_from_slice(&s.rest().await);
+    let text: String = sse_json(&seen)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "Hello");
+    assert_eq!(sse_data(&seen).last().map(String::as_str), Some("[DONE]"));
+    assert!(proxy.stopped_within(Duration::from_secs(5)).await, "serve returns once it is done");
+}

@@ -1,0 +1,439 @@
+//! Every way a request can fail, each answered with its status in the OpenAI error shape;
+//! the settings that refuse or reshape requests; and a client that leaves mid-stream.
+
+// Helpers outside `#[test]` functions fail the test the same way; clippy's test exemption
+// does not reach them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends raw bytes as the body of a chat request.
+async fn post_raw(proxy: &Proxy, body: &'static str) -> HttpResponse {
+    let mut req =
+        request(Method::POST, "/v1/chat/completions", Bytes::from_static(body.as_bytes()));
+    req.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    send(proxy.addr, req).await
+}
+
+/// Asserts status and OpenAI shape; returns the `error` object.
+fn expect_error(resp: &HttpResponse, status: u16) -> Value {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert_openai_error(&resp.json()).clone()
+}
+
+#[tokio::test]
+async fn invalid_json_is_400() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let e = expect_error(&post_raw(&proxy, r#"{"model": "a", "messages": ["#).await, 400);
+    assert_eq!(e["type"], "invalid_request_error");
+    let e = expect_error(&post_raw(&proxy, "not json at all").await, 400);
+    assert_eq!(e["type"], "invalid_request_error");
+    assert!(mock.requests().is_empty(), "nothing goes upstream");
+}
+
+#[tokio::test]
+async fn wrong_type_is_400_naming_the_json_path() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let cases = [
+        (
+            r#"{"model":"a","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#,
+            "temperature",
+        ),
+        (
+            r#"{"model":"a","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":"yes"}}"#,
+            "stream_options.include_usage",
+        ),
+        (r#"{"model":"a","messages":"hi"}"#, "messages"),
+    ];
+    for (body, path) in cases {
+        let e = expect_error(&post_raw(&proxy, body).await, 400);
+        assert_eq!(e["param"], path, "{body}: {e}");
+        assert_eq!(e["type"], "invalid_request_error");
+    }
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn body_over_max_body_size_is_413() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.max_body_size = 1024;
+    let proxy = Proxy::start(settings).await;
+
+    let mut big = chat_request("a", false);
+    big["messages"][1]["content"] = json!("x".repeat(2048));
+    let e = expect_error(&proxy.post("/v1/chat/completions", &big).await, 413);
+    assert!(e["message"].as_str().unwrap().contains("MAX_BODY_SIZE"), "{e}");
+
+    // The same without a Content-Length (chunked): the limit holds while reading.
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut raw = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+    let payload = big.to_string();
+    for part in payload.as_bytes().chunks(500) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    conn.write_all(&raw).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, conn.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    assert_openai_error(&serde_json::from_str(body).unwrap());
+
+    // A body just under the limit goes through.
+    let ok = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(mock.requests().len(), 1, "only the small request went upstream");
+}
+
+#[tokio::test]
+async fn upstream_error_status_and_message_are_kept() {
+    for (status, kind, message) in [
+        (
+            429,
+            "rate_limit_error",
+            "Rate limit reached for gpt-4o-mini in organization org-x on requests per min (RPM): Limit 3, Used 3, Requested 1.",
+        ),
+        (
+            500,
+            "server_error",
+            "The server had an error while processing your request. Sorry about that!",
+        ),
+        (
+            400,
+            "invalid_request_error",
+            "Invalid value: 'tool'. Supported values are: 'system', 'assistant', 'user', 'function', and 'developer'.",
+        ),
+    ] {
+        let code = (status == 429).then_some("rate_limit_exceeded");
+        let mock =
+            MockUpstream::always(Reply::json(status, &openai_error(message, kind, code))).await;
+        let proxy = Proxy::start(openai_settings(&mock)).await;
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+        let e = expect_error(&resp, status);
+        assert_eq!(e["message"], message);
+        assert_eq!(e["type"], kind);
+        // A stream request that the upstream refuses gets the same, as JSON.
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+        let e = expect_error(&resp, status);
+        assert_eq!(e["message"], message);
+    }
+}
+
+#[tokio::test]
+async fn upstream_error_that_is_not_openai_shaped_still_reaches_the_client_in_that_shape() {
+    // A load balancer's HTML page, and a terse error with only a message and a type.
+    let html = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+    let mock = MockUpstream::start(move |r| {
+        if r.json()["stream"] == true {
+            Reply::raw_json(
+                503,
+                r#"{"error":{"message":"Engine overloaded","type":"server_error"}}"#,
+            )
+        } else {
+            Reply::raw_json(502, html).with_content_type("text/html")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 502);
+    assert!(e["message"].as_str().unwrap().contains("502 Bad Gateway"), "{e}");
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", true)).await, 503);
+    assert_eq!(e["message"], "Engine overloaded");
+}
+
+#[tokio::test]
+async fn upstream_unreachable_is_502() {
+    let addr = unused_addr().await;
+    let unused = MockUpstream::always(Reply::hang()).await;
+    let mut settings = openai_settings(&unused);
+    settings.base_url = Some(format!("http://{addr}/v1"));
+    let proxy = Proxy::start(settings).await;
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 502);
+    assert_eq!(e["code"], "upstream_unreachable");
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", true)).await, 502);
+    assert_eq!(e["code"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn upstream_that_never_answers_is_504() {
+    let mock = MockUpstream::always(Reply::hang()).await;
+    let mut settings = openai_settings(&mock);
+    settings.first_byte_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(settings).await;
+    let started = Instant::now();
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", true)).await, 504);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(e["message"].as_str().unwrap().contains("FIRST_BYTE_TIMEOUT"), "{e}");
+    assert_eq!(mock.requests().len(), 1, "the request did reach the upstream");
+}
+
+#[tokio::test]
+async fn stream_that_breaks_midway_ends_with_an_error_event() {
+    let mut steps: Vec<Step> = text_stream(&["Hel", "lo"]).into_iter().take(2).collect();
+    steps.push(Step::Sleep(Duration::from_millis(50)));
+    steps.push(Step::Reset);
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert_eq!(resp.status, 200, "the stream had started: {}", resp.text());
+    let data = sse_data(&resp.body);
+    assert!(
+        !data.iter().any(|d| d == "[DONE]"),
+        "a broken stream must not look complete: {data:?}"
+    );
+    let events = sse_json(&resp.body);
+    assert_eq!(events.len(), 3, "two upstream events, then the error: {events:?}");
+    assert_eq!(events[1]["choices"][0]["delta"]["content"], "Hel");
+    let e = assert_openai_error(&events[2]);
+    assert_eq!(e["type"], "upstream_error");
+}
+
+#[tokio::test]
+async fn unknown_path_is_404_and_wrong_method_is_405() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+
+    for path in ["/v1/completions", "/v2/chat/completions", "/"] {
+        let e = expect_error(&proxy.get(path).await, 404);
+        assert_eq!(e["code"], "not_found");
+        let e = expect_error(&proxy.post(path, &chat_request("a", false)).await, 404);
+        assert_eq!(e["code"], "not_found");
+    }
+    let resp = proxy.get("/v1/chat/completions").await;
+    let e = expect_error(&resp, 405);
+    assert_eq!(e["code"], "method_not_allowed");
+    assert_eq!(resp.header("allow"), Some("POST"));
+    let resp = proxy.post("/v1/models", &json!({})).await;
+    expect_error(&resp, 405);
+    assert_eq!(resp.header("allow"), Some("GET"));
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn disabled_model_is_503() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.enabled = false;
+    let proxy = Proxy::start(settings).await;
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 503);
+    assert!(e["message"].as_str().unwrap().contains("ENABLED"), "{e}");
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn tools_without_function_calling_are_400_naming_the_setting() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.supports_function_calling = false;
+    let proxy = Proxy::start(settings).await;
+
+    let mut req = chat_request("a", false);
+    req["tools"] =
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    let e = expect_error(&proxy.post("/v1/chat/completions", &req).await, 400);
+    assert!(e["message"].as_str().unwrap().contains("SUPPORTS_FUNCTION_CALLING"), "{e}");
+    assert_eq!(e["param"], "tools");
+    assert!(mock.requests().is_empty());
+
+    // Without tools the same proxy answers.
+    let ok = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(ok.status, 200);
+}
+
+#[tokio::test]
+async fn stream_without_streaming_support_is_replayed_from_one_answer() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("Hello, world."))).await;
+    let mut settings = openai_settings(&mock);
+    settings.supports_streaming = false;
+    let proxy = Proxy::start(settings).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.header("content-type").unwrap().starts_with("text/event-stream"));
+
+    let up = mock.only_request().json();
+    assert!(up.get("stream").is_none_or(|s| s == false), "a non-stream request went up: {up}");
+    assert!(up.get("stream_options").is_none(), "{up}");
+
+    assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+    let chunks = sse_json(&resp.body);
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"), "{chunks:?}");
+    let first = &chunks[0]["choices"][0];
+    assert_eq!(first["delta"]["role"], "assistant", "{chunks:?}");
+    let text: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Hello, world.");
+    let last = &chunks.last().unwrap()["choices"][0];
+    assert_eq!(last["finish_reason"], "stop", "{chunks:?}");
+    let finishes = chunks.iter().filter(|c| c["choices"][0]["finish_reason"].is_string()).count();
+    assert_eq!(finishes, 1);
+}
+
+#[tokio::test]
+async fn max_tokens_is_applied_and_capped() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.max_tokens = 100;
+    let proxy = Proxy::start(settings).await;
+
+    let with = |field: Option<(&str, u32)>| {
+        let mut r = chat_request("a", false);
+        if let Some((k, v)) = field {
+            r[k] = json!(v);
+        }
+        r
+    };
+    // None set: the limit goes in `max_completion_tokens` (OpenAI's reasoning models refuse
+    // `max_tokens`).
+    // Asked for more: capped. Asked for less: kept.
+    let cases = [
+        (with(None), json!(null), json!(100)),
+        (with(Some(("max_tokens", 500))), json!(100), json!(null)),
+        (with(Some(("max_completion_tokens", 5000))), json!(null), json!(100)),
+        (with(Some(("max_completion_tokens", 50))), json!(null), json!(50)),
+        (with(Some(("max_tokens", 7))), json!(7), json!(null)),
+    ];
+    for (i, (req, max_tokens, max_completion_tokens)) in cases.into_iter().enumerate() {
+        let resp = proxy.post("/v1/chat/completions", &req).await;
+        assert_eq!(resp.status, 200);
+        mock.wait_for_requests(i + 1).await;
+        let up = mock.requests().pop().unwrap().json();
+        assert_eq!(up.get("max_tokens").cloned().unwrap_or(Value::Null), max_tokens, "{req}");
+        assert_eq!(
+            up.get("max_completion_tokens").cloned().unwrap_or(Value::Null),
+            max_completion_tokens,
+            "{req}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn client_that_leaves_mid_stream_stops_the_upstream_stream() {
+    // A slow stream: one piece every 100 ms for ten seconds.
+    let mut steps = text_stream(&["first"]).into_iter().take(2).collect::<Vec<_>>();
+    for _ in 0..100 {
+        steps.push(Step::Sleep(Duration::from_millis(100)));
+        steps.push(Step::event(&chunk(json!({"content": "."}), None)));
+    }
+    steps.extend(text_stream(&[]).into_iter().skip(1));
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+
+    let mut s =
+        open_stream(proxy.addr, post_request("/v1/chat/completions", &chat_request("a", true)))
+            .await;
+    assert_eq!(s.status, 200);
+    let (first, _) = s.next_chunk().await.expect("a first chunk");
+    assert!(first.starts_with(b"data: "), "{first:?}");
+    assert!(!mock.body_dropped_within(Duration::ZERO).await, "nothing dropped yet");
+
+    let left = Instant::now();
+    drop(s);
+    assert!(
+        mock.body_dropped_within(Duration::from_secs(2)).await,
+        "the proxy kept reading the upstream stream after the client left"
+    );
+    assert!(left.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn stream_that_goes_quiet_ends_with_a_timeout_event() {
+    let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
+    steps.push(Step::Sleep(Duration::from_secs(30)));
+    steps.extend(text_stream(&["lo"]).into_iter().skip(1));
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let mut settings = openai_settings(&mock);
+    settings.stream_idle_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(settings).await;
+
+    let started = Instant::now();
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(resp.status, 200);
+    assert!(!sse_data(&resp.body).iter().any(|d| d == "[DONE]"));
+    let events = sse_json(&resp.body);
+    assert_eq!(events.len(), 3, "{events:?}");
+    let e = assert_openai_error(&events[2]);
+    assert_eq!(e["type"], "timeout_error");
+    assert!(e["message"].as_str().unwrap().contains("STREAM_IDLE_TIMEOUT"), "{e}");
+    assert!(
+        mock.body_dropped_within(Duration::from_secs(2)).await,
+        "the proxy stops reading the upstream once it gives up"
+    );
+}
+
+#[tokio::test]
+async fn answer_slower_than_request_timeout_is_504() {
+    // The head comes at once, the body never finishes.
+    let steps = vec![
+        Step::raw(r#"{"id":"chatcmpl-1","object":"chat.completion","#),
+        Step::Sleep(Duration::from_secs(30)),
+    ];
+    let mock = MockUpstream::always(Reply::sse(steps).with_content_type("application/json")).await;
+    let mut settings = openai_settings(&mock);
+    settings.request_timeout = Duration::from_millis(500);
+    let proxy = Proxy::start(settings).await;
+
+    let started = Instant::now();
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 504);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(e["message"].as_str().unwrap().contains("REQUEST_TIMEOUT"), "{e}");
+}
+
+#[tokio::test]
+async fn upstream_success_that_is_not_a_completion_is_502() {
+    let mock =
+        MockUpstream::always(Reply::raw_json(200, r#"{"object":"chat.completion","choices":"#))
+            .await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 502);
+    assert_eq!(e["code"], "bad_upstream_response");
+}
+
+#[tokio::test]
+async fn proxy_keys_are_required_and_never_forwarded() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.proxy_api_keys = vec![uniproxy_config::Secret::new("proxy-key-1")];
+    let proxy = Proxy::start(settings).await;
+
+    let with_key = |key: Option<&str>| {
+        let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
+        if let Some(k) = key {
+            r.headers_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        r
+    };
+    for key in [None, Some("wrong-key"), Some("proxy-key-")] {
+        let e = expect_error(&send(proxy.addr, with_key(key)).await, 401);
+        assert_eq!(e["type"], "authentication_error", "{key:?}");
+    }
+    assert!(mock.requests().is_empty());
+    let e = expect_error(&proxy.get("/v1/models").await, 401);
+    assert_eq!(e["code"], "invalid_api_key");
+    assert_eq!(proxy.get("/health").await.status, 200, "health needs no key");
+
+    let ok = send(proxy.addr, with_key(Some("proxy-key-1"))).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let up = mock.only_request();
+    assert_eq!(up.header("authorization"), Some(format!("Bearer {UPSTREAM_KEY}").as_str()));
+    assert!(
+        !format!("{:?}{}", up.headers, String::from_utf8_lossy(&up.body)).contains("proxy-key-1")
+    );
+}

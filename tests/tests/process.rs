@@ -1,0 +1,218 @@
+//! The real `uniproxy` binary: graceful shutdown on SIGTERM, and the exit status for bad
+//! settings.
+//!
+//! Cargo builds a binary for tests only in the binary's own package, so these tests look for
+//! it next to their own executable (`target/<profile>/uniproxy`). Run `cargo build -p uniproxy`
+//! (or `cargo build --workspace`) before `cargo test`.
+
+// Helpers outside `#[test]` functions fail the test the same way; clippy's test exemption
+// does not reach them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+use tokio::net::TcpStream;
+
+/// `target/<profile>/uniproxy`, found from this test's own path
+/// (`target/<profile>/deps/process-HASH`).
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join(format!("uniproxy{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "the uniproxy binary is missing at {}: run `cargo build -p uniproxy` (with the same \
+         profile and CARGO_TARGET_DIR) before these tests",
+        bin.display()
+    );
+    bin
+}
+
+/// The binary with only the given settings: no inherited environment, and a fresh folder as
+/// the working directory so that no `.env` is read.
+fn command(dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(dir).env_clear().stdin(Stdio::null()).stdout(Stdio::null());
+    cmd.env("DATABASE_URL", dir.join("proxy.db"));
+    cmd.env("LOG_FILE_PATH", dir.join("logs").join("proxy.log"));
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+/// A port that was free a moment ago.
+async fn free_port() -> u16 {
+    unused_addr().await.port()
+}
+
+/// Waits for the process to exit, at most `within`; kills it and fails the test otherwise.
+async fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Kills the child when the test fails half-way, so that no server outlives it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
+    let mock = MockUpstream::always(
+        Reply::json(200, &completion("slow answer")).after(Duration::from_secs(2)),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().await;
+    let base_url = format!("{}/v1", mock.url());
+    let port_text = port.to_string();
+    let stderr = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
+    let child = command(
+        dir.path(),
+        &[
+            ("TYPE", "openai"),
+            ("BASE_URL", &base_url),
+            ("API_KEY", "k"),
+            ("ACTUAL_NAME", "m"),
+            ("HOST", "127.0.0.1"),
+            ("PORT", &port_text),
+        ],
+    )
+    .stderr(stderr)
+    .spawn()
+    .unwrap();
+    let mut child = KillOnDrop(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let stderr_text = || std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
+
+    // Ready when /health answers (the accept loop, and with it the signal handler, runs).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("uniproxy exited early ({status}): {}", stderr_text());
+        }
+        if TcpStream::connect(addr).await.is_ok() {
+            let health =
+                support::send(addr, request(http::Method::GET, "/health", bytes::Bytes::new()))
+                    .await;
+            if health.status == 200 {
+                assert_eq!(health.json()["model"], "m");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "uniproxy did not start: {}", stderr_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let in_flight = tokio::spawn(support::send(
+        addr,
+        post_request("/v1/chat/completions", &chat_request("x", false)),
+    ));
+    mock.wait_for_requests(1).await;
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success(), "kill -TERM {pid} failed");
+
+    // New connections are refused soon after the signal, while the request is still waiting
+    // for its slow upstream.
+    let signalled = Instant::now();
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Err(e) => panic!("unexpected connect error: {e}"),
+            Ok(_) => {
+                assert!(
+                    signalled.elapsed() < Duration::from_millis(1500),
+                    "still accepting connections 1.5 s after SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(!in_flight.is_finished(), "the slow request should still be in flight");
+
+    let resp = in_flight.await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let body: Value = resp.json();
+    assert_eq!(body["choices"][0]["message"]["content"], "slow answer");
+    assert_eq!(mock.only_request().json()["model"], "m");
+
+    let status = wait_exit(&mut child.0, PATIENCE).await;
+    assert!(status.success(), "exit status {status}: {}", stderr_text());
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn bad_settings_exit_2_naming_each_setting_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = command(
+        dir.path(),
+        &[("TYPE", "bogus"), ("PORT", "notaport"), ("ENABLED", "maybe"), ("HOST", "127.0.0.1")],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut child = KillOnDrop(child);
+    let status = wait_exit(&mut child.0, PATIENCE).await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    for setting in ["TYPE", "PORT", "ENABLED"] {
+        assert!(stderr.contains(setting), "stderr does not name {setting}: {stderr}");
+    }
+    for value in ["bogus", "notaport", "maybe"] {
+        assert!(stderr.contains(value), "stderr does not show the value {value:?}: {stderr}");
+    }
+    assert!(!stderr.contains("listening"), "{stderr}");
+    assert!(!dir.path().join("logs").exists(), "nothing was started, not even the log file");
+
+    // With a valid PORT, the bad TYPE and ENABLED still stop the start before the port is
+    // bound: nothing ever accepts a connection there.
+    let port = free_port().await;
+    let port_text = port.to_string();
+    let child = command(
+        dir.path(),
+        &[("TYPE", "bogus"), ("PORT", &port_text), ("ENABLED", "maybe"), ("HOST", "127.0.0.1")],
+    )
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut child = KillOnDrop(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        assert!(TcpStream::connect(addr).await.is_err(), "the port was bound despite bad settings");
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(status.code(), Some(2));
+}

@@ -1,0 +1,751 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Each test file uses a different part of this module, and its items are `pub` so that the
+// test files can reach them; neither says anything about the code.
+#![allow(dead_code, unreachable_pub)]
+
+//! What the end-to-end tests share: a programmable mock upstream ([`MockUpstream`]), the
+//! proxy started in-process ([`Proxy`]), and a small HTTP client that shows status, headers
+//! and body chunks as they arrive ([`send`], [`open_stream`]).
+//!
+//! Payloads the mocks send are written here and in the tests, in the shape of the real
+//! OpenAI and Azure wire recordings; no test reads a fixture from outside the repository.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uniproxy::AppState;
+use uniproxy_config::{Platform, Secret, Settings};
+
+/// The key the proxy must send upstream.
+pub const UPSTREAM_KEY: &str = "sk-upstream-secret";
+/// The model the proxy must send upstream, whatever the client asked for.
+pub const ACTUAL_NAME: &str = "gpt-4o-mini-2024-07-18";
+/// How long any single wait in a test may take before the test fails instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// The mock upstream.
+// ---------------------------------------------------------------------------------------
+
+/// One request the mock upstream received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The method.
+    pub method: Method,
+    /// The path and query, as sent.
+    pub path_and_query: String,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("the proxy sent a JSON body upstream")
+    }
+
+    /// A header's value as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().expect("a text header"))
+    }
+}
+
+/// One step of a mock response body.
+#[derive(Clone)]
+pub enum Step {
+    /// Write these bytes as one chunk.
+    Data(Bytes),
+    /// Pause.
+    Sleep(Duration),
+    /// Pause until the test triggers this `Notify`.
+    Wait(Arc<Notify>),
+    /// Break the connection here: the body fails, and hyper closes the connection without
+    /// ending the chunked body, as a reset upstream does.
+    Reset,
+}
+
+impl Step {
+    /// One SSE event, `data: {json}\n\n`, as OpenAI frames them.
+    pub fn event(value: &Value) -> Step {
+        Step::Data(Bytes::from(format!("data: {value}\n\n")))
+    }
+
+    /// The end of an OpenAI stream.
+    pub fn done() -> Step {
+        Step::Data(Bytes::from_static(b"data: [DONE]\n\n"))
+    }
+
+    /// Raw bytes.
+    pub fn raw(text: &str) -> Step {
+        Step::Data(Bytes::from(text.to_owned()))
+    }
+}
+
+/// How the mock upstream answers one request.
+#[derive(Clone)]
+pub struct Reply {
+    status: u16,
+    content_type: &'static str,
+    head_delay: Duration,
+    hang: bool,
+    steps: Vec<Step>,
+}
+
+impl Reply {
+    /// A JSON body with a status.
+    pub fn json(status: u16, body: &Value) -> Reply {
+        Reply::raw_json(status, &body.to_string())
+    }
+
+    /// A JSON body given as text (byte for byte), with a status.
+    pub fn raw_json(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            head_delay: Duration::ZERO,
+            hang: false,
+            steps: vec![Step::raw(body)],
+        }
+    }
+
+    /// A `text/event-stream` body made of `steps`.
+    pub fn sse(steps: Vec<Step>) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "text/event-stream; charset=utf-8",
+            head_delay: Duration::ZERO,
+            hang: false,
+            steps,
+        }
+    }
+
+    /// Never answers: not even the response head.
+    pub fn hang() -> Reply {
+        Reply { hang: true, ..Reply::sse(Vec::new()) }
+    }
+
+    /// The same answer with another `Content-Type`.
+    #[must_use]
+    pub fn with_content_type(mut self, content_type: &'static str) -> Reply {
+        self.content_type = content_type;
+        self
+    }
+
+    /// The same answer, its head sent only after `delay`.
+    #[must_use]
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.head_delay = delay;
+        self
+    }
+}
+
+/// Set when the proxy dropped a response body before the mock had sent all of it.
+#[derive(Default)]
+struct DropFlag {
+    dropped: AtomicBool,
+    notify: Notify,
+}
+
+type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
+
+/// A small hyper server on `127.0.0.1:0` standing in for the upstream. Each test programs
+/// its answers; every request is recorded.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    received: Arc<Notify>,
+    dropped: Arc<DropFlag>,
+    task: JoinHandle<()>,
+}
+
+impl MockUpstream {
+    /// A mock that answers every request with `reply`.
+    pub async fn always(reply: Reply) -> MockUpstream {
+        MockUpstream::start(move |_| reply.clone()).await
+    }
+
+    /// A mock that answers each request with what `handler` returns for it.
+    pub async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let received = Arc::new(Notify::new());
+        let dropped = Arc::new(DropFlag::default());
+        let handler: Arc<Handler> = Arc::new(handler);
+        let shared = (requests.clone(), received.clone(), dropped.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (requests, received, dropped) = shared.clone();
+                let handler = handler.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let (requests, received, dropped) =
+                        (requests.clone(), received.clone(), dropped.clone());
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        let recorded = Recorded {
+                            method: parts.method,
+                            path_and_query: parts
+                                .uri
+                                .path_and_query()
+                                .map_or_else(String::new, ToString::to_string),
+                            headers: parts.headers,
+                            body,
+                        };
+                        let reply = handler(&recorded);
+                        requests.lock().unwrap().push(recorded);
+                        received.notify_waiters();
+                        Ok::<_, hyper::Error>(respond(reply, dropped).await)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MockUpstream { addr, requests, received, dropped, task }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The only request received; fails the test when there were none or several.
+    pub fn only_request(&self) -> Recorded {
+        let all = self.requests();
+        assert_eq!(all.len(), 1, "the upstream should have received exactly one request");
+        all.into_iter().next().unwrap()
+    }
+
+    /// Waits until at least `n` requests have arrived; fails the test after [`PATIENCE`].
+    pub async fn wait_for_requests(&self, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let notified = self.received.notified();
+            if self.requests.lock().unwrap().len() >= n {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the upstream did not receive {n} request(s) in time");
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), notified).await;
+        }
+    }
+
+    /// Whether the proxy dropped a response body (the connection, or the body alone) before
+    /// the mock finished sending it, waiting at most `within` for it to happen.
+    pub async fn body_dropped_within(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let notified = self.dropped.notify.notified();
+            if self.dropped.dropped.load(Ordering::SeqCst) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(20)), notified).await;
+        }
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn respond(reply: Reply, dropped: Arc<DropFlag>) -> Response<MockBody> {
+    if reply.hang {
+        std::future::pending::<()>().await;
+    }
+    if !reply.head_delay.is_zero() {
+        tokio::time::sleep(reply.head_delay).await;
+    }
+    let exact_len = reply
+        .steps
+        .iter()
+        .try_fold(0u64, |n, s| match s {
+            Step::Data(b) => Some(n + b.len() as u64),
+            Step::Sleep(_) | Step::Wait(_) | Step::Reset => None,
+        })
+        // A whole answer gets a Content-Length, as OpenAI's do; a stream is chunked.
+        .filter(|_| !reply.content_type.starts_with("text/event-stream"));
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(play(reply.steps, tx));
+    let body = MockBody { rx, exact_len, finished: false, dropped };
+    Response::builder()
+        .status(reply.status)
+        .header("content-type", reply.content_type)
+        .header("x-request-id", "req_mock")
+        .body(body)
+        .unwrap()
+}
+
+/// Plays the steps into the body's channel; stops as soon as the body is gone.
+async fn play(steps: Vec<Step>, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
+    for step in steps {
+        match step {
+            Step::Data(bytes) => {
+                if tx.send(Ok(bytes)).await.is_err() {
+                    return;
+                }
+            }
+            Step::Sleep(d) => {
+                tokio::select! {
+                    () = tokio::time::sleep(d) => {}
+                    () = tx.closed() => return,
+                }
+            }
+            Step::Wait(notify) => {
+                tokio::select! {
+                    () = notify.notified() => {}
+                    () = tx.closed() => return,
+                }
+            }
+            Step::Reset => {
+                let _ = tx
+                    .send(Err(io::Error::new(io::ErrorKind::ConnectionReset, "mock reset")))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+/// The mock's response body: frames from [`play`]; dropping it before its end sets the
+/// mock's drop flag.
+struct MockBody {
+    rx: mpsc::Receiver<Result<Bytes, io::Error>>,
+    exact_len: Option<u64>,
+    finished: bool,
+    dropped: Arc<DropFlag>,
+}
+
+impl Body for MockBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Poll::Ready(Some(Err(e))) => {
+                // A reset the test asked for is not the proxy dropping the body.
+                self.finished = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.exact_len.map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+impl Drop for MockBody {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.dropped.dropped.store(true, Ordering::SeqCst);
+            self.dropped.notify.notify_waiters();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// OpenAI-shaped payloads for the mocks.
+// ---------------------------------------------------------------------------------------
+
+/// The id the mock's completions carry.
+pub const UPSTREAM_ID: &str = "chatcmpl-Dx0Xq5Xx9rHB2ehcHZCRDsnuymUXc";
+
+/// A `chat.completion.chunk` as OpenAI streams it (with `include_usage`: `"usage":null`).
+pub fn chunk(delta: Value, finish_reason: Option<&str>) -> Value {
+    json!({
+        "id": UPSTREAM_ID,
+        "object": "chat.completion.chunk",
+        "created": 1_782_955_818,
+        "model": ACTUAL_NAME,
+        "service_tier": "default",
+        "system_fingerprint": "fp_d0469e1700",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        "usage": null,
+        "obfuscation": "CduGPpSo"
+    })
+}
+
+/// The usage-only chunk OpenAI sends after the finish chunk when asked for usage.
+pub fn usage_chunk() -> Value {
+    json!({
+        "id": UPSTREAM_ID,
+        "object": "chat.completion.chunk",
+        "created": 1_782_955_818,
+        "model": ACTUAL_NAME,
+        "service_tier": "default",
+        "system_fingerprint": "fp_d0469e1700",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 23, "completion_tokens": 3, "total_tokens": 26,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+        },
+        "obfuscation": "c4"
+    })
+}
+
+/// A whole text stream as OpenAI sends it with `include_usage`: role chunk, one chunk per
+/// piece, the finish chunk, the usage chunk, `[DONE]`.
+pub fn text_stream(pieces: &[&str]) -> Vec<Step> {
+    let mut steps = vec![Step::event(&chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+    ))];
+    for piece in pieces {
+        steps.push(Step::event(&chunk(json!({"content": piece}), None)));
+    }
+    steps.push(Step::event(&chunk(json!({}), Some("stop"))));
+    steps.push(Step::event(&usage_chunk()));
+    steps.push(Step::done());
+    steps
+}
+
+/// A non-stream completion with text `content`, as OpenAI sends it.
+pub fn completion(content: &str) -> Value {
+    json!({
+        "id": UPSTREAM_ID,
+        "object": "chat.completion",
+        "created": 1_743_073_438,
+        "model": ACTUAL_NAME,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "refusal": null, "annotations": []},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {
+            "prompt_tokens": 8, "completion_tokens": 10, "total_tokens": 18,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_898ac29719"
+    })
+}
+
+/// An OpenAI error body.
+pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+/// A simple client request.
+pub fn chat_request(model: &str, stream: bool) -> Value {
+    let mut r = json!({
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello."}
+        ]
+    });
+    if stream {
+        r["stream"] = json!(true);
+    }
+    r
+}
+
+/// Asserts that `body` is an OpenAI error with all four keys, and returns its `error`.
+pub fn assert_openai_error(body: &Value) -> &Value {
+    let error = body.get("error").unwrap_or_else(|| panic!("no `error` in {body}"));
+    let object = error.as_object().unwrap_or_else(|| panic!("`error` is not an object: {body}"));
+    for key in ["message", "type", "param", "code"] {
+        assert!(object.contains_key(key), "`error.{key}` is missing in {body}");
+    }
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "empty message: {body}");
+    assert!(error["type"].is_string(), "`error.type` is not a string: {body}");
+    error
+}
+
+// ---------------------------------------------------------------------------------------
+// The proxy, in-process.
+// ---------------------------------------------------------------------------------------
+
+/// Settings for an OpenAI upstream at `mock`.
+pub fn openai_settings(mock: &MockUpstream) -> Settings {
+    let mut s = Settings::mock_defaults();
+    s.platform = Platform::OpenAi;
+    s.base_url = Some(format!("{}/v1", mock.url()));
+    s.api_key = Secret::new(UPSTREAM_KEY);
+    s.actual_name = ACTUAL_NAME.to_owned();
+    s.host = "127.0.0.1".to_owned();
+    s.port = 0;
+    s
+}
+
+/// The proxy, serving in this process on `127.0.0.1:0`. Dropping it stops it.
+pub struct Proxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts the proxy with `settings`; the database and log paths go to a temporary folder.
+    pub async fn start(mut settings: Settings) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        settings.database_path = dir.path().join("proxy.db");
+        settings.log_file_path = dir.path().join("proxy.log");
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let state = Arc::new(AppState::new(settings, log).expect("settings a provider accepts"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(uniproxy::serve(state, listener, async move {
+            let _ = rx.await;
+        }));
+        Proxy { addr, shutdown: Some(tx), task, _dir: dir }
+    }
+
+    /// Signals shutdown, as SIGTERM does in the binary: `serve` stops accepting at once and
+    /// lets requests in flight finish.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits at most `within` for `serve` to return after [`Proxy::shutdown`].
+    pub async fn stopped_within(&mut self, within: Duration) -> bool {
+        match tokio::time::timeout(within, &mut self.task).await {
+            Ok(result) => {
+                result.expect("serve did not panic").expect("serve returned Ok");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// POSTs `body` as JSON to `path`.
+    pub async fn post(&self, path: &str, body: &Value) -> HttpResponse {
+        send(self.addr, post_request(path, body)).await
+    }
+
+    /// GETs `path`.
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        send(self.addr, request(Method::GET, path, Bytes::new())).await
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A raw HTTP/1.1 client: one fresh connection per request.
+// ---------------------------------------------------------------------------------------
+
+/// A complete response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status.
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().expect("a text header"))
+    }
+}
+
+/// A request with a body; `Host` is set, as clients do.
+pub fn request(method: Method, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .body(Full::new(body))
+        .unwrap()
+}
+
+/// A JSON POST.
+pub fn post_request(path: &str, body: &Value) -> Request<Full<Bytes>> {
+    let mut r = request(Method::POST, path, Bytes::from(body.to_string()));
+    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// Sends `req` on a new connection and reads the whole answer; fails after [`PATIENCE`].
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> HttpResponse {
+    tokio::time::timeout(PATIENCE, async {
+        let mut s = open_stream(addr, req).await;
+        let body = s.rest().await;
+        HttpResponse { status: s.status, headers: s.headers.clone(), body }
+    })
+    .await
+    .expect("the proxy answered in time")
+}
+
+/// A response whose body is read chunk by chunk, as it arrives. Dropping it closes the
+/// connection at once.
+pub struct StreamingResponse {
+    /// The status.
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    body: Incoming,
+    conn: JoinHandle<()>,
+}
+
+impl StreamingResponse {
+    /// The next body chunk and when it arrived; `None` at the end. Fails the test on a body
+    /// error or after `within`.
+    pub async fn next_chunk_within(&mut self, within: Duration) -> Option<(Bytes, Instant)> {
+        let frame = tokio::time::timeout(within, async {
+            loop {
+                match self.body.frame().await {
+                    None => return None,
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some(data);
+                        }
+                    }
+                    Some(Err(e)) => panic!("the response body failed: {e}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no body chunk arrived within {within:?}"));
+        frame.map(|data| (data, Instant::now()))
+    }
+
+    /// The next body chunk; fails the test after [`PATIENCE`].
+    pub async fn next_chunk(&mut self) -> Option<(Bytes, Instant)> {
+        self.next_chunk_within(PATIENCE).await
+    }
+
+    /// The rest of the body.
+    pub async fn rest(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        while let Some((data, _)) = self.next_chunk().await {
+            out.extend_from_slice(&data);
+        }
+        Bytes::from(out)
+    }
+}
+
+impl Drop for StreamingResponse {
+    fn drop(&mut self) {
+        // Dropping the connection task drops the socket: the peer sees the close at once.
+        self.conn.abort();
+    }
+}
+
+/// Sends `req` on a new connection and returns once the response head has arrived.
+pub async fn open_stream(addr: SocketAddr, req: Request<Full<Bytes>>) -> StreamingResponse {
+    let stream = TcpStream::connect(addr).await.expect("the proxy accepts connections");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(req))
+        .await
+        .expect("the response head arrived in time")
+        .expect("the proxy sent a response");
+    let (parts, body) = response.into_parts();
+    StreamingResponse { status: parts.status.as_u16(), headers: parts.headers, body, conn }
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &[u8]) -> Vec<String> {
+    let text = std::str::from_utf8(body).expect("an SSE body is UTF-8");
+    text.split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
+
+/// The JSON `data:` payloads of an SSE body, `[DONE]` left out; asserts that every other
+/// payload is JSON.
+pub fn sse_json(body: &[u8]) -> Vec<Value> {
+    sse_data(body)
+        .into_iter()
+        .filter(|d| d != "[DONE]")
+        .map(|d| serde_json::from_str(&d).unwrap_or_else(|e| panic!("not JSON ({e}): {d}")))
+        .collect()
+}
+
+/// An address nobody listens on: a port bound and released at once.
+pub async fn unused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
