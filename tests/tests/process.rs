@@ -2,8 +2,9 @@
 //! settings.
 //!
 //! Cargo builds a binary for tests only in the binary's own package, so these tests look for
-//! it next to their own executable (`target/<profile>/uniproxy`). Run `cargo build -p uniproxy`
-//! (or `cargo build --workspace`) before `cargo test`.
+//! it next to their own executable (`target/<profile>/uniproxy`). `cargo test --workspace`
+//! builds it before running any test (the bin package has integration tests of its own);
+//! `cargo test -p uniproxy-e2e` alone may find a stale one.
 
 // Helpers outside `#[test]` functions fail the test the same way; clippy's test exemption
 // does not reach them.
@@ -31,7 +32,7 @@ fn binary() -> PathBuf {
     let bin = profile_dir.join(format!("uniproxy{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "the uniproxy binary is missing at {}: run `cargo build -p uniproxy` (with the same \
+        "the uniproxy binary is missing at {}: run `cargo test --workspace` (which builds it first) or `cargo build -p uniproxy` (with the same \
          profile and CARGO_TARGET_DIR) before these tests",
         bin.display()
     );

@@ -1,6 +1,6 @@
 //! The proxy's errors and the one place that turns them into responses.
 
-use uniproxy_translate::{TranslateError, error_type_for_status};
+use uniproxy_translate::TranslateError;
 use uniproxy_wire::{ErrorResponse, WireError};
 
 /// Everything that can go wrong with a request, grouped by who is at fault.
@@ -171,7 +171,8 @@ impl ProxyError {
                 ErrorResponse::new(self.to_string(), "rate_limit_error")
                     .with_code("proxy_overloaded")
             }
-            ProxyError::Translate(e) => with_all_keys(e.to_error_response(), e.status()),
+            // Translators complete upstream errors (every key the SDKs read is there).
+            ProxyError::Translate(e) => e.to_error_response(),
             ProxyError::UpstreamConnect(_) => {
                 ErrorResponse::new(self.to_string(), "upstream_error")
                     .with_code("upstream_unreachable")
@@ -201,15 +202,4 @@ impl ProxyError {
         }
         out
     }
-}
-
-/// The error with every key the OpenAI SDKs read. An upstream's error keeps its values, but
-/// one that leaves out `type`, `param` or `code` (Ollama, vLLM and OpenRouter do) gets them
-/// filled in: the type from the status, the others `null`.
-fn with_all_keys(mut response: ErrorResponse, status: u16) -> ErrorResponse {
-    let e = &mut response.error;
-    e.kind.get_or_insert_with(|| Some(error_type_for_status(status).to_owned()));
-    e.param.get_or_insert(None);
-    e.code.get_or_insert(None);
-    response
 }

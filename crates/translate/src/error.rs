@@ -131,3 +131,14 @@ pub fn fallback_error(status: u16, body: &[u8]) -> ErrorResponse {
     };
     ErrorResponse::new(message, error_type_for_status(status))
 }
+
+/// An upstream's OpenAI-shaped error with every key the OpenAI SDKs read: its own values are
+/// kept, and what it left out (Ollama, vLLM and OpenRouter leave out some) is filled in — the
+/// type from the status, `param` and `code` as `null`.
+pub fn complete_error(mut response: ErrorResponse, status: u16) -> ErrorResponse {
+    let e = &mut response.error;
+    e.kind.get_or_insert_with(|| Some(error_type_for_status(status).to_owned()));
+    e.param.get_or_insert(None);
+    e.code.get_or_insert(None);
+    response
+}

@@ -53,7 +53,7 @@ pub use assemble::{
     Assembled, AssembledChoice, AssembledToolCall, completion_to_frames, content_text,
 };
 use bytes::Bytes;
-pub use error::{TranslateError, error_type_for_status, fallback_error};
+pub use error::{TranslateError, complete_error, error_type_for_status, fallback_error};
 pub use gemini::Gemini;
 pub use openai_compat::OpenAiCompat;
 pub use uniproxy_wire::{ChatCompletion, ChatCompletionRequest};

@@ -13,7 +13,7 @@ use uniproxy_wire::{
 use crate::sse::{self, SseEvent};
 use crate::{
     Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
-    TranslateError, Translated, UpstreamRequest, fallback_error,
+    TranslateError, Translated, UpstreamRequest, complete_error, fallback_error,
 };
 
 /// Which request field carries the token limit when the client set none.
@@ -168,7 +168,7 @@ impl Provider for OpenAiCompat {
 /// An OpenAI-shaped error body, or the body's text when it is not one.
 pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError {
     let error = match from_slice::<ErrorResponse>(body) {
-        Ok(e) => e,
+        Ok(e) => complete_error(e, status),
         Err(_) => fallback_error(status, body),
     };
     TranslateError::Upstream { status, error: Box::new(error) }
@@ -320,8 +320,8 @@ impl StreamTranslator for OpenAiStream {
         }
         if event.event.as_deref() == Some("error") {
             // Groq and others end a failing stream with a named error event.
-            let error =
-                from_slice::<ErrorResponse>(data).unwrap_or_else(|_| fallback_error(500, data));
+            let error = from_slice::<ErrorResponse>(data)
+                .map_or_else(|_| fallback_error(500, data), |e| complete_error(e, 500));
             return Ok(self.fail(error));
         }
         let view: ChunkView<'_> = serde_json::from_slice(data).map_err(|source| {
@@ -329,9 +329,16 @@ impl StreamTranslator for OpenAiStream {
         })?;
         // OpenRouter puts an `error` into an ordinary chunk, choices and all.
         if let Some(err) = &view.error {
+            // OpenRouter's `code` is the HTTP status it would have answered.
+            let status = err
+                .get("code")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (400..600).contains(c))
+                .unwrap_or(500);
             let error =
                 serde_json::from_value::<ErrorResponse>(serde_json::json!({ "error": err }))
-                    .unwrap_or_else(|_| fallback_error(500, data));
+                    .map_or_else(|_| fallback_error(status, data), |e| complete_error(e, status));
             return Ok(self.fail(error));
         }
         self.record(&view);
