@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod error;
 pub mod logging;
+pub mod logs_cmd;
 pub mod record;
 pub mod relay;
 pub mod retry;

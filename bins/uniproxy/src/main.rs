@@ -11,7 +11,7 @@ use uniproxy_config::{Sources, load};
 
 fn usage() -> &'static str {
     "uniproxy — an OpenAI-compatible proxy for one configured model\n\n\
-     USAGE:\n    uniproxy [--config PATH]\n\n\
+     USAGE:\n    uniproxy [--config PATH]\n    uniproxy [--config PATH] logs COMMAND   (read the request log; see `uniproxy logs --help`)\n\n\
      Settings come from defaults < the TOML file (--config or UNIPROXY_CONFIG) < ./.env <\n\
      the environment. See .env.example for every setting.\n"
 }
@@ -33,6 +33,12 @@ fn main() -> ExitCode {
                 eprintln!("uniproxy {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
+            Ok(Some(lexopt::Arg::Value(v))) if v == "logs" => match args.raw_args() {
+                Ok(rest) => {
+                    return uniproxy::logs_cmd::run_from_process(config_file, rest.collect());
+                }
+                Err(e) => return bad_usage(&e.to_string()),
+            },
             Ok(Some(other)) => return bad_usage(&other.unexpected().to_string()),
             Ok(None) => break,
             Err(e) => return bad_usage(&e.to_string()),
