@@ -4,14 +4,17 @@
 //!
 //! Start with [`serve`]; `main.rs` only reads the settings and calls it.
 
+pub mod admin;
 pub mod chat;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod record;
 pub mod relay;
 pub mod retry;
 pub mod routes;
 pub mod state;
+pub mod ui;
 pub mod upstream;
 
 use std::future::Future;
