@@ -95,6 +95,12 @@
     return `${ms} ms`;
   }
 
+  // Axis labels: fractions of a millisecond matter when everything is fast.
+  function fmtAxisMs(ms) {
+    if (ms > 0 && ms < 10) return `${Number(ms.toFixed(2))} ms`;
+    return fmtMs(Math.round(ms));
+  }
+
   function fmtNum(n) {
     if (n === null || n === undefined) return '—';
     return Number(n).toLocaleString('en-US');
@@ -289,8 +295,7 @@
     if (e.dropped_fields && e.dropped_fields.length) meta.push(['Dropped fields', e.dropped_fields.join(', ')]);
     const dl = $('entry-meta');
     for (const [k, v] of meta) {
-      dl.appendChild(el('dt', {}, k));
-      dl.appendChild(el('dd', {}, v === undefined || v === null ? '—' : v));
+      dl.appendChild(el('div', { class: 'meta-item' }, el('dt', {}, k), el('dd', {}, v === undefined || v === null ? '—' : v)));
     }
     if (e.error_type || e.error_message) {
       const box = $('entry-error');
@@ -335,7 +340,7 @@
   function niceMax(v) {
     if (!(v > 0)) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    for (const m of [1, 2, 4, 8, 10]) if (m * p >= v) return m * p;
     return 10 * p;
   }
 
@@ -416,7 +421,7 @@
     for (let i = 0; i <= 4; i++) {
       const y = M.t + ih - (ih * i) / 4;
       root.appendChild(svg('line', { x1: M.l, x2: W - M.r, y1: y, y2: y, class: 'grid' }));
-      root.appendChild(svg('text', { x: M.l - 6, y: y + 4, 'text-anchor': 'end', class: 'tick' }, fmtMs(Math.round((maxY * i) / 4))));
+      root.appendChild(svg('text', { x: M.l - 6, y: y + 4, 'text-anchor': 'end', class: 'tick' }, fmtAxisMs((maxY * i) / 4)));
     }
     const gw = (W - M.l - M.r) / groups.length;
     groups.forEach(([name, p], g) => {
@@ -467,7 +472,7 @@
       { name: 'errors', cls: 'bar err', value: (b) => b.errors },
     ], (v) => fmtNum(Math.round(v)), span);
     percentileChart($('chart-latency'), stats);
-    lineChart($('chart-latency-series'), buckets, (b) => (b.requests ? b.p50_latency_ms : null), (v) => fmtMs(Math.round(v)), span, 'p50 latency');
+    lineChart($('chart-latency-series'), buckets, (b) => (b.requests ? b.p50_latency_ms : null), fmtAxisMs, span, 'p50 latency');
     barChart($('chart-tokens'), buckets, [
       { name: 'tokens', cls: 'bar tok', value: (b) => b.tokens },
     ], (v) => fmtNum(Math.round(v)), span);
