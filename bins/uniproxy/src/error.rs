@@ -74,6 +74,31 @@ pub enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// A query parameter of an admin endpoint has a value it cannot take.
+    #[error("`{value}` is not a valid value for `{param}`: {expected}")]
+    InvalidParam {
+        /// The parameter.
+        param: &'static str,
+        /// The value sent.
+        value: String,
+        /// What the parameter takes.
+        expected: &'static str,
+    },
+    /// No log entry has this id.
+    #[error("no log entry with id {id}")]
+    EntryNotFound {
+        /// The id asked for.
+        id: i64,
+    },
+    /// The log store could not be read.
+    #[error("the log store could not be read")]
+    Store(#[source] uniproxy_logstore::StoreError),
+    /// The proxy runs without a log store.
+    #[error("this proxy keeps no log store")]
+    NoStore,
+    /// A blocking task (a store read) panicked or was cancelled.
+    #[error("a background task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Who caused an error: it decides the status class and whether the details reach the client.
@@ -83,6 +108,8 @@ pub enum Fault {
     Client,
     /// The upstream (its status, 502 or 504).
     Upstream,
+    /// The proxy itself (500).
+    Internal,
 }
 
 impl ProxyError {
@@ -101,6 +128,10 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => 502,
             ProxyError::UpstreamTimeout { .. } => 504,
             ProxyError::UpstreamBody(_) | ProxyError::UpstreamTooLarge { .. } => 502,
+            ProxyError::InvalidParam { .. } => 400,
+            ProxyError::EntryNotFound { .. } => 404,
+            ProxyError::Store(_) | ProxyError::Task(_) => 500,
+            ProxyError::NoStore => 503,
         }
     }
 
@@ -115,7 +146,9 @@ impl ProxyError {
             | ProxyError::InvalidBody(_)
             | ProxyError::Disabled
             | ProxyError::FunctionCallingDisabled
-            | ProxyError::Overloaded { .. } => Fault::Client,
+            | ProxyError::Overloaded { .. }
+            | ProxyError::InvalidParam { .. }
+            | ProxyError::EntryNotFound { .. } => Fault::Client,
             ProxyError::Translate(e)
                 if e.status() < 500 && !matches!(e, TranslateError::Upstream { .. }) =>
             {
@@ -126,6 +159,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamBody(_)
             | ProxyError::UpstreamTooLarge { .. } => Fault::Upstream,
+            ProxyError::Store(_) | ProxyError::Task(_) | ProxyError::NoStore => Fault::Internal,
         }
     }
 
@@ -183,6 +217,20 @@ impl ProxyError {
             ProxyError::UpstreamBody(_) | ProxyError::UpstreamTooLarge { .. } => {
                 ErrorResponse::new(self.to_string(), "upstream_error")
                     .with_code("bad_upstream_response")
+            }
+            ProxyError::InvalidParam { param, .. } => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error")
+                    .with_param(*param)
+                    .with_code("invalid_value")
+            }
+            ProxyError::EntryNotFound { .. } => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error").with_code("not_found")
+            }
+            ProxyError::Store(_) | ProxyError::Task(_) => {
+                ErrorResponse::new(self.to_string(), "server_error").with_code("internal_error")
+            }
+            ProxyError::NoStore => {
+                ErrorResponse::new(self.to_string(), "server_error").with_code("no_log_store")
             }
         }
     }

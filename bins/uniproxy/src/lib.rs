@@ -4,15 +4,18 @@
 //!
 //! Start with [`serve`]; `main.rs` only reads the settings and calls it.
 
+pub mod admin;
 pub mod chat;
 pub mod error;
 pub mod logging;
 pub mod logs_cmd;
+pub mod metrics;
 pub mod record;
 pub mod relay;
 pub mod retry;
 pub mod routes;
 pub mod state;
+pub mod ui;
 pub mod upstream;
 
 use std::future::Future;

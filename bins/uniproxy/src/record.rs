@@ -2,13 +2,15 @@
 //! `logging` phase): a summary line to stderr and the JSON log, the content to the JSON log,
 //! and an entry in the log store.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use slog::{Logger, error, info, warn};
 use uniproxy_logstore::{NewEntry, TrySendError, Writer, WriterHandle};
 use uniproxy_wire::Usage;
+
+use crate::metrics::{Metrics, Observation};
 
 /// Everything known about one request when it ends.
 #[derive(Debug, Default)]
@@ -151,16 +153,19 @@ pub struct Recorder {
     db: Option<uniproxy_logstore::LogStore>,
     /// The writer, taken at shutdown to drain it.
     writer: Mutex<Option<Writer>>,
+    /// Every record is counted here too.
+    metrics: Arc<Metrics>,
 }
 
 impl Recorder {
     /// A recorder writing to `log`, and to the store when a writer is given; `log_bodies` adds
-    /// the content line to the JSON log.
+    /// the content line to the JSON log. Every record is also counted in `metrics`.
     pub fn new(
         log: Logger,
         log_bodies: bool,
         db: Option<uniproxy_logstore::LogStore>,
         writer: Option<Writer>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Recorder {
             log,
@@ -168,7 +173,14 @@ impl Recorder {
             db,
             store: writer.as_ref().map(Writer::handle),
             writer: Mutex::new(writer),
+            metrics,
         }
+    }
+
+    /// The log store, for the admin endpoints' reads (blocking: call it from
+    /// `spawn_blocking`); `None` without a store.
+    pub fn db(&self) -> Option<&uniproxy_logstore::LogStore> {
+        self.db.as_ref()
     }
 
     /// The log store's state, for `/health`.
@@ -247,6 +259,17 @@ impl Recorder {
         let (prompt, completion) =
             r.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
         let overhead_ms = r.overhead.as_secs_f64() * 1000.0;
+        let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        self.metrics.observe(&Observation {
+            status: r.status,
+            stream: r.stream,
+            upstream: millis(latency_ms).saturating_sub(r.overhead),
+            overhead: r.overhead,
+            ttft: ttft_ms.filter(|_| r.stream && r.status == 200).map(millis),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            timed_out: r.error_type.as_deref() == Some("timeout_error"),
+        });
         let line = |log: &Logger| {
             if r.status >= 500 || r.status == 499 {
                 warn!(log, "request";

@@ -75,6 +75,7 @@ pub async fn send_with_retries(
         warn!(state.log, "retrying upstream";
             "id" => request_id, "attempt" => attempt, "reason" => why,
             "wait_ms" => wait.as_millis() as u64);
+        state.metrics.retried();
         // Dropping the response here closes that connection's body unread; it is small.
         drop(result);
         tokio::time::sleep(wait).await;

@@ -1,4 +1,5 @@
-//! Routing, CORS, client keys, and the small endpoints (`/models`, `/health`).
+//! Routing, CORS, client keys, and the small endpoints (`/models`, `/health`). The admin
+//! endpoints live in [`admin`](crate::admin), the log viewer in [`ui`](crate::ui).
 
 use std::sync::Arc;
 
@@ -9,10 +10,11 @@ use hyper::{Method, Request, Response, header};
 use serde_json::json;
 use uniproxy_wire::ModelList;
 
-use crate::chat;
 use crate::error::ProxyError;
 use crate::relay::SseRelay;
 use crate::state::AppState;
+use crate::ui::Asset;
+use crate::{admin, chat, ui};
 
 /// Every response body: a complete body, or a relayed stream.
 /// The relay is boxed: it is large, and most responses are not streams.
@@ -20,10 +22,14 @@ pub type ProxyBody = Either<Full<Bytes>, Box<SseRelay>>;
 
 /// A JSON response.
 pub fn json_response(status: u16, body: Bytes) -> Response<ProxyBody> {
+    body_response(status, "application/json", body)
+}
+
+/// A complete response with this content type.
+pub fn body_response(status: u16, content_type: &'static str, body: Bytes) -> Response<ProxyBody> {
     let mut r = Response::new(Either::Left(Full::new(body)));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     r
 }
 
@@ -43,22 +49,78 @@ enum Route {
     Chat,
     Models,
     Health,
+    Metrics,
+    Logs,
+    LogEntry(i64),
+    Stats,
+    Ui,
+    UiAsset(Asset),
+    UiLogin,
+    UiLogout,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone.
+    Open,
+    /// A client with one of PROXY_API_KEYS (anyone when none is set).
+    Client,
+    /// An admin: see [`admin`](crate::admin).
+    Admin,
 }
 
 fn route_of(path: &str) -> Option<Route> {
-    match path.trim_end_matches('/') {
+    let path = path.trim_end_matches('/');
+    if let Some(id) = path.strip_prefix("/api/logs/") {
+        return id.parse().ok().map(Route::LogEntry);
+    }
+    if let Some(name) = path.strip_prefix("/ui/") {
+        return match name {
+            "login" => Some(Route::UiLogin),
+            "logout" => Some(Route::UiLogout),
+            _ => Asset::from_name(name).map(Route::UiAsset),
+        };
+    }
+    match path {
         "/chat/completions" | "/v1/chat/completions" => Some(Route::Chat),
         "/models" | "/v1/models" => Some(Route::Models),
         "/health" | "/v1/health" => Some(Route::Health),
+        "/metrics" => Some(Route::Metrics),
+        "/api/logs" => Some(Route::Logs),
+        "/api/stats" => Some(Route::Stats),
+        "/ui" => Some(Route::Ui),
         _ => None,
     }
 }
 
 fn allowed_method(route: Route) -> Method {
     match route {
-        Route::Chat => Method::POST,
-        Route::Models | Route::Health => Method::GET,
+        Route::Chat | Route::UiLogin | Route::UiLogout => Method::POST,
+        Route::Models
+        | Route::Health
+        | Route::Metrics
+        | Route::Logs
+        | Route::LogEntry(_)
+        | Route::Stats
+        | Route::Ui
+        | Route::UiAsset(_) => Method::GET,
     }
+}
+
+fn access(route: Route) -> Access {
+    match route {
+        // The page checks the key itself, to answer with a login form rather than JSON.
+        Route::Health | Route::Ui | Route::UiAsset(_) | Route::UiLogin | Route::UiLogout => {
+            Access::Open
+        }
+        Route::Chat | Route::Models => Access::Client,
+        Route::Metrics | Route::Logs | Route::LogEntry(_) | Route::Stats => Access::Admin,
+    }
+}
+
+fn is_ui(route: Route) -> bool {
+    matches!(route, Route::Ui | Route::UiAsset(_) | Route::UiLogin | Route::UiLogout)
 }
 
 /// Dispatches one request.
@@ -81,7 +143,8 @@ async fn dispatch(
     client_addr: Option<String>,
 ) -> Response<ProxyBody> {
     let path = req.uri().path().to_owned();
-    let Some(route) = route_of(&path) else {
+    let route = route_of(&path).filter(|r| state.settings.ui_enabled || !is_ui(*r));
+    let Some(route) = route else {
         return error_response(&ProxyError::NotFound { method: req.method().to_string(), path });
     };
     if req.method() == Method::OPTIONS {
@@ -98,13 +161,27 @@ async fn dispatch(
         }
         return r;
     }
-    if route != Route::Health && !authorized(state, &req) {
+    let permitted = match access(route) {
+        Access::Open => true,
+        Access::Client => authorized(state, &req),
+        Access::Admin => admin::authorized(state, req.headers()),
+    };
+    if !permitted {
         return error_response(&ProxyError::Unauthorized);
     }
+    let query = req.uri().query().map(str::to_owned);
     match route {
         Route::Chat => chat::chat(state.clone(), req, client_addr).await,
         Route::Models => models(state),
         Route::Health => health(state),
+        Route::Metrics => admin::metrics(state),
+        Route::Logs => admin::logs(state, query.as_deref()).await,
+        Route::LogEntry(id) => admin::entry(state, id).await,
+        Route::Stats => admin::stats(state, query.as_deref()).await,
+        Route::Ui => ui::index(state, &req),
+        Route::UiAsset(asset) => ui::asset(asset),
+        Route::UiLogin => ui::login(state, req).await,
+        Route::UiLogout => ui::logout(),
     }
 }
 
@@ -172,10 +249,8 @@ fn cors_headers(state: &AppState, origin: &header::HeaderValue, headers: &mut hy
 fn preflight(state: &AppState, req: &Request<Incoming>, route: Route) -> Response<ProxyBody> {
     let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
     *r.status_mut() = hyper::StatusCode::NO_CONTENT;
-    let methods = match route {
-        Route::Chat => "POST, OPTIONS",
-        Route::Models | Route::Health => "GET, HEAD, OPTIONS",
-    };
+    let methods =
+        if allowed_method(route) == Method::POST { "POST, OPTIONS" } else { "GET, HEAD, OPTIONS" };
     r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(methods));
     let origin = req.headers().get(header::ORIGIN);
     if let Some(allow) = origin.and_then(|o| origin_allowed(state, o)) {

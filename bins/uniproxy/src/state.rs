@@ -11,6 +11,7 @@ use uniproxy_logstore::{
 };
 use uniproxy_translate::{Provider, ProviderConfig, ProviderKind, TranslateError, provider};
 
+use crate::metrics::Metrics;
 use crate::record::Recorder;
 use crate::upstream::Client;
 
@@ -32,6 +33,10 @@ pub struct AppState {
     pub started_unix: u64,
     /// Chat requests in flight (streams count until they end).
     pub in_flight: Arc<AtomicUsize>,
+    /// The Prometheus metrics, for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Per-process random bytes that the log viewer's session cookies are derived from.
+    pub session_salt: [u8; 16],
     ids: AtomicU64,
     id_seed: u64,
 }
@@ -89,14 +94,28 @@ impl AppState {
         let https = settings.base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
         let client = Client::new(settings.connect_timeout, https);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let recorder = Recorder::new(log.clone(), settings.log_bodies, Some(store), Some(writer));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let metrics = Arc::new(Metrics::new(
+            provider.kind().as_str(),
+            in_flight.clone(),
+            Some(writer.handle()),
+        ));
+        let recorder = Recorder::new(
+            log.clone(),
+            settings.log_bodies,
+            Some(store),
+            Some(writer),
+            metrics.clone(),
+        );
         Ok(AppState {
             provider,
             client,
             recorder,
             started: Instant::now(),
             started_unix: now.as_secs(),
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            in_flight,
+            metrics,
+            session_salt: crate::admin::session_salt(),
             ids: AtomicU64::new(0),
             // Ids must differ across restarts; the start time's nanoseconds mixed with the
             // process id are enough for that (they are ids, not secrets).

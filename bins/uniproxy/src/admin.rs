@@ -1,0 +1,319 @@
+//! The admin side: who may read the log, and the JSON endpoints scripts and the log viewer
+//! read — `GET /api/logs`, `GET /api/logs/{id}`, `GET /api/stats` — plus `GET /metrics`.
+//!
+//! Who may: with `ADMIN_KEY` set, only that key; otherwise any `PROXY_API_KEYS` key; with
+//! neither, anyone. A key comes as `Authorization: Bearer KEY`, or as the session cookie the
+//! log viewer's login form sets (see [`session_token`]).
+//!
+//! Store reads are blocking SQLite calls: they run in `spawn_blocking`, never on a runtime
+//! worker.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::{HeaderMap, Response, header};
+use serde_json::json;
+use uniproxy_config::Secret;
+use uniproxy_logstore::{LogStore, Query, StatsQuery, StatusFilter};
+
+use crate::error::ProxyError;
+use crate::record::now_ms;
+use crate::routes::{ProxyBody, bearer, body_response, error_response, json_response};
+use crate::state::AppState;
+
+/// The name of the log viewer's session cookie.
+pub const SESSION_COOKIE: &str = "uniproxy_admin";
+
+/// The largest page `/api/logs` returns.
+pub const MAX_PAGE: u32 = 200;
+
+/// The keys that open the admin side: `ADMIN_KEY` when set, else the proxy's client keys.
+/// Empty: the admin side is open.
+pub fn admin_keys(state: &AppState) -> Vec<&Secret> {
+    match &state.settings.admin_key {
+        Some(k) if !k.is_empty() => vec![k],
+        _ => state.settings.proxy_api_keys.iter().collect(),
+    }
+}
+
+/// 16 bytes that differ in every process, for [`session_token`]. They come from the standard
+/// library's per-process random hash keys, so no extra dependency is needed; they are not used
+/// for anything but telling this process's sessions apart from others.
+pub fn session_salt() -> [u8; 16] {
+    let a = RandomState::new().hash_one(0x5eed_u64);
+    let b = RandomState::new().hash_one(0xc0ffee_u64);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.to_le_bytes());
+    out[8..].copy_from_slice(&b.to_le_bytes());
+    out
+}
+
+/// The session cookie's value for `key`: a hash of the key and this process's salt, so the
+/// browser never holds the key itself, and sessions end when the proxy restarts.
+pub fn session_token(state: &AppState, key: &Secret) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"uniproxy-admin-session\0");
+    h.update(state.session_salt);
+    h.update(key.expose().as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The value of cookie `name`, if the request has one.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// Whether `candidate` is one of the admin keys. Every key is compared, so the time taken does
+/// not tell which key came close.
+pub fn is_admin_key(state: &AppState, candidate: &str) -> bool {
+    admin_keys(state).iter().fold(false, |found, k| k.matches(candidate) | found)
+}
+
+/// Whether the request may read the admin side (always, when no key is configured).
+pub fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let keys = admin_keys(state);
+    if keys.is_empty() {
+        return true;
+    }
+    if bearer(headers).is_some_and(|t| is_admin_key(state, t)) {
+        return true;
+    }
+    cookie(headers, SESSION_COOKIE).is_some_and(|token| {
+        keys.iter()
+            .fold(false, |found, k| Secret::new(session_token(state, k)).matches(token) | found)
+    })
+}
+
+/// The query string's pairs, percent-decoded.
+fn params(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+fn param<'a>(params: &'a [(String, String)], names: &[&str]) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, v)| names.contains(&k.as_str()) && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+fn parsed<T: FromStr>(
+    params: &[(String, String)],
+    name: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>, ProxyError> {
+    param(params, &[name])
+        .map(|v| {
+            v.trim().parse::<T>().map_err(|_| ProxyError::InvalidParam {
+                param: name,
+                value: v.to_owned(),
+                expected,
+            })
+        })
+        .transpose()
+}
+
+/// The listing query `/api/logs` takes: the log store's [`Query`] filters.
+///
+/// # Errors
+/// [`ProxyError::InvalidParam`] for a value a filter cannot take.
+pub fn logs_query(query: Option<&str>) -> Result<Query, ProxyError> {
+    let p = params(query);
+    let status = param(&p, &["status"])
+        .map(|v| {
+            StatusFilter::from_str(v).map_err(|_| ProxyError::InvalidParam {
+                param: "status",
+                value: v.to_owned(),
+                expected: "a status such as 429, a class such as 5xx, or `error`",
+            })
+        })
+        .transpose()?;
+    let limit: Option<u32> = parsed(&p, "limit", "a whole number")?;
+    Ok(Query {
+        from_ms: parsed(&p, "from", "unix milliseconds")?,
+        to_ms: parsed(&p, "to", "unix milliseconds")?,
+        status,
+        model: param(&p, &["model"]).map(str::to_owned),
+        platform: param(&p, &["platform"]).map(str::to_owned),
+        stream: parsed(&p, "stream", "`true` or `false`")?,
+        search: param(&p, &["search", "q"]).map(str::to_owned),
+        before_id: parsed(&p, "before", "an entry id")?,
+        limit: limit.unwrap_or(50).clamp(1, MAX_PAGE),
+        with_total: parsed(&p, "total", "`true` or `false`")?.unwrap_or(false),
+    })
+}
+
+/// The time a bucket of `/api/stats` covers when none is asked for: about 60 buckets.
+fn default_bucket(from_ms: i64, to_ms: i64) -> i64 {
+    const STEPS: [i64; 12] = [
+        1_000, 5_000, 15_000, 60_000, 300_000, 900_000, 1_800_000, 3_600_000, 10_800_000,
+        21_600_000, 43_200_000, 86_400_000,
+    ];
+    let want = (to_ms - from_ms) / 60;
+    STEPS.iter().copied().find(|&s| s >= want).unwrap_or(86_400_000)
+}
+
+/// The aggregation `/api/stats` takes: `from` (default: 24 hours ago), `to` (default: now),
+/// `model`, and `bucket` in ms (default: about 60 buckets over the range; at least 1 s).
+///
+/// # Errors
+/// [`ProxyError::InvalidParam`] for a value that is not a number.
+pub fn stats_query(query: Option<&str>, now: i64) -> Result<StatsQuery, ProxyError> {
+    let p = params(query);
+    let to = parsed(&p, "to", "unix milliseconds")?.unwrap_or(now);
+    let from = parsed(&p, "from", "unix milliseconds")?.unwrap_or(to - 86_400_000);
+    let bucket: Option<i64> = parsed(&p, "bucket", "milliseconds")?;
+    // At most about 2 000 buckets, whatever was asked, so a tiny bucket cannot blow up the
+    // answer on a wide range.
+    let floor = ((to - from) / 2_000).max(1_000);
+    let bucket = bucket.unwrap_or_else(|| default_bucket(from, to)).max(floor);
+    Ok(StatsQuery {
+        from_ms: Some(from),
+        to_ms: Some(to),
+        model: param(&p, &["model"]).map(str::to_owned),
+        bucket_ms: Some(bucket),
+    })
+}
+
+/// Runs a store read off the runtime's workers.
+async fn read<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&LogStore) -> Result<T, uniproxy_logstore::StoreError> + Send + 'static,
+) -> Result<T, ProxyError> {
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || match s.recorder.db() {
+        Some(db) => f(db).map_err(ProxyError::Store),
+        None => Err(ProxyError::NoStore),
+    })
+    .await
+    .map_err(ProxyError::Task)?
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response<ProxyBody> {
+    json_response(200, Bytes::from(serde_json::to_vec(value).unwrap_or_default()))
+}
+
+fn failed(state: &AppState, e: &ProxyError) -> Response<ProxyBody> {
+    if e.status() >= 500 {
+        slog::error!(state.log, "admin request failed"; "error" => e.detail());
+    }
+    error_response(e)
+}
+
+/// `GET /api/logs`: `{items, next_before}` (and `total` with `total=true`), newest first.
+pub async fn logs(state: &Arc<AppState>, query: Option<&str>) -> Response<ProxyBody> {
+    let q = match logs_query(query) {
+        Ok(q) => q,
+        Err(e) => return failed(state, &e),
+    };
+    match read(state, move |db| db.list(&q)).await {
+        Ok(page) => {
+            let mut body = json!({ "items": page.items, "next_before": page.next_before_id });
+            if let Some(total) = page.total {
+                body["total"] = json!(total);
+            }
+            json(&body)
+        }
+        Err(e) => failed(state, &e),
+    }
+}
+
+/// `GET /api/logs/{id}`: the whole entry, bodies included.
+pub async fn entry(state: &Arc<AppState>, id: i64) -> Response<ProxyBody> {
+    match read(state, move |db| db.get(id)).await {
+        Ok(Some(entry)) => json(&entry),
+        Ok(None) => failed(state, &ProxyError::EntryNotFound { id }),
+        Err(e) => failed(state, &e),
+    }
+}
+
+/// `GET /api/stats`: the store's aggregates over a range, with `from_ms`, `to_ms` and
+/// `bucket_ms` echoed so a chart knows its axis.
+pub async fn stats(state: &Arc<AppState>, query: Option<&str>) -> Response<ProxyBody> {
+    let q = match stats_query(query, now_ms()) {
+        Ok(q) => q,
+        Err(e) => return failed(state, &e),
+    };
+    let (from, to, bucket) = (q.from_ms, q.to_ms, q.bucket_ms);
+    match read(state, move |db| db.stats(&q)).await {
+        Ok(stats) => {
+            let mut body = serde_json::to_value(&stats).unwrap_or_default();
+            if let Some(map) = body.as_object_mut() {
+                map.insert("from_ms".into(), json!(from));
+                map.insert("to_ms".into(), json!(to));
+                map.insert("bucket_ms".into(), json!(bucket));
+            }
+            json(&body)
+        }
+        Err(e) => failed(state, &e),
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub fn metrics(state: &AppState) -> Response<ProxyBody> {
+    body_response(200, crate::metrics::CONTENT_TYPE, Bytes::from(state.metrics.render()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_query_takes_the_store_filters() {
+        let q = logs_query(Some(
+            "status=5xx&model=gpt-4o&from=10&to=20&q=%3Cscript%3E&before=7&limit=900&stream=true",
+        ))
+        .unwrap();
+        assert_eq!(q.status, Some(StatusFilter::Class(5)));
+        assert_eq!(q.model.as_deref(), Some("gpt-4o"));
+        assert_eq!((q.from_ms, q.to_ms), (Some(10), Some(20)));
+        assert_eq!(q.search.as_deref(), Some("<script>"));
+        assert_eq!(q.before_id, Some(7));
+        assert_eq!(q.limit, MAX_PAGE);
+        assert_eq!(q.stream, Some(true));
+        let empty = logs_query(Some("status=&search=")).unwrap();
+        assert_eq!((empty.status, empty.search, empty.limit), (None, None, 50));
+    }
+
+    #[test]
+    fn bad_values_name_their_parameter() {
+        for (q, name) in
+            [("status=abc", "status"), ("from=yesterday", "from"), ("limit=-1", "limit")]
+        {
+            match logs_query(Some(q)) {
+                Err(ProxyError::InvalidParam { param, .. }) => assert_eq!(param, name),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn stats_defaults_to_a_day_in_about_sixty_buckets() {
+        let q = stats_query(None, 100_000_000).unwrap();
+        assert_eq!(q.to_ms, Some(100_000_000));
+        assert_eq!(q.from_ms, Some(100_000_000 - 86_400_000));
+        assert_eq!(q.bucket_ms, Some(1_800_000));
+        // A tiny bucket over a wide range is widened.
+        let q = stats_query(Some("from=0&to=86400000&bucket=1"), 0).unwrap();
+        assert_eq!(q.bucket_ms, Some(43_200));
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "a=1; uniproxy_admin=abc ; b=2".parse().unwrap());
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+}
