@@ -5,6 +5,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use slog::{Drain, Logger, o};
 
@@ -76,9 +78,70 @@ impl Write for RotatingFile {
     }
 }
 
+/// How long a log line may wait in a buffer before it is written.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// A buffer this full is written at once.
+const BUFFER_BYTES: usize = 64 << 10;
+
+/// A buffered writer shared with a flusher thread: a busy proxy writes its log in large
+/// blocks (one `write` for many lines instead of one per line), and a quiet one still shows
+/// each line within [`FLUSH_EVERY`].
+#[derive(Clone)]
+pub struct Buffered<W: Write + Send + 'static>(Arc<Mutex<io::BufWriter<W>>>);
+
+impl<W: Write + Send + 'static> Buffered<W> {
+    /// Wraps `inner` and starts its flusher thread, which ends when the last clone is dropped.
+    pub fn new(inner: W, name: &str) -> Self {
+        let shared = Arc::new(Mutex::new(io::BufWriter::with_capacity(BUFFER_BYTES, inner)));
+        let weak: Weak<Mutex<io::BufWriter<W>>> = Arc::downgrade(&shared);
+        // If the thread cannot start, lines are still written when the buffer fills and at exit.
+        let _ = std::thread::Builder::new().name(format!("log-flush-{name}")).spawn(move || {
+            loop {
+                std::thread::sleep(FLUSH_EVERY);
+                let Some(w) = weak.upgrade() else { return };
+                if let Ok(mut w) = w.lock() {
+                    let _ = w.flush();
+                }
+            }
+        });
+        Buffered(shared)
+    }
+}
+
+impl<W: Write + Send + 'static> Write for Buffered<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.0.lock() {
+            Ok(mut w) => w.write(buf),
+            Err(p) => p.into_inner().write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self.0.lock() {
+            Ok(mut w) => w.write_all(buf),
+            Err(p) => p.into_inner().write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // slog-json and slog-term flush after every record; the flusher thread does it instead.
+        Ok(())
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for Buffered<W> {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.0) == 1
+            && let Ok(mut w) = self.0.lock()
+        {
+            let _ = w.flush();
+        }
+    }
+}
+
 /// The root logger: JSON to `file` (when given), text to stderr.
 pub fn root(file: Option<RotatingFile>) -> Logger {
-    let decorator = slog_term::PlainDecorator::new(io::stderr());
+    let decorator = slog_term::PlainDecorator::new(Buffered::new(io::stderr(), "stderr"));
     // A failing log write (a full disk) must not panic the logging thread: results are
     // ignored rather than fused.
     let term = slog_term::CompactFormat::new(decorator).build().ignore_res();
@@ -91,8 +154,10 @@ pub fn root(file: Option<RotatingFile>) -> Logger {
         .fuse();
     match file {
         Some(file) => {
-            let json =
-                slog_json::Json::new(io::LineWriter::new(file)).add_default_keys().build().fuse();
+            let json = slog_json::Json::new(Buffered::new(file, "file"))
+                .add_default_keys()
+                .build()
+                .ignore_res();
             let json = slog_async::Async::new(json)
                 .chan_size(16384)
                 .overflow_strategy(slog_async::OverflowStrategy::Block)

@@ -170,7 +170,19 @@ impl Body for SseRelay {
         let this = &mut *self;
         loop {
             if let Some(frame) = this.pending.pop_front() {
-                return this.emit(frame);
+                // Frames made from one upstream read go out as one HTTP chunk: fewer chunk
+                // headers and writes, and the client still gets each event the moment the
+                // upstream sent it.
+                if this.pending.is_empty() {
+                    return this.emit(frame);
+                }
+                let len = frame.len() + this.pending.iter().map(Bytes::len).sum::<usize>();
+                let mut joined = BytesMut::with_capacity(len);
+                joined.extend_from_slice(&frame);
+                for f in this.pending.drain(..) {
+                    joined.extend_from_slice(&f);
+                }
+                return this.emit(joined.freeze());
             }
             if this.ended {
                 this.write_record(false);

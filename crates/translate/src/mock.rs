@@ -334,7 +334,7 @@ impl StreamTranslator for MockStream {
         };
         chunk.id.clone_from(&self.ctx.id);
         chunk.created = self.ctx.created;
-        let event = SseEvent { event: None, data: encode_json(&chunk) };
+        let event = SseEvent::new(None, encode_json(&chunk));
         self.inner.push(&event)
     }
 

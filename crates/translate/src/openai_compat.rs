@@ -346,7 +346,8 @@ impl StreamTranslator for OpenAiStream {
         if usage_only && !self.include_usage {
             return Ok(Vec::new());
         }
-        Ok(vec![sse::frame_raw(data)])
+        // The event as it came when it was a plain `data:` line (no copy); re-framed otherwise.
+        Ok(vec![event.frame.clone().unwrap_or_else(|| sse::frame_raw(data))])
     }
 
     fn finish(&mut self) -> Result<Vec<Bytes>, TranslateError> {

@@ -1,7 +1,9 @@
 //! Server-sent events: a decoder that turns bytes into events whatever way the bytes are
 //! split, and the encoder for the events the proxy sends.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::ops::Range;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
 /// One server-sent event.
@@ -11,13 +13,30 @@ pub struct SseEvent {
     pub event: Option<String>,
     /// The `data:` lines, joined with `\n`.
     pub data: Bytes,
+    /// The event exactly as it arrived, when that was one `data: …` line and a blank line,
+    /// `\n`-terminated: such an event can be forwarded as is, with no copy.
+    pub frame: Option<Bytes>,
 }
 
 impl SseEvent {
+    /// An event with a name and data, as a decoder would give it.
+    pub fn new(event: Option<String>, data: impl Into<Bytes>) -> Self {
+        SseEvent { event, data: data.into(), frame: None }
+    }
+
     /// The data as text, if it is UTF-8.
     pub fn data_str(&self) -> Option<&str> {
         std::str::from_utf8(&self.data).ok()
     }
+}
+
+/// The data lines of the event being read.
+#[derive(Debug)]
+enum Data {
+    /// One line so far: its value's place in the buffer (nothing copied yet).
+    One(Range<usize>),
+    /// Several lines, joined.
+    Many(BytesMut),
 }
 
 /// An incremental SSE decoder (WHATWG event-stream rules).
@@ -25,19 +44,22 @@ impl SseEvent {
 /// It buffers partial lines, so an event may be split across reads anywhere, even inside a
 /// UTF-8 character; it accepts `\n`, `\r\n` and `\r` line ends, skips comments (`: …`) and a
 /// leading byte-order mark, and dispatches an event at each blank line. Events without data
-/// (keep-alives) are not dispatched.
+/// (keep-alives) are not dispatched. Lines are found with SIMD (`memchr`), and an event with
+/// one data line is cut out of the buffer without copying.
 #[derive(Debug, Default)]
 pub struct Decoder {
+    /// Bytes from the start of the current event (or of a line not yet complete).
     buf: BytesMut,
-    /// Where to resume looking for a line end in `buf`.
-    scanned: usize,
+    /// Where the next line starts in `buf`.
+    pos: usize,
     event: Option<String>,
-    data: BytesMut,
-    has_data: bool,
+    data: Option<Data>,
     started: bool,
-    /// The previous chunk ended in `\r`: a `\n` at the start of the next one belongs to it.
+    /// The previous line ended in a `\r` at the end of the input: a `\n` next belongs to it.
     after_cr: bool,
 }
+
+const BOM: &[u8] = "\u{feff}".as_bytes();
 
 impl Decoder {
     /// A new decoder.
@@ -53,92 +75,130 @@ impl Decoder {
     }
 
     /// Feeds bytes and appends the events they complete to `out`.
-    pub fn feed_into(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) {
-        if self.after_cr {
-            self.after_cr = false;
-            if let Some(rest) = chunk.strip_prefix(b"\n") {
-                chunk = rest;
-            }
-        }
+    pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
         self.buf.extend_from_slice(chunk);
+        if !self.started {
+            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return; // Maybe a byte-order mark, split; wait for more.
+            }
+            if self.buf.starts_with(BOM) {
+                self.buf.advance(BOM.len());
+            }
+            self.started = true;
+        }
         loop {
-            let Some(rel) = self.buf[self.scanned..].iter().position(|&b| b == b'\n' || b == b'\r')
-            else {
-                self.scanned = self.buf.len();
-                return;
-            };
-            let end = self.scanned + rel;
-            let mut skip = 1;
-            if self.buf[end] == b'\r' {
-                match self.buf.get(end + 1) {
-                    Some(b'\n') => skip = 2,
-                    Some(_) => {}
-                    // The `\n` of a `\r\n` may come in the next chunk.
-                    None => self.after_cr = true,
+            if self.after_cr && self.pos < self.buf.len() {
+                self.after_cr = false;
+                if self.buf[self.pos] == b'\n' {
+                    self.pos += 1;
                 }
             }
-            let line = self.buf.split_to(end + skip).freeze();
-            self.scanned = 0;
-            self.line(&line[..end], out);
+            let Some(rel) = memchr::memchr2(b'\n', b'\r', &self.buf[self.pos..]) else { return };
+            let start = self.pos;
+            let end = start + rel;
+            let next = if self.buf[end] == b'\r' {
+                match self.buf.get(end + 1) {
+                    Some(b'\n') => end + 2,
+                    Some(_) => end + 1,
+                    None => {
+                        // The `\n` of a `\r\n` may come in the next chunk.
+                        self.after_cr = true;
+                        end + 1
+                    }
+                }
+            } else {
+                end + 1
+            };
+            self.pos = next;
+            if let Some(ev) = self.line(start, end) {
+                out.push(ev);
+            }
         }
     }
 
     /// Ends the stream: an event left without its blank line is dispatched, as servers that
     /// close the connection right after the last `data:` line expect.
     pub fn finish(&mut self) -> Option<SseEvent> {
-        if !self.buf.is_empty() {
-            let rest = std::mem::take(&mut self.buf);
-            let mut out = Vec::new();
-            self.line(&rest, &mut out);
-            if let Some(ev) = out.pop() {
-                return Some(ev);
-            }
+        if !self.started && !self.buf.is_empty() {
+            self.started = true;
         }
-        self.dispatch()
+        if self.pos < self.buf.len() {
+            let (start, end) = (self.pos, self.buf.len());
+            self.pos = end;
+            self.line(start, end);
+        }
+        let end = self.pos;
+        self.dispatch(end)
     }
 
-    fn line(&mut self, mut line: &[u8], out: &mut Vec<SseEvent>) {
-        if !self.started {
-            self.started = true;
-            line = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line);
+    /// Handles the line `buf[start..end]` (without its terminator); `self.pos` is already past
+    /// the terminator.
+    fn line(&mut self, start: usize, end: usize) -> Option<SseEvent> {
+        if start == end {
+            return self.dispatch(self.pos);
         }
-        if line.is_empty() {
-            if let Some(ev) = self.dispatch() {
-                out.push(ev);
-            }
-            return;
-        }
+        let line = &self.buf[start..end];
         if line[0] == b':' {
-            return;
+            return None;
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+                let v = start + i + 1;
+                let v = if self.buf.get(v) == Some(&b' ') && v < end { v + 1 } else { v };
+                (&line[..i], v..end)
             }
-            None => (line, &b""[..]),
+            None => (line, end..end),
         };
         match field {
             b"data" => {
-                if self.has_data {
-                    self.data.put_u8(b'\n');
-                }
-                self.data.extend_from_slice(value);
-                self.has_data = true;
+                self.data = Some(match self.data.take() {
+                    None => Data::One(value),
+                    Some(Data::One(first)) => {
+                        let mut joined = BytesMut::with_capacity(first.len() + value.len() + 1);
+                        joined.extend_from_slice(&self.buf[first]);
+                        joined.put_u8(b'\n');
+                        joined.extend_from_slice(&self.buf[value]);
+                        Data::Many(joined)
+                    }
+                    Some(Data::Many(mut joined)) => {
+                        joined.put_u8(b'\n');
+                        joined.extend_from_slice(&self.buf[value]);
+                        Data::Many(joined)
+                    }
+                });
             }
-            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => {
+                self.event = Some(String::from_utf8_lossy(&self.buf[value]).into_owned());
+            }
             // `id` and `retry` matter to browsers reconnecting, not to a proxy.
             _ => {}
         }
+        None
     }
 
-    fn dispatch(&mut self) -> Option<SseEvent> {
+    /// Ends the event whose bytes are `buf[..end]`.
+    fn dispatch(&mut self, end: usize) -> Option<SseEvent> {
         let event = self.event.take();
-        if !self.has_data {
-            return None;
-        }
-        self.has_data = false;
-        Some(SseEvent { event, data: self.data.split().freeze() })
+        let data = self.data.take();
+        let raw = self.buf.split_to(end.min(self.buf.len())).freeze();
+        self.pos = 0;
+        let data = data?;
+        Some(match data {
+            Data::One(value) => {
+                // Exactly `data: VALUE\n\n`: the frame can go on as it came.
+                let plain = event.is_none()
+                    && value.start == 6
+                    && raw.starts_with(b"data: ")
+                    && raw.len() == value.end + 2
+                    && raw.ends_with(b"\n\n");
+                SseEvent {
+                    frame: plain.then(|| raw.clone()),
+                    data: raw.slice(value),
+                    event,
+                }
+            }
+            Data::Many(joined) => SseEvent { event, data: joined.freeze(), frame: None },
+        })
     }
 }
 
@@ -166,4 +226,51 @@ pub fn encode<T: Serialize>(value: &T) -> Bytes {
     }
     out.get_mut().extend_from_slice(b"\n\n");
     out.into_inner().freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(bytes: &[u8]) -> Vec<SseEvent> {
+        let mut d = Decoder::new();
+        let mut v = d.feed(bytes);
+        v.extend(d.finish());
+        v
+    }
+
+    #[test]
+    fn plain_events_keep_their_frame_and_others_do_not() {
+        let ev = all(b"data: {\"a\":1}\n\ndata: x\r\n\r\nevent: e\ndata: y\n\n: c\ndata: z\n\ndata: 1\ndata: 2\n\n");
+        let frames: Vec<Option<&[u8]>> = ev.iter().map(|e| e.frame.as_deref()).collect();
+        assert_eq!(
+            frames,
+            vec![Some(&b"data: {\"a\":1}\n\n"[..]), None, None, None, None],
+            "only an exact `data: …\\n\\n` event is forwarded as is"
+        );
+        let data: Vec<&[u8]> = ev.iter().map(|e| &e.data[..]).collect();
+        assert_eq!(data, vec![&b"{\"a\":1}"[..], b"x", b"y", b"z", b"1\n2"]);
+        assert_eq!(ev[2].event.as_deref(), Some("e"));
+    }
+
+    #[test]
+    fn split_anywhere_gives_the_same_events() {
+        let input = "\u{feff}data: h\u{e9}llo\r\n\r\n: ping\n\nevent: x\ndata: a\ndata: b\n\ndata:c\rdata: d\r\r\ndata: last";
+        let whole = all(input.as_bytes());
+        assert_eq!(whole.len(), 4);
+        for step in 1..input.len() {
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for piece in input.as_bytes().chunks(step) {
+                got.extend(d.feed(piece));
+            }
+            got.extend(d.finish());
+            let strip = |v: &[SseEvent]| -> Vec<(Option<String>, Bytes)> {
+                v.iter().map(|e| (e.event.clone(), e.data.clone())).collect()
+            };
+            assert_eq!(strip(&got), strip(&whole), "split every {step} bytes");
+        }
+        assert_eq!(&whole[3].data[..], b"last");
+        assert_eq!(&whole[2].data[..], b"c\nd");
+    }
 }

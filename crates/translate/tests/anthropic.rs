@@ -123,7 +123,7 @@ proptest! {
         let p = anthropic();
         let mut stream = p.stream(&support::context(include_usage));
         for (name, data) in events {
-            let _ = stream.push(&sse::SseEvent { event: name, data: Bytes::from(data) });
+            let _ = stream.push(&sse::SseEvent::new(name, Bytes::from(data)));
         }
         let _ = stream.finish();
         prop_assert!(stream.is_done());

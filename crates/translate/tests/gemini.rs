@@ -156,7 +156,7 @@ proptest! {
         let p = gemini();
         let mut stream = p.stream(&context(usage));
         for e in &events {
-            let ev = sse::SseEvent { event: None, data: Bytes::from(e.to_string()) };
+            let ev = sse::SseEvent::new(None, Bytes::from(e.to_string()));
             let _ = stream.push(&ev);
         }
         let _ = stream.finish();
