@@ -32,6 +32,9 @@ pub struct AppState {
     pub started_unix: u64,
     /// Chat requests in flight (streams count until they end).
     pub in_flight: Arc<AtomicUsize>,
+    /// How long a client may take to send its request head ([`crate::HEADER_READ_TIMEOUT`]).
+    /// Not a setting: nobody needs to tune it, and tests shorten it by setting this field.
+    pub header_read_timeout: std::time::Duration,
     ids: AtomicU64,
     id_seed: u64,
 }
@@ -97,6 +100,7 @@ impl AppState {
             started: Instant::now(),
             started_unix: now.as_secs(),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            header_read_timeout: crate::HEADER_READ_TIMEOUT,
             ids: AtomicU64::new(0),
             // Ids must differ across restarts; the start time's nanoseconds mixed with the
             // process id are enough for that (they are ids, not secrets).
