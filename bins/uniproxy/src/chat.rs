@@ -131,7 +131,11 @@ async fn handle(
     let Some(guard) = state.enter() else {
         return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
     };
-    let body = read_body(req, settings.max_body_size).await?;
+    // A client that trickles its body holds a place under CONCURRENCY_LIMIT: it gets the
+    // request's deadline like everything else.
+    let body = tokio::time::timeout_at(deadline.into(), read_body(req, settings.max_body_size))
+        .await
+        .map_err(|_| ProxyError::BodyTimeout)??;
     record.client_request = body.clone();
     let mut request: ChatCompletionRequest = from_slice(&body).map_err(ProxyError::InvalidBody)?;
     record.client_model.clone_from(&request.model);

@@ -36,6 +36,9 @@ pub enum ProxyError {
     /// The client's body could not be read.
     #[error("could not read the request body")]
     BodyRead(#[source] hyper::Error),
+    /// The client did not send its whole body within REQUEST_TIMEOUT (a slow client).
+    #[error("the request body did not arrive within the request timeout (REQUEST_TIMEOUT)")]
+    BodyTimeout,
     /// The body is not valid JSON or has a value of the wrong type.
     #[error("{0}")]
     InvalidBody(#[source] WireError),
@@ -121,6 +124,7 @@ impl ProxyError {
             ProxyError::Unauthorized => 401,
             ProxyError::BodyTooLarge { .. } => 413,
             ProxyError::BodyRead(_) | ProxyError::InvalidBody(_) => 400,
+            ProxyError::BodyTimeout => 408,
             ProxyError::Disabled => 503,
             ProxyError::FunctionCallingDisabled => 400,
             ProxyError::Overloaded { .. } => 429,
@@ -143,6 +147,7 @@ impl ProxyError {
             | ProxyError::Unauthorized
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BodyRead(_)
+            | ProxyError::BodyTimeout
             | ProxyError::InvalidBody(_)
             | ProxyError::Disabled
             | ProxyError::FunctionCallingDisabled
@@ -184,6 +189,10 @@ impl ProxyError {
             }
             ProxyError::BodyRead(_) => {
                 ErrorResponse::new(self.to_string(), "invalid_request_error")
+            }
+            ProxyError::BodyTimeout => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error")
+                    .with_code("request_timeout")
             }
             ProxyError::InvalidBody(e) => {
                 let r = ErrorResponse::new(self.to_string(), "invalid_request_error");

@@ -34,8 +34,9 @@ pub use state::AppState;
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const GRACE_PERIOD: Duration = Duration::from_secs(30);
 
-/// How long a client may take to send its request head (against slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send its request head (against slowloris); the default of
+/// [`AppState::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
 /// (for at most [`GRACE_PERIOD`]).
@@ -50,7 +51,10 @@ pub async fn serve(
     let maintenance = tokio::spawn(retention(state.clone()));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(state.header_read_timeout);
+    let builder = Arc::new(builder);
+    // Tells connections still waiting for their first byte that the server is stopping.
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -66,6 +70,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let first_byte_within = state.header_read_timeout;
         let state = state.clone();
         let peer = peer.to_string();
         let service = service_fn(move |req| {
@@ -75,13 +80,28 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(routes::handle(state, req, Some(peer)).await)
             }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let mut closing = closing_rx.clone();
         tokio::spawn(async move {
+            // hyper's header read timeout starts only once it knows the HTTP version, and the
+            // auto builder waits for the bytes that tell with no timeout at all: a client that
+            // connects and sends nothing would hold its socket for ever.
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                first = tokio::time::timeout(first_byte_within, stream.peek(&mut probe)) => {
+                    if !matches!(first, Ok(Ok(n)) if n > 0) {
+                        return;
+                    }
+                }
+                _ = closing.wait_for(|c| *c) => return,
+            }
+            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
             // A client that resets its connection is not the server's problem.
-            let _ = conn.await;
+            let _ = watcher.watch(conn).await;
         });
     }
+    let _ = closing.send(true);
     drop(listener);
     maintenance.abort();
     info!(state.log, "shutting down: finishing in-flight requests");

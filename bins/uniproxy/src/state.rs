@@ -37,6 +37,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Per-process random bytes that the log viewer's session cookies are derived from.
     pub session_salt: [u8; 16],
+    /// How long a client may take to send its request head ([`crate::HEADER_READ_TIMEOUT`]).
+    /// Not a setting: nobody needs to tune it, and tests shorten it by setting this field.
+    pub header_read_timeout: std::time::Duration,
     ids: AtomicU64,
     id_seed: u64,
 }
@@ -116,6 +119,7 @@ impl AppState {
             in_flight,
             metrics,
             session_salt: crate::admin::session_salt(),
+            header_read_timeout: crate::HEADER_READ_TIMEOUT,
             ids: AtomicU64::new(0),
             // Ids must differ across restarts; the start time's nanoseconds mixed with the
             // process id are enough for that (they are ids, not secrets).

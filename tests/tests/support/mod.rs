@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uniproxy::AppState;
 use uniproxy_config::{Platform, Secret, Settings};
+use uniproxy_logstore::{Entry, LogStore, Query, StoreOptions};
 
 /// The key the proxy must send upstream.
 pub const UPSTREAM_KEY: &str = "sk-upstream-secret";
@@ -79,6 +81,8 @@ pub enum Step {
     /// Break the connection here: the body fails, and hyper closes the connection without
     /// ending the chunked body, as a reset upstream does.
     Reset,
+    /// Send these bytes every so often, for ever: a stream that never ends.
+    Forever(Duration, Bytes),
 }
 
 impl Step {
@@ -96,6 +100,11 @@ impl Step {
     pub fn raw(text: &str) -> Step {
         Step::Data(Bytes::from(text.to_owned()))
     }
+
+    /// Raw bytes that need not be UTF-8.
+    pub fn bytes(bytes: &[u8]) -> Step {
+        Step::Data(Bytes::copy_from_slice(bytes))
+    }
 }
 
 /// How the mock upstream answers one request.
@@ -103,6 +112,9 @@ impl Step {
 pub struct Reply {
     status: u16,
     content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
+    /// A `Content-Length` to announce instead of the body's real length.
+    declared_len: Option<u64>,
     head_delay: Duration,
     hang: bool,
     steps: Vec<Step>,
@@ -119,6 +131,8 @@ impl Reply {
         Reply {
             status,
             content_type: "application/json",
+            headers: Vec::new(),
+            declared_len: None,
             head_delay: Duration::ZERO,
             hang: false,
             steps: vec![Step::raw(body)],
@@ -130,6 +144,8 @@ impl Reply {
         Reply {
             status: 200,
             content_type: "text/event-stream; charset=utf-8",
+            headers: Vec::new(),
+            declared_len: None,
             head_delay: Duration::ZERO,
             hang: false,
             steps,
@@ -139,6 +155,43 @@ impl Reply {
     /// Never answers: not even the response head.
     pub fn hang() -> Reply {
         Reply { hang: true, ..Reply::sse(Vec::new()) }
+    }
+
+    /// A 200 whose `Content-Length` promises all of `body` but whose connection breaks after
+    /// `cut_at` bytes of it: an answer cut off in the middle of its JSON.
+    pub fn truncated(body: &str, cut_at: usize) -> Reply {
+        let mut r = Reply::raw_json(200, "");
+        r.steps = vec![Step::raw(&body[..cut_at]), Step::Reset];
+        r.declared_len = Some(body.len() as u64);
+        r
+    }
+
+    /// A 200 JSON answer of `len` bytes (`{"pad":"   …`), sent in 1 MiB chunks that share
+    /// one buffer, so that the mock does not hold `len` bytes.
+    pub fn huge(len: usize) -> Reply {
+        const CHUNK: usize = 1 << 20;
+        let head = Step::raw(r#"{"pad":""#);
+        let chunk = Bytes::from(vec![b' '; CHUNK]);
+        let mut steps = vec![head];
+        steps.extend(std::iter::repeat_n(Step::Data(chunk), len.div_ceil(CHUNK)));
+        let mut r = Reply::raw_json(200, "");
+        r.steps = steps;
+        r
+    }
+
+    /// A 200 whose body is `value` gzip-compressed, with `Content-Encoding: gzip`, though
+    /// the proxy never asked for it.
+    pub fn gzip_json(value: &Value) -> Reply {
+        let mut r = Reply::raw_json(200, "");
+        r.steps = vec![Step::Data(Bytes::from(gzip_stored(value.to_string().as_bytes())))];
+        r.with_header("content-encoding", "gzip")
+    }
+
+    /// The same answer with one more header.
+    #[must_use]
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Reply {
+        self.headers.push((name, value.to_owned()));
+        self
     }
 
     /// The same answer with another `Content-Type`.
@@ -179,6 +232,16 @@ impl MockUpstream {
     /// A mock that answers every request with `reply`.
     pub async fn always(reply: Reply) -> MockUpstream {
         MockUpstream::start(move |_| reply.clone()).await
+    }
+
+    /// A mock that answers its first `n` requests with `first` and every later one with
+    /// `then`.
+    pub async fn first_n_then(n: usize, first: Reply, then: Reply) -> MockUpstream {
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        MockUpstream::start(move |_| {
+            if seen.fetch_add(1, Ordering::SeqCst) < n { first.clone() } else { then.clone() }
+        })
+        .await
     }
 
     /// A mock that answers each request with what `handler` returns for it.
@@ -294,19 +357,22 @@ async fn respond(reply: Reply, dropped: Arc<DropFlag>) -> Response<MockBody> {
         .iter()
         .try_fold(0u64, |n, s| match s {
             Step::Data(b) => Some(n + b.len() as u64),
-            Step::Sleep(_) | Step::Wait(_) | Step::Reset => None,
+            Step::Sleep(_) | Step::Wait(_) | Step::Reset | Step::Forever(..) => None,
         })
         // A whole answer gets a Content-Length, as OpenAI's do; a stream is chunked.
-        .filter(|_| !reply.content_type.starts_with("text/event-stream"));
+        .filter(|_| !reply.content_type.starts_with("text/event-stream"))
+        .or(reply.declared_len);
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(play(reply.steps, tx));
     let body = MockBody { rx, exact_len, finished: false, dropped };
-    Response::builder()
+    let mut builder = Response::builder()
         .status(reply.status)
         .header("content-type", reply.content_type)
-        .header("x-request-id", "req_mock")
-        .body(body)
-        .unwrap()
+        .header("x-request-id", "req_mock");
+    for (name, value) in &reply.headers {
+        builder = builder.header(*name, value);
+    }
+    builder.body(body).unwrap()
 }
 
 /// Plays the steps into the body's channel; stops as soon as the body is gone.
@@ -336,6 +402,15 @@ async fn play(steps: Vec<Step>, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
                     .await;
                 return;
             }
+            Step::Forever(every, bytes) => loop {
+                if tx.send(Ok(bytes.clone())).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = tx.closed() => return,
+                }
+            },
         }
     }
 }
@@ -384,6 +459,38 @@ impl Drop for MockBody {
             self.dropped.notify.notify_waiters();
         }
     }
+}
+
+/// `data` as a gzip member whose deflate stream is made of stored (uncompressed) blocks: real
+/// gzip that any decoder reads (RFC 1952 and RFC 1951 §3.2.4), with no compression library.
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut blocks = data.chunks(0xffff).peekable();
+    if blocks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        let len = u16::try_from(block.len()).unwrap();
+        out.push(u8::from(blocks.peek().is_none()));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+/// CRC-32 (IEEE), bit by bit: the mock's bodies are small.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
 }
 
 // ---------------------------------------------------------------------------------------
@@ -522,24 +629,136 @@ pub struct Proxy {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
+    /// The state, kept to drain the log store and the logger in [`Proxy::finish`].
+    state: Option<Arc<AppState>>,
+    database_path: PathBuf,
+    log_file_path: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// How [`Proxy::launch`] builds the proxy beyond its settings.
+#[derive(Default)]
+pub struct Launch {
+    /// Log as `main` does (JSON lines to LOG_FILE_PATH, text to stderr) instead of nowhere.
+    pub json_log: bool,
+    /// Overrides [`AppState::header_read_timeout`].
+    pub header_read_timeout: Option<Duration>,
 }
 
 impl Proxy {
     /// Starts the proxy with `settings`; the database and log paths go to a temporary folder.
-    pub async fn start(mut settings: Settings) -> Proxy {
+    pub async fn start(settings: Settings) -> Proxy {
+        Proxy::launch(settings, Launch::default()).await
+    }
+
+    /// Starts the proxy with `settings`, logging to its JSON log file as the binary does.
+    pub async fn start_logged(settings: Settings) -> Proxy {
+        Proxy::launch(settings, Launch { json_log: true, ..Launch::default() }).await
+    }
+
+    /// Starts the proxy with `settings` and `launch`; the database and log paths go to a
+    /// temporary folder.
+    pub async fn launch(mut settings: Settings, launch: Launch) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         settings.database_path = dir.path().join("proxy.db");
         settings.log_file_path = dir.path().join("proxy.log");
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        let state = Arc::new(AppState::new(settings, log).expect("settings a provider accepts"));
+        let log = if launch.json_log {
+            let file = uniproxy::logging::RotatingFile::open(&settings.log_file_path, 0, 0)
+                .expect("a log file in the temporary folder");
+            uniproxy::logging::root(Some(file))
+        } else {
+            slog::Logger::root(slog::Discard, slog::o!())
+        };
+        let (database_path, log_file_path) =
+            (settings.database_path.clone(), settings.log_file_path.clone());
+        let mut state = AppState::new(settings, log).expect("settings a provider accepts");
+        if let Some(t) = launch.header_read_timeout {
+            state.header_read_timeout = t;
+        }
+        let state = Arc::new(state);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(uniproxy::serve(state, listener, async move {
+        let task = tokio::spawn(uniproxy::serve(state.clone(), listener, async move {
             let _ = rx.await;
         }));
-        Proxy { addr, shutdown: Some(tx), task, _dir: dir }
+        Proxy {
+            addr,
+            shutdown: Some(tx),
+            task,
+            state: Some(state),
+            database_path,
+            log_file_path,
+            _dir: dir,
+        }
+    }
+
+    /// The log store's database.
+    pub fn database_path(&self) -> &Path {
+        &self.database_path
+    }
+
+    /// The JSON log file (written only by a proxy from [`Proxy::start_logged`]).
+    pub fn log_file_path(&self) -> &Path {
+        &self.log_file_path
+    }
+
+    /// Opens the log store read-only, as `uniproxy logs` does.
+    pub fn store(&self) -> LogStore {
+        let options = StoreOptions { read_only: true, ..StoreOptions::default() };
+        LogStore::open(&self.database_path, options).expect("the proxy's log store opens")
+    }
+
+    /// Waits until the store holds at least `n` entries (the writer batches for up to
+    /// ~100 ms), then returns every entry, oldest first; fails the test after [`PATIENCE`].
+    pub async fn entries(&self, n: usize) -> Vec<Entry> {
+        let store = self.store();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let count = store.count().unwrap() as usize;
+            if count >= n {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the store holds {count} entries, not {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        all_entries(&store)
+    }
+
+    /// The only entry in the store, once it is there; fails the test if there are several.
+    pub async fn only_entry(&self) -> Entry {
+        let mut all = self.entries(1).await;
+        assert_eq!(all.len(), 1, "one entry expected: {all:#?}");
+        all.pop().unwrap()
+    }
+
+    /// Stops the proxy as `main` does after SIGTERM: stop serving (requests in flight
+    /// finish), drain the log store's queue, and drop the last logger so that the JSON log
+    /// file is complete. The database and the log file stay until the `Proxy` is dropped.
+    pub async fn finish(&mut self) {
+        self.shutdown();
+        assert!(self.stopped_within(PATIENCE).await, "serve returned in time");
+        let mut state = self.state.take().expect("finish is called once");
+        // Connection tasks drop their clones of the state as they end.
+        let deadline = Instant::now() + PATIENCE;
+        let state = loop {
+            match Arc::try_unwrap(state) {
+                Ok(s) => break s,
+                Err(shared) => {
+                    assert!(Instant::now() < deadline, "a connection still holds the state");
+                    state = shared;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            state.recorder.shutdown();
+            // Dropping the state drops the last logger: slog-async joins its thread, which
+            // writes the last lines first.
+            drop(state);
+        })
+        .await
+        .unwrap();
     }
 
     /// Signals shutdown, as SIGTERM does in the binary: `serve` stops accepting at once and
@@ -742,6 +961,22 @@ pub fn sse_json(body: &[u8]) -> Vec<Value> {
         .filter(|d| d != "[DONE]")
         .map(|d| serde_json::from_str(&d).unwrap_or_else(|e| panic!("not JSON ({e}): {d}")))
         .collect()
+}
+
+/// Every entry of `store`, oldest first.
+pub fn all_entries(store: &LogStore) -> Vec<Entry> {
+    let mut ids = Vec::new();
+    let mut query = Query { limit: 1000, ..Query::default() };
+    loop {
+        let page = store.list(&query).unwrap();
+        ids.extend(page.items.iter().map(|e| e.id));
+        match page.next_before_id {
+            Some(before) => query.before_id = Some(before),
+            None => break,
+        }
+    }
+    ids.sort_unstable();
+    ids.into_iter().map(|id| store.get(id).unwrap().expect("a listed entry")).collect()
 }
 
 /// An address nobody listens on: a port bound and released at once.

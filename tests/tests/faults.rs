@@ -1,0 +1,825 @@
+//! The reliability and security rules, proved against a fault-injecting mock upstream and
+//! misbehaving clients: every upstream fault and every bad request gets a clean OpenAI-shaped
+//! answer and a log entry, and the proxy serves the next request; retries follow their rules;
+//! timeouts and limits hold; no key reaches a response, the log file or the database.
+//!
+//! Entries are read back from the log store read-only, as `uniproxy logs` does, after the
+//! writer thread has flushed them.
+
+// Helpers outside `#[test]` functions fail the test the same way; clippy's test exemption
+// does not reach them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uniproxy_config::Settings;
+use uniproxy_logstore::Entry;
+
+/// Asserts status and OpenAI shape; returns the `error` object.
+fn expect_error(resp: &HttpResponse, status: u16) -> Value {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert_openai_error(&resp.json()).clone()
+}
+
+/// Asserts that a stream answered 200 and ended with an error event (no `[DONE]`); returns
+/// the event's `error` object.
+fn expect_error_event(resp: &HttpResponse) -> Value {
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(!sse_data(&resp.body).iter().any(|d| d == "[DONE]"), "{}", resp.text());
+    let events = sse_json(&resp.body);
+    let last = events.last().unwrap_or_else(|| panic!("no events: {}", resp.text()));
+    assert_openai_error(last).clone()
+}
+
+async fn chat(proxy: &Proxy, stream: bool) -> HttpResponse {
+    proxy.post("/v1/chat/completions", &chat_request("a", stream)).await
+}
+
+/// Asserts that the proxy still serves: a normal request right after the fault gets its 200.
+async fn serves_next(proxy: &Proxy, mock: &MockUpstream) {
+    let before = mock.requests().len();
+    let ok = chat(proxy, false).await;
+    assert_eq!(ok.status, 200, "the proxy serves the next request: {}", ok.text());
+    assert_eq!(ok.json()["choices"][0]["message"]["content"], "ok");
+    assert_eq!(mock.requests().len(), before + 1);
+}
+
+/// The first request meets `fault`; every later one gets a normal answer.
+async fn faulty_upstream(fault: Reply) -> MockUpstream {
+    MockUpstream::first_n_then(1, fault, Reply::json(200, &completion("ok"))).await
+}
+
+/// Runs one fault: a request (stream or not) that meets `fault`, then a normal request.
+/// Returns the faulty request's answer and its log entry.
+async fn run_fault(
+    fault: Reply,
+    stream: bool,
+    settings: impl FnOnce(&mut uniproxy_config::Settings),
+) -> (HttpResponse, Entry) {
+    let mock = faulty_upstream(fault).await;
+    let mut s = openai_settings(&mock);
+    settings(&mut s);
+    let proxy = Proxy::start(s).await;
+    let started = Instant::now();
+    let resp = chat(&proxy, stream).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "answered in {:?}", started.elapsed());
+    assert_eq!(mock.requests().len(), 1, "a fault after the head is never retried");
+    serves_next(&proxy, &mock).await;
+    let entries = proxy.entries(2).await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1].entry.status, 200);
+    (resp, entries.into_iter().next().unwrap())
+}
+
+fn assert_entry(entry: &Entry, status: u16, error_type: &str) {
+    let e = &entry.entry;
+    assert_eq!(e.status, status, "{e:#?}");
+    assert_eq!(e.error_type.as_deref(), Some(error_type), "{e:#?}");
+    assert!(e.error_message.as_deref().is_some_and(|m| !m.is_empty()), "{e:#?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream faults.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn connection_refused_is_retried_then_502_and_logged() {
+    let mut settings = Settings::mock_defaults();
+    settings.platform = uniproxy_config::Platform::OpenAi;
+    settings.base_url = Some(format!("http://{}/v1", unused_addr().await));
+    let proxy = Proxy::start(settings).await;
+    let started = Instant::now();
+    let e = expect_error(&chat(&proxy, false).await, 502);
+    assert_eq!(e["code"], "upstream_unreachable");
+    // Two backoffs of at least 125 ms and 250 ms (jitter halves them at most).
+    assert!(started.elapsed() >= Duration::from_millis(375), "{:?}", started.elapsed());
+    let entry = proxy.only_entry().await;
+    assert_entry(&entry, 502, "upstream_error");
+    assert_eq!(entry.entry.attempts, 3, "one try and MAX_RETRIES=2 retries");
+    assert_eq!(proxy.get("/health").await.status, 200, "the proxy is still up");
+}
+
+#[tokio::test]
+async fn reset_mid_stream_ends_with_an_error_event_and_keeps_what_arrived() {
+    let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
+    // The pause lets the mock flush what it wrote before it breaks the connection.
+    steps.push(Step::Sleep(Duration::from_millis(100)));
+    steps.push(Step::Reset);
+    let (resp, entry) = run_fault(Reply::sse(steps), true, |_| {}).await;
+    let e = expect_error_event(&resp);
+    assert_eq!(e["type"], "upstream_error");
+    assert_eq!(e["code"], "upstream_stream_error");
+    assert!(resp.text().contains("Hel"));
+    assert_entry(&entry, 200, "upstream_error");
+    assert!(entry.entry.response.contains("Hel"), "{}", entry.entry.response);
+    assert_eq!(entry.entry.attempts, 1);
+}
+
+#[tokio::test]
+async fn answer_cut_off_mid_json_is_502() {
+    let body = completion("a long enough answer").to_string();
+    let (resp, entry) = run_fault(Reply::truncated(&body, 40), false, |_| {}).await;
+    let e = expect_error(&resp, 502);
+    assert_eq!(e["code"], "bad_upstream_response");
+    assert_entry(&entry, 502, "upstream_error");
+}
+
+#[tokio::test]
+async fn complete_body_of_truncated_json_is_502() {
+    let body = completion("x").to_string();
+    let (resp, entry) =
+        run_fault(Reply::raw_json(200, &body[..body.len() / 2]), false, |_| {}).await;
+    assert_eq!(expect_error(&resp, 502)["code"], "bad_upstream_response");
+    assert_entry(&entry, 502, "upstream_error");
+}
+
+#[tokio::test]
+async fn garbage_sse_ends_with_an_error_event() {
+    let steps = vec![
+        Step::bytes(b"\xff\xfe\x00garbage\x80\n\n"),
+        Step::raw("data: {not json at all\n\n"),
+        Step::raw("event: ???\ndata: \x01\x02\n\n"),
+        Step::bytes(&[0xc3, 0x28, b'\n', b'\n']),
+    ];
+    let (resp, entry) = run_fault(Reply::sse(steps), true, |_| {}).await;
+    let e = expect_error_event(&resp);
+    assert_eq!(e["type"], "upstream_error", "{e}");
+    assert_entry(&entry, 200, "upstream_error");
+}
+
+#[tokio::test]
+async fn stream_that_never_ends_is_cut_at_the_request_timeout() {
+    // The upstream keeps the connection busy with SSE comments, so the idle timeout never
+    // fires: only REQUEST_TIMEOUT can end it.
+    let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
+    steps.push(Step::Forever(Duration::from_millis(50), Bytes::from_static(b": ping\n\n")));
+    let (resp, entry) = run_fault(Reply::sse(steps), true, |s| {
+        s.stream_idle_timeout = Duration::from_millis(300);
+        s.request_timeout = Duration::from_millis(1200);
+    })
+    .await;
+    let e = expect_error_event(&resp);
+    assert_eq!(e["type"], "timeout_error");
+    assert!(e["message"].as_str().unwrap().contains("REQUEST_TIMEOUT"), "{e}");
+    assert_entry(&entry, 200, "timeout_error");
+    assert!(entry.entry.response.contains("Hel"));
+}
+
+#[tokio::test]
+async fn html_200_is_502() {
+    let html = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>\
+                <body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>";
+    let reply = Reply::raw_json(200, html).with_content_type("text/html");
+    let (resp, entry) = run_fault(reply.clone(), false, |_| {}).await;
+    assert_eq!(expect_error(&resp, 502)["code"], "bad_upstream_response");
+    assert_entry(&entry, 502, "upstream_error");
+
+    // The same page where a stream was expected: an error event, not a hang or an empty 200.
+    let (resp, entry) = run_fault(reply, true, |_| {}).await;
+    let e = expect_error_event(&resp);
+    assert_eq!(e["type"], "upstream_error");
+    assert_entry(&entry, 200, "upstream_error");
+}
+
+#[test]
+fn gzip_helper_is_real_gzip() {
+    // The CRC-32 check value from the catalogue of parametrised CRC algorithms.
+    assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    let gz = gzip_stored(b"hello");
+    assert_eq!(&gz[..3], &[0x1f, 0x8b, 8]);
+    assert_eq!(gz.len(), 10 + 5 + 5 + 8);
+}
+
+#[tokio::test]
+async fn gzip_body_nobody_asked_for_is_502() {
+    let (resp, entry) = run_fault(Reply::gzip_json(&completion("zipped")), false, |_| {}).await;
+    assert_eq!(expect_error(&resp, 502)["code"], "bad_upstream_response");
+    assert_entry(&entry, 502, "upstream_error");
+}
+
+#[tokio::test]
+async fn body_over_64_mib_is_502() {
+    let (resp, entry) = run_fault(Reply::huge(65 << 20), false, |_| {}).await;
+    let e = expect_error(&resp, 502);
+    assert_eq!(e["code"], "bad_upstream_response");
+    assert!(e["message"].as_str().unwrap().contains("larger than"), "{e}");
+    assert_entry(&entry, 502, "upstream_error");
+}
+
+// ---------------------------------------------------------------------------------------
+// Retries.
+// ---------------------------------------------------------------------------------------
+
+fn error_reply(status: u16) -> Reply {
+    Reply::json(status, &openai_error("try again later", "server_error", None))
+}
+
+#[tokio::test]
+async fn two_503s_then_200_is_200_after_three_tries() {
+    let mock =
+        MockUpstream::first_n_then(2, error_reply(503), Reply::json(200, &completion("ok"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let resp = chat(&proxy, false).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(mock.requests().len(), 3);
+    assert_eq!(proxy.only_entry().await.entry.attempts, 3);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let limited = error_reply(429).with_header("retry-after", "1");
+    let mock = MockUpstream::first_n_then(1, limited, Reply::json(200, &completion("ok"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let started = Instant::now();
+    assert_eq!(chat(&proxy, false).await.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert_eq!(mock.requests().len(), 2);
+    assert_eq!(proxy.only_entry().await.entry.attempts, 2);
+}
+
+#[tokio::test]
+async fn max_retries_0_means_one_try() {
+    let mock = MockUpstream::always(error_reply(503)).await;
+    let mut settings = openai_settings(&mock);
+    settings.max_retries = 0;
+    let proxy = Proxy::start(settings).await;
+    expect_error(&chat(&proxy, false).await, 503);
+    assert_eq!(mock.requests().len(), 1);
+    assert_eq!(proxy.only_entry().await.entry.attempts, 1);
+}
+
+#[tokio::test]
+async fn client_errors_are_never_retried() {
+    let reply = Reply::json(400, &openai_error("bad", "invalid_request_error", None));
+    let mock = MockUpstream::always(reply).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    expect_error(&chat(&proxy, false).await, 400);
+    assert_eq!(mock.requests().len(), 1);
+    assert_eq!(proxy.only_entry().await.entry.attempts, 1);
+}
+
+#[tokio::test]
+async fn stream_that_started_is_never_retried() {
+    let steps = vec![
+        Step::event(&chunk(json!({"role": "assistant", "content": "Hi"}), None)),
+        Step::Sleep(Duration::from_millis(100)),
+        Step::Reset,
+    ];
+    let sse = Reply::sse(text_stream(&["ok"]));
+    let mock = MockUpstream::first_n_then(1, Reply::sse(steps), sse).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let e = expect_error_event(&chat(&proxy, true).await);
+    assert_eq!(e["code"], "upstream_stream_error");
+    let entry = proxy.only_entry().await;
+    assert_eq!(entry.entry.attempts, 1);
+    assert_eq!(mock.requests().len(), 1, "the upstream saw one request");
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_request_timeout() {
+    let mock = MockUpstream::always(error_reply(503).with_header("retry-after", "1")).await;
+    let mut settings = openai_settings(&mock);
+    settings.max_retries = 10;
+    settings.request_timeout = Duration::from_millis(1500);
+    let proxy = Proxy::start(settings).await;
+    let started = Instant::now();
+    expect_error(&chat(&proxy, false).await, 503);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(1500), "{took:?}");
+    // A third try would start after the deadline: the proxy answers instead of waiting.
+    assert_eq!(mock.requests().len(), 2);
+    assert_eq!(proxy.only_entry().await.entry.attempts, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency limit.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn beyond_the_concurrency_limit_is_429_with_retry_after() {
+    let slow = Reply::json(200, &completion("ok")).after(Duration::from_millis(800));
+    let mock = MockUpstream::always(slow).await;
+    let mut settings = openai_settings(&mock);
+    settings.concurrency_limit = 2;
+    let proxy = Proxy::start(settings).await;
+    let addr = proxy.addr;
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(send(
+                addr,
+                post_request("/v1/chat/completions", &chat_request("a", false)),
+            ))
+        })
+        .collect();
+    mock.wait_for_requests(2).await;
+
+    let started = Instant::now();
+    let third = chat(&proxy, false).await;
+    assert!(started.elapsed() < Duration::from_millis(300), "refused at once, not queued");
+    let e = expect_error(&third, 429);
+    assert_eq!(e["code"], "proxy_overloaded");
+    assert_eq!(third.header("retry-after"), Some("1"));
+
+    for r in in_flight {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
+    assert_eq!(chat(&proxy, false).await.status, 200, "places are free again");
+    let statuses: Vec<u16> = proxy.entries(4).await.iter().map(|e| e.entry.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Timeouts.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn connect_timeout_is_504() {
+    // A listener that never accepts, its accept queue filled: Linux drops further SYNs, so
+    // a connect hangs as it does towards a host that does not answer, all on 127.0.0.1.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    let mut full = false;
+    for _ in 0..16 {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => fillers.push(s),
+            Ok(Err(e)) => panic!("connect failed instead of hanging: {e}"),
+            Err(_) => {
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "the accept queue never filled up");
+
+    let mut settings = Settings::mock_defaults();
+    settings.platform = uniproxy_config::Platform::OpenAi;
+    settings.base_url = Some(format!("http://{addr}/v1"));
+    settings.connect_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(settings).await;
+    let started = Instant::now();
+    let e = expect_error(&chat(&proxy, false).await, 504);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(e["message"].as_str().unwrap().contains("CONNECT_TIMEOUT"), "{e}");
+    assert_entry(&proxy.only_entry().await, 504, "timeout_error");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn first_byte_timeout_is_504_stream_or_not() {
+    for stream in [false, true] {
+        let mock = faulty_upstream(Reply::hang()).await;
+        let mut settings = openai_settings(&mock);
+        settings.first_byte_timeout = Duration::from_millis(300);
+        let proxy = Proxy::start(settings).await;
+        // A stream gets a plain 504 too: nothing had gone to the client yet.
+        let e = expect_error(&chat(&proxy, stream).await, 504);
+        assert!(e["message"].as_str().unwrap().contains("FIRST_BYTE_TIMEOUT"), "{e}");
+        let entry = proxy.only_entry().await;
+        assert_entry(&entry, 504, "timeout_error");
+        assert_eq!(entry.entry.attempts, 1, "a timeout is not retried");
+        assert_eq!(entry.entry.stream, stream);
+        serves_next(&proxy, &mock).await;
+    }
+}
+
+#[tokio::test]
+async fn stream_idle_timeout_is_an_error_event_and_logged() {
+    let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
+    steps.push(Step::Sleep(Duration::from_secs(30)));
+    let (resp, entry) = run_fault(Reply::sse(steps), true, |s| {
+        s.stream_idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let e = expect_error_event(&resp);
+    assert!(e["message"].as_str().unwrap().contains("STREAM_IDLE_TIMEOUT"), "{e}");
+    assert_entry(&entry, 200, "timeout_error");
+}
+
+#[tokio::test]
+async fn body_that_trickles_past_the_request_timeout_is_504() {
+    let steps = vec![
+        Step::raw(r#"{"id":"chatcmpl-1","#),
+        Step::Forever(Duration::from_millis(50), Bytes::from_static(b" ")),
+    ];
+    let reply = Reply::sse(steps).with_content_type("application/json");
+    let (resp, entry) = run_fault(reply, false, |s| {
+        s.request_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let e = expect_error(&resp, 504);
+    assert!(e["message"].as_str().unwrap().contains("REQUEST_TIMEOUT"), "{e}");
+    assert_entry(&entry, 504, "timeout_error");
+}
+
+// ---------------------------------------------------------------------------------------
+// Slow clients.
+// ---------------------------------------------------------------------------------------
+
+/// Writes `head` and then nothing; returns how long the server kept the connection open.
+async fn stall_after(proxy: &Proxy, head: &[u8]) -> Duration {
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(head).await.unwrap();
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    // Whether the server closes cleanly, resets, or answers 408 first does not matter.
+    let _ = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut sink))
+        .await
+        .expect("the server closed the stalled connection");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn slowloris_is_disconnected_after_the_header_read_timeout() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let launch =
+        Launch { header_read_timeout: Some(Duration::from_millis(500)), ..Launch::default() };
+    let proxy = Proxy::launch(openai_settings(&mock), launch).await;
+
+    let partial = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-ty";
+    let took = stall_after(&proxy, partial).await;
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "{took:?}");
+
+    let took = stall_after(&proxy, b"").await;
+    assert!(took < Duration::from_secs(3), "a silent connection is closed too: {took:?}");
+
+    serves_next(&proxy, &mock).await;
+}
+
+#[tokio::test]
+async fn body_that_never_arrives_is_cut_at_the_request_timeout() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.request_timeout = Duration::from_millis(800);
+    let proxy = Proxy::start(settings).await;
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                 content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":";
+    let took = stall_after(&proxy, head).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let entry = proxy.only_entry().await;
+    assert_eq!(entry.entry.status, 408, "{entry:#?}");
+    assert!(mock.requests().is_empty());
+    serves_next(&proxy, &mock).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad client input.
+// ---------------------------------------------------------------------------------------
+
+async fn post_bytes(proxy: &Proxy, body: &[u8]) -> HttpResponse {
+    let mut req = request(Method::POST, "/v1/chat/completions", Bytes::copy_from_slice(body));
+    req.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    send(proxy.addr, req).await
+}
+
+#[tokio::test]
+async fn malformed_requests_are_4xx_naming_the_field() {
+    // Anthropic: the translator checks what OpenAI itself would check (an OpenAI upstream
+    // gets such requests as they are and its 400 reaches the client).
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let mut settings = Settings::mock_defaults();
+    settings.platform = uniproxy_config::Platform::Anthropic;
+    settings.base_url = Some(mock.url());
+    settings.actual_name = "claude-sonnet-4-5".to_owned();
+    let proxy = Proxy::start(settings).await;
+
+    let user = json!({"role": "user", "content": "hi"});
+    let call = |args: &str| json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": args}}]});
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"model": "a", "messages": [user], "temperature": "hot"}), "temperature"),
+        (
+            json!({"model": "a", "messages": [{"role": "user", "content": 5}]}),
+            "messages[0].content",
+        ),
+        (json!({"model": 7, "messages": [user]}), "model"),
+        (
+            json!({"model": "a", "messages": [{"role": "wizard", "content": "hi"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"model": "a", "messages": [user, {"role": "tool", "tool_call_id": "call_9", "content": "42"}]}),
+            "messages[1].tool_call_id",
+        ),
+        (
+            json!({"model": "a", "messages": [user, call("{not json"), {"role": "tool", "tool_call_id": "call_1", "content": "42"}]}),
+            "messages[1].tool_calls[0].function.arguments",
+        ),
+        (
+            json!({"model": "a", "messages": [user, call("[1,2]"), {"role": "tool", "tool_call_id": "call_1", "content": "42"}]}),
+            "messages[1].tool_calls[0].function.arguments",
+        ),
+    ];
+    for (body, param) in &cases {
+        let e = expect_error(&proxy.post("/v1/chat/completions", body).await, 400);
+        assert_eq!(e["param"], *param, "{body}: {e}");
+        assert_eq!(e["type"], "invalid_request_error");
+    }
+    // Non-UTF-8 bytes inside a JSON string.
+    let e = expect_error(
+        &post_bytes(
+            &proxy,
+            b"{\"model\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"caf\xe9\"}]}",
+        )
+        .await,
+        400,
+    );
+    assert_eq!(e["code"], "invalid_json");
+    assert!(mock.requests().is_empty(), "nothing malformed goes upstream");
+    let entries = proxy.entries(cases.len() + 1).await;
+    assert!(entries.iter().all(|e| e.entry.status == 400), "every bad request is logged");
+    assert_eq!(proxy.get("/health").await.status, 200);
+}
+
+/// Sends a head announcing a 100 MB body (or a chunked one), then up to 100 MB of body in
+/// 1 MiB pieces while reading the answer; returns the answer and how much body went out.
+async fn send_100_mb(proxy: &Proxy, chunked: bool) -> (String, usize) {
+    const TOTAL: usize = 100 << 20;
+    let conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut rd, mut wr) = conn.into_split();
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_owned()
+    } else {
+        format!("content-length: {TOTAL}")
+    };
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        let piece = vec![b' '; 1 << 20];
+        let mut sent = 0;
+        while sent < TOTAL {
+            let r = if chunked {
+                let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+                framed.extend_from_slice(&piece);
+                framed.extend_from_slice(b"\r\n");
+                wr.write_all(&framed).await
+            } else {
+                wr.write_all(&piece).await
+            };
+            if r.is_err() {
+                break;
+            }
+            sent += piece.len();
+        }
+        sent
+    });
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    // Read until the head and the whole small body are in; a reset after that is fine.
+    let _ = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    drop(rd);
+    writer.abort();
+    let sent = writer.await.unwrap_or(TOTAL);
+    (String::from_utf8_lossy(&answer).into_owned(), sent)
+}
+
+#[tokio::test]
+async fn body_of_100_mb_is_413_early_and_the_proxy_carries_on() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    for chunked in [false, true] {
+        let started = Instant::now();
+        let (answer, _) = send_100_mb(&proxy, chunked).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "chunked={chunked}: {answer}");
+        assert!(answer.contains("MAX_BODY_SIZE"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+    serves_next(&proxy, &mock).await;
+    let statuses: Vec<u16> = proxy.entries(3).await.iter().map(|e| e.entry.status).collect();
+    assert_eq!(statuses, [413, 413, 200]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys never leak; every request's content lands in the store and the log file.
+// ---------------------------------------------------------------------------------------
+
+const PROXY_KEY: &str = "pk-PROXYKEY-7f3a9c1e";
+const UPSTREAM_SECRET: &str = "sk-UPSTREAMKEY-b84d20e6";
+
+/// Answers by what the request says: a failure, a stream, or a completion.
+async fn content_upstream() -> MockUpstream {
+    MockUpstream::start(|r| {
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        if body.contains("please fail") {
+            Reply::json(
+                400,
+                &openai_error(
+                    "UPSTREAM-ERR-E3 your request was refused",
+                    "invalid_request_error",
+                    None,
+                ),
+            )
+        } else if body.contains("PARTIAL") {
+            let mut steps: Vec<Step> = text_stream(&["PARTIAL-A4"]).into_iter().take(2).collect();
+            steps.push(Step::Sleep(Duration::from_secs(30)));
+            Reply::sse(steps)
+        } else if body.contains("\"stream\":true") {
+            Reply::sse(text_stream(&["STREAM", "ED-A2"]))
+        } else {
+            Reply::json(200, &completion("ANSWER-A1"))
+        }
+    })
+    .await
+}
+
+fn ask(text: &str, stream: bool) -> Value {
+    let mut r = chat_request("a", stream);
+    r["messages"][1]["content"] = json!(text);
+    r
+}
+
+fn with_key(
+    mut r: http::Request<http_body_util::Full<Bytes>>,
+    key: &str,
+) -> http::Request<http_body_util::Full<Bytes>> {
+    r.headers_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn no_key_reaches_a_response_the_log_file_or_the_database() {
+    let mock = content_upstream().await;
+    let mut settings = openai_settings(&mock);
+    settings.api_key = uniproxy_config::Secret::new(UPSTREAM_SECRET);
+    settings.proxy_api_keys = vec![uniproxy_config::Secret::new(PROXY_KEY)];
+    settings.log_raw_chunks = true;
+    let mut proxy = Proxy::start_logged(settings).await;
+
+    let path = "/v1/chat/completions";
+    let mut responses = Vec::new();
+    for (body, stream) in [("MARKER-Q1", false), ("MARKER-Q2", true), ("please fail", false)] {
+        responses.push(
+            send(proxy.addr, with_key(post_request(path, &ask(body, stream)), PROXY_KEY)).await,
+        );
+    }
+    let mut bad = request(Method::POST, path, Bytes::from_static(b"{\"model\":"));
+    bad.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    responses.push(send(proxy.addr, with_key(bad, PROXY_KEY)).await);
+    // The upstream key sent by mistake, and a wrong key: 401.
+    responses.push(
+        send(proxy.addr, with_key(post_request(path, &ask("x", false)), UPSTREAM_SECRET)).await,
+    );
+    responses.push(send(proxy.addr, with_key(post_request(path, &ask("x", false)), "wrong")).await);
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 400, 400, 401, 401]);
+    for r in &responses {
+        let all = format!("{:?}{}", r.headers, r.text());
+        assert!(!all.contains(PROXY_KEY) && !all.contains(UPSTREAM_SECRET), "{all}");
+    }
+    assert!(mock.requests().iter().all(|r| {
+        !format!("{:?}{}", r.headers, String::from_utf8_lossy(&r.body)).contains(PROXY_KEY)
+    }));
+
+    let entries = proxy.entries(4).await;
+    let expected = uniproxy::record::key_hash(PROXY_KEY);
+    for e in &entries {
+        let hash = e.entry.key_hash.as_deref().expect("a key hash");
+        assert_eq!(hash, expected);
+        assert!(!PROXY_KEY.contains(hash) && hash.len() < PROXY_KEY.len());
+    }
+    proxy.finish().await;
+
+    // Every text and blob of every row of every table.
+    let db = rusqlite::Connection::open_with_flags(
+        proxy.database_path(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(tables.len() >= 2, "{tables:?}");
+    let mut cells = 0;
+    for table in &tables {
+        let mut stmt = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..columns {
+                let bytes = match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => b,
+                    _ => continue,
+                };
+                cells += 1;
+                let text = String::from_utf8_lossy(bytes);
+                assert!(!text.contains(PROXY_KEY), "{table}: {text}");
+                assert!(!text.contains(UPSTREAM_SECRET), "{table}: {text}");
+            }
+        }
+    }
+    assert!(cells > 20, "the dump read the rows ({cells} cells)");
+
+    // The log file, and every other file the proxy wrote (WAL, spill), byte for byte.
+    let log = std::fs::read_to_string(proxy.log_file_path()).unwrap();
+    assert!(log.contains("MARKER-Q1"), "the log file has the content lines: {log}");
+    let dir = proxy.database_path().parent().unwrap();
+    for file in std::fs::read_dir(dir).unwrap() {
+        let path = file.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        for key in [PROXY_KEY, UPSTREAM_SECRET] {
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+                "{key} in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn content_answers_and_errors_land_in_the_store_and_the_log_file() {
+    let mock = content_upstream().await;
+    let mut proxy = Proxy::start_logged(openai_settings(&mock)).await;
+    let path = "/v1/chat/completions";
+    assert_eq!(proxy.post(path, &ask("MARKER-Q1", false)).await.status, 200);
+    let streamed = proxy.post(path, &ask("MARKER-Q2", true)).await;
+    assert!(streamed.text().contains("ED-A2"));
+    expect_error(&proxy.post(path, &ask("please fail MARKER-Q3", false)).await, 400);
+
+    // A client that leaves mid-stream: 499 and what had arrived.
+    let mut s = open_stream(proxy.addr, post_request(path, &ask("PARTIAL MARKER-Q4", true))).await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("PARTIAL-A4") {
+        seen.extend_from_slice(&s.next_chunk().await.expect("more of the stream").0);
+    }
+    drop(s);
+
+    let entries = proxy.entries(4).await;
+    let find = |marker: &str| {
+        entries
+            .iter()
+            .find(|e| e.entry.client_request.contains(marker))
+            .unwrap_or_else(|| panic!("no entry for {marker}: {entries:#?}"))
+    };
+    let e1 = &find("MARKER-Q1").entry;
+    assert_eq!((e1.status, e1.stream), (200, false));
+    assert!(e1.response.contains("ANSWER-A1"), "{}", e1.response);
+    assert!(e1.upstream_request.contains("MARKER-Q1"));
+    let e2 = &find("MARKER-Q2").entry;
+    assert_eq!((e2.status, e2.stream), (200, true));
+    assert!(e2.response.contains("STREAMED-A2"), "the assembled answer: {}", e2.response);
+    let e3 = &find("MARKER-Q3").entry;
+    assert_eq!(e3.status, 400);
+    assert!(e3.error_message.as_deref().unwrap().contains("UPSTREAM-ERR-E3"), "{e3:#?}");
+    assert!(e3.response.contains("UPSTREAM-ERR-E3"));
+    let e4 = &find("MARKER-Q4").entry;
+    assert_eq!(e4.status, 499, "{e4:#?}");
+    assert_eq!(e4.error_type.as_deref(), Some("client_closed"));
+    assert!(e4.response.contains("PARTIAL-A4"), "what had arrived: {}", e4.response);
+
+    proxy.finish().await;
+    let lines: Vec<Value> = std::fs::read_to_string(proxy.log_file_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let content = |marker: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l["msg"] == "request content"
+                    && l["client_request"].as_str().is_some_and(|c| c.contains(marker))
+            })
+            .unwrap_or_else(|| panic!("no content line for {marker}"))
+    };
+    assert!(content("MARKER-Q1")["response"].as_str().unwrap().contains("ANSWER-A1"));
+    assert!(content("MARKER-Q2")["response"].as_str().unwrap().contains("STREAMED-A2"));
+    assert!(content("MARKER-Q3")["response"].as_str().unwrap().contains("UPSTREAM-ERR-E3"));
+    assert!(content("MARKER-Q4")["response"].as_str().unwrap().contains("PARTIAL-A4"));
+    let summaries: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["msg"] == "request")
+        .filter_map(|l| l["status"].as_u64())
+        .collect();
+    for status in [200, 400, 499] {
+        assert!(summaries.contains(&status), "{summaries:?}");
+    }
+}
