@@ -16,6 +16,7 @@ use crate::relay::{SseRelay, UpstreamBody};
 use crate::retry::send_with_retries;
 use crate::routes::{ProxyBody, error_response, json_response};
 use crate::state::AppState;
+use crate::upstream::Client;
 
 /// The most of an upstream's non-stream answer the proxy will buffer.
 const MAX_UPSTREAM_BODY: usize = 64 << 20;
@@ -23,6 +24,7 @@ const MAX_UPSTREAM_BODY: usize = 64 << 20;
 /// Handles one chat completion request. Every outcome, success or failure, is recorded.
 pub async fn chat(
     state: Arc<AppState>,
+    client: &Client,
     req: Request<Incoming>,
     client_addr: Option<String>,
 ) -> Response<ProxyBody> {
@@ -46,7 +48,7 @@ pub async fn chat(
         ..Default::default()
     };
     let mut upstream_wait = Duration::ZERO;
-    match handle(&state, req, &mut record, started, &mut upstream_wait).await {
+    match handle(&state, client, req, &mut record, started, &mut upstream_wait).await {
         // The record is written (or, for a stream, carried by the relay).
         Ok(response) => response,
         Err(e) => {
@@ -121,6 +123,7 @@ async fn read_upstream(body: UpstreamBody, deadline: Instant) -> Result<Bytes, P
 
 async fn handle(
     state: &Arc<AppState>,
+    client: &Client,
     req: Request<Incoming>,
     record: &mut RequestRecord,
     started: Instant,
@@ -174,7 +177,7 @@ async fn handle(
         }
         None => {
             let (result, attempts) =
-                send_with_retries(state, &up, deadline, &record.request_id).await;
+                send_with_retries(state, client, &up, deadline, &record.request_id).await;
             record.attempts = attempts;
             let response = result?;
             (response.status().as_u16(), response.into_body().boxed_unsync())

@@ -48,7 +48,23 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let maintenance = tokio::spawn(retention(state.clone()));
+    let client = state.new_client();
+    serve_with(state, listener, shutdown, client, true).await
+}
+
+/// [`serve`] for one of several runtime threads sharing a listener: `client` is this thread's
+/// upstream pool, and only one thread runs the log store's retention job (`maintenance`).
+///
+/// # Errors
+/// Only when the listener itself fails.
+pub async fn serve_with(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    client: upstream::Client,
+    maintenance: bool,
+) -> std::io::Result<()> {
+    let maintenance = maintenance.then(|| tokio::spawn(retention(state.clone())));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.header_read_timeout);
@@ -72,12 +88,16 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let first_byte_within = state.header_read_timeout;
         let state = state.clone();
+        let client = client.clone();
         let peer = peer.to_string();
         let service = service_fn(move |req| {
             let state = state.clone();
+            let client = client.clone();
             let peer = peer.clone();
             async move {
-                Ok::<_, std::convert::Infallible>(routes::handle(state, req, Some(peer)).await)
+                Ok::<_, std::convert::Infallible>(
+                    routes::handle(state, &client, req, Some(peer)).await,
+                )
             }
         });
         let builder = builder.clone();
@@ -103,7 +123,9 @@ pub async fn serve(
     }
     let _ = closing.send(true);
     drop(listener);
-    maintenance.abort();
+    if let Some(m) = maintenance {
+        m.abort();
+    }
     info!(state.log, "shutting down: finishing in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => info!(state.log, "all connections closed"),

@@ -140,33 +140,35 @@ impl<W: Write + Send + 'static> Drop for Buffered<W> {
 }
 
 /// The root logger: JSON to `file` (when given), text to stderr.
+///
+/// Both outputs run on one slog-async thread (one channel send per record), each record is
+/// formatted into a small buffer and handed to its output in one piece, and the outputs are
+/// [`Buffered`].
 pub fn root(file: Option<RotatingFile>) -> Logger {
-    let decorator = slog_term::PlainDecorator::new(Buffered::new(io::stderr(), "stderr"));
+    let stderr = io::BufWriter::new(Buffered::new(io::stderr(), "stderr"));
     // A failing log write (a full disk) must not panic the logging thread: results are
     // ignored rather than fused.
-    let term = slog_term::CompactFormat::new(decorator).build().ignore_res();
+    let term =
+        slog_term::CompactFormat::new(slog_term::PlainDecorator::new(stderr)).build().ignore_res();
+    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = match file {
+        Some(file) => {
+            let json = slog_json::Json::new(io::BufWriter::new(Buffered::new(file, "file")))
+                .add_default_keys()
+                .set_flush(true)
+                .build()
+                .ignore_res();
+            // Per-request content goes to the JSON file only; stderr gets the summary.
+            let term = slog::Filter::new(term, |r: &slog::Record<'_>| r.tag() != "content");
+            Box::new(slog::Duplicate::new(json, term).ignore_res())
+        }
+        None => Box::new(term),
+    };
     // Blocking on overflow: a log line is never dropped, and the queue is large enough that
     // this only happens when the disk cannot keep up at all.
-    let term = slog_async::Async::new(term)
-        .chan_size(4096)
+    let drain = slog_async::Async::new(drain)
+        .chan_size(16384)
         .overflow_strategy(slog_async::OverflowStrategy::Block)
         .build()
         .fuse();
-    match file {
-        Some(file) => {
-            let json = slog_json::Json::new(Buffered::new(file, "file"))
-                .add_default_keys()
-                .build()
-                .ignore_res();
-            let json = slog_async::Async::new(json)
-                .chan_size(16384)
-                .overflow_strategy(slog_async::OverflowStrategy::Block)
-                .build()
-                .fuse();
-            // Per-request content goes to the JSON file only; stderr gets the summary.
-            let term = slog::Filter::new(term, |r: &slog::Record<'_>| r.tag() != "content").fuse();
-            Logger::root(slog::Duplicate::new(json, term).fuse(), o!())
-        }
-        None => Logger::root(term, o!()),
-    }
+    Logger::root(drain, o!())
 }

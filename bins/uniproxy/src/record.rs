@@ -70,6 +70,15 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A body as text: borrowed when it is UTF-8 (always, for a body that parsed as JSON; the
+/// check is the fast validated one), replaced characters otherwise.
+fn text(b: &Bytes) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
 /// Headers whose values are secrets: never stored, never logged.
 const SECRET_HEADERS: &[&str] = &[
     "authorization",
@@ -106,7 +115,7 @@ pub fn key_hash(key: &str) -> String {
 impl RequestRecord {
     /// The log store's entry for this record.
     fn to_entry(&self) -> NewEntry {
-        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        let text = |b: &Bytes| text(b).into_owned();
         let usage = self.usage.as_ref().map_or_else(uniproxy_logstore::Usage::default, |u| {
             uniproxy_logstore::Usage {
                 prompt_tokens: Some(u.prompt_tokens),
@@ -291,12 +300,11 @@ impl Recorder {
         };
         line(&self.log);
         if self.log_bodies {
-            let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
             info!(self.log, # "content", "request content";
                 "id" => &r.request_id,
-                "client_request" => text(&r.client_request),
-                "upstream_request" => text(&r.upstream_request),
-                "response" => text(&r.response),
+                "client_request" => &*text(&r.client_request),
+                "upstream_request" => &*text(&r.upstream_request),
+                "response" => &*text(&r.response),
                 "headers" => &r.request_headers,
                 "client_addr" => r.client_addr.as_deref(),
                 "user_agent" => r.user_agent.as_deref(),

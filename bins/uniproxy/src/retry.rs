@@ -11,6 +11,7 @@ use uniproxy_translate::UpstreamRequest;
 
 use crate::error::ProxyError;
 use crate::state::AppState;
+use crate::upstream::Client;
 
 /// The first backoff; each retry doubles it.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
@@ -46,6 +47,7 @@ fn backoff(attempt: u32, jitter: u64, hint: Option<Duration>) -> Duration {
 /// The last connect failure or timeout when no try got an answer.
 pub async fn send_with_retries(
     state: &AppState,
+    client: &Client,
     up: &UpstreamRequest,
     deadline: Instant,
     request_id: &str,
@@ -56,7 +58,7 @@ pub async fn send_with_retries(
         attempt += 1;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let first_byte = state.settings.first_byte_timeout.min(remaining);
-        let result = state.client.send(up, first_byte).await;
+        let result = client.send(up, first_byte).await;
         let (retry, hint, why) = match &result {
             Ok(r) if retryable_status(r.status().as_u16()) => {
                 (true, retry_after(r.headers()), format!("status {}", r.status().as_u16()))

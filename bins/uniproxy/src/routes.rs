@@ -14,6 +14,7 @@ use crate::error::ProxyError;
 use crate::relay::SseRelay;
 use crate::state::AppState;
 use crate::ui::Asset;
+use crate::upstream::Client;
 use crate::{admin, chat, ui};
 
 /// Every response body: a complete body, or a relayed stream.
@@ -126,11 +127,12 @@ fn is_ui(route: Route) -> bool {
 /// Dispatches one request.
 pub async fn handle(
     state: Arc<AppState>,
+    client: &Client,
     req: Request<Incoming>,
     client_addr: Option<String>,
 ) -> Response<ProxyBody> {
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut response = dispatch(&state, req, client_addr).await;
+    let mut response = dispatch(&state, client, req, client_addr).await;
     if let Some(origin) = origin {
         cors_headers(&state, &origin, response.headers_mut());
     }
@@ -139,6 +141,7 @@ pub async fn handle(
 
 async fn dispatch(
     state: &Arc<AppState>,
+    client: &Client,
     req: Request<Incoming>,
     client_addr: Option<String>,
 ) -> Response<ProxyBody> {
@@ -171,7 +174,7 @@ async fn dispatch(
     }
     let query = req.uri().query().map(str::to_owned);
     match route {
-        Route::Chat => chat::chat(state.clone(), req, client_addr).await,
+        Route::Chat => chat::chat(state.clone(), client, req, client_addr).await,
         Route::Models => models(state),
         Route::Health => health(state),
         Route::Metrics => admin::metrics(state),

@@ -21,8 +21,8 @@ pub struct AppState {
     pub settings: Settings,
     /// The configured platform's translator.
     pub provider: Box<dyn Provider>,
-    /// The upstream client.
-    pub client: Client,
+    /// The TLS configuration every upstream client is made with.
+    pub tls: rustls::ClientConfig,
     /// The root logger.
     pub log: Logger,
     /// Where request records go.
@@ -95,7 +95,7 @@ impl AppState {
             WriterOptions::default(),
         )?;
         let https = settings.base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-        let client = Client::new(settings.connect_timeout, https);
+        let tls = Client::tls_config(https);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let metrics = Arc::new(Metrics::new(
@@ -112,7 +112,7 @@ impl AppState {
         );
         Ok(AppState {
             provider,
-            client,
+            tls,
             recorder,
             started: Instant::now(),
             started_unix: now.as_secs(),
@@ -127,6 +127,11 @@ impl AppState {
             log,
             settings,
         })
+    }
+
+    /// A new upstream client (its own connection pool) for one runtime thread.
+    pub fn new_client(&self) -> Client {
+        Client::new(self.settings.connect_timeout, self.tls.clone())
     }
 
     /// Takes a place for a request, or `None` when CONCURRENCY_LIMIT places are taken.

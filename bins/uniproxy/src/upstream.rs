@@ -22,14 +22,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// Builds the client. TLS roots (Mozilla's, plus the system's) are loaded only when the
-    /// upstream is HTTPS, which keeps start-up fast for local upstreams.
-    pub fn new(connect_timeout: Duration, https: bool) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
+    /// The TLS configuration for upstream connections: Mozilla's roots plus the system's
+    /// when the upstream is HTTPS (none otherwise, which keeps start-up fast for local
+    /// upstreams). Built once; every client shares it.
+    pub fn tls_config(https: bool) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         if https {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -41,11 +37,21 @@ impl Client {
         // The ring provider is passed explicitly: no process-wide default is installed, so
         // two servers (or an embedding program) in one process cannot disagree about it.
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("the ring provider supports rustls' default protocol versions")
             .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_no_client_auth()
+    }
+
+    /// A client with its own connection pool. Each runtime thread makes its own, so a pooled
+    /// connection is always driven by the thread that uses it.
+    pub fn new(connect_timeout: Duration, tls: rustls::ClientConfig) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

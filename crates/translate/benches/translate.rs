@@ -52,7 +52,8 @@ fn ctx(include_usage: bool) -> ResponseContext {
     }
 }
 
-const WORDS: [&str; 8] = ["The ", "proxy ", "forwards ", "each ", "event ", "as ", "it ", "arrives. "];
+const WORDS: [&str; 8] =
+    ["The ", "proxy ", "forwards ", "each ", "event ", "as ", "it ", "arrives. "];
 
 /// An OpenAI stream: role chunk, 96 content chunks, finish chunk, usage chunk, [DONE].
 fn openai_stream() -> Vec<u8> {
@@ -69,9 +70,11 @@ fn openai_stream() -> Vec<u8> {
         push(chunk(json!({"content": WORDS[i % 8]}), json!(null)));
     }
     push(chunk(json!({}), json!("stop")));
-    push(json!({"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1_700_000_000u64,
+    push(
+        json!({"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1_700_000_000u64,
                 "model":"gpt-4o-mini-2024-07-18","choices":[],
-                "usage":{"prompt_tokens":250,"completion_tokens":96,"total_tokens":346}}));
+                "usage":{"prompt_tokens":250,"completion_tokens":96,"total_tokens":346}}),
+    );
     out.push_str("data: [DONE]\n\n");
     out.into_bytes()
 }
@@ -82,14 +85,26 @@ fn anthropic_stream() -> Vec<u8> {
     let mut ev = |name: &str, data: serde_json::Value| {
         out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
     };
-    ev("message_start", json!({"type":"message_start","message":{"id":"msg_01XyZ","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":250,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}));
-    ev("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}));
+    ev(
+        "message_start",
+        json!({"type":"message_start","message":{"id":"msg_01XyZ","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":250,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}),
+    );
+    ev(
+        "content_block_start",
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+    );
     ev("ping", json!({"type":"ping"}));
     for i in 0..96 {
-        ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":WORDS[i % 8]}}));
+        ev(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":WORDS[i % 8]}}),
+        );
     }
     ev("content_block_stop", json!({"type":"content_block_stop","index":0}));
-    ev("message_delta", json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":96}}));
+    ev(
+        "message_delta",
+        json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":96}}),
+    );
     ev("message_stop", json!({"type":"message_stop"}));
     out.into_bytes()
 }
@@ -99,7 +114,8 @@ fn gemini_stream() -> Vec<u8> {
     let mut out = String::new();
     for i in 0..96 {
         let finish = if i == 95 { json!("STOP") } else { json!(null) };
-        let mut cand = json!({"content":{"parts":[{"text":WORDS[i % 8]}],"role":"model"},"index":0});
+        let mut cand =
+            json!({"content":{"parts":[{"text":WORDS[i % 8]}],"role":"model"},"index":0});
         if !finish.is_null() {
             cand["finishReason"] = finish;
         }
@@ -139,26 +155,34 @@ fn requests(c: &mut Criterion) {
         let body = chat_request(size);
         g.throughput(Throughput::Bytes(body.len() as u64));
         let label = format!("{}k", size / 1000);
-        g.bench_with_input(BenchmarkId::new("parse_rewrite_serialize", &label), &body, |b, body| {
-            b.iter(|| {
-                let mut r: ChatCompletionRequest = from_slice(black_box(body)).unwrap();
-                r.model.clear();
-                r.model.push_str("bench-model");
-                serde_json::to_vec(&r).unwrap()
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("parse_rewrite_serialize", &label),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    let mut r: ChatCompletionRequest = from_slice(black_box(body)).unwrap();
+                    r.model.clear();
+                    r.model.push_str("bench-model");
+                    serde_json::to_vec(&r).unwrap()
+                })
+            },
+        );
         for (name, kind) in [
             ("openai", ProviderKind::OpenAi),
             ("anthropic", ProviderKind::Anthropic),
             ("gemini", ProviderKind::Google),
         ] {
             let p = provider(&config(kind)).unwrap();
-            g.bench_with_input(BenchmarkId::new(format!("parse_build_{name}"), &label), &body, |b, body| {
-                b.iter(|| {
-                    let r: ChatCompletionRequest = from_slice(black_box(body)).unwrap();
-                    p.build_request(r).unwrap()
-                })
-            });
+            g.bench_with_input(
+                BenchmarkId::new(format!("parse_build_{name}"), &label),
+                &body,
+                |b, body| {
+                    b.iter(|| {
+                        let r: ChatCompletionRequest = from_slice(black_box(body)).unwrap();
+                        p.build_request(r).unwrap()
+                    })
+                },
+            );
         }
     }
     g.finish();
@@ -175,7 +199,9 @@ fn responses(c: &mut Criterion) {
         let body = Bytes::from(body);
         let ctx = ctx(false);
         g.throughput(Throughput::Bytes(body.len() as u64));
-        g.bench_function(name, |b| b.iter(|| p.translate_response(200, black_box(body.clone()), &ctx).unwrap()));
+        g.bench_function(name, |b| {
+            b.iter(|| p.translate_response(200, black_box(body.clone()), &ctx).unwrap())
+        });
     }
     g.finish();
 }

@@ -191,11 +191,7 @@ impl Decoder {
                     && raw.starts_with(b"data: ")
                     && raw.len() == value.end + 2
                     && raw.ends_with(b"\n\n");
-                SseEvent {
-                    frame: plain.then(|| raw.clone()),
-                    data: raw.slice(value),
-                    event,
-                }
+                SseEvent { frame: plain.then(|| raw.clone()), data: raw.slice(value), event }
             }
             Data::Many(joined) => SseEvent { event, data: joined.freeze(), frame: None },
         })
