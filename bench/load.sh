@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The whole performance suite in one go, loopback only, driving the shared harness
+# (../shared/bench: an nginx + Lua mock upstream, wrk, compare.sh, overhead.py, startup.py).
+#
+#   bench/load.sh [--rounds N] [-d SECONDS] [--quick] [--shared DIR] [--out DIR]
+#
+# Runs, interleaved with direct-to-mock rounds in each compare.sh run:
+#   - nginx proxy_pass (the pass-through ceiling) and uniproxy with TYPE=openai,
+#     for 1 KB non-stream, 20 KB non-stream and 100-event streams;
+#   - uniproxy with TYPE=anthropic (OpenAI in, Anthropic Messages upstream), 1 KB and stream;
+#   - added latency at low load (overhead.py, one request in flight) for both proxies;
+#   - start-up to first answer (startup.py), idle RSS, RSS with 1,000 open streams;
+#   - log entries written against requests sent (an exact-count client, then SIGTERM).
+# Every uniproxy request is logged in full (SQLite store and JSON log, bodies included).
+# Prints the tables and ratios; raw results stay in --out (default /tmp/uniproxy-bench-DATE).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SHARED="$ROOT/../shared/bench"
+ROUNDS=3; DUR=10; QUICK=""
+OUT="/tmp/uniproxy-bench-$(date +%Y%m%d-%H%M%S)"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    -d) DUR="$2"; shift 2 ;;
+    --quick) QUICK=1; ROUNDS=1; DUR=4; shift ;;
+    --shared) SHARED="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$SHARED/compare.sh" ] || { echo "the shared harness is not at $SHARED (use --shared DIR)" >&2; exit 2; }
+mkdir -p "$OUT"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx || [ ! -e /usr/lib/nginx/modules/ndk_http_module.so ]; then
+  echo "installing nginx-light, the Lua module and wrk (Debian packages)"
+  apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-http-lua wrk time >/dev/null
+fi
+
+echo "== building uniproxy (release)"
+(cd "$ROOT" && cargo build --release --locked -q -p uniproxy)
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET/release/uniproxy"
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$SHARED/mock/refproxy.sh" stop 18090 >/dev/null 2>&1 || true
+  "$SHARED/mock/mockctl.sh" stop 18080 >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$SHARED/mock/mockctl.sh" start 18080 >/dev/null
+"$SHARED/mock/refproxy.sh" start 18090 >/dev/null
+NGINX_PID=$(cat /tmp/bench-refproxy-18090/nginx.pid)
+
+# start_proxy NAME PORT ENV... : uniproxy in its own folder (database, log); sets PROXY_PID.
+start_proxy() {
+  local name=$1 port=$2; shift 2
+  mkdir -p "$OUT/$name"
+  (cd "$OUT/$name" && env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" API_KEY=sk-bench \
+      DATABASE_URL="sqlite:///$OUT/$name/proxy.db" LOG_FILE_PATH="$OUT/$name/proxy.log" "$@" \
+      "$BIN" >"$OUT/$name/stderr.log" 2>&1 &
+   echo $! >"$OUT/$name/pid")
+  PROXY_PID=$(cat "$OUT/$name/pid"); PIDS+=("$PROXY_PID")
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
+    sleep 0.05
+  done
+  echo "uniproxy ($name) did not start" >&2; cat "$OUT/$name/stderr.log" >&2; exit 1
+}
+rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+compare() { # label proxy-url pid extra-args...
+  local label=$1 url=$2 pid=$3; shift 3
+  echo "== $label"
+  "$SHARED/compare.sh" --proxy "$url" --pid "$pid" --rounds "$ROUNDS" -d "$DUR" \
+    --label "$label" --out "$OUT/compare/$label" "$@" | grep -E '^(target|direct |proxy |ratios|SUMMARY|OVERHEAD)' || true
+}
+
+start_proxy openai 4000 TYPE=openai BASE_URL=http://127.0.0.1:18080/v1 ACTUAL_NAME=gpt-4o-mini
+OPENAI_PID=$PROXY_PID
+start_proxy anthropic 4001 TYPE=anthropic BASE_URL=http://127.0.0.1:18080/v1 ACTUAL_NAME=claude-sonnet-4-5
+ANTHROPIC_PID=$PROXY_PID
+sleep 1
+IDLE_RSS=$(rss "$OPENAI_PID")
+
+OVER=2000; [ -n "$QUICK" ] && OVER=300
+compare nginx-1k http://127.0.0.1:18090/v1 "$NGINX_PID" --overhead "$OVER"
+compare uniproxy-1k http://127.0.0.1:4000/v1 "$OPENAI_PID" --overhead "$OVER"
+compare nginx-20k http://127.0.0.1:18090/v1 "$NGINX_PID" --body 20k
+compare uniproxy-20k http://127.0.0.1:4000/v1 "$OPENAI_PID" --body 20k
+compare nginx-stream http://127.0.0.1:18090/v1 "$NGINX_PID" --stream --timeout 60
+compare uniproxy-stream http://127.0.0.1:4000/v1 "$OPENAI_PID" --stream --timeout 60
+# The direct leg stays OpenAI-to-mock: the ratio is what translating to Anthropic costs on top.
+compare uniproxy-anthropic-1k http://127.0.0.1:4001/v1 "$ANTHROPIC_PID"
+compare uniproxy-anthropic-stream http://127.0.0.1:4001/v1 "$ANTHROPIC_PID" --stream --timeout 60
+
+echo "== start-up to first answer"
+python3 "$SHARED/startup.py" --url http://127.0.0.1:4003/v1 --runs 5 -- env -i PATH="$PATH" \
+  HOST=127.0.0.1 PORT=4003 TYPE=openai BASE_URL=http://127.0.0.1:18080/v1 API_KEY=k ACTUAL_NAME=m \
+  DATABASE_URL="sqlite:///$OUT/startup.db" LOG_FILE_PATH="$OUT/startup.log" "$BIN" | tail -1 | tee "$OUT/startup.txt"
+
+echo "== RSS with 1,000 open streams"
+start_proxy streams 4002 TYPE=openai BASE_URL=http://127.0.0.1:18080/sse/delay/50/v1 ACTUAL_NAME=m
+python3 "$ROOT/bench/open_streams.py" --url http://127.0.0.1:4002/v1 --pid "$PROXY_PID" -n 1000 --hold 3 | tee "$OUT/streams.txt"
+
+echo "== log entries written against requests sent"
+start_proxy counted 4004 TYPE=openai BASE_URL=http://127.0.0.1:18080/v1 ACTUAL_NAME=m
+N=20000; [ -n "$QUICK" ] && N=5000
+python3 "$ROOT/bench/counted.py" --url http://127.0.0.1:4004/v1 -n "$N" -c 32 | tee "$OUT/counted.txt"
+kill -TERM "$PROXY_PID"; while kill -0 "$PROXY_PID" 2>/dev/null; do sleep 0.1; done
+ROWS=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from requests').fetchone()[0])" "$OUT/counted/proxy.db")
+SENT=$(grep -o 'sent=[0-9]*' "$OUT/counted.txt" | cut -d= -f2)
+echo "ENTRIES sent=$SENT logged=$ROWS $([ "$SENT" = "$ROWS" ] && echo equal || echo MISMATCH)" | tee "$OUT/entries.txt"
+
+echo
+echo "== summary (medians; CPU per request is the proxy's own; ratios against direct-to-mock)"
+printf '%-28s %10s %9s %9s %11s %9s\n' case rps p50_ms p99_ms cpu_us/req rps_ratio
+for f in "$OUT"/compare/*/summary.json; do
+  python3 - "$f" <<'PY'
+import json, os, sys
+s = json.load(open(sys.argv[1]))
+name = os.path.basename(os.path.dirname(sys.argv[1]))
+g = lambda k: s.get(k, float("nan"))
+print(f"{name:<28} {g('proxy_rps'):>10.0f} {g('proxy_p50_ms'):>9.3f} {g('proxy_p99_ms'):>9.3f} "
+      f"{g('proxy_cpu_us_per_req'):>11.1f} {g('rps_ratio'):>9.3f}")
+PY
+done
+for f in "$OUT"/compare/*/overhead.json; do
+  [ -f "$f" ] || continue
+  python3 -c "import json,sys,os; o=json.load(open(sys.argv[1])); print(f\"added latency {os.path.basename(os.path.dirname(sys.argv[1]))}: p50 {o.get('overhead_p50_ms')} ms, p99 {o.get('overhead_p99_ms')} ms, paired median {o.get('overhead_paired_median_ms')} ms\")" "$f"
+done
+echo "idle RSS ${IDLE_RSS} MiB; $(cat "$OUT/streams.txt")"
+cat "$OUT/startup.txt" "$OUT/entries.txt"
+echo "raw results: $OUT"
