@@ -34,6 +34,8 @@ pub struct SseRelay {
     decoder: sse::Decoder,
     translator: Box<dyn StreamTranslator>,
     pending: VecDeque<Bytes>,
+    /// Reused for every event's frames.
+    out: Vec<Bytes>,
     ended: bool,
     idle: Pin<Box<Sleep>>,
     deadline: Pin<Box<Sleep>>,
@@ -65,6 +67,7 @@ impl SseRelay {
             decoder: sse::Decoder::new(),
             translator,
             pending: VecDeque::new(),
+            out: Vec::new(),
             ended: false,
             idle: Box::pin(tokio::time::sleep(idle_for)),
             deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
@@ -79,8 +82,8 @@ impl SseRelay {
 
     fn take_events(&mut self, events: Vec<sse::SseEvent>) {
         for ev in events {
-            match self.translator.push(&ev) {
-                Ok(frames) => self.pending.extend(frames),
+            match self.translator.push_into(&ev, &mut self.out) {
+                Ok(()) => self.pending.extend(self.out.drain(..)),
                 Err(e) => {
                     self.fail(e.to_error_response(), e.to_string());
                     return;

@@ -257,6 +257,20 @@ pub trait StreamTranslator: Send {
     /// [`Assembled::error`].
     fn push(&mut self, event: &sse::SseEvent) -> Result<Vec<Bytes>, TranslateError>;
 
+    /// [`push`](Self::push), appending the frames to `out` (a relay reuses one buffer for a
+    /// whole stream instead of allocating a vector per event).
+    ///
+    /// # Errors
+    /// As [`push`](Self::push).
+    fn push_into(
+        &mut self,
+        event: &sse::SseEvent,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), TranslateError> {
+        out.extend(self.push(event)?);
+        Ok(())
+    }
+
     /// The upstream body ended: the final frames (`data: [DONE]`, or an error frame when the
     /// stream ended before its end).
     ///

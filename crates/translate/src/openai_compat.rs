@@ -310,19 +310,27 @@ impl OpenAiStream {
 
 impl StreamTranslator for OpenAiStream {
     fn push(&mut self, event: &SseEvent) -> Result<Vec<Bytes>, TranslateError> {
+        let mut out = Vec::with_capacity(1);
+        self.push_into(event, &mut out)?;
+        Ok(out)
+    }
+
+    fn push_into(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) -> Result<(), TranslateError> {
         if self.done {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let data = event.data.trim_ascii();
         if data == b"[DONE]" {
             self.done = true;
-            return Ok(vec![Bytes::from_static(sse::DONE_FRAME)]);
+            out.push(Bytes::from_static(sse::DONE_FRAME));
+            return Ok(());
         }
         if event.event.as_deref() == Some("error") {
             // Groq and others end a failing stream with a named error event.
             let error = from_slice::<ErrorResponse>(data)
                 .map_or_else(|_| fallback_error(500, data), |e| complete_error(e, 500));
-            return Ok(self.fail(error));
+            out.extend(self.fail(error));
+            return Ok(());
         }
         let view: ChunkView<'_> = serde_json::from_slice(data).map_err(|source| {
             TranslateError::Malformed { provider: ProviderKind::OpenAi, source }
@@ -339,15 +347,17 @@ impl StreamTranslator for OpenAiStream {
             let error =
                 serde_json::from_value::<ErrorResponse>(serde_json::json!({ "error": err }))
                     .map_or_else(|_| fallback_error(status, data), |e| complete_error(e, status));
-            return Ok(self.fail(error));
+            out.extend(self.fail(error));
+            return Ok(());
         }
         self.record(&view);
         let usage_only = view.choices.is_empty() && view.usage.is_some();
         if usage_only && !self.include_usage {
-            return Ok(Vec::new());
+            return Ok(());
         }
         // The event as it came when it was a plain `data:` line (no copy); re-framed otherwise.
-        Ok(vec![event.frame.clone().unwrap_or_else(|| sse::frame_raw(data))])
+        out.push(event.frame.clone().unwrap_or_else(|| sse::frame_raw(data)));
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<Vec<Bytes>, TranslateError> {
