@@ -58,11 +58,11 @@ NGINX_PID=$(cat /tmp/bench-refproxy-18090/nginx.pid)
 start_proxy() {
   local name=$1 port=$2; shift 2
   mkdir -p "$OUT/$name"
-  (cd "$OUT/$name" && env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" API_KEY=sk-bench \
+  # `exec`, so the pid is uniproxy's own and not a subshell's.
+  (cd "$OUT/$name" && exec env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" API_KEY=sk-bench \
       DATABASE_URL="sqlite:///$OUT/$name/proxy.db" LOG_FILE_PATH="$OUT/$name/proxy.log" "$@" \
-      "$BIN" >"$OUT/$name/stderr.log" 2>&1 &
-   echo $! >"$OUT/$name/pid")
-  PROXY_PID=$(cat "$OUT/$name/pid"); PIDS+=("$PROXY_PID")
+      "$BIN" >"$OUT/$name/stderr.log" 2>&1) &
+  PROXY_PID=$!; PIDS+=("$PROXY_PID")
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
     sleep 0.05
@@ -116,20 +116,20 @@ echo "ENTRIES sent=$SENT logged=$ROWS $([ "$SENT" = "$ROWS" ] && echo equal || e
 
 echo
 echo "== summary (medians; CPU per request is the proxy's own; ratios against direct-to-mock)"
-printf '%-28s %10s %9s %9s %11s %9s\n' case rps p50_ms p99_ms cpu_us/req rps_ratio
+printf '%-28s %10s %9s %9s %11s %9s %9s\n' case rps p50_ms p99_ms cpu_us/req rps_ratio rss_mb
 for f in "$OUT"/compare/*/summary.json; do
   python3 - "$f" <<'PY'
 import json, os, sys
-s = json.load(open(sys.argv[1]))
+s = json.load(open(sys.argv[1]))["summary"]
 name = os.path.basename(os.path.dirname(sys.argv[1]))
-g = lambda k: s.get(k, float("nan"))
+g = lambda k: (s.get(k) if s.get(k) is not None else float("nan"))
 print(f"{name:<28} {g('proxy_rps'):>10.0f} {g('proxy_p50_ms'):>9.3f} {g('proxy_p99_ms'):>9.3f} "
-      f"{g('proxy_cpu_us_per_req'):>11.1f} {g('rps_ratio'):>9.3f}")
+      f"{g('proxy_cpu_us_per_req'):>11.1f} {g('rps_ratio'):>9.3f} {g('proxy_peak_rss_mb'):>9.1f}")
 PY
 done
 for f in "$OUT"/compare/*/overhead.json; do
   [ -f "$f" ] || continue
-  python3 -c "import json,sys,os; o=json.load(open(sys.argv[1])); print(f\"added latency {os.path.basename(os.path.dirname(sys.argv[1]))}: p50 {o.get('overhead_p50_ms')} ms, p99 {o.get('overhead_p99_ms')} ms, paired median {o.get('overhead_paired_median_ms')} ms\")" "$f"
+  python3 -c "import json,sys,os; o=json.load(open(sys.argv[1])); print(f\"added latency {os.path.basename(os.path.dirname(sys.argv[1]))}: p50 {o['overhead_p50_ms']:.3f} ms, p99 {o['overhead_p99_ms']:.3f} ms, paired median {o['overhead_paired_median_ms']:.3f} ms\")" "$f"
 done
 echo "idle RSS ${IDLE_RSS} MiB; $(cat "$OUT/streams.txt")"
 cat "$OUT/startup.txt" "$OUT/entries.txt"

@@ -152,6 +152,10 @@ impl RequestRecord {
     }
 }
 
+/// How many records may wait for room in the store's queue off the runtime before the
+/// recorder waits in place.
+const MAX_WAITING_SENDS: usize = 32;
+
 /// Where records go: the JSON log (through slog-async's thread) and the log store (through its
 /// writer thread). Neither ever blocks a runtime worker.
 pub struct Recorder {
@@ -160,6 +164,8 @@ pub struct Recorder {
     store: Option<WriterHandle>,
     /// The store itself, for pruning.
     db: Option<uniproxy_logstore::LogStore>,
+    /// Records waiting for room in the store's queue in `spawn_blocking`.
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The writer, taken at shutdown to drain it.
     writer: Mutex<Option<Writer>>,
     /// Every record is counted here too.
@@ -181,6 +187,7 @@ impl Recorder {
             log_bodies,
             db,
             store: writer.as_ref().map(Writer::handle),
+            waiting: std::sync::Arc::default(),
             writer: Mutex::new(writer),
             metrics,
         }
@@ -241,18 +248,23 @@ impl Recorder {
         match store.try_send(entry) {
             Ok(()) => {}
             Err(TrySendError::Full(entry)) => {
-                // The queue is full: wait for room off the runtime's threads. The record is
-                // never dropped.
+                // The queue is full (the disk is behind). Wait for room off the runtime's
+                // threads while few requests do; past that, wait right here: the proxy then
+                // slows to what the disk can take, rather than growing memory without bound
+                // or dropping the record.
                 let store = store.clone();
                 let log = self.log.clone();
+                let waiting = self.waiting.clone();
                 let send = move || {
                     if let Err(e) = store.send(*entry) {
                         error!(log, "log entry not stored: the store is closed"; "entry" => serde_json::to_string(&e.0).unwrap_or_default());
                     }
+                    waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 };
+                let before = self.waiting.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => drop(rt.spawn_blocking(send)),
-                    Err(_) => send(),
+                    Ok(rt) if before < MAX_WAITING_SENDS => drop(rt.spawn_blocking(send)),
+                    _ => send(),
                 }
             }
             Err(TrySendError::Closed(entry)) => {

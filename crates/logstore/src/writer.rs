@@ -15,6 +15,11 @@ pub struct WriterOptions {
     /// Entries the queue holds before [`WriterHandle::try_send`] reports it full
     /// and [`WriterHandle::send`] waits. At least 1.
     pub queue_capacity: usize,
+    /// Bytes of bodies the queue holds before [`WriterHandle::try_send`] reports it full
+    /// and [`WriterHandle::send`] waits: with large bodies, a count alone would let the
+    /// queue grow to gigabytes while the database catches up. An entry is always taken when
+    /// the queue is empty, however large.
+    pub queue_bytes: u64,
     /// The most entries written in one transaction. At least 1.
     pub batch_max: usize,
     /// How long the thread waits for more entries after the first of a batch.
@@ -30,6 +35,7 @@ impl Default for WriterOptions {
     fn default() -> Self {
         Self {
             queue_capacity: 10_000,
+            queue_bytes: 64 << 20,
             batch_max: 512,
             batch_window: Duration::from_millis(50),
             shutdown_timeout: Duration::from_secs(10),
@@ -101,6 +107,10 @@ pub struct SendError(pub Box<NewEntry>);
 #[derive(Default)]
 struct Shared {
     queued: AtomicU64,
+    /// Body bytes of the queued entries.
+    queued_bytes: AtomicU64,
+    /// The byte budget of the queue.
+    queue_bytes: u64,
     written: AtomicU64,
     spilled: AtomicU64,
     failed_batches: AtomicU64,
@@ -115,6 +125,12 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether another entry fits the byte budget (an empty queue always takes one).
+    fn has_room(&self) -> bool {
+        let bytes = self.queued_bytes.load(Ordering::Relaxed);
+        bytes == 0 || bytes < self.queue_bytes
+    }
+
     fn stats(&self) -> WriterStats {
         WriterStats {
             queued: self.queued.load(Ordering::Relaxed),
@@ -188,9 +204,15 @@ impl WriterHandle {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(TrySendError::Closed(Box::new(entry)));
         }
+        if !self.shared.has_room() {
+            return Err(TrySendError::Full(Box::new(entry)));
+        }
+        let bytes = entry.body_bytes();
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.tx.try_send(Some(entry)).map_err(|e| {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             match e {
                 mpsc::TrySendError::Full(m) => TrySendError::Full(boxed(m)),
                 mpsc::TrySendError::Disconnected(m) => TrySendError::Closed(boxed(m)),
@@ -206,12 +228,22 @@ impl WriterHandle {
     /// [`SendError`] after shutdown, with the entry.
     pub fn send(&self, entry: NewEntry) -> Result<(), SendError> {
         let _in_flight = InFlight::enter(&self.shared.in_flight);
+        // Wait for the byte budget (the channel's own bound waits for the count).
+        while !self.shared.has_room() {
+            if self.shared.closed.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(SendError(Box::new(entry)));
         }
+        let bytes = entry.body_bytes();
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.tx.send(Some(entry)).map_err(|e| {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             SendError(boxed(e.0))
         })
     }
@@ -261,7 +293,7 @@ impl Writer {
         options: WriterOptions,
     ) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared { queue_bytes: options.queue_bytes, ..Shared::default() });
         let worker = Worker {
             store,
             spill,
@@ -412,6 +444,7 @@ impl Worker {
 
     fn push(&self, batch: &mut Vec<NewEntry>, entry: NewEntry) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        self.shared.queued_bytes.fetch_sub(entry.body_bytes(), Ordering::Relaxed);
         batch.push(entry);
     }
 

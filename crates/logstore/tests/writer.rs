@@ -321,3 +321,51 @@ fn shutdown_hands_back_what_nobody_took() {
     assert_eq!(report.stats.written + report.stats.spilled, 0);
     assert!(report.stats.spill_failures > 0);
 }
+
+#[test]
+fn the_queue_is_bounded_in_bytes_not_just_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let store_options =
+        StoreOptions { busy_timeout: Duration::from_secs(10), ..StoreOptions::default() };
+    let store = LogStore::open(&path, store_options).unwrap();
+    let options = WriterOptions { queue_bytes: 40_000, ..options() };
+    let writer = Writer::spawn(
+        store.clone(),
+        Box::new(JsonLinesSpill::new(dir.path().join("spill.jsonl"))),
+        options,
+    )
+    .unwrap();
+    let handle = writer.handle();
+    let big = |i: u64| {
+        let mut e = entry(i);
+        e.response = "x".repeat(10_000);
+        e
+    };
+
+    // The writer stalls on the lock with the first entry; the rest wait in the queue.
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    handle.try_send(big(0)).unwrap();
+    assert!(wait_until(WAIT, || writer.stats().queued == 0), "the writer took the first entry");
+    let mut accepted = 1;
+    let refused = loop {
+        match handle.try_send(big(accepted)) {
+            Ok(()) => accepted += 1,
+            Err(TrySendError::Full(e)) => break e,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+        assert!(accepted < 100, "a 40 kB budget must refuse long before 100 entries of 10 kB");
+    };
+    // About four 10 kB entries fit a 40 kB budget; the count bound (256) was never near.
+    assert!((4..=6).contains(&accepted), "accepted {accepted}");
+
+    // Nothing is lost: the refused entry goes in through the blocking send once there is room.
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    handle.send(*refused).unwrap();
+    let sent = accepted + 1;
+    assert!(wait_until(WAIT, || writer.stats().written == sent), "{:?}", writer.stats());
+    writer.shutdown().unwrap();
+    assert_eq!(store.count().unwrap(), sent);
+}
