@@ -64,6 +64,7 @@ start_proxy() {
       "$BIN" >"$OUT/$name/stderr.log" 2>&1) &
   PROXY_PID=$!; PIDS+=("$PROXY_PID")
   for _ in $(seq 100); do
+    kill -0 "$PROXY_PID" 2>/dev/null || break  # exited: the port is taken, or bad settings
     curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
     sleep 0.05
   done
