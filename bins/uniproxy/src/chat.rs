@@ -64,7 +64,12 @@ pub async fn chat(
     }
 }
 
-fn finish(state: &AppState, mut record: RequestRecord, started: Instant, upstream_wait: Duration) {
+fn finish(
+    state: &Arc<AppState>,
+    mut record: RequestRecord,
+    started: Instant,
+    upstream_wait: Duration,
+) {
     record.finished_ms = now_ms();
     record.overhead = started.elapsed().saturating_sub(upstream_wait);
     if record.first_byte_ms.is_none() {

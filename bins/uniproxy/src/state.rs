@@ -92,7 +92,9 @@ impl AppState {
         let writer = Writer::spawn(
             store.clone(),
             Box::new(JsonLinesSpill::new(spill)),
-            WriterOptions::default(),
+            // The byte budget bounds the queue; the count only sizes the preallocated
+            // channel (10,000 slots cost 5 MB of idle memory).
+            WriterOptions { queue_capacity: 4096, ..WriterOptions::default() },
         )?;
         let https = settings.base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
         let tls = Client::tls_config(https);
