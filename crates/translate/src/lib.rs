@@ -40,6 +40,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// `cargo bolero test` instruments every test target of this crate for coverage; linking
+// bolero (which carries the fuzzer's coverage hooks) into each one lets them all link.
+#[cfg(all(test, fuzzing))]
+use bolero as _;
+
 mod anthropic;
 mod assemble;
 mod error;

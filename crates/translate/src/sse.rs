@@ -90,7 +90,12 @@ impl Decoder {
             if self.after_cr && self.pos < self.buf.len() {
                 self.after_cr = false;
                 if self.buf[self.pos] == b'\n' {
-                    self.pos += 1;
+                    if self.pos == 0 {
+                        // It ends the previous event's terminator: not a byte of the next event.
+                        self.buf.advance(1);
+                    } else {
+                        self.pos += 1;
+                    }
                 }
             }
             let Some(rel) = memchr::memchr2(b'\n', b'\r', &self.buf[self.pos..]) else { return };
@@ -247,6 +252,21 @@ mod tests {
         let data: Vec<&[u8]> = ev.iter().map(|e| &e.data[..]).collect();
         assert_eq!(data, vec![&b"{\"a\":1}"[..], b"x", b"y", b"z", b"1\n2"]);
         assert_eq!(ev[2].event.as_deref(), Some("e"));
+    }
+
+    /// Found by the fuzzer: a `\r\n` terminator split after its `\r` put the `\n` at the
+    /// start of the next event's bytes, so a plain event lost its pass-through frame.
+    #[test]
+    fn a_crlf_terminator_split_after_cr_does_not_leak_into_the_next_event() {
+        let input = b"data: a\r\n\r\ndata: b\n\n";
+        let whole = all(input);
+        let cut = input.iter().position(|&b| b == b'\r').map(|i| i + 3).unwrap_or(0);
+        let mut d = Decoder::new();
+        let mut split = d.feed(&input[..cut]);
+        split.extend(d.feed(&input[cut..]));
+        split.extend(d.finish());
+        assert_eq!(whole, split);
+        assert_eq!(split[1].frame.as_deref(), Some(&b"data: b\n\n"[..]));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! rewrites them; review the diff).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Lets `cargo bolero test` link this target too (see tests/fuzz.rs).
+#[cfg(fuzzing)]
+use bolero as _;
+
 mod support;
 
 use bytes::Bytes;

@@ -2,6 +2,10 @@
 //! Run with `UPDATE_EXPECT=1` to rewrite the expectations; review the diff.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// Lets `cargo bolero test` link this target too (see tests/fuzz.rs).
+#[cfg(fuzzing)]
+use bolero as _;
+
 mod support;
 
 use bytes::Bytes;
