@@ -459,6 +459,32 @@ async fn slowloris_is_disconnected_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn an_oversized_request_head_is_refused_and_nothing_reaches_the_upstream() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    // 1 MiB of headers: far past hyper's head limit (about 400 KiB).
+    let mut head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n".to_vec();
+    for i in 0..1024 {
+        head.extend_from_slice(format!("x-filler-{i}: {}\r\n", "a".repeat(1000)).as_bytes());
+    }
+    head.extend_from_slice(b"content-length: 2\r\n\r\n{}");
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    // The server may stop reading (and reset) before the whole head is written.
+    let _ = conn.write_all(&head).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut answer))
+        .await
+        .expect("the server answers or closes an oversized head");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "an oversized head is refused (431) or the connection closed: {text:?}"
+    );
+    assert!(mock.requests().is_empty(), "nothing went upstream");
+    serves_next(&proxy, &mock).await;
+}
+
+#[tokio::test]
 async fn body_that_never_arrives_is_cut_at_the_request_timeout() {
     let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
     let mut settings = openai_settings(&mock);
