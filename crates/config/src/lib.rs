@@ -57,4 +57,4 @@ pub use error::{ConfigError, Origin, Problem, ProblemKind};
 pub use platform::Platform;
 pub use secret::Secret;
 pub use settings::{Settings, load};
-pub use sources::Sources;
+pub use sources::{SETTINGS, Sources};

@@ -14,7 +14,7 @@ use crate::error::{ConfigError, Origin, Problem, ProblemKind};
 /// Every setting, by its environment name. In the TOML file the key is the
 /// lowercase name; in the environment and `.env` the name may also carry
 /// the `UNIPROXY_` prefix, which wins over the bare name.
-pub(crate) const SETTINGS: &[&str] = &[
+pub const SETTINGS: &[&str] = &[
     "TYPE",
     "API_KEY",
     "BASE_URL",
