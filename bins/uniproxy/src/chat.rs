@@ -14,7 +14,7 @@ use crate::error::ProxyError;
 use crate::record::{RequestRecord, key_hash, now_ms, redacted_headers};
 use crate::relay::{SseRelay, UpstreamBody};
 use crate::retry::send_with_retries;
-use crate::routes::{ProxyBody, error_response, json_response};
+use crate::routes::{ProxyBody, error_response_with, json_response};
 use crate::state::AppState;
 use crate::upstream::Client;
 
@@ -52,14 +52,15 @@ pub async fn chat(
         // The record is written (or, for a stream, carried by the relay).
         Ok(response) => response,
         Err(e) => {
-            let response = error_response(&e);
+            // The error's body is built and serialized once, for the client and the record.
+            let error = e.to_error_response();
+            let body = serde_json::to_vec(&error).map(Bytes::from).unwrap_or_default();
             record.status = e.status();
-            record.error_type = e.to_error_response().error.kind().map(str::to_owned);
+            record.error_type = error.error.kind().map(str::to_owned);
             record.error_message = Some(e.detail());
-            record.response =
-                serde_json::to_vec(&e.to_error_response()).map(Bytes::from).unwrap_or_default();
+            record.response = body.clone();
             finish(&state, record, started, upstream_wait);
-            response
+            error_response_with(&e, body)
         }
     }
 }
@@ -224,14 +225,14 @@ async fn handle(
     let translated = state.provider.translate_response(status, body, &ctx)?;
     record.usage.clone_from(&translated.completion.usage);
     record.status = 200;
-    let response = if client_stream {
+    let mut response = if client_stream {
         // SUPPORTS_STREAMING=false: the whole answer, replayed as a valid stream.
         let mut sse = BytesMut::new();
         for frame in completion_to_frames(&translated.completion, ctx.include_usage) {
             sse.extend_from_slice(&frame);
         }
-        record.response =
-            serde_json::to_vec(&translated.completion).map(Bytes::from).unwrap_or_default();
+        // The completion as the translator serialized it (not serialized again).
+        record.response = translated.body.clone();
         let mut r = Response::new(Either::Left(Full::new(sse.freeze())));
         r.headers_mut()
             .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
@@ -241,7 +242,6 @@ async fn handle(
         record.response = translated.body.clone();
         json_response(200, translated.body)
     };
-    let mut response = response;
     response
         .headers_mut()
         .insert("x-uniproxy-overhead-ms", overhead_header(started, *upstream_wait));

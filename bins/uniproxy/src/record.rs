@@ -79,23 +79,13 @@ fn text(b: &Bytes) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Headers whose values are secrets: never stored, never logged.
-const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "api-key",
-    "x-api-key",
-    "x-goog-api-key",
-    "cookie",
-    "set-cookie",
-];
-
-/// The headers as a JSON object, with every secret header's value replaced by `[redacted]`.
+/// The headers as a JSON object, with every secret header's value replaced by `[redacted]`
+/// (the log store's list of secret headers decides which).
 pub fn redacted_headers(headers: &hyper::HeaderMap) -> String {
     let mut map = serde_json::Map::new();
     for (name, value) in headers {
-        let v = if SECRET_HEADERS.contains(&name.as_str()) {
-            "[redacted]".to_owned()
+        let v = if uniproxy_logstore::is_secret_header(name.as_str()) {
+            uniproxy_logstore::REDACTED.to_owned()
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
         };
@@ -113,8 +103,8 @@ pub fn key_hash(key: &str) -> String {
 }
 
 impl RequestRecord {
-    /// The log store's entry for this record.
-    fn to_entry(&self) -> NewEntry {
+    /// The log store's entry for this record (its strings move; the bodies become text).
+    fn into_entry(self) -> NewEntry {
         let text = |b: &Bytes| text(b).into_owned();
         let usage = self.usage.as_ref().map_or_else(uniproxy_logstore::Usage::default, |u| {
             uniproxy_logstore::Usage {
@@ -126,27 +116,27 @@ impl RequestRecord {
             }
         });
         NewEntry {
-            request_id: self.request_id.clone(),
+            request_id: self.request_id,
             received_ms: self.received_ms,
             first_byte_ms: self.first_byte_ms,
             finished_ms: self.finished_ms,
-            client_model: self.client_model.clone(),
-            actual_model: self.actual_model.clone(),
+            client_model: self.client_model,
+            actual_model: self.actual_model,
             platform: self.platform.to_owned(),
             stream: self.stream,
             status: self.status,
-            error_type: self.error_type.clone(),
-            error_message: self.error_message.clone(),
+            error_type: self.error_type,
+            error_message: self.error_message,
             usage,
             client_request: text(&self.client_request),
             upstream_request: text(&self.upstream_request),
             response: text(&self.response),
             raw_chunks: self.raw_chunks.as_ref().map(text),
-            client_addr: self.client_addr.clone(),
-            user_agent: self.user_agent.clone(),
-            request_headers: self.request_headers.clone(),
-            dropped_fields: self.dropped_fields.clone(),
-            key_hash: self.key_hash.clone(),
+            client_addr: self.client_addr,
+            user_agent: self.user_agent,
+            request_headers: self.request_headers,
+            dropped_fields: self.dropped_fields,
+            key_hash: self.key_hash,
             attempts: self.attempts,
         }
     }
@@ -291,26 +281,23 @@ impl Recorder {
             completion_tokens: completion,
             timed_out: r.error_type.as_deref() == Some("timeout_error"),
         });
-        let line = |log: &Logger| {
-            if r.status >= 500 || r.status == 499 {
-                warn!(log, "request";
+        // slog's levels are compile-time; the key-values are written once for both.
+        macro_rules! request_line {
+            ($level:ident) => {
+                $level!(self.log, "request";
                     "id" => &r.request_id, "status" => r.status, "stream" => r.stream,
                     "client_model" => &r.client_model, "model" => &r.actual_model,
                     "platform" => r.platform, "latency_ms" => latency_ms, "ttft_ms" => ttft_ms,
                     "overhead_ms" => overhead_ms, "prompt_tokens" => prompt,
                     "completion_tokens" => completion, "attempts" => r.attempts,
-                    "error" => r.error_message.as_deref());
-            } else {
-                info!(log, "request";
-                    "id" => &r.request_id, "status" => r.status, "stream" => r.stream,
-                    "client_model" => &r.client_model, "model" => &r.actual_model,
-                    "platform" => r.platform, "latency_ms" => latency_ms, "ttft_ms" => ttft_ms,
-                    "overhead_ms" => overhead_ms, "prompt_tokens" => prompt,
-                    "completion_tokens" => completion, "attempts" => r.attempts,
-                    "error" => r.error_message.as_deref());
-            }
-        };
-        line(&self.log);
+                    "error" => r.error_message.as_deref())
+            };
+        }
+        if r.status >= 500 || r.status == 499 {
+            request_line!(warn);
+        } else {
+            request_line!(info);
+        }
         if self.log_bodies {
             info!(self.log, # "content", "request content";
                 "id" => &r.request_id,
@@ -322,6 +309,6 @@ impl Recorder {
                 "user_agent" => r.user_agent.as_deref(),
                 "dropped" => r.dropped_fields.join(","));
         }
-        self.store(r.to_entry());
+        self.store(r.into_entry());
     }
 }

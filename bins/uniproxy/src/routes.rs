@@ -37,7 +37,12 @@ pub fn body_response(status: u16, content_type: &'static str, body: Bytes) -> Re
 /// The response for an error, in the OpenAI shape.
 pub fn error_response(e: &ProxyError) -> Response<ProxyBody> {
     let body = serde_json::to_vec(&e.to_error_response()).unwrap_or_default();
-    let mut r = json_response(e.status(), Bytes::from(body));
+    error_response_with(e, Bytes::from(body))
+}
+
+/// The response for an error whose body (`e.to_error_response()`, serialized) is at hand.
+pub fn error_response_with(e: &ProxyError, body: Bytes) -> Response<ProxyBody> {
+    let mut r = json_response(e.status(), body);
     if let ProxyError::Overloaded { .. } = e {
         r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }

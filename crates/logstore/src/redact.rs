@@ -6,8 +6,15 @@ use serde_json::Value;
 pub const REDACTED: &str = "[redacted]";
 
 /// Header names (compared without regard to case) whose values are never stored.
-pub const SECRET_HEADERS: &[&str] =
-    &["authorization", "api-key", "x-api-key", "x-goog-api-key", "proxy-authorization", "cookie"];
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "x-goog-api-key",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
 
 /// Returns `true` if a header with this name carries a credential.
 ///

@@ -169,6 +169,36 @@ pub struct UpstreamRequest {
     pub local_answer: Option<LocalAnswer>,
 }
 
+impl UpstreamRequest {
+    /// A JSON POST to `url`: what every platform sends.
+    pub(crate) fn post(
+        url: String,
+        headers: http::HeaderMap,
+        body: Bytes,
+        dropped: Vec<String>,
+    ) -> Self {
+        UpstreamRequest {
+            method: http::Method::POST,
+            url,
+            headers,
+            body,
+            dropped,
+            local_answer: None,
+        }
+    }
+}
+
+/// Serializes a body the crate built. Our own types always serialize; the error exists only
+/// so that no `unwrap` stands on the path.
+pub(crate) fn json_bytes<T: serde::Serialize>(
+    provider: ProviderKind,
+    value: &T,
+) -> Result<Bytes, TranslateError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|source| TranslateError::Malformed { provider, source })
+}
+
 /// An answer made without an upstream (the mock platform): treat it as the upstream's.
 #[derive(Debug, Clone)]
 pub struct LocalAnswer {

@@ -14,6 +14,7 @@ use uniproxy_wire::{
     ToolCallDelta, ToolChoice, ToolChoiceMode, Usage,
 };
 
+use crate::json_bytes;
 use crate::openai_compat::{OpenAiStream, cap_tokens, translate_openai_error};
 use crate::sse::{self, SseEvent};
 use crate::{
@@ -214,20 +215,17 @@ impl Provider for Mock {
                 service_tier: None,
                 extra: Map::new(),
             };
-            Bytes::from(serde_json::to_vec(&completion).map_err(|source| {
-                TranslateError::Malformed { provider: ProviderKind::Mock, source }
-            })?)
+            json_bytes(ProviderKind::Mock, &completion)?
         };
-        let sent = serde_json::to_vec(&request)
-            .map_err(|source| TranslateError::Malformed { provider: ProviderKind::Mock, source })?;
-        Ok(UpstreamRequest {
-            method: http::Method::POST,
-            url: "mock://local/chat/completions".to_owned(),
-            headers: http::HeaderMap::new(),
-            body: Bytes::from(sent),
-            dropped: Vec::new(),
-            local_answer: Some(LocalAnswer { status: 200, body }),
-        })
+        let sent = json_bytes(ProviderKind::Mock, &request)?;
+        let mut up = UpstreamRequest::post(
+            "mock://local/chat/completions".to_owned(),
+            http::HeaderMap::new(),
+            sent,
+            Vec::new(),
+        );
+        up.local_answer = Some(LocalAnswer { status: 200, body });
+        Ok(up)
     }
 
     fn translate_response(
@@ -243,9 +241,8 @@ impl Provider for Mock {
             .map_err(|source| TranslateError::Malformed { provider: ProviderKind::Mock, source })?;
         completion.id.clone_from(&ctx.id);
         completion.created = ctx.created;
-        let body = serde_json::to_vec(&completion)
-            .map_err(|source| TranslateError::Malformed { provider: ProviderKind::Mock, source })?;
-        Ok(Translated { completion, body: Bytes::from(body) })
+        let body = json_bytes(ProviderKind::Mock, &completion)?;
+        Ok(Translated { completion, body })
     }
 
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {

@@ -10,6 +10,7 @@ use uniproxy_wire::{
     ChatCompletion, ChatCompletionRequest, ErrorResponse, StreamOptions, Usage, from_slice,
 };
 
+use crate::json_bytes;
 use crate::sse::{self, SseEvent};
 use crate::{
     Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
@@ -130,16 +131,8 @@ impl Provider for OpenAiCompat {
                 })
                 .include_usage = Some(true);
         }
-        let body = serde_json::to_vec(&request)
-            .map_err(|source| TranslateError::Malformed { provider: self.config.kind, source })?;
-        Ok(UpstreamRequest {
-            method: http::Method::POST,
-            url: self.url.clone(),
-            headers: self.headers.clone(),
-            body: Bytes::from(body),
-            dropped: Vec::new(),
-            local_answer: None,
-        })
+        let body = json_bytes(self.config.kind, &request)?;
+        Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body, Vec::new()))
     }
 
     fn translate_response(

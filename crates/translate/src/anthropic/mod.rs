@@ -74,6 +74,7 @@ mod wire;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 
+use crate::json_bytes;
 use crate::{
     Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator, TranslateError,
     Translated, UpstreamRequest,
@@ -178,18 +179,8 @@ impl Provider for Anthropic {
             &self.config.model,
             self.config.max_tokens,
         )?;
-        let body = serde_json::to_vec(&body).map_err(|source| TranslateError::Malformed {
-            provider: ProviderKind::Anthropic,
-            source,
-        })?;
-        Ok(UpstreamRequest {
-            method: http::Method::POST,
-            url: self.url.clone(),
-            headers: self.headers.clone(),
-            body: Bytes::from(body),
-            dropped,
-            local_answer: None,
-        })
+        let body = json_bytes(ProviderKind::Anthropic, &body)?;
+        Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body, dropped))
     }
 
     fn translate_response(
@@ -202,11 +193,8 @@ impl Provider for Anthropic {
             return Err(self.translate_error(status, &body));
         }
         let completion = response::completion(&body, ctx)?;
-        let body = serde_json::to_vec(&completion).map_err(|source| TranslateError::Malformed {
-            provider: ProviderKind::Anthropic,
-            source,
-        })?;
-        Ok(Translated { completion, body: Bytes::from(body) })
+        let body = json_bytes(ProviderKind::Anthropic, &completion)?;
+        Ok(Translated { completion, body })
     }
 
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {

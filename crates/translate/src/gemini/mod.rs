@@ -82,6 +82,7 @@ use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 use uniproxy_wire::{ChatCompletionRequest, Map};
 
+use crate::json_bytes;
 use crate::openai_compat::cap_tokens;
 use crate::{
     Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator, TranslateError,
@@ -140,18 +141,13 @@ impl Provider for Gemini {
         let max = self.config.max_tokens;
         cap_tokens(&mut request, max, |r| r.max_tokens = Some(max));
         let (body, dropped) = request::build(&request)?;
-        let body = serde_json::to_vec(&body).map_err(|source| TranslateError::Malformed {
-            provider: ProviderKind::Google,
-            source,
-        })?;
-        Ok(UpstreamRequest {
-            method: http::Method::POST,
-            url: self.url(request.is_stream()),
-            headers: self.headers.clone(),
-            body: Bytes::from(body),
+        let body = json_bytes(ProviderKind::Google, &body)?;
+        Ok(UpstreamRequest::post(
+            self.url(request.is_stream()),
+            self.headers.clone(),
+            body,
             dropped,
-            local_answer: None,
-        })
+        ))
     }
 
     fn translate_response(
@@ -174,11 +170,8 @@ impl Provider for Gemini {
             return Err(TranslateError::Upstream { status, error: Box::new(error) });
         }
         let completion = response::to_completion(&answer, ctx);
-        let body = serde_json::to_vec(&completion).map_err(|source| TranslateError::Malformed {
-            provider: ProviderKind::Google,
-            source,
-        })?;
-        Ok(Translated { completion, body: Bytes::from(body) })
+        let body = json_bytes(ProviderKind::Google, &completion)?;
+        Ok(Translated { completion, body })
     }
 
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
