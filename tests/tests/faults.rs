@@ -832,14 +832,25 @@ async fn content_answers_and_errors_land_in_the_store_and_the_log_file() {
             .iter()
             .find(|l| {
                 l["msg"] == "request content"
-                    && l["client_request"].as_str().is_some_and(|c| c.contains(marker))
+                    && l["client_request"]["messages"][1]["content"]
+                        .as_str()
+                        .is_some_and(|c| c.contains(marker))
             })
             .unwrap_or_else(|| panic!("no content line for {marker}"))
     };
-    assert!(content("MARKER-Q1")["response"].as_str().unwrap().contains("ANSWER-A1"));
-    assert!(content("MARKER-Q2")["response"].as_str().unwrap().contains("STREAMED-A2"));
-    assert!(content("MARKER-Q3")["response"].as_str().unwrap().contains("UPSTREAM-ERR-E3"));
-    assert!(content("MARKER-Q4")["response"].as_str().unwrap().contains("PARTIAL-A4"));
+    // The bodies are embedded as the JSON they are, not as strings.
+    let q1 = content("MARKER-Q1");
+    assert_eq!(q1["upstream_request"]["model"], ACTUAL_NAME, "{q1}");
+    assert!(
+        q1["response"]["choices"][0]["message"]["content"].as_str().unwrap().contains("ANSWER-A1")
+    );
+    assert!(content("MARKER-Q2")["response"].to_string().contains("STREAMED-A2"));
+    assert!(
+        content("MARKER-Q3")["response"]["error"]["message"]
+            .to_string()
+            .contains("UPSTREAM-ERR-E3")
+    );
+    assert!(content("MARKER-Q4")["response"].to_string().contains("PARTIAL-A4"));
     let summaries: Vec<u64> = lines
         .iter()
         .filter(|l| l["msg"] == "request")

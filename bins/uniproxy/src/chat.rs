@@ -147,6 +147,7 @@ async fn handle(
         .map_err(|_| ProxyError::BodyTimeout)??;
     record.client_request = body.clone();
     let mut request: ChatCompletionRequest = from_slice(&body).map_err(ProxyError::InvalidBody)?;
+    record.client_request_json = true;
     record.client_model.clone_from(&request.model);
     record.stream = request.is_stream();
     if !settings.enabled {

@@ -12,6 +12,7 @@ pub mod logs_cmd;
 pub mod metrics;
 pub mod record;
 pub mod relay;
+mod reqlog;
 pub mod retry;
 pub mod routes;
 pub mod state;

@@ -86,8 +86,14 @@ const BUFFER_BYTES: usize = 64 << 10;
 /// A buffered writer shared with a flusher thread: a busy proxy writes its log in large
 /// blocks (one `write` for many lines instead of one per line), and a quiet one still shows
 /// each line within [`FLUSH_EVERY`].
-#[derive(Clone)]
 pub struct Buffered<W: Write + Send + 'static>(Arc<Mutex<io::BufWriter<W>>>);
+
+// Not derived: a derive would ask for `W: Clone`, and the clones share one `W`.
+impl<W: Write + Send + 'static> Clone for Buffered<W> {
+    fn clone(&self) -> Self {
+        Buffered(self.0.clone())
+    }
+}
 
 impl<W: Write + Send + 'static> Buffered<W> {
     /// Wraps `inner` and starts its flusher thread, which ends when the last clone is dropped.
@@ -105,6 +111,19 @@ impl<W: Write + Send + 'static> Buffered<W> {
             }
         });
         Buffered(shared)
+    }
+}
+
+impl<W: Write + Send + 'static> Buffered<W> {
+    /// Writes what the buffer holds now ([`Write::flush`] leaves that to the flusher thread).
+    ///
+    /// # Errors
+    /// When the output refuses the write.
+    pub fn flush_now(&self) -> io::Result<()> {
+        match self.0.lock() {
+            Ok(mut w) => w.flush(),
+            Err(p) => p.into_inner().flush(),
+        }
     }
 }
 
@@ -139,26 +158,47 @@ impl<W: Write + Send + 'static> Drop for Buffered<W> {
     }
 }
 
+/// The logger and the outputs behind it.
+///
+/// The per-request lines do not go through slog: the recorder's thread formats them (bodies
+/// embedded as JSON, not escaped into strings) and writes them, whole lines at a time, into
+/// the same buffered outputs the logger uses.
+pub struct Logs {
+    /// The logger for everything else.
+    pub logger: Logger,
+    /// The JSON log file, when there is one.
+    pub json: Option<Buffered<RotatingFile>>,
+    /// Standard error, for the one-line request summaries.
+    pub stderr: Option<Buffered<io::Stderr>>,
+}
+
+/// A logger without outputs of its own (tests): request lines are not written.
+impl From<Logger> for Logs {
+    fn from(logger: Logger) -> Self {
+        Logs { logger, json: None, stderr: None }
+    }
+}
+
 /// The root logger: JSON to `file` (when given), text to stderr.
 ///
 /// Both outputs run on one slog-async thread (one channel send per record), each record is
 /// formatted into a small buffer and handed to its output in one piece, and the outputs are
 /// [`Buffered`].
-pub fn root(file: Option<RotatingFile>) -> Logger {
-    let stderr = io::BufWriter::new(Buffered::new(io::stderr(), "stderr"));
+pub fn root(file: Option<RotatingFile>) -> Logs {
+    let stderr_out = Buffered::new(io::stderr(), "stderr");
+    let json_out = file.map(|file| Buffered::new(file, "file"));
+    let stderr = io::BufWriter::new(stderr_out.clone());
     // A failing log write (a full disk) must not panic the logging thread: results are
     // ignored rather than fused.
     let term =
         slog_term::CompactFormat::new(slog_term::PlainDecorator::new(stderr)).build().ignore_res();
-    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = match file {
+    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = match json_out.clone() {
         Some(file) => {
-            let json = slog_json::Json::new(io::BufWriter::new(Buffered::new(file, "file")))
+            let json = slog_json::Json::new(io::BufWriter::new(file))
                 .add_default_keys()
                 .set_flush(true)
                 .build()
                 .ignore_res();
-            // Per-request content goes to the JSON file only; stderr gets the summary.
-            let term = slog::Filter::new(term, |r: &slog::Record<'_>| r.tag() != "content");
             Box::new(slog::Duplicate::new(json, term).ignore_res())
         }
         None => Box::new(term),
@@ -171,5 +211,5 @@ pub fn root(file: Option<RotatingFile>) -> Logger {
         .overflow_strategy(slog_async::OverflowStrategy::Block)
         .build()
         .fuse();
-    Logger::root(drain, o!())
+    Logs { logger: Logger::root(drain, o!()), json: json_out, stderr: Some(stderr_out) }
 }

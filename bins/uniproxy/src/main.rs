@@ -71,13 +71,14 @@ fn main() -> ExitCode {
             None
         }
     };
-    let log = logging::root(file);
+    let logs = logging::root(file);
+    let log = logs.logger.clone();
     let defaulted = settings.type_was_defaulted();
     let exposed = settings.host.parse::<IpAddr>().map_or(true, |ip| !ip.is_loopback());
     let open = settings.proxy_api_keys.is_empty();
     let addr = settings.listen_addr();
     // Built before the runtime: opening the log store is blocking file I/O.
-    let state = match AppState::new(settings, log.clone()) {
+    let state = match AppState::new(settings, logs) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("uniproxy: {}", error_chain(&e));

@@ -2,15 +2,19 @@
 //! `logging` phase): a summary line to stderr and the JSON log, the content to the JSON log,
 //! and an entry in the log store.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use slog::{Logger, error, info, warn};
-use uniproxy_logstore::{NewEntry, TrySendError, Writer, WriterHandle};
+use slog::{Logger, error, info};
+use uniproxy_logstore::{NewEntry, Writer, WriterHandle};
 use uniproxy_wire::Usage;
 
+use crate::logging::Logs;
 use crate::metrics::{Metrics, Observation};
+use crate::reqlog::Msg;
 
 /// Everything known about one request when it ends.
 #[derive(Debug, Default)]
@@ -41,6 +45,9 @@ pub struct RequestRecord {
     pub usage: Option<Usage>,
     /// The body as the client sent it.
     pub client_request: Bytes,
+    /// Whether `client_request` parsed as JSON (the other bodies always are, when not empty:
+    /// the proxy wrote them or checked them).
+    pub client_request_json: bool,
     /// The body as it went upstream.
     pub upstream_request: Bytes,
     /// The answer as the client received it (for a stream, the assembled message).
@@ -104,7 +111,7 @@ pub fn key_hash(key: &str) -> String {
 
 impl RequestRecord {
     /// The log store's entry for this record (its strings move; the bodies become text).
-    fn into_entry(self) -> NewEntry {
+    pub(crate) fn into_entry(self) -> NewEntry {
         let text = |b: &Bytes| text(b).into_owned();
         let usage = self.usage.as_ref().map_or_else(uniproxy_logstore::Usage::default, |u| {
             uniproxy_logstore::Usage {
@@ -142,20 +149,26 @@ impl RequestRecord {
     }
 }
 
-/// How many records may wait for room in the store's queue off the runtime before the
+/// How many records may wait for room in the request log's queue off the runtime before the
 /// recorder waits in place.
 const MAX_WAITING_SENDS: usize = 32;
 
-/// Where records go: the JSON log (through slog-async's thread) and the log store (through its
-/// writer thread). Neither ever blocks a runtime worker.
+/// How many finished requests may wait for the request log's thread. Records carry their
+/// bodies: 1,024 of 20 KB requests is about 60 MB.
+const QUEUE: usize = 1024;
+
+/// Where records go: the metrics at once, then, through one channel send, the request log's
+/// thread (see [`crate::reqlog`]), which writes the JSON log's and stderr's lines and hands the
+/// entry to the log store's writer thread. Nothing here blocks a runtime worker.
 pub struct Recorder {
     log: Logger,
-    log_bodies: bool,
+    tx: SyncSender<Msg>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     store: Option<WriterHandle>,
     /// The store itself, for pruning.
     db: Option<uniproxy_logstore::LogStore>,
-    /// Records waiting for room in the store's queue in `spawn_blocking`.
-    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Records waiting for room in the queue in `spawn_blocking`.
+    waiting: Arc<AtomicUsize>,
     /// The writer, taken at shutdown to drain it.
     writer: Mutex<Option<Writer>>,
     /// Every record is counted here too.
@@ -163,24 +176,41 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder writing to `log`, and to the store when a writer is given; `log_bodies` adds
-    /// the content line to the JSON log. Every record is also counted in `metrics`.
+    /// A recorder writing to `logs`' outputs, and to the store when a writer is given;
+    /// `log_bodies` adds the content line to the JSON log. Every record is also counted in
+    /// `metrics`.
+    ///
+    /// # Errors
+    /// When the request log's thread cannot be started.
     pub fn new(
-        log: Logger,
+        logs: Logs,
         log_bodies: bool,
         db: Option<uniproxy_logstore::LogStore>,
         writer: Option<Writer>,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Recorder {
-            log,
+    ) -> std::io::Result<Self> {
+        let store = writer.as_ref().map(Writer::handle);
+        let (tx, rx) = sync_channel(QUEUE);
+        let sink = crate::reqlog::Sink {
+            log: logs.logger.clone(),
+            json: logs.json,
+            stderr: logs.stderr,
             log_bodies,
+            store: store.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("request-log".into())
+            .spawn(move || crate::reqlog::run(&rx, sink))?;
+        Ok(Recorder {
+            log: logs.logger,
+            tx,
+            thread: Mutex::new(Some(thread)),
             db,
-            store: writer.as_ref().map(Writer::handle),
-            waiting: std::sync::Arc::default(),
+            store,
+            waiting: Arc::default(),
             writer: Mutex::new(writer),
             metrics,
-        }
+        })
     }
 
     /// The log store, for the admin endpoints' reads (blocking: call it from
@@ -213,9 +243,19 @@ impl Recorder {
         self.db.as_ref().map(|db| db.prune(retention))
     }
 
-    /// Drains the store's queue (every entry is written or spilled) and stops its thread.
-    /// Blocking: call it after the runtime has stopped.
+    /// Writes every queued record's lines, drains the store's queue (every entry is written or
+    /// spilled) and stops both threads. Blocking: call it after the runtime has stopped.
     pub fn shutdown(&self) {
+        let thread = match self.thread.lock() {
+            Ok(mut t) => t.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(thread) = thread {
+            // Queued behind every record sent so far.
+            if self.tx.send(Msg::Stop).is_ok() && thread.join().is_err() {
+                error!(self.log, "the request log's thread panicked");
+            }
+        }
         let writer = match self.writer.lock() {
             Ok(mut w) => w.take(),
             Err(poisoned) => poisoned.into_inner().take(),
@@ -233,82 +273,55 @@ impl Recorder {
         }
     }
 
-    fn store(&self, entry: NewEntry) {
-        let Some(store) = &self.store else { return };
-        match store.try_send(entry) {
-            Ok(()) => {}
-            Err(TrySendError::Full(entry)) => {
-                // The queue is full (the disk is behind). Wait for room off the runtime's
-                // threads while few requests do; past that, wait right here: the proxy then
-                // slows to what the disk can take, rather than growing memory without bound
-                // or dropping the record.
-                let store = store.clone();
-                let log = self.log.clone();
-                let waiting = self.waiting.clone();
-                let send = move || {
-                    if let Err(e) = store.send(*entry) {
-                        error!(log, "log entry not stored: the store is closed"; "entry" => serde_json::to_string(&e.0).unwrap_or_default());
-                    }
-                    waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                };
-                let before = self.waiting.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) if before < MAX_WAITING_SENDS => drop(rt.spawn_blocking(send)),
-                    _ => send(),
-                }
-            }
-            Err(TrySendError::Closed(entry)) => {
-                error!(self.log, "log entry not stored: the store is closed"; "entry" => serde_json::to_string(&entry).unwrap_or_default());
-            }
-        }
-    }
-
-    /// Writes the record.
+    /// Writes the record: counted now, logged and stored by the request log's thread.
     pub fn record(&self, r: RequestRecord) {
         let latency_ms = r.finished_ms - r.received_ms;
-        let ttft_ms = r.first_byte_ms.map(|t| t - r.received_ms);
+        let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         let (prompt, completion) =
             r.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-        let overhead_ms = r.overhead.as_secs_f64() * 1000.0;
-        let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         self.metrics.observe(&Observation {
             status: r.status,
             stream: r.stream,
             upstream: millis(latency_ms).saturating_sub(r.overhead),
             overhead: r.overhead,
-            ttft: ttft_ms.filter(|_| r.stream && r.status == 200).map(millis),
+            ttft: r
+                .first_byte_ms
+                .filter(|_| r.stream && r.status == 200)
+                .map(|t| millis(t - r.received_ms)),
             prompt_tokens: prompt,
             completion_tokens: completion,
             timed_out: r.error_type.as_deref() == Some("timeout_error"),
         });
-        // slog's levels are compile-time; the key-values are written once for both.
-        macro_rules! request_line {
-            ($level:ident) => {
-                $level!(self.log, "request";
-                    "id" => &r.request_id, "status" => r.status, "stream" => r.stream,
-                    "client_model" => &r.client_model, "model" => &r.actual_model,
-                    "platform" => r.platform, "latency_ms" => latency_ms, "ttft_ms" => ttft_ms,
-                    "overhead_ms" => overhead_ms, "prompt_tokens" => prompt,
-                    "completion_tokens" => completion, "attempts" => r.attempts,
-                    "error" => r.error_message.as_deref())
-            };
+        match self.tx.try_send(Msg::Record(Box::new(r))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg)) => {
+                // The queue is full (the disk is behind). Wait for room off the runtime's
+                // threads while few requests do; past that, wait right here: the proxy then
+                // slows to what the disk can take, rather than growing memory without bound
+                // or dropping the record.
+                let tx = self.tx.clone();
+                let waiting = self.waiting.clone();
+                let log = self.log.clone();
+                let send = move || {
+                    if let Err(e) = tx.send(msg) {
+                        lost(&log, e.0);
+                    }
+                    waiting.fetch_sub(1, Ordering::AcqRel);
+                };
+                let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) if before < MAX_WAITING_SENDS => drop(rt.spawn_blocking(send)),
+                    _ => send(),
+                }
+            }
+            Err(TrySendError::Disconnected(msg)) => lost(&self.log, msg),
         }
-        if r.status >= 500 || r.status == 499 {
-            request_line!(warn);
-        } else {
-            request_line!(info);
-        }
-        if self.log_bodies {
-            info!(self.log, # "content", "request content";
-                "id" => &r.request_id,
-                "client_request" => &*text(&r.client_request),
-                "upstream_request" => &*text(&r.upstream_request),
-                "response" => &*text(&r.response),
-                "headers" => &r.request_headers,
-                "client_addr" => r.client_addr.as_deref(),
-                "user_agent" => r.user_agent.as_deref(),
-                "dropped" => r.dropped_fields.join(","));
-        }
-        self.store(r.into_entry());
+    }
+}
+
+/// The request log's thread is gone (it panicked): the record goes to the logger whole.
+fn lost(log: &Logger, msg: Msg) {
+    if let Msg::Record(r) = msg {
+        error!(log, "log entry not stored: the request log's thread is gone"; "entry" => serde_json::to_string(&r.into_entry()).unwrap_or_default());
     }
 }

@@ -11,6 +11,7 @@ use uniproxy_logstore::{
 };
 use uniproxy_translate::{Provider, ProviderConfig, ProviderKind, TranslateError, provider};
 
+use crate::logging::Logs;
 use crate::metrics::Metrics;
 use crate::record::Recorder;
 use crate::upstream::Client;
@@ -63,6 +64,9 @@ pub enum StartError {
     /// The log store cannot be opened.
     #[error("cannot open the log store")]
     Store(#[from] StoreError),
+    /// The request log's thread cannot be started.
+    #[error("cannot start the request log's thread")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Where the log store spills entries it cannot write to the database: beside the JSON log.
@@ -80,7 +84,9 @@ impl AppState {
     /// # Errors
     /// When the settings cannot work for the platform (an Azure URL without a deployment), or
     /// the log store cannot be opened.
-    pub fn new(settings: Settings, log: Logger) -> Result<Self, StartError> {
+    pub fn new(settings: Settings, logs: impl Into<Logs>) -> Result<Self, StartError> {
+        let logs = logs.into();
+        let log = logs.logger.clone();
         let config = provider_config(&settings);
         let provider = provider(&config)?;
         let store = LogStore::open(&settings.database_path, StoreOptions::default())?;
@@ -105,13 +111,9 @@ impl AppState {
             in_flight.clone(),
             Some(writer.handle()),
         ));
-        let recorder = Recorder::new(
-            log.clone(),
-            settings.log_bodies,
-            Some(store),
-            Some(writer),
-            metrics.clone(),
-        );
+        let recorder =
+            Recorder::new(logs, settings.log_bodies, Some(store), Some(writer), metrics.clone())
+                .map_err(StartError::Thread)?;
         Ok(AppState {
             provider,
             tls,

@@ -667,7 +667,7 @@ impl Proxy {
                 .expect("a log file in the temporary folder");
             uniproxy::logging::root(Some(file))
         } else {
-            slog::Logger::root(slog::Discard, slog::o!())
+            slog::Logger::root(slog::Discard, slog::o!()).into()
         };
         let (database_path, log_file_path) =
             (settings.database_path.clone(), settings.log_file_path.clone());
