@@ -87,18 +87,46 @@ fn text(b: &Bytes) -> std::borrow::Cow<'_, str> {
 }
 
 /// The headers as a JSON object, with every secret header's value replaced by `[redacted]`
-/// (the log store's list of secret headers decides which).
+/// (the log store's list of secret headers decides which); a header sent more than once has
+/// an array of its values. Written straight into the string: a `serde_json::Map` would
+/// allocate twice per header.
 pub fn redacted_headers(headers: &hyper::HeaderMap) -> String {
-    let mut map = serde_json::Map::new();
-    for (name, value) in headers {
-        let v = if uniproxy_logstore::is_secret_header(name.as_str()) {
-            uniproxy_logstore::REDACTED.to_owned()
+    fn value(out: &mut Vec<u8>, secret: bool, v: &hyper::header::HeaderValue) {
+        // Writing into a Vec cannot fail.
+        let _ = if secret {
+            serde_json::to_writer(out, uniproxy_logstore::REDACTED)
         } else {
-            String::from_utf8_lossy(value.as_bytes()).into_owned()
+            serde_json::to_writer(out, &String::from_utf8_lossy(v.as_bytes()))
         };
-        map.insert(name.as_str().to_owned(), serde_json::Value::String(v));
     }
-    serde_json::Value::Object(map).to_string()
+    let mut out = Vec::with_capacity(48 * headers.len() + 2);
+    out.push(b'{');
+    for (i, name) in headers.keys().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, name.as_str());
+        out.push(b':');
+        let secret = uniproxy_logstore::is_secret_header(name.as_str());
+        let mut values = headers.get_all(name).iter();
+        let first = values.next();
+        match (first, values.next()) {
+            (Some(v), None) => value(&mut out, secret, v),
+            (first, second) => {
+                out.push(b'[');
+                for (j, v) in first.into_iter().chain(second).chain(values).enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    value(&mut out, secret, v);
+                }
+                out.push(b']');
+            }
+        }
+    }
+    out.push(b'}');
+    // Only serde_json's output (UTF-8) went in.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A short, stable hash of a client key: enough to tell keys apart in the log, useless for
@@ -323,5 +351,34 @@ impl Recorder {
 fn lost(log: &Logger, msg: Msg) {
     if let Msg::Record(r) = msg {
         error!(log, "log entry not stored: the request log's thread is gone"; "entry" => serde_json::to_string(&r.into_entry()).unwrap_or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_json_with_secrets_redacted_and_repeats_kept() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("authorization", "Bearer sk-secret".parse().unwrap());
+        h.append("x-api-key", "k1".parse().unwrap());
+        h.append("x-api-key", "k2".parse().unwrap());
+        h.append("accept", "a/b".parse().unwrap());
+        h.append("accept", "c/\"d\"".parse().unwrap());
+        h.insert("x-bytes", hyper::header::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let text = redacted_headers(&h);
+        assert!(!text.contains("sk-secret") && !text.contains("k1"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "authorization": "[redacted]",
+                "x-api-key": ["[redacted]", "[redacted]"],
+                "accept": ["a/b", "c/\"d\""],
+                "x-bytes": "caf\u{fffd}",
+            })
+        );
+        assert_eq!(redacted_headers(&hyper::HeaderMap::new()), "{}");
     }
 }
