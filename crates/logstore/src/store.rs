@@ -1,5 +1,6 @@
 //! [`LogStore`]: the pool, opening, inserting and reading single entries.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -9,8 +10,9 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{CachedStatement, Connection, OpenFlags, Row, TransactionBehavior, params};
 
 use crate::error::sql;
+use crate::redact::redact_headers_cow;
 use crate::schema::{self, SCHEMA_VERSION};
-use crate::{Entry, EntrySummary, NewEntry, StoreError, Usage, redact_headers};
+use crate::{Entry, EntrySummary, NewEntry, StoreError, Usage};
 
 /// How a [`LogStore`] opens its database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -418,9 +420,15 @@ impl<'conn> InsertStatements<'conn> {
 
     fn insert(&mut self, e: &NewEntry) -> Result<i64, StoreError> {
         let usage = &e.usage;
-        let headers = redact_headers(&e.request_headers);
-        let dropped =
-            serde_json::to_string(&e.dropped_fields).unwrap_or_else(|_| String::from("[]"));
+        let headers = redact_headers_cow(&e.request_headers);
+        // Almost every entry drops nothing; skip the serializer for those.
+        let dropped = if e.dropped_fields.is_empty() {
+            Cow::Borrowed("[]")
+        } else {
+            Cow::Owned(
+                serde_json::to_string(&e.dropped_fields).unwrap_or_else(|_| String::from("[]")),
+            )
+        };
         let body_bytes = e.client_request.len()
             + e.upstream_request.len()
             + e.response.len()
