@@ -3,8 +3,9 @@
 //! Wall time on a shared machine is noisy; the writer's own CPU time is the
 //! number that tells whether a change helps.
 //!
-//! Run with `cargo bench -p uniproxy-logstore --bench writer_cpu -- [ENTRIES] [RUNS]`.
-//! It prints the median of the runs (each into a fresh database).
+//! Run with `cargo bench -p uniproxy-logstore --bench writer_cpu -- [ENTRIES] [RUNS] [PER_SECOND]`.
+//! It prints the median of the runs (each into a fresh database). With
+//! `PER_SECOND`, sends are paced to that rate, so batches are smaller.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "fixtures/realistic.rs"]
@@ -18,12 +19,18 @@ fn main() {
     let mut numbers = std::env::args().skip(1).filter_map(|a| a.parse::<u64>().ok());
     let n = numbers.next().unwrap_or(20_000);
     let runs = numbers.next().unwrap_or(5);
+    let per_second = numbers.next().unwrap_or(0);
     let mut cpu = Vec::new();
     let mut rate = Vec::new();
     for _ in 0..runs {
         let entries: Vec<_> = (0..n).map(proxy_entry).collect();
         let dir = tempfile::tempdir().unwrap();
-        let run = writer_cpu(entries, dir.path(), uniproxy_logstore::WriterOptions::default());
+        let run = writer_cpu(
+            entries,
+            dir.path(),
+            uniproxy_logstore::WriterOptions::default(),
+            per_second,
+        );
         cpu.push(run.cpu_us);
         rate.push(run.rate);
     }

@@ -369,8 +369,16 @@ fn init_connection(conn: &mut Connection, options: &StoreOptions) -> rusqlite::R
     conn.set_prepared_statement_cache_capacity(32);
     // NORMAL in WAL mode: a commit survives a process crash; a power loss may
     // lose the last transactions but never corrupts the file.
+    //
+    // The WAL stays bounded: the committing connection checkpoints it into the
+    // main file once it passes 1 000 pages (SQLite's default
+    // `wal_autocheckpoint`: 16 MiB with our 16 KiB pages, 4 MiB on older 4 KiB
+    // files), and SQLite then writes it again from the start. Only a reader
+    // that holds old pages can make it grow past that; `journal_size_limit`
+    // truncates it back to 64 MiB at the next reset.
     conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
+        "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000; \
+         PRAGMA journal_size_limit = 67108864;",
     )?;
     if let Some(max) = options.max_size_bytes {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
