@@ -89,8 +89,8 @@ enum Verdict {
     Unsure,
 }
 
-/// Checks a flat header object in one pass, allocating only for keys with
-/// escapes and for the values of secret headers.
+/// Checks a flat header object in one pass, allocating only for the values of
+/// secret headers.
 fn check_object(text: &str) -> Verdict {
     struct Check;
     impl<'de> serde::de::Visitor<'de> for Check {
@@ -100,11 +100,11 @@ fn check_object(text: &str) -> Verdict {
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Verdict, A::Error> {
             let (mut secret, mut named) = (false, false);
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            while let Some(key) = map.next_key::<Key>()? {
                 // Possibly one header in the name/value shape: the full parse decides, but
                 // keep reading so that the text is still validated.
-                named |= key == "name";
-                if is_secret_header(&key) {
+                named |= key == Key::Name;
+                if key == Key::Secret {
                     let value = map.next_value::<Value>()?;
                     secret |= value.as_str() != Some(REDACTED);
                 } else {
@@ -120,6 +120,36 @@ fn check_object(text: &str) -> Verdict {
             })
         }
     }
+    /// What a key is, read without allocating (an escaped key is decoded
+    /// into serde_json's scratch buffer).
+    #[derive(PartialEq)]
+    enum Key {
+        Name,
+        Secret,
+        Other,
+    }
+    impl<'de> serde::Deserialize<'de> for Key {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl serde::de::Visitor<'_> for Visit {
+                type Value = Key;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a header name")
+                }
+                fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+                    Ok(if key == "name" {
+                        Key::Name
+                    } else if is_secret_header(key) {
+                        Key::Secret
+                    } else {
+                        Key::Other
+                    })
+                }
+            }
+            d.deserialize_str(Visit)
+        }
+    }
+
     let mut de = serde_json::Deserializer::from_str(text);
     let verdict = serde::Deserializer::deserialize_any(&mut de, Check);
     match verdict {

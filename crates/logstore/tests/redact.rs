@@ -20,6 +20,13 @@ const CASES: &[(&str, Option<&str>)] = &[
         Some(r#"{"authorization":"[redacted]","accept":"*/*"}"#),
     ),
     (r#"{"Set-Cookie":["a=1","b=2"]}"#, Some(r#"{"Set-Cookie":"[redacted]"}"#)),
+    (r#"{"Set-Cookie":["[redacted]"]}"#, Some(r#"{"Set-Cookie":"[redacted]"}"#)),
+    (
+        r#"{"cookie":{"value":"[redacted]"},"api-key":null,"x-api-key":7}"#,
+        Some(r#"{"cookie":"[redacted]","api-key":"[redacted]","x-api-key":"[redacted]"}"#),
+    ),
+    (r#"{"authorization":"[redacted] sk-8"}"#, Some(r#"{"authorization":"[redacted]"}"#)),
+    (r#"{"authorization":"\u005bredacted]"}"#, None),
     (r#"{" x-api-key ":"k"}"#, Some(r#"{" x-api-key ":"[redacted]"}"#)),
     // An escaped key is still a secret key.
     (r#"{"authoriz\u0061tion":"Bearer sk-2"}"#, Some(r#"{"authorization":"[redacted]"}"#)),
