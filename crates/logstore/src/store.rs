@@ -1,5 +1,6 @@
 //! [`LogStore`]: the pool, opening, inserting and reading single entries.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -9,8 +10,9 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{CachedStatement, Connection, OpenFlags, Row, TransactionBehavior, params};
 
 use crate::error::sql;
+use crate::redact::redact_headers_cow;
 use crate::schema::{self, SCHEMA_VERSION};
-use crate::{Entry, EntrySummary, NewEntry, StoreError, Usage, redact_headers};
+use crate::{Entry, EntrySummary, NewEntry, StoreError, Usage};
 
 /// How a [`LogStore`] opens its database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,8 +369,16 @@ fn init_connection(conn: &mut Connection, options: &StoreOptions) -> rusqlite::R
     conn.set_prepared_statement_cache_capacity(32);
     // NORMAL in WAL mode: a commit survives a process crash; a power loss may
     // lose the last transactions but never corrupts the file.
+    //
+    // The WAL stays bounded: the committing connection checkpoints it into the
+    // main file once it passes 1 000 pages (SQLite's default
+    // `wal_autocheckpoint`: 16 MiB with our 16 KiB pages, 4 MiB on older 4 KiB
+    // files), and SQLite then writes it again from the start. Only a reader
+    // that holds old pages can make it grow past that; `journal_size_limit`
+    // truncates it back to 64 MiB at the next reset.
     conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
+        "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000; \
+         PRAGMA journal_size_limit = 67108864;",
     )?;
     if let Some(max) = options.max_size_bytes {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
@@ -418,9 +428,15 @@ impl<'conn> InsertStatements<'conn> {
 
     fn insert(&mut self, e: &NewEntry) -> Result<i64, StoreError> {
         let usage = &e.usage;
-        let headers = redact_headers(&e.request_headers);
-        let dropped =
-            serde_json::to_string(&e.dropped_fields).unwrap_or_else(|_| String::from("[]"));
+        let headers = redact_headers_cow(&e.request_headers);
+        // Almost every entry drops nothing; skip the serializer for those.
+        let dropped = if e.dropped_fields.is_empty() {
+            Cow::Borrowed("[]")
+        } else {
+            Cow::Owned(
+                serde_json::to_string(&e.dropped_fields).unwrap_or_else(|_| String::from("[]")),
+            )
+        };
         let body_bytes = e.client_request.len()
             + e.upstream_request.len()
             + e.response.len()

@@ -339,6 +339,9 @@ fn migrates_from_version_1() {
     let store = LogStore::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     const { assert!(SCHEMA_VERSION >= 2) };
+    let page_size: i64 =
+        Connection::open(&path).unwrap().query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    assert_eq!(page_size, 4096, "an existing file keeps its page size");
 
     let old = store.get(1).unwrap().unwrap();
     assert_eq!(old.entry.request_id, "old-1");
@@ -375,8 +378,10 @@ fn fresh_database_uses_wal_and_incremental_vacuum() {
     let conn = Connection::open(dir.path().join("nested/dir/log.db")).unwrap();
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     let vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(vacuum, 2, "INCREMENTAL");
+    assert_eq!(page_size, 16_384);
     let indexes: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE 'requests_%' ORDER BY name")
         .unwrap()
