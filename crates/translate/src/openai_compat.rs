@@ -167,13 +167,27 @@ pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError
     TranslateError::Upstream { status, error: Box::new(error) }
 }
 
+/// A string of a chunk, borrowed from the chunk's bytes unless it holds escapes.
+///
+/// `Option<Cow<'a, str>>` does not do this, `#[serde(borrow)]` or not: serde borrows only for
+/// a bare `Cow` field, and copies into an `Option` of one.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The parts of a chunk the log needs, read without copying what it does not need.
 #[derive(Deserialize)]
 struct ChunkView<'a> {
     #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(default, borrow)]
-    model: Option<Cow<'a, str>>,
+    model: Option<Text<'a>>,
     #[serde(default)]
     created: Option<u64>,
     #[serde(default, borrow)]
@@ -191,20 +205,20 @@ struct ChoiceView<'a> {
     #[serde(default, borrow)]
     delta: Option<DeltaView<'a>>,
     #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
 struct DeltaView<'a> {
     #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
+    content: Option<Text<'a>>,
     #[serde(default, borrow)]
-    reasoning_content: Option<Cow<'a, str>>,
+    reasoning_content: Option<Text<'a>>,
     /// Ollama and OpenRouter name the reasoning `reasoning`.
     #[serde(default, borrow)]
-    reasoning: Option<Cow<'a, str>>,
+    reasoning: Option<Text<'a>>,
     #[serde(default, borrow)]
-    refusal: Option<Cow<'a, str>>,
+    refusal: Option<Text<'a>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<ToolCallView<'a>>>,
 }
@@ -214,7 +228,7 @@ struct ToolCallView<'a> {
     #[serde(default)]
     index: u32,
     #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
+    id: Option<Text<'a>>,
     #[serde(default, borrow)]
     function: Option<FunctionView<'a>>,
 }
@@ -222,9 +236,9 @@ struct ToolCallView<'a> {
 #[derive(Deserialize)]
 struct FunctionView<'a> {
     #[serde(default, borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<Text<'a>>,
     #[serde(default, borrow)]
-    arguments: Option<Cow<'a, str>>,
+    arguments: Option<Text<'a>>,
 }
 
 /// The identity stream: frames pass through byte for byte; the usage chunk the proxy asked
@@ -292,7 +306,7 @@ impl OpenAiStream {
                 }
             }
             if let Some(r) = &c.finish_reason {
-                a.choice(c.index).finish_reason = Some(r.as_ref().into());
+                a.choice(c.index).finish_reason = Some((**r).into());
             }
         }
         if let Some(u) = &view.usage {
@@ -374,5 +388,26 @@ impl StreamTranslator for OpenAiStream {
 
     fn assembled(&self) -> &Assembled {
         &self.assembled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_strings_are_borrowed_unless_escaped() {
+        let json = br#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"plain","refusal":null,"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":1}"}}]}}]}"#;
+        let view: ChunkView<'_> = serde_json::from_slice(json).unwrap();
+        assert!(matches!(view.id.as_ref().map(|t| &t.0), Some(Cow::Borrowed("c1"))));
+        let delta = view.choices[0].delta.as_ref().unwrap();
+        assert!(matches!(delta.content.as_ref().map(|t| &t.0), Some(Cow::Borrowed("plain"))));
+        assert!(delta.refusal.is_none());
+        let args = delta.tool_calls.as_ref().unwrap()[0].function.as_ref().unwrap();
+        // An escaped string cannot be a slice of the input: it is decoded into its own string.
+        assert!(
+            matches!(args.arguments.as_ref().map(|t| &t.0), Some(Cow::Owned(s)) if s == r#"{"a":1}"#)
+        );
+        assert!(serde_json::from_slice::<ChunkView<'_>>(br#"{"id":5}"#).is_err());
     }
 }
