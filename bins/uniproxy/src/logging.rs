@@ -1,6 +1,7 @@
 //! slog set-up: JSON lines to LOG_FILE_PATH (rotated by size, N files kept) and a
 //! human-readable line to stderr. Both drains run on slog-async's thread, so no log write
-//! ever blocks a runtime worker.
+//! ever blocks a runtime worker. The per-request lines bypass slog (see `reqlog`) but go to
+//! the same buffered outputs, a whole line at a time.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

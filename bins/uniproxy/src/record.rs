@@ -1,6 +1,7 @@
 //! The record of one request, written once after its response ends (like pingora's
-//! `logging` phase): a summary line to stderr and the JSON log, the content to the JSON log,
-//! and an entry in the log store.
+//! `logging` phase): counted in the metrics at once, then handed to the request log's thread
+//! (`reqlog`), which writes a summary line to stderr and the JSON log, the content to the JSON
+//! log, and an entry to the log store.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
