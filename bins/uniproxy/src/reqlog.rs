@@ -22,6 +22,8 @@ use crate::record::RequestRecord;
 
 /// How long the thread sleeps between looks at the channel while records keep coming.
 const NAP: Duration = Duration::from_millis(2);
+/// Pending bytes of lines that are written at once, not at the end of the round.
+const WRITE_AT: usize = 256 << 10;
 
 /// What the runtime sends to the thread.
 pub(crate) enum Msg {
@@ -42,8 +44,8 @@ pub(crate) struct Sink {
 
 /// The thread's loop: gather, format, write, until [`Msg::Stop`] or every sender is gone.
 pub(crate) fn run(rx: &Receiver<Msg>, mut sink: Sink) {
-    let mut json = Vec::with_capacity(64 << 10);
-    let mut text = Vec::with_capacity(8 << 10);
+    let mut json = Vec::with_capacity(WRITE_AT + (16 << 10));
+    let mut text = Vec::with_capacity(16 << 10);
     // Block for a first record; then, while records keep coming, sleep between looks at the
     // channel: a sender only wakes a thread that is blocked in `recv`, so a busy proxy costs
     // one wake-up per nap rather than one per request.
@@ -74,6 +76,9 @@ pub(crate) fn run(rx: &Receiver<Msg>, mut sink: Sink) {
 }
 
 impl Sink {
+    /// Formats the record's lines and hands its entry to the store. The lines are written
+    /// once [`WRITE_AT`] bytes are pending, so the buffers stay small however long records keep
+    /// coming without a pause.
     fn add(&mut self, json: &mut Vec<u8>, text: &mut Vec<u8>, r: RequestRecord) {
         let now = Timestamp::now();
         if self.json.is_some() {
@@ -91,6 +96,9 @@ impl Sink {
             if let Err(e) = store.send(r.into_entry()) {
                 error!(self.log, "log entry not stored: the store is closed"; "entry" => serde_json::to_string(&e.0).unwrap_or_default());
             }
+        }
+        if json.len() >= WRITE_AT || text.len() >= WRITE_AT {
+            self.write(json, text);
         }
     }
 
@@ -368,6 +376,38 @@ mod tests {
         out.clear();
         content_json(&mut out, &r, &Timestamp::now());
         assert_eq!(parse(&out)["client_request"], "\u{fffd}\u{fffd}");
+    }
+
+    #[test]
+    fn a_busy_round_writes_as_it_goes_and_loses_no_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.log");
+        let file = RotatingFile::open(&path, 0, 0).unwrap();
+        let mut sink = Sink {
+            log: Logger::root(slog::Discard, slog::o!()),
+            json: Some(Buffered::new(file, "test")),
+            stderr: None,
+            log_bodies: true,
+            store: None,
+        };
+        let big = format!("{{\"x\":\"{}\"}}", "y".repeat(20 << 10));
+        let (mut json, mut text) = (Vec::new(), Vec::new());
+        for i in 0..100 {
+            let mut r = record();
+            r.request_id = format!("chatcmpl-{i}");
+            r.response = Bytes::from(big.clone());
+            sink.add(&mut json, &mut text, r);
+            // Never more than one record's lines past the threshold.
+            assert!(json.len() < WRITE_AT + big.len() + 4096, "{} bytes pending", json.len());
+        }
+        sink.write(&mut json, &mut text);
+        sink.flush();
+        let written = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> =
+            written.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 200, "a summary and a content line per record");
+        assert_eq!(lines[199]["id"], "chatcmpl-99");
+        assert_eq!(lines[199]["response"]["x"].as_str().map(str::len), Some(20 << 10));
     }
 
     #[test]
