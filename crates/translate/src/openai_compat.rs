@@ -181,15 +181,21 @@ impl std::ops::Deref for Text<'_> {
     }
 }
 
-/// The parts of a chunk the log needs, read without copying what it does not need.
+/// The parts of a chunk the log needs once: read from the first chunks only, until they are
+/// known, so the strings every chunk repeats are skipped, not checked, in all the others.
 #[derive(Deserialize)]
-struct ChunkView<'a> {
+struct ChunkHead<'a> {
     #[serde(default, borrow)]
     id: Option<Text<'a>>,
     #[serde(default, borrow)]
     model: Option<Text<'a>>,
     #[serde(default)]
     created: Option<u64>,
+}
+
+/// The parts of every chunk the log needs, read without copying what it does not need.
+#[derive(Deserialize)]
+struct ChunkView<'a> {
     #[serde(default, borrow)]
     choices: Vec<ChoiceView<'a>>,
     #[serde(default)]
@@ -267,20 +273,24 @@ impl OpenAiStream {
         vec![frame]
     }
 
-    fn record(&mut self, view: &ChunkView<'_>) {
+    fn record(&mut self, data: &[u8], view: &ChunkView<'_>) {
         let a = &mut self.assembled;
-        if a.id.is_empty()
-            && let Some(id) = &view.id
+        if (a.id.is_empty() || a.model.is_empty() || a.created == 0)
+            && let Ok(head) = serde_json::from_slice::<ChunkHead<'_>>(data)
         {
-            a.id = id.to_string();
-        }
-        if a.model.is_empty()
-            && let Some(m) = &view.model
-        {
-            a.model = m.to_string();
-        }
-        if a.created == 0 {
-            a.created = view.created.unwrap_or(0);
+            if a.id.is_empty()
+                && let Some(id) = &head.id
+            {
+                a.id = id.to_string();
+            }
+            if a.model.is_empty()
+                && let Some(m) = &head.model
+            {
+                a.model = m.to_string();
+            }
+            if a.created == 0 {
+                a.created = head.created.unwrap_or(0);
+            }
         }
         for c in &view.choices {
             if let Some(d) = &c.delta {
@@ -357,7 +367,7 @@ impl StreamTranslator for OpenAiStream {
             out.extend(self.fail(error));
             return Ok(());
         }
-        self.record(&view);
+        self.record(data, &view);
         let usage_only = view.choices.is_empty() && view.usage.is_some();
         if usage_only && !self.include_usage {
             return Ok(());
@@ -398,8 +408,9 @@ mod tests {
     #[test]
     fn chunk_strings_are_borrowed_unless_escaped() {
         let json = br#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"plain","refusal":null,"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":1}"}}]}}]}"#;
+        let head: ChunkHead<'_> = serde_json::from_slice(json).unwrap();
+        assert!(matches!(head.id.as_ref().map(|t| &t.0), Some(Cow::Borrowed("c1"))));
         let view: ChunkView<'_> = serde_json::from_slice(json).unwrap();
-        assert!(matches!(view.id.as_ref().map(|t| &t.0), Some(Cow::Borrowed("c1"))));
         let delta = view.choices[0].delta.as_ref().unwrap();
         assert!(matches!(delta.content.as_ref().map(|t| &t.0), Some(Cow::Borrowed("plain"))));
         assert!(delta.refusal.is_none());
@@ -408,6 +419,6 @@ mod tests {
         assert!(
             matches!(args.arguments.as_ref().map(|t| &t.0), Some(Cow::Owned(s)) if s == r#"{"a":1}"#)
         );
-        assert!(serde_json::from_slice::<ChunkView<'_>>(br#"{"id":5}"#).is_err());
+        assert!(serde_json::from_slice::<ChunkHead<'_>>(br#"{"id":5}"#).is_err());
     }
 }
