@@ -6,8 +6,8 @@
 #
 # Runs, interleaved with direct-to-mock rounds in each compare.sh run:
 #   - nginx proxy_pass (the pass-through ceiling) and uniproxy with TYPE=openai,
-#     for 1 KB non-stream, 20 KB non-stream and 100-event streams;
-#   - uniproxy with TYPE=anthropic (OpenAI in, Anthropic Messages upstream), 1 KB and stream;
+#     for 1 KB and 20 KB requests, each non-stream and as a 100-event stream;
+#   - uniproxy with TYPE=anthropic (OpenAI in, Anthropic Messages upstream), the same four;
 #   - added latency at low load (overhead.py, one request in flight) for both proxies;
 #   - start-up to first answer (startup.py), idle RSS, RSS with 1,000 open streams;
 #   - log entries written against requests sent (an exact-count client, then SIGTERM).
@@ -93,9 +93,13 @@ compare nginx-20k http://127.0.0.1:18090/v1 "$NGINX_PID" --body 20k
 compare uniproxy-20k http://127.0.0.1:4000/v1 "$OPENAI_PID" --body 20k
 compare nginx-stream http://127.0.0.1:18090/v1 "$NGINX_PID" --stream --timeout 60
 compare uniproxy-stream http://127.0.0.1:4000/v1 "$OPENAI_PID" --stream --timeout 60
+compare nginx-20k-stream http://127.0.0.1:18090/v1 "$NGINX_PID" --body 20k --stream --timeout 60
+compare uniproxy-20k-stream http://127.0.0.1:4000/v1 "$OPENAI_PID" --body 20k --stream --timeout 60
 # The direct leg stays OpenAI-to-mock: the ratio is what translating to Anthropic costs on top.
 compare uniproxy-anthropic-1k http://127.0.0.1:4001/v1 "$ANTHROPIC_PID"
 compare uniproxy-anthropic-stream http://127.0.0.1:4001/v1 "$ANTHROPIC_PID" --stream --timeout 60
+compare uniproxy-anthropic-20k http://127.0.0.1:4001/v1 "$ANTHROPIC_PID" --body 20k
+compare uniproxy-anthropic-20k-stream http://127.0.0.1:4001/v1 "$ANTHROPIC_PID" --body 20k --stream --timeout 60
 
 echo "== start-up to first answer"
 python3 "$SHARED/startup.py" --url http://127.0.0.1:4003/v1 --runs 5 -- env -i PATH="$PATH" \
