@@ -227,6 +227,7 @@ impl Recorder {
             stderr: logs.stderr,
             log_bodies,
             store: store.clone(),
+            json_failing: false,
         };
         let thread = std::thread::Builder::new()
             .name("request-log".into())

@@ -40,6 +40,9 @@ pub(crate) struct Sink {
     pub stderr: Option<Buffered<io::Stderr>>,
     pub log_bodies: bool,
     pub store: Option<WriterHandle>,
+    /// Whether the last write to the JSON log failed: a full disk is reported once when it
+    /// starts failing and once when it works again, not every few milliseconds.
+    pub json_failing: bool,
 }
 
 /// The thread's loop: gather, format, write, until [`Msg::Stop`] or every sender is gone.
@@ -106,9 +109,19 @@ impl Sink {
     fn write(&mut self, json: &mut Vec<u8>, text: &mut Vec<u8>) {
         if let Some(out) = self.json.as_mut()
             && !json.is_empty()
-            && let Err(e) = out.write_all(json)
         {
-            error!(self.log, "cannot write the JSON log"; "error" => %e);
+            match out.write_all(json) {
+                Ok(()) if self.json_failing => {
+                    self.json_failing = false;
+                    slog::info!(self.log, "the JSON log is written again");
+                }
+                Ok(()) => {}
+                Err(e) if !self.json_failing => {
+                    self.json_failing = true;
+                    error!(self.log, "cannot write the JSON log; request lines are lost until it works again (the log store still has every entry)"; "error" => %e);
+                }
+                Err(_) => {}
+            }
         }
         if let Some(out) = self.stderr.as_mut()
             && !text.is_empty()
@@ -389,6 +402,7 @@ mod tests {
             stderr: None,
             log_bodies: true,
             store: None,
+            json_failing: false,
         };
         let big = format!("{{\"x\":\"{}\"}}", "y".repeat(20 << 10));
         let (mut json, mut text) = (Vec::new(), Vec::new());
@@ -408,6 +422,43 @@ mod tests {
         assert_eq!(lines.len(), 200, "a summary and a content line per record");
         assert_eq!(lines[199]["id"], "chatcmpl-99");
         assert_eq!(lines[199]["response"]["x"].as_str().map(str::len), Some(20 << 10));
+    }
+
+    /// Counts the error records logged.
+    struct Errors(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl slog::Drain for Errors {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(&self, r: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+            if r.level() == slog::Level::Error {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failing_json_log_is_reported_once_not_per_write() {
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Every write to /dev/full fails with "no space left on device".
+        let file = RotatingFile::open(std::path::Path::new("/dev/full"), 0, 0).unwrap();
+        let mut sink = Sink {
+            log: Logger::root(Errors(errors.clone()), slog::o!()),
+            json: Some(Buffered::new(file, "test")),
+            stderr: None,
+            log_bodies: true,
+            store: None,
+            json_failing: false,
+        };
+        for _ in 0..3 {
+            // Larger than the output's buffer, so the write reaches the file.
+            let (mut json, mut text) = (vec![b'x'; 2 * WRITE_AT], Vec::new());
+            sink.write(&mut json, &mut text);
+            assert!(json.is_empty(), "the lines are dropped, not kept to grow");
+        }
+        assert!(sink.json_failing);
+        assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]
