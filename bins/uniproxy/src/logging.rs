@@ -113,9 +113,7 @@ impl<W: Write + Send + 'static> Buffered<W> {
         });
         Buffered(shared)
     }
-}
 
-impl<W: Write + Send + 'static> Buffered<W> {
     /// Writes what the buffer holds now ([`Write::flush`] leaves that to the flusher thread).
     ///
     /// # Errors
@@ -205,8 +203,8 @@ pub fn root(file: Option<RotatingFile>) -> Logs {
         None => Box::new(term),
     };
     // Blocking on overflow: a log line is never dropped; the proxy slows down instead when
-    // the disk cannot keep up. The queue is short because records carry request bodies
-    // (1,024 records of 20 KB bodies is already 60 MB).
+    // the disk cannot keep up. Request lines do not come this way (see `reqlog`), so the
+    // queue carries only the occasional operational line.
     let drain = slog_async::Async::new(drain)
         .chan_size(1024)
         .overflow_strategy(slog_async::OverflowStrategy::Block)

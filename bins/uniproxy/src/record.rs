@@ -80,7 +80,7 @@ pub fn now_ms() -> i64 {
 
 /// A body as text: borrowed when it is UTF-8 (always, for a body that parsed as JSON; the
 /// check is the fast validated one), replaced characters otherwise.
-fn text(b: &Bytes) -> std::borrow::Cow<'_, str> {
+pub(crate) fn text(b: &Bytes) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(b) {
         Ok(s) => std::borrow::Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(b),
@@ -139,6 +139,21 @@ pub fn key_hash(key: &str) -> String {
 }
 
 impl RequestRecord {
+    /// Milliseconds from arrival to the end of the response.
+    pub(crate) fn latency_ms(&self) -> i64 {
+        self.finished_ms - self.received_ms
+    }
+
+    /// Milliseconds from arrival to the first byte of the answer.
+    pub(crate) fn ttft_ms(&self) -> Option<i64> {
+        self.first_byte_ms.map(|t| t - self.received_ms)
+    }
+
+    /// Prompt and completion tokens (0 without usage).
+    pub(crate) fn tokens(&self) -> (u64, u64) {
+        self.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens))
+    }
+
     /// The log store's entry for this record (its strings move; the bodies become text).
     pub(crate) fn into_entry(self) -> NewEntry {
         let text = |b: &Bytes| text(b).into_owned();
@@ -306,19 +321,14 @@ impl Recorder {
 
     /// Writes the record: counted now, logged and stored by the request log's thread.
     pub fn record(&self, r: RequestRecord) {
-        let latency_ms = r.finished_ms - r.received_ms;
         let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-        let (prompt, completion) =
-            r.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        let (prompt, completion) = r.tokens();
         self.metrics.observe(&Observation {
             status: r.status,
             stream: r.stream,
-            upstream: millis(latency_ms).saturating_sub(r.overhead),
+            upstream: millis(r.latency_ms()).saturating_sub(r.overhead),
             overhead: r.overhead,
-            ttft: r
-                .first_byte_ms
-                .filter(|_| r.stream && r.status == 200)
-                .map(|t| millis(t - r.received_ms)),
+            ttft: r.ttft_ms().filter(|_| r.stream && r.status == 200).map(millis),
             prompt_tokens: prompt,
             completion_tokens: completion,
             timed_out: r.error_type.as_deref() == Some("timeout_error"),

@@ -18,7 +18,7 @@ use slog::{Logger, error};
 use uniproxy_logstore::WriterHandle;
 
 use crate::logging::{Buffered, RotatingFile};
-use crate::record::RequestRecord;
+use crate::record::{RequestRecord, text};
 
 /// How long the thread sleeps between looks at the channel while records keep coming.
 const NAP: Duration = Duration::from_millis(2);
@@ -182,18 +182,6 @@ impl Timestamp {
     }
 }
 
-fn latency_ms(r: &RequestRecord) -> i64 {
-    r.finished_ms - r.received_ms
-}
-
-fn ttft_ms(r: &RequestRecord) -> Option<i64> {
-    r.first_byte_ms.map(|t| t - r.received_ms)
-}
-
-fn tokens(r: &RequestRecord) -> (u64, u64) {
-    r.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens))
-}
-
 /// `WARN` for the failures an operator should look at (upstream faults, clients that left).
 fn level(r: &RequestRecord) -> &'static str {
     if r.status >= 500 || r.status == 499 { "WARN" } else { "INFO" }
@@ -241,10 +229,7 @@ fn kv_body(out: &mut Vec<u8>, k: &str, body: &Bytes, is_json: bool) {
             out.extend(body.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
         }
     } else {
-        match std::str::from_utf8(body) {
-            Ok(s) => string(out, s),
-            Err(_) => string(out, &String::from_utf8_lossy(body)),
-        }
+        string(out, &text(body));
     }
 }
 
@@ -261,7 +246,7 @@ fn open_line(out: &mut Vec<u8>, msg: &str, level: &str, ts: &Timestamp) {
 
 /// The summary line: one per request, without bodies.
 fn summary_json(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
-    let (prompt, completion) = tokens(r);
+    let (prompt, completion) = r.tokens();
     open_line(out, "request", level(r), ts);
     kv_str(out, "id", Some(&r.request_id));
     kv_num(out, "status", r.status);
@@ -269,8 +254,8 @@ fn summary_json(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
     kv_str(out, "client_model", Some(&r.client_model));
     kv_str(out, "model", Some(&r.actual_model));
     kv_str(out, "platform", Some(r.platform));
-    kv_num(out, "latency_ms", latency_ms(r));
-    kv_num(out, "ttft_ms", ttft_ms(r));
+    kv_num(out, "latency_ms", r.latency_ms());
+    kv_num(out, "ttft_ms", r.ttft_ms());
     kv_num(out, "overhead_ms", r.overhead.as_secs_f64() * 1000.0);
     kv_num(out, "prompt_tokens", prompt);
     kv_num(out, "completion_tokens", completion);
@@ -302,8 +287,8 @@ fn content_json(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
 
 /// The stderr line, in slog-term's compact shape.
 fn summary_text(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
-    let (prompt, completion) = tokens(r);
-    let ttft = ttft_ms(r).map_or_else(|| "None".to_owned(), |t| t.to_string());
+    let (prompt, completion) = r.tokens();
+    let ttft = r.ttft_ms().map_or_else(|| "None".to_owned(), |t| t.to_string());
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
@@ -318,7 +303,7 @@ fn summary_text(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
         r.client_model,
         r.actual_model,
         r.platform,
-        latency_ms(r),
+        r.latency_ms(),
         r.overhead.as_secs_f64() * 1000.0,
         r.attempts,
     );
