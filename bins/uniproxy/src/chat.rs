@@ -223,26 +223,28 @@ async fn handle(
     let wait_started = Instant::now();
     let body = read_upstream(upstream_body, deadline).await?;
     *upstream_wait += wait_started.elapsed();
-    let translated = state.provider.translate_response(status, body, &ctx)?;
-    record.usage.clone_from(&translated.completion.usage);
-    record.status = 200;
     let mut response = if client_stream {
         // SUPPORTS_STREAMING=false: the whole answer, replayed as a valid stream.
+        let translated = state.provider.translate_response(status, body, &ctx)?;
+        record.usage.clone_from(&translated.completion.usage);
         let mut sse = BytesMut::new();
         for frame in completion_to_frames(&translated.completion, ctx.include_usage) {
             sse.extend_from_slice(&frame);
         }
         // The completion as the translator serialized it (not serialized again).
-        record.response = translated.body.clone();
+        record.response = translated.body;
         let mut r = Response::new(Either::Left(Full::new(sse.freeze())));
         r.headers_mut()
             .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
         r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
         r
     } else {
-        record.response = translated.body.clone();
-        json_response(200, translated.body)
+        let answer = state.provider.translate_answer(status, body, &ctx)?;
+        record.usage = answer.usage;
+        record.response = answer.body.clone();
+        json_response(200, answer.body)
     };
+    record.status = 200;
     response
         .headers_mut()
         .insert("x-uniproxy-overhead-ms", overhead_header(started, *upstream_wait));

@@ -202,6 +202,10 @@ fn responses(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| p.translate_response(200, black_box(body.clone()), &ctx).unwrap())
         });
+        // What the server calls for a non-stream client: only the body and the usage.
+        g.bench_function(format!("{name}_answer"), |b| {
+            b.iter(|| p.translate_answer(200, black_box(body.clone()), &ctx).unwrap())
+        });
     }
     g.finish();
 }

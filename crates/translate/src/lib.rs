@@ -247,6 +247,22 @@ pub struct Translated {
     pub body: Bytes,
 }
 
+/// A non-stream answer as the client gets it, with what the log keeps of it: the cheaper
+/// sibling of [`Translated`] (see [`Provider::translate_answer`]).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The token usage, when the answer reports it.
+    pub usage: Option<uniproxy_wire::Usage>,
+    /// The body to send the client.
+    pub body: Bytes,
+}
+
+impl From<Translated> for Answer {
+    fn from(t: Translated) -> Self {
+        Answer { usage: t.completion.usage, body: t.body }
+    }
+}
+
 /// One platform's translation, both ways.
 pub trait Provider: Send + Sync {
     /// The platform.
@@ -274,6 +290,22 @@ pub trait Provider: Send + Sync {
         body: Bytes,
         ctx: &ResponseContext,
     ) -> Result<Translated, TranslateError>;
+
+    /// [`translate_response`](Self::translate_response) for a caller that needs only the
+    /// client's body and the usage. A platform whose answer passes through unchanged checks its
+    /// shape here without building the typed completion; the answers it accepts and the errors
+    /// it returns are those of `translate_response`.
+    ///
+    /// # Errors
+    /// As [`translate_response`](Self::translate_response).
+    fn translate_answer(
+        &self,
+        status: u16,
+        body: Bytes,
+        ctx: &ResponseContext,
+    ) -> Result<Answer, TranslateError> {
+        self.translate_response(status, body, ctx).map(Answer::from)
+    }
 
     /// Translates an error answer (any non-2xx status) into the OpenAI shape.
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError;

@@ -13,7 +13,7 @@ use uniproxy_wire::{
 use crate::json_bytes;
 use crate::sse::{self, SseEvent};
 use crate::{
-    Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
+    Answer, Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
     TranslateError, Translated, UpstreamRequest, complete_error, fallback_error,
 };
 
@@ -149,6 +149,24 @@ impl Provider for OpenAiCompat {
         Ok(Translated { completion, body })
     }
 
+    fn translate_answer(
+        &self,
+        status: u16,
+        body: Bytes,
+        ctx: &ResponseContext,
+    ) -> Result<Answer, TranslateError> {
+        // The body goes to the client as it came: its shape is checked, and its usage read,
+        // without building the typed completion (a sixth of a 1 KB request's instructions).
+        // Anything the check refuses takes the full parse, which gives the precise error.
+        if (200..300).contains(&status)
+            && std::str::from_utf8(&body).is_ok()
+            && let Ok(view) = serde_json::from_slice::<CompletionView<'_>>(&body)
+        {
+            return Ok(Answer { usage: view.usage, body });
+        }
+        self.translate_response(status, body, ctx).map(Answer::from)
+    }
+
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
         translate_openai_error(status, body)
     }
@@ -165,6 +183,39 @@ pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError
         Err(_) => fallback_error(status, body),
     };
     TranslateError::Upstream { status, error: Box::new(error) }
+}
+
+/// What [`ChatCompletion`] requires of an answer, with the usage: strings are borrowed where
+/// they can be, and everything else in a message is skipped.
+#[derive(Deserialize)]
+#[allow(dead_code)] // Fields other than `usage` are read only to check their types.
+struct CompletionView<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    object: Text<'a>,
+    created: u64,
+    #[serde(borrow)]
+    model: Text<'a>,
+    #[serde(borrow)]
+    choices: Vec<AnswerChoice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct AnswerChoice<'a> {
+    index: u32,
+    #[serde(borrow)]
+    message: AnswerMessage<'a>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct AnswerMessage<'a> {
+    #[serde(borrow)]
+    role: Text<'a>,
 }
 
 /// A string of a chunk, borrowed from the chunk's bytes unless it holds escapes.
@@ -404,6 +455,74 @@ impl StreamTranslator for OpenAiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer_and_response(
+        status: u16,
+        body: &[u8],
+    ) -> (Result<Answer, TranslateError>, Result<Translated, TranslateError>) {
+        let config =
+            ProviderConfig::new(ProviderKind::OpenAi, "https://api.openai.com/v1", "sk-test", "m");
+        let openai = crate::provider(&config).unwrap();
+        let request: ChatCompletionRequest =
+            from_slice(br#"{"model":"a","messages":[{"role":"user","content":"Hi"}]}"#).unwrap();
+        let ctx = ResponseContext::new("chatcmpl-1", 1, "m", &request);
+        let body = Bytes::copy_from_slice(body);
+        (
+            openai.translate_answer(status, body.clone(), &ctx),
+            openai.translate_response(status, body, &ctx),
+        )
+    }
+
+    #[test]
+    fn the_answer_check_accepts_and_refuses_what_the_full_parse_does() {
+        let full = br#"{"id":"chatcmpl-\u0041bc","object":"chat.completion","created":1741569952,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}],"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":82,"completion_tokens":17,"total_tokens":99,"prompt_tokens_details":{"cached_tokens":64,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":3,"audio_tokens":0}},"service_tier":"default","system_fingerprint":"fp_1"}"#;
+        // The check itself takes a real answer (no fall-back to the full parse).
+        assert!(serde_json::from_slice::<CompletionView<'_>>(full).is_ok());
+        let (answer, response) = answer_and_response(200, full);
+        let (answer, response) = (answer.unwrap(), response.unwrap());
+        assert_eq!(answer.body, response.body, "the upstream's bytes pass through");
+        assert_eq!(answer.usage, response.completion.usage);
+        let usage = answer.usage.unwrap();
+        assert_eq!(
+            (usage.total_tokens, usage.cached_tokens(), usage.reasoning_tokens()),
+            (99, Some(64), Some(3))
+        );
+
+        let no_usage = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":null}"#;
+        let (answer, response) = answer_and_response(200, no_usage);
+        assert!(answer.unwrap().usage.is_none());
+        assert!(response.unwrap().completion.usage.is_none());
+
+        let refused: [&[u8]; 10] = [
+            b"",
+            b"not json",
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m"}"#,
+            br#"{"id":"c","object":"chat.completion","created":"1","model":"m","choices":[]}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"content":"no role"}}]}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":-1,"message":{"role":"assistant"}}]}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":"Hi"}]}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":"lots"}"#,
+            b"{\"id\":\"c\xff\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[]}",
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[]} trailing"#,
+        ];
+        for body in refused {
+            let (answer, response) = answer_and_response(200, body);
+            let (answer, response) = (answer.unwrap_err(), response.unwrap_err());
+            assert_eq!(
+                answer.to_string(),
+                response.to_string(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(answer.status(), 502);
+        }
+
+        let error = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let (answer, response) = answer_and_response(429, error);
+        let (answer, response) = (answer.unwrap_err(), response.unwrap_err());
+        assert_eq!(answer.status(), 429);
+        assert_eq!(answer.to_error_response(), response.to_error_response());
+    }
 
     #[test]
     fn chunk_strings_are_borrowed_unless_escaped() {
