@@ -145,41 +145,103 @@ impl Sink {
     }
 }
 
-/// A wall-clock time, broken down once for both outputs.
+/// A wall-clock time, broken down once for both outputs, and written digit by digit (`format!`
+/// with padded fields was a quarter of this thread's instructions).
 struct Timestamp {
-    /// `2026-11-26T13:36:51.475173461Z`, as slog-json writes it.
-    rfc3339: String,
-    /// `Nov 26 13:36:51.475`, as slog-term writes it.
-    short: String,
+    year: i32,
+    month: u8,
+    day: u8,
+    hour: u8,
+    minute: u8,
+    second: u8,
+    nanosecond: u32,
 }
 
 impl Timestamp {
     fn now() -> Self {
-        let t = time::OffsetDateTime::from(SystemTime::now());
-        let month =
-            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-                [usize::from(u8::from(t.month())) - 1];
+        Self::from(time::OffsetDateTime::from(SystemTime::now()))
+    }
+
+    /// `2026-11-26T13:36:51.475173461Z`, as slog-json writes it.
+    fn rfc3339(&self, out: &mut Vec<u8>) {
+        digits(out, i64::from(self.year), 4);
+        out.push(b'-');
+        digits(out, i64::from(self.month), 2);
+        out.push(b'-');
+        digits(out, i64::from(self.day), 2);
+        out.push(b'T');
+        self.clock(out);
+        digits(out, i64::from(self.nanosecond), 9);
+        out.push(b'Z');
+    }
+
+    /// `Nov 26 13:36:51.475`, as slog-term writes it.
+    fn short(&self, out: &mut Vec<u8>) {
+        const MONTHS: [&str; 12] =
+            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        let month = MONTHS[usize::from(self.month.clamp(1, 12)) - 1];
+        out.extend_from_slice(month.as_bytes());
+        out.push(b' ');
+        digits(out, i64::from(self.day), 2);
+        out.push(b' ');
+        self.clock(out);
+        digits(out, i64::from(self.nanosecond / 1_000_000), 3);
+    }
+
+    /// `13:36:51.`
+    fn clock(&self, out: &mut Vec<u8>) {
+        digits(out, i64::from(self.hour), 2);
+        out.push(b':');
+        digits(out, i64::from(self.minute), 2);
+        out.push(b':');
+        digits(out, i64::from(self.second), 2);
+        out.push(b'.');
+    }
+}
+
+impl From<time::OffsetDateTime> for Timestamp {
+    fn from(t: time::OffsetDateTime) -> Self {
         Timestamp {
-            rfc3339: format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.nanosecond()
-            ),
-            short: format!(
-                "{month} {:02} {:02}:{:02}:{:02}.{:03}",
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second(),
-                t.millisecond()
-            ),
+            year: t.year(),
+            month: u8::from(t.month()),
+            day: t.day(),
+            hour: t.hour(),
+            minute: t.minute(),
+            second: t.second(),
+            nanosecond: t.nanosecond(),
         }
     }
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` characters (the sign counts, as in
+/// `format!("{n:0width$}")`).
+fn digits(out: &mut Vec<u8>, n: i64, mut width: usize) {
+    if n < 0 {
+        out.push(b'-');
+        width = width.saturating_sub(1);
+    }
+    let mut n = n.unsigned_abs();
+    let mut buf = [b'0'; 20];
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        // `n % 10` is a single digit.
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[start.min(buf.len().saturating_sub(width))..]);
+}
+
+/// Appends a duration in milliseconds with three decimals, as `{:.3}` of them would.
+fn millis3(out: &mut Vec<u8>, d: Duration) {
+    let micros = (d.as_nanos() + 500) / 1000;
+    digits(out, i64::try_from(micros / 1000).unwrap_or(i64::MAX), 1);
+    out.push(b'.');
+    // Below 1000.
+    digits(out, (micros % 1000) as i64, 3);
 }
 
 /// `WARN` for the failures an operator should look at (upstream faults, clients that left).
@@ -240,7 +302,7 @@ fn open_line(out: &mut Vec<u8>, msg: &str, level: &str, ts: &Timestamp) {
     out.extend_from_slice(b"\",\"level\":\"");
     out.extend_from_slice(level.as_bytes());
     out.extend_from_slice(b"\",\"ts\":\"");
-    out.extend_from_slice(ts.rfc3339.as_bytes());
+    ts.rfc3339(out);
     out.push(b'"');
 }
 
@@ -287,28 +349,46 @@ fn content_json(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
 
 /// The stderr line, in slog-term's compact shape.
 fn summary_text(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
+    /// Appends `, name: `.
+    fn name(out: &mut Vec<u8>, name: &str) {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+    }
     let (prompt, completion) = r.tokens();
-    let ttft = r.ttft_ms().map_or_else(|| "None".to_owned(), |t| t.to_string());
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "{} {} request, id: {}, status: {}, stream: {}, client_model: {}, model: {}, platform: {}, \
-         latency_ms: {}, ttft_ms: {ttft}, overhead_ms: {:.3}, prompt_tokens: {prompt}, \
-         completion_tokens: {completion}, attempts: {}",
-        ts.short,
-        level(r),
-        r.request_id,
-        r.status,
-        r.stream,
-        r.client_model,
-        r.actual_model,
-        r.platform,
-        r.latency_ms(),
-        r.overhead.as_secs_f64() * 1000.0,
-        r.attempts,
-    );
+    ts.short(out);
+    out.push(b' ');
+    out.extend_from_slice(level(r).as_bytes());
+    out.extend_from_slice(b" request, id: ");
+    out.extend_from_slice(r.request_id.as_bytes());
+    name(out, "status");
+    digits(out, i64::from(r.status), 1);
+    name(out, "stream");
+    out.extend_from_slice(if r.stream { b"true" } else { b"false" });
+    for (key, value) in
+        [("client_model", &*r.client_model), ("model", &*r.actual_model), ("platform", r.platform)]
+    {
+        name(out, key);
+        out.extend_from_slice(value.as_bytes());
+    }
+    name(out, "latency_ms");
+    digits(out, r.latency_ms(), 1);
+    name(out, "ttft_ms");
+    match r.ttft_ms() {
+        Some(t) => digits(out, t, 1),
+        None => out.extend_from_slice(b"None"),
+    }
+    name(out, "overhead_ms");
+    millis3(out, r.overhead);
+    for (key, value) in [("prompt_tokens", prompt), ("completion_tokens", completion)] {
+        name(out, key);
+        digits(out, i64::try_from(value).unwrap_or(i64::MAX), 1);
+    }
+    name(out, "attempts");
+    digits(out, i64::from(r.attempts), 1);
     if let Some(e) = &r.error_message {
-        let _ = write!(out, ", error: {e}");
+        name(out, "error");
+        out.extend_from_slice(e.as_bytes());
     }
     out.push(b'\n');
 }
@@ -467,5 +547,63 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains(" WARN request, id: chatcmpl-1, status: 502,"), "{text}");
         assert!(text.ends_with("error: upstream \"down\"\n"), "{text}");
+    }
+
+    #[test]
+    fn times_and_numbers_are_written_as_the_formatter_would() {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_767_582_245_000_000_007).unwrap();
+        let (mut long, mut short) = (Vec::new(), Vec::new());
+        Timestamp::from(t).rfc3339(&mut long);
+        Timestamp::from(t).short(&mut short);
+        assert_eq!(String::from_utf8(long).unwrap(), "2026-01-05T03:04:05.000000007Z");
+        assert_eq!(String::from_utf8(short).unwrap(), "Jan 05 03:04:05.000");
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_798_761_599_999_999_999).unwrap();
+        let (mut long, mut short) = (Vec::new(), Vec::new());
+        Timestamp::from(t).rfc3339(&mut long);
+        Timestamp::from(t).short(&mut short);
+        assert_eq!(String::from_utf8(long).unwrap(), "2026-12-31T23:59:59.999999999Z");
+        assert_eq!(String::from_utf8(short).unwrap(), "Dec 31 23:59:59.999");
+
+        for n in [0, 7, 10, 999, 1_000, -3, -45, i64::MAX, i64::MIN] {
+            for width in [1, 2, 3, 9] {
+                let mut out = Vec::new();
+                digits(&mut out, n, width);
+                assert_eq!(String::from_utf8(out).unwrap(), format!("{n:0width$}"), "{n} {width}");
+            }
+        }
+        for nanos in [0, 1, 499, 500, 848_123, 1_234_567, 999_999_999, 12_345_678_901] {
+            let d = Duration::from_nanos(nanos);
+            let mut out = Vec::new();
+            millis3(&mut out, d);
+            let expected = format!("{:.3}", d.as_secs_f64() * 1000.0);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{nanos} ns");
+        }
+    }
+
+    #[test]
+    fn the_stderr_line_keeps_slog_terms_shape() {
+        let mut r = record();
+        r.overhead = Duration::from_micros(1_848);
+        let ts = Timestamp::from(
+            time::OffsetDateTime::from_unix_timestamp_nanos(1_767_582_245_123_456_789).unwrap(),
+        );
+        let mut text = Vec::new();
+        summary_text(&mut text, &r, &ts);
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "Jan 05 03:04:05.123 INFO request, id: chatcmpl-1, status: 200, stream: false, \
+             client_model: gpt-\"4\", model: m, platform: openai, latency_ms: 10, ttft_ms: 4, \
+             overhead_ms: 1.848, prompt_tokens: 0, completion_tokens: 0, attempts: 1\n"
+        );
+        r.first_byte_ms = None;
+        r.finished_ms = r.received_ms - 2;
+        r.status = 499;
+        r.error_message = Some("the client closed the connection".into());
+        let mut text = Vec::new();
+        summary_text(&mut text, &r, &ts);
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.starts_with("Jan 05 03:04:05.123 WARN request"), "{text}");
+        assert!(text.contains(", latency_ms: -2, ttft_ms: None, overhead_ms: 1.848,"), "{text}");
+        assert!(text.ends_with(", error: the client closed the connection\n"), "{text}");
     }
 }
