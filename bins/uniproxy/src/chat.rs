@@ -169,7 +169,7 @@ async fn handle(
         request.stream = None;
         request.stream_options = None;
     }
-    let up = state.provider.build_request(request)?;
+    let up = state.provider.build_request_from(request, &body)?;
     record.upstream_request = up.body.clone();
     record.dropped_fields.clone_from(&up.dropped);
 

@@ -183,6 +183,17 @@ fn requests(c: &mut Criterion) {
                     })
                 },
             );
+            // What the server calls: the client's bytes at hand.
+            g.bench_with_input(
+                BenchmarkId::new(format!("parse_build_from_{name}"), &label),
+                &body,
+                |b, body| {
+                    b.iter(|| {
+                        let r: ChatCompletionRequest = from_slice(black_box(body)).unwrap();
+                        p.build_request_from(r, body).unwrap()
+                    })
+                },
+            );
         }
     }
     g.finish();

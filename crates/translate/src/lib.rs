@@ -279,6 +279,22 @@ pub trait Provider: Send + Sync {
         request: ChatCompletionRequest,
     ) -> Result<UpstreamRequest, TranslateError>;
 
+    /// [`build_request`](Self::build_request) for a request parsed from `raw`, the client's
+    /// body. The caller may have changed `model`, `stream` and `stream_options` since; every
+    /// other field must be as parsed. A platform that speaks the OpenAI format copies the
+    /// client's bytes for the members it does not rewrite instead of serializing them again.
+    ///
+    /// # Errors
+    /// As [`build_request`](Self::build_request).
+    fn build_request_from(
+        &self,
+        request: ChatCompletionRequest,
+        raw: &[u8],
+    ) -> Result<UpstreamRequest, TranslateError> {
+        let _ = raw;
+        self.build_request(request)
+    }
+
     /// Translates a non-stream answer.
     ///
     /// # Errors

@@ -105,15 +105,10 @@ pub(crate) fn cap_tokens(
     }
 }
 
-impl Provider for OpenAiCompat {
-    fn kind(&self) -> ProviderKind {
-        self.config.kind
-    }
-
-    fn build_request(
-        &self,
-        mut request: ChatCompletionRequest,
-    ) -> Result<UpstreamRequest, TranslateError> {
+impl OpenAiCompat {
+    /// The request as the upstream gets it: the configured model, the token limit applied, and
+    /// usage asked for in a stream.
+    fn rewrite(&self, mut request: ChatCompletionRequest) -> ChatCompletionRequest {
         request.model.clone_from(&self.config.model);
         let max = self.config.max_tokens;
         cap_tokens(&mut request, max, |r| match self.limit_field {
@@ -131,8 +126,197 @@ impl Provider for OpenAiCompat {
                 })
                 .include_usage = Some(true);
         }
+        request
+    }
+}
+
+/// The members [`OpenAiCompat::rewrite`] may change, and the caller of
+/// [`Provider::build_request_from`] too: they are written from the typed request, every other
+/// member from the client's bytes.
+const REWRITTEN: [&str; 5] =
+    ["model", "max_tokens", "max_completion_tokens", "stream", "stream_options"];
+
+/// The members of a JSON object, in order: each key as written between its quotes (escapes
+/// not decoded) and each value as the slice of the input it is.
+///
+/// The input must already have been parsed (the request was): this only follows strings and
+/// nesting to find where members end, a quote or backslash at a time inside strings, and gives
+/// `None` when what it finds is not an object, so a caller falls back to serializing.
+fn members(json: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut members = Vec::with_capacity(8);
+    let mut i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(json, i + 1);
+    if json.get(i) == Some(&b'}') {
+        return (skip_ws(json, i + 1) == json.len()).then_some(members);
+    }
+    loop {
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(json, i + 1)?;
+        let key = &json[i + 1..key_end];
+        i = skip_ws(json, key_end + 1);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(json, i + 1);
+        let end = value_end(json, start)?;
+        members.push((key, &json[start..end]));
+        i = skip_ws(json, end);
+        match json.get(i) {
+            Some(b',') => i = skip_ws(json, i + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    (skip_ws(json, i + 1) == json.len()).then_some(members)
+}
+
+/// The index of the first byte at or after `i` that is not JSON whitespace.
+fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while matches!(json.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the quote that closes a string whose contents start at `i`.
+fn string_end(json: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[at] == b'"' {
+            return Some(at);
+        }
+        // A backslash and the character it escapes (a `\uXXXX`'s digits need no care).
+        i = at + 2;
+    }
+}
+
+/// The index just past the value that starts at `i`.
+fn value_end(json: &[u8], i: usize) -> Option<usize> {
+    match json.get(i)? {
+        b'"' => Some(string_end(json, i + 1)? + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match json.get(j)? {
+                    b'"' => j = string_end(json, j + 1)?,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        // A number, `true`, `false` or `null`.
+        _ => {
+            let len = json[i..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                .unwrap_or(json.len() - i);
+            (len > 0).then_some(i + len)
+        }
+    }
+}
+
+/// Whether a key, as written between its quotes, is one of [`REWRITTEN`].
+fn is_rewritten(key: &[u8]) -> bool {
+    if key.contains(&b'\\') {
+        // Escaped (`"mod\u0065l"` is `model`): decode it.
+        let mut quoted = Vec::with_capacity(key.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(key);
+        quoted.push(b'"');
+        return serde_json::from_slice::<String>(&quoted)
+            .is_ok_and(|k| REWRITTEN.contains(&k.as_str()));
+    }
+    REWRITTEN.iter().any(|r| r.as_bytes() == key)
+}
+
+/// Appends `"key":` to an object being written, after a comma unless it is the first member;
+/// `key` is as written between quotes.
+fn open_raw_member(body: &mut Vec<u8>, key: &[u8]) {
+    if body.len() > 1 {
+        body.push(b',');
+    }
+    body.push(b'"');
+    body.extend_from_slice(key);
+    body.extend_from_slice(b"\":");
+}
+
+/// Appends a member whose value is serialized.
+fn typed_member<T: serde::Serialize>(
+    body: &mut Vec<u8>,
+    key: &str,
+    value: &T,
+    provider: ProviderKind,
+) -> Result<(), TranslateError> {
+    open_raw_member(body, key.as_bytes());
+    serde_json::to_writer(&mut *body, value)
+        .map_err(|source| TranslateError::Malformed { provider, source })
+}
+
+impl Provider for OpenAiCompat {
+    fn kind(&self) -> ProviderKind {
+        self.config.kind
+    }
+
+    fn build_request(
+        &self,
+        request: ChatCompletionRequest,
+    ) -> Result<UpstreamRequest, TranslateError> {
+        let request = self.rewrite(request);
         let body = json_bytes(self.config.kind, &request)?;
         Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body, Vec::new()))
+    }
+
+    fn build_request_from(
+        &self,
+        request: ChatCompletionRequest,
+        raw: &[u8],
+    ) -> Result<UpstreamRequest, TranslateError> {
+        // The client's own bytes for every member the proxy does not rewrite: copying them is
+        // cheaper than serializing the messages again (serde_json escapes a string a byte at a
+        // time), and the upstream gets what the client wrote.
+        let Some(members) = members(raw) else {
+            return self.build_request(request);
+        };
+        let request = self.rewrite(request);
+        let kind = self.config.kind;
+        let mut body = Vec::with_capacity(raw.len() + 64);
+        body.push(b'{');
+        for (key, value) in members {
+            if !is_rewritten(key) {
+                open_raw_member(&mut body, key);
+                body.extend_from_slice(value);
+            }
+        }
+        if !request.model.is_empty() {
+            typed_member(&mut body, "model", &request.model, kind)?;
+        }
+        if let Some(v) = &request.max_tokens {
+            typed_member(&mut body, "max_tokens", v, kind)?;
+        }
+        if let Some(v) = &request.max_completion_tokens {
+            typed_member(&mut body, "max_completion_tokens", v, kind)?;
+        }
+        if let Some(v) = &request.stream {
+            typed_member(&mut body, "stream", v, kind)?;
+        }
+        if let Some(v) = &request.stream_options {
+            typed_member(&mut body, "stream_options", v, kind)?;
+        }
+        body.push(b'}');
+        Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body.into(), Vec::new()))
     }
 
     fn translate_response(
@@ -455,6 +639,71 @@ impl StreamTranslator for OpenAiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[\"\\\\{}\\[\\],: a\\n\\u{1}é😀]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[\"\\\\a-z{}]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn members_finds_each_member_of_any_object(
+            object in proptest::collection::btree_map("[\"\\\\a-z{}:,]{0,8}", json(), 0..8),
+            pretty in any::<bool>(),
+        ) {
+            let object: serde_json::Map<String, serde_json::Value> = object.into_iter().collect();
+            let text = if pretty {
+                serde_json::to_vec_pretty(&object).unwrap()
+            } else {
+                serde_json::to_vec(&object).unwrap()
+            };
+            let found = members(&text).unwrap();
+            prop_assert_eq!(found.len(), object.len());
+            for ((key, value), (k, v)) in found.into_iter().zip(&object) {
+                let mut quoted = b"\"".to_vec();
+                quoted.extend_from_slice(key);
+                quoted.push(b'"');
+                prop_assert_eq!(&serde_json::from_slice::<String>(&quoted).unwrap(), k);
+                prop_assert_eq!(&serde_json::from_slice::<serde_json::Value>(value).unwrap(), v);
+            }
+        }
+    }
+
+    #[test]
+    fn members_refuses_what_is_not_one_object() {
+        for text in [
+            &b""[..],
+            b"[]",
+            b"\"x\"",
+            b"{",
+            b"{\"a\"}",
+            b"{\"a\":1,}",
+            b"{\"a\":1} {}",
+            b"{\"a\":1 2}",
+        ] {
+            assert!(members(text).is_none(), "{}", String::from_utf8_lossy(text));
+        }
+        assert_eq!(members(b" { } ").unwrap(), Vec::<(&[u8], &[u8])>::new());
+        assert_eq!(
+            members(br#"{"a" : [1, {"b": "}"}] , "c":-2.5e3}"#).unwrap(),
+            vec![(&b"a"[..], &br#"[1, {"b": "}"}]"#[..]), (b"c", b"-2.5e3")]
+        );
+    }
 
     fn answer_and_response(
         status: u16,
@@ -471,6 +720,61 @@ mod tests {
             openai.translate_answer(status, body.clone(), &ctx),
             openai.translate_response(status, body, &ctx),
         )
+    }
+
+    #[test]
+    fn the_request_from_the_clients_bytes_is_the_serialized_request() {
+        let bodies: [&[u8]; 7] = [
+            br#"{"model":"alias","messages":[{"role":"user","content":"Hi \"there\"\n\u00e9t\u00e9"}]}"#,
+            br#"{"model":"alias","messages":[{"role":"user","content":"Hi"}],"stream":true,"max_tokens":99999,"temperature":0.7}"#,
+            br#"{"messages":[{"role":"system","content":[{"type":"text","text":"Be brief."}]},{"role":"user","content":"Hi"}],
+                 "stream":true,"stream_options":{"include_usage":false,"x":1},"max_completion_tokens":5,
+                 "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{}}}}],
+                 "tool_choice":"auto","vendor_field":{"nested":[1,2,{"a":null}]}}"#,
+            b"{\n  \"mod\\u0065l\" : \"escaped key\",\n  \"messages\" : [ { \"role\" : \"user\", \"content\" : \"pretty\" } ],\n  \"max_tokens\": null\n}",
+            br#"{"model":"alias","messages":[{"role":"user","content":"Hi"}],"stream":false,"n":2,"seed":7,"user":"u-1","metadata":{"k":"v"}}"#,
+            br#"{"model":"alias","messages":[{"role":"user","content":"Hi"}],"max_tokens":12,"max_completion_tokens":8000}"#,
+            br#"{"model":"","messages":[]}"#,
+        ];
+        for kind in [ProviderKind::OpenAi, ProviderKind::Custom] {
+            let mut config = ProviderConfig::new(kind, "http://127.0.0.1:1/v1", "k", "configured");
+            config.max_tokens = 4096;
+            let openai = crate::provider(&config).unwrap();
+            for raw in bodies {
+                let text = String::from_utf8_lossy(raw);
+                let request: ChatCompletionRequest = from_slice(raw).unwrap();
+                // As the server leaves it when SUPPORTS_STREAMING=false, and as it is.
+                let mut unstreamed = request.clone();
+                unstreamed.stream = None;
+                unstreamed.stream_options = None;
+                for request in [request, unstreamed] {
+                    let typed = openai.build_request(request.clone()).unwrap();
+                    let copied = openai.build_request_from(request, raw).unwrap();
+                    assert_eq!((&copied.url, &copied.headers), (&typed.url, &typed.headers));
+                    let parse = |b: &[u8]| from_slice::<ChatCompletionRequest>(b).unwrap();
+                    assert_eq!(parse(&copied.body), parse(&typed.body), "{text}");
+                    let value: serde_json::Value = serde_json::from_slice(&copied.body).unwrap();
+                    assert_eq!(value["model"], "configured", "{text}");
+                    let count = |needle: &[u8]| {
+                        copied.body.windows(needle.len()).filter(|w| *w == needle).count()
+                    };
+                    // The client's model member, escaped key or not, is replaced, not repeated.
+                    assert_eq!(count(br#""model":"#), 1, "{text}");
+                    assert_eq!(count(br"mod\u0065l"), 0, "{text}");
+                }
+            }
+        }
+        // The messages went over as the client wrote them, escapes and all.
+        let config = ProviderConfig::new(ProviderKind::OpenAi, "http://127.0.0.1:1/v1", "k", "m");
+        let openai = crate::provider(&config).unwrap();
+        let raw = bodies[0];
+        let copied = openai.build_request_from(from_slice(raw).unwrap(), raw).unwrap();
+        let messages = br#""messages":[{"role":"user","content":"Hi \"there\"\n\u00e9t\u00e9"}]"#;
+        assert!(copied.body.windows(messages.len()).any(|w| w == messages));
+        // Bytes that are not an object (not what the request came from) take the typed path.
+        let request: ChatCompletionRequest = from_slice(raw).unwrap();
+        let typed = openai.build_request(request.clone()).unwrap();
+        assert_eq!(openai.build_request_from(request, b"[1]").unwrap().body, typed.body);
     }
 
     #[test]
