@@ -285,11 +285,13 @@ fn kv_body(out: &mut Vec<u8>, k: &str, body: &Bytes, is_json: bool) {
             "{k} is not JSON: {}",
             String::from_utf8_lossy(body)
         );
-        if memchr::memchr2(b'\n', b'\r', body).is_none() {
-            out.extend_from_slice(body);
-        } else {
-            out.extend(body.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }));
+        let mut from = 0;
+        for at in memchr::memchr2_iter(b'\n', b'\r', body) {
+            out.extend_from_slice(&body[from..at]);
+            out.push(b' ');
+            from = at + 1;
         }
+        out.extend_from_slice(&body[from..]);
     } else {
         string(out, &text(body));
     }
