@@ -237,7 +237,7 @@ impl Provider for Mock {
         if !(200..300).contains(&status) {
             return Err(self.translate_error(status, &body));
         }
-        let mut completion: ChatCompletion = serde_json::from_slice(&body)
+        let mut completion: ChatCompletion = uniproxy_wire::from_bytes(&body)
             .map_err(|source| TranslateError::Malformed { provider: ProviderKind::Mock, source })?;
         completion.id.clone_from(&ctx.id);
         completion.created = ctx.created;
@@ -326,7 +326,7 @@ struct MockStream {
 
 impl StreamTranslator for MockStream {
     fn push(&mut self, event: &SseEvent) -> Result<Vec<Bytes>, TranslateError> {
-        let Ok(mut chunk) = serde_json::from_slice::<ChatCompletionChunk>(&event.data) else {
+        let Ok(mut chunk) = uniproxy_wire::from_bytes::<ChatCompletionChunk>(&event.data) else {
             return self.inner.push(event);
         };
         chunk.id.clone_from(&self.ctx.id);

@@ -328,7 +328,7 @@ impl Provider for OpenAiCompat {
         if !(200..300).contains(&status) {
             return Err(self.translate_error(status, &body));
         }
-        let completion: ChatCompletion = serde_json::from_slice(&body)
+        let completion: ChatCompletion = uniproxy_wire::from_bytes(&body)
             .map_err(|source| TranslateError::Malformed { provider: self.config.kind, source })?;
         Ok(Translated { completion, body })
     }
@@ -343,8 +343,8 @@ impl Provider for OpenAiCompat {
         // without building the typed completion (a sixth of a 1 KB request's instructions).
         // Anything the check refuses takes the full parse, which gives the precise error.
         if (200..300).contains(&status)
-            && std::str::from_utf8(&body).is_ok()
-            && let Ok(view) = serde_json::from_slice::<CompletionView<'_>>(&body)
+            && let Ok(text) = std::str::from_utf8(&body)
+            && let Ok(view) = serde_json::from_str::<CompletionView<'_>>(text)
         {
             return Ok(Answer { usage: view.usage, body });
         }
@@ -511,7 +511,7 @@ impl OpenAiStream {
     fn record(&mut self, data: &[u8], view: &ChunkView<'_>) {
         let a = &mut self.assembled;
         if (a.id.is_empty() || a.model.is_empty() || a.created == 0)
-            && let Ok(head) = serde_json::from_slice::<ChunkHead<'_>>(data)
+            && let Ok(head) = uniproxy_wire::from_bytes::<ChunkHead<'_>>(data)
         {
             if a.id.is_empty()
                 && let Some(id) = &head.id
@@ -584,7 +584,7 @@ impl StreamTranslator for OpenAiStream {
             out.extend(self.fail(error));
             return Ok(());
         }
-        let view: ChunkView<'_> = serde_json::from_slice(data).map_err(|source| {
+        let view: ChunkView<'_> = uniproxy_wire::from_bytes(data).map_err(|source| {
             TranslateError::Malformed { provider: ProviderKind::OpenAi, source }
         })?;
         // OpenRouter puts an `error` into an ordinary chunk, choices and all.

@@ -47,7 +47,7 @@ pub use message::{
     MessageContent, Role, ToolCall,
 };
 pub use models::{Model, ModelList};
-pub use parse::{WireError, from_slice};
+pub use parse::{WireError, from_bytes, from_slice};
 pub use request::{
     ChatCompletionRequest, FunctionCallChoice, FunctionDefinition, JsonSchemaFormat, NamedFunction,
     NamedToolChoice, ResponseFormat, Stop, StreamOptions, Tool, ToolChoice, ToolChoiceMode,

@@ -1,3 +1,4 @@
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// A body that is not valid JSON or has a value of the wrong type, with the JSON path of the
@@ -53,14 +54,84 @@ impl std::error::Error for WireError {
 
 /// Parses a JSON body, naming the path of the first bad value on failure.
 ///
+/// Like [`from_bytes`], the bytes are checked as UTF-8 once rather than string by string.
+///
 /// # Errors
 /// [`WireError`] when the bytes are not JSON or do not fit `T`.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        WireError { path: if path == "." { String::new() } else { path }, source: e.into_inner() }
-    })?;
-    de.end().map_err(|source| WireError { path: String::new(), source })?;
-    Ok(value)
+    fn parse<'de, R: serde_json::de::Read<'de>, T: DeserializeOwned>(
+        mut de: serde_json::Deserializer<R>,
+    ) -> Result<T, WireError> {
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            WireError {
+                path: if path == "." { String::new() } else { path },
+                source: e.into_inner(),
+            }
+        })?;
+        de.end().map_err(|source| WireError { path: String::new(), source })?;
+        Ok(value)
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(serde_json::Deserializer::from_str(text)),
+        Err(_) => parse(serde_json::Deserializer::from_slice(bytes)),
+    }
+}
+
+/// `serde_json::from_slice`, with the same results, faster.
+///
+/// serde_json checks that every string it parses from bytes is UTF-8, one string at a time;
+/// parsing from a `&str` it checks nothing. Checking the whole input once and parsing it as a
+/// `&str` took a sixth off translating an OpenAI stream (criterion, 100 events: 71 -> 60 µs)
+/// and a fifth off checking a 1.6 KB answer. Bytes that are
+/// not UTF-8 (which JSON allows only inside strings, where serde_json reports them, or skips
+/// them in an ignored value) are parsed as bytes, so the results and errors are the same.
+///
+/// # Errors
+/// As `serde_json::from_slice`.
+pub fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Reads `a` and ignores everything else, as the stream views do.
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct OnlyA<'a> {
+        #[serde(borrow)]
+        a: Option<std::borrow::Cow<'a, str>>,
+    }
+
+    #[test]
+    fn from_bytes_gives_what_serde_json_from_slice_gives() {
+        let inputs: [&[u8]; 11] = [
+            br#"{"a":"plain","b":[1,2.5,null,true]}"#,
+            "{\"a\":\"\u{e9}t\u{e9} \u{1f600}\",\"b\":\"\\u00e9\\ud83d\\ude00\"}".as_bytes(),
+            b"{\"a\":\"bad \xff byte\"}",
+            b"{\"b\":\"bad \xff byte in a skipped value\",\"a\":\"x\"}",
+            b"{\"a\":\"x\"}\xff",
+            b"\xef\xbb\xbf{\"a\":\"x\"}",
+            b"{\"a\":\"unterminated",
+            b"{\"a\":\"\\ud800\"}",
+            b"{\"a\":\"x\",\"a\":\"y\"}",
+            b"",
+            b"  [1, 2] ",
+        ];
+        for input in inputs {
+            let shown = String::from_utf8_lossy(input);
+            let (fast, slow) = (from_bytes::<Value>(input), serde_json::from_slice::<Value>(input));
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{shown}");
+            let (fast, slow) =
+                (from_bytes::<OnlyA<'_>>(input), serde_json::from_slice::<OnlyA<'_>>(input));
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{shown}");
+        }
+        // A plain string is borrowed from the input (a `&str` cannot be anything else).
+        assert_eq!(from_bytes::<&str>(br#""plain""#).unwrap(), "plain");
+    }
 }

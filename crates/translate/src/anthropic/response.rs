@@ -78,7 +78,7 @@ pub(crate) fn completion(
     body: &[u8],
     ctx: &ResponseContext,
 ) -> Result<ChatCompletion, TranslateError> {
-    let response: MessagesResponse = serde_json::from_slice(body).map_err(|source| {
+    let response: MessagesResponse = uniproxy_wire::from_bytes(body).map_err(|source| {
         TranslateError::Malformed { provider: ProviderKind::Anthropic, source }
     })?;
     let mut text = String::new();

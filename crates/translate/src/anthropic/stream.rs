@@ -308,7 +308,7 @@ impl StreamTranslator for AnthropicStream {
         if self.done {
             return Ok(Vec::new());
         }
-        let parsed = serde_json::from_slice::<StreamEvent>(&event.data);
+        let parsed = uniproxy_wire::from_bytes::<StreamEvent>(&event.data);
         match parsed {
             Ok(event) => self.event(event),
             Err(source) => {

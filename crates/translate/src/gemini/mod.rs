@@ -160,7 +160,7 @@ impl Provider for Gemini {
             return Err(self.translate_error(status, &body));
         }
         let answer: wire::GenerateContentResponse =
-            serde_json::from_slice(&body).map_err(|source| TranslateError::Malformed {
+            uniproxy_wire::from_bytes(&body).map_err(|source| TranslateError::Malformed {
                 provider: ProviderKind::Google,
                 source,
             })?;

@@ -185,9 +185,11 @@ impl StreamTranslator for GeminiStream {
         if data.is_empty() || data == b"[DONE]" {
             return Ok(Vec::new());
         }
-        let response: GenerateContentResponse = serde_json::from_slice(data).map_err(|source| {
-            TranslateError::Malformed { provider: ProviderKind::Google, source }
-        })?;
+        let response: GenerateContentResponse =
+            uniproxy_wire::from_bytes(data).map_err(|source| TranslateError::Malformed {
+                provider: ProviderKind::Google,
+                source,
+            })?;
         Ok(self.event(response))
     }
 
