@@ -310,8 +310,12 @@ impl Recorder {
         match writer.shutdown() {
             Ok(report) => {
                 for entry in report.unwritten {
-                    // Neither the database nor the spill took it: the log file is the last resort.
-                    error!(self.log, "log entry not stored"; "entry" => serde_json::to_string(&entry).unwrap_or_default());
+                    // The log file is the last resort.
+                    crate::reqlog::not_stored(
+                        &self.log,
+                        "neither the database nor the spill took it",
+                        &entry,
+                    );
                 }
                 info!(self.log, "log store closed"; "written" => report.stats.written, "spilled" => report.stats.spilled);
             }
@@ -363,7 +367,7 @@ impl Recorder {
 /// The request log's thread is gone (it panicked): the record goes to the logger whole.
 fn lost(log: &Logger, msg: Msg) {
     if let Msg::Record(r) = msg {
-        error!(log, "log entry not stored: the request log's thread is gone"; "entry" => serde_json::to_string(&r.into_entry()).unwrap_or_default());
+        crate::reqlog::not_stored(log, "the request log's thread is gone", &r.into_entry());
     }
 }
 

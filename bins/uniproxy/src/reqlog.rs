@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use slog::{Logger, error};
+use uniproxy_logstore::NewEntry;
 use uniproxy_logstore::WriterHandle;
 
 use crate::logging::{Buffered, RotatingFile};
@@ -97,7 +98,7 @@ impl Sink {
             // Blocking here is fine (this is not a runtime thread): when the store's queue is
             // full, the records wait in this thread's channel, and past that the proxy slows.
             if let Err(e) = store.send(r.into_entry()) {
-                error!(self.log, "log entry not stored: the store is closed"; "entry" => serde_json::to_string(&e.0).unwrap_or_default());
+                not_stored(&self.log, "the store is closed", &e.0);
             }
         }
         if json.len() >= WRITE_AT || text.len() >= WRITE_AT {
@@ -145,33 +146,26 @@ impl Sink {
     }
 }
 
-/// A wall-clock time, broken down once for both outputs, and written digit by digit (`format!`
-/// with padded fields was a quarter of this thread's instructions).
-struct Timestamp {
-    year: i32,
-    month: u8,
-    day: u8,
-    hour: u8,
-    minute: u8,
-    second: u8,
-    nanosecond: u32,
-}
+/// A wall-clock time, read once for both outputs and written digit by digit (`format!` with
+/// padded fields was a quarter of this thread's instructions).
+struct Timestamp(time::OffsetDateTime);
 
 impl Timestamp {
     fn now() -> Self {
-        Self::from(time::OffsetDateTime::from(SystemTime::now()))
+        Timestamp(time::OffsetDateTime::from(SystemTime::now()))
     }
 
     /// `2026-11-26T13:36:51.475173461Z`, as slog-json writes it.
     fn rfc3339(&self, out: &mut Vec<u8>) {
-        digits(out, i64::from(self.year), 4);
+        let t = &self.0;
+        digits(out, i64::from(t.year()), 4);
         out.push(b'-');
-        digits(out, i64::from(self.month), 2);
+        digits(out, i64::from(u8::from(t.month())), 2);
         out.push(b'-');
-        digits(out, i64::from(self.day), 2);
+        digits(out, i64::from(t.day()), 2);
         out.push(b'T');
         self.clock(out);
-        digits(out, i64::from(self.nanosecond), 9);
+        digits(out, i64::from(t.nanosecond()), 9);
         out.push(b'Z');
     }
 
@@ -179,37 +173,24 @@ impl Timestamp {
     fn short(&self, out: &mut Vec<u8>) {
         const MONTHS: [&str; 12] =
             ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-        let month = MONTHS[usize::from(self.month.clamp(1, 12)) - 1];
-        out.extend_from_slice(month.as_bytes());
+        let t = &self.0;
+        out.extend_from_slice(MONTHS[usize::from(u8::from(t.month())) - 1].as_bytes());
         out.push(b' ');
-        digits(out, i64::from(self.day), 2);
+        digits(out, i64::from(t.day()), 2);
         out.push(b' ');
         self.clock(out);
-        digits(out, i64::from(self.nanosecond / 1_000_000), 3);
+        digits(out, i64::from(t.millisecond()), 3);
     }
 
     /// `13:36:51.`
     fn clock(&self, out: &mut Vec<u8>) {
-        digits(out, i64::from(self.hour), 2);
+        let t = &self.0;
+        digits(out, i64::from(t.hour()), 2);
         out.push(b':');
-        digits(out, i64::from(self.minute), 2);
+        digits(out, i64::from(t.minute()), 2);
         out.push(b':');
-        digits(out, i64::from(self.second), 2);
+        digits(out, i64::from(t.second()), 2);
         out.push(b'.');
-    }
-}
-
-impl From<time::OffsetDateTime> for Timestamp {
-    fn from(t: time::OffsetDateTime) -> Self {
-        Timestamp {
-            year: t.year(),
-            month: u8::from(t.month()),
-            day: t.day(),
-            hour: t.hour(),
-            minute: t.minute(),
-            second: t.second(),
-            nanosecond: t.nanosecond(),
-        }
     }
 }
 
@@ -242,6 +223,11 @@ fn millis3(out: &mut Vec<u8>, d: Duration) {
     out.push(b'.');
     // Below 1000.
     digits(out, (micros % 1000) as i64, 3);
+}
+
+/// Puts an entry that no store will hold into the operational log, whole, so it is not lost.
+pub(crate) fn not_stored(log: &Logger, why: &str, entry: &NewEntry) {
+    error!(log, "log entry not stored"; "why" => why, "entry" => serde_json::to_string(entry).unwrap_or_default());
 }
 
 /// `WARN` for the failures an operator should look at (upstream faults, clients that left).
@@ -555,14 +541,14 @@ mod tests {
     fn times_and_numbers_are_written_as_the_formatter_would() {
         let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_767_582_245_000_000_007).unwrap();
         let (mut long, mut short) = (Vec::new(), Vec::new());
-        Timestamp::from(t).rfc3339(&mut long);
-        Timestamp::from(t).short(&mut short);
+        Timestamp(t).rfc3339(&mut long);
+        Timestamp(t).short(&mut short);
         assert_eq!(String::from_utf8(long).unwrap(), "2026-01-05T03:04:05.000000007Z");
         assert_eq!(String::from_utf8(short).unwrap(), "Jan 05 03:04:05.000");
         let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_798_761_599_999_999_999).unwrap();
         let (mut long, mut short) = (Vec::new(), Vec::new());
-        Timestamp::from(t).rfc3339(&mut long);
-        Timestamp::from(t).short(&mut short);
+        Timestamp(t).rfc3339(&mut long);
+        Timestamp(t).short(&mut short);
         assert_eq!(String::from_utf8(long).unwrap(), "2026-12-31T23:59:59.999999999Z");
         assert_eq!(String::from_utf8(short).unwrap(), "Dec 31 23:59:59.999");
 
@@ -586,7 +572,7 @@ mod tests {
     fn the_stderr_line_keeps_slog_terms_shape() {
         let mut r = record();
         r.overhead = Duration::from_micros(1_848);
-        let ts = Timestamp::from(
+        let ts = Timestamp(
             time::OffsetDateTime::from_unix_timestamp_nanos(1_767_582_245_123_456_789).unwrap(),
         );
         let mut text = Vec::new();

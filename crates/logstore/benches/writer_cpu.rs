@@ -15,7 +15,7 @@ use realistic::realistic;
 include!("fixtures/writer_cpu.rs");
 
 fn main() {
-    // `cargo bench` passes `--bench`; take the first two numeric arguments.
+    // `cargo bench` passes `--bench`; take the numeric arguments, in order.
     let mut numbers = std::env::args().skip(1).filter_map(|a| a.parse::<u64>().ok());
     let n = numbers.next().unwrap_or(20_000);
     let runs = numbers.next().unwrap_or(5);

@@ -341,7 +341,9 @@ impl Provider for OpenAiCompat {
     ) -> Result<Answer, TranslateError> {
         // The body goes to the client as it came: its shape is checked, and its usage read,
         // without building the typed completion (a sixth of a 1 KB request's instructions).
-        // Anything the check refuses takes the full parse, which gives the precise error.
+        // Anything the check refuses takes the full parse, which gives the precise error. Not
+        // `from_bytes`: the view skips most strings unchecked, so a body that is not UTF-8 must
+        // be refused here and reach the full parse, not pass through to the client.
         if (200..300).contains(&status)
             && let Ok(text) = std::str::from_utf8(&body)
             && let Ok(view) = serde_json::from_str::<CompletionView<'_>>(text)
