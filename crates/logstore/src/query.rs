@@ -139,8 +139,11 @@ pub(crate) fn filter_clause(q: &Query) -> (String, Vec<Value>) {
     }
     match q.status {
         None => {}
+        Some(StatusFilter::Exact(200)) => terms.push("r.status = 200"),
         Some(StatusFilter::Exact(code)) => {
-            terms.push("r.status = ?");
+            // The second term, in the index's own words, lets the planner use the partial
+            // index of failures (requests_failed).
+            terms.push("r.status = ? AND r.status <> 200");
             args.push(Value::Integer(i64::from(code)));
         }
         Some(StatusFilter::Class(digit)) => {
@@ -180,6 +183,13 @@ pub(crate) fn filter_clause(q: &Query) -> (String, Vec<Value>) {
     // Anonymous `?` parameters are numbered in push order.
     let clause = if terms.is_empty() { String::from("1") } else { terms.join(" AND ") };
     (clause, args)
+}
+
+/// The listing's SQL: `clause` from [`filter_clause`], then the cursor's terms, if any.
+fn list_sql(clause: &str, cursor: &str) -> String {
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM requests r WHERE {clause}{cursor} ORDER BY r.received_ms DESC, r.id DESC LIMIT ?"
+    )
 }
 
 impl LogStore {
@@ -228,9 +238,7 @@ impl LogStore {
         };
         // Fetch one extra row to know whether another page follows.
         args.push(Value::Integer(i64::from(limit) + 1));
-        let list_sql = format!(
-            "SELECT {SUMMARY_COLUMNS} FROM requests r WHERE {clause}{cursor} ORDER BY r.received_ms DESC, r.id DESC LIMIT ?"
-        );
+        let list_sql = list_sql(&clause, cursor);
         let mut stmt = conn.prepare_cached(&list_sql).map_err(sql("list"))?;
         let mut items = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), summary_from_row)
@@ -241,5 +249,42 @@ impl LogStore {
         items.truncate(limit as usize);
         let next_before_id = if more { items.last().map(|e| e.id) } else { None };
         Ok(Page { items, next_before_id, total })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query plan of the listing for `q`, one line per step.
+    fn plan(store: &LogStore, q: &Query) -> String {
+        let (clause, mut args) = filter_clause(q);
+        args.push(Value::Integer(51));
+        let conn = store.conn().unwrap();
+        let mut stmt =
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {}", list_sql(&clause, ""))).unwrap();
+        stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_failure_status_is_found_through_the_index_of_failures() {
+        let store = LogStore::open_in_memory().unwrap();
+        let status = |s: &str| Query { status: Some(s.parse().unwrap()), ..Query::default() };
+        for failure in ["429", "500", "499"] {
+            let plan = plan(&store, &status(failure));
+            assert!(plan.contains("requests_failed"), "{failure}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "read in time order, not sorted: {plan}");
+        }
+        // Successes are nearly every row: walk the time index.
+        for other in ["200", "2xx", "error"] {
+            let plan = plan(&store, &status(other));
+            assert!(plan.contains("requests_received_ms"), "{other}: {plan}");
+        }
+        let plan = plan(&store, &Query { model: Some("gpt-4o".into()), ..Query::default() });
+        assert!(plan.contains("requests_received_ms"), "{plan}");
     }
 }

@@ -11,6 +11,7 @@ use crate::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_initial.sql"),
     include_str!("migrations/002_keys_attempts_bytes.sql"),
+    include_str!("migrations/003_fewer_indexes.sql"),
 ];
 
 /// The schema version this build writes and reads.
