@@ -51,6 +51,7 @@ mod error;
 mod gemini;
 pub mod mock;
 mod openai_compat;
+mod scan;
 pub mod sse;
 
 pub use anthropic::Anthropic;

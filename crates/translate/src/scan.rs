@@ -1,0 +1,575 @@
+//! JSON scanned rather than parsed into serde values, where serde_json's generic walk (about
+//! 35 ns for every key and every value, skipped or not) costs more than the work needs:
+//! [`members`] finds the members of an object in text that was already parsed (the request),
+//! and [`Reader`] walks text token by token, checking it as serde_json would, so that a caller
+//! takes the few values it needs and skips the rest (the chunks of a stream).
+
+use std::borrow::Cow;
+
+/// The members of a JSON object, in order: each key as written between its quotes (escapes
+/// not decoded) and each value as the slice of the input it is.
+///
+/// The input must already have been parsed (the request was): this only follows strings and
+/// nesting to find where members end, a quote or backslash at a time inside strings, and gives
+/// `None` when what it finds is not an object, so a caller falls back to serializing.
+pub(crate) fn members(json: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut members = Vec::with_capacity(8);
+    let mut i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(json, i + 1);
+    if json.get(i) == Some(&b'}') {
+        return (skip_ws(json, i + 1) == json.len()).then_some(members);
+    }
+    loop {
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(json, i + 1)?;
+        let key = &json[i + 1..key_end];
+        i = skip_ws(json, key_end + 1);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(json, i + 1);
+        let end = value_end(json, start)?;
+        members.push((key, &json[start..end]));
+        i = skip_ws(json, end);
+        match json.get(i) {
+            Some(b',') => i = skip_ws(json, i + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    (skip_ws(json, i + 1) == json.len()).then_some(members)
+}
+
+/// The index of the first byte at or after `i` that is not JSON whitespace.
+fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while matches!(json.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the quote that closes a string whose contents start at `i`.
+fn string_end(json: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[at] == b'"' {
+            return Some(at);
+        }
+        // A backslash and the character it escapes (a `\uXXXX`'s digits need no care).
+        i = at + 2;
+    }
+}
+
+/// The index just past the value that starts at `i`.
+fn value_end(json: &[u8], i: usize) -> Option<usize> {
+    match json.get(i)? {
+        b'"' => Some(string_end(json, i + 1)? + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match json.get(j)? {
+                    b'"' => j = string_end(json, j + 1)?,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        // A number, `true`, `false` or `null`.
+        _ => {
+            let len = json[i..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                .unwrap_or(json.len() - i);
+            (len > 0).then_some(i + len)
+        }
+    }
+}
+
+/// Nesting this deep or deeper is left to serde_json (whose own limit is 128).
+const MAX_DEPTH: usize = 100;
+
+/// A reader that walks JSON text a token at a time, checking it as it goes, so that a caller can
+/// take the few values it needs and skip the rest without building serde values for them.
+///
+/// Everything it accepts, serde_json accepts too: the grammar, no control characters in
+/// strings, valid escapes, nothing after the value but whitespace ([`Reader::end`]). Each
+/// method returns `None` where the text is not such JSON or is not what the caller asked for,
+/// and also for what it leaves to serde_json: a key holding an escape (keys are compared as
+/// written, and `"choi\u0063es"` is `choices`) and nesting [`MAX_DEPTH`] deep. The caller
+/// then takes serde_json's full parse, which decides and gives the precise error: this may
+/// refuse what serde_json accepts, never the other way round.
+pub(crate) struct Reader<'a> {
+    text: &'a str,
+    at: usize,
+    depth: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Reader { text, at: 0, depth: 0 }
+    }
+
+    fn json(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    /// The next byte that is not whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        self.at = skip_ws(self.json(), self.at);
+        self.json().get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    fn open(&mut self, byte: u8) -> Option<()> {
+        if self.depth + 1 >= MAX_DEPTH {
+            return None;
+        }
+        self.eat(byte)?;
+        self.depth += 1;
+        Some(())
+    }
+
+    /// Reads a separator or the closing `close`: `true` if another item follows.
+    fn more(&mut self, first: &mut bool, close: u8) -> Option<bool> {
+        let next = self.peek()?;
+        if next == close {
+            self.at += 1;
+            self.depth -= 1;
+            return Some(false);
+        }
+        if !std::mem::take(first) {
+            if next != b',' {
+                return None;
+            }
+            self.at += 1;
+        }
+        Some(true)
+    }
+
+    /// Enters an object; then call [`Reader::key`] until it gives `Some(None)`.
+    pub(crate) fn object(&mut self) -> Option<()> {
+        self.open(b'{')
+    }
+
+    /// The next key of the object being read, as written between its quotes, or `None` (inside
+    /// the `Some`) at its end. `first` starts `true` for each object.
+    pub(crate) fn key(&mut self, first: &mut bool) -> Option<Option<&'a [u8]>> {
+        if !self.more(first, b'}')? {
+            return Some(None);
+        }
+        self.eat(b'"')?;
+        let (end, escaped) = checked_string_end(self.json(), self.at)?;
+        if escaped {
+            return None;
+        }
+        let key = &self.json()[self.at..end];
+        self.at = end + 1;
+        self.eat(b':')?;
+        Some(Some(key))
+    }
+
+    /// Enters an array; then call [`Reader::element`] until it gives `false`.
+    pub(crate) fn array(&mut self) -> Option<()> {
+        self.open(b'[')
+    }
+
+    /// Whether another element of the array being read follows. `first` starts `true` for each
+    /// array.
+    pub(crate) fn element(&mut self, first: &mut bool) -> Option<bool> {
+        self.more(first, b']')
+    }
+
+    /// Consumes a `null` if one is next.
+    pub(crate) fn null(&mut self) -> bool {
+        let is_null = self.peek() == Some(b'n') && self.json()[self.at..].starts_with(b"null");
+        if is_null {
+            self.at += 4;
+        }
+        is_null
+    }
+
+    /// A string, borrowed unless it holds escapes (then decoded by serde_json, which also
+    /// checks what this does not: that `\u` escapes pair up).
+    pub(crate) fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.eat(b'"')?;
+        let start = self.at;
+        let (end, escaped) = checked_string_end(self.json(), start)?;
+        self.at = end + 1;
+        if escaped {
+            serde_json::from_str(self.text.get(start - 1..=end)?).ok().map(Cow::Owned)
+        } else {
+            self.text.get(start..end).map(Cow::Borrowed)
+        }
+    }
+
+    /// A non-negative integer that fits a `u32`, written plainly (no sign, fraction or exponent).
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        self.peek()?;
+        let start = self.at;
+        let end = number_end(self.json(), start)?;
+        self.at = end;
+        self.text.get(start..end)?.parse().ok()
+    }
+
+    /// Parses the next value with serde_json, as a `T`.
+    pub(crate) fn parse<T: serde::Deserialize<'a>>(&mut self) -> Option<T> {
+        self.peek()?;
+        let mut values =
+            serde_json::Deserializer::from_str(self.text.get(self.at..)?).into_iter::<T>();
+        let value = values.next()?.ok()?;
+        self.at += values.byte_offset();
+        Some(value)
+    }
+
+    /// Skips the next value, checking it.
+    pub(crate) fn skip(&mut self) -> Option<()> {
+        self.peek()?;
+        self.at = checked_value_end(self.json(), self.at, self.depth + 1)?;
+        Some(())
+    }
+
+    /// Checks that only whitespace is left.
+    pub(crate) fn end(&mut self) -> Option<()> {
+        (self.peek().is_none() && self.depth == 0).then_some(())
+    }
+}
+
+/// The index of the quote that closes a string whose contents start at `i`, and whether the
+/// string holds an escape; `None` for a control character, a bad escape, or no closing quote.
+fn checked_string_end(json: &[u8], mut i: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        i = next_special(json, i);
+        match *json.get(i)? {
+            b'"' => return Some((i, escaped)),
+            b'\\' => {
+                escaped = true;
+                i = match json.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i + 2,
+                    // serde_json checks only the four hex digits of a string it skips; a
+                    // string it keeps is parsed by the caller's serde_json, which checks the rest.
+                    b'u' => {
+                        let hex = json.get(i + 2..i + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        i + 6
+                    }
+                    _ => return None,
+                };
+            }
+            // A control character.
+            _ => return None,
+        }
+    }
+}
+
+/// The index of the first quote, backslash or control character at or after `i` (or the
+/// length): eight bytes at a time, as serde_json does. Strings in JSON are mostly short, where
+/// `memchr` spends more setting up than this spends scanning.
+fn next_special(json: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = json.get(i..i + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // The high bit of each byte that is below 0x20, or equal to `"` or `\\` (a byte of
+        // 0x80 or more never is). Exact for the lowest such byte, which is the one wanted.
+        let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS;
+        let found = below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1);
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = json.get(i) {
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the JSON value that starts at `i`, checked as [`checked_members`] says,
+/// at nesting `depth`.
+fn checked_value_end(json: &[u8], i: usize, depth: usize) -> Option<usize> {
+    match *json.get(i)? {
+        b'"' => Some(checked_string_end(json, i + 1)?.0 + 1),
+        b'{' => {
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            let mut j = skip_ws(json, i + 1);
+            if json.get(j) == Some(&b'}') {
+                return Some(j + 1);
+            }
+            loop {
+                if json.get(j) != Some(&b'"') {
+                    return None;
+                }
+                j = skip_ws(json, checked_string_end(json, j + 1)?.0 + 1);
+                if json.get(j) != Some(&b':') {
+                    return None;
+                }
+                j = skip_ws(json, checked_value_end(json, skip_ws(json, j + 1), depth + 1)?);
+                match json.get(j)? {
+                    b',' => j = skip_ws(json, j + 1),
+                    b'}' => return Some(j + 1),
+                    _ => return None,
+                }
+            }
+        }
+        b'[' => {
+            if depth >= MAX_DEPTH {
+                return None;
+            }
+            let mut j = skip_ws(json, i + 1);
+            if json.get(j) == Some(&b']') {
+                return Some(j + 1);
+            }
+            loop {
+                j = skip_ws(json, checked_value_end(json, j, depth + 1)?);
+                match json.get(j)? {
+                    b',' => j = skip_ws(json, j + 1),
+                    b']' => return Some(j + 1),
+                    _ => return None,
+                }
+            }
+        }
+        b't' => literal_end(json, i, b"true"),
+        b'f' => literal_end(json, i, b"false"),
+        b'n' => literal_end(json, i, b"null"),
+        b'-' | b'0'..=b'9' => number_end(json, i),
+        _ => None,
+    }
+}
+
+fn literal_end(json: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
+    json.get(i..)?.starts_with(literal).then_some(i + literal.len())
+}
+
+/// The end of the number at `i`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn number_end(json: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |from: usize| -> Option<usize> {
+        let n = json.get(from..)?.iter().take_while(|b| b.is_ascii_digit()).count();
+        (n > 0).then_some(from + n)
+    };
+    if json.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match json.get(i)? {
+        b'0' => i + 1,
+        _ => digits(i)?,
+    };
+    if json.get(i) == Some(&b'.') {
+        i = digits(i + 1)?;
+    }
+    if matches!(json.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(json.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        i = digits(i)?;
+    }
+    Some(i)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value, strings with quotes, backslashes, control characters and non-ASCII.
+    pub(crate) fn json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[\"\\\\{}\\[\\],: a\\n\\u{1}é😀]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[\"\\\\a-z{}]{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn members_finds_each_member_of_any_object(
+            object in proptest::collection::btree_map("[\"\\\\a-z{}:,]{0,8}", json(), 0..8),
+            pretty in any::<bool>(),
+        ) {
+            let object: serde_json::Map<String, serde_json::Value> = object.into_iter().collect();
+            let text = if pretty {
+                serde_json::to_vec_pretty(&object).unwrap()
+            } else {
+                serde_json::to_vec(&object).unwrap()
+            };
+            let found = members(&text).unwrap();
+            prop_assert_eq!(found.len(), object.len());
+            for ((key, value), (k, v)) in found.into_iter().zip(&object) {
+                let mut quoted = b"\"".to_vec();
+                quoted.extend_from_slice(key);
+                quoted.push(b'"');
+                prop_assert_eq!(&serde_json::from_slice::<String>(&quoted).unwrap(), k);
+                prop_assert_eq!(&serde_json::from_slice::<serde_json::Value>(value).unwrap(), v);
+            }
+        }
+    }
+
+    #[test]
+    fn members_refuses_what_is_not_one_object() {
+        for text in [
+            &b""[..],
+            b"[]",
+            b"\"x\"",
+            b"{",
+            b"{\"a\"}",
+            b"{\"a\":1,}",
+            b"{\"a\":1} {}",
+            b"{\"a\":1 2}",
+        ] {
+            assert!(members(text).is_none(), "{}", String::from_utf8_lossy(text));
+        }
+        assert_eq!(members(b" { } ").unwrap(), Vec::<(&[u8], &[u8])>::new());
+        assert_eq!(
+            members(br#"{"a" : [1, {"b": "}"}] , "c":-2.5e3}"#).unwrap(),
+            vec![(&b"a"[..], &br#"[1, {"b": "}"}]"#[..]), (b"c", b"-2.5e3")]
+        );
+    }
+
+    /// Each member's key and where its value starts, as a [`Reader`] walks them.
+    fn checked_members(json: &[u8]) -> Option<Vec<(&[u8], usize)>> {
+        let mut r = Reader::new(std::str::from_utf8(json).ok()?);
+        let mut found = Vec::new();
+        r.object()?;
+        let mut first = true;
+        while let Some(key) = r.key(&mut first)? {
+            found.push((key, skip_ws(json, r.at)));
+            r.skip()?;
+        }
+        r.end()?;
+        Some(found)
+    }
+
+    /// serde_json's verdict: is this one JSON value?
+    fn serde_accepts(text: &[u8]) -> bool {
+        serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
+    }
+
+    proptest! {
+        #[test]
+        fn checked_members_never_accepts_what_serde_json_refuses(
+            object in proptest::collection::btree_map("[\"\\\\a-z{}:,]{0,8}", json(), 0..8),
+            pretty in any::<bool>(),
+            edits in proptest::collection::vec((any::<proptest::sample::Index>(), 0u8..4, any::<u8>()), 0..3),
+        ) {
+            let object: serde_json::Map<String, serde_json::Value> = object.into_iter().collect();
+            let mut text = if pretty {
+                serde_json::to_vec_pretty(&object).unwrap()
+            } else {
+                serde_json::to_vec(&object).unwrap()
+            };
+            let unedited = edits.is_empty();
+            // Break it: replace, insert or delete a byte, or cut the text short.
+            for (at, how, byte) in edits {
+                if text.is_empty() {
+                    break;
+                }
+                let at = at.index(text.len());
+                let byte = b"{}[]\",:\\ 0-.eE+tfnul\x01\n"[usize::from(byte) % 22];
+                match how {
+                    0 => text[at] = byte,
+                    1 => text.insert(at, byte),
+                    2 => { text.remove(at); }
+                    _ => text.truncate(at),
+                }
+            }
+            match checked_members(&text) {
+                Some(found) => {
+                    prop_assert!(serde_accepts(&text), "accepted: {}", String::from_utf8_lossy(&text));
+                    // The same members, values and all, as the plain scan finds.
+                    let plain = members(&text).unwrap();
+                    prop_assert_eq!(found.len(), plain.len());
+                    for ((key, start), (k, v)) in found.into_iter().zip(plain) {
+                        prop_assert_eq!(key, k);
+                        prop_assert_eq!(start, v.as_ptr() as usize - text.as_ptr() as usize);
+                    }
+                }
+                // Refused: when unedited, only for an escape in a key.
+                None if unedited => prop_assert!(object.keys().any(|k| k.contains(['"', '\\'])
+                    || k.chars().any(char::is_control))),
+                None => {}
+            }
+        }
+    }
+
+    #[test]
+    fn checked_members_refuses_what_serde_json_refuses() {
+        for text in [
+            &b""[..],
+            b"{",
+            b"{}x",
+            b"{\"a\":1,}",
+            b"{\"a\":01}",
+            b"{\"a\":-}",
+            b"{\"a\":1.}",
+            b"{\"a\":1e}",
+            b"{\"a\":.5}",
+            b"{\"a\":+1}",
+            b"{\"a\":tru}",
+            b"{\"a\":nulll}",
+            b"{\"a\":[1,]}",
+            b"{\"a\":{\"b\"}}",
+            b"{\"a\":{\"b\":1,}}",
+            b"{\"a\":\"tab\there\"}",
+            b"{\"a\":\"\\x\"}",
+            b"{\"a\":\"\\u12g4\"}",
+            b"{\"a\":\"open}",
+            b"{\"a\" 1}",
+            b"{\"a\":1 \"b\":2}",
+        ] {
+            assert!(!serde_accepts(text), "serde_json takes {}", String::from_utf8_lossy(text));
+            assert!(checked_members(text).is_none(), "{}", String::from_utf8_lossy(text));
+        }
+        // JSON, but not an object.
+        assert!(checked_members(b"[]").is_none());
+        assert!(checked_members(b"\"x\"").is_none());
+        let text = br#" {"id":"c-1","n":-0.5e+3,"ok":true,"v":[null,{"x":"\u00e9\"\/"}],"e":{}} "#;
+        let found = checked_members(text).unwrap();
+        let keys: Vec<&[u8]> = found.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, [&b"id"[..], b"n", b"ok", b"v", b"e"]);
+        assert_eq!(&text[found[3].1..found[4].1 - 5], br#"[null,{"x":"\u00e9\"\/"}]"#);
+        // Left to serde_json: an escaped key, and nesting deeper than the scan follows.
+        assert!(checked_members(br#"{"choi\u0063es":[]}"#).is_none());
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(serde_accepts(deep.as_bytes()));
+        assert!(checked_members(deep.as_bytes()).is_none());
+    }
+}
