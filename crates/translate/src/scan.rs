@@ -46,6 +46,7 @@ pub(crate) fn members(json: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
 }
 
 /// The index of the first byte at or after `i` that is not JSON whitespace.
+#[inline]
 fn skip_ws(json: &[u8], mut i: usize) -> usize {
     while matches!(json.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
         i += 1;
@@ -118,24 +119,29 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     pub(crate) fn new(text: &'a str) -> Self {
         Reader { text, at: 0, depth: 0 }
     }
 
+    #[inline]
     fn json(&self) -> &'a [u8] {
         self.text.as_bytes()
     }
 
     /// The next byte that is not whitespace, not consumed.
+    #[inline]
     fn peek(&mut self) -> Option<u8> {
         self.at = skip_ws(self.json(), self.at);
         self.json().get(self.at).copied()
     }
 
+    #[inline]
     fn eat(&mut self, byte: u8) -> Option<()> {
         (self.peek()? == byte).then(|| self.at += 1)
     }
 
+    #[inline]
     fn open(&mut self, byte: u8) -> Option<()> {
         if self.depth + 1 >= MAX_DEPTH {
             return None;
@@ -146,6 +152,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a separator or the closing `close`: `true` if another item follows.
+    #[inline]
     fn more(&mut self, first: &mut bool, close: u8) -> Option<bool> {
         let next = self.peek()?;
         if next == close {
@@ -163,12 +170,14 @@ impl<'a> Reader<'a> {
     }
 
     /// Enters an object; then call [`Reader::key`] until it gives `Some(None)`.
+    #[inline]
     pub(crate) fn object(&mut self) -> Option<()> {
         self.open(b'{')
     }
 
     /// The next key of the object being read, as written between its quotes, or `None` (inside
     /// the `Some`) at its end. `first` starts `true` for each object.
+    #[inline]
     pub(crate) fn key(&mut self, first: &mut bool) -> Option<Option<&'a [u8]>> {
         if !self.more(first, b'}')? {
             return Some(None);
@@ -185,17 +194,20 @@ impl<'a> Reader<'a> {
     }
 
     /// Enters an array; then call [`Reader::element`] until it gives `false`.
+    #[inline]
     pub(crate) fn array(&mut self) -> Option<()> {
         self.open(b'[')
     }
 
     /// Whether another element of the array being read follows. `first` starts `true` for each
     /// array.
+    #[inline]
     pub(crate) fn element(&mut self, first: &mut bool) -> Option<bool> {
         self.more(first, b']')
     }
 
     /// Consumes a `null` if one is next.
+    #[inline]
     pub(crate) fn null(&mut self) -> bool {
         let is_null = self.peek() == Some(b'n') && self.json()[self.at..].starts_with(b"null");
         if is_null {
@@ -206,6 +218,7 @@ impl<'a> Reader<'a> {
 
     /// A string, borrowed unless it holds escapes (then decoded by serde_json, which also
     /// checks what this does not: that `\u` escapes pair up).
+    #[inline]
     pub(crate) fn string(&mut self) -> Option<Cow<'a, str>> {
         self.eat(b'"')?;
         let start = self.at;
@@ -219,6 +232,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A non-negative integer that fits a `u32`, written plainly (no sign, fraction or exponent).
+    #[inline]
     pub(crate) fn u32(&mut self) -> Option<u32> {
         self.peek()?;
         let start = self.at;
@@ -228,6 +242,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Parses the next value with serde_json, as a `T`.
+    #[inline]
     pub(crate) fn parse<T: serde::Deserialize<'a>>(&mut self) -> Option<T> {
         self.peek()?;
         let mut values =
@@ -238,6 +253,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips the next value, checking it.
+    #[inline]
     pub(crate) fn skip(&mut self) -> Option<()> {
         self.peek()?;
         self.at = checked_value_end(self.json(), self.at, self.depth + 1)?;
@@ -245,6 +261,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Checks that only whitespace is left.
+    #[inline]
     pub(crate) fn end(&mut self) -> Option<()> {
         (self.peek().is_none() && self.depth == 0).then_some(())
     }
@@ -252,6 +269,7 @@ impl<'a> Reader<'a> {
 
 /// The index of the quote that closes a string whose contents start at `i`, and whether the
 /// string holds an escape; `None` for a control character, a bad escape, or no closing quote.
+#[inline]
 fn checked_string_end(json: &[u8], mut i: usize) -> Option<(usize, bool)> {
     let mut escaped = false;
     loop {
@@ -283,6 +301,7 @@ fn checked_string_end(json: &[u8], mut i: usize) -> Option<(usize, bool)> {
 /// The index of the first quote, backslash or control character at or after `i` (or the
 /// length): eight bytes at a time, as serde_json does. Strings in JSON are mostly short, where
 /// `memchr` spends more setting up than this spends scanning.
+#[inline]
 fn next_special(json: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
