@@ -7,7 +7,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 use uniproxy_wire::{
-    ChatCompletion, ChatCompletionRequest, ErrorResponse, StreamOptions, Usage, from_slice,
+    ChatCompletion, ChatCompletionRequest, CompletionTokensDetails, ErrorResponse,
+    PromptTokensDetails, StreamOptions, Usage, from_slice,
 };
 
 use crate::json_bytes;
@@ -253,11 +254,17 @@ impl Provider for OpenAiCompat {
         // Anything the check refuses takes the full parse, which gives the precise error. Not
         // `from_bytes`: the view skips most strings unchecked, so a body that is not UTF-8 must
         // be refused here and reach the full parse, not pass through to the client.
+        // The check is a `Reader` walk; what it is unsure of goes to the same check done by
+        // serde_json (`CompletionView`), which is where it came from and which decides.
         if (200..300).contains(&status)
             && let Ok(text) = std::str::from_utf8(&body)
-            && let Ok(view) = serde_json::from_str::<CompletionView<'_>>(text)
         {
-            return Ok(Answer { usage: view.usage, body });
+            if let Some(usage) = read_answer(&mut Reader::new(text)) {
+                return Ok(Answer { usage, body });
+            }
+            if let Ok(view) = serde_json::from_str::<CompletionView<'_>>(text) {
+                return Ok(Answer { usage: view.usage, body });
+            }
         }
         self.translate_response(status, body, ctx).map(Answer::from)
     }
@@ -311,6 +318,179 @@ struct AnswerChoice<'a> {
 struct AnswerMessage<'a> {
     #[serde(borrow)]
     role: Text<'a>,
+}
+
+/// [`CompletionView`]'s check as a [`Reader`] walk: the usage if the answer passes, `None`
+/// where the reader is unsure (then `CompletionView` decides). Strings are checked, not kept;
+/// the usage is read by hand, as serde builds it (unknown members into `extra`), which was a
+/// third of the check's instructions through serde's `flatten`.
+fn read_answer(r: &mut Reader<'_>) -> Option<Option<Usage>> {
+    let mut usage = None;
+    // id, object, created, model and choices are required; usage is not.
+    let mut seen = [false; 6];
+    r.object()?;
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        let slot = match key {
+            b"id" => 0,
+            b"object" => 1,
+            b"created" => 2,
+            b"model" => 3,
+            b"choices" => 4,
+            b"usage" => 5,
+            _ => {
+                r.skip()?;
+                continue;
+            }
+        };
+        once(&mut seen[slot])?;
+        match slot {
+            2 => {
+                r.unsigned::<u64>()?;
+            }
+            4 => {
+                r.array()?;
+                let mut first = true;
+                while r.element(&mut first)? {
+                    read_answer_choice(r)?;
+                }
+            }
+            5 => usage = if r.null() { None } else { Some(read_usage(r)?) },
+            _ => {
+                r.string()?;
+            }
+        }
+    }
+    r.end()?;
+    seen[..5].iter().all(|&s| s).then_some(usage)
+}
+
+/// A choice of an answer: a `u32` index and a message with a string role, both required.
+fn read_answer_choice(r: &mut Reader<'_>) -> Option<()> {
+    let mut seen = [false; 2];
+    r.object()?;
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"index" => {
+                once(&mut seen[0])?;
+                r.unsigned::<u32>()?;
+            }
+            b"message" => {
+                once(&mut seen[1])?;
+                let mut role = false;
+                r.object()?;
+                let mut first = true;
+                while let Some(key) = r.key(&mut first)? {
+                    if key == b"role" {
+                        once(&mut role)?;
+                        r.string()?;
+                    } else {
+                        r.skip()?;
+                    }
+                }
+                if !role {
+                    return None;
+                }
+            }
+            _ => r.skip()?,
+        }
+    }
+    (seen == [true; 2]).then_some(())
+}
+
+/// An unknown member of a usage object, kept as serde keeps it (`#[serde(flatten)] extra`).
+/// A key given twice is left to serde.
+fn extra_member(r: &mut Reader<'_>, extra: &mut uniproxy_wire::Map, key: &[u8]) -> Option<()> {
+    let key = std::str::from_utf8(key).ok()?;
+    if extra.contains_key(key) {
+        return None;
+    }
+    let value = r.parse()?;
+    extra.insert(key.to_owned(), value);
+    Some(())
+}
+
+/// An optional count: `null` or a plain non-negative integer.
+fn count(r: &mut Reader<'_>) -> Option<Option<u64>> {
+    if r.null() { Some(None) } else { r.unsigned().map(Some) }
+}
+
+fn read_usage(r: &mut Reader<'_>) -> Option<Usage> {
+    let mut usage = Usage::default();
+    let mut seen = [false; 5];
+    r.object()?;
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        match key {
+            b"prompt_tokens" => {
+                once(&mut seen[0])?;
+                usage.prompt_tokens = r.unsigned()?;
+            }
+            b"completion_tokens" => {
+                once(&mut seen[1])?;
+                usage.completion_tokens = r.unsigned()?;
+            }
+            b"total_tokens" => {
+                once(&mut seen[2])?;
+                usage.total_tokens = r.unsigned()?;
+            }
+            b"prompt_tokens_details" => {
+                once(&mut seen[3])?;
+                usage.prompt_tokens_details =
+                    if r.null() { None } else { Some(read_prompt_details(r)?) };
+            }
+            b"completion_tokens_details" => {
+                once(&mut seen[4])?;
+                usage.completion_tokens_details =
+                    if r.null() { None } else { Some(read_completion_details(r)?) };
+            }
+            _ => extra_member(r, &mut usage.extra, key)?,
+        }
+    }
+    Some(usage)
+}
+
+fn read_prompt_details(r: &mut Reader<'_>) -> Option<PromptTokensDetails> {
+    let mut details = PromptTokensDetails::default();
+    let mut seen = [false; 2];
+    r.object()?;
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        let (slot, field) = match key {
+            b"cached_tokens" => (0, &mut details.cached_tokens),
+            b"audio_tokens" => (1, &mut details.audio_tokens),
+            _ => {
+                extra_member(r, &mut details.extra, key)?;
+                continue;
+            }
+        };
+        once(&mut seen[slot])?;
+        *field = count(r)?;
+    }
+    Some(details)
+}
+
+fn read_completion_details(r: &mut Reader<'_>) -> Option<CompletionTokensDetails> {
+    let mut details = CompletionTokensDetails::default();
+    let mut seen = [false; 4];
+    r.object()?;
+    let mut first = true;
+    while let Some(key) = r.key(&mut first)? {
+        let (slot, field) = match key {
+            b"reasoning_tokens" => (0, &mut details.reasoning_tokens),
+            b"audio_tokens" => (1, &mut details.audio_tokens),
+            b"accepted_prediction_tokens" => (2, &mut details.accepted_prediction_tokens),
+            b"rejected_prediction_tokens" => (3, &mut details.rejected_prediction_tokens),
+            _ => {
+                extra_member(r, &mut details.extra, key)?;
+                continue;
+            }
+        };
+        once(&mut seen[slot])?;
+        *field = count(r)?;
+    }
+    Some(details)
 }
 
 /// A string of a chunk, borrowed from the chunk's bytes unless it holds escapes.
@@ -455,7 +635,7 @@ fn read_choice<'a>(r: &mut Reader<'a>) -> Option<ChoiceView<'a>> {
         match key {
             b"index" => {
                 once(&mut seen[0])?;
-                choice.index = r.u32()?;
+                choice.index = r.unsigned()?;
             }
             b"delta" => {
                 once(&mut seen[1])?;
@@ -515,7 +695,7 @@ fn read_tool_call<'a>(r: &mut Reader<'a>) -> Option<ToolCallView<'a>> {
         match key {
             b"index" => {
                 once(&mut seen[0])?;
-                call.index = r.u32()?;
+                call.index = r.unsigned()?;
             }
             b"id" => {
                 once(&mut seen[1])?;
@@ -1057,5 +1237,167 @@ mod tests {
         // Broken JSON in a member the view skips is still an error.
         assert!(chunk_view(br#"{"id":"x","created":01,"choices":[]}"#).is_err());
         assert!(chunk_view(br#"{"id":"tab	here","choices":[]}"#).is_err());
+    }
+
+    /// The answer check as the [`Reader`] does it, or `None` where it leaves it to serde.
+    fn read_checked(body: &[u8]) -> Option<Option<Usage>> {
+        read_answer(&mut Reader::new(std::str::from_utf8(body).ok()?))
+    }
+
+    /// Answers as servers send them, written by hand so that any member may come twice or hold
+    /// anything (see `chunk`).
+    fn answer() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        type Raw = proptest::strategy::BoxedStrategy<String>;
+        let any_value = crate::scan::tests::json().prop_map(|v| v.to_string()).boxed();
+        // Each field mostly there once, in any order, sometimes twice.
+        let raw_object = |fields: Vec<(&'static str, Raw)>| -> Raw {
+            let members: Vec<Raw> = fields
+                .into_iter()
+                .map(|(k, v)| {
+                    prop_oneof![12 => v, 1 => any_value.clone()]
+                        .prop_map(move |v| format!("\"{k}\":{v}"))
+                        .boxed()
+                })
+                .collect();
+            members
+                .prop_perturb(|members, mut rng| {
+                    let mut out: Vec<String> =
+                        members.into_iter().filter(|_| rng.next_u32() % 100 < 85).collect();
+                    for i in (1..out.len()).rev() {
+                        out.swap(i, rng.next_u32() as usize % (i + 1));
+                    }
+                    if !out.is_empty() && rng.next_u32() % 10 == 0 {
+                        let twice = out[rng.next_u32() as usize % out.len()].clone();
+                        out.push(twice);
+                    }
+                    format!("{{{}}}", out.join(","))
+                })
+                .boxed()
+        };
+        let text =
+            "[a-z \"\\\\\u{1}é]{0,8}".prop_map(|t| serde_json::Value::from(t).to_string()).boxed();
+        let count =
+            prop_oneof![(0u64..500).prop_map(|n| n.to_string()), Just("null".to_owned())].boxed();
+        let tokens = (0u64..500).prop_map(|n| n.to_string()).boxed();
+        let prompt_details = raw_object(vec![
+            ("cached_tokens", count.clone()),
+            ("audio_tokens", count.clone()),
+            ("queue", any_value.clone()),
+        ]);
+        let completion_details = raw_object(vec![
+            ("reasoning_tokens", count.clone()),
+            ("audio_tokens", count.clone()),
+            ("accepted_prediction_tokens", count.clone()),
+            ("rejected_prediction_tokens", count),
+            ("x", any_value.clone()),
+        ]);
+        let usage = raw_object(vec![
+            ("prompt_tokens", tokens.clone()),
+            ("completion_tokens", tokens.clone()),
+            ("total_tokens", tokens),
+            ("prompt_tokens_details", prompt_details),
+            ("completion_tokens_details", completion_details),
+            ("queue_time", any_value.clone()),
+        ]);
+        let message = raw_object(vec![
+            ("role", text.clone()),
+            ("content", text.clone()),
+            ("refusal", any_value.clone()),
+        ]);
+        let choice = raw_object(vec![
+            ("index", (0u32..3).prop_map(|n| n.to_string()).boxed()),
+            ("message", message),
+            ("finish_reason", text.clone()),
+            ("logprobs", any_value.clone()),
+        ]);
+        let choices = proptest::collection::vec(choice, 0..3)
+            .prop_map(|c| format!("[{}]", c.join(",")))
+            .boxed();
+        // Mostly every required member once, in order, then up to four of anything.
+        let required = (text.clone(), text.clone(), 0u64..2_000_000_000, text.clone(), choices)
+            .prop_map(|(id, object, created, model, choices)| {
+                format!(
+                    r#""id":{id},"object":{object},"created":{created},"model":{model},"choices":{choices}"#
+                )
+            });
+        let usage = prop_oneof![3 => usage, 1 => Just("null".to_owned())]
+            .prop_map(|u| format!(r#""usage":{u}"#));
+        // Sometimes a member given twice.
+        let rest = prop_oneof![
+            6 => any_value.clone().prop_map(|v| format!(r#""system_fingerprint":{v}"#)),
+            6 => text.clone().prop_map(|v| format!(r#""service_tier":{v}"#)),
+            1 => text.prop_map(|v| format!(r#""id":{v}"#)),
+            1 => any_value.prop_map(|v| format!(r#""usage":{v}"#)),
+        ];
+        (required, proptest::option::of(usage), proptest::collection::vec(rest, 0..3)).prop_map(
+            |(required, usage, rest)| {
+                let members: Vec<String> =
+                    std::iter::once(required).chain(usage).chain(rest).collect();
+                format!("{{{}}}", members.join(","))
+            },
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(1024))]
+        #[test]
+        fn the_read_answer_check_is_the_parsed_one(
+            answer in answer(),
+            edit in proptest::option::of((proptest::prelude::any::<proptest::sample::Index>(), 0u8..22)),
+        ) {
+            let mut text = answer.into_bytes();
+            if let Some((at, byte)) = edit && !text.is_empty() {
+                let at = at.index(text.len());
+                text[at] = b"{}[]\",:\\ 0-.eE+tfnul\x01\n"[usize::from(byte)];
+            }
+            if let Some(usage) = read_checked(&text) {
+                let view = serde_json::from_slice::<CompletionView<'_>>(&text);
+                proptest::prop_assert!(view.is_ok(), "{}", String::from_utf8_lossy(&text));
+                proptest::prop_assert_eq!(usage, view.unwrap().usage);
+            }
+        }
+    }
+
+    #[test]
+    fn answers_as_servers_send_them_take_the_reader() {
+        let answers: [&[u8]; 3] = [
+            br#"{"id":"chatcmpl-\u0041bc","object":"chat.completion","created":1741569952,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}],"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":82,"completion_tokens":17,"total_tokens":99,"prompt_tokens_details":{"cached_tokens":64,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":3,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_1"}"#,
+            // Groq: timings in the usage, and its own member beside it.
+            br#"{"id":"chatcmpl-f51b2cd2","object":"chat.completion","created":1730241104,"model":"llama3-8b-8192","choices":[{"index":0,"message":{"role":"assistant","content":"Fast."},"logprobs":null,"finish_reason":"stop"}],"usage":{"queue_time":0.037,"prompt_tokens":18,"prompt_time":0.000680,"completion_tokens":556,"completion_time":0.463,"total_tokens":574,"total_time":0.464},"system_fingerprint":"fp_179b0f92c9","x_groq":{"id":"req_01jbd6g2qdfw2adyrt2az8hz4w"}}"#,
+            // Pretty-printed, as OpenAI sends it, with no usage.
+            b"{\n  \"id\": \"c\",\n  \"object\": \"chat.completion\",\n  \"created\": 1,\n  \"model\": \"m\",\n  \"choices\": [\n    {\n      \"index\": 0,\n      \"message\": { \"role\": \"assistant\", \"content\": \"Hi\" }\n    }\n  ]\n}\n",
+        ];
+        for body in answers {
+            let read = read_checked(body);
+            assert!(read.is_some(), "{}", String::from_utf8_lossy(body));
+            let view: CompletionView<'_> = serde_json::from_slice(body).unwrap();
+            assert_eq!(read.unwrap(), view.usage);
+        }
+        let groq = read_checked(answers[1]).unwrap().unwrap();
+        assert_eq!((groq.prompt_tokens, groq.total_tokens), (18, 574));
+        assert_eq!(groq.extra["queue_time"], 0.037);
+
+        // What the serde check refuses, the reader refuses; what it is unsure of it leaves.
+        let refused = [
+            &br#"{"id":"c","object":"chat.completion","created":1,"model":"m"}"#[..],
+            br#"{"id":"c","object":"chat.completion","created":-1,"model":"m","choices":[]}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0}]}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"message":{"role":"a"}}]}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":null}}]}"#,
+            br#"{"id":"c","id":"d","object":"chat.completion","created":1,"model":"m","choices":[]}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":{"total_tokens":null}}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":{"total_tokens":1,"total_tokens":2}}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens_details":{"cached_tokens":"5"}}}"#,
+            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":[1,2,3]}"#,
+        ];
+        for body in refused {
+            assert!(read_checked(body).is_none(), "{}", String::from_utf8_lossy(body));
+            assert!(serde_json::from_slice::<CompletionView<'_>>(body).is_err());
+        }
+        // Left to serde, which takes it: a struct written as an array.
+        let array_choice = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[[0,{"role":"a"}]]}"#;
+        assert!(read_checked(array_choice).is_none());
+        assert!(serde_json::from_slice::<CompletionView<'_>>(array_choice).is_ok());
     }
 }

@@ -231,14 +231,22 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A non-negative integer that fits a `u32`, written plainly (no sign, fraction or exponent).
+    /// A non-negative integer that fits a `T` (`u32`, `u64`), written plainly: no sign,
+    /// fraction or exponent.
     #[inline]
-    pub(crate) fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn unsigned<T: TryFrom<u64>>(&mut self) -> Option<T> {
         self.peek()?;
         let start = self.at;
         let end = number_end(self.json(), start)?;
+        let mut n: u64 = 0;
+        for &b in &self.json()[start..end] {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        }
         self.at = end;
-        self.text.get(start..end)?.parse().ok()
+        T::try_from(n).ok()
     }
 
     /// Parses the next value with serde_json, as a `T`.
