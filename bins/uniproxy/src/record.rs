@@ -93,11 +93,19 @@ pub(crate) fn text(b: &Bytes) -> std::borrow::Cow<'_, str> {
 /// allocate twice per header.
 pub fn redacted_headers(headers: &hyper::HeaderMap) -> String {
     fn value(out: &mut Vec<u8>, secret: bool, v: &hyper::header::HeaderValue) {
+        let bytes = v.as_bytes();
+        if !secret && bytes.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+            // Printable ASCII with nothing to escape: almost every value.
+            out.push(b'"');
+            out.extend_from_slice(bytes);
+            out.push(b'"');
+            return;
+        }
         // Writing into a Vec cannot fail.
         let _ = if secret {
             serde_json::to_writer(out, uniproxy_logstore::REDACTED)
         } else {
-            serde_json::to_writer(out, &String::from_utf8_lossy(v.as_bytes()))
+            serde_json::to_writer(out, &String::from_utf8_lossy(bytes))
         };
     }
     let mut out = Vec::with_capacity(48 * headers.len() + 2);
@@ -106,8 +114,11 @@ pub fn redacted_headers(headers: &hyper::HeaderMap) -> String {
         if i > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut out, name.as_str());
-        out.push(b':');
+        // A header name is a token (RFC 9110): no quote, backslash or control character, so
+        // nothing in it needs escaping.
+        out.push(b'"');
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b"\":");
         let secret = uniproxy_logstore::is_secret_header(name.as_str());
         let mut values = headers.get_all(name).iter();
         let first = values.next();
@@ -135,7 +146,11 @@ pub fn redacted_headers(headers: &hyper::HeaderMap) -> String {
 pub fn key_hash(key: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(key.as_bytes());
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    let mut hash = String::with_capacity(12);
+    for &b in digest.iter().take(6) {
+        crate::state::push_hex(&mut hash, u64::from(b), 2);
+    }
+    hash
 }
 
 impl RequestRecord {
@@ -376,6 +391,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn key_hash_is_the_first_six_bytes_of_sha256_in_hex() {
+        use sha2::Digest;
+        for key in ["", "sk-bench", "client-key-123", "ключ"] {
+            let digest = sha2::Sha256::digest(key.as_bytes());
+            let expected: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+            assert_eq!(key_hash(key), expected);
+        }
+    }
+
+    #[test]
     fn headers_are_json_with_secrets_redacted_and_repeats_kept() {
         let mut h = hyper::HeaderMap::new();
         h.insert("authorization", "Bearer sk-secret".parse().unwrap());
@@ -384,6 +409,7 @@ mod tests {
         h.append("accept", "a/b".parse().unwrap());
         h.append("accept", "c/\"d\"".parse().unwrap());
         h.insert("x-bytes", hyper::header::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        h.insert("x-tab", hyper::header::HeaderValue::from_bytes(b"a\tb\\c").unwrap());
         let text = redacted_headers(&h);
         assert!(!text.contains("sk-secret") && !text.contains("k1"), "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -394,6 +420,7 @@ mod tests {
                 "x-api-key": ["[redacted]", "[redacted]"],
                 "accept": ["a/b", "c/\"d\""],
                 "x-bytes": "caf\u{fffd}",
+                "x-tab": "a\tb\\c",
             })
         );
         assert_eq!(redacted_headers(&hyper::HeaderMap::new()), "{}");

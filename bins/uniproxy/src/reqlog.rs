@@ -217,7 +217,7 @@ fn digits(out: &mut Vec<u8>, n: i64, mut width: usize) {
 }
 
 /// Appends a duration in milliseconds with three decimals, as `{:.3}` of them would.
-fn millis3(out: &mut Vec<u8>, d: Duration) {
+pub(crate) fn millis3(out: &mut Vec<u8>, d: Duration) {
     let micros = (d.as_nanos() + 500) / 1000;
     digits(out, i64::try_from(micros / 1000).unwrap_or(i64::MAX), 1);
     out.push(b'.');

@@ -154,7 +154,21 @@ impl AppState {
     /// A new completion id, `chatcmpl-` and 24 hex digits.
     pub fn next_id(&self) -> String {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
-        format!("chatcmpl-{:016x}{:08x}", mix(self.id_seed ^ n), n as u32)
+        // By hand: `format!` with two padded hex fields was 1% of a request's instructions.
+        let mut id = String::with_capacity(33);
+        id.push_str("chatcmpl-");
+        push_hex(&mut id, mix(self.id_seed ^ n), 16);
+        push_hex(&mut id, u64::from(n as u32), 8);
+        id
+    }
+}
+
+/// Appends the low `digits` hex digits of `value`, zero-padded, as `{:0digits$x}` would for a
+/// value that fits.
+pub(crate) fn push_hex(out: &mut String, value: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        let nibble = (value >> (4 * i)) & 0xf;
+        out.push(char::from(b"0123456789abcdef"[nibble as usize]));
     }
 }
 
@@ -184,4 +198,24 @@ pub fn provider_config(settings: &Settings) -> ProviderConfig {
     config.api_version.clone_from(&settings.api_version);
     config.max_tokens = settings.max_tokens;
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_hex_writes_what_format_writes() {
+        for value in [0, 1, 0xa, 0xff, 0x1234_abcd, u64::from(u32::MAX), u64::MAX, mix(7)] {
+            let mut out = String::new();
+            push_hex(&mut out, value, 16);
+            assert_eq!(out, format!("{value:016x}"));
+            let mut out = String::new();
+            push_hex(&mut out, value & 0xffff_ffff, 8);
+            assert_eq!(out, format!("{:08x}", value & 0xffff_ffff));
+            let mut out = String::new();
+            push_hex(&mut out, value & 0xff, 2);
+            assert_eq!(out, format!("{:02x}", value & 0xff));
+        }
+    }
 }
