@@ -540,18 +540,17 @@ mod tests {
 
     #[test]
     fn times_and_numbers_are_written_as_the_formatter_would() {
-        let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_767_582_245_000_000_007).unwrap();
-        let (mut long, mut short) = (Vec::new(), Vec::new());
-        Timestamp(t).rfc3339(&mut long);
-        Timestamp(t).short(&mut short);
-        assert_eq!(String::from_utf8(long).unwrap(), "2026-01-05T03:04:05.000000007Z");
-        assert_eq!(String::from_utf8(short).unwrap(), "Jan 05 03:04:05.000");
-        let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_798_761_599_999_999_999).unwrap();
-        let (mut long, mut short) = (Vec::new(), Vec::new());
-        Timestamp(t).rfc3339(&mut long);
-        Timestamp(t).short(&mut short);
-        assert_eq!(String::from_utf8(long).unwrap(), "2026-12-31T23:59:59.999999999Z");
-        assert_eq!(String::from_utf8(short).unwrap(), "Dec 31 23:59:59.999");
+        for (nanos, rfc3339, short_form) in [
+            (1_767_582_245_000_000_007, "2026-01-05T03:04:05.000000007Z", "Jan 05 03:04:05.000"),
+            (1_798_761_599_999_999_999, "2026-12-31T23:59:59.999999999Z", "Dec 31 23:59:59.999"),
+        ] {
+            let t = Timestamp(time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap());
+            let (mut long, mut short) = (Vec::new(), Vec::new());
+            t.rfc3339(&mut long);
+            t.short(&mut short);
+            assert_eq!(String::from_utf8(long).unwrap(), rfc3339);
+            assert_eq!(String::from_utf8(short).unwrap(), short_form);
+        }
 
         for n in [0, 7, 10, 999, 1_000, -3, -45, i64::MAX, i64::MIN] {
             for width in [1, 2, 3, 9] {

@@ -309,9 +309,10 @@ pub trait Provider: Send + Sync {
     ) -> Result<Translated, TranslateError>;
 
     /// [`translate_response`](Self::translate_response) for a caller that needs only the
-    /// client's body and the usage. A platform whose answer passes through unchanged checks its
-    /// shape here without building the typed completion; the answers it accepts and the errors
-    /// it returns are those of `translate_response`.
+    /// client's body and the usage. A platform whose answer passes through unchanged checks the
+    /// members a client relies on here, without building the typed completion: an answer it
+    /// refuses gets `translate_response`'s error, and one it accepts goes to the client as sent,
+    /// even if a member it does not check would fail `translate_response`'s typed parse.
     ///
     /// # Errors
     /// As [`translate_response`](Self::translate_response).

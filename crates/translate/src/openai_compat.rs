@@ -12,7 +12,7 @@ use uniproxy_wire::{
 };
 
 use crate::json_bytes;
-use crate::scan::{Reader, members};
+use crate::scan::{Reader, raw_members};
 use crate::sse::{self, SseEvent};
 use crate::{
     Answer, Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
@@ -197,7 +197,7 @@ impl Provider for OpenAiCompat {
         // The client's own bytes for every member the proxy does not rewrite: copying them is
         // cheaper than serializing the messages again (serde_json escapes a string a byte at a
         // time), and the upstream gets what the client wrote.
-        let Some(members) = members(raw) else {
+        let Some(members) = raw_members(raw) else {
             return self.build_request(request);
         };
         let request = self.rewrite(request);
@@ -249,13 +249,12 @@ impl Provider for OpenAiCompat {
         body: Bytes,
         ctx: &ResponseContext,
     ) -> Result<Answer, TranslateError> {
-        // The body goes to the client as it came: its shape is checked, and its usage read,
-        // without building the typed completion (a sixth of a 1 KB request's instructions).
-        // Anything the check refuses takes the full parse, which gives the precise error. Not
-        // `from_bytes`: the view skips most strings unchecked, so a body that is not UTF-8 must
-        // be refused here and reach the full parse, not pass through to the client.
+        // The body goes to the client as it came: the members a client relies on are checked
+        // (see `CompletionView`) and the usage read, without building the typed completion.
         // The check is a `Reader` walk; what it is unsure of goes to the same check done by
-        // serde_json (`CompletionView`), which is where it came from and which decides.
+        // serde_json (`CompletionView`), which decides; what that refuses takes the full parse,
+        // which gives the precise error. UTF-8 is checked first, not by `from_bytes`: the
+        // check skips most strings, so a body that is not UTF-8 must reach the full parse.
         if (200..300).contains(&status)
             && let Ok(text) = std::str::from_utf8(&body)
         {
@@ -287,8 +286,11 @@ pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError
     TranslateError::Upstream { status, error: Box::new(error) }
 }
 
-/// What [`ChatCompletion`] requires of an answer, with the usage: strings are borrowed where
-/// they can be, and everything else in a message is skipped.
+/// The members of an answer that [`ChatCompletion`] requires (id, object, created, model,
+/// choices with an index and a message role), with the usage. Strings are borrowed where they
+/// can be; every other member is skipped, so an answer whose optional members have the wrong
+/// type (a numeric `system_fingerprint`) passes here though the full parse would refuse it:
+/// the client gets it as the upstream sent it.
 #[derive(Deserialize)]
 #[allow(dead_code)] // Fields other than `usage` are read only to check their types.
 struct CompletionView<'a> {
@@ -320,6 +322,30 @@ struct AnswerMessage<'a> {
     role: Text<'a>,
 }
 
+/// Marks a member seen; `None` if it was already: serde refuses a field given twice.
+fn once(seen: &mut bool) -> Option<()> {
+    (!std::mem::replace(seen, true)).then_some(())
+}
+
+/// Reads an object whose members named in `named` (up to eight) are read by `read` into their
+/// slots, each at most once; every other member goes to `other`.
+fn named_fields<'a, T>(
+    r: &mut Reader<'a>,
+    named: &mut [(&[u8], &mut T)],
+    read: impl Fn(&mut Reader<'a>) -> Option<T>,
+    mut other: impl FnMut(&mut Reader<'a>, &'a [u8]) -> Option<()>,
+) -> Option<()> {
+    let mut seen = [false; 8];
+    r.members(|r, key| match named.iter().position(|(name, _)| *name == key) {
+        Some(i) => {
+            once(seen.get_mut(i)?)?;
+            *named[i].1 = read(r)?;
+            Some(())
+        }
+        None => other(r, key),
+    })
+}
+
 /// [`CompletionView`]'s check as a [`Reader`] walk: the usage if the answer passes, `None`
 /// where the reader is unsure (then `CompletionView` decides). Strings are checked, not kept;
 /// the usage is read by hand, as serde builds it (unknown members into `extra`), which was a
@@ -328,9 +354,7 @@ fn read_answer(r: &mut Reader<'_>) -> Option<Option<Usage>> {
     let mut usage = None;
     // id, object, created, model and choices are required; usage is not.
     let mut seen = [false; 6];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
+    r.members(|r, key| {
         let slot = match key {
             b"id" => 0,
             b"object" => 1,
@@ -338,29 +362,19 @@ fn read_answer(r: &mut Reader<'_>) -> Option<Option<Usage>> {
             b"model" => 3,
             b"choices" => 4,
             b"usage" => 5,
-            _ => {
-                r.skip()?;
-                continue;
-            }
+            _ => return r.skip(),
         };
         once(&mut seen[slot])?;
         match slot {
-            2 => {
-                r.unsigned::<u64>()?;
+            2 => r.unsigned::<u64>().map(drop),
+            4 => r.elements(read_answer_choice),
+            5 => {
+                usage = r.nullable(read_usage)?;
+                Some(())
             }
-            4 => {
-                r.array()?;
-                let mut first = true;
-                while r.element(&mut first)? {
-                    read_answer_choice(r)?;
-                }
-            }
-            5 => usage = if r.null() { None } else { Some(read_usage(r)?) },
-            _ => {
-                r.string()?;
-            }
+            _ => r.string().map(drop),
         }
-    }
+    })?;
     r.end()?;
     seen[..5].iter().all(|&s| s).then_some(usage)
 }
@@ -368,34 +382,26 @@ fn read_answer(r: &mut Reader<'_>) -> Option<Option<Usage>> {
 /// A choice of an answer: a `u32` index and a message with a string role, both required.
 fn read_answer_choice(r: &mut Reader<'_>) -> Option<()> {
     let mut seen = [false; 2];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
-        match key {
-            b"index" => {
-                once(&mut seen[0])?;
-                r.unsigned::<u32>()?;
-            }
-            b"message" => {
-                once(&mut seen[1])?;
-                let mut role = false;
-                r.object()?;
-                let mut first = true;
-                while let Some(key) = r.key(&mut first)? {
-                    if key == b"role" {
-                        once(&mut role)?;
-                        r.string()?;
-                    } else {
-                        r.skip()?;
-                    }
-                }
-                if !role {
-                    return None;
-                }
-            }
-            _ => r.skip()?,
+    r.members(|r, key| match key {
+        b"index" => {
+            once(&mut seen[0])?;
+            r.unsigned::<u32>().map(drop)
         }
-    }
+        b"message" => {
+            once(&mut seen[1])?;
+            let mut role = false;
+            r.members(|r, key| {
+                if key == b"role" {
+                    once(&mut role)?;
+                    r.string().map(drop)
+                } else {
+                    r.skip()
+                }
+            })?;
+            role.then_some(())
+        }
+        _ => r.skip(),
+    })?;
     (seen == [true; 2]).then_some(())
 }
 
@@ -413,83 +419,52 @@ fn extra_member(r: &mut Reader<'_>, extra: &mut uniproxy_wire::Map, key: &[u8]) 
 
 /// An optional count: `null` or a plain non-negative integer.
 fn count(r: &mut Reader<'_>) -> Option<Option<u64>> {
-    if r.null() { Some(None) } else { r.unsigned().map(Some) }
+    r.nullable(Reader::unsigned)
 }
 
 fn read_usage(r: &mut Reader<'_>) -> Option<Usage> {
     let mut usage = Usage::default();
-    let mut seen = [false; 5];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
-        match key {
-            b"prompt_tokens" => {
-                once(&mut seen[0])?;
-                usage.prompt_tokens = r.unsigned()?;
-            }
-            b"completion_tokens" => {
-                once(&mut seen[1])?;
-                usage.completion_tokens = r.unsigned()?;
-            }
-            b"total_tokens" => {
-                once(&mut seen[2])?;
-                usage.total_tokens = r.unsigned()?;
-            }
-            b"prompt_tokens_details" => {
-                once(&mut seen[3])?;
-                usage.prompt_tokens_details =
-                    if r.null() { None } else { Some(read_prompt_details(r)?) };
-            }
-            b"completion_tokens_details" => {
-                once(&mut seen[4])?;
-                usage.completion_tokens_details =
-                    if r.null() { None } else { Some(read_completion_details(r)?) };
-            }
-            _ => extra_member(r, &mut usage.extra, key)?,
+    let mut details = [false; 2];
+    let tokens: &mut [(&[u8], &mut u64)] = &mut [
+        (b"prompt_tokens", &mut usage.prompt_tokens),
+        (b"completion_tokens", &mut usage.completion_tokens),
+        (b"total_tokens", &mut usage.total_tokens),
+    ];
+    named_fields(r, tokens, Reader::unsigned, |r, key| match key {
+        b"prompt_tokens_details" => {
+            once(&mut details[0])?;
+            usage.prompt_tokens_details = r.nullable(read_prompt_details)?;
+            Some(())
         }
-    }
+        b"completion_tokens_details" => {
+            once(&mut details[1])?;
+            usage.completion_tokens_details = r.nullable(read_completion_details)?;
+            Some(())
+        }
+        _ => extra_member(r, &mut usage.extra, key),
+    })?;
     Some(usage)
 }
 
 fn read_prompt_details(r: &mut Reader<'_>) -> Option<PromptTokensDetails> {
     let mut details = PromptTokensDetails::default();
-    let mut seen = [false; 2];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
-        let (slot, field) = match key {
-            b"cached_tokens" => (0, &mut details.cached_tokens),
-            b"audio_tokens" => (1, &mut details.audio_tokens),
-            _ => {
-                extra_member(r, &mut details.extra, key)?;
-                continue;
-            }
-        };
-        once(&mut seen[slot])?;
-        *field = count(r)?;
-    }
+    let counts: &mut [(&[u8], &mut Option<u64>)] = &mut [
+        (b"cached_tokens", &mut details.cached_tokens),
+        (b"audio_tokens", &mut details.audio_tokens),
+    ];
+    named_fields(r, counts, count, |r, key| extra_member(r, &mut details.extra, key))?;
     Some(details)
 }
 
 fn read_completion_details(r: &mut Reader<'_>) -> Option<CompletionTokensDetails> {
     let mut details = CompletionTokensDetails::default();
-    let mut seen = [false; 4];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
-        let (slot, field) = match key {
-            b"reasoning_tokens" => (0, &mut details.reasoning_tokens),
-            b"audio_tokens" => (1, &mut details.audio_tokens),
-            b"accepted_prediction_tokens" => (2, &mut details.accepted_prediction_tokens),
-            b"rejected_prediction_tokens" => (3, &mut details.rejected_prediction_tokens),
-            _ => {
-                extra_member(r, &mut details.extra, key)?;
-                continue;
-            }
-        };
-        once(&mut seen[slot])?;
-        *field = count(r)?;
-    }
+    let counts: &mut [(&[u8], &mut Option<u64>)] = &mut [
+        (b"reasoning_tokens", &mut details.reasoning_tokens),
+        (b"audio_tokens", &mut details.audio_tokens),
+        (b"accepted_prediction_tokens", &mut details.accepted_prediction_tokens),
+        (b"rejected_prediction_tokens", &mut details.rejected_prediction_tokens),
+    ];
+    named_fields(r, counts, count, |r, key| extra_member(r, &mut details.extra, key))?;
     Some(details)
 }
 
@@ -586,30 +561,22 @@ fn chunk_view(data: &[u8]) -> Result<ChunkView<'_>, serde_json::Error> {
     }
 }
 
-/// Marks a member seen; `None` if it was already: serde refuses a field given twice.
-fn once(seen: &mut bool) -> Option<()> {
-    (!std::mem::replace(seen, true)).then_some(())
-}
-
 /// An optional string: `null` or a string.
 fn text<'a>(r: &mut Reader<'a>) -> Option<Option<Text<'a>>> {
-    if r.null() { Some(None) } else { r.string().map(|s| Some(Text(s))) }
+    r.nullable(|r| r.string().map(Text))
 }
 
 fn read_chunk<'a>(r: &mut Reader<'a>) -> Option<ChunkView<'a>> {
     let mut view = ChunkView::default();
     let mut seen = [false; 3];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
+    r.members(|r, key| {
         match key {
             b"choices" => {
                 once(&mut seen[0])?;
-                r.array()?;
-                let mut first = true;
-                while r.element(&mut first)? {
+                r.elements(|r| {
                     view.choices.push(read_choice(r)?);
-                }
+                    Some(())
+                })?;
             }
             b"usage" => {
                 once(&mut seen[1])?;
@@ -621,7 +588,8 @@ fn read_chunk<'a>(r: &mut Reader<'a>) -> Option<ChunkView<'a>> {
             }
             _ => r.skip()?,
         }
-    }
+        Some(())
+    })?;
     r.end()?;
     Some(view)
 }
@@ -629,9 +597,7 @@ fn read_chunk<'a>(r: &mut Reader<'a>) -> Option<ChunkView<'a>> {
 fn read_choice<'a>(r: &mut Reader<'a>) -> Option<ChoiceView<'a>> {
     let mut choice = ChoiceView::default();
     let mut seen = [false; 3];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
+    r.members(|r, key| {
         match key {
             b"index" => {
                 once(&mut seen[0])?;
@@ -639,7 +605,7 @@ fn read_choice<'a>(r: &mut Reader<'a>) -> Option<ChoiceView<'a>> {
             }
             b"delta" => {
                 once(&mut seen[1])?;
-                choice.delta = if r.null() { None } else { Some(read_delta(r)?) };
+                choice.delta = r.nullable(read_delta)?;
             }
             b"finish_reason" => {
                 once(&mut seen[2])?;
@@ -647,51 +613,42 @@ fn read_choice<'a>(r: &mut Reader<'a>) -> Option<ChoiceView<'a>> {
             }
             _ => r.skip()?,
         }
-    }
+        Some(())
+    })?;
     Some(choice)
 }
 
 fn read_delta<'a>(r: &mut Reader<'a>) -> Option<DeltaView<'a>> {
     let mut delta = DeltaView::default();
-    let mut seen = [false; 5];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
-        let (slot, field) = match key {
-            b"content" => (0, &mut delta.content),
-            b"reasoning_content" => (1, &mut delta.reasoning_content),
-            b"reasoning" => (2, &mut delta.reasoning),
-            b"refusal" => (3, &mut delta.refusal),
-            b"tool_calls" => {
-                once(&mut seen[4])?;
-                if !r.null() {
-                    let mut calls = Vec::new();
-                    r.array()?;
-                    let mut first = true;
-                    while r.element(&mut first)? {
-                        calls.push(read_tool_call(r)?);
-                    }
-                    delta.tool_calls = Some(calls);
-                }
-                continue;
-            }
-            _ => {
-                r.skip()?;
-                continue;
-            }
-        };
-        once(&mut seen[slot])?;
-        *field = text(r)?;
-    }
+    let mut tool_calls_seen = false;
+    let texts: &mut [(&[u8], &mut Option<Text<'a>>)] = &mut [
+        (b"content", &mut delta.content),
+        (b"reasoning_content", &mut delta.reasoning_content),
+        (b"reasoning", &mut delta.reasoning),
+        (b"refusal", &mut delta.refusal),
+    ];
+    named_fields(r, texts, text, |r, key| {
+        if key != b"tool_calls" {
+            return r.skip();
+        }
+        once(&mut tool_calls_seen)?;
+        delta.tool_calls = r.nullable(|r| {
+            let mut calls = Vec::new();
+            r.elements(|r| {
+                calls.push(read_tool_call(r)?);
+                Some(())
+            })?;
+            Some(calls)
+        })?;
+        Some(())
+    })?;
     Some(delta)
 }
 
 fn read_tool_call<'a>(r: &mut Reader<'a>) -> Option<ToolCallView<'a>> {
     let mut call = ToolCallView::default();
     let mut seen = [false; 3];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
+    r.members(|r, key| {
         match key {
             b"index" => {
                 once(&mut seen[0])?;
@@ -703,31 +660,20 @@ fn read_tool_call<'a>(r: &mut Reader<'a>) -> Option<ToolCallView<'a>> {
             }
             b"function" => {
                 once(&mut seen[2])?;
-                call.function = if r.null() { None } else { Some(read_function(r)?) };
+                call.function = r.nullable(read_function)?;
             }
             _ => r.skip()?,
         }
-    }
+        Some(())
+    })?;
     Some(call)
 }
 
 fn read_function<'a>(r: &mut Reader<'a>) -> Option<FunctionView<'a>> {
     let mut function = FunctionView::default();
-    let mut seen = [false; 2];
-    r.object()?;
-    let mut first = true;
-    while let Some(key) = r.key(&mut first)? {
-        let (slot, field) = match key {
-            b"name" => (0, &mut function.name),
-            b"arguments" => (1, &mut function.arguments),
-            _ => {
-                r.skip()?;
-                continue;
-            }
-        };
-        once(&mut seen[slot])?;
-        *field = text(r)?;
-    }
+    let texts: &mut [(&[u8], &mut Option<Text<'a>>)] =
+        &mut [(b"name", &mut function.name), (b"arguments", &mut function.arguments)];
+    named_fields(r, texts, text, |r, _| r.skip())?;
     Some(function)
 }
 

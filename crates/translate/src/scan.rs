@@ -1,6 +1,6 @@
 //! JSON scanned rather than parsed into serde values, where serde_json's generic walk (about
 //! 35 ns for every key and every value, skipped or not) costs more than the work needs:
-//! [`members`] finds the members of an object in text that was already parsed (the request),
+//! [`raw_members`] finds the members of an object in text that was already parsed (the request),
 //! and [`Reader`] walks text token by token, checking it as serde_json would, so that a caller
 //! takes the few values it needs and skips the rest (the chunks of a stream).
 
@@ -12,7 +12,7 @@ use std::borrow::Cow;
 /// The input must already have been parsed (the request was): this only follows strings and
 /// nesting to find where members end, a quote or backslash at a time inside strings, and gives
 /// `None` when what it finds is not an object, so a caller falls back to serializing.
-pub(crate) fn members(json: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+pub(crate) fn raw_members(json: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     let mut members = Vec::with_capacity(8);
     let mut i = skip_ws(json, 0);
     if json.get(i) != Some(&b'{') {
@@ -141,6 +141,62 @@ impl<'a> Reader<'a> {
         (self.peek()? == byte).then(|| self.at += 1)
     }
 
+    /// Reads an object, calling `each` with every member's key (as written between its quotes)
+    /// and the reader at its value, which `each` must read or skip. A key holding an escape is
+    /// refused, unless `escaped_keys` (for a value that is only skipped, where keys are not
+    /// compared).
+    #[inline]
+    fn object(
+        &mut self,
+        escaped_keys: bool,
+        mut each: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+    ) -> Option<()> {
+        self.open(b'{')?;
+        let mut first = true;
+        while self.more(&mut first, b'}')? {
+            self.eat(b'"')?;
+            let (end, escaped) = checked_string_end(self.json(), self.at)?;
+            if escaped && !escaped_keys {
+                return None;
+            }
+            let key = &self.json()[self.at..end];
+            self.at = end + 1;
+            self.eat(b':')?;
+            each(self, key)?;
+        }
+        Some(())
+    }
+
+    /// Reads an object, calling `each` with every member's key and the reader at its value
+    /// (see the type's docs for the keys it refuses).
+    #[inline]
+    pub(crate) fn members(
+        &mut self,
+        each: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+    ) -> Option<()> {
+        self.object(false, each)
+    }
+
+    /// Reads an array, calling `each` with the reader at every element.
+    #[inline]
+    pub(crate) fn elements(&mut self, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.open(b'[')?;
+        let mut first = true;
+        while self.more(&mut first, b']')? {
+            each(self)?;
+        }
+        Some(())
+    }
+
+    /// `null` as `None`, anything else read by `read`.
+    #[inline]
+    pub(crate) fn nullable<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<Option<T>> {
+        if self.null() { Some(None) } else { read(self).map(Some) }
+    }
+
     #[inline]
     fn open(&mut self, byte: u8) -> Option<()> {
         if self.depth + 1 >= MAX_DEPTH {
@@ -169,46 +225,9 @@ impl<'a> Reader<'a> {
         Some(true)
     }
 
-    /// Enters an object; then call [`Reader::key`] until it gives `Some(None)`.
-    #[inline]
-    pub(crate) fn object(&mut self) -> Option<()> {
-        self.open(b'{')
-    }
-
-    /// The next key of the object being read, as written between its quotes, or `None` (inside
-    /// the `Some`) at its end. `first` starts `true` for each object.
-    #[inline]
-    pub(crate) fn key(&mut self, first: &mut bool) -> Option<Option<&'a [u8]>> {
-        if !self.more(first, b'}')? {
-            return Some(None);
-        }
-        self.eat(b'"')?;
-        let (end, escaped) = checked_string_end(self.json(), self.at)?;
-        if escaped {
-            return None;
-        }
-        let key = &self.json()[self.at..end];
-        self.at = end + 1;
-        self.eat(b':')?;
-        Some(Some(key))
-    }
-
-    /// Enters an array; then call [`Reader::element`] until it gives `false`.
-    #[inline]
-    pub(crate) fn array(&mut self) -> Option<()> {
-        self.open(b'[')
-    }
-
-    /// Whether another element of the array being read follows. `first` starts `true` for each
-    /// array.
-    #[inline]
-    pub(crate) fn element(&mut self, first: &mut bool) -> Option<bool> {
-        self.more(first, b']')
-    }
-
     /// Consumes a `null` if one is next.
     #[inline]
-    pub(crate) fn null(&mut self) -> bool {
+    fn null(&mut self) -> bool {
         let is_null = self.peek() == Some(b'n') && self.json()[self.at..].starts_with(b"null");
         if is_null {
             self.at += 4;
@@ -261,10 +280,18 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips the next value, checking it.
-    #[inline]
     pub(crate) fn skip(&mut self) -> Option<()> {
-        self.peek()?;
-        self.at = checked_value_end(self.json(), self.at, self.depth + 1)?;
+        let json = self.json();
+        self.at = match self.peek()? {
+            b'{' => return self.object(true, |r, _| r.skip()),
+            b'[' => return self.elements(Self::skip),
+            b'"' => checked_string_end(json, self.at + 1)?.0 + 1,
+            b't' => literal_end(json, self.at, b"true")?,
+            b'f' => literal_end(json, self.at, b"false")?,
+            b'n' => literal_end(json, self.at, b"null")?,
+            b'-' | b'0'..=b'9' => number_end(json, self.at)?,
+            _ => return None,
+        };
         Some(())
     }
 
@@ -337,60 +364,6 @@ fn next_special(json: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The index just past the JSON value that starts at `i`, checked as [`checked_members`] says,
-/// at nesting `depth`.
-fn checked_value_end(json: &[u8], i: usize, depth: usize) -> Option<usize> {
-    match *json.get(i)? {
-        b'"' => Some(checked_string_end(json, i + 1)?.0 + 1),
-        b'{' => {
-            if depth >= MAX_DEPTH {
-                return None;
-            }
-            let mut j = skip_ws(json, i + 1);
-            if json.get(j) == Some(&b'}') {
-                return Some(j + 1);
-            }
-            loop {
-                if json.get(j) != Some(&b'"') {
-                    return None;
-                }
-                j = skip_ws(json, checked_string_end(json, j + 1)?.0 + 1);
-                if json.get(j) != Some(&b':') {
-                    return None;
-                }
-                j = skip_ws(json, checked_value_end(json, skip_ws(json, j + 1), depth + 1)?);
-                match json.get(j)? {
-                    b',' => j = skip_ws(json, j + 1),
-                    b'}' => return Some(j + 1),
-                    _ => return None,
-                }
-            }
-        }
-        b'[' => {
-            if depth >= MAX_DEPTH {
-                return None;
-            }
-            let mut j = skip_ws(json, i + 1);
-            if json.get(j) == Some(&b']') {
-                return Some(j + 1);
-            }
-            loop {
-                j = skip_ws(json, checked_value_end(json, j, depth + 1)?);
-                match json.get(j)? {
-                    b',' => j = skip_ws(json, j + 1),
-                    b']' => return Some(j + 1),
-                    _ => return None,
-                }
-            }
-        }
-        b't' => literal_end(json, i, b"true"),
-        b'f' => literal_end(json, i, b"false"),
-        b'n' => literal_end(json, i, b"null"),
-        b'-' | b'0'..=b'9' => number_end(json, i),
-        _ => None,
-    }
-}
-
 fn literal_end(json: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
     json.get(i..)?.starts_with(literal).then_some(i + literal.len())
 }
@@ -448,7 +421,7 @@ pub(crate) mod tests {
 
     proptest! {
         #[test]
-        fn members_finds_each_member_of_any_object(
+        fn raw_members_finds_each_member_of_any_object(
             object in proptest::collection::btree_map("[\"\\\\a-z{}:,]{0,8}", json(), 0..8),
             pretty in any::<bool>(),
         ) {
@@ -458,7 +431,7 @@ pub(crate) mod tests {
             } else {
                 serde_json::to_vec(&object).unwrap()
             };
-            let found = members(&text).unwrap();
+            let found = raw_members(&text).unwrap();
             prop_assert_eq!(found.len(), object.len());
             for ((key, value), (k, v)) in found.into_iter().zip(&object) {
                 let mut quoted = b"\"".to_vec();
@@ -471,7 +444,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn members_refuses_what_is_not_one_object() {
+    fn raw_members_refuses_what_is_not_one_object() {
         for text in [
             &b""[..],
             b"[]",
@@ -482,11 +455,11 @@ pub(crate) mod tests {
             b"{\"a\":1} {}",
             b"{\"a\":1 2}",
         ] {
-            assert!(members(text).is_none(), "{}", String::from_utf8_lossy(text));
+            assert!(raw_members(text).is_none(), "{}", String::from_utf8_lossy(text));
         }
-        assert_eq!(members(b" { } ").unwrap(), Vec::<(&[u8], &[u8])>::new());
+        assert_eq!(raw_members(b" { } ").unwrap(), Vec::<(&[u8], &[u8])>::new());
         assert_eq!(
-            members(br#"{"a" : [1, {"b": "}"}] , "c":-2.5e3}"#).unwrap(),
+            raw_members(br#"{"a" : [1, {"b": "}"}] , "c":-2.5e3}"#).unwrap(),
             vec![(&b"a"[..], &br#"[1, {"b": "}"}]"#[..]), (b"c", b"-2.5e3")]
         );
     }
@@ -495,12 +468,10 @@ pub(crate) mod tests {
     fn checked_members(json: &[u8]) -> Option<Vec<(&[u8], usize)>> {
         let mut r = Reader::new(std::str::from_utf8(json).ok()?);
         let mut found = Vec::new();
-        r.object()?;
-        let mut first = true;
-        while let Some(key) = r.key(&mut first)? {
+        r.members(|r, key| {
             found.push((key, skip_ws(json, r.at)));
-            r.skip()?;
-        }
+            r.skip()
+        })?;
         r.end()?;
         Some(found)
     }
@@ -542,7 +513,7 @@ pub(crate) mod tests {
                 Some(found) => {
                     prop_assert!(serde_accepts(&text), "accepted: {}", String::from_utf8_lossy(&text));
                     // The same members, values and all, as the plain scan finds.
-                    let plain = members(&text).unwrap();
+                    let plain = raw_members(&text).unwrap();
                     prop_assert_eq!(found.len(), plain.len());
                     for ((key, start), (k, v)) in found.into_iter().zip(plain) {
                         prop_assert_eq!(key, k);
