@@ -307,7 +307,10 @@ fn summary_json(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
     kv_str(out, "platform", Some(r.platform));
     kv_num(out, "latency_ms", r.latency_ms());
     kv_num(out, "ttft_ms", r.ttft_ms());
-    kv_num(out, "overhead_ms", r.overhead.as_secs_f64() * 1000.0);
+    // Microseconds, as on the stderr line and in `x-uniproxy-overhead-ms`: the float of
+    // `as_secs_f64() * 1000.0` printed `0.006194000000000001` for 6,194 ns.
+    key(out, "overhead_ms");
+    millis3(out, r.overhead);
     kv_num(out, "prompt_tokens", prompt);
     kv_num(out, "completion_tokens", completion);
     kv_num(out, "attempts", r.attempts);
@@ -520,8 +523,11 @@ mod tests {
         let mut r = record();
         r.status = 502;
         r.error_message = Some("upstream \"down\"".into());
+        r.overhead = Duration::from_nanos(6_194);
         let mut out = Vec::new();
         summary_json(&mut out, &r, &Timestamp::now());
+        let line = String::from_utf8(out.clone()).unwrap();
+        assert!(line.contains(",\"overhead_ms\":0.006,"), "{line}");
         let v = parse(&out);
         assert_eq!(v["msg"], "request");
         assert_eq!(v["level"], "WARN");
