@@ -80,6 +80,8 @@ async fn non_stream_goes_upstream_with_the_configured_model_and_key() {
             "the client's key must not reach the upstream"
         );
         assert_eq!(up.header("content-type"), Some("application/json"));
+        let hosts: Vec<_> = up.headers.get_all("host").iter().collect();
+        assert_eq!(hosts, [mock.url().trim_start_matches("http://")], "one Host, with the port");
         let body = up.json();
         assert_eq!(body["model"], ACTUAL_NAME);
         assert_eq!(body["messages"], chat_request("x", false)["messages"]);

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::Uri;
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::http::uri::{Authority, Scheme};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -19,6 +22,8 @@ use crate::error::ProxyError;
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The `Host` header for a plain-HTTP upstream, worked out once (see [`Client::for_base_url`]).
+    host: Option<(Authority, HeaderValue)>,
 }
 
 impl Client {
@@ -62,7 +67,29 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        Client { inner }
+        Client { inner, host: None }
+    }
+
+    /// Works out, once, the `Host` header of requests to `base_url` when it is plain HTTP.
+    /// hyper-util otherwise builds it for every request (a `format!` of host and port, about
+    /// 1.9k instructions, 1.2% of a proxied request's), with the same value: the host, and the
+    /// port unless it is 80. Plain HTTP always speaks HTTP/1.1 here (no h2c), where `Host` is
+    /// required; HTTPS upstreams are left to hyper-util, which sends `Host` only over HTTP/1.1.
+    #[must_use]
+    pub fn for_base_url(mut self, base_url: Option<&str>) -> Self {
+        self.host = base_url.and_then(|u| u.parse::<Uri>().ok()).and_then(|uri| {
+            if uri.scheme() != Some(&Scheme::HTTP) {
+                return None;
+            }
+            let authority = uri.authority()?.clone();
+            let host = uri.host()?;
+            let value = match uri.port_u16().filter(|&p| p != 80) {
+                Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+                None => HeaderValue::from_str(host),
+            };
+            Some((authority, value.ok()?))
+        });
+        self
     }
 
     /// Sends a request and waits for the response head, at most `first_byte`.
@@ -76,15 +103,20 @@ impl Client {
         first_byte: Duration,
     ) -> Result<hyper::Response<Incoming>, ProxyError> {
         let mut builder = hyper::Request::builder().method(up.method.clone()).uri(&up.url);
+        let host = self.host.as_ref().filter(|(authority, _)| {
+            builder.uri_ref().is_some_and(|uri| {
+                uri.scheme() == Some(&Scheme::HTTP) && uri.authority() == Some(authority)
+            })
+        });
         if let Some(headers) = builder.headers_mut() {
             headers.clone_from(&up.headers);
             headers.insert(
                 hyper::header::USER_AGENT,
-                hyper::header::HeaderValue::from_static(concat!(
-                    "uniproxy/",
-                    env!("CARGO_PKG_VERSION")
-                )),
+                HeaderValue::from_static(concat!("uniproxy/", env!("CARGO_PKG_VERSION"))),
             );
+            if let Some((_, value)) = host {
+                headers.insert(hyper::header::HOST, value.clone());
+            }
         }
         let request = builder.body(Full::new(up.body.clone())).map_err(|_| {
             ProxyError::Translate(uniproxy_translate::TranslateError::InvalidRequest {
@@ -126,4 +158,32 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
         source = s.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_header_is_worked_out_once_for_plain_http_as_hyper_util_would() {
+        let host = |url: &str| {
+            let tls = Client::tls_config(false);
+            let client = Client::new(Duration::from_secs(1), tls).for_base_url(Some(url));
+            client.host.map(|(a, v)| (a.to_string(), v.to_str().unwrap().to_owned()))
+        };
+        let pair = |a: &str, v: &str| Some((a.to_owned(), v.to_owned()));
+        assert_eq!(host("http://127.0.0.1:11434/v1"), pair("127.0.0.1:11434", "127.0.0.1:11434"));
+        // The scheme's own port is left out, as hyper-util leaves it out.
+        assert_eq!(host("http://localhost:80/v1"), pair("localhost:80", "localhost"));
+        assert_eq!(host("http://localhost/v1"), pair("localhost", "localhost"));
+        assert_eq!(host("http://[::1]:8000"), pair("[::1]:8000", "[::1]:8000"));
+        assert_eq!(host("http://user:pw@example.com:8080/v1"), {
+            pair("user:pw@example.com:8080", "example.com:8080")
+        });
+        // HTTPS may speak HTTP/2, where hyper-util sends no Host: left to it.
+        assert_eq!(host("https://api.openai.com/v1"), None);
+        assert_eq!(host("not a url"), None);
+        let none = Client::new(Duration::from_secs(1), Client::tls_config(false));
+        assert!(none.for_base_url(None).host.is_none());
+    }
 }
