@@ -12,7 +12,7 @@ use uniproxy_wire::{
 };
 
 use crate::json_bytes;
-use crate::scan::{Reader, raw_members};
+use crate::scan::{Reader, Template, raw_members};
 use crate::sse::{self, SseEvent};
 use crate::{
     Answer, Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
@@ -677,6 +677,70 @@ fn read_function<'a>(r: &mut Reader<'a>) -> Option<FunctionView<'a>> {
     Some(function)
 }
 
+/// The chunk most of a stream is made of, one choice's new piece of `content` and nothing else
+/// the log reads, kept as a [`Template`] so the next such chunk is read by comparing bytes:
+/// everything but its string values must be the template's, and the only string the view
+/// takes is the content (every other string value of such a chunk is one the view skips: id,
+/// model, fingerprint, role, OpenAI's `obfuscation`). About a third of the reader's cost.
+#[derive(Debug)]
+struct ChunkTemplate {
+    template: Template,
+    /// The slot holding `choices[0].delta.content`.
+    content: usize,
+    /// That choice's `index`.
+    index: u32,
+    /// Where the strings of the chunk being matched are (kept to reuse its allocation).
+    spans: Vec<(usize, usize)>,
+}
+
+impl ChunkTemplate {
+    /// The template of `text`, whose view is `view`, when that view is one choice with a
+    /// borrowed `content` (no escapes, so it is a slice of `text`) and nothing else.
+    fn new(text: &str, view: &ChunkView<'_>) -> Option<Self> {
+        let [choice] = view.choices.as_slice() else { return None };
+        let delta = choice.delta.as_ref()?;
+        let content_only = view.usage.is_none()
+            && view.error.is_none()
+            && choice.finish_reason.is_none()
+            && delta.reasoning_content.is_none()
+            && delta.reasoning.is_none()
+            && delta.refusal.is_none()
+            && delta.tool_calls.is_none();
+        let Some(Text(Cow::Borrowed(content))) = &delta.content else { return None };
+        if !content_only {
+            return None;
+        }
+        // Where the borrowed content starts in `text`.
+        let start = (content.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+        let template = Template::new(text)?;
+        let content =
+            (0..template.len()).find(|&k| template.slot(k).map(|(s, _)| s) == Some(start))?;
+        Some(ChunkTemplate { template, content, index: choice.index, spans: Vec::new() })
+    }
+
+    /// The view of `text` when it is the template's chunk with other strings: the template's
+    /// view with this chunk's content.
+    fn view<'a>(&mut self, text: &'a str) -> Option<ChunkView<'a>> {
+        self.template.matches(text, &mut self.spans)?;
+        let &(start, close) = self.spans.get(self.content)?;
+        // Read as the reader reads a string: borrowed, or decoded by serde_json if escaped.
+        let content = Reader::new(text.get(start - 1..=close)?).string()?;
+        Some(ChunkView {
+            choices: vec![ChoiceView {
+                index: self.index,
+                delta: Some(DeltaView { content: Some(Text(content)), ..DeltaView::default() }),
+                finish_reason: None,
+            }],
+            usage: None,
+            error: None,
+        })
+    }
+}
+
+/// How many times a stream builds a new [`ChunkTemplate`] before it stops trying (a server
+/// whose content chunks never repeat their shape).
+const TEMPLATE_BUILDS: u8 = 8;
+
 /// The identity stream: frames pass through byte for byte; the usage chunk the proxy asked
 /// for is held back unless the client asked for it too; in-stream errors become OpenAI error
 /// frames.
@@ -685,6 +749,10 @@ pub(crate) struct OpenAiStream {
     include_usage: bool,
     assembled: Assembled,
     done: bool,
+    /// The last content-only chunk read in full.
+    template: Option<ChunkTemplate>,
+    /// Templates built so far (see [`TEMPLATE_BUILDS`]).
+    template_builds: u8,
 }
 
 impl OpenAiStream {
@@ -693,6 +761,8 @@ impl OpenAiStream {
             include_usage: ctx.include_usage,
             assembled: Assembled::new(String::new(), 0, String::new()),
             done: false,
+            template: None,
+            template_builds: 0,
         }
     }
 
@@ -779,10 +849,16 @@ impl StreamTranslator for OpenAiStream {
             out.extend(self.fail(error));
             return Ok(());
         }
-        let view = chunk_view(data).map_err(|source| TranslateError::Malformed {
-            provider: ProviderKind::OpenAi,
-            source,
-        })?;
+        let text = std::str::from_utf8(data).ok();
+        let templated = text.zip(self.template.as_mut()).and_then(|(t, tpl)| tpl.view(t));
+        let from_template = templated.is_some();
+        let view = match templated {
+            Some(view) => view,
+            None => chunk_view(data).map_err(|source| TranslateError::Malformed {
+                provider: ProviderKind::OpenAi,
+                source,
+            })?,
+        };
         // OpenRouter puts an `error` into an ordinary chunk, choices and all.
         if let Some(err) = &view.error {
             // OpenRouter's `code` is the HTTP status it would have answered.
@@ -799,6 +875,15 @@ impl StreamTranslator for OpenAiStream {
             return Ok(());
         }
         self.record(data, &view);
+        // The next chunks may fit this one's shape. (`record` reads the head, id, model and
+        // creation time, from the chunk's bytes however its view was read.)
+        if !from_template
+            && self.template_builds < TEMPLATE_BUILDS
+            && let Some(template) = text.and_then(|t| ChunkTemplate::new(t, &view))
+        {
+            self.template = Some(template);
+            self.template_builds += 1;
+        }
         let usage_only = view.choices.is_empty() && view.usage.is_some();
         if usage_only && !self.include_usage {
             return Ok(());
@@ -1112,6 +1197,179 @@ mod tests {
             }
             // Whatever took it, chunk_view answers as the full parse does.
             proptest::prop_assert_eq!(chunk_view(&text).ok(), uniproxy_wire::from_bytes::<ChunkView<'_>>(&text).ok());
+        }
+    }
+
+    /// A content chunk as OpenAI sends them (`fixtures/openai/stream-text-long.response.sse`),
+    /// each string value given as its JSON text.
+    fn content_chunk(
+        id: &str,
+        model: &str,
+        role: bool,
+        content: &str,
+        obfuscation: &str,
+    ) -> String {
+        let role = if role { r#""role":"assistant","# } else { "" };
+        format!(
+            r#"{{"id":{id},"object":"chat.completion.chunk","created":1770933892,"model":{model},"service_tier":"default","system_fingerprint":"fp_de604bd877","choices":[{{"index":0,"delta":{{{role}"content":{content}}},"logprobs":null,"finish_reason":null}}],"usage":null,"obfuscation":{obfuscation}}}"#
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_chunk_read_through_a_template_reads_as_the_full_read_does(
+            role in proptest::prelude::any::<bool>(),
+            first in proptest::collection::vec("[a-z \"\\\\\n\u{1}é😀]{0,12}", 4),
+            next in proptest::collection::vec("[a-z \"\\\\\n\u{1}é😀]{0,12}", 4),
+            edit in proptest::option::of((proptest::prelude::any::<proptest::sample::Index>(), 0u8..22)),
+        ) {
+            let json = |s: &String| serde_json::Value::from(s.as_str()).to_string();
+            let chunk = |v: &[String]| content_chunk(&json(&v[0]), &json(&v[1]), role, &json(&v[2]), &json(&v[3]));
+            let first = chunk(&first);
+            let view = chunk_view(first.as_bytes()).unwrap();
+            let template = ChunkTemplate::new(&first, &view);
+            // Made of a chunk whose content is a slice of it, so not escaped.
+            let Some(Text(content)) = &view.choices[0].delta.as_ref().unwrap().content else {
+                unreachable!("the chunk has content")
+            };
+            proptest::prop_assert_eq!(template.is_some(), matches!(content, Cow::Borrowed(_)));
+            let Some(mut template) = template else { return Ok(()) };
+            let mut text = chunk(&next).into_bytes();
+            if let Some((at, byte)) = edit {
+                let at = at.index(text.len());
+                text[at] = b"{}[]\",:\\ 0-.eE+tfnul\x01\n"[usize::from(byte)];
+            }
+            let Ok(text) = std::str::from_utf8(&text) else { return Ok(()) };
+            let templated = template.view(text);
+            if edit.is_none() {
+                proptest::prop_assert!(templated.is_some(), "only the strings changed: {}", text);
+            }
+            if let Some(view) = templated {
+                proptest::prop_assert_eq!(Some(view), chunk_view(text.as_bytes()).ok());
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_read_through_templates_is_the_stream_read_in_full() {
+        let s = |t: &str| serde_json::Value::from(t).to_string();
+        let id = s("chatcmpl-D8Z5oo6uDh67AD85p73ksdT1KxhE0");
+        let model = s("gpt-4.1-nano-2025-04-14");
+        let mut chunks = vec![
+            r#"{"id":"chatcmpl-D8Z5oo6uDh67AD85p73ksdT1KxhE0","object":"chat.completion.chunk","created":1770933892,"model":"gpt-4.1-nano-2025-04-14","service_tier":"default","system_fingerprint":"fp_de604bd877","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"Qup1BsQ3"}"#.to_owned(),
+        ];
+        for (content, obfuscation) in [
+            ("**", "yhjoJbEF"),
+            ("Holiday", "dTh"),
+            (" \"Name\"\n", "yoKF"),
+            ("é😀", ""),
+            ("\u{1}", "x"),
+        ] {
+            chunks.push(content_chunk(&id, &model, false, &s(content), &s(obfuscation)));
+        }
+        // The model is a string the view skips (`record` has it already): the template takes it.
+        chunks.push(content_chunk(&id, &s("another-model"), false, &s(" still"), &s("q")));
+        // Not content-only: read in full, and the template stays.
+        chunks.push(chunks[1].replace(r#""finish_reason":null"#, r#""finish_reason":"length""#));
+        chunks.push(chunks[1].replace(r#""content":"**""#, r#""content":null"#));
+        // Another choice: a number differs, so it is read in full, and its own template...
+        chunks.push(chunks[1].replace(r#""index":0"#, r#""index":1"#));
+        // ...which the next chunk of choice 0 does not fit either.
+        chunks.push(content_chunk(&id, &model, false, &s(" end"), &s("zz")));
+        chunks.push(r#"{"id":"chatcmpl-D8Z5oo6uDh67AD85p73ksdT1KxhE0","object":"chat.completion.chunk","created":1770933892,"model":"gpt-4.1-nano-2025-04-14","service_tier":"default","system_fingerprint":"fp_de604bd877","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null,"obfuscation":"M"}"#.to_owned());
+        chunks.push(r#"{"id":"chatcmpl-D8Z5oo6uDh67AD85p73ksdT1KxhE0","object":"chat.completion.chunk","created":1770933892,"model":"gpt-4.1-nano-2025-04-14","service_tier":"default","system_fingerprint":"fp_de604bd877","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16},"obfuscation":"Z"}"#.to_owned());
+
+        let ctx = ResponseContext {
+            id: "chatcmpl-local".into(),
+            created: 1,
+            model: "m".into(),
+            include_usage: true,
+        };
+        let mut fast = OpenAiStream::new(&ctx);
+        let mut full = OpenAiStream::new(&ctx);
+        full.template_builds = TEMPLATE_BUILDS;
+        for chunk in &chunks {
+            let event = SseEvent::new(None, chunk.clone());
+            assert_eq!(fast.push(&event).unwrap(), full.push(&event).unwrap(), "{chunk}");
+        }
+        assert!(full.template.is_none());
+        // Templates of the role chunk, the first content chunk (taken by the next five), the
+        // choice-1 chunk and the last content chunk; none of the chunks that are not content-only.
+        assert_eq!(fast.template_builds, 4);
+        assert_eq!(fast.finish().unwrap(), full.finish().unwrap());
+        assert_eq!(fast.assembled(), full.assembled());
+        let choice = &fast.assembled().choices[0];
+        // The `length` chunk carries "**" too.
+        assert_eq!(choice.content, "**Holiday \"Name\"\né😀\u{1} still** end");
+        assert_eq!(fast.assembled().choices[1].content, "**");
+    }
+
+    #[test]
+    fn chunks_that_carry_more_than_content_make_no_template() {
+        let head = r#""id":"c","object":"chat.completion.chunk","created":5,"model":"m""#;
+        // Pairs that differ only in their strings; were the first a template, the second would
+        // be read through it and lose what it carries besides its content.
+        let shapes = [
+            r#"{"index":0,"delta":{"content":"$"},"finish_reason":"$"}"#,
+            r#"{"index":0,"delta":{"content":"$","reasoning_content":"$"},"finish_reason":null}"#,
+            r#"{"index":0,"delta":{"content":"$","reasoning":"$"},"finish_reason":null}"#,
+            r#"{"index":0,"delta":{"content":"$","refusal":"$"},"finish_reason":null}"#,
+            r#"{"index":0,"delta":{"content":"$","tool_calls":[{"index":0,"id":"$","function":{"name":"$","arguments":"$"}}]},"finish_reason":null}"#,
+            r#"{"index":0,"delta":{"content":"$"}},{"index":1,"delta":{"content":"$"}}"#,
+        ];
+        let mut chunks: Vec<String> = Vec::new();
+        for choice in shapes {
+            for fill in ["a", "b"] {
+                chunks.push(format!(r#"{{{head},"choices":[{}]}}"#, choice.replace('$', fill)));
+            }
+        }
+        for fill in ["a", "b"] {
+            let usage = format!(
+                r#"{{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2,"note":"{fill}"}}"#
+            );
+            chunks.push(format!(
+                r#"{{{head},"choices":[{{"index":0,"delta":{{"content":"{fill}"}}}}],"usage":{usage}}}"#
+            ));
+        }
+        let ctx =
+            ResponseContext { id: "x".into(), created: 1, model: "m".into(), include_usage: true };
+        let mut fast = OpenAiStream::new(&ctx);
+        let mut full = OpenAiStream::new(&ctx);
+        full.template_builds = TEMPLATE_BUILDS;
+        for chunk in &chunks {
+            let event = SseEvent::new(None, chunk.clone());
+            assert_eq!(fast.push(&event).unwrap(), full.push(&event).unwrap(), "{chunk}");
+            assert!(fast.template.is_none(), "{chunk}");
+        }
+        assert_eq!(fast.assembled(), full.assembled());
+    }
+
+    #[test]
+    fn a_chunk_read_through_a_template_still_gives_record_its_head() {
+        // An empty id or model leaves `record` reading the next chunk's head, whose id and model
+        // are strings a template lets change: they must still be taken.
+        for (id, model) in [("", "m"), ("c", "")] {
+            let chunks = [("", "a"), ("x", "b")].map(|(fill, content)| {
+                let (id, model) = (format!("{id}{fill}"), format!("{model}{fill}"));
+                format!(
+                    r#"{{"id":"{id}","created":5,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}}}}]}}"#
+                )
+            });
+            let ctx = ResponseContext {
+                id: "x".into(),
+                created: 1,
+                model: "m".into(),
+                include_usage: true,
+            };
+            let mut fast = OpenAiStream::new(&ctx);
+            let mut full = OpenAiStream::new(&ctx);
+            full.template_builds = TEMPLATE_BUILDS;
+            for chunk in &chunks {
+                let event = SseEvent::new(None, chunk.clone());
+                assert_eq!(fast.push(&event).unwrap(), full.push(&event).unwrap(), "{chunk}");
+            }
+            assert_eq!(fast.assembled(), full.assembled());
+            assert!(!fast.assembled().id.is_empty() && !fast.assembled().model.is_empty());
         }
     }
 

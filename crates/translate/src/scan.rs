@@ -99,6 +99,84 @@ fn value_end(json: &[u8], i: usize) -> Option<usize> {
     }
 }
 
+/// JSON text that a [`Reader`] (or serde_json) has accepted, kept to recognize the next text
+/// that differs from it only in the contents of its string values: the chunks of a stream,
+/// where every chunk repeats the same keys, id, model and fingerprint around a new piece of
+/// content (and, from OpenAI, a new random `obfuscation` string).
+///
+/// Such a text is valid JSON exactly when the template is, with the same structure, keys and
+/// non-string values: one string token replaced by another changes nothing else. So a caller
+/// that knows what the template's text meant needs only the strings that changed.
+#[derive(Debug)]
+pub(crate) struct Template {
+    text: Box<[u8]>,
+    /// The contents (between the quotes) of every string value, in order; keys are not slots.
+    slots: Vec<(usize, usize)>,
+}
+
+impl Template {
+    /// The template of `json`, which must be valid JSON (already checked by the caller's
+    /// parse); `None` if it is not what this expects.
+    pub(crate) fn new(json: &str) -> Option<Self> {
+        let json = json.as_bytes();
+        let mut slots = Vec::with_capacity(8);
+        let mut i = 0;
+        // Outside strings no quote can appear, so the next quote always opens a string.
+        while let Some(found) = memchr::memchr(b'"', json.get(i..)?) {
+            let start = i + found + 1;
+            let (end, _) = checked_string_end(json, start)?;
+            // A string followed by a colon is a key.
+            if json.get(skip_ws(json, end + 1)) != Some(&b':') {
+                slots.push((start, end));
+            }
+            i = end + 1;
+        }
+        Some(Template { text: json.into(), slots })
+    }
+
+    /// The number of string values.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Where slot `k` of the template is: the contents of that string value, between its quotes.
+    pub(crate) fn slot(&self, k: usize) -> Option<(usize, usize)> {
+        self.slots.get(k).copied()
+    }
+
+    /// When `json` is the template's text with other strings in its string values (each one
+    /// checked as [`Reader`] checks a string, or byte for byte the template's own), where each
+    /// of those strings' contents is in `json`, in slot order; `None` for anything else. As
+    /// with the reader, a `\u` escape's four hex digits are checked, not that surrogates pair
+    /// up: a caller decodes the strings it keeps with serde_json, which checks that.
+    pub(crate) fn matches(&self, json: &str, spans: &mut Vec<(usize, usize)>) -> Option<()> {
+        let json = json.as_bytes();
+        spans.clear();
+        let (mut at, mut from) = (0, 0);
+        for &(start, end) in &self.slots {
+            // The text up to and including the string's opening quote.
+            let fixed = self.text.get(from..start)?;
+            if !json.get(at..)?.starts_with(fixed) {
+                return None;
+            }
+            at += fixed.len();
+            // The template's own string and its closing quote (checked when it was read), or
+            // another string, checked now.
+            let same = self.text.get(start..=end)?;
+            let close = if json.get(at..)?.starts_with(same) {
+                at + same.len() - 1
+            } else {
+                checked_string_end(json, at)?.0
+            };
+            spans.push((at, close));
+            // The closing quote starts the next fixed part.
+            at = close;
+            from = end;
+        }
+        (json.get(at..)? == self.text.get(from..)?).then_some(())
+    }
+}
+
 /// Nesting this deep or deeper is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: usize = 100;
 
@@ -569,5 +647,93 @@ pub(crate) mod tests {
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(serde_accepts(deep.as_bytes()));
         assert!(checked_members(deep.as_bytes()).is_none());
+    }
+
+    /// Every string value of `v`, in the order serde_json writes them.
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+
+    /// `v` with its string values replaced, in order, by `new`'s.
+    fn replaced(
+        v: &serde_json::Value,
+        new: &mut impl Iterator<Item = String>,
+    ) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(_) => Value::String(new.next().unwrap_or_default()),
+            Value::Array(items) => Value::Array(items.iter().map(|i| replaced(i, new)).collect()),
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, i)| (k.clone(), replaced(i, new))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_template_takes_its_text_with_other_strings_and_nothing_else(
+            v in json(),
+            new in proptest::collection::vec("[a-z\"\\\n\u{1}é😀]{0,9}", 64),
+            edit in proptest::option::of((any::<proptest::sample::Index>(), 0u8..22)),
+        ) {
+            let template = Template::new(&v.to_string()).unwrap();
+            let w = replaced(&v, &mut new.iter().cloned());
+            let mut text = w.to_string().into_bytes();
+            let mut spans = Vec::new();
+            // Only the strings differ: it matches, and each span holds the new string.
+            prop_assert!(template.matches(&w.to_string(), &mut spans).is_some(), "{}", w);
+            let mut want = Vec::new();
+            strings(&w, &mut want);
+            let got: Vec<String> = spans
+                .iter()
+                .map(|&(s, e)| serde_json::from_slice(&text[s - 1..=e]).unwrap())
+                .collect();
+            prop_assert_eq!(got, want);
+            // Anything it matches is JSON of the template's shape: strings aside, the same.
+            if let Some((at, byte)) = edit && !text.is_empty() {
+                let at = at.index(text.len());
+                text[at] = b"{}[]\",:\\ 0-.eE+tfnul\x01\n"[usize::from(byte)];
+            }
+            // Text, as the reader's callers give it (a byte edit may break a character).
+            let Ok(text) = std::str::from_utf8(&text) else { return Ok(()) };
+            if template.matches(text, &mut spans).is_some() {
+                let parsed: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+                let blank = |v: &serde_json::Value| replaced(v, &mut std::iter::repeat(String::new()));
+                prop_assert_eq!(blank(&parsed), blank(&v));
+            }
+        }
+    }
+
+    #[test]
+    fn a_template_slots_string_values_not_keys() {
+        let text = r#"{"id":"c1","n":[1,"two",{"k":"v"}],"e":"","esc":"a\"b"}"#;
+        let t = Template::new(text).unwrap();
+        let slots: Vec<&str> =
+            (0..t.len()).map(|k| t.slot(k).unwrap()).map(|(s, e)| &text[s..e]).collect();
+        assert_eq!(slots, ["c1", "two", "v", "", r#"a\"b"#]);
+        let mut spans = Vec::new();
+        let other = r#"{"id":"chatcmpl-9","n":[1,"","{\"k\":1}"],"e":"\u00e9","esc":"a\"b"}"#;
+        // The third string holds what looks like an object: it is a string all the same.
+        assert!(t.matches(other, &mut spans).is_none(), "the object in n became a string");
+        let other = r#"{"id":"chatcmpl-9","n":[1,"",{"k":"{}"}],"e":"\u00e9","esc":"a\"b"}"#;
+        assert!(t.matches(other, &mut spans).is_some());
+        assert_eq!(&other[spans[0].0..spans[0].1], "chatcmpl-9");
+        for bad in [
+            r#"{"id":"c1","n":[1,"two",{"k":"v"}],"e":"\x","esc":"a\"b"}"#,
+            r#"{"id":"c1","n":[1,"two",{"k":"v"}],"e":"tab	","esc":"a\"b"}"#,
+            r#"{"id":"c1","n":[2,"two",{"k":"v"}],"e":"","esc":"a\"b"}"#,
+            r#"{"id":"c1","n":[1,"two",{"K":"v"}],"e":"","esc":"a\"b"}"#,
+            r#"{"id":"c1","n":[1,"two",{"k":"v"}],"e":"","esc":"a\"b"} "#,
+            r#"{"id":"c1","n":[1,"two",{"k":"v"}],"e":"","esc":"a\"b""#,
+        ] {
+            assert!(t.matches(bad, &mut spans).is_none(), "{bad}");
+        }
     }
 }
