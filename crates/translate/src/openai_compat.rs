@@ -1200,6 +1200,29 @@ mod tests {
         }
     }
 
+    /// Feeds `chunks` to a stream that uses templates and to one that never does, checking
+    /// that every chunk gives both the same frames and that both end with the same answer;
+    /// gives back the first.
+    fn read_both_ways(chunks: &[String]) -> OpenAiStream {
+        let ctx = ResponseContext {
+            id: "chatcmpl-local".into(),
+            created: 1,
+            model: "m".into(),
+            include_usage: true,
+        };
+        let mut fast = OpenAiStream::new(&ctx);
+        let mut full = OpenAiStream::new(&ctx);
+        full.template_builds = TEMPLATE_BUILDS;
+        for chunk in chunks {
+            let event = SseEvent::new(None, chunk.clone());
+            assert_eq!(fast.push(&event).unwrap(), full.push(&event).unwrap(), "{chunk}");
+        }
+        assert!(full.template.is_none());
+        assert_eq!(fast.finish().unwrap(), full.finish().unwrap());
+        assert_eq!(fast.assembled(), full.assembled());
+        fast
+    }
+
     /// A content chunk as OpenAI sends them (`fixtures/openai/stream-text-long.response.sse`),
     /// each string value given as its JSON text.
     fn content_chunk(
@@ -1279,25 +1302,10 @@ mod tests {
         chunks.push(r#"{"id":"chatcmpl-D8Z5oo6uDh67AD85p73ksdT1KxhE0","object":"chat.completion.chunk","created":1770933892,"model":"gpt-4.1-nano-2025-04-14","service_tier":"default","system_fingerprint":"fp_de604bd877","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null,"obfuscation":"M"}"#.to_owned());
         chunks.push(r#"{"id":"chatcmpl-D8Z5oo6uDh67AD85p73ksdT1KxhE0","object":"chat.completion.chunk","created":1770933892,"model":"gpt-4.1-nano-2025-04-14","service_tier":"default","system_fingerprint":"fp_de604bd877","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16},"obfuscation":"Z"}"#.to_owned());
 
-        let ctx = ResponseContext {
-            id: "chatcmpl-local".into(),
-            created: 1,
-            model: "m".into(),
-            include_usage: true,
-        };
-        let mut fast = OpenAiStream::new(&ctx);
-        let mut full = OpenAiStream::new(&ctx);
-        full.template_builds = TEMPLATE_BUILDS;
-        for chunk in &chunks {
-            let event = SseEvent::new(None, chunk.clone());
-            assert_eq!(fast.push(&event).unwrap(), full.push(&event).unwrap(), "{chunk}");
-        }
-        assert!(full.template.is_none());
+        let fast = read_both_ways(&chunks);
         // Templates of the role chunk, the first content chunk (taken by the next five), the
         // choice-1 chunk and the last content chunk; none of the chunks that are not content-only.
         assert_eq!(fast.template_builds, 4);
-        assert_eq!(fast.finish().unwrap(), full.finish().unwrap());
-        assert_eq!(fast.assembled(), full.assembled());
         let choice = &fast.assembled().choices[0];
         // The `length` chunk carries "**" too.
         assert_eq!(choice.content, "**Holiday \"Name\"\né😀\u{1} still** end");
@@ -1331,17 +1339,9 @@ mod tests {
                 r#"{{{head},"choices":[{{"index":0,"delta":{{"content":"{fill}"}}}}],"usage":{usage}}}"#
             ));
         }
-        let ctx =
-            ResponseContext { id: "x".into(), created: 1, model: "m".into(), include_usage: true };
-        let mut fast = OpenAiStream::new(&ctx);
-        let mut full = OpenAiStream::new(&ctx);
-        full.template_builds = TEMPLATE_BUILDS;
-        for chunk in &chunks {
-            let event = SseEvent::new(None, chunk.clone());
-            assert_eq!(fast.push(&event).unwrap(), full.push(&event).unwrap(), "{chunk}");
-            assert!(fast.template.is_none(), "{chunk}");
+        for n in 1..=chunks.len() {
+            assert!(read_both_ways(&chunks[..n]).template.is_none(), "{}", chunks[n - 1]);
         }
-        assert_eq!(fast.assembled(), full.assembled());
     }
 
     #[test]
@@ -1355,20 +1355,7 @@ mod tests {
                     r#"{{"id":"{id}","created":5,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}}}}]}}"#
                 )
             });
-            let ctx = ResponseContext {
-                id: "x".into(),
-                created: 1,
-                model: "m".into(),
-                include_usage: true,
-            };
-            let mut fast = OpenAiStream::new(&ctx);
-            let mut full = OpenAiStream::new(&ctx);
-            full.template_builds = TEMPLATE_BUILDS;
-            for chunk in &chunks {
-                let event = SseEvent::new(None, chunk.clone());
-                assert_eq!(fast.push(&event).unwrap(), full.push(&event).unwrap(), "{chunk}");
-            }
-            assert_eq!(fast.assembled(), full.assembled());
+            let fast = read_both_ways(&chunks);
             assert!(!fast.assembled().id.is_empty() && !fast.assembled().model.is_empty());
         }
     }
