@@ -329,7 +329,10 @@ fn the_queue_is_bounded_in_bytes_not_just_entries() {
     let store_options =
         StoreOptions { busy_timeout: Duration::from_secs(10), ..StoreOptions::default() };
     let store = LogStore::open(&path, store_options).unwrap();
-    let options = WriterOptions { queue_bytes: 40_000, ..options() };
+    // Batches of one: the writer goes to the database (and stalls there) with the first entry
+    // at once. With a batch window it would keep taking entries for a few milliseconds, and
+    // on a busy machine the sends below fell inside that window (CI saw 11 accepted).
+    let options = WriterOptions { queue_bytes: 40_000, batch_max: 1, ..options() };
     let writer = Writer::spawn(
         store.clone(),
         Box::new(JsonLinesSpill::new(dir.path().join("spill.jsonl"))),
