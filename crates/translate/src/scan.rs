@@ -104,8 +104,9 @@ fn value_end(json: &[u8], i: usize) -> Option<usize> {
 /// where every chunk repeats the same keys, id, model and fingerprint around a new piece of
 /// content (and, from OpenAI, a new random `obfuscation` string).
 ///
-/// Such a text is valid JSON exactly when the template is, with the same structure, keys and
-/// non-string values: one string token replaced by another changes nothing else. So a caller
+/// Such a text is valid JSON whenever the template is (its new strings checked as the reader
+/// checks strings), with the same structure, keys and non-string values: one string token
+/// replaced by another changes nothing else. So a caller
 /// that knows what the template's text meant needs only the strings that changed.
 #[derive(Debug)]
 pub(crate) struct Template {
