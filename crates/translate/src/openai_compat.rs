@@ -553,9 +553,13 @@ struct FunctionView<'a> {
 /// (id, object, created, model, fingerprint, logprobs...) through its generic machinery: 6.3k
 /// to 5.1k instructions per event. What the reader does not take (see [`Reader`]), or a member
 /// given twice, goes to the full parse, which gives the same view or the precise error; the
-/// tests hold the two to the same answers.
-fn chunk_view(data: &[u8]) -> Result<ChunkView<'_>, serde_json::Error> {
-    match std::str::from_utf8(data).ok().and_then(|text| read_chunk(&mut Reader::new(text))) {
+/// tests hold the two to the same answers. `text` is `data` if it is UTF-8 (the caller has
+/// checked it once for this and for the template).
+fn chunk_view<'a>(
+    data: &'a [u8],
+    text: Option<&'a str>,
+) -> Result<ChunkView<'a>, serde_json::Error> {
+    match text.and_then(|text| read_chunk(&mut Reader::new(text))) {
         Some(view) => Ok(view),
         None => uniproxy_wire::from_bytes(data),
     }
@@ -708,8 +712,7 @@ impl ChunkTemplate {
         // Where the borrowed content starts in `text`.
         let start = (content.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
         let template = Template::new(text)?;
-        let content =
-            (0..template.len()).find(|&k| template.slot(k).map(|(s, _)| s) == Some(start))?;
+        let content = template.slot_at(start)?;
         Some(ChunkTemplate { template, content, index: choice.index, spans: Vec::new() })
     }
 
@@ -854,7 +857,7 @@ impl StreamTranslator for OpenAiStream {
         let from_template = templated.is_some();
         let view = match templated {
             Some(view) => view,
-            None => chunk_view(data).map_err(|source| TranslateError::Malformed {
+            None => chunk_view(data, text).map_err(|source| TranslateError::Malformed {
                 provider: ProviderKind::OpenAi,
                 source,
             })?,
@@ -1061,6 +1064,11 @@ mod tests {
         assert!(serde_json::from_slice::<ChunkHead<'_>>(br#"{"id":5}"#).is_err());
     }
 
+    /// [`chunk_view`] of bytes not yet checked as UTF-8.
+    fn view_of(data: &[u8]) -> Result<ChunkView<'_>, serde_json::Error> {
+        chunk_view(data, std::str::from_utf8(data).ok())
+    }
+
     /// The view as the [`Reader`] reads it, or `None` where it leaves the chunk to serde_json.
     fn read_scanned(data: &[u8]) -> Option<ChunkView<'_>> {
         read_chunk(&mut Reader::new(std::str::from_utf8(data).ok()?))
@@ -1196,7 +1204,7 @@ mod tests {
                 proptest::prop_assert_eq!(Some(view), parsed.ok());
             }
             // Whatever took it, chunk_view answers as the full parse does.
-            proptest::prop_assert_eq!(chunk_view(&text).ok(), uniproxy_wire::from_bytes::<ChunkView<'_>>(&text).ok());
+            proptest::prop_assert_eq!(view_of(&text).ok(), uniproxy_wire::from_bytes::<ChunkView<'_>>(&text).ok());
         }
     }
 
@@ -1249,7 +1257,7 @@ mod tests {
             let json = |s: &String| serde_json::Value::from(s.as_str()).to_string();
             let chunk = |v: &[String]| content_chunk(&json(&v[0]), &json(&v[1]), role, &json(&v[2]), &json(&v[3]));
             let first = chunk(&first);
-            let view = chunk_view(first.as_bytes()).unwrap();
+            let view = view_of(first.as_bytes()).unwrap();
             let template = ChunkTemplate::new(&first, &view);
             // Made of a chunk whose content is a slice of it, so not escaped.
             let Some(Text(content)) = &view.choices[0].delta.as_ref().unwrap().content else {
@@ -1268,7 +1276,7 @@ mod tests {
                 proptest::prop_assert!(templated.is_some(), "only the strings changed: {}", text);
             }
             if let Some(view) = templated {
-                proptest::prop_assert_eq!(Some(view), chunk_view(text.as_bytes()).ok());
+                proptest::prop_assert_eq!(Some(view), view_of(text.as_bytes()).ok());
             }
         }
     }
@@ -1394,7 +1402,7 @@ mod tests {
         ];
         for chunk in &twice {
             assert!(read_scanned(chunk.as_bytes()).is_none(), "{chunk}");
-            assert!(chunk_view(chunk.as_bytes()).is_err(), "{chunk}");
+            assert!(view_of(chunk.as_bytes()).is_err(), "{chunk}");
         }
         // An index is a u32 written plainly; anything else is serde's to judge.
         for (index, parsed) in [
@@ -1411,7 +1419,7 @@ mod tests {
                 format!(r#"{{"choices":[{{"index":{index},"delta":{{}}}}]}}"#),
                 format!(r#"{{"choices":[{}]}}"#, call(&format!(r#"{{"index":{index}}}"#))),
             ] {
-                let view = chunk_view(chunk.as_bytes());
+                let view = view_of(chunk.as_bytes());
                 let index = view.ok().map(|v| {
                     let c = &v.choices[0];
                     c.delta
@@ -1426,8 +1434,8 @@ mod tests {
             }
         }
         // Broken JSON in a member the view skips is still an error.
-        assert!(chunk_view(br#"{"id":"x","created":01,"choices":[]}"#).is_err());
-        assert!(chunk_view(br#"{"id":"tab	here","choices":[]}"#).is_err());
+        assert!(view_of(br#"{"id":"x","created":01,"choices":[]}"#).is_err());
+        assert!(view_of(br#"{"id":"tab	here","choices":[]}"#).is_err());
     }
 
     /// The answer check as the [`Reader`] does it, or `None` where it leaves it to serde.

@@ -106,8 +106,8 @@ fn value_end(json: &[u8], i: usize) -> Option<usize> {
 ///
 /// Such a text is valid JSON whenever the template is (its new strings checked as the reader
 /// checks strings), with the same structure, keys and non-string values: one string token
-/// replaced by another changes nothing else. So a caller
-/// that knows what the template's text meant needs only the strings that changed.
+/// replaced by another changes nothing else. So a caller that knows what the template's text
+/// meant needs only the strings that changed.
 #[derive(Debug)]
 pub(crate) struct Template {
     text: Box<[u8]>,
@@ -135,14 +135,9 @@ impl Template {
         Some(Template { text: json.into(), slots })
     }
 
-    /// The number of string values.
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Where slot `k` of the template is: the contents of that string value, between its quotes.
-    pub(crate) fn slot(&self, k: usize) -> Option<(usize, usize)> {
-        self.slots.get(k).copied()
+    /// The slot whose string's contents start at `start` of the template's text.
+    pub(crate) fn slot_at(&self, start: usize) -> Option<usize> {
+        self.slots.iter().position(|&(s, _)| s == start)
     }
 
     /// When `json` is the template's text with other strings in its string values (each one
@@ -716,9 +711,10 @@ pub(crate) mod tests {
     fn a_template_slots_string_values_not_keys() {
         let text = r#"{"id":"c1","n":[1,"two",{"k":"v"}],"e":"","esc":"a\"b"}"#;
         let t = Template::new(text).unwrap();
-        let slots: Vec<&str> =
-            (0..t.len()).map(|k| t.slot(k).unwrap()).map(|(s, e)| &text[s..e]).collect();
+        let slots: Vec<&str> = t.slots.iter().map(|&(s, e)| &text[s..e]).collect();
         assert_eq!(slots, ["c1", "two", "v", "", r#"a\"b"#]);
+        assert_eq!(t.slot_at(text.find("two").unwrap()), Some(1));
+        assert_eq!(t.slot_at(text.find("id").unwrap()), None, "a key is no slot");
         let mut spans = Vec::new();
         let other = r#"{"id":"chatcmpl-9","n":[1,"","{\"k\":1}"],"e":"\u00e9","esc":"a\"b"}"#;
         // The third string holds what looks like an object: it is a string all the same.
