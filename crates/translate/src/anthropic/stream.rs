@@ -48,8 +48,8 @@ pub(crate) struct AnthropicStream {
     finished: bool,
     assembled: Assembled,
     done: bool,
-    /// The frame of a text chunk around its text, for the id, creation time and model it was
-    /// built with (see [`TextFrame`]); `None` until the first text chunk.
+    /// The frame of a text chunk around its text (see [`TextFrame`]); `None` until the first
+    /// text chunk, and again whenever the model changes.
     text_frame: Option<TextFrame>,
 }
 
@@ -57,9 +57,6 @@ pub(crate) struct AnthropicStream {
 /// chunks differ only in that, and serializing each whole was 28% of the translation.
 #[derive(Debug)]
 struct TextFrame {
-    id: String,
-    created: u64,
-    model: String,
     /// The bytes before the text's JSON string, and after it.
     before: Bytes,
     after: Bytes,
@@ -69,24 +66,24 @@ struct TextFrame {
 const MARK: &str = "\u{0}uniproxy text\u{0}";
 
 impl TextFrame {
-    /// The frame of `chunk`, a text chunk whose text is [`MARK`]; `None` if the mark is not
-    /// found exactly once.
-    fn new(chunk: &ChatCompletionChunk) -> Option<Self> {
-        let frame = sse::encode(chunk);
+    /// The frame of a text chunk with `head`'s id, creation time and model, found by encoding
+    /// it with [`MARK`] as its text; `None` if the mark is not found exactly once.
+    fn new(mut head: ChatCompletionChunk) -> Option<Self> {
+        let mark = Delta { content: Some(Some(MARK.to_owned())), ..Default::default() };
+        head.choices.push(ChunkChoice::new(0, mark));
+        let frame = sse::encode(&head);
         let mark = serde_json::to_vec(MARK).ok()?;
-        let mut found =
-            frame.windows(mark.len()).enumerate().filter(|(_, w)| *w == mark.as_slice());
-        let (at, _) = found.next()?;
-        if found.next().is_some() {
+        // A plain search: the frame is a few hundred bytes, searched once per model, where
+        // `memmem` spends more building its searcher than this spends searching.
+        let find = |from: usize| {
+            let found = frame.get(from..)?.windows(mark.len()).position(|w| w == mark.as_slice());
+            found.map(|i| from + i)
+        };
+        let at = find(0)?;
+        if find(at + 1).is_some() {
             return None;
         }
-        Some(TextFrame {
-            id: chunk.id.clone(),
-            created: chunk.created,
-            model: chunk.model.clone(),
-            before: frame.slice(..at),
-            after: frame.slice(at + mark.len()..),
-        })
+        Some(TextFrame { before: frame.slice(..at), after: frame.slice(at + mark.len()..) })
     }
 
     /// The frame with `text` in it.
@@ -124,6 +121,8 @@ impl AnthropicStream {
             StreamEvent::MessageStart { message } => {
                 if !message.model.is_empty() {
                     self.model = message.model;
+                    // The text frame holds the model.
+                    self.text_frame = None;
                 }
                 if let Some(usage) = &message.usage {
                     self.usage.update(usage);
@@ -294,30 +293,19 @@ impl AnthropicStream {
         ChatCompletionChunk::new(self.id.clone(), self.created, self.model.clone())
     }
 
-    /// A text chunk; its frame from the [`TextFrame`] when one fits this stream's id, creation
-    /// time and model: the bytes [`sse::encode`] would write.
+    /// A text chunk, written from the [`TextFrame`]: the bytes [`delta`](Self::delta) would
+    /// write for it.
     fn text_delta(&mut self, text: String) -> Bytes {
+        if self.text_frame.is_none() {
+            self.text_frame = TextFrame::new(self.chunk());
+        }
+        let frame = self.text_frame.as_ref().and_then(|f| f.with(&text));
+        let delta = Delta { content: Some(Some(text)), ..Default::default() };
+        let Some(frame) = frame else { return self.delta(delta) };
         let mut chunk = self.chunk();
-        let fits = self.text_frame.as_ref().is_some_and(|f| {
-            f.id == chunk.id && f.created == chunk.created && f.model == chunk.model
-        });
-        if !fits {
-            let mark = Delta { content: Some(Some(MARK.to_owned())), ..Default::default() };
-            chunk.choices.push(ChunkChoice::new(0, mark));
-            self.text_frame = TextFrame::new(&chunk);
-            chunk.choices.clear();
-        }
-        chunk
-            .choices
-            .push(ChunkChoice::new(0, Delta { content: Some(Some(text)), ..Default::default() }));
+        chunk.choices.push(ChunkChoice::new(0, delta));
         self.assembled.add_chunk(&chunk);
-        let text =
-            chunk.choices.first().and_then(|c| c.delta.as_ref()).and_then(|d| d.content.as_ref());
-        match (&self.text_frame, text) {
-            (Some(frame), Some(Some(text))) => frame.with(text),
-            _ => None,
-        }
-        .unwrap_or_else(|| sse::encode(&chunk))
+        frame
     }
 
     fn delta(&mut self, delta: Delta) -> Bytes {
@@ -429,6 +417,12 @@ mod tests {
         AnthropicStream::new(&ctx)
     }
 
+    /// Names the model as `message_start` does.
+    fn message_start(s: &mut AnthropicStream, model: &str) {
+        let message = super::super::wire::MessageStart { model: model.to_owned(), usage: None };
+        s.event(StreamEvent::MessageStart { message }).unwrap();
+    }
+
     /// The chunk `delta` builds for `text`, as [`sse::encode`] writes it.
     fn encoded(s: &AnthropicStream, text: &str) -> Bytes {
         let mut chunk = s.chunk();
@@ -448,7 +442,7 @@ mod tests {
             let mut plain = String::new();
             for (i, text) in texts.iter().enumerate() {
                 // message_start may name another model mid-way: the frame must follow it.
-                s.model.clone_from(&models[i % models.len()]);
+                message_start(&mut s, &models[i % models.len()]);
                 let want = encoded(&s, text);
                 proptest::prop_assert_eq!(s.text_delta(text.clone()), want);
                 plain.push_str(text);
@@ -458,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn the_frame_is_built_once_per_id_time_and_model() {
+    fn the_frame_holds_the_chunks_head_and_follows_the_model() {
         let mut s = stream("msg_1", "claude-sonnet-4-5");
         assert!(s.text_frame.is_none());
         for text in ["Hello", ", \"world\"\n", "é😀"] {
@@ -466,11 +460,12 @@ mod tests {
             assert_eq!(s.text_delta(text.to_owned()), want);
         }
         let frame = s.text_frame.as_ref().unwrap();
-        assert_eq!((frame.id.as_str(), frame.model.as_str()), ("msg_1", "claude-sonnet-4-5"));
+        let before = String::from_utf8_lossy(&frame.before);
+        assert!(before.contains(r#""id":"msg_1""#) && before.contains("claude-sonnet-4-5"));
         assert!(frame.before.ends_with(b"\"content\":"), "{:?}", frame.before);
         // A model that holds the mark itself: the mark is found twice, so no frame, and the
         // chunk is encoded whole, correctly all the same.
-        s.model = MARK.to_owned();
+        message_start(&mut s, MARK);
         let want = encoded(&s, "x");
         assert_eq!(s.text_delta("x".to_owned()), want);
         assert!(s.text_frame.is_none());
