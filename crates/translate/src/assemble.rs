@@ -102,17 +102,36 @@ impl Assembled {
         }
     }
 
-    /// Adds everything a chunk carries.
-    pub fn add_chunk(&mut self, chunk: &ChatCompletionChunk) {
+    /// What [`add_chunk`](Self::add_chunk) does with a chunk of this head whose one choice
+    /// carries `text` as its content and nothing else, without the chunk.
+    pub(crate) fn add_content(
+        &mut self,
+        id: &str,
+        created: u64,
+        model: &str,
+        choice: u32,
+        text: &str,
+    ) {
+        self.head(id, created, model);
+        self.choice(choice).content.push_str(text);
+    }
+
+    /// Takes a chunk's id, creation time and model where they are not known yet.
+    fn head(&mut self, id: &str, created: u64, model: &str) {
         if self.id.is_empty() {
-            self.id.clone_from(&chunk.id);
+            self.id.push_str(id);
         }
         if self.model.is_empty() {
-            self.model.clone_from(&chunk.model);
+            self.model.push_str(model);
         }
         if self.created == 0 {
-            self.created = chunk.created;
+            self.created = created;
         }
+    }
+
+    /// Adds everything a chunk carries.
+    pub fn add_chunk(&mut self, chunk: &ChatCompletionChunk) {
+        self.head(&chunk.id, chunk.created, &chunk.model);
         for c in &chunk.choices {
             if let Some(delta) = &c.delta {
                 let choice = self.choice(c.index);
@@ -271,4 +290,27 @@ pub fn completion_to_frames(completion: &ChatCompletion, include_usage: bool) ->
     }
     frames.push(bytes::Bytes::from_static(crate::sse::DONE_FRAME));
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use uniproxy_wire::{ChunkChoice, Delta};
+
+    use super::*;
+
+    #[test]
+    fn content_added_without_a_chunk_is_the_chunk_added() {
+        for start in [Assembled::default(), Assembled::new("chatcmpl-0", 7, "before")] {
+            let (mut by_chunk, mut by_content) = (start.clone(), start);
+            for (choice, text) in [(0, "Hel"), (2, "lo"), (0, ", \"world\"")] {
+                let mut chunk = ChatCompletionChunk::new("msg_1", 1_741_569_952, "claude");
+                let delta = Delta { content: Some(Some(text.to_owned())), ..Default::default() };
+                chunk.choices.push(ChunkChoice::new(choice, delta));
+                by_chunk.add_chunk(&chunk);
+                by_content.add_content("msg_1", 1_741_569_952, "claude", choice, text);
+                assert_eq!(by_content, by_chunk);
+            }
+            assert_eq!(by_content.choices.len(), 2);
+        }
+    }
 }

@@ -173,6 +173,55 @@ impl Template {
     }
 }
 
+/// JSON text with a hole where one of its string values was: the bytes before that string's
+/// contents and after them. It recognizes the next text that is the same but for that one
+/// string (a stream's fragment events, each repeating the same bytes around a new piece of
+/// text), which is then the same JSON but for that value, as with a [`Template`].
+#[derive(Debug)]
+pub(crate) struct Hole {
+    /// Up to and including the string's opening quote.
+    before: Box<[u8]>,
+    /// From its closing quote on.
+    after: Box<[u8]>,
+}
+
+impl Hole {
+    /// `json` (valid JSON, already checked by the caller's parse) with a hole at the string
+    /// value that reads as `value`; `None` unless exactly one string value does, since a
+    /// caller that knows which member held `value` then knows which one the hole is.
+    pub(crate) fn new(json: &str, value: &str) -> Option<Self> {
+        let template = Template::new(json)?;
+        let mut found = None;
+        for &(start, end) in &template.slots {
+            let reads_as = Reader::new(json.get(start - 1..=end)?).string()?;
+            if reads_as == value {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some((start, end));
+            }
+        }
+        let (start, end) = found?;
+        let json = json.as_bytes();
+        Some(Hole { before: json.get(..start)?.into(), after: json.get(end..)?.into() })
+    }
+
+    /// The string in the hole when `json` is the text with another string there (checked as
+    /// [`Reader`] checks a string, and decoded as it decodes one); `None` for anything else.
+    pub(crate) fn string<'a>(&self, json: &'a str) -> Option<Cow<'a, str>> {
+        let bytes = json.as_bytes();
+        if !bytes.starts_with(&self.before) || !bytes.ends_with(&self.after) {
+            return None;
+        }
+        let start = self.before.len();
+        let (close, escaped) = checked_string_end(bytes, start)?;
+        if close + self.after.len() != bytes.len() {
+            return None;
+        }
+        decoded(json, start, close, escaped)
+    }
+}
+
 /// Nesting this deep or deeper is left to serde_json (whose own limit is 128).
 const MAX_DEPTH: usize = 100;
 
@@ -317,11 +366,7 @@ impl<'a> Reader<'a> {
         let start = self.at;
         let (end, escaped) = checked_string_end(self.json(), start)?;
         self.at = end + 1;
-        if escaped {
-            serde_json::from_str(self.text.get(start - 1..=end)?).ok().map(Cow::Owned)
-        } else {
-            self.text.get(start..end).map(Cow::Borrowed)
-        }
+        decoded(self.text, start, end, escaped)
     }
 
     /// A non-negative integer that fits a `T` (`u32`, `u64`), written plainly: no sign,
@@ -404,6 +449,17 @@ fn checked_string_end(json: &[u8], mut i: usize) -> Option<(usize, bool)> {
             // A control character.
             _ => return None,
         }
+    }
+}
+
+/// The string whose contents run from `start` to the closing quote at `end` of `text` (checked
+/// by [`checked_string_end`]): borrowed, or decoded by serde_json if it holds an escape.
+#[inline]
+fn decoded(text: &str, start: usize, end: usize, escaped: bool) -> Option<Cow<'_, str>> {
+    if escaped {
+        serde_json::from_str(text.get(start.checked_sub(1)?..=end)?).ok().map(Cow::Owned)
+    } else {
+        text.get(start..end).map(Cow::Borrowed)
     }
 }
 
@@ -705,6 +761,78 @@ pub(crate) mod tests {
                 prop_assert_eq!(blank(&parsed), blank(&v));
             }
         }
+    }
+
+    proptest! {
+        #[test]
+        fn a_hole_takes_its_text_with_another_string_there_and_nothing_else(
+            v in json(),
+            pick in any::<proptest::sample::Index>(),
+            new in "[a-z\"\\\n\u{1}é😀]{0,9}",
+            edit in proptest::option::of((any::<proptest::sample::Index>(), 0u8..22)),
+        ) {
+            let mut old = Vec::new();
+            strings(&v, &mut old);
+            if old.is_empty() {
+                return Ok(());
+            }
+            let k = pick.index(old.len());
+            let text = v.to_string();
+            let hole = Hole::new(&text, &old[k]);
+            // A hole only where no other string value reads the same.
+            let unique = old.iter().filter(|o| **o == old[k]).count() == 1;
+            prop_assert_eq!(hole.is_some(), unique);
+            let Some(hole) = hole else { return Ok(()) };
+            let mut with = old.clone();
+            with[k] = new.clone();
+            let w = replaced(&v, &mut with.into_iter());
+            let w = w.to_string();
+            let got = hole.string(&w);
+            prop_assert_eq!(got.as_deref(), Some(new.as_str()));
+            // Anything it takes is the text with that value replaced by what it read.
+            let mut bytes = w.into_bytes();
+            if let Some((at, byte)) = edit {
+                let at = at.index(bytes.len());
+                bytes[at] = b"{}[]\",:\\ 0-.eE+tfnul\x01\n"[usize::from(byte)];
+            }
+            let Ok(edited) = std::str::from_utf8(&bytes) else { return Ok(()) };
+            if let Some(got) = hole.string(edited) {
+                let parsed: serde_json::Value = serde_json::from_str(edited)
+                    .map_err(|e| TestCaseError::fail(format!("{e}: {edited}")))?;
+                let mut with = old.clone();
+                with[k] = got.into_owned();
+                prop_assert_eq!(parsed, replaced(&v, &mut with.into_iter()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_hole_is_the_one_string_value_that_reads_as_asked() {
+        let text =
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
+        let hole = Hole::new(text, "Hi").unwrap();
+        let next = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\"\u00e9\n"}}"#;
+        assert_eq!(hole.string(next).as_deref(), Some("a\"é\n"));
+        let plain = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" there"}}"#;
+        assert!(matches!(hole.string(plain), Some(Cow::Borrowed(" there"))));
+        for bad in [
+            // Another index, another delta type, two strings, a broken string, more after.
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x","y":"z"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x\q"}}"#,
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\t\"}}",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}} "#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\ud800"}}"#,
+        ] {
+            assert!(hole.string(bad).is_none(), "{bad}");
+        }
+        // A key is no string value; a value that reads the same as another, escaped or not, is
+        // no hole; nor is a value no string holds.
+        assert!(Hole::new(r#"{"text":"text"}"#, "text").is_some());
+        assert!(Hole::new(r#"{"a":"a/b","b":"a\/b"}"#, "a/b").is_none());
+        assert!(Hole::new(r#"{"a":"x","b":"y"}"#, "z").is_none());
     }
 
     #[test]

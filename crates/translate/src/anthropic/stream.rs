@@ -1,7 +1,8 @@
 //! Anthropic stream events → OpenAI `chat.completion.chunk`s: a pure state machine keyed by
 //! the upstream's content block index.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use uniproxy_wire::{
@@ -11,6 +12,7 @@ use uniproxy_wire::{
 
 use super::response::{finish_reason, openai_error, openai_usage, tool_arguments};
 use super::wire::{BlockDelta, ContentBlock, ErrorBody, StreamEvent, Usage};
+use crate::scan::Hole;
 use crate::sse::{self, SseEvent};
 use crate::{Assembled, ProviderKind, ResponseContext, StreamTranslator, TranslateError};
 
@@ -41,7 +43,8 @@ pub(crate) struct AnthropicStream {
     include_usage: bool,
     /// `message_start` was seen and the role chunk sent.
     started: bool,
-    blocks: HashMap<u32, Block>,
+    /// The open blocks by index (a few at most: a map without hashing).
+    blocks: BTreeMap<u32, Block>,
     next_call: u32,
     usage: Usage,
     /// The finish chunk was sent (at `message_delta`).
@@ -51,7 +54,49 @@ pub(crate) struct AnthropicStream {
     /// The frame of a text chunk around its text (see [`TextFrame`]); `None` until the first
     /// text chunk, and again whenever the model changes.
     text_frame: Option<TextFrame>,
+    /// The last fragment event read in full (see [`FragmentTemplate`]).
+    template: Option<FragmentTemplate>,
+    /// Templates built that no event has fit yet, in a row (see [`WASTED_TEMPLATES`]).
+    wasted: u8,
 }
+
+/// A `content_block_delta` event read in full, kept to read the next ones: a block's fragments
+/// come as the same bytes around a new piece of text or JSON, so an event that is this one's
+/// text with another string in the fragment's place (a [`Hole`]) is this event with that
+/// fragment, without serde's walk (about half of an event's instructions, most of it in
+/// buffering the event to find its `type`).
+#[derive(Debug)]
+struct FragmentTemplate {
+    hole: Hole,
+    index: u32,
+    kind: Fragment,
+    /// An event fit it.
+    used: bool,
+}
+
+/// The delta types that carry a fragment.
+#[derive(Debug, Clone, Copy)]
+enum Fragment {
+    Text,
+    Thinking,
+    Json,
+}
+
+impl Fragment {
+    /// The kind and the fragment of a delta that carries one.
+    fn of(delta: &BlockDelta) -> Option<(Fragment, &str)> {
+        match delta {
+            BlockDelta::TextDelta { text } => Some((Fragment::Text, text)),
+            BlockDelta::ThinkingDelta { thinking } => Some((Fragment::Thinking, thinking)),
+            BlockDelta::InputJsonDelta { partial_json } => Some((Fragment::Json, partial_json)),
+            BlockDelta::SignatureDelta {} | BlockDelta::Unknown => None,
+        }
+    }
+}
+
+/// How many templates in a row may go unused before a stream stops building them (an upstream
+/// whose every event differs in more than its fragment).
+const WASTED_TEMPLATES: u8 = 8;
 
 /// A text chunk's frame as [`sse::encode`] writes it, but for the text: most of a stream's
 /// chunks differ only in that, and serializing each whole was 28% of the translation.
@@ -104,19 +149,50 @@ impl AnthropicStream {
             model: ctx.model.clone(),
             include_usage: ctx.include_usage,
             started: false,
-            blocks: HashMap::new(),
+            blocks: BTreeMap::new(),
             next_call: 0,
             usage: Usage::default(),
             finished: false,
             assembled: Assembled::new(ctx.id.clone(), ctx.created, String::new()),
             done: false,
             text_frame: None,
+            template: None,
+            wasted: 0,
         }
     }
 
+    /// Keeps a fragment event read in full as the template for the next ones.
+    fn keep_template(&mut self, text: &str, event: &StreamEvent) {
+        let StreamEvent::ContentBlockDelta { index, delta } = event else { return };
+        let Some((kind, fragment)) = Fragment::of(delta) else { return };
+        if self.template.as_ref().is_some_and(|t| !t.used) {
+            self.wasted = self.wasted.saturating_add(1);
+        }
+        if self.wasted >= WASTED_TEMPLATES {
+            self.template = None;
+            return;
+        }
+        self.template = Hole::new(text, fragment).map(|hole| FragmentTemplate {
+            hole,
+            index: *index,
+            kind,
+            used: false,
+        });
+    }
+
+    /// The block index, kind and fragment of the event `text` when it fits the template.
+    fn templated<'a>(&mut self, text: &'a str) -> Option<(u32, Fragment, Cow<'a, str>)> {
+        let template = self.template.as_mut()?;
+        let fragment = template.hole.string(text)?;
+        if !template.used {
+            template.used = true;
+            self.wasted = 0;
+        }
+        Some((template.index, template.kind, fragment))
+    }
+
     /// Translates one parsed event.
-    fn event(&mut self, event: StreamEvent) -> Result<Vec<Bytes>, TranslateError> {
-        let mut out = Vec::new();
+    fn event(&mut self, event: StreamEvent, out: &mut Vec<Bytes>) -> Result<(), TranslateError> {
         match event {
             StreamEvent::MessageStart { message } => {
                 if !message.model.is_empty() {
@@ -127,51 +203,21 @@ impl AnthropicStream {
                 if let Some(usage) = &message.usage {
                     self.usage.update(usage);
                 }
-                self.start(&mut out);
+                self.start(out);
             }
             StreamEvent::ContentBlockStart { index, content_block } => {
-                self.start(&mut out);
-                self.block_start(index, content_block, &mut out);
+                self.start(out);
+                self.block_start(index, content_block, out);
             }
-            StreamEvent::ContentBlockDelta { index, delta } => {
-                let Some(block) = self.blocks.get_mut(&index) else {
-                    return Err(TranslateError::OutOfOrder { index });
-                };
-                match (block, delta) {
-                    (Block::Text, BlockDelta::TextDelta { text }) if !text.is_empty() => {
-                        out.push(self.text_delta(text));
-                    }
-                    (Block::Thinking, BlockDelta::ThinkingDelta { thinking })
-                        if !thinking.is_empty() =>
-                    {
-                        out.push(self.delta(Delta {
-                            reasoning_content: Some(Some(thinking)),
-                            ..Default::default()
-                        }));
-                    }
-                    (
-                        Block::Tool { call, has_arguments },
-                        BlockDelta::InputJsonDelta { partial_json },
-                    ) if !partial_json.is_empty() => {
-                        *has_arguments = true;
-                        let call = *call;
-                        out.push(self.tool_delta(call, None, partial_json));
-                    }
-                    // Empty fragments, signatures (OpenAI has no field for them), deltas of
-                    // blocks the OpenAI shape cannot carry, and delta types to come.
-                    (
-                        Block::Text | Block::Thinking | Block::Tool { .. } | Block::Other,
-                        BlockDelta::TextDelta { .. }
-                        | BlockDelta::ThinkingDelta { .. }
-                        | BlockDelta::InputJsonDelta { .. }
-                        | BlockDelta::SignatureDelta {}
-                        | BlockDelta::Unknown,
-                    ) => {}
-                }
-            }
+            StreamEvent::ContentBlockDelta { index, delta } => match Fragment::of(&delta) {
+                Some((kind, fragment)) => self.fragment(index, kind, fragment, out)?,
+                // Signatures (OpenAI has no field for them) and delta types to come.
+                None if self.blocks.contains_key(&index) => {}
+                None => return Err(TranslateError::OutOfOrder { index }),
+            },
             StreamEvent::ContentBlockStop { index } => {
                 if let Some(block) = self.blocks.remove(&index) {
-                    self.close(block, &mut out);
+                    self.close(block, out);
                 }
             }
             StreamEvent::MessageDelta { delta, usage } => {
@@ -179,15 +225,15 @@ impl AnthropicStream {
                     self.usage.update(usage);
                 }
                 if let Some(reason) = delta.stop_reason {
-                    self.finish_chunk(finish_reason(&reason), &mut out);
+                    self.finish_chunk(finish_reason(&reason), out);
                 }
             }
             StreamEvent::MessageStop => {
                 let reason =
                     if self.next_call > 0 { FinishReason::ToolCalls } else { FinishReason::Stop };
-                self.finish_chunk(reason, &mut out);
+                self.finish_chunk(reason, out);
                 // Blocks started after `message_delta` (a broken upstream) still end whole.
-                self.close_open(&mut out);
+                self.close_open(out);
                 let usage = openai_usage(&self.usage);
                 if self.include_usage {
                     let mut chunk = self.chunk();
@@ -202,7 +248,42 @@ impl AnthropicStream {
             StreamEvent::Error { error } => out.push(self.fail(in_stream_error(&error))),
             StreamEvent::Ping | StreamEvent::Unknown => {}
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// A fragment of the block at `index`, sent as a chunk of what that block is.
+    fn fragment(
+        &mut self,
+        index: u32,
+        kind: Fragment,
+        fragment: &str,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), TranslateError> {
+        let Some(block) = self.blocks.get_mut(&index) else {
+            return Err(TranslateError::OutOfOrder { index });
+        };
+        if fragment.is_empty() {
+            return Ok(());
+        }
+        match (block, kind) {
+            (Block::Text, Fragment::Text) => out.push(self.text_delta(fragment)),
+            (Block::Thinking, Fragment::Thinking) => out.push(self.delta(Delta {
+                reasoning_content: Some(Some(fragment.to_owned())),
+                ..Default::default()
+            })),
+            (Block::Tool { call, has_arguments }, Fragment::Json) => {
+                *has_arguments = true;
+                let call = *call;
+                out.push(self.tool_delta(call, None, fragment.to_owned()));
+            }
+            // Deltas of blocks the OpenAI shape cannot carry, or of another kind than their
+            // block's.
+            (
+                Block::Text | Block::Thinking | Block::Tool { .. } | Block::Other,
+                Fragment::Text | Fragment::Thinking | Fragment::Json,
+            ) => {}
+        }
+        Ok(())
     }
 
     /// Sends the role chunk once, before anything else.
@@ -221,7 +302,7 @@ impl AnthropicStream {
         let state = match block {
             ContentBlock::Text { text } => {
                 if !text.is_empty() {
-                    out.push(self.text_delta(text));
+                    out.push(self.text_delta(&text));
                 }
                 Block::Text
             }
@@ -267,9 +348,7 @@ impl AnthropicStream {
 
     /// Closes the blocks left open, in index order.
     fn close_open(&mut self, out: &mut Vec<Bytes>) {
-        let mut open: Vec<(u32, Block)> = self.blocks.drain().collect();
-        open.sort_by_key(|(index, _)| *index);
-        for (_, block) in open {
+        for (_, block) in std::mem::take(&mut self.blocks) {
             self.close(block, out);
         }
     }
@@ -295,17 +374,19 @@ impl AnthropicStream {
 
     /// A text chunk, written from the [`TextFrame`]: the bytes [`delta`](Self::delta) would
     /// write for it.
-    fn text_delta(&mut self, text: String) -> Bytes {
+    fn text_delta(&mut self, text: &str) -> Bytes {
         if self.text_frame.is_none() {
             self.text_frame = TextFrame::new(self.chunk());
         }
-        let frame = self.text_frame.as_ref().and_then(|f| f.with(&text));
-        let delta = Delta { content: Some(Some(text)), ..Default::default() };
-        let Some(frame) = frame else { return self.delta(delta) };
-        let mut chunk = self.chunk();
-        chunk.choices.push(ChunkChoice::new(0, delta));
-        self.assembled.add_chunk(&chunk);
-        frame
+        match self.text_frame.as_ref().and_then(|f| f.with(text)) {
+            Some(frame) => {
+                self.assembled.add_content(&self.id, self.created, &self.model, 0, text);
+                frame
+            }
+            None => {
+                self.delta(Delta { content: Some(Some(text.to_owned())), ..Default::default() })
+            }
+        }
     }
 
     fn delta(&mut self, delta: Delta) -> Bytes {
@@ -367,17 +448,36 @@ fn in_stream_error(error: &ErrorBody) -> ErrorResponse {
 
 impl StreamTranslator for AnthropicStream {
     fn push(&mut self, event: &SseEvent) -> Result<Vec<Bytes>, TranslateError> {
+        let mut out = Vec::with_capacity(1);
+        self.push_into(event, &mut out)?;
+        Ok(out)
+    }
+
+    fn push_into(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) -> Result<(), TranslateError> {
         if self.done {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let parsed = uniproxy_wire::from_bytes::<StreamEvent>(&event.data);
+        let text = std::str::from_utf8(&event.data).ok();
+        if let Some((index, kind, fragment)) = text.and_then(|text| self.templated(text)) {
+            return self.fragment(index, kind, &fragment, out);
+        }
+        let parsed = match text {
+            Some(text) => serde_json::from_str::<StreamEvent>(text),
+            None => serde_json::from_slice(&event.data),
+        };
         match parsed {
-            Ok(event) => self.event(event),
+            Ok(parsed) => {
+                if let Some(text) = text {
+                    self.keep_template(text, &parsed);
+                }
+                self.event(parsed, out)
+            }
             Err(source) => {
                 if event.event.as_deref() == Some("error") {
                     // An error event we cannot read is still the end of the stream.
                     let error = crate::fallback_error(500, &event.data);
-                    return Ok(vec![self.fail(error)]);
+                    out.push(self.fail(error));
+                    return Ok(());
                 }
                 Err(TranslateError::Malformed { provider: ProviderKind::Anthropic, source })
             }
@@ -420,7 +520,7 @@ mod tests {
     /// Names the model as `message_start` does.
     fn message_start(s: &mut AnthropicStream, model: &str) {
         let message = super::super::wire::MessageStart { model: model.to_owned(), usage: None };
-        s.event(StreamEvent::MessageStart { message }).unwrap();
+        s.event(StreamEvent::MessageStart { message }, &mut Vec::new()).unwrap();
     }
 
     /// The chunk `delta` builds for `text`, as [`sse::encode`] writes it.
@@ -444,10 +544,186 @@ mod tests {
                 // message_start may name another model mid-way: the frame must follow it.
                 message_start(&mut s, &models[i % models.len()]);
                 let want = encoded(&s, text);
-                proptest::prop_assert_eq!(s.text_delta(text.clone()), want);
+                proptest::prop_assert_eq!(s.text_delta(text), want);
                 plain.push_str(text);
             }
             proptest::prop_assert_eq!(&s.assembled.choices[0].content, &plain);
+        }
+    }
+
+    /// An event as the stream decoder gives it.
+    fn sse(name: &str, data: &str) -> SseEvent {
+        SseEvent {
+            event: Some(name.to_owned()),
+            data: Bytes::from(data.to_owned()),
+            ..Default::default()
+        }
+    }
+
+    /// A `content_block_delta` event's data, as Anthropic writes it (`type` first).
+    fn fragment(index: u32, kind: &str, key: &str, value: &str) -> String {
+        let (kind, key, value) = (json(kind), json(key), json(value));
+        format!(
+            r#"{{"type":"content_block_delta","index":{index},"delta":{{"type":{kind},{key}:{value}}}}}"#
+        )
+    }
+
+    fn json(s: &str) -> String {
+        serde_json::to_string(s).unwrap()
+    }
+
+    /// A stream of Anthropic's shape: thinking, text and a tool call, each block's fragments
+    /// taken from `pieces`.
+    fn events(pieces: &[String]) -> Vec<SseEvent> {
+        let mut ev = vec![
+            sse(
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"output_tokens":1}}}"#,
+            ),
+            sse(
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
+            ),
+        ];
+        let blocks = [
+            (0, "thinking_delta", "thinking"),
+            (1, "text_delta", "text"),
+            (2, "input_json_delta", "partial_json"),
+        ];
+        for (index, kind, key) in blocks {
+            if index == 1 {
+                ev.push(sse(
+                    "content_block_delta",
+                    r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQBCgIYAhIM"}}"#,
+                ));
+                ev.push(sse("content_block_stop", r#"{"type":"content_block_stop","index":0}"#));
+                ev.push(sse(
+                    "content_block_start",
+                    r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}"#,
+                ));
+            }
+            if index == 2 {
+                ev.push(sse("content_block_stop", r#"{"type":"content_block_stop","index":1}"#));
+                ev.push(sse(
+                    "content_block_start",
+                    r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_01","name":"get_weather","input":{}}}"#,
+                ));
+            }
+            for piece in pieces {
+                ev.push(sse("content_block_delta", &fragment(index, kind, key, piece)));
+            }
+            // A ping between fragments, and a fragment with a member Anthropic may add.
+            ev.push(sse("ping", r#"{"type": "ping"}"#));
+            let extra = fragment(index, kind, key, "+").replacen('}', r#","cache":"x"}"#, 1);
+            ev.push(sse("content_block_delta", &extra));
+        }
+        ev.push(sse("content_block_stop", r#"{"type":"content_block_stop","index":2}"#));
+        ev.push(sse(
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":96}}"#,
+        ));
+        ev.push(sse("message_stop", r#"{"type":"message_stop"}"#));
+        ev
+    }
+
+    /// What a stream sends for `events`, and how many events it read through a template.
+    fn run(mut s: AnthropicStream, events: &[SseEvent]) -> (Vec<Bytes>, Assembled, usize) {
+        let (mut out, mut templated) = (Vec::new(), 0);
+        for ev in events {
+            let text = std::str::from_utf8(&ev.data).unwrap();
+            let fits = s.template.as_ref().is_some_and(|t| t.hole.string(text).is_some());
+            templated += usize::from(fits);
+            s.push_into(ev, &mut out).unwrap();
+        }
+        out.extend(s.finish().unwrap());
+        (out, s.assembled.clone(), templated)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_stream_read_through_templates_is_the_stream_read_in_full(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-z {}:,\"\\\\\n\u{1}é😀]{0,12}",
+                    proptest::strategy::Just("text_delta".to_owned()),
+                    proptest::strategy::Just(String::new()),
+                ],
+                1..12,
+            ),
+        ) {
+            let events = events(&pieces);
+            let (out, assembled, templated) = run(stream("chatcmpl-1", "claude"), &events);
+            let mut full = stream("chatcmpl-1", "claude");
+            full.wasted = WASTED_TEMPLATES;
+            let (want_out, want_assembled, none) = run(full, &events);
+            proptest::prop_assert_eq!(none, 0);
+            proptest::prop_assert_eq!(out, want_out);
+            proptest::prop_assert_eq!(assembled, want_assembled);
+            // In each block, a fragment after one that made a template takes it, unless it
+            // reads as a `type` (two strings then read the same) or the one before did.
+            let fit = pieces.iter().zip(pieces.iter().skip(1)).filter(|(before, this)| {
+                !["text_delta", "thinking_delta", "input_json_delta"]
+                    .iter()
+                    .any(|kind| before.as_str() == *kind || this.as_str() == *kind)
+            });
+            proptest::prop_assert!(templated >= 3 * fit.count(), "{}", templated);
+        }
+    }
+
+    #[test]
+    fn a_fragment_of_another_block_or_kind_is_read_in_full() {
+        let mut s = stream("chatcmpl-1", "claude");
+        let mut out = Vec::new();
+        for ev in &events(&["a".to_owned()])[..3] {
+            s.push_into(ev, &mut out).unwrap();
+        }
+        let t = s.template.as_ref().unwrap();
+        assert_eq!((t.index, t.used), (0, false));
+        for (fits, data) in [
+            (true, fragment(0, "thinking_delta", "thinking", "b\"")),
+            (false, fragment(1, "thinking_delta", "thinking", "b")),
+            (false, fragment(0, "text_delta", "thinking", "b")),
+            (false, fragment(0, "thinking_delta", "text", "b")),
+        ] {
+            assert_eq!(s.templated(&data).is_some(), fits, "{data}");
+        }
+        assert!(s.template.as_ref().unwrap().used);
+    }
+
+    #[test]
+    fn templates_no_event_fits_stop_being_built() {
+        let mut s = stream("chatcmpl-1", "claude");
+        let mut out = Vec::new();
+        for ev in &events(&["a".to_owned()])[..2] {
+            s.push_into(ev, &mut out).unwrap();
+        }
+        // Events that carry a new `seq` each: no template fits.
+        let event = |seq: u8| {
+            let data = fragment(0, "thinking_delta", "thinking", "x").replacen(
+                '}',
+                &format!(r#","seq":{seq}}}"#),
+                1,
+            );
+            sse("content_block_delta", &data)
+        };
+        for n in 0..20u8 {
+            s.push_into(&event(n), &mut out).unwrap();
+            assert_eq!(s.template.is_some(), n < WASTED_TEMPLATES, "{n}");
+        }
+        assert_eq!(s.assembled.choices[0].reasoning_content, "x".repeat(20));
+        // The count is of templates unused in a row: one that fits starts it again.
+        let mut s = stream("chatcmpl-1", "claude");
+        for ev in &events(&["a".to_owned()])[..2] {
+            s.push_into(ev, &mut out).unwrap();
+        }
+        for n in 0..WASTED_TEMPLATES - 2 {
+            s.push_into(&event(n), &mut out).unwrap();
+        }
+        s.push_into(&event(WASTED_TEMPLATES - 3), &mut out).unwrap();
+        assert!(s.template.as_ref().unwrap().used);
+        for n in 0..20u8 {
+            s.push_into(&event(100 + n), &mut out).unwrap();
+            assert_eq!(s.template.is_some(), n < WASTED_TEMPLATES, "{n}");
         }
     }
 
@@ -457,7 +733,7 @@ mod tests {
         assert!(s.text_frame.is_none());
         for text in ["Hello", ", \"world\"\n", "é😀"] {
             let want = encoded(&s, text);
-            assert_eq!(s.text_delta(text.to_owned()), want);
+            assert_eq!(s.text_delta(text), want);
         }
         let frame = s.text_frame.as_ref().unwrap();
         let before = String::from_utf8_lossy(&frame.before);
@@ -467,7 +743,7 @@ mod tests {
         // chunk is encoded whole, correctly all the same.
         message_start(&mut s, MARK);
         let want = encoded(&s, "x");
-        assert_eq!(s.text_delta("x".to_owned()), want);
+        assert_eq!(s.text_delta("x"), want);
         assert!(s.text_frame.is_none());
     }
 }
