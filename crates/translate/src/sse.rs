@@ -173,7 +173,12 @@ impl Decoder {
                 });
             }
             b"event" => {
-                self.event = Some(String::from_utf8_lossy(&self.buf[value]).into_owned());
+                let name = &self.buf[value];
+                // Checked first: `from_utf8_lossy` costs more than the copy, even for ASCII.
+                self.event = Some(match std::str::from_utf8(name) {
+                    Ok(name) => name.to_owned(),
+                    Err(_) => String::from_utf8_lossy(name).into_owned(),
+                });
             }
             // `id` and `retry` matter to browsers reconnecting, not to a proxy.
             _ => {}
@@ -252,6 +257,10 @@ mod tests {
         let data: Vec<&[u8]> = ev.iter().map(|e| &e.data[..]).collect();
         assert_eq!(data, vec![&b"{\"a\":1}"[..], b"x", b"y", b"z", b"1\n2"]);
         assert_eq!(ev[2].event.as_deref(), Some("e"));
+        // A name that is not UTF-8 is read with replacement characters.
+        let ev = all(b"event: \xffbad\ndata: x\n\nevent: ok\ndata: y\n\n");
+        let names: Vec<Option<&str>> = ev.iter().map(|e| e.event.as_deref()).collect();
+        assert_eq!(names, [Some("\u{fffd}bad"), Some("ok")]);
     }
 
     /// Found by the fuzzer: a `\r\n` terminator split after its `\r` put the `\n` at the
