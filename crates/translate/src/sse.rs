@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
+use uniproxy_wire::{ChatCompletionChunk, ChunkChoice, Delta};
 
 /// One server-sent event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -234,6 +235,51 @@ pub fn encode<T: Serialize>(value: &T) -> Bytes {
     out.into_inner().freeze()
 }
 
+/// A content chunk's frame as [`encode`] writes it, but for the text: the bytes before the
+/// text's JSON string and after it. Most of a translated stream's chunks are one choice's new
+/// text under the same id, creation time and model, and serializing each whole was a third
+/// of a translation's instructions; with the frame, only the text is escaped.
+#[derive(Debug, Clone)]
+pub(crate) struct TextFrame {
+    before: Bytes,
+    after: Bytes,
+}
+
+/// A text no stream sends (NUL bytes around it), written where the text goes to find the place.
+const MARK: &str = "\u{0}uniproxy text\u{0}";
+
+impl TextFrame {
+    /// The frame of a chunk with `head`'s id, creation time and model whose one choice,
+    /// `index`, carries only content: found by encoding it with [`MARK`] as the content;
+    /// `None` if the mark is not found exactly once.
+    pub(crate) fn new(mut head: ChatCompletionChunk, index: u32) -> Option<Self> {
+        let mark = Delta { content: Some(Some(MARK.to_owned())), ..Default::default() };
+        head.choices.push(ChunkChoice::new(index, mark));
+        let frame = encode(&head);
+        let mark = serde_json::to_vec(MARK).ok()?;
+        // A plain search: the frame is a few hundred bytes, searched once per model, where
+        // `memmem` spends more building its searcher than this spends searching.
+        let find = |from: usize| {
+            let found = frame.get(from..)?.windows(mark.len()).position(|w| w == mark.as_slice());
+            found.map(|i| from + i)
+        };
+        let at = find(0)?;
+        if find(at + 1).is_some() {
+            return None;
+        }
+        Some(TextFrame { before: frame.slice(..at), after: frame.slice(at + mark.len()..) })
+    }
+
+    /// The chunk with `text` as its content: the bytes [`encode`] writes for it.
+    pub(crate) fn with(&self, text: &str) -> Option<Bytes> {
+        let mut out = Vec::with_capacity(self.before.len() + text.len() + 2 + self.after.len());
+        out.extend_from_slice(&self.before);
+        serde_json::to_writer(&mut out, text).ok()?;
+        out.extend_from_slice(&self.after);
+        Some(Bytes::from(out))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +289,45 @@ mod tests {
         let mut v = d.feed(bytes);
         v.extend(d.finish());
         v
+    }
+
+    /// A chunk of `head` whose choice `index` carries `text`, as [`encode`] writes it.
+    fn encoded(head: &ChatCompletionChunk, index: u32, text: &str) -> Bytes {
+        let mut chunk = head.clone();
+        let delta = Delta { content: Some(Some(text.to_owned())), ..Default::default() };
+        chunk.choices.push(ChunkChoice::new(index, delta));
+        encode(&chunk)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_chunk_from_a_text_frame_is_the_encoded_chunk(
+            id in "[a-z_\"\\\u{0}é😀]{0,12}",
+            model in "[a-z\"\\\u{0}\u{1f}é]{0,8}",
+            created in proptest::num::u64::ANY,
+            index in 0u32..4,
+            texts in proptest::collection::vec("[a-z \"\\\n\t\u{0}\u{1}\u{7f}é😀]{0,16}", 1..6),
+        ) {
+            let head = ChatCompletionChunk::new(id, created, model);
+            let frame = TextFrame::new(head.clone(), index).unwrap();
+            for text in &texts {
+                proptest::prop_assert_eq!(frame.with(text), Some(encoded(&head, index, text)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_text_frame_is_the_bytes_around_the_content() {
+        let head = ChatCompletionChunk::new("msg_1", 1_741_569_952, "claude-sonnet-4-5");
+        let frame = TextFrame::new(head, 2).unwrap();
+        let before = String::from_utf8_lossy(&frame.before);
+        assert!(before.starts_with(r#"data: {"id":"msg_1""#), "{before}");
+        assert!(before.contains("claude-sonnet-4-5") && before.contains(r#""index":2"#));
+        assert!(before.ends_with(r#""content":"#), "{before}");
+        assert!(frame.after.ends_with(b"}\n\n"), "{:?}", frame.after);
+        // A head that holds the mark: found twice, so no frame.
+        let head = ChatCompletionChunk::new("msg_1", 1, MARK);
+        assert!(TextFrame::new(head, 0).is_none());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use uniproxy_wire::{
 use super::response::{finish_reason, openai_error, openai_usage, tool_arguments};
 use super::wire::{BlockDelta, ContentBlock, ErrorBody, StreamEvent, Usage};
 use crate::scan::Hole;
-use crate::sse::{self, SseEvent};
+use crate::sse::{self, SseEvent, TextFrame};
 use crate::{Assembled, ProviderKind, ResponseContext, StreamTranslator, TranslateError};
 
 /// What a started content block is, for routing its deltas.
@@ -97,49 +97,6 @@ impl Fragment {
 /// How many templates in a row may go unused before a stream stops building them (an upstream
 /// whose every event differs in more than its fragment).
 const WASTED_TEMPLATES: u8 = 8;
-
-/// A text chunk's frame as [`sse::encode`] writes it, but for the text: most of a stream's
-/// chunks differ only in that, and serializing each whole was 28% of the translation.
-#[derive(Debug)]
-struct TextFrame {
-    /// The bytes before the text's JSON string, and after it.
-    before: Bytes,
-    after: Bytes,
-}
-
-/// A text no stream sends (NUL bytes around it), written where the text goes to find the place.
-const MARK: &str = "\u{0}uniproxy text\u{0}";
-
-impl TextFrame {
-    /// The frame of a text chunk with `head`'s id, creation time and model, found by encoding
-    /// it with [`MARK`] as its text; `None` if the mark is not found exactly once.
-    fn new(mut head: ChatCompletionChunk) -> Option<Self> {
-        let mark = Delta { content: Some(Some(MARK.to_owned())), ..Default::default() };
-        head.choices.push(ChunkChoice::new(0, mark));
-        let frame = sse::encode(&head);
-        let mark = serde_json::to_vec(MARK).ok()?;
-        // A plain search: the frame is a few hundred bytes, searched once per model, where
-        // `memmem` spends more building its searcher than this spends searching.
-        let find = |from: usize| {
-            let found = frame.get(from..)?.windows(mark.len()).position(|w| w == mark.as_slice());
-            found.map(|i| from + i)
-        };
-        let at = find(0)?;
-        if find(at + 1).is_some() {
-            return None;
-        }
-        Some(TextFrame { before: frame.slice(..at), after: frame.slice(at + mark.len()..) })
-    }
-
-    /// The frame with `text` in it.
-    fn with(&self, text: &str) -> Option<Bytes> {
-        let mut out = Vec::with_capacity(self.before.len() + text.len() + 2 + self.after.len());
-        out.extend_from_slice(&self.before);
-        serde_json::to_writer(&mut out, text).ok()?;
-        out.extend_from_slice(&self.after);
-        Some(Bytes::from(out))
-    }
-}
 
 impl AnthropicStream {
     pub(crate) fn new(ctx: &ResponseContext) -> Self {
@@ -376,7 +333,7 @@ impl AnthropicStream {
     /// write for it.
     fn text_delta(&mut self, text: &str) -> Bytes {
         if self.text_frame.is_none() {
-            self.text_frame = TextFrame::new(self.chunk());
+            self.text_frame = TextFrame::new(self.chunk(), 0);
         }
         match self.text_frame.as_ref().and_then(|f| f.with(text)) {
             Some(frame) => {
@@ -728,20 +685,21 @@ mod tests {
     }
 
     #[test]
-    fn the_frame_holds_the_chunks_head_and_follows_the_model() {
+    fn the_frame_is_built_once_and_again_when_the_model_changes() {
         let mut s = stream("msg_1", "claude-sonnet-4-5");
         assert!(s.text_frame.is_none());
         for text in ["Hello", ", \"world\"\n", "é😀"] {
             let want = encoded(&s, text);
             assert_eq!(s.text_delta(text), want);
+            assert!(s.text_frame.is_some());
         }
-        let frame = s.text_frame.as_ref().unwrap();
-        let before = String::from_utf8_lossy(&frame.before);
-        assert!(before.contains(r#""id":"msg_1""#) && before.contains("claude-sonnet-4-5"));
-        assert!(frame.before.ends_with(b"\"content\":"), "{:?}", frame.before);
-        // A model that holds the mark itself: the mark is found twice, so no frame, and the
-        // chunk is encoded whole, correctly all the same.
-        message_start(&mut s, MARK);
+        message_start(&mut s, "claude-opus-4-1");
+        assert!(s.text_frame.is_none());
+        let want = encoded(&s, "x");
+        assert_eq!(s.text_delta("x"), want);
+        // A model that holds the frame's mark itself: no frame, and the chunk is encoded
+        // whole, correctly all the same.
+        message_start(&mut s, "\u{0}uniproxy text\u{0}");
         let want = encoded(&s, "x");
         assert_eq!(s.text_delta("x"), want);
         assert!(s.text_frame.is_none());
