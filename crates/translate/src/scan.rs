@@ -190,18 +190,7 @@ impl Hole {
     /// value that reads as `value`; `None` unless exactly one string value does, since a
     /// caller that knows which member held `value` then knows which one the hole is.
     pub(crate) fn new(json: &str, value: &str) -> Option<Self> {
-        let template = Template::new(json)?;
-        let mut found = None;
-        for &(start, end) in &template.slots {
-            let reads_as = Reader::new(json.get(start - 1..=end)?).string()?;
-            if reads_as == value {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some((start, end));
-            }
-        }
-        let (start, end) = found?;
+        let (start, end) = unique_string(json, value)?;
         let json = json.as_bytes();
         Some(Hole { before: json.get(..start)?.into(), after: json.get(end..)?.into() })
     }
@@ -219,6 +208,177 @@ impl Hole {
             return None;
         }
         decoded(json, start, close, escaped)
+    }
+}
+
+/// Where the contents of the one string value of `json` (valid JSON) that reads as `value` are,
+/// between its quotes; `None` unless exactly one string value reads so.
+pub(crate) fn unique_string(json: &str, value: &str) -> Option<(usize, usize)> {
+    let template = Template::new(json)?;
+    let mut found = None;
+    for &(start, end) in &template.slots {
+        let reads_as = Reader::new(json.get(start - 1..=end)?).string()?;
+        if reads_as == value {
+            if found.is_some() {
+                return None;
+            }
+            found = Some((start, end));
+        }
+    }
+    found
+}
+
+/// Where the value of the member `key` of the object `json` (valid JSON) is; `None` if it is
+/// not there, is there twice, or the reader leaves the text to serde_json (see [`Reader`]).
+pub(crate) fn member_value(json: &str, key: &str) -> Option<(usize, usize)> {
+    let mut reader = Reader::new(json);
+    let mut found = None;
+    let mut twice = false;
+    reader.members(|r, k| {
+        r.peek()?;
+        let start = r.at;
+        r.skip()?;
+        if k == key.as_bytes() {
+            twice |= found.replace((start, r.at)).is_some();
+        }
+        Some(())
+    })?;
+    reader.end()?;
+    if twice { None } else { found }
+}
+
+/// What goes into one of the holes of [`Holes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// A string; the hole is its contents, between the quotes.
+    String,
+    /// A value of a member of the top-level object; the hole is the whole value.
+    Member,
+}
+
+/// JSON text with holes where some of its values were, as [`Hole`] has one: it recognizes the
+/// next text that is the same bytes with other values in the holes (another string where a
+/// string was; for a [`Fill::Member`], any value its caller reads), which is the same JSON
+/// but for those values. A stream's events that repeat the same bytes around a new piece of
+/// text and new counts (Gemini's) are read this way.
+#[derive(Debug)]
+pub(crate) struct Holes {
+    /// The bytes before each hole, and after the last.
+    fixed: Vec<Box<[u8]>>,
+    fills: Vec<Fill>,
+}
+
+impl Holes {
+    /// `json` (valid JSON, already checked by the caller's parse) with holes at `holes`, in
+    /// order and apart: a string's contents (as [`unique_string`] finds them) or a top-level
+    /// member's value (as [`member_value`] does).
+    pub(crate) fn new(json: &str, holes: &[((usize, usize), Fill)]) -> Option<Self> {
+        let json = json.as_bytes();
+        let mut fixed = Vec::with_capacity(holes.len() + 1);
+        let mut at = 0;
+        for &((start, end), _) in holes {
+            fixed.push(json.get(at..start)?.into());
+            at = end;
+        }
+        fixed.push(json.get(at..)?.into());
+        Some(Holes { fixed, fills: holes.iter().map(|&(_, fill)| fill).collect() })
+    }
+
+    /// When `json` is the text with other values in the holes, where each one is, in order:
+    /// a string checked as [`Reader`] checks one (decode it with [`decoded_string`]), a member's
+    /// value read by `member`, which must read exactly one value and may refuse it; `None`
+    /// for anything else.
+    pub(crate) fn matches<'a>(
+        &self,
+        json: &'a str,
+        spans: &mut Vec<(usize, usize)>,
+        mut member: impl FnMut(&mut Reader<'a>) -> Option<()>,
+    ) -> Option<()> {
+        let bytes = json.as_bytes();
+        spans.clear();
+        let mut at = 0;
+        for (fixed, fill) in self.fixed.iter().zip(&self.fills) {
+            if !bytes.get(at..)?.starts_with(fixed) {
+                return None;
+            }
+            at += fixed.len();
+            let end = match fill {
+                // The closing quote starts the next fixed part.
+                Fill::String => checked_string_end(bytes, at)?.0,
+                Fill::Member => {
+                    // Inside the top-level object.
+                    let mut reader = Reader { text: json, at, depth: 1 };
+                    member(&mut reader)?;
+                    reader.at
+                }
+            };
+            spans.push((at, end));
+            at = end;
+        }
+        (bytes.get(at..)? == &**self.fixed.last()?).then_some(())
+    }
+}
+
+/// The string whose contents are `json[span]` (a span [`Holes::matches`] gave for a string).
+pub(crate) fn decoded_string(json: &str, (start, end): (usize, usize)) -> Option<Cow<'_, str>> {
+    let escaped = memchr::memchr(b'\\', json.as_bytes().get(start..end)?).is_some();
+    decoded(json, start, end, escaped)
+}
+
+/// The template a stream reads its events through (a [`Hole`] or [`Holes`] and what the
+/// stream knows of it), replaced by each event read in full that makes one; after
+/// [`TemplateSlot::MAX_WASTED`] templates in a row that no event fit (an upstream whose every
+/// event differs in more than a template lets change), it stops building them.
+#[derive(Debug)]
+pub(crate) struct TemplateSlot<T> {
+    template: Option<T>,
+    /// An event fit the template.
+    used: bool,
+    /// Templates in a row that no event fit.
+    wasted: u8,
+}
+
+impl<T> Default for TemplateSlot<T> {
+    fn default() -> Self {
+        TemplateSlot { template: None, used: false, wasted: 0 }
+    }
+}
+
+impl<T> TemplateSlot<T> {
+    pub(crate) const MAX_WASTED: u8 = 8;
+
+    /// Keeps the template `build` makes, unless it makes none or templates are no longer built.
+    pub(crate) fn keep(&mut self, build: impl FnOnce() -> Option<T>) {
+        if self.wasted >= Self::MAX_WASTED {
+            return;
+        }
+        let Some(template) = build() else { return };
+        if self.template.is_some() && !self.used {
+            self.wasted += 1;
+            if self.wasted >= Self::MAX_WASTED {
+                self.template = None;
+                return;
+            }
+        }
+        self.template = Some(template);
+        self.used = false;
+    }
+
+    /// The template, to match an event against; call [`fit`](Self::fit) when one fits.
+    pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
+        self.template.as_mut()
+    }
+
+    /// An event fit the template.
+    pub(crate) fn fit(&mut self) {
+        self.used = true;
+        self.wasted = 0;
+    }
+
+    /// Builds no templates (for tests that read a stream without them).
+    #[cfg(test)]
+    pub(crate) fn off() -> Self {
+        TemplateSlot { template: None, used: false, wasted: Self::MAX_WASTED }
     }
 }
 
@@ -410,6 +570,32 @@ impl<'a> Reader<'a> {
             b'n' => literal_end(json, self.at, b"null")?,
             b'-' | b'0'..=b'9' => number_end(json, self.at)?,
             _ => return None,
+        };
+        Some(())
+    }
+
+    /// Skips the next value, checking it as serde_json checks a value it keeps (a
+    /// `serde_json::Value`, as in a `#[serde(flatten)]` map) rather than one it skips, which it
+    /// checks less: a number that may be out of `f64`'s range (an exponent, or 300 characters
+    /// or more) and a string or key with an escape (which may be a lone surrogate) are refused.
+    pub(crate) fn skip_kept(&mut self) -> Option<()> {
+        let json = self.json();
+        self.at = match self.peek()? {
+            b'{' => return self.object(false, |r, _| r.skip_kept()),
+            b'[' => return self.elements(Self::skip_kept),
+            b'"' => match checked_string_end(json, self.at + 1)? {
+                (_, true) => return None,
+                (end, false) => end + 1,
+            },
+            b'-' | b'0'..=b'9' => {
+                let end = number_end(json, self.at)?;
+                let number = json.get(self.at..end)?;
+                if number.len() >= 300 || number.iter().any(|b| matches!(b, b'e' | b'E')) {
+                    return None;
+                }
+                end
+            }
+            _ => return self.skip(),
         };
         Some(())
     }
@@ -803,6 +989,135 @@ pub(crate) mod tests {
                 with[k] = got.into_owned();
                 prop_assert_eq!(parsed, replaced(&v, &mut with.into_iter()));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn holes_take_their_text_with_other_values_there_and_nothing_else(
+            object in proptest::collection::btree_map("[a-z{}:,]{0,6}", json(), 1..6),
+            pick in any::<proptest::sample::Index>(),
+            member in proptest::option::of(any::<proptest::sample::Index>()),
+            new in "[a-z\"\\\\\n\u{1}é😀]{0,9}",
+            value in json(),
+            edit in proptest::option::of((any::<proptest::sample::Index>(), 0u8..22)),
+        ) {
+            let v = serde_json::Value::Object(object.into_iter().collect());
+            let text = v.to_string();
+            let mut old = Vec::new();
+            strings(&v, &mut old);
+            if old.is_empty() {
+                return Ok(());
+            }
+            let k = pick.index(old.len());
+            let Some(string) = unique_string(&text, &old[k]) else {
+                prop_assert!(old.iter().filter(|o| **o == old[k]).count() > 1);
+                return Ok(());
+            };
+            prop_assert_eq!(&decoded_string(&text, string).unwrap(), &old[k]);
+            // The string replaced, then (when it is not inside it) a member's value.
+            let mut with = old.clone();
+            with[k] = new.clone();
+            let mut w = replaced(&v, &mut with.into_iter());
+            let mut holes = vec![(string, Fill::String)];
+            let keys: Vec<String> = w.as_object().unwrap().keys().cloned().collect();
+            let key = member.map(|m| keys[m.index(keys.len())].clone());
+            if let Some(key) = &key {
+                let at = member_value(&text, key).unwrap();
+                prop_assert_eq!(serde_json::from_str::<serde_json::Value>(&text[at.0..at.1]).unwrap(), v[key].clone());
+                if at.0 <= string.0 && string.1 <= at.1 {
+                    return Ok(());
+                }
+                w[key] = value.clone();
+                holes.push((at, Fill::Member));
+                holes.sort_by_key(|h| h.0.0);
+            }
+            let holes = Holes::new(&text, &holes).unwrap();
+            let w = w.to_string();
+            let mut spans = Vec::new();
+            // (A member's value is read as a value serde keeps: the test parses the whole.)
+            let kept = holes.matches(&w, &mut spans, Reader::skip_kept).is_some();
+            prop_assert!(kept || Reader::new(&value.to_string()).skip_kept().is_none(), "{}", w);
+            // Anything it takes is the JSON with the values read in the holes.
+            let mut bytes = w.into_bytes();
+            if let Some((at, byte)) = edit {
+                let at = at.index(bytes.len());
+                bytes[at] = b"{}[]\",:\\ 0-.eE+tfnul\x01\n"[usize::from(byte)];
+            }
+            let Ok(edited) = std::str::from_utf8(&bytes) else { return Ok(()) };
+            if holes.matches(edited, &mut spans, Reader::skip_kept).is_some() {
+                let parsed: serde_json::Value = serde_json::from_str(edited)
+                    .map_err(|e| TestCaseError::fail(format!("{e}: {edited}")))?;
+                let (mut got, mut member) = (None, None);
+                for (&(start, end), fill) in spans.iter().zip(&holes.fills) {
+                    match fill {
+                        Fill::String => got = decoded_string(edited, (start, end)),
+                        Fill::Member => member = serde_json::from_str(&edited[start..end]).ok(),
+                    }
+                }
+                let mut with = old.clone();
+                with[k] = got.unwrap().into_owned();
+                let mut want = replaced(&v, &mut with.into_iter());
+                if let Some(key) = &key {
+                    want[key] = member.unwrap();
+                }
+                prop_assert_eq!(parsed, want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_slot_stops_building_after_templates_no_event_fit_in_a_row() {
+        const MAX: u8 = TemplateSlot::<u8>::MAX_WASTED;
+        let mut slot = TemplateSlot::default();
+        slot.keep(|| None);
+        assert!(slot.get_mut().is_none());
+        // Unused templates: the MAX-th in a row empties the slot for good.
+        for n in 0..MAX + 3 {
+            slot.keep(|| Some(n));
+            assert_eq!(slot.get_mut().copied(), (n < MAX).then_some(n), "{n}");
+        }
+        // One that fits starts the count again; no template made leaves the last one.
+        let mut slot = TemplateSlot::default();
+        for n in 0..MAX - 1 {
+            slot.keep(|| Some(n));
+        }
+        slot.fit();
+        slot.keep(|| None);
+        assert_eq!(slot.get_mut().copied(), Some(MAX - 2));
+        for n in 0..MAX + 3 {
+            slot.keep(|| Some(n));
+            assert_eq!(slot.get_mut().copied(), (n < MAX).then_some(n), "{n}");
+        }
+        assert!(TemplateSlot::<u8>::off().get_mut().is_none());
+        let mut off = TemplateSlot::off();
+        off.keep(|| Some(1));
+        assert!(off.get_mut().is_none());
+    }
+
+    #[test]
+    fn a_member_value_is_found_once_and_holes_take_nothing_more() {
+        let text = r#"{"candidates": [{"text": "a"}],"usage": {"n": 1} ,"id": "x"}"#;
+        let at = member_value(text, "usage").unwrap();
+        assert_eq!(&text[at.0..at.1], r#"{"n": 1}"#);
+        assert_eq!(member_value(text, "missing"), None);
+        assert_eq!(member_value(r#"{"a":1,"a":2}"#, "a"), None, "given twice");
+        assert_eq!(member_value(r#"{"a":1,"a\u0062":2}"#, "a"), None, "an escaped key");
+        let text_at = unique_string(text, "a").unwrap();
+        let holes = Holes::new(text, &[(text_at, Fill::String), (at, Fill::Member)]).unwrap();
+        let mut spans = Vec::new();
+        let next = r#"{"candidates": [{"text": "b\n"}],"usage": [] ,"id": "x"}"#;
+        assert!(holes.matches(next, &mut spans, Reader::skip_kept).is_some());
+        assert_eq!(decoded_string(next, spans[0]).unwrap(), "b\n");
+        assert_eq!(&next[spans[1].0..spans[1].1], "[]");
+        for bad in [
+            r#"{"candidates": [{"text": "b"}],"usage": [] ,"id": "x"} "#,
+            r#"{"candidates": [{"text": "b"}],"usage": [] ,"id": "x"}}"#,
+            r#"{"candidates": [{"text": "b"}],"usage": [1 ,"id": "x"}"#,
+            r#"{"candidates": [{"text": "b"}],"usage": 1e5 ,"id": "x"}"#,
+            r#"{"candidates": [{"text": "b"}],"usage": [] ,"id": "y"}"#,
+        ] {
+            assert!(holes.matches(bad, &mut spans, Reader::skip_kept).is_none(), "{bad}");
         }
     }
 

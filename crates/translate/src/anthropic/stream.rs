@@ -12,7 +12,7 @@ use uniproxy_wire::{
 
 use super::response::{finish_reason, openai_error, openai_usage, tool_arguments};
 use super::wire::{BlockDelta, ContentBlock, ErrorBody, StreamEvent, Usage};
-use crate::scan::Hole;
+use crate::scan::{Hole, TemplateSlot};
 use crate::sse::{self, SseEvent, TextFrame};
 use crate::{Assembled, ProviderKind, ResponseContext, StreamTranslator, TranslateError};
 
@@ -55,9 +55,7 @@ pub(crate) struct AnthropicStream {
     /// text chunk, and again whenever the model changes.
     text_frame: Option<TextFrame>,
     /// The last fragment event read in full (see [`FragmentTemplate`]).
-    template: Option<FragmentTemplate>,
-    /// Templates built that no event has fit yet, in a row (see [`WASTED_TEMPLATES`]).
-    wasted: u8,
+    template: TemplateSlot<FragmentTemplate>,
 }
 
 /// A `content_block_delta` event read in full, kept to read the next ones: a block's fragments
@@ -70,8 +68,6 @@ struct FragmentTemplate {
     hole: Hole,
     index: u32,
     kind: Fragment,
-    /// An event fit it.
-    used: bool,
 }
 
 /// The delta types that carry a fragment.
@@ -94,10 +90,6 @@ impl Fragment {
     }
 }
 
-/// How many templates in a row may go unused before a stream stops building them (an upstream
-/// whose every event differs in more than its fragment).
-const WASTED_TEMPLATES: u8 = 8;
-
 impl AnthropicStream {
     pub(crate) fn new(ctx: &ResponseContext) -> Self {
         AnthropicStream {
@@ -113,8 +105,7 @@ impl AnthropicStream {
             assembled: Assembled::new(ctx.id.clone(), ctx.created, String::new()),
             done: false,
             text_frame: None,
-            template: None,
-            wasted: 0,
+            template: TemplateSlot::default(),
         }
     }
 
@@ -122,30 +113,18 @@ impl AnthropicStream {
     fn keep_template(&mut self, text: &str, event: &StreamEvent) {
         let StreamEvent::ContentBlockDelta { index, delta } = event else { return };
         let Some((kind, fragment)) = Fragment::of(delta) else { return };
-        if self.template.as_ref().is_some_and(|t| !t.used) {
-            self.wasted = self.wasted.saturating_add(1);
-        }
-        if self.wasted >= WASTED_TEMPLATES {
-            self.template = None;
-            return;
-        }
-        self.template = Hole::new(text, fragment).map(|hole| FragmentTemplate {
-            hole,
-            index: *index,
-            kind,
-            used: false,
+        self.template.keep(|| {
+            Hole::new(text, fragment).map(|hole| FragmentTemplate { hole, index: *index, kind })
         });
     }
 
     /// The block index, kind and fragment of the event `text` when it fits the template.
     fn templated<'a>(&mut self, text: &'a str) -> Option<(u32, Fragment, Cow<'a, str>)> {
-        let template = self.template.as_mut()?;
+        let template = self.template.get_mut()?;
         let fragment = template.hole.string(text)?;
-        if !template.used {
-            template.used = true;
-            self.wasted = 0;
-        }
-        Some((template.index, template.kind, fragment))
+        let (index, kind) = (template.index, template.kind);
+        self.template.fit();
+        Some((index, kind, fragment))
     }
 
     /// Translates one parsed event.
@@ -588,7 +567,7 @@ mod tests {
         let (mut out, mut templated) = (Vec::new(), 0);
         for ev in events {
             let text = std::str::from_utf8(&ev.data).unwrap();
-            let fits = s.template.as_ref().is_some_and(|t| t.hole.string(text).is_some());
+            let fits = s.template.get_mut().is_some_and(|t| t.hole.string(text).is_some());
             templated += usize::from(fits);
             s.push_into(ev, &mut out).unwrap();
         }
@@ -611,7 +590,7 @@ mod tests {
             let events = events(&pieces);
             let (out, assembled, templated) = run(stream("chatcmpl-1", "claude"), &events);
             let mut full = stream("chatcmpl-1", "claude");
-            full.wasted = WASTED_TEMPLATES;
+            full.template = TemplateSlot::off();
             let (want_out, want_assembled, none) = run(full, &events);
             proptest::prop_assert_eq!(none, 0);
             proptest::prop_assert_eq!(out, want_out);
@@ -634,8 +613,7 @@ mod tests {
         for ev in &events(&["a".to_owned()])[..3] {
             s.push_into(ev, &mut out).unwrap();
         }
-        let t = s.template.as_ref().unwrap();
-        assert_eq!((t.index, t.used), (0, false));
+        assert_eq!(s.template.get_mut().unwrap().index, 0);
         for (fits, data) in [
             (true, fragment(0, "thinking_delta", "thinking", "b\"")),
             (false, fragment(1, "thinking_delta", "thinking", "b")),
@@ -644,7 +622,32 @@ mod tests {
         ] {
             assert_eq!(s.templated(&data).is_some(), fits, "{data}");
         }
-        assert!(s.template.as_ref().unwrap().used);
+    }
+
+    #[test]
+    fn templates_that_fit_keep_being_built() {
+        // Twelve text blocks of three fragments: each block's first makes a template that
+        // its next two fit, however many blocks came before.
+        let mut events = events(&[])[..1].to_vec();
+        for index in 0..12 {
+            events.push(sse(
+                "content_block_start",
+                &format!(r#"{{"type":"content_block_start","index":{index},"content_block":{{"type":"text","text":""}}}}"#),
+            ));
+            for piece in ["a", "b", "c"] {
+                events.push(sse(
+                    "content_block_delta",
+                    &fragment(index, "text_delta", "text", piece),
+                ));
+            }
+            events.push(sse(
+                "content_block_stop",
+                &format!(r#"{{"type":"content_block_stop","index":{index}}}"#),
+            ));
+        }
+        let (_, assembled, templated) = run(stream("chatcmpl-1", "claude"), &events);
+        assert_eq!(templated, 24);
+        assert_eq!(assembled.choices[0].content, "abc".repeat(12));
     }
 
     #[test]
@@ -663,25 +666,13 @@ mod tests {
             );
             sse("content_block_delta", &data)
         };
+        // (How the slot counts them is tested with it, in `scan`.)
+        let max = TemplateSlot::<FragmentTemplate>::MAX_WASTED;
         for n in 0..20u8 {
             s.push_into(&event(n), &mut out).unwrap();
-            assert_eq!(s.template.is_some(), n < WASTED_TEMPLATES, "{n}");
+            assert_eq!(s.template.get_mut().is_some(), n < max, "{n}");
         }
         assert_eq!(s.assembled.choices[0].reasoning_content, "x".repeat(20));
-        // The count is of templates unused in a row: one that fits starts it again.
-        let mut s = stream("chatcmpl-1", "claude");
-        for ev in &events(&["a".to_owned()])[..2] {
-            s.push_into(ev, &mut out).unwrap();
-        }
-        for n in 0..WASTED_TEMPLATES - 2 {
-            s.push_into(&event(n), &mut out).unwrap();
-        }
-        s.push_into(&event(WASTED_TEMPLATES - 3), &mut out).unwrap();
-        assert!(s.template.as_ref().unwrap().used);
-        for n in 0..20u8 {
-            s.push_into(&event(100 + n), &mut out).unwrap();
-            assert_eq!(s.template.is_some(), n < WASTED_TEMPLATES, "{n}");
-        }
     }
 
     #[test]

@@ -7,16 +7,19 @@
 //!
 //! [`finish`]: crate::StreamTranslator::finish
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use uniproxy_wire::{
     ChatCompletionChunk, ChunkChoice, Delta, ErrorResponse, FinishReason, FunctionCallDelta, Map,
-    Role, ToolCallDelta, Usage,
+    Role, ToolCall, ToolCallDelta, Usage,
 };
 
 use super::response::{
     CallIds, block_message, candidate_parts, error_response, finish_reason, usage,
 };
-use super::wire::GenerateContentResponse;
+use super::wire::{GenerateContentResponse, UsageMetadata};
+use crate::scan::{Fill, Holes, Reader, TemplateSlot, decoded_string, member_value, unique_string};
 use crate::sse::{self, SseEvent, TextFrame};
 use crate::{Assembled, ProviderKind, ResponseContext, StreamTranslator, TranslateError};
 
@@ -34,6 +37,79 @@ struct CandidateState {
     text_frame: Option<TextFrame>,
 }
 
+/// An event read in full that held one candidate's one piece of text and nothing else the
+/// stream reads but the usage, kept to read the next ones: those that are its bytes with
+/// another text and other counts in `usageMetadata` (see [`Holes`]). Every event of a Gemini
+/// stream repeats the usage, its counts growing, so a template must let them change; they
+/// are read by [`read_usage`], and anything it is unsure of goes to serde.
+#[derive(Debug)]
+struct EventTemplate {
+    holes: Holes,
+    /// Which hole holds the text (the other, if any, holds `usageMetadata`).
+    text: usize,
+    /// The candidate's index.
+    index: u32,
+    /// The text is a thought.
+    thought: bool,
+    /// Where the holes of the event being matched are (kept to reuse the allocation).
+    spans: Vec<(usize, usize)>,
+}
+
+impl EventTemplate {
+    /// The template of `json`, parsed as `r`, when `r` is such an event.
+    fn new(json: &str, r: &GenerateContentResponse) -> Option<Self> {
+        // An error ends the stream; a prompt's feedback beside candidates is not read; a
+        // finish reason, fixed in the template, is the same in every event that fits it, and
+        // taken from the first.
+        let [c] = r.candidates() else { return None };
+        let [part] = c.content.as_ref()?.parts.as_slice() else { return None };
+        if part.function_call.is_some() {
+            return None;
+        }
+        let mut holes = vec![(unique_string(json, part.text.as_deref()?)?, Fill::String)];
+        if r.usage_metadata.is_some() {
+            holes.push((member_value(json, "usageMetadata")?, Fill::Member));
+            holes.sort_by_key(|&((start, _), _)| start);
+        }
+        Some(EventTemplate {
+            holes: Holes::new(json, &holes)?,
+            text: holes.iter().position(|&(_, fill)| fill == Fill::String)?,
+            index: c.index.unwrap_or(0),
+            thought: part.thought == Some(true),
+            spans: Vec::with_capacity(2),
+        })
+    }
+}
+
+/// `usageMetadata` as serde reads it into [`UsageMetadata`], for what [`usage`] takes from
+/// it (other members checked as serde checks what it keeps in `extra`, which `usage` does not
+/// read: [`Reader::skip_kept`]);
+/// `None` for a member given twice, and whatever the reader leaves to serde.
+fn read_usage(r: &mut Reader<'_>) -> Option<UsageMetadata> {
+    let mut counts: [Option<Option<u64>>; 5] = [None; 5];
+    r.members(|r, key| {
+        let slot = match key {
+            b"promptTokenCount" => 0,
+            b"candidatesTokenCount" => 1,
+            b"thoughtsTokenCount" => 2,
+            b"cachedContentTokenCount" => 3,
+            b"totalTokenCount" => 4,
+            _ => return r.skip_kept(),
+        };
+        let count = r.nullable(Reader::unsigned)?;
+        counts[slot].replace(count).is_none().then_some(())
+    })?;
+    let [prompt, candidates, thoughts, cached, total] = counts.map(Option::flatten);
+    Some(UsageMetadata {
+        prompt_token_count: prompt,
+        candidates_token_count: candidates,
+        thoughts_token_count: thoughts,
+        cached_content_token_count: cached,
+        total_token_count: total,
+        extra: Map::new(),
+    })
+}
+
 /// The Gemini stream state machine. No I/O, no clock: ids and times come from the context.
 #[derive(Debug)]
 pub(crate) struct GeminiStream {
@@ -45,6 +121,8 @@ pub(crate) struct GeminiStream {
     usage: Option<Usage>,
     assembled: Assembled,
     done: bool,
+    /// The last text event read in full (see [`EventTemplate`]).
+    template: TemplateSlot<EventTemplate>,
 }
 
 impl GeminiStream {
@@ -57,6 +135,7 @@ impl GeminiStream {
             usage: None,
             assembled: Assembled::new(ctx.id.clone(), ctx.created, String::new()),
             done: false,
+            template: TemplateSlot::default(),
         }
     }
 
@@ -106,11 +185,11 @@ impl GeminiStream {
     /// A chunk of a started candidate with only `text` in it, written from the candidate's
     /// [`TextFrame`]: the bytes [`emit_one`](Self::emit_one) would write for it.
     fn text_chunk(&mut self, index: u32, text: &str) -> Bytes {
-        let head = self.chunk();
-        let state = self.candidate(index);
-        if state.text_frame.is_none() {
-            state.text_frame = TextFrame::new(head, index);
+        if self.candidate(index).text_frame.is_none() {
+            let head = self.chunk();
+            self.candidate(index).text_frame = TextFrame::new(head, index);
         }
+        let state = self.candidate(index);
         match state.text_frame.as_ref().and_then(|f| f.with(text)) {
             Some(frame) => {
                 let model = self.model.as_deref().unwrap_or(&self.ctx.model);
@@ -123,6 +202,93 @@ impl GeminiStream {
                 self.emit_one(&chunk)
             }
         }
+    }
+
+    /// The chunk of what a candidate said in one event, if it said anything.
+    fn parts_chunk(
+        &mut self,
+        index: u32,
+        text: &str,
+        reasoning: &str,
+        calls: Vec<ToolCall>,
+        out: &mut Vec<Bytes>,
+    ) {
+        let state = self.candidate(index);
+        if state.started && reasoning.is_empty() && calls.is_empty() && !text.is_empty() {
+            out.push(self.text_chunk(index, text));
+            return;
+        }
+        let first_call = state.calls;
+        let mut delta = Delta::default();
+        if !reasoning.is_empty() {
+            delta.reasoning_content = Some(Some(reasoning.to_owned()));
+        }
+        if !text.is_empty() {
+            delta.content = Some(Some(text.to_owned()));
+        }
+        if !calls.is_empty() {
+            let calls: Vec<ToolCallDelta> = calls
+                .into_iter()
+                .zip(first_call..)
+                .map(|(call, i)| ToolCallDelta {
+                    index: i,
+                    id: Some(call.id),
+                    kind: Some(call.kind),
+                    function: Some(FunctionCallDelta {
+                        name: Some(call.function.name),
+                        arguments: Some(call.function.arguments),
+                        extra: Map::new(),
+                    }),
+                    extra: call.extra,
+                })
+                .collect();
+            self.candidate(index).calls += calls.len() as u32;
+            delta.tool_calls = Some(calls);
+        }
+        if delta != Delta::default() {
+            let chunk = self.delta_chunk(index, delta);
+            out.push(self.emit_one(&chunk));
+        }
+    }
+
+    /// Keeps a text event read in full as the template for the next ones.
+    fn keep_template(&mut self, json: &str, r: &GenerateContentResponse) {
+        self.template.keep(|| EventTemplate::new(json, r));
+    }
+
+    /// The event `json` as the template reads it: the candidate's index, whether its text is a
+    /// thought, the text, and the usage when the event carries one.
+    fn templated<'a>(
+        &mut self,
+        json: &'a str,
+    ) -> Option<(u32, bool, Cow<'a, str>, Option<UsageMetadata>)> {
+        let t = self.template.get_mut()?;
+        let mut usage = None;
+        t.holes.matches(json, &mut t.spans, |r| {
+            usage = r.nullable(read_usage)?;
+            Some(())
+        })?;
+        let text = decoded_string(json, *t.spans.get(t.text)?)?;
+        let (index, thought) = (t.index, t.thought);
+        self.template.fit();
+        Some((index, thought, text, usage))
+    }
+
+    /// What [`event`](Self::event) does with an event the template read.
+    fn templated_event(
+        &mut self,
+        index: u32,
+        thought: bool,
+        text: &str,
+        usage_metadata: Option<UsageMetadata>,
+    ) -> Vec<Bytes> {
+        if let Some(u) = &usage_metadata {
+            self.usage = Some(usage(u));
+        }
+        let (text, reasoning) = if thought { ("", text) } else { (text, "") };
+        let mut out = Vec::with_capacity(1);
+        self.parts_chunk(index, text, reasoning, Vec::new(), &mut out);
+        out
     }
 
     fn fail(&mut self, error: ErrorResponse) -> Vec<Bytes> {
@@ -155,47 +321,7 @@ impl GeminiStream {
             if let Some(f) = &c.finish_reason {
                 self.candidate(index).finish = Some(finish_reason(f, false));
             }
-            let state = self.candidate(index);
-            if state.started
-                && parts.reasoning.is_empty()
-                && parts.calls.is_empty()
-                && !parts.text.is_empty()
-            {
-                out.push(self.text_chunk(index, &parts.text));
-                continue;
-            }
-            let first_call = state.calls;
-            let mut delta = Delta::default();
-            if !parts.reasoning.is_empty() {
-                delta.reasoning_content = Some(Some(parts.reasoning));
-            }
-            if !parts.text.is_empty() {
-                delta.content = Some(Some(parts.text));
-            }
-            if !parts.calls.is_empty() {
-                let calls: Vec<ToolCallDelta> = parts
-                    .calls
-                    .into_iter()
-                    .zip(first_call..)
-                    .map(|(call, i)| ToolCallDelta {
-                        index: i,
-                        id: Some(call.id),
-                        kind: Some(call.kind),
-                        function: Some(FunctionCallDelta {
-                            name: Some(call.function.name),
-                            arguments: Some(call.function.arguments),
-                            extra: Map::new(),
-                        }),
-                        extra: call.extra,
-                    })
-                    .collect();
-                self.candidate(index).calls += calls.len() as u32;
-                delta.tool_calls = Some(calls);
-            }
-            if delta != Delta::default() {
-                let chunk = self.delta_chunk(index, delta);
-                out.push(self.emit_one(&chunk));
-            }
+            self.parts_chunk(index, &parts.text, &parts.reasoning, parts.calls, &mut out);
         }
         if r.candidates().is_empty()
             && let Some(feedback) = r.prompt_feedback.as_ref().filter(|f| f.is_block())
@@ -222,11 +348,20 @@ impl StreamTranslator for GeminiStream {
         if data.is_empty() || data == b"[DONE]" {
             return Ok(Vec::new());
         }
-        let response: GenerateContentResponse =
-            uniproxy_wire::from_bytes(data).map_err(|source| TranslateError::Malformed {
-                provider: ProviderKind::Google,
-                source,
-            })?;
+        let json = std::str::from_utf8(data).ok();
+        if let Some((index, thought, text, usage)) = json.and_then(|json| self.templated(json)) {
+            return Ok(self.templated_event(index, thought, &text, usage));
+        }
+        let parsed = match json {
+            Some(json) => serde_json::from_str(json),
+            None => serde_json::from_slice(data),
+        };
+        let response: GenerateContentResponse = parsed.map_err(|source| {
+            TranslateError::Malformed { provider: ProviderKind::Google, source }
+        })?;
+        if let Some(json) = json {
+            self.keep_template(json, &response);
+        }
         Ok(self.event(response))
     }
 
@@ -316,6 +451,193 @@ mod tests {
         assert_eq!(delta.content, Some(Some(" Calling.".to_owned())));
         let calls = delta.tool_calls.as_ref().unwrap();
         assert_eq!(calls[0].function.as_ref().unwrap().name.as_deref(), Some("get_weather"));
+    }
+
+    /// How the text of an [`event`] goes.
+    #[derive(Debug, Clone, Copy)]
+    enum Shape {
+        Text,
+        Thought,
+        /// Beside a function call in the same part (the call wins).
+        WithCall,
+        /// In two parts.
+        Split,
+    }
+
+    /// A Gemini stream event: one candidate's text, the candidate's index (none: the first),
+    /// and `usage` as the `usageMetadata` member's text, if any.
+    fn event(
+        index: Option<u32>,
+        text: &str,
+        shape: Shape,
+        usage: Option<&str>,
+        finish: bool,
+    ) -> String {
+        let part = serde_json::json!({ "text": text });
+        let parts = match shape {
+            Shape::Text => vec![part],
+            Shape::Thought => vec![serde_json::json!({ "text": text, "thought": true })],
+            Shape::WithCall => vec![serde_json::json!({
+                "text": text,
+                "functionCall": { "name": "get_weather", "args": { "city": "Paris" } },
+            })],
+            Shape::Split => vec![part, serde_json::json!({ "text": "+" })],
+        };
+        let mut candidate = serde_json::json!({ "content": { "parts": parts, "role": "model" } });
+        if let Some(index) = index {
+            candidate["index"] = serde_json::json!(index);
+        }
+        if finish {
+            candidate["finishReason"] = serde_json::json!("STOP");
+        }
+        let usage = usage.map(|u| format!(r#""usageMetadata": {u},"#)).unwrap_or_default();
+        format!(
+            r#"{{"candidates": [{candidate}],{usage}"modelVersion": "gemini-2.5-flash","responseId": "kLewaKa5ONqI"}}"#
+        )
+    }
+
+    /// What a stream sends for `events` (an error as `ERR …`), and how many events it read
+    /// through a template.
+    fn run(mut s: GeminiStream, events: &[String]) -> (Vec<Bytes>, Assembled, usize) {
+        let (mut out, mut templated) = (Vec::new(), 0);
+        for data in events {
+            templated += usize::from(s.templated(data).is_some());
+            // `templated` marks the template used; the count of unused ones is not tested here.
+            match s.push(&SseEvent::new(None, data.clone())) {
+                Ok(frames) => out.extend(frames),
+                Err(e) => out.push(Bytes::from(format!("ERR {e}"))),
+            }
+        }
+        match s.finish() {
+            Ok(frames) => out.extend(frames),
+            Err(e) => out.push(Bytes::from(format!("ERR {e}"))),
+        }
+        (out, s.assembled.clone(), templated)
+    }
+
+    fn usage_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u64..1000, 0u64..1000).prop_map(|(p, c)| format!(
+                r#"{{"promptTokenCount": {p},"candidatesTokenCount": {c},"totalTokenCount": {},"promptTokensDetails": [{{"modality": "TEXT","tokenCount": {p}}}]}}"#,
+                p + c
+            )),
+            1 => Just("null".to_owned()),
+            1 => Just("{}".to_owned()),
+            1 => (0u64..1000).prop_map(|t| format!(r#"{{"thoughtsTokenCount": {t},"cachedContentTokenCount": null}}"#)),
+            // What the reader leaves to serde: a float count, a count given twice, numbers
+            // that may be out of range, escapes; and what serde refuses.
+            1 => Just(r#"{"promptTokenCount": 16.0}"#.to_owned()),
+            1 => Just(r#"{"promptTokenCount": 1,"promptTokenCount": 2}"#.to_owned()),
+            1 => Just(r#"{"x": 1e999}"#.to_owned()),
+            1 => Just(r#"{"x": 1e2}"#.to_owned()),
+            1 => Just(r#"{"x": "\ud800"}"#.to_owned()),
+            1 => Just(r#"{"x": "\u00e9"}"#.to_owned()),
+            1 => Just(r#"{"x": {"\ud800": 1}}"#.to_owned()),
+            1 => Just(format!(r#"{{"x": 1{}}}"#, "0".repeat(400))),
+            1 => Just(r#"{"promptTokenCount": -1}"#.to_owned()),
+            1 => Just(r#"{"promptTokenCount": 18446744073709551616}"#.to_owned()),
+            1 => Just(r#"[1, 2]"#.to_owned()),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_stream_read_through_templates_is_the_stream_read_in_full(
+            // Each event takes one of a few shapes (mostly the first, so that templates are
+            // built and fit), with its own text and usage.
+            shapes in proptest::collection::vec(
+                (
+                    proptest::option::weighted(0.8, 0u32..2),
+                    proptest::prop_oneof![
+                        3 => proptest::strategy::Just(Shape::Text),
+                        1 => proptest::strategy::Just(Shape::Thought),
+                        1 => proptest::strategy::Just(Shape::WithCall),
+                        1 => proptest::strategy::Just(Shape::Split),
+                    ],
+                    // Usage or not; Gemini may repeat the finish reason.
+                    proptest::bool::weighted(0.9),
+                    proptest::bool::weighted(0.2),
+                ),
+                3,
+            ),
+            events in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![4 => proptest::strategy::Just(0usize), 1 => 1usize..3],
+                    proptest::prop_oneof![
+                        "[a-z \"\\\\\n\u{1}é😀]{0,10}",
+                        proptest::strategy::Just("model".to_owned()),
+                        proptest::strategy::Just("TEXT".to_owned()),
+                    ],
+                    usage_text(),
+                ),
+                1..14,
+            ),
+            include_usage in proptest::bool::ANY,
+        ) {
+            let events: Vec<String> = events
+                .iter()
+                .map(|(pick, text, usage)| {
+                    let (index, shape, with_usage, finish) = shapes[*pick];
+                    event(index, text, shape, with_usage.then_some(usage.as_str()), finish)
+                })
+                .collect();
+            let ctx = ResponseContext { include_usage, ..context() };
+            let (out, assembled, _) = run(GeminiStream::new(&ctx), &events);
+            let mut full = GeminiStream::new(&ctx);
+            full.template = TemplateSlot::off();
+            let (want_out, want_assembled, none) = run(full, &events);
+            proptest::prop_assert_eq!(none, 0);
+            proptest::prop_assert_eq!(out, want_out);
+            proptest::prop_assert_eq!(assembled, want_assembled);
+        }
+    }
+
+    #[test]
+    fn templates_that_fit_keep_being_built() {
+        // Twelve runs of three events, the candidates taking turns: each run's first makes a
+        // template that its next two fit, however many runs came before.
+        let events: Vec<String> = (0..36)
+            .map(|i| event(Some(i / 3 % 2), &format!("w{i}"), Shape::Text, None, false))
+            .collect();
+        let (_, assembled, templated) = run(GeminiStream::new(&context()), &events);
+        assert_eq!(templated, 24);
+        assert_eq!(assembled.choices.len(), 2);
+    }
+
+    #[test]
+    fn events_that_differ_in_text_and_counts_take_the_template() {
+        let counts = |c: u64| {
+            format!(
+                r#"{{"promptTokenCount": 16,"candidatesTokenCount": {c},"totalTokenCount": {}}}"#,
+                16 + c
+            )
+        };
+        let events: Vec<String> = (0..6)
+            .map(|i| event(Some(0), &format!("w{i} \"é\""), Shape::Text, Some(&counts(i)), false))
+            .chain([event(Some(0), "", Shape::Text, Some(&counts(9)), true)])
+            .collect();
+        let ctx = ResponseContext { include_usage: true, ..context() };
+        let (out, assembled, templated) = run(GeminiStream::new(&ctx), &events);
+        // The first is read in full; the next five fit; the last has a finish reason.
+        assert_eq!(templated, 5);
+        assert_eq!(
+            assembled.choices[0].content,
+            "w0 \"é\"w1 \"é\"w2 \"é\"w3 \"é\"w4 \"é\"w5 \"é\""
+        );
+        let usage: serde_json::Value =
+            serde_json::from_slice(&out[out.len() - 2].slice(6..)).unwrap();
+        assert_eq!(usage["usage"]["completion_tokens"], 9);
+        // An event for another candidate, or with a thought, does not fit.
+        let mut s = GeminiStream::new(&ctx);
+        s.push(&SseEvent::new(None, events[0].clone())).unwrap();
+        let fits = |s: &mut GeminiStream, index, shape, counts: Option<&str>| {
+            s.templated(&event(index, "x", shape, counts, false)).is_some()
+        };
+        assert!(!fits(&mut s, Some(1), Shape::Text, Some(&counts(1))));
+        assert!(!fits(&mut s, Some(0), Shape::Thought, Some(&counts(1))));
+        assert!(!fits(&mut s, Some(0), Shape::Text, None));
+        assert!(fits(&mut s, Some(0), Shape::Text, Some(&counts(1))));
     }
 
     proptest::proptest! {
