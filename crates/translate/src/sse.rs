@@ -99,7 +99,12 @@ impl Decoder {
                     }
                 }
             }
-            let Some(rel) = memchr::memchr2(b'\n', b'\r', &self.buf[self.pos..]) else { return };
+            // A blank line (the end of most events) is known without a search.
+            let found = match self.buf.get(self.pos) {
+                Some(b'\n') => Some(0),
+                _ => memchr::memchr2(b'\n', b'\r', &self.buf[self.pos..]),
+            };
+            let Some(rel) = found else { return };
             let start = self.pos;
             let end = start + rel;
             let next = if self.buf[end] == b'\r' {
@@ -147,7 +152,15 @@ impl Decoder {
         if line[0] == b':' {
             return None;
         }
-        let (field, value) = match memchr::memchr(b':', line) {
+        // The two fields streams send, known without a search; anything else searched.
+        let colon = if line.starts_with(b"data:") {
+            Some(4)
+        } else if line.starts_with(b"event:") {
+            Some(5)
+        } else {
+            memchr::memchr(b':', line)
+        };
+        let (field, value) = match colon {
             Some(i) => {
                 let v = start + i + 1;
                 let v = if self.buf.get(v) == Some(&b' ') && v < end { v + 1 } else { v };
