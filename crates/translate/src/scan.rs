@@ -145,8 +145,10 @@ impl Template {
     /// of those strings' contents is in `json`, in slot order; `None` for anything else. As
     /// with the reader, a `\u` escape's four hex digits are checked, not that surrogates pair
     /// up: a caller decodes the strings it keeps with serde_json, which checks that.
-    pub(crate) fn matches(&self, json: &str, spans: &mut Vec<(usize, usize)>) -> Option<()> {
-        let json = json.as_bytes();
+    ///
+    /// `json` is bytes: only the strings that changed are checked as UTF-8 (the rest is the
+    /// template's, which was), so a match is UTF-8 whole and the caller need not check it.
+    pub(crate) fn matches(&self, json: &[u8], spans: &mut Vec<(usize, usize)>) -> Option<()> {
         spans.clear();
         let (mut at, mut from) = (0, 0);
         for &(start, end) in &self.slots {
@@ -162,7 +164,9 @@ impl Template {
             let close = if json.get(at..)?.starts_with(same) {
                 at + same.len() - 1
             } else {
-                checked_string_end(json, at)?.0
+                let close = checked_string_end(json, at)?.0;
+                std::str::from_utf8(json.get(at..close)?).ok()?;
+                close
             };
             spans.push((at, close));
             // The closing quote starts the next fixed part.
@@ -197,17 +201,17 @@ impl Hole {
 
     /// The string in the hole when `json` is the text with another string there (checked as
     /// [`Reader`] checks a string, and decoded as it decodes one); `None` for anything else.
-    pub(crate) fn string<'a>(&self, json: &'a str) -> Option<Cow<'a, str>> {
-        let bytes = json.as_bytes();
-        if !bytes.starts_with(&self.before) || !bytes.ends_with(&self.after) {
+    /// Only that string is checked as UTF-8: the rest is the text's, which was.
+    pub(crate) fn string<'a>(&self, json: &'a [u8]) -> Option<Cow<'a, str>> {
+        if !json.starts_with(&self.before) || !json.ends_with(&self.after) {
             return None;
         }
         let start = self.before.len();
-        let (close, escaped) = checked_string_end(bytes, start)?;
-        if close + self.after.len() != bytes.len() {
+        let (close, escaped) = checked_string_end(json, start)?;
+        if close + self.after.len() != json.len() {
             return None;
         }
-        decoded(json, start, close, escaped)
+        utf8_string(json, start, close, escaped)
     }
 }
 
@@ -317,6 +321,18 @@ impl Holes {
         }
         (bytes.get(at..)? == &**self.fixed.last()?).then_some(())
     }
+}
+
+/// The string whose contents run from `start` to the closing quote at `end` of `json` (checked
+/// by [`checked_string_end`]), checked as UTF-8 and decoded as [`decoded`] does.
+pub(crate) fn utf8_string(
+    json: &[u8],
+    start: usize,
+    end: usize,
+    escaped: bool,
+) -> Option<Cow<'_, str>> {
+    let quoted = std::str::from_utf8(json.get(start.checked_sub(1)?..=end)?).ok()?;
+    decoded(quoted, 1, quoted.len() - 1, escaped)
 }
 
 /// The string whose contents are `json[span]` (a span [`Holes::matches`] gave for a string).
@@ -925,7 +941,7 @@ pub(crate) mod tests {
             let mut text = w.to_string().into_bytes();
             let mut spans = Vec::new();
             // Only the strings differ: it matches, and each span holds the new string.
-            prop_assert!(template.matches(&w.to_string(), &mut spans).is_some(), "{}", w);
+            prop_assert!(template.matches(w.to_string().as_bytes(), &mut spans).is_some(), "{}", w);
             let mut want = Vec::new();
             strings(&w, &mut want);
             let got: Vec<String> = spans
@@ -938,9 +954,11 @@ pub(crate) mod tests {
                 let at = at.index(text.len());
                 text[at] = b"{}[]\",:\\ 0-.eE+tfnul\x01\n"[usize::from(byte)];
             }
-            // Text, as the reader's callers give it (a byte edit may break a character).
-            let Ok(text) = std::str::from_utf8(&text) else { return Ok(()) };
-            if template.matches(text, &mut spans).is_some() {
+            // Bytes, as a stream gives them: a byte edit may break a character, and a match
+            // is UTF-8 whole.
+            if template.matches(&text, &mut spans).is_some() {
+                let text = std::str::from_utf8(&text)
+                    .map_err(|e| TestCaseError::fail(format!("a match is not UTF-8: {e}")))?;
                 let parsed: serde_json::Value = serde_json::from_str(text)
                     .map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
                 let blank = |v: &serde_json::Value| replaced(v, &mut std::iter::repeat(String::new()));
@@ -973,7 +991,7 @@ pub(crate) mod tests {
             with[k] = new.clone();
             let w = replaced(&v, &mut with.into_iter());
             let w = w.to_string();
-            let got = hole.string(&w);
+            let got = hole.string(w.as_bytes());
             prop_assert_eq!(got.as_deref(), Some(new.as_str()));
             // Anything it takes is the text with that value replaced by what it read.
             let mut bytes = w.into_bytes();
@@ -981,8 +999,9 @@ pub(crate) mod tests {
                 let at = at.index(bytes.len());
                 bytes[at] = b"{}[]\",:\\ 0-.eE+tfnul\x01\n"[usize::from(byte)];
             }
-            let Ok(edited) = std::str::from_utf8(&bytes) else { return Ok(()) };
-            if let Some(got) = hole.string(edited) {
+            if let Some(got) = hole.string(&bytes) {
+                let edited = std::str::from_utf8(&bytes)
+                    .map_err(|e| TestCaseError::fail(format!("a match is not UTF-8: {e}")))?;
                 let parsed: serde_json::Value = serde_json::from_str(edited)
                     .map_err(|e| TestCaseError::fail(format!("{e}: {edited}")))?;
                 let mut with = old.clone();
@@ -1127,9 +1146,9 @@ pub(crate) mod tests {
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
         let hole = Hole::new(text, "Hi").unwrap();
         let next = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\"\u00e9\n"}}"#;
-        assert_eq!(hole.string(next).as_deref(), Some("a\"é\n"));
+        assert_eq!(hole.string(next.as_bytes()).as_deref(), Some("a\"é\n"));
         let plain = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" there"}}"#;
-        assert!(matches!(hole.string(plain), Some(Cow::Borrowed(" there"))));
+        assert!(matches!(hole.string(plain.as_bytes()), Some(Cow::Borrowed(" there"))));
         for bad in [
             // Another index, another delta type, two strings, a broken string, more after.
             r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"x"}}"#,
@@ -1141,7 +1160,7 @@ pub(crate) mod tests {
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\ud800"}}"#,
         ] {
-            assert!(hole.string(bad).is_none(), "{bad}");
+            assert!(hole.string(bad.as_bytes()).is_none(), "{bad}");
         }
         // A key is no string value; a value that reads the same as another, escaped or not, is
         // no hole; nor is a value no string holds.
@@ -1161,9 +1180,12 @@ pub(crate) mod tests {
         let mut spans = Vec::new();
         let other = r#"{"id":"chatcmpl-9","n":[1,"","{\"k\":1}"],"e":"\u00e9","esc":"a\"b"}"#;
         // The third string holds what looks like an object: it is a string all the same.
-        assert!(t.matches(other, &mut spans).is_none(), "the object in n became a string");
+        assert!(
+            t.matches(other.as_bytes(), &mut spans).is_none(),
+            "the object in n became a string"
+        );
         let other = r#"{"id":"chatcmpl-9","n":[1,"",{"k":"{}"}],"e":"\u00e9","esc":"a\"b"}"#;
-        assert!(t.matches(other, &mut spans).is_some());
+        assert!(t.matches(other.as_bytes(), &mut spans).is_some());
         assert_eq!(&other[spans[0].0..spans[0].1], "chatcmpl-9");
         for bad in [
             r#"{"id":"c1","n":[1,"two",{"k":"v"}],"e":"\x","esc":"a\"b"}"#,
@@ -1173,7 +1195,7 @@ pub(crate) mod tests {
             r#"{"id":"c1","n":[1,"two",{"k":"v"}],"e":"","esc":"a\"b"} "#,
             r#"{"id":"c1","n":[1,"two",{"k":"v"}],"e":"","esc":"a\"b""#,
         ] {
-            assert!(t.matches(bad, &mut spans).is_none(), "{bad}");
+            assert!(t.matches(bad.as_bytes(), &mut spans).is_none(), "{bad}");
         }
     }
 }

@@ -118,10 +118,10 @@ impl AnthropicStream {
         });
     }
 
-    /// The block index, kind and fragment of the event `text` when it fits the template.
-    fn templated<'a>(&mut self, text: &'a str) -> Option<(u32, Fragment, Cow<'a, str>)> {
+    /// The block index, kind and fragment of the event `data` when it fits the template.
+    fn templated<'a>(&mut self, data: &'a [u8]) -> Option<(u32, Fragment, Cow<'a, str>)> {
         let template = self.template.get_mut()?;
-        let fragment = template.hole.string(text)?;
+        let fragment = template.hole.string(data)?;
         let (index, kind) = (template.index, template.kind);
         self.template.fit();
         Some((index, kind, fragment))
@@ -393,10 +393,11 @@ impl StreamTranslator for AnthropicStream {
         if self.done {
             return Ok(());
         }
-        let text = std::str::from_utf8(&event.data).ok();
-        if let Some((index, kind, fragment)) = text.and_then(|text| self.templated(text)) {
+        // An event the template takes is UTF-8; any other is checked once, here.
+        if let Some((index, kind, fragment)) = self.templated(&event.data) {
             return self.fragment(index, kind, &fragment, out);
         }
+        let text = std::str::from_utf8(&event.data).ok();
         let parsed = match text {
             Some(text) => serde_json::from_str::<StreamEvent>(text),
             None => serde_json::from_slice(&event.data),
@@ -566,8 +567,7 @@ mod tests {
     fn run(mut s: AnthropicStream, events: &[SseEvent]) -> (Vec<Bytes>, Assembled, usize) {
         let (mut out, mut templated) = (Vec::new(), 0);
         for ev in events {
-            let text = std::str::from_utf8(&ev.data).unwrap();
-            let fits = s.template.get_mut().is_some_and(|t| t.hole.string(text).is_some());
+            let fits = s.template.get_mut().is_some_and(|t| t.hole.string(&ev.data).is_some());
             templated += usize::from(fits);
             s.push_into(ev, &mut out).unwrap();
         }
@@ -620,7 +620,7 @@ mod tests {
             (false, fragment(0, "text_delta", "thinking", "b")),
             (false, fragment(0, "thinking_delta", "text", "b")),
         ] {
-            assert_eq!(s.templated(&data).is_some(), fits, "{data}");
+            assert_eq!(s.templated(data.as_bytes()).is_some(), fits, "{data}");
         }
     }
 
