@@ -81,10 +81,10 @@ impl EventTemplate {
     }
 }
 
-/// `usageMetadata` as serde reads it into [`UsageMetadata`], for what [`usage`] takes from
-/// it (other members checked as serde checks what it keeps in `extra`, which `usage` does not
-/// read: [`Reader::skip_kept`]);
-/// `None` for a member given twice, and whatever the reader leaves to serde.
+/// `usageMetadata` as serde reads it into [`UsageMetadata`], for what [`usage`] takes from it;
+/// other members are checked as serde checks what it keeps in `extra` ([`Reader::skip_kept`]),
+/// which `usage` does not read. `None` for a member given twice, and for whatever the reader
+/// leaves to serde.
 fn read_usage(r: &mut Reader<'_>) -> Option<UsageMetadata> {
     let mut counts: [Option<Option<u64>>; 5] = [None; 5];
     r.members(|r, key| {
