@@ -12,7 +12,7 @@ use uniproxy_wire::{
 };
 
 use crate::json_bytes;
-use crate::scan::{Reader, Template, raw_members};
+use crate::scan::{Reader, Template, TemplateSlot, raw_members};
 use crate::sse::{self, SseEvent};
 use crate::{
     Answer, Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
@@ -741,10 +741,6 @@ fn content_view(index: u32, content: Text<'_>) -> ChunkView<'_> {
     }
 }
 
-/// How many times a stream builds a new [`ChunkTemplate`] before it stops trying (a server
-/// whose content chunks never repeat their shape).
-const TEMPLATE_BUILDS: u8 = 8;
-
 /// The identity stream: frames pass through byte for byte; the usage chunk the proxy asked
 /// for is held back unless the client asked for it too; in-stream errors become OpenAI error
 /// frames.
@@ -754,9 +750,7 @@ pub(crate) struct OpenAiStream {
     assembled: Assembled,
     done: bool,
     /// The last content-only chunk read in full.
-    template: Option<ChunkTemplate>,
-    /// Templates built so far (see [`TEMPLATE_BUILDS`]).
-    template_builds: u8,
+    template: TemplateSlot<ChunkTemplate>,
 }
 
 impl OpenAiStream {
@@ -765,8 +759,7 @@ impl OpenAiStream {
             include_usage: ctx.include_usage,
             assembled: Assembled::new(String::new(), 0, String::new()),
             done: false,
-            template: None,
-            template_builds: 0,
+            template: TemplateSlot::default(),
         }
     }
 
@@ -854,8 +847,11 @@ impl StreamTranslator for OpenAiStream {
             return Ok(());
         }
         // A chunk the template takes is UTF-8; any other is checked once, here.
-        let templated = self.template.as_mut().and_then(|tpl| tpl.view(data));
+        let templated = self.template.get_mut().and_then(|tpl| tpl.view(data));
         let from_template = templated.is_some();
+        if from_template {
+            self.template.fit();
+        }
         let text = if from_template { None } else { std::str::from_utf8(data).ok() };
         let view = match templated {
             Some(view) => view,
@@ -882,12 +878,8 @@ impl StreamTranslator for OpenAiStream {
         self.record(data, &view);
         // The next chunks may fit this one's shape. (`record` reads the head, id, model and
         // creation time, from the chunk's bytes however its view was read.)
-        if !from_template
-            && self.template_builds < TEMPLATE_BUILDS
-            && let Some(template) = text.and_then(|t| ChunkTemplate::new(t, &view))
-        {
-            self.template = Some(template);
-            self.template_builds += 1;
+        if !from_template && let Some(text) = text {
+            self.template.keep(|| ChunkTemplate::new(text, &view));
         }
         let usage_only = view.choices.is_empty() && view.usage.is_some();
         if usage_only && !self.include_usage {
@@ -1212,8 +1204,8 @@ mod tests {
 
     /// Feeds `chunks` to a stream that uses templates and to one that never does, checking
     /// that every chunk gives both the same frames and that both end with the same answer;
-    /// gives back the first.
-    fn read_both_ways(chunks: &[String]) -> OpenAiStream {
+    /// gives back the first, and how many chunks it read through a template.
+    fn read_both_ways(chunks: &[String]) -> (OpenAiStream, usize) {
         let ctx = ResponseContext {
             id: "chatcmpl-local".into(),
             created: 1,
@@ -1222,15 +1214,18 @@ mod tests {
         };
         let mut fast = OpenAiStream::new(&ctx);
         let mut full = OpenAiStream::new(&ctx);
-        full.template_builds = TEMPLATE_BUILDS;
+        full.template = TemplateSlot::off();
+        let mut templated = 0;
         for chunk in chunks {
+            let fits = fast.template.get_mut().and_then(|t| t.view(chunk.as_bytes())).is_some();
+            templated += usize::from(fits);
             let event = SseEvent::new(None, chunk.clone());
             assert_eq!(fast.push(&event).unwrap(), full.push(&event).unwrap(), "{chunk}");
         }
-        assert!(full.template.is_none());
+        assert!(full.template.get_mut().is_none());
         assert_eq!(fast.finish().unwrap(), full.finish().unwrap());
         assert_eq!(fast.assembled(), full.assembled());
-        fast
+        (fast, templated)
     }
 
     /// A content chunk as OpenAI sends them (`fixtures/openai/stream-text-long.response.sse`),
@@ -1314,10 +1309,11 @@ mod tests {
         chunks.push(r#"{"id":"chatcmpl-D8Z5oo6uDh67AD85p73ksdT1KxhE0","object":"chat.completion.chunk","created":1770933892,"model":"gpt-4.1-nano-2025-04-14","service_tier":"default","system_fingerprint":"fp_de604bd877","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null,"obfuscation":"M"}"#.to_owned());
         chunks.push(r#"{"id":"chatcmpl-D8Z5oo6uDh67AD85p73ksdT1KxhE0","object":"chat.completion.chunk","created":1770933892,"model":"gpt-4.1-nano-2025-04-14","service_tier":"default","system_fingerprint":"fp_de604bd877","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16},"obfuscation":"Z"}"#.to_owned());
 
-        let fast = read_both_ways(&chunks);
-        // Templates of the role chunk, the first content chunk (taken by the next five), the
-        // choice-1 chunk and the last content chunk; none of the chunks that are not content-only.
-        assert_eq!(fast.template_builds, 4);
+        let (fast, templated) = read_both_ways(&chunks);
+        // The first content chunk's template takes the next five; the role chunk's, the
+        // choice-1 chunk's and the last content chunk's take none, and the chunks that are
+        // not content-only make none.
+        assert_eq!(templated, 5);
         let choice = &fast.assembled().choices[0];
         // The `length` chunk carries "**" too.
         assert_eq!(choice.content, "**Holiday \"Name\"\né😀\u{1} still** end");
@@ -1352,8 +1348,26 @@ mod tests {
             ));
         }
         for n in 1..=chunks.len() {
-            assert!(read_both_ways(&chunks[..n]).template.is_none(), "{}", chunks[n - 1]);
+            let (mut fast, _) = read_both_ways(&chunks[..n]);
+            assert!(fast.template.get_mut().is_none(), "{}", chunks[n - 1]);
         }
+    }
+
+    #[test]
+    fn templates_that_fit_keep_being_built() {
+        // Twelve runs of three content chunks, two choices taking turns: each run's first
+        // makes a template that its next two fit, however many runs came before.
+        let chunks: Vec<String> = (0..36)
+            .map(|i| {
+                format!(
+                    r#"{{"id":"c","created":5,"model":"m","choices":[{{"index":{},"delta":{{"content":"w{i}"}}}}]}}"#,
+                    i / 3 % 2
+                )
+            })
+            .collect();
+        let (fast, templated) = read_both_ways(&chunks);
+        assert_eq!(templated, 24);
+        assert_eq!(fast.assembled().choices.len(), 2);
     }
 
     #[test]
@@ -1367,7 +1381,7 @@ mod tests {
                     r#"{{"id":"{id}","created":5,"model":"{model}","choices":[{{"index":0,"delta":{{"content":"{content}"}}}}]}}"#
                 )
             });
-            let fast = read_both_ways(&chunks);
+            let (fast, _) = read_both_ways(&chunks);
             assert!(!fast.assembled().id.is_empty() && !fast.assembled().model.is_empty());
         }
     }
