@@ -270,8 +270,9 @@ impl TextFrame {
         head.choices.push(ChunkChoice::new(index, mark));
         let frame = encode(&head);
         let mark = serde_json::to_vec(MARK).ok()?;
-        // A plain search: the frame is a few hundred bytes, searched once per model, where
-        // `memmem` spends more building its searcher than this spends searching.
+        // A plain search: the frame is a few hundred bytes, searched once per model (and per
+        // candidate, for Gemini), where `memmem` spends more building its searcher than this
+        // spends searching.
         let find = |from: usize| {
             let found = frame.get(from..)?.windows(mark.len()).position(|w| w == mark.as_slice());
             found.map(|i| from + i)
