@@ -12,7 +12,9 @@ use uniproxy_wire::{
 };
 
 use crate::json_bytes;
-use crate::scan::{Reader, Template, TemplateSlot, raw_members};
+use crate::scan::{
+    Reader, Template, TemplateSlot, count, named_fields, once, raw_members, string_at,
+};
 use crate::sse::{self, SseEvent};
 use crate::{
     Answer, Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
@@ -322,30 +324,6 @@ struct AnswerMessage<'a> {
     role: Text<'a>,
 }
 
-/// Marks a member seen; `None` if it was already: serde refuses a field given twice.
-fn once(seen: &mut bool) -> Option<()> {
-    (!std::mem::replace(seen, true)).then_some(())
-}
-
-/// Reads an object whose members named in `named` (up to eight) are read by `read` into their
-/// slots, each at most once; every other member goes to `other`.
-fn named_fields<'a, T>(
-    r: &mut Reader<'a>,
-    named: &mut [(&[u8], &mut T)],
-    read: impl Fn(&mut Reader<'a>) -> Option<T>,
-    mut other: impl FnMut(&mut Reader<'a>, &'a [u8]) -> Option<()>,
-) -> Option<()> {
-    let mut seen = [false; 8];
-    r.members(|r, key| match named.iter().position(|(name, _)| *name == key) {
-        Some(i) => {
-            once(seen.get_mut(i)?)?;
-            *named[i].1 = read(r)?;
-            Some(())
-        }
-        None => other(r, key),
-    })
-}
-
 /// [`CompletionView`]'s check as a [`Reader`] walk: the usage if the answer passes, `None`
 /// where the reader is unsure (then `CompletionView` decides). Strings are checked, not kept;
 /// the usage is read by hand, as serde builds it (unknown members into `extra`), which was a
@@ -415,11 +393,6 @@ fn extra_member(r: &mut Reader<'_>, extra: &mut uniproxy_wire::Map, key: &[u8]) 
     let value = r.parse()?;
     extra.insert(key.to_owned(), value);
     Some(())
-}
-
-/// An optional count: `null` or a plain non-negative integer.
-fn count(r: &mut Reader<'_>) -> Option<Option<u64>> {
-    r.nullable(Reader::unsigned)
 }
 
 fn read_usage(r: &mut Reader<'_>) -> Option<Usage> {
@@ -720,10 +693,7 @@ impl ChunkTemplate {
     /// view with this chunk's content. (A match is UTF-8: see [`Template::matches`].)
     fn view<'a>(&mut self, data: &'a [u8]) -> Option<ChunkView<'a>> {
         self.template.matches(data, &mut self.spans)?;
-        let &(start, close) = self.spans.get(self.content)?;
-        // Read as the reader reads a string: borrowed, or decoded by serde_json if escaped.
-        let quoted = std::str::from_utf8(data.get(start - 1..=close)?).ok()?;
-        let content = Reader::new(quoted).string()?;
+        let content = string_at(data, *self.spans.get(self.content)?)?;
         Some(content_view(self.index, Text(content)))
     }
 }

@@ -211,7 +211,7 @@ impl Hole {
         if close + self.after.len() != json.len() {
             return None;
         }
-        utf8_string(json, start, close, escaped)
+        utf8_decoded(json, start, close, escaped)
     }
 }
 
@@ -289,7 +289,7 @@ impl Holes {
     }
 
     /// When `json` is the text with other values in the holes, where each one is, in order:
-    /// a string checked as [`Reader`] checks one (decode it with [`decoded_string`]), a member's
+    /// a string checked as [`Reader`] checks one (decode it with [`string_at`]), a member's
     /// value read by `member`, which must read exactly one value and may refuse it; `None`
     /// for anything else.
     pub(crate) fn matches<'a>(
@@ -323,22 +323,48 @@ impl Holes {
     }
 }
 
-/// The string whose contents run from `start` to the closing quote at `end` of `json` (checked
-/// by [`checked_string_end`]), checked as UTF-8 and decoded as [`decoded`] does.
-pub(crate) fn utf8_string(
-    json: &[u8],
-    start: usize,
-    end: usize,
-    escaped: bool,
-) -> Option<Cow<'_, str>> {
+/// The string whose contents are `json[start..end]`, between quotes (a span that
+/// [`Template::matches`] or [`Holes::matches`] gave, or one [`checked_string_end`] found),
+/// checked as UTF-8 and decoded as [`Reader::string`] decodes one: borrowed, or by serde_json
+/// if it holds an escape.
+pub(crate) fn string_at(json: &[u8], (start, end): (usize, usize)) -> Option<Cow<'_, str>> {
+    let escaped = memchr::memchr(b'\\', json.get(start..end)?).is_some();
+    utf8_decoded(json, start, end, escaped)
+}
+
+/// [`string_at`] when whether the string holds an escape is known.
+fn utf8_decoded(json: &[u8], start: usize, end: usize, escaped: bool) -> Option<Cow<'_, str>> {
     let quoted = std::str::from_utf8(json.get(start.checked_sub(1)?..=end)?).ok()?;
     decoded(quoted, 1, quoted.len() - 1, escaped)
 }
 
-/// The string whose contents are `json[span]` (a span [`Holes::matches`] gave for a string).
-pub(crate) fn decoded_string(json: &str, (start, end): (usize, usize)) -> Option<Cow<'_, str>> {
-    let escaped = memchr::memchr(b'\\', json.as_bytes().get(start..end)?).is_some();
-    decoded(json, start, end, escaped)
+/// Marks a member seen; `None` if it was already: serde refuses a field given twice.
+pub(crate) fn once(seen: &mut bool) -> Option<()> {
+    (!std::mem::replace(seen, true)).then_some(())
+}
+
+/// Reads an object whose members named in `named` (up to eight) are read by `read` into their
+/// slots, each at most once; every other member goes to `other`.
+pub(crate) fn named_fields<'a, T>(
+    r: &mut Reader<'a>,
+    named: &mut [(&[u8], &mut T)],
+    read: impl Fn(&mut Reader<'a>) -> Option<T>,
+    mut other: impl FnMut(&mut Reader<'a>, &'a [u8]) -> Option<()>,
+) -> Option<()> {
+    let mut seen = [false; 8];
+    r.members(|r, key| match named.iter().position(|(name, _)| *name == key) {
+        Some(i) => {
+            once(seen.get_mut(i)?)?;
+            *named[i].1 = read(r)?;
+            Some(())
+        }
+        None => other(r, key),
+    })
+}
+
+/// An optional count: `null` or a plain non-negative integer.
+pub(crate) fn count(r: &mut Reader<'_>) -> Option<Option<u64>> {
+    r.nullable(Reader::unsigned)
 }
 
 /// The template a stream reads its events through (a [`Hole`] or [`Holes`] and what the
@@ -1033,7 +1059,7 @@ pub(crate) mod tests {
                 prop_assert!(old.iter().filter(|o| **o == old[k]).count() > 1);
                 return Ok(());
             };
-            prop_assert_eq!(&decoded_string(&text, string).unwrap(), &old[k]);
+            prop_assert_eq!(&string_at(text.as_bytes(), string).unwrap(), &old[k]);
             // The string replaced, then (when it is not inside it) a member's value.
             let mut with = old.clone();
             with[k] = new.clone();
@@ -1070,7 +1096,7 @@ pub(crate) mod tests {
                 let (mut got, mut member) = (None, None);
                 for (&(start, end), fill) in spans.iter().zip(&holes.fills) {
                     match fill {
-                        Fill::String => got = decoded_string(edited, (start, end)),
+                        Fill::String => got = string_at(edited.as_bytes(), (start, end)),
                         Fill::Member => member = serde_json::from_str(&edited[start..end]).ok(),
                     }
                 }
@@ -1127,7 +1153,7 @@ pub(crate) mod tests {
         let mut spans = Vec::new();
         let next = r#"{"candidates": [{"text": "b\n"}],"usage": [] ,"id": "x"}"#;
         assert!(holes.matches(next, &mut spans, Reader::skip_kept).is_some());
-        assert_eq!(decoded_string(next, spans[0]).unwrap(), "b\n");
+        assert_eq!(string_at(next.as_bytes(), spans[0]).unwrap(), "b\n");
         assert_eq!(&next[spans[1].0..spans[1].1], "[]");
         for bad in [
             r#"{"candidates": [{"text": "b"}],"usage": [] ,"id": "x"} "#,

@@ -19,7 +19,9 @@ use super::response::{
     CallIds, block_message, candidate_parts, error_response, finish_reason, usage,
 };
 use super::wire::{GenerateContentResponse, UsageMetadata};
-use crate::scan::{Fill, Holes, Reader, TemplateSlot, decoded_string, member_value, unique_string};
+use crate::scan::{
+    Fill, Holes, Reader, TemplateSlot, count, member_value, named_fields, string_at, unique_string,
+};
 use crate::sse::{self, SseEvent, TextFrame};
 use crate::{Assembled, ProviderKind, ResponseContext, StreamTranslator, TranslateError};
 
@@ -86,28 +88,16 @@ impl EventTemplate {
 /// which `usage` does not read. `None` for a member given twice, and for whatever the reader
 /// leaves to serde.
 fn read_usage(r: &mut Reader<'_>) -> Option<UsageMetadata> {
-    let mut counts: [Option<Option<u64>>; 5] = [None; 5];
-    r.members(|r, key| {
-        let slot = match key {
-            b"promptTokenCount" => 0,
-            b"candidatesTokenCount" => 1,
-            b"thoughtsTokenCount" => 2,
-            b"cachedContentTokenCount" => 3,
-            b"totalTokenCount" => 4,
-            _ => return r.skip_kept(),
-        };
-        let count = r.nullable(Reader::unsigned)?;
-        counts[slot].replace(count).is_none().then_some(())
-    })?;
-    let [prompt, candidates, thoughts, cached, total] = counts.map(Option::flatten);
-    Some(UsageMetadata {
-        prompt_token_count: prompt,
-        candidates_token_count: candidates,
-        thoughts_token_count: thoughts,
-        cached_content_token_count: cached,
-        total_token_count: total,
-        extra: Map::new(),
-    })
+    let mut usage = UsageMetadata::default();
+    let counts: &mut [(&[u8], &mut Option<u64>)] = &mut [
+        (b"promptTokenCount", &mut usage.prompt_token_count),
+        (b"candidatesTokenCount", &mut usage.candidates_token_count),
+        (b"thoughtsTokenCount", &mut usage.thoughts_token_count),
+        (b"cachedContentTokenCount", &mut usage.cached_content_token_count),
+        (b"totalTokenCount", &mut usage.total_token_count),
+    ];
+    named_fields(r, counts, count, |r, _| r.skip_kept())?;
+    Some(usage)
 }
 
 /// The Gemini stream state machine. No I/O, no clock: ids and times come from the context.
@@ -268,7 +258,7 @@ impl GeminiStream {
             usage = r.nullable(read_usage)?;
             Some(())
         })?;
-        let text = decoded_string(json, *t.spans.get(t.text)?)?;
+        let text = string_at(json.as_bytes(), *t.spans.get(t.text)?)?;
         let (index, thought) = (t.index, t.thought);
         self.template.fit();
         Some((index, thought, text, usage))
