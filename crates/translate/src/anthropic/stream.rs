@@ -606,13 +606,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_fragment_of_another_block_or_kind_is_read_in_full() {
+    /// A stream that has read the first `n` events of [`events`] with one fragment a block.
+    fn after(n: usize) -> AnthropicStream {
         let mut s = stream("chatcmpl-1", "claude");
         let mut out = Vec::new();
-        for ev in &events(&["a".to_owned()])[..3] {
+        for ev in &events(&["a".to_owned()])[..n] {
             s.push_into(ev, &mut out).unwrap();
         }
+        s
+    }
+
+    #[test]
+    fn a_fragment_of_another_block_or_kind_is_read_in_full() {
+        // message_start, the thinking block's start and its one fragment.
+        let mut s = after(3);
         assert_eq!(s.template.get_mut().unwrap().index, 0);
         for (fits, data) in [
             (true, fragment(0, "thinking_delta", "thinking", "b\"")),
@@ -652,11 +659,9 @@ mod tests {
 
     #[test]
     fn templates_no_event_fits_stop_being_built() {
-        let mut s = stream("chatcmpl-1", "claude");
+        // message_start and the thinking block's start.
+        let mut s = after(2);
         let mut out = Vec::new();
-        for ev in &events(&["a".to_owned()])[..2] {
-            s.push_into(ev, &mut out).unwrap();
-        }
         // Events that carry a new `seq` each: no template fits.
         let event = |seq: u8| {
             let data = fragment(0, "thinking_delta", "thinking", "x").replacen(
