@@ -168,6 +168,23 @@ pub struct UpstreamRequest {
     pub dropped: Vec<String>,
     /// Set by the mock platform: the answer is already here and nothing goes upstream.
     pub local_answer: Option<LocalAnswer>,
+    /// The runs of `body` that are the client's bytes as given to
+    /// [`Provider::build_request_from`], in order and apart, so that a log can keep the body
+    /// as those runs of the client's request and the bytes between them. Empty when the body
+    /// was written from the typed request (every platform but the OpenAI-compatible ones).
+    pub copied: Vec<CopiedSpan>,
+}
+
+/// A run of an upstream body that is bytes of the client's request:
+/// `body[at..at + len] == raw[from..from + len]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopiedSpan {
+    /// Where the run starts in the upstream body.
+    pub at: usize,
+    /// Where it starts in the client's request.
+    pub from: usize,
+    /// Its length in bytes.
+    pub len: usize,
 }
 
 impl UpstreamRequest {
@@ -185,6 +202,7 @@ impl UpstreamRequest {
             body,
             dropped,
             local_answer: None,
+            copied: Vec::new(),
         }
     }
 }

@@ -17,8 +17,8 @@ use crate::scan::{
 };
 use crate::sse::{self, SseEvent};
 use crate::{
-    Answer, Assembled, Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator,
-    TranslateError, Translated, UpstreamRequest, complete_error, fallback_error,
+    Answer, Assembled, CopiedSpan, Provider, ProviderConfig, ProviderKind, ResponseContext,
+    StreamTranslator, TranslateError, Translated, UpstreamRequest, complete_error, fallback_error,
 };
 
 /// Which request field carries the token limit when the client set none.
@@ -165,6 +165,32 @@ fn open_raw_member(body: &mut Vec<u8>, key: &[u8]) {
     body.extend_from_slice(b"\":");
 }
 
+/// The shortest run of copied bytes worth naming in [`UpstreamRequest::copied`]: a log keeps
+/// each run as three numbers, so a short value (`0.7`, `true`) is cheaper kept as it is.
+const MIN_COPIED: usize = 32;
+
+/// Appends `part`, a slice of `raw`, to `body` and notes it in `copied`. A part that follows
+/// the last run in both, with the same bytes between (a compact client's `":` and `,"`),
+/// extends that run, so a client's members that go over unchanged are one run.
+fn copy_from(body: &mut Vec<u8>, copied: &mut Vec<CopiedSpan>, raw: &[u8], part: &[u8]) {
+    let at = body.len();
+    body.extend_from_slice(part);
+    // `part` is a slice of `raw` (`raw_members` found it there); its offset is the distance
+    // between the two starts.
+    let Some(from) = part.as_ptr().addr().checked_sub(raw.as_ptr().addr()) else { return };
+    if from + part.len() > raw.len() {
+        return;
+    }
+    if let Some(last) = copied.last_mut() {
+        let (body_end, raw_end) = (last.at + last.len, last.from + last.len);
+        if raw.get(raw_end..from).is_some_and(|gap| body.get(body_end..at) == Some(gap)) {
+            last.len = at + part.len() - last.at;
+            return;
+        }
+    }
+    copied.push(CopiedSpan { at, from, len: part.len() });
+}
+
 /// Appends a member whose value is serialized.
 fn typed_member<T: serde::Serialize>(
     body: &mut Vec<u8>,
@@ -205,13 +231,20 @@ impl Provider for OpenAiCompat {
         let request = self.rewrite(request);
         let kind = self.config.kind;
         let mut body = Vec::with_capacity(raw.len() + 64);
+        let mut copied = Vec::new();
         body.push(b'{');
         for (key, value) in members {
             if !is_rewritten(key) {
-                open_raw_member(&mut body, key);
-                body.extend_from_slice(value);
+                if body.len() > 1 {
+                    body.push(b',');
+                }
+                body.push(b'"');
+                copy_from(&mut body, &mut copied, raw, key);
+                body.extend_from_slice(b"\":");
+                copy_from(&mut body, &mut copied, raw, value);
             }
         }
+        copied.retain(|span| span.len >= MIN_COPIED);
         if !request.model.is_empty() {
             typed_member(&mut body, "model", &request.model, kind)?;
         }
@@ -228,7 +261,10 @@ impl Provider for OpenAiCompat {
             typed_member(&mut body, "stream_options", v, kind)?;
         }
         body.push(b'}');
-        Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body.into(), Vec::new()))
+        let mut up =
+            UpstreamRequest::post(self.url.clone(), self.headers.clone(), body.into(), Vec::new());
+        up.copied = copied;
+        Ok(up)
     }
 
     fn translate_response(
@@ -933,6 +969,7 @@ mod tests {
                 for request in [request, unstreamed] {
                     let typed = openai.build_request(request.clone()).unwrap();
                     let copied = openai.build_request_from(request, raw).unwrap();
+                    assert_copied_spans(&copied, raw);
                     assert_eq!((&copied.url, &copied.headers), (&typed.url, &typed.headers));
                     let parse = |b: &[u8]| from_slice::<ChatCompletionRequest>(b).unwrap();
                     assert_eq!(parse(&copied.body), parse(&typed.body), "{text}");
@@ -958,6 +995,79 @@ mod tests {
         let request: ChatCompletionRequest = from_slice(raw).unwrap();
         let typed = openai.build_request(request.clone()).unwrap();
         assert_eq!(openai.build_request_from(request, b"[1]").unwrap().body, typed.body);
+    }
+
+    /// Checks what [`UpstreamRequest::copied`] promises: runs in order, apart, long enough to
+    /// name, each the client's bytes where it says.
+    fn assert_copied_spans(up: &UpstreamRequest, raw: &[u8]) {
+        let mut body_end = 0;
+        let mut raw_end = 0;
+        for span in &up.copied {
+            let text = String::from_utf8_lossy(raw);
+            assert!(span.len >= MIN_COPIED, "{span:?} in {text}");
+            assert!(span.at >= body_end && span.from >= raw_end, "{:?} in {text}", up.copied);
+            assert_eq!(
+                up.body.get(span.at..span.at + span.len),
+                raw.get(span.from..span.from + span.len),
+                "{span:?} in {text}"
+            );
+            (body_end, raw_end) = (span.at + span.len, span.from + span.len);
+        }
+    }
+
+    #[test]
+    fn the_members_a_compact_client_wrote_go_over_as_one_run_of_its_bytes() {
+        let config = ProviderConfig::new(ProviderKind::OpenAi, "http://127.0.0.1:1/v1", "k", "m");
+        let openai = crate::provider(&config).unwrap();
+        let raw = br#"{"model":"alias","messages":[{"role":"user","content":"Hello there"}],"stream":false,"temperature":0.7,"user":"u-1"}"#;
+        let up = openai.build_request_from(from_slice(raw).unwrap(), raw).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&up.body),
+            r#"{"messages":[{"role":"user","content":"Hello there"}],"temperature":0.7,"user":"u-1","model":"m","max_completion_tokens":4096,"stream":false}"#
+        );
+        // `messages` up to its closing bracket (the rewritten `stream` comes next in the
+        // client's bytes), then `temperature` and `user` together, too short to name.
+        let messages = br#"messages":[{"role":"user","content":"Hello there"}]"#;
+        assert_eq!(up.copied, [CopiedSpan { at: 2, from: 18, len: messages.len() }]);
+        assert_copied_spans(&up, raw);
+        // Written from the typed request, nothing is copied.
+        assert!(openai.build_request(from_slice(raw).unwrap()).unwrap().copied.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn copied_spans_are_the_clients_bytes_whatever_the_layout(
+            members in proptest::strategy::Strategy::prop_shuffle(proptest::sample::subsequence(
+                vec![
+                    r#""model":"alias""#,
+                    r#""temperature":0.25"#,
+                    r#""stream":true"#,
+                    r#""metadata":{"team":"search","ticket":"ABC-1234567"}"#,
+                    r#""max_tokens":77"#,
+                    r#""user":"a-rather-long-user-identifier-0001""#,
+                    r#""stream_options":{"include_usage":true}"#,
+                ],
+                0..=7,
+            )),
+            at in 0usize..8,
+            content in "[a-zé\\\"]{0,40}",
+            space in proptest::sample::select(vec!["", " ", "\n  "]),
+        ) {
+            let content = serde_json::Value::from(content).to_string();
+            let messages = format!(r#""messages":[{{"role":"user","content":{content}}}]"#);
+            let mut all: Vec<String> = members.iter().map(|m| m.replace(':', &format!("{space}:{space}"))).collect();
+            all.insert(at.min(all.len()), messages);
+            let raw = format!("{{{space}{}{space}}}", all.join(&format!(",{space}")));
+            let config = ProviderConfig::new(ProviderKind::OpenAi, "http://127.0.0.1:1/v1", "k", "m");
+            let openai = crate::provider(&config).unwrap();
+            let request: ChatCompletionRequest = from_slice(raw.as_bytes()).unwrap();
+            let up = openai.build_request_from(request, raw.as_bytes()).unwrap();
+            assert_copied_spans(&up, raw.as_bytes());
+            if space.is_empty() {
+                // The messages member alone is longer than the shortest run named.
+                proptest::prop_assert!(!up.copied.is_empty(), "{raw}");
+            }
+        }
     }
 
     #[test]
