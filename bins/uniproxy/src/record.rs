@@ -196,6 +196,7 @@ impl RequestRecord {
             usage,
             client_request: text(&self.client_request),
             upstream_request: text(&self.upstream_request),
+            upstream_copies: Vec::new(),
             response: text(&self.response),
             raw_chunks: self.raw_chunks.as_ref().map(text),
             client_addr: self.client_addr,

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::CopiedSpan;
+
 /// Token counts reported by the upstream, each absent when it was not reported.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Usage {
@@ -61,6 +63,11 @@ pub struct NewEntry {
     pub client_request: String,
     /// The body as it was sent upstream.
     pub upstream_request: String,
+    /// Runs of `upstream_request` that are bytes of `client_request`: the store keeps the
+    /// upstream request as those runs and the bytes between them, and gives it back whole.
+    /// Empty, or spans that do not hold (see [`CopiedSpan`]), and it is stored whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_copies: Vec<CopiedSpan>,
     /// The body as the client received it; for a stream, the assembled message JSON.
     pub response: String,
     /// The raw stream chunks, when the server is configured to keep them.
@@ -97,7 +104,8 @@ impl NewEntry {
         self.first_byte_ms.map(|t| t.saturating_sub(self.received_ms))
     }
 
-    /// Bytes of body text this entry stores (headers, bodies and raw chunks).
+    /// Bytes of body text this entry holds (headers, bodies and raw chunks), the upstream
+    /// request whole.
     #[must_use]
     pub fn body_bytes(&self) -> u64 {
         let len = self.request_headers.len()

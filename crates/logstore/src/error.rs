@@ -67,6 +67,13 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// A stored upstream request does not rebuild from the client request's runs it names
+    /// (a damaged or hand-edited row).
+    #[error("stored upstream request of entry {id} does not fit the client request it copies")]
+    UpstreamCopies {
+        /// The row id.
+        id: i64,
+    },
     /// Reading file metadata (for the size or the identity of the file) failed.
     #[error("cannot inspect {path}")]
     Io {

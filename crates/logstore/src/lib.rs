@@ -54,6 +54,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod copies;
 mod entry;
 mod error;
 mod prune;
@@ -65,6 +66,7 @@ mod stats;
 mod store;
 mod writer;
 
+pub use copies::CopiedSpan;
 pub use entry::{Entry, EntrySummary, NewEntry, Usage};
 pub use error::StoreError;
 pub use prune::{PruneReport, ROW_OVERHEAD_BYTES, Retention};

@@ -172,7 +172,10 @@ pub(crate) fn filter_clause(q: &Query) -> (String, Vec<Value>) {
     if let Some(text) = q.search.as_deref().filter(|t| !t.is_empty()) {
         terms.push(
             "(r.error_message LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM bodies b WHERE b.id = r.id AND \
-             (b.client_request LIKE ? ESCAPE '\\' OR b.upstream_request LIKE ? ESCAPE '\\' \
+             (b.client_request LIKE ? ESCAPE '\\' \
+             OR (CASE WHEN b.upstream_copies IS NULL THEN b.upstream_request \
+             ELSE uniproxy_upstream_request(b.upstream_request, b.upstream_copies, b.client_request) END) \
+             LIKE ? ESCAPE '\\' \
              OR b.response LIKE ? ESCAPE '\\')))",
         );
         let pattern = like_pattern(text);

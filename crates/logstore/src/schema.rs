@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_initial.sql"),
     include_str!("migrations/002_keys_attempts_bytes.sql"),
     include_str!("migrations/003_fewer_indexes.sql"),
+    include_str!("migrations/004_upstream_copies.sql"),
 ];
 
 /// The schema version this build writes and reads.

@@ -9,6 +9,7 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{CachedStatement, Connection, OpenFlags, Row, TransactionBehavior, params};
 
+use crate::copies;
 use crate::error::sql;
 use crate::redact::redact_headers_cow;
 use crate::schema::{self, SCHEMA_VERSION};
@@ -367,6 +368,7 @@ fn open_file(path: &Path, options: &StoreOptions) -> Result<Current, StoreError>
 fn init_connection(conn: &mut Connection, options: &StoreOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(options.busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(32);
+    copies::register_sql_function(conn)?;
     // NORMAL in WAL mode: a commit survives a process crash; a power loss may
     // lose the last transactions but never corrupts the file.
     //
@@ -410,7 +412,7 @@ const INSERT_REQUEST_SQL: &str = "INSERT INTO requests (request_id, received_ms,
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
 
 const INSERT_BODY_SQL: &str = "INSERT INTO bodies (id, request_headers, client_request, upstream_request, response, \
-     raw_chunks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+     raw_chunks, upstream_copies) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 struct InsertStatements<'conn> {
     request: CachedStatement<'conn>,
@@ -437,8 +439,21 @@ impl<'conn> InsertStatements<'conn> {
                 serde_json::to_string(&e.dropped_fields).unwrap_or_else(|_| String::from("[]")),
             )
         };
+        // The upstream request as the client's runs and the bytes between them, when the
+        // caller named runs that hold; whole otherwise.
+        let stripped = if e.upstream_copies.is_empty() {
+            None
+        } else {
+            copies::strip(&e.client_request, &e.upstream_request, &e.upstream_copies)
+                .map(|kept| (kept, copies::encode(&e.upstream_copies)))
+        };
+        let (upstream, spans) = match &stripped {
+            Some((kept, spans)) => (kept.as_str(), Some(spans.as_str())),
+            None => (e.upstream_request.as_str(), None),
+        };
         let body_bytes = e.client_request.len()
-            + e.upstream_request.len()
+            + upstream.len()
+            + spans.map_or(0, str::len)
             + e.response.len()
             + e.raw_chunks.as_ref().map_or(0, String::len)
             + headers.len();
@@ -477,9 +492,10 @@ impl<'conn> InsertStatements<'conn> {
                 id,
                 headers,
                 e.client_request,
-                e.upstream_request,
+                upstream,
                 e.response,
-                e.raw_chunks
+                e.raw_chunks,
+                spans
             ])
             .map_err(sql("insert"))?;
         Ok(id)
@@ -499,7 +515,7 @@ const GET_SQL: &str = "SELECT r.id, r.request_id, r.received_ms, r.first_byte_ms
      r.error_message, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.cached_tokens, r.reasoning_tokens, \
      r.attempts, r.key_hash, r.client_addr, r.body_bytes, \
      r.user_agent, r.dropped_fields, b.request_headers, b.client_request, b.upstream_request, b.response, \
-     b.raw_chunks FROM requests r LEFT JOIN bodies b ON b.id = r.id WHERE r.id = ?1";
+     b.raw_chunks, b.upstream_copies FROM requests r LEFT JOIN bodies b ON b.id = r.id WHERE r.id = ?1";
 
 pub(crate) fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<EntrySummary> {
     Ok(EntrySummary {
@@ -546,6 +562,21 @@ fn entry_from_row(row: &Row<'_>) -> Result<Entry, StoreError> {
             source,
         })?
     };
+    let client_request = text(n + 3)?.unwrap_or_default();
+    let mut upstream_request = text(n + 4)?.unwrap_or_default();
+    let upstream_copies = match text(n + 7)? {
+        Some(spans) => {
+            let spans = copies::decode(&spans).map_err(|source| StoreError::Corrupt {
+                id: s.id,
+                column: "upstream_copies",
+                source,
+            })?;
+            upstream_request = copies::rebuild(&client_request, &upstream_request, &spans)
+                .ok_or(StoreError::UpstreamCopies { id: s.id })?;
+            spans
+        }
+        None => Vec::new(),
+    };
     Ok(Entry {
         id: s.id,
         latency_ms: s.latency_ms,
@@ -564,8 +595,9 @@ fn entry_from_row(row: &Row<'_>) -> Result<Entry, StoreError> {
             error_message: s.error_message,
             usage: s.usage,
             request_headers: text(n + 2)?.unwrap_or_default(),
-            client_request: text(n + 3)?.unwrap_or_default(),
-            upstream_request: text(n + 4)?.unwrap_or_default(),
+            client_request,
+            upstream_request,
+            upstream_copies,
             response: text(n + 5)?.unwrap_or_default(),
             raw_chunks: text(n + 6)?,
             client_addr: s.client_addr,

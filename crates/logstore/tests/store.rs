@@ -6,8 +6,8 @@ mod common;
 use common::{T0, entry};
 use rusqlite::Connection;
 use uniproxy_logstore::{
-    LogStore, NewEntry, Query, Retention, SCHEMA_VERSION, StatsQuery, StatusFilter, StoreOptions,
-    Usage, redact_headers,
+    CopiedSpan, LogStore, NewEntry, Query, Retention, SCHEMA_VERSION, StatsQuery, StatusFilter,
+    StoreError, StoreOptions, Usage, redact_headers,
 };
 
 fn temp_store() -> (tempfile::TempDir, LogStore) {
@@ -42,6 +42,7 @@ fn insert_get_round_trips_every_field() {
         client_request: r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"héllo \u0000 ✓"}]}"#
             .into(),
         upstream_request: r#"{"model":"claude-sonnet-4-20250514","max_tokens":4096}"#.into(),
+        upstream_copies: Vec::new(),
         response: r#"{"role":"assistant","content":"partial"}"#.into(),
         raw_chunks: Some("data: {\"a\":1}\n\ndata: [DONE]\n\n".into()),
         client_addr: Some("[::1]:51234".into()),
@@ -73,6 +74,83 @@ fn insert_get_round_trips_every_field() {
     assert_eq!(store.count().unwrap(), 2);
     assert!(store.integrity_check().unwrap());
     assert!(store.size_bytes().unwrap() > 0);
+}
+
+/// An entry whose upstream request is its client request with the model moved and rewritten,
+/// as an OpenAI-compatible upstream gets it, and the runs that say so.
+fn copied_entry(i: u64) -> NewEntry {
+    let messages =
+        format!(r#""messages":[{{"role":"user","content":"héllo {i} ✓ a question long enough"}}]"#);
+    let client = format!(r#"{{"model":"alias",{messages},"stream":false}}"#);
+    let upstream = format!(r#"{{{messages},"model":"gpt-4o-mini","stream":false}}"#);
+    let from = client.find(&messages).unwrap();
+    NewEntry {
+        upstream_copies: vec![CopiedSpan { at: 1, from, len: messages.len() }],
+        client_request: client,
+        upstream_request: upstream,
+        ..entry(i)
+    }
+}
+
+#[test]
+fn an_upstream_request_of_the_clients_bytes_is_stored_once_and_read_whole() {
+    let (dir, store) = temp_store();
+    let original = copied_entry(1);
+    let id = store.insert(&original).unwrap();
+    assert_eq!(store.get(id).unwrap().unwrap().entry, original);
+
+    // What the row holds: the bytes between the runs, and the runs.
+    let conn = Connection::open(dir.path().join("nested/dir/log.db")).unwrap();
+    let (kept, spans): (String, String) = conn
+        .query_row(
+            "SELECT upstream_request, upstream_copies FROM bodies WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(kept, r#"{,"model":"gpt-4o-mini","stream":false}"#);
+    let s = original.upstream_copies[0];
+    assert_eq!(spans, format!("[[1,{},{}]]", s.from, s.len));
+    let summary = store.list(&Query::default()).unwrap().items.remove(0);
+    let stored = original.request_headers.len()
+        + original.client_request.len()
+        + kept.len()
+        + spans.len()
+        + original.response.len();
+    assert_eq!(summary.body_bytes, u64::try_from(stored).unwrap(), "the bytes stored");
+
+    // A search sees the whole request: text across a run's edge is found; the client request
+    // has `{"model":"alias","messages"`, so only the rebuilt upstream request has this.
+    let search = |text: &str| {
+        store.list(&Query { search: Some(text.into()), ..Query::default() }).unwrap().items.len()
+    };
+    assert_eq!(search(r#"{"messages":[{"role""#), 1);
+    assert_eq!(search(r#"enough"}],"model":"gpt-4o-mini""#), 1);
+    assert_eq!(search(r#"{,"model""#), 0, "the stored remainder is not the request");
+
+    // Runs that do not hold leave the request whole, and nothing is lost.
+    for spans in [
+        vec![CopiedSpan { at: 2, from: 0, len: 10 }],
+        vec![CopiedSpan { at: 1, from: s.from, len: s.len + 100 }],
+    ] {
+        let bad = NewEntry { upstream_copies: spans, ..copied_entry(2) };
+        let id = store.insert(&bad).unwrap();
+        let got = store.get(id).unwrap().unwrap().entry;
+        assert_eq!(got.upstream_request, bad.upstream_request);
+        assert!(got.upstream_copies.is_empty());
+    }
+
+    // A damaged row is an error to read, not a panic or a wrong request; a search goes on.
+    let id = store.insert(&copied_entry(3)).unwrap();
+    conn.execute("UPDATE bodies SET upstream_copies = '[[1,0,99999]]' WHERE id = ?1", [id])
+        .unwrap();
+    let err = store.get(id).unwrap_err();
+    assert!(matches!(err, StoreError::UpstreamCopies { id: i } if i == id), "{err}");
+    conn.execute("UPDATE bodies SET upstream_copies = 'nonsense' WHERE id = ?1", [id]).unwrap();
+    let err = store.get(id).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { column: "upstream_copies", .. }), "{err}");
+    assert_eq!(search("héllo 3"), 1);
+    assert_eq!(search(r#"{"messages""#), 3, "all but the damaged row");
 }
 
 #[test]

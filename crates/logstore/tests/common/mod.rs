@@ -36,6 +36,7 @@ pub fn entry(i: u64) -> NewEntry {
         upstream_request: format!(
             r#"{{"model":"gpt-4o-2024-08-06","messages":[{{"role":"user","content":"question {i}"}}]}}"#
         ),
+        upstream_copies: Vec::new(),
         response: format!(
             r#"{{"id":"chatcmpl-{i:06}","choices":[{{"message":{{"role":"assistant","content":"answer {i}"}}}}]}}"#
         ),
