@@ -10,6 +10,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Method;
 use serde_json::json;
 use support::*;
@@ -371,4 +372,34 @@ async fn shutdown_refuses_new_connections_and_lets_a_stream_finish() {
     assert_eq!(text, "Hello");
     assert_eq!(sse_data(&seen).last().map(String::as_str), Some("[DONE]"));
     assert!(proxy.stopped_within(Duration::from_secs(5)).await, "serve returns once it is done");
+}
+
+#[tokio::test]
+async fn the_log_holds_what_went_upstream_byte_for_byte_storing_the_clients_runs_once() {
+    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    // A long history as a client writes it: the model first, then the messages.
+    let history = "Earlier, the user asked about the weather in Paris. ".repeat(100);
+    let raw = format!(
+        r#"{{"model":"my-alias","messages":[{{"role":"system","content":"{history}"}},{{"role":"user","content":"And now, é?"}}],"temperature":0.2}}"#
+    );
+    let mut req = request(Method::POST, "/v1/chat/completions", Bytes::from(raw.clone()));
+    req.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    assert_eq!(send(proxy.addr, req).await.status, 200);
+
+    let sent = mock.only_request().body;
+    let entry = proxy.only_entry().await.entry;
+    assert_eq!(entry.client_request, raw);
+    assert_eq!(entry.upstream_request.as_bytes(), &sent[..], "read back whole");
+    assert!(!entry.upstream_copies.is_empty());
+
+    // The row holds the history once: the upstream request's column keeps only what the
+    // proxy wrote around the client's bytes.
+    let conn = rusqlite::Connection::open(proxy.database_path()).unwrap();
+    let (kept, client): (i64, i64) = conn
+        .query_row("SELECT length(upstream_request), length(client_request) FROM bodies", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(kept < 100 && client > 5_000, "{kept} bytes kept of {}", sent.len());
 }

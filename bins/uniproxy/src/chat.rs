@@ -171,8 +171,9 @@ async fn handle(
         request.stream = None;
         request.stream_options = None;
     }
-    let up = state.provider.build_request_from(request, &body)?;
+    let mut up = state.provider.build_request_from(request, &body)?;
     record.upstream_request = up.body.clone();
+    record.upstream_copies = std::mem::take(&mut up.copied);
     record.dropped_fields.clone_from(&up.dropped);
 
     let wait_started = Instant::now();

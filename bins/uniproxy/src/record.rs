@@ -51,6 +51,9 @@ pub struct RequestRecord {
     pub client_request_json: bool,
     /// The body as it went upstream.
     pub upstream_request: Bytes,
+    /// The runs of `upstream_request` that are `client_request`'s bytes (the log store keeps
+    /// them once).
+    pub upstream_copies: Vec<uniproxy_translate::CopiedSpan>,
     /// The answer as the client received it (for a stream, the assembled message).
     pub response: Bytes,
     /// The raw stream frames, when LOG_RAW_CHUNKS is on.
@@ -196,7 +199,11 @@ impl RequestRecord {
             usage,
             client_request: text(&self.client_request),
             upstream_request: text(&self.upstream_request),
-            upstream_copies: Vec::new(),
+            upstream_copies: self
+                .upstream_copies
+                .iter()
+                .map(|s| uniproxy_logstore::CopiedSpan { at: s.at, from: s.from, len: s.len })
+                .collect(),
             response: text(&self.response),
             raw_chunks: self.raw_chunks.as_ref().map(text),
             client_addr: self.client_addr,
