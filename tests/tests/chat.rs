@@ -375,31 +375,41 @@ async fn shutdown_refuses_new_connections_and_lets_a_stream_finish() {
 }
 
 #[tokio::test]
-async fn the_log_holds_what_went_upstream_byte_for_byte_storing_the_clients_runs_once() {
-    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
-    let proxy = Proxy::start(openai_settings(&mock)).await;
-    // A long history as a client writes it: the model first, then the messages.
-    let history = "Earlier, the user asked about the weather in Paris. ".repeat(100);
-    let raw = format!(
-        r#"{{"model":"my-alias","messages":[{{"role":"system","content":"{history}"}},{{"role":"user","content":"And now, é?"}}],"temperature":0.2}}"#
-    );
-    let mut req = request(Method::POST, "/v1/chat/completions", Bytes::from(raw.clone()));
-    req.headers_mut().insert("content-type", "application/json".parse().unwrap());
-    assert_eq!(send(proxy.addr, req).await.status, 200);
+async fn the_log_holds_what_went_upstream_byte_for_byte_storing_the_clients_texts_once() {
+    // As Anthropic answers (fixtures/anthropic), for the translated case.
+    let anthropic_answer = r#"{"model":"claude-sonnet-4-5-20250929","id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","content":[{"type":"text","text":"Paris."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1210,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":4,"service_tier":"standard"}}"#;
+    for platform in [Platform::OpenAi, Platform::Anthropic] {
+        let answer = if platform == Platform::OpenAi { UPSTREAM_BODY } else { anthropic_answer };
+        let mock = MockUpstream::always(Reply::raw_json(200, answer)).await;
+        let mut settings = openai_settings(&mock);
+        settings.platform = platform;
+        let proxy = Proxy::start(settings).await;
+        // A long history as a client writes it: the model first, then the messages.
+        let history = "Earlier, the user asked about the weather in Paris. ".repeat(100);
+        let raw = format!(
+            r#"{{"model":"my-alias","messages":[{{"role":"system","content":"{history}"}},{{"role":"user","content":"And now, é?"}}],"temperature":0.2}}"#
+        );
+        let mut req = request(Method::POST, "/v1/chat/completions", Bytes::from(raw.clone()));
+        req.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        let resp = send(proxy.addr, req).await;
+        assert_eq!(resp.status, 200, "{platform:?}: {}", resp.text());
 
-    let sent = mock.only_request().body;
-    let entry = proxy.only_entry().await.entry;
-    assert_eq!(entry.client_request, raw);
-    assert_eq!(entry.upstream_request.as_bytes(), &sent[..], "read back whole");
-    assert!(!entry.upstream_copies.is_empty());
+        let sent = mock.only_request().body;
+        let entry = proxy.only_entry().await.entry;
+        assert_eq!(entry.client_request, raw);
+        assert_eq!(entry.upstream_request.as_bytes(), &sent[..], "{platform:?}: read back whole");
+        assert!(!entry.upstream_copies.is_empty(), "{platform:?}");
 
-    // The row holds the history once: the upstream request's column keeps only what the
-    // proxy wrote around the client's bytes.
-    let conn = rusqlite::Connection::open(proxy.database_path()).unwrap();
-    let (kept, client): (i64, i64) = conn
-        .query_row("SELECT length(upstream_request), length(client_request) FROM bodies", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert!(kept < 100 && client > 5_000, "{kept} bytes kept of {}", sent.len());
+        // The row holds the history once: the upstream request's column keeps only what the
+        // proxy wrote around the client's bytes.
+        let conn = rusqlite::Connection::open(proxy.database_path()).unwrap();
+        let (kept, client): (i64, i64) = conn
+            .query_row(
+                "SELECT length(upstream_request), length(client_request) FROM bodies",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(kept < 200 && client > 5_000, "{platform:?}: {kept} bytes kept of {}", sent.len());
+    }
 }

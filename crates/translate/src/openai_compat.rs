@@ -17,8 +17,9 @@ use crate::scan::{
 };
 use crate::sse::{self, SseEvent};
 use crate::{
-    Answer, Assembled, CopiedSpan, Provider, ProviderConfig, ProviderKind, ResponseContext,
-    StreamTranslator, TranslateError, Translated, UpstreamRequest, complete_error, fallback_error,
+    Answer, Assembled, CopiedSpan, MIN_COPIED, Provider, ProviderConfig, ProviderKind,
+    ResponseContext, StreamTranslator, TranslateError, Translated, UpstreamRequest, complete_error,
+    fallback_error,
 };
 
 /// Which request field carries the token limit when the client set none.
@@ -164,10 +165,6 @@ fn open_raw_member(body: &mut Vec<u8>, key: &[u8]) {
     body.extend_from_slice(key);
     body.extend_from_slice(b"\":");
 }
-
-/// The shortest run of copied bytes worth naming in [`UpstreamRequest::copied`]: a log keeps
-/// each run as three numbers, so a short value (`0.7`, `true`) is cheaper kept as it is.
-const MIN_COPIED: usize = 32;
 
 /// Appends `part`, a slice of `raw`, to `body` and notes it in `copied`. A part that follows
 /// the last run in both, with the same bytes between (a compact client's `":` and `,"`),

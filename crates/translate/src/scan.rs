@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use crate::{CopiedSpan, MIN_COPIED};
+
 /// The members of a JSON object, in order: each key as written between its quotes (escapes
 /// not decoded) and each value as the slice of the input it is.
 ///
@@ -43,6 +45,73 @@ pub(crate) fn raw_members(json: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
         }
     }
     (skip_ws(json, i + 1) == json.len()).then_some(members)
+}
+
+/// The runs of `body` that are string values of `raw` (quotes included) at least
+/// [`MIN_COPIED`] bytes long, for a body written from a request parsed from `raw`: a translated
+/// request carries the client's texts, and serde_json writes most of them back byte for byte
+/// (not those the client wrote with escapes serde_json does not use, such as `\u00e9`).
+///
+/// Each string is looked for after the last one found, then (when a platform puts a member
+/// elsewhere, as Gemini's `systemInstruction` after `contents`) from the start. The search
+/// stops once it has read four times the body, so what a request cannot use costs little.
+pub(crate) fn string_runs(raw: &[u8], body: &[u8]) -> Vec<CopiedSpan> {
+    let mut runs = Vec::new();
+    let mut budget = body.len().saturating_mul(4);
+    let mut cursor = 0;
+    let mut i = 0;
+    while let Some(quote) = memchr::memchr(b'"', raw.get(i..).unwrap_or_default()) {
+        let start = i + quote;
+        let Some(end) = string_end(raw, start + 1).map(|close| close + 1) else { break };
+        i = end;
+        let is_key = raw.get(skip_ws(raw, end)) == Some(&b':');
+        if is_key || end - start < MIN_COPIED {
+            continue;
+        }
+        let needle = &raw[start..end];
+        let found = find_whole(body, cursor, needle, &mut budget)
+            .or_else(|| (cursor > 0).then(|| find_whole(body, 0, needle, &mut budget))?);
+        if let Some(at) = found {
+            runs.push(CopiedSpan { at, from: start, len: needle.len() });
+            cursor = at + needle.len();
+        }
+        if budget == 0 {
+            break;
+        }
+    }
+    // Found out of order, a run may overlap another (a string the body has once but the
+    // request twice): keep the first of each overlap.
+    runs.sort_unstable_by_key(|run| run.at);
+    let mut end = 0;
+    runs.retain(|run| {
+        let keep = run.at >= end;
+        if keep {
+            end = run.at + run.len;
+        }
+        keep
+    });
+    runs
+}
+
+/// Where `needle`, a JSON string, is in `body` at or after `from`: each quote is compared with
+/// it, which reads no further than the string that quote opens (the needle holds no other
+/// quote), so the whole search reads each byte of `body` about once. The bytes passed are
+/// taken from `budget`; nothing is found once it runs out.
+fn find_whole(body: &[u8], mut from: usize, needle: &[u8], budget: &mut usize) -> Option<usize> {
+    while *budget > 0 {
+        let rest = body.get(from..)?;
+        let Some(pos) = memchr::memchr(b'"', rest) else {
+            *budget = budget.saturating_sub(rest.len());
+            return None;
+        };
+        let at = from + pos;
+        *budget = budget.saturating_sub(pos + 1);
+        if body.get(at..at + needle.len()) == Some(needle) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// The index of the first byte at or after `i` that is not JSON whitespace.
@@ -756,6 +825,83 @@ fn number_end(json: &[u8], mut i: usize) -> Option<usize> {
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Checks what [`string_runs`] promises: runs in order, apart, each the client's bytes.
+    fn assert_runs(raw: &[u8], body: &[u8], runs: &[CopiedSpan]) {
+        let mut end = 0;
+        for run in runs {
+            assert!(run.at >= end && run.len >= MIN_COPIED, "{runs:?}");
+            assert_eq!(body.get(run.at..run.at + run.len), raw.get(run.from..run.from + run.len));
+            end = run.at + run.len;
+        }
+    }
+
+    #[test]
+    fn a_translated_request_names_the_clients_texts_it_wrote_back() {
+        use crate::{ChatCompletionRequest, ProviderConfig, ProviderKind};
+        let small = br#"{"model":"alias","messages":[{"role":"system","content":"You are a terse assistant who answers in one line."},{"role":"user","content":"What is the capital of France, and why?"},{"role":"assistant","content":"Paris: it is where the government sits."},{"role":"user","content":"Caf\u00e9 means what in English, please tell me?"}],"temperature":0.2}"#;
+        // Searched from 4 KB on: the same request with trailing whitespace to get there.
+        let raw = [&small[..], &[b' '; crate::STRING_RUNS_FROM]].concat();
+        let raw = &raw[..];
+        let system = r#""You are a terse assistant who answers in one line.""#;
+        let user = r#""What is the capital of France, and why?""#;
+        let assistant = r#""Paris: it is where the government sits.""#;
+        // Anthropic keeps the order; Gemini puts `systemInstruction` after `contents`. The
+        // last text is written `Café` upstream, not as the client escaped it.
+        for (kind, order) in [
+            (ProviderKind::Anthropic, [system, user, assistant]),
+            (ProviderKind::Google, [user, assistant, system]),
+        ] {
+            let config = ProviderConfig::new(kind, "http://127.0.0.1:1", "k", "m");
+            let provider = crate::provider(&config).unwrap();
+            let request: ChatCompletionRequest = uniproxy_wire::from_slice(raw).unwrap();
+            let up = provider.build_request_from(request.clone(), raw).unwrap();
+            assert_runs(raw, &up.body, &up.copied);
+            let named: Vec<_> = up
+                .copied
+                .iter()
+                .map(|r| String::from_utf8_lossy(&raw[r.from..r.from + r.len]))
+                .collect();
+            assert_eq!(named, order, "{kind:?}: {}", String::from_utf8_lossy(&up.body));
+            assert!(provider.build_request(request.clone()).unwrap().copied.is_empty());
+            assert!(provider.build_request_from(request, small).unwrap().copied.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_search_for_strings_stops_after_reading_four_bodies() {
+        // 200 long strings the body does not have: each would be a full read of the body.
+        let missing: Vec<String> = (0..200).map(|i| format!(r#""{i:040}""#)).collect();
+        let raw = format!(r#"{{"a":[{}],"b":"{}"}}"#, missing.join(","), "x".repeat(40));
+        let body = format!(r#"{{"b":"{}"}}"#, "x".repeat(40));
+        assert!(string_runs(raw.as_bytes(), body.as_bytes()).is_empty(), "stopped before b");
+        // With the budget left, the same string is found.
+        let raw = format!(r#"{{"a":[{}],"b":"{}"}}"#, missing[0], "x".repeat(40));
+        let runs = string_runs(raw.as_bytes(), body.as_bytes());
+        assert_eq!(runs, [CopiedSpan { at: 5, from: raw.len() - 43, len: 42 }]);
+    }
+
+    proptest! {
+        #[test]
+        fn string_runs_are_the_clients_bytes(
+            strings in proptest::collection::vec("[a-z\"é\\\\]{0,50}", 1..8),
+            picks in proptest::collection::vec((0usize..8, "[a-z{},:]{0,6}"), 0..10),
+        ) {
+            let values: Vec<String> = strings.iter().map(|s| serde_json::Value::from(s.as_str()).to_string()).collect();
+            let raw = format!("{{\"k\":[{}]}}", values.join(","));
+            // A body of some of the client's strings, repeated or reordered, between other bytes.
+            let mut body = String::new();
+            for (i, junk) in &picks {
+                body.push_str(junk);
+                if let Some(v) = values.get(*i) {
+                    body.push_str(v);
+                }
+            }
+            let runs = string_runs(raw.as_bytes(), body.as_bytes());
+            assert_runs(raw.as_bytes(), body.as_bytes(), &runs);
+            prop_assert!(runs.iter().all(|r| r.from > 5), "keys are not named");
+        }
+    }
 
     /// Any JSON value, strings with quotes, backslashes, control characters and non-ASCII.
     pub(crate) fn json() -> impl Strategy<Value = serde_json::Value> {
