@@ -174,7 +174,12 @@ impl RequestRecord {
 
     /// The log store's entry for this record (its strings move; the bodies become text).
     pub(crate) fn into_entry(self) -> NewEntry {
-        let text = |b: &Bytes| text(b).into_owned();
+        // The record holds the last handle on its bodies by now, so most become the entry's
+        // strings without a copy (`Vec::from` takes a unique buffer as it is).
+        let text = |b: Bytes| match String::from_utf8(Vec::from(b)) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
         let usage = self.usage.as_ref().map_or_else(uniproxy_logstore::Usage::default, |u| {
             uniproxy_logstore::Usage {
                 prompt_tokens: Some(u.prompt_tokens),
@@ -197,15 +202,15 @@ impl RequestRecord {
             error_type: self.error_type,
             error_message: self.error_message,
             usage,
-            client_request: text(&self.client_request),
-            upstream_request: text(&self.upstream_request),
+            client_request: text(self.client_request),
+            upstream_request: text(self.upstream_request),
             upstream_copies: self
                 .upstream_copies
                 .iter()
                 .map(|s| uniproxy_logstore::CopiedSpan { at: s.at, from: s.from, len: s.len })
                 .collect(),
-            response: text(&self.response),
-            raw_chunks: self.raw_chunks.as_ref().map(text),
+            response: text(self.response),
+            raw_chunks: self.raw_chunks.map(text),
             client_addr: self.client_addr,
             user_agent: self.user_agent,
             request_headers: self.request_headers,
