@@ -78,9 +78,15 @@ pub(crate) fn completion(
     body: &[u8],
     ctx: &ResponseContext,
 ) -> Result<ChatCompletion, TranslateError> {
-    let response: MessagesResponse = uniproxy_wire::from_bytes(body).map_err(|source| {
-        TranslateError::Malformed { provider: ProviderKind::Anthropic, source }
-    })?;
+    let malformed =
+        |source| TranslateError::Malformed { provider: ProviderKind::Anthropic, source };
+    // serde also reads a struct from an array of its fields in order; an answer is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+        && let Err(source) = uniproxy_wire::from_bytes::<Map>(body)
+    {
+        return Err(malformed(source));
+    }
+    let response: MessagesResponse = uniproxy_wire::from_bytes(body).map_err(malformed)?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();

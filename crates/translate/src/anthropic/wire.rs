@@ -8,7 +8,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
-use uniproxy_wire::Map;
 
 /// A `POST /v1/messages` body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -134,7 +133,9 @@ pub(crate) enum ThinkingConfig {
     Enabled { budget_tokens: u32 },
 }
 
-/// A non-stream answer (`type: "message"`).
+/// A non-stream answer (`type: "message"`). Members it does not name (`id`, `stop_sequence`,
+/// …) are skipped: nothing in the translation needs them, and a `#[serde(flatten)]` map to
+/// keep them made serde buffer the whole answer before reading it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct MessagesResponse {
     #[serde(default)]
@@ -145,9 +146,6 @@ pub(crate) struct MessagesResponse {
     pub(crate) stop_reason: Option<String>,
     #[serde(default)]
     pub(crate) usage: Option<Usage>,
-    /// `id`, `stop_sequence`, `stop_details`, … : not needed for the translation.
-    #[serde(flatten)]
-    pub(crate) extra: Map,
 }
 
 /// A content block in an answer, or in `content_block_start`.
