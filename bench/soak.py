@@ -3,9 +3,10 @@
 
 Run it through bench/soak.sh, which builds the binary first. Standard library only.
 
-It starts a mock OpenAI upstream (good, slow, streamed and faulty answers: 500s and
-connections reset before or in the middle of an answer), starts the proxy against it
-(TYPE=openai), and drives --clients concurrent keep-alive clients for --seconds. Every
+It starts a mock upstream (good, slow, streamed and faulty answers: 500s and connections
+reset before or in the middle of an answer) speaking --platform's format (openai, anthropic
+or google: the same answers in each one's JSON and SSE shapes), starts the proxy against it
+(TYPE=--platform), and drives --clients concurrent keep-alive clients for --seconds. Every
 second it samples the proxy's VmRSS. Then:
 
   default  SIGTERM while the load is still running; the proxy must exit 0, and the log
@@ -56,6 +57,95 @@ def chunk(delta, finish=None):
     }) + "\n\n").encode()
 
 
+# The same answers as Anthropic Messages and Gemini write them (fixtures/anthropic, fixtures/gemini).
+
+ANTHROPIC_MESSAGE = json.dumps({
+    "model": "soak-model", "id": "msg_01Soak", "type": "message", "role": "assistant",
+    "content": [{"type": "text", "text": "Hello there."}], "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+              "output_tokens": 3, "service_tier": "standard"},
+}).encode()
+
+ANTHROPIC_ERROR = json.dumps({"type": "error", "error": {
+    "type": "api_error", "message": "Internal server error"}}).encode()
+
+GEMINI_RESPONSE = json.dumps({
+    "candidates": [{"content": {"parts": [{"text": "Hello there."}], "role": "model"},
+                    "finishReason": "STOP", "index": 0}],
+    "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 3, "totalTokenCount": 11},
+    "modelVersion": "soak-model", "responseId": "soak-1",
+}).encode()
+
+GEMINI_ERROR = json.dumps({"error": {"code": 500, "message": "Internal error encountered.",
+                                     "status": "INTERNAL"}}).encode()
+
+
+def anthropic_event(name, data):
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def gemini_chunk(text, last=False):
+    candidate = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if last:
+        candidate["finishReason"] = "STOP"
+    return ("data: " + json.dumps({
+        "candidates": [candidate],
+        "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 3,
+                          "totalTokenCount": 11},
+        "modelVersion": "soak-model", "responseId": "soak-1",
+    }) + "\r\n\r\n").encode()
+
+
+class Shapes:
+    """One platform's answer, error and stream events."""
+
+    def __init__(self, platform):
+        self.platform = platform
+        self.answer = {"openai": COMPLETION, "anthropic": ANTHROPIC_MESSAGE,
+                       "google": GEMINI_RESPONSE}[platform]
+        self.error = {"openai": ERROR, "anthropic": ANTHROPIC_ERROR,
+                      "google": GEMINI_ERROR}[platform]
+
+    def is_stream(self, target, body):
+        if self.platform == "google":
+            return b":streamGenerateContent" in target
+        return b'"stream":true' in body
+
+    def stream_start(self):
+        if self.platform == "anthropic":
+            return anthropic_event("message_start", {"type": "message_start", "message": {
+                "model": "soak-model", "id": "msg_01Soak", "type": "message",
+                "role": "assistant", "content": [], "stop_reason": None, "stop_sequence": None,
+                "usage": {"input_tokens": 8, "output_tokens": 1}}}) + anthropic_event(
+                "content_block_start", {"type": "content_block_start", "index": 0,
+                                        "content_block": {"type": "text", "text": ""}})
+        if self.platform == "google":
+            return b""
+        return chunk({"role": "assistant", "content": ""})
+
+    def stream_piece(self, piece, last):
+        if self.platform == "anthropic":
+            return anthropic_event("content_block_delta", {
+                "type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece}})
+        if self.platform == "google":
+            return gemini_chunk(piece, last)
+        return chunk({"content": piece})
+
+    def stream_end(self):
+        if self.platform == "anthropic":
+            return (anthropic_event("content_block_stop", {"type": "content_block_stop", "index": 0})
+                    + anthropic_event("message_delta", {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "usage": {"output_tokens": 3}})
+                    + anthropic_event("message_stop", {"type": "message_stop"}))
+        if self.platform == "google":
+            return b""
+        return chunk({}, "stop") + b"data: [DONE]\n\n"
+
+
 def head(status, content_type, length=None, close=False):
     lines = [f"HTTP/1.1 {status} X", f"content-type: {content_type}"]
     lines.append(f"content-length: {length}" if length is not None else "connection: close")
@@ -68,9 +158,10 @@ class Mock:
     """Answers by a weighted draw: good 55%, slow (200 ms) 20%, 500 8%, reset 7%; requests
     asking for a stream get a stream (10% of those reset halfway)."""
 
-    def __init__(self, seed):
+    def __init__(self, seed, platform):
         self.rng = random.Random(seed)
         self.served = 0
+        self.shapes = Shapes(platform)
 
     async def handle(self, reader, writer):
         try:
@@ -82,46 +173,50 @@ class Mock:
                         length = int(line.split(b":")[1])
                 body = await reader.readexactly(length)
                 self.served += 1
-                if not await self.answer(body, writer):
+                target = raw.split(b"\r\n", 1)[0]
+                if not await self.answer(target, body, writer):
                     return
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
             writer.close()
 
-    async def answer(self, body, writer):
+    async def answer(self, target, body, writer):
         """Writes one answer; returns whether the connection stays open."""
         draw = self.rng.random()
-        if b'"stream":true' in body:
+        shapes = self.shapes
+        answer, error = shapes.answer, shapes.error
+        if shapes.is_stream(target, body):
             writer.write(head(200, "text/event-stream", close=True))
-            writer.write(chunk({"role": "assistant", "content": ""}))
-            for i, piece in enumerate(["Hel", "lo ", "the", "re."]):
+            writer.write(shapes.stream_start())
+            pieces = ["Hel", "lo ", "the", "re."]
+            for i, piece in enumerate(pieces):
                 await asyncio.sleep(0.02)
                 if draw < 0.10 and i == 2:
                     writer.transport.abort()  # reset mid-stream
                     return False
-                writer.write(chunk({"content": piece}))
+                writer.write(shapes.stream_piece(piece, i == len(pieces) - 1))
                 await writer.drain()
-            writer.write(chunk({}, "stop") + b"data: [DONE]\n\n")
+            writer.write(shapes.stream_end())
             await writer.drain()
             return False
         if draw < 0.55:
-            writer.write(head(200, "application/json", len(COMPLETION)) + COMPLETION)
+            writer.write(head(200, "application/json", len(answer)) + answer)
         elif draw < 0.75:
             await asyncio.sleep(0.2)
-            writer.write(head(200, "application/json", len(COMPLETION)) + COMPLETION)
+            writer.write(head(200, "application/json", len(answer)) + answer)
         elif draw < 0.83:
-            writer.write(head(500, "application/json", len(ERROR)) + ERROR)
+            writer.write(head(500, "application/json", len(error)) + error)
         elif draw < 0.90:
             # Reset after half the answer.
-            whole = head(200, "application/json", len(COMPLETION)) + COMPLETION
+            whole = head(200, "application/json", len(answer)) + answer
             writer.write(whole[: len(whole) // 2])
             await writer.drain()
             writer.transport.abort()
             return False
         else:
             await asyncio.sleep(0.05)
-            writer.write(head(200, "application/json", len(COMPLETION)) + COMPLETION)
+            writer.write(head(200, "application/json", len(answer)) + answer)
         await writer.drain()
         return True
 
@@ -241,10 +336,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_proxy(binary, workdir, port, upstream_port, concurrency):
+def start_proxy(binary, workdir, port, upstream_port, concurrency, platform):
+    base = "v1beta" if platform == "google" else "v1"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "TYPE": "openai", "BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+        "TYPE": platform, "BASE_URL": f"http://127.0.0.1:{upstream_port}/{base}",
         "API_KEY": "sk-soak", "ACTUAL_NAME": "soak-model",
         "HOST": "127.0.0.1", "PORT": str(port),
         "DATABASE_URL": os.path.join(workdir, "proxy.db"),
@@ -290,11 +386,12 @@ def db_count(path):
 # ----------------------------------------------------------------------------------------
 
 async def run(args, binary, workdir):
-    mock = Mock(args.seed)
+    mock = Mock(args.seed, args.platform)
     upstream = await asyncio.start_server(mock.handle, "127.0.0.1", 0, backlog=1024)
     upstream_port = upstream.sockets[0].getsockname()[1]
     port = free_port()
-    proc = start_proxy(binary, workdir, port, upstream_port, args.concurrency_limit)
+    proc = start_proxy(binary, workdir, port, upstream_port, args.concurrency_limit,
+                           args.platform)
     print(f"proxy pid {proc.pid} on 127.0.0.1:{port}, upstream 127.0.0.1:{upstream_port}, "
           f"{args.clients} clients for {args.seconds} s, folder {workdir}", flush=True)
 
@@ -329,7 +426,8 @@ async def run(args, binary, workdir):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         await asyncio.gather(*clients)
-        restarted = start_proxy(binary, workdir, port, upstream_port, args.concurrency_limit)
+        restarted = start_proxy(binary, workdir, port, upstream_port, args.concurrency_limit,
+                           args.platform)
         integrity = sqlite3.connect(os.path.join(workdir, "proxy.db")).execute(
             "PRAGMA integrity_check").fetchone()[0]
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status
@@ -385,6 +483,8 @@ def main():
     p.add_argument("--concurrency-limit", type=int, default=200,
                    help="the proxy's CONCURRENCY_LIMIT; below --clients some requests get 429")
     p.add_argument("--kill9", action="store_true")
+    p.add_argument("--platform", choices=["openai", "anthropic", "google"], default="openai",
+                   help="the upstream's format (the proxy's TYPE)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args()

@@ -4,6 +4,7 @@
 #   bench/soak.sh                 # 60 s, 300 clients, SIGTERM under load at the end
 #   bench/soak.sh --seconds 20    # shorter
 #   bench/soak.sh --kill9         # SIGKILL half-way, restart, PRAGMA integrity_check
+#   bench/soak.sh --platform anthropic   # or google: the upstream in that format
 #
 # Every other flag goes to bench/soak.py (see `python3 bench/soak.py --help`).
 # Builds with cargo first; CARGO_TARGET_DIR is honoured. Needs python3 (standard library).
