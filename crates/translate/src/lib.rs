@@ -49,6 +49,7 @@ mod anthropic;
 mod assemble;
 mod error;
 mod gemini;
+mod json;
 pub mod mock;
 mod openai_compat;
 mod scan;
@@ -220,11 +221,16 @@ impl UpstreamRequest {
 
 /// Serializes a body the crate built. Our own types always serialize; the error exists only
 /// so that no `unwrap` stands on the path.
+///
+/// `size` is what the body is expected to take, such as the size of the answer it translates:
+/// `serde_json::to_vec` grows its vector from 128 bytes, and regrowing it was an eighth of
+/// translating an answer. The bytes are serde_json's; [`json::to_vec`] escapes strings faster.
 pub(crate) fn json_bytes<T: serde::Serialize>(
     provider: ProviderKind,
     value: &T,
+    size: usize,
 ) -> Result<Bytes, TranslateError> {
-    serde_json::to_vec(value)
+    json::to_vec(value, size.max(1024))
         .map(Bytes::from)
         .map_err(|source| TranslateError::Malformed { provider, source })
 }

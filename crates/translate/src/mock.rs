@@ -215,9 +215,9 @@ impl Provider for Mock {
                 service_tier: None,
                 extra: Map::new(),
             };
-            json_bytes(ProviderKind::Mock, &completion)?
+            json_bytes(ProviderKind::Mock, &completion, 0)?
         };
-        let sent = json_bytes(ProviderKind::Mock, &request)?;
+        let sent = json_bytes(ProviderKind::Mock, &request, 0)?;
         let mut up = UpstreamRequest::post(
             "mock://local/chat/completions".to_owned(),
             http::HeaderMap::new(),
@@ -241,7 +241,7 @@ impl Provider for Mock {
             .map_err(|source| TranslateError::Malformed { provider: ProviderKind::Mock, source })?;
         completion.id.clone_from(&ctx.id);
         completion.created = ctx.created;
-        let body = json_bytes(ProviderKind::Mock, &completion)?;
+        let body = json_bytes(ProviderKind::Mock, &completion, 0)?;
         Ok(Translated { completion, body })
     }
 

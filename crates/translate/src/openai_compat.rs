@@ -210,7 +210,7 @@ impl Provider for OpenAiCompat {
         request: ChatCompletionRequest,
     ) -> Result<UpstreamRequest, TranslateError> {
         let request = self.rewrite(request);
-        let body = json_bytes(self.config.kind, &request)?;
+        let body = json_bytes(self.config.kind, &request, 0)?;
         Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body, Vec::new()))
     }
 

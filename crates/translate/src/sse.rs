@@ -236,16 +236,15 @@ pub fn frame_raw(json: &[u8]) -> Bytes {
 
 /// Serializes a value as one `data:` event.
 pub fn encode<T: Serialize>(value: &T) -> Bytes {
-    let mut out = BytesMut::with_capacity(256).writer();
-    out.get_mut().extend_from_slice(b"data: ");
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"data: ");
     // Serializing our own wire types into memory cannot fail: they hold no maps with
     // non-string keys and no types whose Serialize impl errors.
-    if serde_json::to_writer(&mut out, value).is_err() {
-        out.get_mut().truncate(6);
-        out.get_mut().extend_from_slice(b"{}");
+    if crate::json::write_into(&mut out, value).is_err() {
+        out.extend_from_slice(b"{}");
     }
-    out.get_mut().extend_from_slice(b"\n\n");
-    out.into_inner().freeze()
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// A content chunk's frame as [`encode`] writes it, but for the text: the bytes before the
@@ -285,12 +284,12 @@ impl TextFrame {
     }
 
     /// The chunk with `text` as its content: the bytes [`encode`] writes for it.
-    pub(crate) fn with(&self, text: &str) -> Option<Bytes> {
+    pub(crate) fn with(&self, text: &str) -> Bytes {
         let mut out = Vec::with_capacity(self.before.len() + text.len() + 2 + self.after.len());
         out.extend_from_slice(&self.before);
-        serde_json::to_writer(&mut out, text).ok()?;
+        crate::json::escape_into(&mut out, text);
         out.extend_from_slice(&self.after);
-        Some(Bytes::from(out))
+        Bytes::from(out)
     }
 }
 
@@ -325,7 +324,7 @@ mod tests {
             let head = ChatCompletionChunk::new(id, created, model);
             let frame = TextFrame::new(head.clone(), index).unwrap();
             for text in &texts {
-                proptest::prop_assert_eq!(frame.with(text), Some(encoded(&head, index, text)));
+                proptest::prop_assert_eq!(frame.with(text), encoded(&head, index, text));
             }
         }
     }

@@ -179,7 +179,7 @@ impl Provider for Anthropic {
             &self.config.model,
             self.config.max_tokens,
         )?;
-        let body = json_bytes(ProviderKind::Anthropic, &body)?;
+        let body = json_bytes(ProviderKind::Anthropic, &body, 0)?;
         Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body, dropped))
     }
 
@@ -193,7 +193,7 @@ impl Provider for Anthropic {
             return Err(self.translate_error(status, &body));
         }
         let completion = response::completion(&body, ctx)?;
-        let body = json_bytes(ProviderKind::Anthropic, &completion)?;
+        let body = json_bytes(ProviderKind::Anthropic, &completion, body.len())?;
         Ok(Translated { completion, body })
     }
 

@@ -314,7 +314,7 @@ impl AnthropicStream {
         if self.text_frame.is_none() {
             self.text_frame = TextFrame::new(self.chunk(), 0);
         }
-        match self.text_frame.as_ref().and_then(|f| f.with(text)) {
+        match self.text_frame.as_ref().map(|f| f.with(text)) {
             Some(frame) => {
                 self.assembled.add_content(&self.id, self.created, &self.model, 0, text);
                 frame

@@ -141,7 +141,7 @@ impl Provider for Gemini {
         let max = self.config.max_tokens;
         cap_tokens(&mut request, max, |r| r.max_tokens = Some(max));
         let (body, dropped) = request::build(&request)?;
-        let body = json_bytes(ProviderKind::Google, &body)?;
+        let body = json_bytes(ProviderKind::Google, &body, 0)?;
         Ok(UpstreamRequest::post(
             self.url(request.is_stream()),
             self.headers.clone(),
@@ -170,7 +170,7 @@ impl Provider for Gemini {
             return Err(TranslateError::Upstream { status, error: Box::new(error) });
         }
         let completion = response::to_completion(&answer, ctx);
-        let body = json_bytes(ProviderKind::Google, &completion)?;
+        let body = json_bytes(ProviderKind::Google, &completion, body.len())?;
         Ok(Translated { completion, body })
     }
 

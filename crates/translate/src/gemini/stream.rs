@@ -180,7 +180,7 @@ impl GeminiStream {
             self.candidate(index).text_frame = TextFrame::new(head, index);
         }
         let state = self.candidate(index);
-        match state.text_frame.as_ref().and_then(|f| f.with(text)) {
+        match state.text_frame.as_ref().map(|f| f.with(text)) {
             Some(frame) => {
                 let model = self.model.as_deref().unwrap_or(&self.ctx.model);
                 self.assembled.add_content(&self.ctx.id, self.ctx.created, model, index, text);
