@@ -2,7 +2,7 @@
 # The whole performance suite in one go, loopback only, driving the shared harness
 # (../shared/bench: an nginx + Lua mock upstream, wrk, compare.sh, overhead.py, startup.py).
 #
-#   bench/load.sh [--rounds N] [-d SECONDS] [--quick] [--shared DIR] [--out DIR]
+#   bench/load.sh [--rounds N] [-d SECONDS] [--quick] [--shared DIR] [--out DIR] [--keep-logs]
 #
 # Runs, interleaved with direct-to-mock rounds in each compare.sh run:
 #   - nginx proxy_pass (the pass-through ceiling) and uniproxy with TYPE=openai,
@@ -13,10 +13,12 @@
 #   - log entries written against requests sent (an exact-count client, then SIGTERM).
 # Every uniproxy request is logged in full (SQLite store and JSON log, bodies included).
 # Prints the tables and ratios; raw results stay in --out (default /tmp/uniproxy-bench-DATE).
+# The proxies' databases and JSON logs (over 10 GB for a full run) are removed at the end
+# unless --keep-logs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="$ROOT/../shared/bench"
-ROUNDS=3; DUR=10; QUICK=""
+ROUNDS=3; DUR=10; QUICK=""; KEEP_LOGS=""
 OUT="/tmp/uniproxy-bench-$(date +%Y%m%d-%H%M%S)"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,6 +27,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1; ROUNDS=1; DUR=4; shift ;;
     --shared) SHARED="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
+    --keep-logs) KEEP_LOGS=1; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -139,3 +142,9 @@ done
 echo "idle RSS ${IDLE_RSS} MiB; $(cat "$OUT/streams.txt")"
 cat "$OUT/startup.txt" "$OUT/entries.txt"
 echo "raw results: $OUT"
+if [ -z "$KEEP_LOGS" ]; then
+  # Every request was logged in full: gigabytes of databases and JSON logs nobody reads.
+  freed=$(du -sch "$OUT"/*/proxy.db* "$OUT"/*/proxy.log* "$OUT"/startup.db* "$OUT"/startup.log* 2>/dev/null | tail -1 | cut -f1)
+  rm -f "$OUT"/*/proxy.db* "$OUT"/*/proxy.log* "$OUT"/startup.db* "$OUT"/startup.log*
+  echo "removed the proxies' databases and JSON logs ($freed; --keep-logs keeps them)"
+fi
