@@ -126,6 +126,39 @@ fn is_serde_json_private(name: &str) -> bool {
     name.starts_with("$serde_json::private::")
 }
 
+/// What a value and a map key write alike: strings, characters, unit variants (their names)
+/// and newtype structs (their content).
+macro_rules! strings {
+    () => {
+        fn serialize_str(self, v: &str) -> Result<(), serde_json::Error> {
+            escape_into(self.out, v);
+            Ok(())
+        }
+        fn serialize_char(self, v: char) -> Result<(), serde_json::Error> {
+            escape_into(self.out, v.encode_utf8(&mut [0; 4]));
+            Ok(())
+        }
+        fn serialize_unit_variant(
+            self,
+            _name: &'static str,
+            _index: u32,
+            variant: &'static str,
+        ) -> Result<(), serde_json::Error> {
+            self.serialize_str(variant)
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            name: &'static str,
+            value: &T,
+        ) -> Result<(), serde_json::Error> {
+            if is_serde_json_private(name) {
+                return Err(unsupported());
+            }
+            value.serialize(self)
+        }
+    };
+}
+
 struct Writer<'a> {
     out: &'a mut Vec<u8>,
 }
@@ -246,14 +279,7 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
     fn serialize_f64(self, v: f64) -> Result<(), serde_json::Error> {
         self.number(v)
     }
-    fn serialize_char(self, v: char) -> Result<(), serde_json::Error> {
-        escape_into(self.out, v.encode_utf8(&mut [0; 4]));
-        Ok(())
-    }
-    fn serialize_str(self, v: &str) -> Result<(), serde_json::Error> {
-        escape_into(self.out, v);
-        Ok(())
-    }
+    strings!();
     fn serialize_bytes(self, v: &[u8]) -> Result<(), serde_json::Error> {
         serde_json::to_writer(&mut *self.out, v)
     }
@@ -269,24 +295,6 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
     }
     fn serialize_unit_struct(self, _name: &'static str) -> Result<(), serde_json::Error> {
         self.serialize_unit()
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<(), serde_json::Error> {
-        self.serialize_str(variant)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), serde_json::Error> {
-        if is_serde_json_private(name) {
-            return Err(unsupported());
-        }
-        value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -348,61 +356,31 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-    fn serialize_element<T: Serialize + ?Sized>(
-        &mut self,
-        value: &T,
-    ) -> Result<(), serde_json::Error> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), serde_json::Error> {
-        self.close()
-    }
+/// The compound traits whose elements have no key: arrays, tuples, a tuple variant's fields.
+macro_rules! elements {
+    ($($trait:ident::$method:ident),*) => {$(
+        impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = serde_json::Error;
+            fn $method<T: Serialize + ?Sized>(
+                &mut self,
+                value: &T,
+            ) -> Result<(), serde_json::Error> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), serde_json::Error> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-    fn serialize_element<T: Serialize + ?Sized>(
-        &mut self,
-        value: &T,
-    ) -> Result<(), serde_json::Error> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), serde_json::Error> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        value: &T,
-    ) -> Result<(), serde_json::Error> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), serde_json::Error> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        value: &T,
-    ) -> Result<(), serde_json::Error> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), serde_json::Error> {
-        self.close()
-    }
-}
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
@@ -423,35 +401,27 @@ impl ser::SerializeMap for Compound<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), serde_json::Error> {
-        self.field(key, value)
-    }
-    fn end(self) -> Result<(), serde_json::Error> {
-        self.close()
-    }
+/// The compound traits whose fields are named: structs and a struct variant's fields.
+macro_rules! fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = serde_json::Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), serde_json::Error> {
+                self.field(key, value)
+            }
+            fn end(self) -> Result<(), serde_json::Error> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), serde_json::Error> {
-        self.field(key, value)
-    }
-    fn end(self) -> Result<(), serde_json::Error> {
-        self.close()
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 /// A map key: a string is written as one; anything else (serde_json quotes numbers and
 /// booleans, and refuses the rest) is left to serde_json.
@@ -479,32 +449,7 @@ impl ser::Serializer for KeyWriter<'_> {
     type SerializeStruct = ser::Impossible<(), serde_json::Error>;
     type SerializeStructVariant = ser::Impossible<(), serde_json::Error>;
 
-    fn serialize_str(self, v: &str) -> Result<(), serde_json::Error> {
-        escape_into(self.out, v);
-        Ok(())
-    }
-    fn serialize_char(self, v: char) -> Result<(), serde_json::Error> {
-        escape_into(self.out, v.encode_utf8(&mut [0; 4]));
-        Ok(())
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<(), serde_json::Error> {
-        self.serialize_str(variant)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), serde_json::Error> {
-        if is_serde_json_private(name) {
-            return Err(unsupported());
-        }
-        value.serialize(self)
-    }
+    strings!();
 
     unsupported_keys!(
         serialize_bool(bool),
