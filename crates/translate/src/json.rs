@@ -527,7 +527,7 @@ impl ser::Serializer for KeyWriter<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
@@ -590,6 +590,69 @@ mod tests {
         let mut by_list = BTreeMap::new();
         by_list.insert(vec![1u8], 1);
         assert!(to_vec(&by_list, 0).is_err() && serde_json::to_vec(&by_list).is_err());
+    }
+
+    /// Fails unless `value` is written as serde_json writes it.
+    pub(crate) fn assert_written_as_serde_json_writes<T: Serialize>(value: &T, label: &str) {
+        let ours = to_vec(value, 0).unwrap();
+        let theirs = serde_json::to_vec(value).unwrap();
+        assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs), "{label}");
+    }
+
+    /// Every request case under `tests/data/{platform}/requests` that parses, with its name.
+    pub(crate) fn request_cases(platform: &str) -> Vec<(String, crate::ChatCompletionRequest)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(platform)
+            .join("requests");
+        let mut cases = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".openai.json")
+                && let Ok(request) = uniproxy_wire::from_slice(&std::fs::read(&path).unwrap())
+            {
+                cases.push((name, request));
+            }
+        }
+        assert!(cases.len() > 10, "{platform}: {} cases", cases.len());
+        cases
+    }
+
+    #[test]
+    fn the_wire_types_of_the_test_cases_are_written_as_serde_json_writes_them() {
+        use crate::{ProviderConfig, ProviderKind, ResponseContext};
+        for platform in ["anthropic", "gemini"] {
+            for (name, request) in request_cases(platform) {
+                assert_written_as_serde_json_writes(&request, &name);
+            }
+        }
+        // Translated answers: the body the provider wrote is serde_json's for its completion.
+        let ctx = ResponseContext {
+            id: "chatcmpl-1".into(),
+            created: 1,
+            model: "m".into(),
+            include_usage: false,
+        };
+        for (platform, kind) in
+            [("anthropic", ProviderKind::Anthropic), ("gemini", ProviderKind::Google)]
+        {
+            let config = ProviderConfig::new(kind, "http://127.0.0.1:1/v1", "k", "m");
+            let provider = crate::provider(&config).unwrap();
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data")
+                .join(platform)
+                .join("responses");
+            let mut answers = 0;
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let body = std::fs::read(entry.unwrap().path()).unwrap();
+                if let Ok(t) = provider.translate_response(200, body.into(), &ctx) {
+                    assert_eq!(t.body, serde_json::to_vec(&t.completion).unwrap());
+                    answers += 1;
+                }
+            }
+            assert!(answers > 3, "{platform}: {answers} answers");
+        }
     }
 
     proptest! {
