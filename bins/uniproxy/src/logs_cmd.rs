@@ -114,6 +114,21 @@ pub enum LogsError {
         /// The path `DATABASE_URL` names.
         path: PathBuf,
     },
+    /// A reading command found a database an older build wrote, not migrated yet: reading
+    /// never changes the file, and the server migrates it when it starts.
+    #[error(
+        "the log database at {} has schema version {found}, this build reads {expected}: \
+         start the proxy once (it migrates the file), then run this again",
+        path.display()
+    )]
+    OldSchema {
+        /// The path `DATABASE_URL` names.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
     /// `show` was given an id that is not stored.
     #[error("no log entry with id {0}")]
     NotFound(i64),
@@ -236,6 +251,7 @@ fn report(e: &LogsError, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         // `uniproxy logs list | head`: the pipe closed; that is not a failure.
         LogsError::Write(io) if io.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         LogsError::NoDatabase { .. }
+        | LogsError::OldSchema { .. }
         | LogsError::NotFound(_)
         | LogsError::CreateOutput { .. }
         | LogsError::Store(_)
@@ -300,7 +316,12 @@ fn open(settings: &Settings, read_only: bool) -> Result<LogStore, LogsError> {
     }
     // One connection is all a command uses.
     let options = StoreOptions { read_only, pool_size: 1, ..StoreOptions::default() };
-    Ok(LogStore::open(path, options)?)
+    match LogStore::open(path, options) {
+        Err(StoreError::SchemaVersion { found, expected }) if read_only && found < expected => {
+            Err(LogsError::OldSchema { path: path.clone(), found, expected })
+        }
+        opened => Ok(opened?),
+    }
 }
 
 fn write_json_line(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {

@@ -514,6 +514,32 @@ fn tail_follow_prints_an_entry_written_after_it_started() {
 }
 
 #[test]
+fn a_database_from_an_older_build_is_a_clear_error_and_left_as_it_is() {
+    let f = fixture();
+    let older = uniproxy_logstore::SCHEMA_VERSION - 1;
+    rusqlite::Connection::open(&f.path)
+        .unwrap()
+        .pragma_update(None, "user_version", older)
+        .unwrap();
+    let o = run(&f.settings, &["list"]);
+    assert_eq!(o.code, ExitCode::FAILURE);
+    assert_eq!(
+        o.err,
+        format!(
+            "uniproxy logs: the log database at {} has schema version {older}, this build reads \
+             {}: start the proxy once (it migrates the file), then run this again\n",
+            f.path.display(),
+            uniproxy_logstore::SCHEMA_VERSION
+        )
+    );
+    let version: u32 = rusqlite::Connection::open(&f.path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, older, "reading does not migrate");
+}
+
+#[test]
 fn a_missing_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::mock_defaults();
