@@ -619,6 +619,22 @@ pub(crate) mod tests {
         cases
     }
 
+    /// Fails unless every request case of `platform` that `build` turns into a platform body
+    /// (more than ten of them) is written as serde_json writes it.
+    pub(crate) fn assert_built_cases_written_as_serde_json_writes<B: Serialize>(
+        platform: &str,
+        build: impl Fn(crate::ChatCompletionRequest) -> Option<B>,
+    ) {
+        let mut built = 0;
+        for (name, request) in request_cases(platform) {
+            if let Some(body) = build(request) {
+                assert_written_as_serde_json_writes(&body, &name);
+                built += 1;
+            }
+        }
+        assert!(built > 10, "{platform}: {built} requests built");
+    }
+
     #[test]
     fn the_wire_types_of_the_test_cases_are_written_as_serde_json_writes_them() {
         use crate::{ProviderConfig, ProviderKind, ResponseContext};

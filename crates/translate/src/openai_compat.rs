@@ -155,13 +155,18 @@ fn is_rewritten(key: &[u8]) -> bool {
     REWRITTEN.iter().any(|r| r.as_bytes() == key)
 }
 
-/// Appends `"key":` to an object being written, after a comma unless it is the first member;
-/// `key` is as written between quotes.
-fn open_raw_member(body: &mut Vec<u8>, key: &[u8]) {
+/// Starts a member of an object being written: a comma unless it is the first member, then
+/// the key's opening quote.
+fn open_key(body: &mut Vec<u8>) {
     if body.len() > 1 {
         body.push(b',');
     }
     body.push(b'"');
+}
+
+/// Appends `"key":` to an object being written; `key` is as written between quotes.
+fn open_raw_member(body: &mut Vec<u8>, key: &[u8]) {
+    open_key(body);
     body.extend_from_slice(key);
     body.extend_from_slice(b"\":");
 }
@@ -232,10 +237,7 @@ impl Provider for OpenAiCompat {
         body.push(b'{');
         for (key, value) in members {
             if !is_rewritten(key) {
-                if body.len() > 1 {
-                    body.push(b',');
-                }
-                body.push(b'"');
+                open_key(&mut body);
                 copy_from(&mut body, &mut copied, raw, key);
                 body.extend_from_slice(b"\":");
                 copy_from(&mut body, &mut copied, raw, value);

@@ -201,17 +201,10 @@ fn signature_extra(signature: &str) -> Map {
 
 #[cfg(test)]
 mod json_tests {
-    use crate::json::tests::{assert_written_as_serde_json_writes, request_cases};
-
     #[test]
     fn every_request_case_is_written_as_serde_json_writes_it() {
-        let mut built = 0;
-        for (name, request) in request_cases("gemini") {
-            if let Ok((body, _)) = super::request::build(&request) {
-                assert_written_as_serde_json_writes(&body, &name);
-                built += 1;
-            }
-        }
-        assert!(built > 10, "{built} requests built");
+        crate::json::tests::assert_built_cases_written_as_serde_json_writes("gemini", |r| {
+            super::request::build(&r).ok().map(|(body, _)| body)
+        });
     }
 }
