@@ -57,42 +57,56 @@ def chunk(delta, finish=None):
     }) + "\n\n").encode()
 
 
-# The same answers as Anthropic Messages and Gemini write them (fixtures/anthropic, fixtures/gemini).
+# The same answers as Anthropic Messages and Gemini write them (fixtures/anthropic, fixtures/gemini):
+# Anthropic's JSON compact; Gemini's with a space after each colon and none after commas, its
+# stream events without `index`, the counts of the answer only in the last one.
 
-ANTHROPIC_MESSAGE = json.dumps({
+def anthropic_json(value):
+    return json.dumps(value, separators=(",", ":"))
+
+
+def gemini_json(value):
+    return json.dumps(value, separators=(",", ": "))
+
+
+ANTHROPIC_USAGE = {"input_tokens": 8, "cache_creation_input_tokens": 0,
+                   "cache_read_input_tokens": 0,
+                   "cache_creation": {"ephemeral_5m_input_tokens": 0,
+                                      "ephemeral_1h_input_tokens": 0},
+                   "output_tokens": 3, "service_tier": "standard"}
+
+ANTHROPIC_MESSAGE = anthropic_json({
     "model": "soak-model", "id": "msg_01Soak", "type": "message", "role": "assistant",
     "content": [{"type": "text", "text": "Hello there."}], "stop_reason": "end_turn",
-    "stop_sequence": None,
-    "usage": {"input_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-              "output_tokens": 3, "service_tier": "standard"},
+    "stop_sequence": None, "usage": ANTHROPIC_USAGE,
 }).encode()
 
-ANTHROPIC_ERROR = json.dumps({"type": "error", "error": {
+ANTHROPIC_ERROR = anthropic_json({"type": "error", "error": {
     "type": "api_error", "message": "Internal server error"}}).encode()
 
-GEMINI_RESPONSE = json.dumps({
+GEMINI_RESPONSE = gemini_json({
     "candidates": [{"content": {"parts": [{"text": "Hello there."}], "role": "model"},
                     "finishReason": "STOP", "index": 0}],
     "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 3, "totalTokenCount": 11},
     "modelVersion": "soak-model", "responseId": "soak-1",
 }).encode()
 
-GEMINI_ERROR = json.dumps({"error": {"code": 500, "message": "Internal error encountered.",
-                                     "status": "INTERNAL"}}).encode()
+GEMINI_ERROR = gemini_json({"error": {"code": 500, "message": "Internal error encountered.",
+                                      "status": "INTERNAL"}}).encode()
 
 
 def anthropic_event(name, data):
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+    return f"event: {name}\ndata: {anthropic_json(data)}\n\n".encode()
 
 
 def gemini_chunk(text, last=False):
-    candidate = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    candidate = {"content": {"parts": [{"text": text}], "role": "model"}}
+    usage = {"promptTokenCount": 8, "totalTokenCount": 8}
     if last:
         candidate["finishReason"] = "STOP"
-    return ("data: " + json.dumps({
-        "candidates": [candidate],
-        "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 3,
-                          "totalTokenCount": 11},
+        usage = {"promptTokenCount": 8, "candidatesTokenCount": 3, "totalTokenCount": 11}
+    return ("data: " + gemini_json({
+        "candidates": [candidate], "usageMetadata": usage,
         "modelVersion": "soak-model", "responseId": "soak-1",
     }) + "\r\n\r\n").encode()
 
@@ -117,7 +131,7 @@ class Shapes:
             return anthropic_event("message_start", {"type": "message_start", "message": {
                 "model": "soak-model", "id": "msg_01Soak", "type": "message",
                 "role": "assistant", "content": [], "stop_reason": None, "stop_sequence": None,
-                "usage": {"input_tokens": 8, "output_tokens": 1}}}) + anthropic_event(
+                "usage": {**ANTHROPIC_USAGE, "output_tokens": 1}}}) + anthropic_event(
                 "content_block_start", {"type": "content_block_start", "index": 0,
                                         "content_block": {"type": "text", "text": ""}})
         if self.platform == "google":

@@ -377,7 +377,7 @@ async fn shutdown_refuses_new_connections_and_lets_a_stream_finish() {
 #[tokio::test]
 async fn the_log_holds_what_went_upstream_byte_for_byte_storing_the_clients_texts_once() {
     // As Anthropic answers (fixtures/anthropic), for the translated case.
-    let anthropic_answer = r#"{"model":"claude-sonnet-4-5-20250929","id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","content":[{"type":"text","text":"Paris."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1210,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":4,"service_tier":"standard"}}"#;
+    let anthropic_answer = r#"{"model":"claude-sonnet-4-5-20250929","id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","content":[{"type":"text","text":"Paris."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1210,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":4,"service_tier":"standard"}}"#;
     for platform in [Platform::OpenAi, Platform::Anthropic] {
         let answer = if platform == Platform::OpenAi { UPSTREAM_BODY } else { anthropic_answer };
         let mock = MockUpstream::always(Reply::raw_json(200, answer)).await;
