@@ -78,4 +78,5 @@ pub use stats::{Bucket, Percentiles, Stats, StatsQuery};
 pub use store::{LogStore, StoreOptions};
 pub use writer::{
     SendError, ShutdownReport, TrySendError, Writer, WriterHandle, WriterOptions, WriterStats,
+    YieldEvery,
 };

@@ -225,6 +225,15 @@ impl LogStore {
     ///
     /// As [`LogStore::insert`]; on error nothing of the batch is stored.
     pub fn insert_batch(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
+        self.insert_batch_with(entries, || {})
+    }
+
+    /// [`insert_batch`](Self::insert_batch), calling `between` after each entry.
+    pub(crate) fn insert_batch_with(
+        &self,
+        entries: &[NewEntry],
+        mut between: impl FnMut(),
+    ) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -236,6 +245,7 @@ impl LogStore {
             let mut statements = InsertStatements::prepare(&tx)?;
             for entry in entries {
                 statements.insert(entry)?;
+                between();
             }
         }
         tx.commit().map_err(sql("insert"))

@@ -29,6 +29,13 @@ pub struct WriterOptions {
     /// spill accepts is retried before it is handed back in
     /// [`ShutdownReport::unwritten`].
     pub shutdown_timeout: Duration,
+    /// While batches are smaller than `batch_max` (entries come slower than
+    /// the writer stores them), the writer offers its core to other threads
+    /// between entries once this much time has passed since it last did (see
+    /// [`YieldEvery`]), so that a batch of a few milliseconds cannot keep a
+    /// waiting thread, such as a server's event loop, off its core. A full
+    /// batch means the writer is behind, and it keeps its core. `None`: never.
+    pub yield_every: Option<Duration>,
 }
 
 impl Default for WriterOptions {
@@ -39,11 +46,49 @@ impl Default for WriterOptions {
             batch_max: 512,
             batch_window: Duration::from_millis(50),
             shutdown_timeout: Duration::from_secs(10),
+            yield_every: Some(Duration::from_micros(50)),
         }
     }
 }
 
 const MAX_BATCH_WINDOW: Duration = Duration::from_millis(100);
+
+/// Gives the thread's core away now and then during a long stretch of
+/// background work.
+///
+/// A thread the scheduler wakes (a server's event loop with a request to
+/// answer) may find every core busy and wait for the running thread's time
+/// slice to end: milliseconds, when that thread is writing a batch of log
+/// entries. Calling [`tick`](Self::tick) between units of work calls
+/// [`std::thread::yield_now`] once `every` has passed since the last yield,
+/// which lets such a thread run at once. The cost is a system call per
+/// `every` of work, and a switch only when another thread is waiting.
+#[derive(Debug, Clone)]
+pub struct YieldEvery {
+    every: Duration,
+    last: Instant,
+}
+
+impl YieldEvery {
+    /// Starts counting now.
+    #[must_use]
+    pub fn new(every: Duration) -> Self {
+        Self { every, last: Instant::now() }
+    }
+
+    /// Yields if `every` has passed since the last yield (or since
+    /// [`new`](Self::new)); returns whether it did.
+    pub fn tick(&mut self) -> bool {
+        if self.last.elapsed() < self.every {
+            return false;
+        }
+        std::thread::yield_now();
+        // Counted from when the thread has its core back: `every` is the
+        // longest stretch of its own work between two yields.
+        self.last = Instant::now();
+        true
+    }
+}
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Counters of a [`Writer`], read without taking a lock (except `last_error`).
@@ -300,6 +345,7 @@ impl Writer {
             batch_max: options.batch_max.max(1),
             batch_window: options.batch_window.min(MAX_BATCH_WINDOW),
             shutdown_timeout: options.shutdown_timeout,
+            yield_every: options.yield_every,
             shared: Arc::clone(&shared),
             shutdown_deadline: None,
             unwritten: Vec::new(),
@@ -359,6 +405,7 @@ struct Worker {
     batch_max: usize,
     batch_window: Duration,
     shutdown_timeout: Duration,
+    yield_every: Option<Duration>,
     shared: Arc<Shared>,
     shutdown_deadline: Option<Instant>,
     unwritten: Vec<NewEntry>,
@@ -452,7 +499,16 @@ impl Worker {
         if self.store.reopen_if_replaced()? {
             self.shared.reopens.fetch_add(1, Ordering::Relaxed);
         }
-        self.store.insert_batch(batch)
+        // A full batch means the writer is behind: it keeps its core until it catches up.
+        match self.yield_every.filter(|_| batch.len() < self.batch_max) {
+            Some(every) => {
+                let mut pace = YieldEvery::new(every);
+                self.store.insert_batch_with(batch, || {
+                    pace.tick();
+                })
+            }
+            None => self.store.insert_batch(batch),
+        }
     }
 
     /// Stores the batch in the database or the spill, retrying until one

@@ -14,7 +14,7 @@ use common::{entry, wait_until};
 use rusqlite::Connection;
 use uniproxy_logstore::{
     JsonLinesSpill, LogStore, NewEntry, Query, Spill, StoreOptions, TrySendError, Writer,
-    WriterOptions,
+    WriterOptions, YieldEvery,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -371,4 +371,42 @@ fn the_queue_is_bounded_in_bytes_not_just_entries() {
     assert!(wait_until(WAIT, || writer.stats().written == sent), "{:?}", writer.stats());
     writer.shutdown().unwrap();
     assert_eq!(store.count().unwrap(), sent);
+}
+
+#[test]
+fn yield_every_yields_once_the_interval_has_passed() {
+    let mut never = YieldEvery::new(Duration::from_secs(3600));
+    assert!(!never.tick());
+    assert!(!never.tick());
+    let mut always = YieldEvery::new(Duration::ZERO);
+    assert!(always.tick());
+    assert!(always.tick());
+    let mut pace = YieldEvery::new(Duration::from_millis(100));
+    assert!(!pace.tick());
+    std::thread::sleep(Duration::from_millis(110));
+    assert!(pace.tick());
+    // The interval starts again from the yield.
+    assert!(!pace.tick());
+}
+
+#[test]
+fn a_writer_that_yields_between_entries_stores_every_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(&dir.path().join("log.db"), StoreOptions::default()).unwrap();
+    // Batches below `batch_max` take the yielding path, here after every entry.
+    let options = WriterOptions {
+        batch_max: 10_000,
+        batch_window: Duration::from_millis(50),
+        yield_every: Some(Duration::ZERO),
+        ..options()
+    };
+    let spill = dir.path().join("spill.jsonl");
+    let writer =
+        Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(&spill)), options).unwrap();
+    send_range(&writer, 0, 300);
+    let report = writer.shutdown().unwrap();
+    assert_eq!(report.stats.written, 300);
+    assert!(report.unwritten.is_empty());
+    assert_accounted(300, &stored_ids(&store), &spilled_ids(&spill));
+    assert!(spilled_ids(&spill).is_empty());
 }
