@@ -9,7 +9,8 @@
 #     for 1 KB and 20 KB requests, each non-stream and as a 100-event stream;
 #   - uniproxy with TYPE=anthropic (OpenAI in, Anthropic Messages upstream), the same four;
 #   - added latency at low load (overhead.py, one request in flight) for both proxies;
-#   - start-up to first answer (startup.py), idle RSS, RSS with 1,000 open streams;
+#   - start-up to first answer (startup.py; startup_ms.py to the millisecond, on a new
+#     database and on the 1 KB proxy's full one), idle RSS, RSS with 1,000 open streams;
 #   - log entries written against requests sent (an exact-count client, then SIGTERM).
 # Every uniproxy request is logged in full (SQLite store and JSON log, bodies included).
 # Prints the tables and ratios; raw results stay in --out (default /tmp/uniproxy-bench-DATE).
@@ -109,6 +110,21 @@ python3 "$SHARED/startup.py" --url http://127.0.0.1:4003/v1 --runs 5 -- env -i P
   HOST=127.0.0.1 PORT=4003 TYPE=openai BASE_URL=http://127.0.0.1:18080/v1 API_KEY=k ACTUAL_NAME=m \
   DATABASE_URL="sqlite:///$OUT/startup.db" LOG_FILE_PATH="$OUT/startup.log" "$BIN" | tail -1 | tee "$OUT/startup.txt"
 
+# startup.py polls every 50 ms: "0.05 s" says only "between the first try and the second".
+echo "== start-up to first answer, to the millisecond: a new database, then the 1 KB proxy's"
+START=(env -i PATH="$PATH" HOST=127.0.0.1 PORT=4003 TYPE=openai BASE_URL=http://127.0.0.1:18080/v1
+  API_KEY=k ACTUAL_NAME=m LOG_FILE_PATH="$OUT/startup.log")
+python3 "$ROOT/bench/startup_ms.py" --url http://127.0.0.1:4003/v1 --runs 5 \
+  --remove "$OUT/startup.db" "$OUT/startup.db-wal" "$OUT/startup.db-shm" -- \
+  "${START[@]}" DATABASE_URL="sqlite:///$OUT/startup.db" "$BIN" | tail -1 \
+  | sed 's/^/new database: /' | tee "$OUT/startup_ms.txt"
+# A restart over a log that holds every request of the runs above.
+kill -TERM "$OPENAI_PID"; while kill -0 "$OPENAI_PID" 2>/dev/null; do sleep 0.1; done
+ENTRIES=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from requests').fetchone()[0])" "$OUT/openai/proxy.db")
+python3 "$ROOT/bench/startup_ms.py" --url http://127.0.0.1:4003/v1 --runs 5 -- \
+  "${START[@]}" DATABASE_URL="sqlite:///$OUT/openai/proxy.db" "$BIN" | tail -1 \
+  | sed "s/^/database of $ENTRIES entries, $(du -h "$OUT/openai/proxy.db" | cut -f1): /" | tee -a "$OUT/startup_ms.txt"
+
 echo "== RSS with 1,000 open streams"
 start_proxy streams 4002 TYPE=openai BASE_URL=http://127.0.0.1:18080/sse/delay/50/v1 ACTUAL_NAME=m
 python3 "$ROOT/bench/open_streams.py" --url http://127.0.0.1:4002/v1 --pid "$PROXY_PID" -n 1000 --hold 3 | tee "$OUT/streams.txt"
@@ -140,7 +156,7 @@ for f in "$OUT"/compare/*/overhead.json; do
   python3 -c "import json,sys,os; o=json.load(open(sys.argv[1])); print(f\"added latency {os.path.basename(os.path.dirname(sys.argv[1]))}: p50 {o['overhead_p50_ms']:.3f} ms, p99 {o['overhead_p99_ms']:.3f} ms, paired median {o['overhead_paired_median_ms']:.3f} ms\")" "$f"
 done
 echo "idle RSS ${IDLE_RSS} MiB; $(cat "$OUT/streams.txt")"
-cat "$OUT/startup.txt" "$OUT/entries.txt"
+cat "$OUT/startup.txt" "$OUT/startup_ms.txt" "$OUT/entries.txt"
 echo "raw results: $OUT"
 if [ -z "$KEEP_LOGS" ]; then
   # Every request was logged in full: gigabytes of databases and JSON logs nobody reads.
