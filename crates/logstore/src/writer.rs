@@ -52,6 +52,7 @@ impl Default for WriterOptions {
 }
 
 const MAX_BATCH_WINDOW: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Gives the thread's core away now and then during a long stretch of
 /// background work.
@@ -89,7 +90,6 @@ impl YieldEvery {
         true
     }
 }
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Counters of a [`Writer`], read without taking a lock (except `last_error`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
