@@ -381,9 +381,10 @@ fn yield_every_yields_once_the_interval_has_passed() {
     let mut always = YieldEvery::new(Duration::ZERO);
     assert!(always.tick());
     assert!(always.tick());
-    let mut pace = YieldEvery::new(Duration::from_millis(100));
+    // Long enough that no stall of a loaded test machine between two calls reaches it.
+    let mut pace = YieldEvery::new(Duration::from_millis(500));
     assert!(!pace.tick());
-    std::thread::sleep(Duration::from_millis(110));
+    std::thread::sleep(Duration::from_millis(510));
     assert!(pace.tick());
     // The interval starts again from the yield.
     assert!(!pace.tick());
