@@ -100,7 +100,8 @@ compare uniproxy-1k http://127.0.0.1:4000/v1 "$OPENAI_PID" --overhead "$OVER"
 # load". Read again once both are done (the database keeps its size).
 echo "== added latency at low load, settled: the log store's queue empty, the page cache written back"
 for _ in $(seq 600); do
-  curl -sf http://127.0.0.1:4000/health | grep -q '"queued":0,' && break
+  curl -sf http://127.0.0.1:4000/health | python3 -c \
+    "import json,sys; sys.exit(json.load(sys.stdin)['log_store']['queued'] != 0)" 2>/dev/null && break
   sleep 0.1
 done
 sync; sleep 1

@@ -303,12 +303,9 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
         variant: &'static str,
         value: &T,
     ) -> Result<(), serde_json::Error> {
-        self.out.push(b'{');
-        escape_into(self.out, variant);
-        self.out.push(b':');
-        value.serialize(&mut *self)?;
-        self.out.push(b'}');
-        Ok(())
+        let mut variant = self.open_variant(variant, b"", b"}");
+        variant.element(value)?;
+        variant.close()
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'w, 'a>, serde_json::Error> {
         Ok(self.open(b"[", b"]"))
