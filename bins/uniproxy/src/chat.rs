@@ -190,7 +190,7 @@ async fn handle(
                 send_with_retries(state, client, &up, deadline, &record.request_id).await;
             record.attempts = attempts;
             let response = result?;
-            (response.status().as_u16(), response.into_body().boxed_unsync())
+            (response.status().as_u16(), response.into_body())
         }
     };
     *upstream_wait += wait_started.elapsed();

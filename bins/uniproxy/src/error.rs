@@ -59,7 +59,7 @@ pub enum ProxyError {
     Translate(#[from] TranslateError),
     /// The upstream could not be reached.
     #[error("could not reach the upstream")]
-    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    UpstreamConnect(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The upstream took too long.
     #[error("the upstream did not answer within {phase} ({setting})")]
     UpstreamTimeout {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod logging;
 pub mod logs_cmd;
 pub mod metrics;
+pub mod pool;
 pub mod record;
 pub mod relay;
 mod reqlog;

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use slog::warn;
 use uniproxy_translate::UpstreamRequest;
 
 use crate::error::ProxyError;
+use crate::relay::UpstreamBody;
 use crate::state::AppState;
 use crate::upstream::Client;
 
@@ -51,7 +51,7 @@ pub async fn send_with_retries(
     up: &UpstreamRequest,
     deadline: Instant,
     request_id: &str,
-) -> (Result<hyper::Response<Incoming>, ProxyError>, u32) {
+) -> (Result<hyper::Response<UpstreamBody>, ProxyError>, u32) {
     let max_retries = state.settings.max_retries;
     let mut attempt = 0u32;
     loop {

@@ -1,13 +1,13 @@
 //! The pooled HTTP client that talks to the upstream: HTTPS through rustls (HTTP/1.1 and
-//! HTTP/2 by ALPN) or plain HTTP for local servers, keep-alive, connect timeout.
+//! HTTP/2 by ALPN, hyper-util's pool) or plain HTTP for local servers (HTTP/1.1, our own
+//! single-host pool: see [`crate::pool`]), keep-alive, connect timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::Uri;
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::http::uri::{Authority, Scheme};
 use hyper_rustls::HttpsConnector;
@@ -17,13 +17,27 @@ use hyper_util::rt::TokioExecutor;
 use uniproxy_translate::UpstreamRequest;
 
 use crate::error::ProxyError;
+use crate::pool::Pool;
+use crate::relay::UpstreamBody;
 
 /// The upstream client; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    /// The `Host` header for a plain-HTTP upstream, worked out once (see [`Client::for_base_url`]).
-    host: Option<(Authority, HeaderValue)>,
+    /// The connector, kept for the plain-HTTP pool.
+    http: HttpConnector,
+    /// A plain-HTTP upstream: its authority, its `Host` header (worked out once, see
+    /// [`Client::for_base_url`]) and the pool for it.
+    plain: Option<Plain>,
+}
+
+#[derive(Clone, Debug)]
+struct Plain {
+    authority: Authority,
+    host: HeaderValue,
+    /// `http://authority/`: what a new connection is made to.
+    target: Uri,
+    pool: Pool,
 }
 
 impl Client {
@@ -62,22 +76,22 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(http.clone());
         let inner = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
+            .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
+            .pool_max_idle_per_host(crate::pool::MAX_IDLE)
             .build(connector);
-        Client { inner, host: None }
+        Client { inner, http, plain: None }
     }
 
-    /// Works out, once, the `Host` header of requests to `base_url` when it is plain HTTP.
-    /// hyper-util otherwise builds it for every request (a `format!` of host and port, about
-    /// 1.9k instructions, 1.2% of a proxied request's), with the same value: the host, and the
-    /// port unless it is 80. Plain HTTP always speaks HTTP/1.1 here (no h2c), where `Host` is
-    /// required; HTTPS upstreams are left to hyper-util, which sends `Host` only over HTTP/1.1.
+    /// Sets up the pool for `base_url` when it is plain HTTP, and works out, once, the `Host`
+    /// header of its requests: the host, and the port unless it is 80, as hyper-util writes it.
+    /// Plain HTTP always speaks HTTP/1.1 here (no h2c), where `Host` is required; HTTPS
+    /// upstreams are left to hyper-util, which sends `Host` only over HTTP/1.1.
     #[must_use]
     pub fn for_base_url(mut self, base_url: Option<&str>) -> Self {
-        self.host = base_url.and_then(|u| u.parse::<Uri>().ok()).and_then(|uri| {
+        let http = self.http.clone();
+        self.plain = base_url.and_then(|u| u.parse::<Uri>().ok()).and_then(|uri| {
             if uri.scheme() != Some(&Scheme::HTTP) {
                 return None;
             }
@@ -87,7 +101,13 @@ impl Client {
                 Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
                 None => HeaderValue::from_str(host),
             };
-            Some((authority, value.ok()?))
+            let target = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()
+                .ok()?;
+            Some(Plain { authority, host: value.ok()?, target, pool: Pool::new(http) })
         });
         self
     }
@@ -101,33 +121,52 @@ impl Client {
         &self,
         up: &UpstreamRequest,
         first_byte: Duration,
-    ) -> Result<hyper::Response<Incoming>, ProxyError> {
-        let mut builder = hyper::Request::builder().method(up.method.clone()).uri(&up.url);
-        let host = self.host.as_ref().filter(|(authority, _)| {
-            builder.uri_ref().is_some_and(|uri| {
-                uri.scheme() == Some(&Scheme::HTTP) && uri.authority() == Some(authority)
+    ) -> Result<hyper::Response<UpstreamBody>, ProxyError> {
+        let invalid = || {
+            ProxyError::Translate(uniproxy_translate::TranslateError::InvalidRequest {
+                param: "BASE_URL".to_owned(),
+                reason: "not a valid URL",
             })
+        };
+        let uri: Uri = up.url.parse().map_err(|_| invalid())?;
+        let plain = self.plain.as_ref().filter(|plain| {
+            uri.scheme() == Some(&Scheme::HTTP) && uri.authority() == Some(&plain.authority)
         });
+        let mut builder = hyper::Request::builder().method(up.method.clone());
+        builder = match plain {
+            // The pool writes the URI as given: origin form, as hyper-util would send it.
+            Some(_) => builder.uri(uri.path_and_query().map_or("/", |pq| pq.as_str())),
+            None => builder.uri(uri),
+        };
         if let Some(headers) = builder.headers_mut() {
             headers.clone_from(&up.headers);
             headers.insert(
                 hyper::header::USER_AGENT,
                 HeaderValue::from_static(concat!("uniproxy/", env!("CARGO_PKG_VERSION"))),
             );
-            if let Some((_, value)) = host {
-                headers.insert(hyper::header::HOST, value.clone());
+            if let Some(plain) = plain {
+                headers.insert(hyper::header::HOST, plain.host.clone());
             }
         }
-        let request = builder.body(Full::new(up.body.clone())).map_err(|_| {
-            ProxyError::Translate(uniproxy_translate::TranslateError::InvalidRequest {
-                param: "BASE_URL".to_owned(),
-                reason: "not a valid URL",
-            })
-        })?;
-        match tokio::time::timeout(first_byte, self.inner.request(request)).await {
+        let request = builder.body(Full::new(up.body.clone())).map_err(|_| invalid())?;
+        type Failure = (bool, Box<dyn std::error::Error + Send + Sync>);
+        let sent = async {
+            let sent: Result<_, Failure> = match plain {
+                Some(plain) => match plain.pool.send(&plain.target, request).await {
+                    Ok(response) => Ok(response.map(|b| b.boxed_unsync())),
+                    Err(e) => Err((e.is_connect(), e.into())),
+                },
+                None => match self.inner.request(request).await {
+                    Ok(response) => Ok(response.map(|b| b.boxed_unsync())),
+                    Err(e) => Err((e.is_connect(), e.into())),
+                },
+            };
+            sent
+        };
+        match tokio::time::timeout(first_byte, sent).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => {
-                if e.is_connect() && is_timeout(&e) {
+            Ok(Err((connect, e))) => {
+                if connect && is_timeout(&*e) {
                     Err(ProxyError::UpstreamTimeout {
                         phase: "the connect timeout",
                         setting: "CONNECT_TIMEOUT",
@@ -169,7 +208,7 @@ mod tests {
         let host = |url: &str| {
             let tls = Client::tls_config(false);
             let client = Client::new(Duration::from_secs(1), tls).for_base_url(Some(url));
-            client.host.map(|(a, v)| (a.to_string(), v.to_str().unwrap().to_owned()))
+            client.plain.map(|p| (p.authority.to_string(), p.host.to_str().unwrap().to_owned()))
         };
         let pair = |a: &str, v: &str| Some((a.to_owned(), v.to_owned()));
         assert_eq!(host("http://127.0.0.1:11434/v1"), pair("127.0.0.1:11434", "127.0.0.1:11434"));
@@ -184,6 +223,6 @@ mod tests {
         assert_eq!(host("https://api.openai.com/v1"), None);
         assert_eq!(host("not a url"), None);
         let none = Client::new(Duration::from_secs(1), Client::tls_config(false));
-        assert!(none.for_base_url(None).host.is_none());
+        assert!(none.for_base_url(None).plain.is_none());
     }
 }
