@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Uri;
 use hyper::header::HeaderValue;
-use hyper::http::uri::{Authority, Scheme};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -134,8 +134,17 @@ impl Client {
         });
         let mut builder = hyper::Request::builder().method(up.method.clone());
         builder = match plain {
-            // The pool writes the URI as given: origin form, as hyper-util would send it.
-            Some(_) => builder.uri(uri.path_and_query().map_or("/", |pq| pq.as_str())),
+            // The pool writes the URI as given: origin form, as hyper-util would send it (the
+            // parsed parts reused; parsing the path again was 0.6k instructions).
+            Some(_) => {
+                let mut parts = uri.into_parts();
+                parts.scheme = None;
+                parts.authority = None;
+                if parts.path_and_query.is_none() {
+                    parts.path_and_query = Some(PathAndQuery::from_static("/"));
+                }
+                builder.uri(Uri::from_parts(parts).map_err(|_| invalid())?)
+            }
             None => builder.uri(uri),
         };
         if let Some(headers) = builder.headers_mut() {
@@ -224,5 +233,78 @@ mod tests {
         assert_eq!(host("not a url"), None);
         let none = Client::new(Duration::from_secs(1), Client::tls_config(false));
         assert!(none.for_base_url(None).plain.is_none());
+    }
+
+    /// A server that answers each request `{}` and hands over the request heads it read.
+    async fn recording_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0; 4096];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            // The tests' bodies are `{}`.
+                            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                            buf.drain(..end + 4 + 2);
+                            let _ = tx.send(head);
+                            let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                            if socket.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        (format!("127.0.0.1:{}", addr.port()), rx)
+    }
+
+    fn upstream_request(url: String) -> UpstreamRequest {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-test", HeaderValue::from_static("kept"));
+        UpstreamRequest {
+            method: hyper::Method::POST,
+            url,
+            headers,
+            body: Bytes::from_static(b"{}"),
+            dropped: Vec::new(),
+            local_answer: None,
+            copied: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_http_upstream_gets_origin_form_and_its_host_header() {
+        let (authority, mut heads) = recording_server().await;
+        let base = format!("http://{authority}/v1");
+        let client = Client::new(Duration::from_secs(1), Client::tls_config(false))
+            .for_base_url(Some(&base));
+        for (url, line) in [
+            (format!("{base}/chat/completions"), "POST /v1/chat/completions HTTP/1.1"),
+            (
+                format!("{base}/x?api-version=2024-10-21"),
+                "POST /v1/x?api-version=2024-10-21 HTTP/1.1",
+            ),
+            (format!("http://{authority}"), "POST / HTTP/1.1"),
+        ] {
+            let response = client.send(&upstream_request(url), Duration::from_secs(5)).await;
+            let body = response.unwrap().into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "{}");
+            let head = heads.recv().await.unwrap().to_ascii_lowercase();
+            assert!(head.starts_with(&line.to_ascii_lowercase()), "{head}");
+            assert!(head.contains(&format!("\r\nhost: {authority}")), "{head}");
+            assert!(head.contains("\r\nx-test: kept"), "{head}");
+            assert!(head.contains("\r\nuser-agent: uniproxy/"), "{head}");
+        }
     }
 }
