@@ -86,7 +86,7 @@ const BUFFER_BYTES: usize = 64 << 10;
 
 /// A buffered writer shared with a flusher thread: a busy proxy writes its log in large
 /// blocks (one `write` for many lines instead of one per line), and a quiet one still shows
-/// each line within [`FLUSH_EVERY`].
+/// each line within `FLUSH_EVERY`.
 pub struct Buffered<W: Write + Send + 'static>(Arc<Mutex<io::BufWriter<W>>>);
 
 // Not derived: a derive would ask for `W: Clone`, and the clones share one `W`.

@@ -243,7 +243,7 @@ const MAX_WAITING_SENDS: usize = 32;
 const QUEUE: usize = 256;
 
 /// Where records go: the metrics at once, then, through one channel send, the request log's
-/// thread (see [`crate::reqlog`]), which writes the JSON log's and stderr's lines and hands the
+/// thread (see `reqlog.rs`), which writes the JSON log's and stderr's lines and hands the
 /// entry to the log store's writer thread. Nothing here blocks a runtime worker.
 pub struct Recorder {
     log: Logger,

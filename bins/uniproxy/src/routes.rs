@@ -1,5 +1,5 @@
 //! Routing, CORS, client keys, and the small endpoints (`/models`, `/health`). The admin
-//! endpoints live in [`admin`](crate::admin), the log viewer in [`ui`](crate::ui).
+//! endpoints live in [`admin`], the log viewer in [`ui`].
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! The log viewer at `GET /ui`: one HTML page, one script and one stylesheet, embedded in the
 //! binary at build time (no build step, no CDN), reading the JSON endpoints of
-//! [`admin`](crate::admin).
+//! [`admin`].
 //!
 //! When the admin side needs a key, `/ui` answers with a login form instead of the page. The
 //! form posts the key to `/ui/login`, which sets an HttpOnly, SameSite=Strict session cookie
