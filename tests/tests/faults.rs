@@ -395,6 +395,42 @@ async fn first_byte_timeout_is_504_stream_or_not() {
     }
 }
 
+/// The `overhead_ms` of the JSON log's request lines, in order.
+fn logged_overheads(proxy: &Proxy) -> Vec<f64> {
+    std::fs::read_to_string(proxy.log_file_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("({e}): {l}")))
+        .filter(|l| l["msg"] == "request")
+        .map(|l| l["overhead_ms"].as_f64().unwrap_or_else(|| panic!("no overhead_ms: {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn time_lost_to_a_failing_upstream_is_not_counted_as_the_proxys_own() {
+    // Refused: a try and two retries after backoffs of at least 125 and 250 ms, then 502.
+    let mut settings = Settings::mock_defaults();
+    settings.platform = uniproxy_config::Platform::OpenAi;
+    settings.base_url = Some(format!("http://{}/v1", unused_addr().await));
+    let mut refused = Proxy::start_logged(settings).await;
+    let started = Instant::now();
+    expect_error(&chat(&refused, false).await, 502);
+    assert!(started.elapsed() >= Duration::from_millis(375));
+    // An upstream that never answers: 504 after the first-byte timeout.
+    let mock = faulty_upstream(Reply::hang()).await;
+    let mut settings = openai_settings(&mock);
+    settings.first_byte_timeout = Duration::from_millis(300);
+    let mut hung = Proxy::start_logged(settings).await;
+    expect_error(&chat(&hung, false).await, 504);
+    for proxy in [&mut refused, &mut hung] {
+        proxy.finish().await;
+        let overheads = logged_overheads(proxy);
+        assert_eq!(overheads.len(), 1);
+        // The proxy's own work is well under a millisecond; the waits were 300 ms or more.
+        assert!(overheads[0] < 100.0, "overhead_ms {overheads:?}");
+    }
+}
+
 #[tokio::test]
 async fn stream_idle_timeout_is_an_error_event_and_logged() {
     let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();

@@ -176,30 +176,30 @@ async fn handle(
     record.upstream_copies = std::mem::take(&mut up.copied);
     record.dropped_fields.clone_from(&up.dropped);
 
+    // Every wait on the upstream (retries and their backoff included) is counted before its
+    // outcome is looked at: a request that fails there did not spend that time in the proxy.
     let wait_started = Instant::now();
-    let (status, upstream_body): (u16, UpstreamBody) = match &up.local_answer {
+    let sent = match &up.local_answer {
         Some(local) => {
             record.attempts = 1;
-            (
-                local.status,
-                Full::new(local.body.clone()).map_err(|never| match never {}).boxed_unsync(),
-            )
+            let body = Full::new(local.body.clone()).map_err(|never| match never {});
+            Ok((local.status, body.boxed_unsync()))
         }
         None => {
             let (result, attempts) =
                 send_with_retries(state, client, &up, deadline, &record.request_id).await;
             record.attempts = attempts;
-            let response = result?;
-            (response.status().as_u16(), response.into_body())
+            result.map(|response| (response.status().as_u16(), response.into_body()))
         }
     };
     *upstream_wait += wait_started.elapsed();
+    let (status, upstream_body): (u16, UpstreamBody) = sent?;
 
     if !(200..300).contains(&status) {
         let wait_started = Instant::now();
-        let body = read_upstream(upstream_body, deadline).await?;
+        let body = read_upstream(upstream_body, deadline).await;
         *upstream_wait += wait_started.elapsed();
-        return Err(ProxyError::Translate(state.provider.translate_error(status, &body)));
+        return Err(ProxyError::Translate(state.provider.translate_error(status, &body?)));
     }
 
     if upstream_stream {
@@ -224,8 +224,9 @@ async fn handle(
     }
 
     let wait_started = Instant::now();
-    let body = read_upstream(upstream_body, deadline).await?;
+    let body = read_upstream(upstream_body, deadline).await;
     *upstream_wait += wait_started.elapsed();
+    let body = body?;
     let mut response = if client_stream {
         // SUPPORTS_STREAMING=false: the whole answer, replayed as a valid stream.
         let translated = state.provider.translate_response(status, body, &ctx)?;
