@@ -163,6 +163,52 @@ async fn stream_usage_chunk_reaches_a_client_that_asked_for_it() {
     assert_eq!(mock.only_request().json()["stream_options"]["include_usage"], true);
 }
 
+#[tokio::test]
+async fn an_https_upstream_is_reached_over_http2_or_http11_as_alpn_settles() {
+    // The HTTPS path (rustls, ALPN, hyper-util's pool; a plain-HTTP upstream takes our own
+    // pool instead), with a certificate the proxy is told to trust.
+    for (alpn, version) in [
+        (&[b"h2".as_slice(), b"http/1.1"][..], http::Version::HTTP_2),
+        (&[b"http/1.1".as_slice()][..], http::Version::HTTP_11),
+    ] {
+        let reply = |r: &Recorded| {
+            if r.json()["stream"] == true {
+                Reply::sse(text_stream(&["Hel", "lo"]))
+            } else {
+                Reply::raw_json(200, UPSTREAM_BODY)
+            }
+        };
+        let (mock, tls) = MockUpstream::start_tls(reply, alpn).await;
+        assert!(mock.url().starts_with("https://localhost:"));
+        let launch = Launch { tls: Some(tls), ..Launch::default() };
+        let proxy = Proxy::launch(openai_settings(&mock), launch).await;
+        for _ in 0..3 {
+            let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+            assert_eq!(resp.status, 200, "{}", resp.text());
+            assert_eq!(
+                resp.json()["choices"][0]["message"]["content"],
+                "Hello! How can I assist you today?"
+            );
+            let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+            assert_eq!(resp.status, 200, "{}", resp.text());
+            let text: String = sse_json(&resp.body)
+                .iter()
+                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+                .collect();
+            assert_eq!(text, "Hello");
+            assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+        }
+        let requests = mock.requests();
+        assert_eq!(requests.len(), 6);
+        for r in &requests {
+            assert_eq!(r.version, version);
+            assert_eq!(r.path_and_query, "/v1/chat/completions");
+            assert_eq!(r.headers["authorization"], format!("Bearer {UPSTREAM_KEY}"));
+            assert_eq!(r.json()["model"], ACTUAL_NAME);
+        }
+    }
+}
+
 fn azure_settings(mock: &MockUpstream, base_path: &str) -> uniproxy_config::Settings {
     let mut s = openai_settings(mock);
     s.platform = Platform::AzureOpenAi;

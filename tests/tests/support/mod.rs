@@ -47,6 +47,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// One request the mock upstream received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The HTTP version it came in.
+    pub version: http::Version,
     /// The method.
     pub method: Method,
     /// The path and query, as sent.
@@ -222,6 +224,8 @@ type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 /// its answers; every request is recorded.
 pub struct MockUpstream {
     addr: SocketAddr,
+    /// Serving HTTPS (see [`MockUpstream::start_tls`]).
+    tls: bool,
     requests: Arc<Mutex<Vec<Recorded>>>,
     received: Arc<Notify>,
     dropped: Arc<DropFlag>,
@@ -246,6 +250,43 @@ impl MockUpstream {
 
     /// A mock that answers each request with what `handler` returns for it.
     pub async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
+        MockUpstream::serve(handler, None).await
+    }
+
+    /// A mock that serves HTTPS as `localhost`, with a certificate made for the test and the
+    /// application protocols `alpn` (`h2`, `http/1.1`) to offer; also returns a client
+    /// configuration that trusts that certificate and nothing else.
+    pub async fn start_tls(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        alpn: &[&[u8]],
+    ) -> (Self, rustls::ClientConfig) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        (MockUpstream::serve(handler, Some(acceptor)).await, client)
+    }
+
+    async fn serve(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -253,6 +294,7 @@ impl MockUpstream {
         let dropped = Arc::new(DropFlag::default());
         let handler: Arc<Handler> = Arc::new(handler);
         let shared = (requests.clone(), received.clone(), dropped.clone());
+        let https = tls.is_some();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
@@ -266,6 +308,7 @@ impl MockUpstream {
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await?.to_bytes();
                         let recorded = Recorded {
+                            version: parts.version,
                             method: parts.method,
                             path_and_query: parts
                                 .uri
@@ -280,19 +323,37 @@ impl MockUpstream {
                         Ok::<_, hyper::Error>(respond(reply, dropped).await)
                     }
                 });
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        // HTTP/1.1 or HTTP/2, as ALPN settled it.
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else { return };
+                            let builder = hyper_util::server::conn::auto::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            );
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        None => {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
-        MockUpstream { addr, requests, received, dropped, task }
+        MockUpstream { addr, tls: https, requests, received, dropped, task }
     }
 
-    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    /// `http://127.0.0.1:PORT` (`https://localhost:PORT` for HTTPS), without a trailing
+    /// slash.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     /// Every request received so far.
@@ -643,6 +704,8 @@ pub struct Launch {
     pub json_log: bool,
     /// Overrides [`AppState::header_read_timeout`].
     pub header_read_timeout: Option<Duration>,
+    /// Overrides [`AppState::tls`] (the roots an HTTPS upstream is checked against).
+    pub tls: Option<rustls::ClientConfig>,
 }
 
 impl Proxy {
@@ -674,6 +737,9 @@ impl Proxy {
         let mut state = AppState::new(settings, log).expect("settings a provider accepts");
         if let Some(t) = launch.header_read_timeout {
             state.header_read_timeout = t;
+        }
+        if let Some(tls) = launch.tls {
+            state.tls = tls;
         }
         let state = Arc::new(state);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
