@@ -36,11 +36,9 @@ done
 [ -x "$SHARED/compare.sh" ] || { echo "the shared harness is not at $SHARED (use --shared DIR)" >&2; exit 2; }
 mkdir -p "$OUT"
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx || [ ! -e /usr/lib/nginx/modules/ndk_http_module.so ]; then
-  echo "installing nginx-light, the Lua module and wrk (Debian packages)"
-  apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-http-lua wrk time >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+install_harness
 
 echo "== building uniproxy (release)"
 (cd "$ROOT" && cargo build --release --locked -q -p uniproxy)
@@ -59,30 +57,7 @@ trap cleanup EXIT
 "$SHARED/mock/refproxy.sh" start 18090 >/dev/null
 NGINX_PID=$(cat /tmp/bench-refproxy-18090/nginx.pid)
 
-# start_proxy NAME PORT ENV... : uniproxy in its own folder (database, log); sets PROXY_PID.
-start_proxy() {
-  local name=$1 port=$2; shift 2
-  mkdir -p "$OUT/$name"
-  # `exec`, so the pid is uniproxy's own and not a subshell's.
-  (cd "$OUT/$name" && exec env -i PATH="$PATH" HOST=127.0.0.1 PORT="$port" API_KEY=sk-bench \
-      DATABASE_URL="sqlite:///$OUT/$name/proxy.db" LOG_FILE_PATH="$OUT/$name/proxy.log" "$@" \
-      "$BIN" >"$OUT/$name/stderr.log" 2>&1) &
-  PROXY_PID=$!; PIDS+=("$PROXY_PID")
-  for _ in $(seq 100); do
-    kill -0 "$PROXY_PID" 2>/dev/null || break  # exited: the port is taken, or bad settings
-    curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
-    sleep 0.05
-  done
-  echo "uniproxy ($name) did not start" >&2; cat "$OUT/$name/stderr.log" >&2; exit 1
-}
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-
-compare() { # label proxy-url pid extra-args...
-  local label=$1 url=$2 pid=$3; shift 3
-  echo "== $label"
-  "$SHARED/compare.sh" --proxy "$url" --pid "$pid" --rounds "$ROUNDS" -d "$DUR" \
-    --label "$label" --out "$OUT/compare/$label" "$@" | grep -E '^(target|direct |proxy |ratios|SUMMARY|OVERHEAD)' || true
-}
 
 start_proxy openai 4000 TYPE=openai BASE_URL=http://127.0.0.1:18080/v1 ACTUAL_NAME=gpt-4o-mini
 OPENAI_PID=$PROXY_PID
