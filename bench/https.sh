@@ -23,16 +23,10 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
-[ -x "$SHARED/compare.sh" ] || { echo "the shared harness is not at $SHARED (use --shared DIR)" >&2; exit 2; }
-mkdir -p "$OUT/tls/logs"
-
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-install_harness
-
-echo "== building uniproxy (release)"
-(cd "$ROOT" && cargo build --release --locked -q -p uniproxy)
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/uniproxy"
+prepare
+mkdir -p "$OUT/tls/logs"
 
 echo "== a CA and a certificate for localhost"
 TLS="$OUT/tls"

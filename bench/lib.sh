@@ -1,6 +1,6 @@
-# Shared by bench/load.sh and bench/https.sh (sourced, not run). Expects SHARED (the shared
-# harness), OUT (the results folder), BIN (the uniproxy binary), ROUNDS, DUR and the PIDS
-# array (the proxies to stop at the end) to be set.
+# Shared by bench/load.sh and bench/https.sh (sourced, not run). Expects ROOT (the
+# repository), SHARED (the shared harness), OUT (the results folder), ROUNDS, DUR and the PIDS
+# array (the proxies to stop at the end) to be set; `prepare` sets BIN.
 
 need() { command -v "$1" >/dev/null 2>&1; }
 
@@ -10,6 +10,16 @@ install_harness() {
     echo "installing nginx-light, the Lua module, wrk and openssl (Debian packages)"
     apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-http-lua wrk time openssl >/dev/null
   fi
+}
+
+# Checks that the shared harness is there, installs its packages, builds uniproxy in release
+# mode (CARGO_TARGET_DIR is honoured) and sets BIN to it.
+prepare() {
+  [ -x "$SHARED/compare.sh" ] || { echo "the shared harness is not at $SHARED (use --shared DIR)" >&2; exit 2; }
+  install_harness
+  echo "== building uniproxy (release)"
+  (cd "$ROOT" && cargo build --release --locked -q -p uniproxy)
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/uniproxy"
 }
 
 # start_proxy NAME PORT ENV... : uniproxy in its own folder (database, log); sets PROXY_PID.

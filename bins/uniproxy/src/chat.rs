@@ -105,6 +105,16 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ProxyE
     }
 }
 
+/// Awaits a wait on the upstream (a send with its retries and their backoff, or the reading of
+/// an answer), adding the time it took to `upstream_wait` whatever its outcome: a request that
+/// fails there did not spend that time in the proxy.
+async fn waited<T>(upstream_wait: &mut Duration, wait: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let outcome = wait.await;
+    *upstream_wait += started.elapsed();
+    outcome
+}
+
 async fn read_upstream(body: UpstreamBody, deadline: Instant) -> Result<Bytes, ProxyError> {
     let read = async {
         let mut body = body;
@@ -176,30 +186,24 @@ async fn handle(
     record.upstream_copies = std::mem::take(&mut up.copied);
     record.dropped_fields.clone_from(&up.dropped);
 
-    // Every wait on the upstream (retries and their backoff included) is counted before its
-    // outcome is looked at: a request that fails there did not spend that time in the proxy.
-    let wait_started = Instant::now();
-    let sent = match &up.local_answer {
+    let (status, upstream_body): (u16, UpstreamBody) = match &up.local_answer {
         Some(local) => {
             record.attempts = 1;
             let body = Full::new(local.body.clone()).map_err(|never| match never {});
-            Ok((local.status, body.boxed_unsync()))
+            (local.status, body.boxed_unsync())
         }
         None => {
-            let (result, attempts) =
-                send_with_retries(state, client, &up, deadline, &record.request_id).await;
+            let sent = send_with_retries(state, client, &up, deadline, &record.request_id);
+            let (result, attempts) = waited(upstream_wait, sent).await;
             record.attempts = attempts;
-            result.map(|response| (response.status().as_u16(), response.into_body()))
+            let response = result?;
+            (response.status().as_u16(), response.into_body())
         }
     };
-    *upstream_wait += wait_started.elapsed();
-    let (status, upstream_body): (u16, UpstreamBody) = sent?;
 
     if !(200..300).contains(&status) {
-        let wait_started = Instant::now();
-        let body = read_upstream(upstream_body, deadline).await;
-        *upstream_wait += wait_started.elapsed();
-        return Err(ProxyError::Translate(state.provider.translate_error(status, &body?)));
+        let body = waited(upstream_wait, read_upstream(upstream_body, deadline)).await?;
+        return Err(ProxyError::Translate(state.provider.translate_error(status, &body)));
     }
 
     if upstream_stream {
@@ -223,10 +227,7 @@ async fn handle(
         return Ok(response);
     }
 
-    let wait_started = Instant::now();
-    let body = read_upstream(upstream_body, deadline).await;
-    *upstream_wait += wait_started.elapsed();
-    let body = body?;
+    let body = waited(upstream_wait, read_upstream(upstream_body, deadline)).await?;
     let mut response = if client_stream {
         // SUPPORTS_STREAMING=false: the whole answer, replayed as a valid stream.
         let translated = state.provider.translate_response(status, body, &ctx)?;

@@ -294,21 +294,23 @@ impl Body for PooledBody {
     }
 }
 
+/// A scripted HTTP/1.1 server for the tests of this module and of `upstream.rs`: what goes on
+/// the wire, and when connections are opened and closed.
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicUsize;
+pub(crate) mod test_server {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
-    use http_body_util::BodyExt;
+    use hyper::Uri;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::*;
+    /// What the server answers every request with.
+    pub(crate) const ANSWER: &str = "{\"ok\":true}";
 
-    const ANSWER: &str = "{\"ok\":true}";
-
-    /// How the test server ends each exchange.
+    /// How the server ends each exchange.
     #[derive(Clone, Copy, PartialEq)]
-    enum After {
+    pub(crate) enum After {
         /// Keeps the connection open.
         KeepAlive,
         /// Says `Connection: close` and closes.
@@ -320,19 +322,21 @@ mod tests {
     }
 
     /// A server that answers every request with [`ANSWER`]; it counts the connections it
-    /// accepted and the ones that ended, and closes an idle connection when told to.
-    struct Server {
-        target: Uri,
-        accepted: Arc<AtomicUsize>,
-        ended: Arc<AtomicUsize>,
-        heads: Arc<Mutex<Vec<String>>>,
+    /// accepted and the ones that ended, keeps the request heads (lowercased), and closes an
+    /// idle connection when told to.
+    pub(crate) struct Server {
+        /// `http://127.0.0.1:PORT/`.
+        pub(crate) target: Uri,
+        pub(crate) accepted: Arc<AtomicUsize>,
+        pub(crate) ended: Arc<AtomicUsize>,
+        pub(crate) heads: Arc<Mutex<Vec<String>>>,
         /// Closes the connection that waits for its next request.
-        close: Arc<tokio::sync::Notify>,
+        pub(crate) close: Arc<tokio::sync::Notify>,
         /// Says that it has.
-        closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+        pub(crate) closed: tokio::sync::mpsc::UnboundedReceiver<()>,
     }
 
-    async fn server(after: After) -> Server {
+    pub(crate) async fn server(after: After) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (accepted, ended) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -356,6 +360,18 @@ mod tests {
         Server { target, accepted, ended, heads, close, closed }
     }
 
+    /// Reads what `socket` has into `buf`; `false` once the client has closed it.
+    async fn read_more(socket: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+        let mut chunk = [0; 4096];
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
     /// Answers requests on `socket` until the client closes it, `after` says to stop, or
     /// `close` is notified while it waits for a request (then `true`).
     async fn exchange(
@@ -371,12 +387,8 @@ mod tests {
                 if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                     break i + 4;
                 }
-                let mut chunk = [0; 4096];
                 tokio::select! {
-                    read = socket.read(&mut chunk) => match read {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    },
+                    more = read_more(&mut socket, &mut buf) => if !more { return false },
                     () = close.notified(), if buf.is_empty() => return true,
                 }
             };
@@ -386,10 +398,8 @@ mod tests {
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .map_or(0, |v| v.trim().parse::<usize>().unwrap());
             while buf.len() < head_end + length {
-                let mut chunk = [0; 4096];
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                if !read_more(&mut socket, &mut buf).await {
+                    return false;
                 }
             }
             buf.drain(..head_end + length);
@@ -398,7 +408,7 @@ mod tests {
                 let head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"partial\":";
                 if socket.write_all(head.as_bytes()).await.is_ok() {
                     // Until the client closes.
-                    while socket.read(&mut [0; 64]).await.is_ok_and(|n| n > 0) {}
+                    while read_more(&mut socket, &mut Vec::new()).await {}
                 }
                 return false;
             }
@@ -413,6 +423,15 @@ mod tests {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use tokio::net::TcpListener;
+
+    use super::test_server::{ANSWER, After, server};
+    use super::*;
 
     fn request(path: &str) -> hyper::Request<Full<Bytes>> {
         hyper::Request::post(path)

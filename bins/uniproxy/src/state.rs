@@ -135,8 +135,8 @@ impl AppState {
 
     /// A new upstream client (its own connection pool) for one runtime thread.
     pub fn new_client(&self) -> Client {
-        Client::new(self.settings.connect_timeout, self.tls.clone())
-            .for_base_url(self.settings.base_url.as_deref())
+        let base_url = self.settings.base_url.as_deref();
+        Client::new(self.settings.connect_timeout, self.tls.clone(), base_url)
     }
 
     /// Takes a place for a request, or `None` when CONCURRENCY_LIMIT places are taken.

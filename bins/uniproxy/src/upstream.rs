@@ -24,10 +24,8 @@ use crate::relay::UpstreamBody;
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    /// The connector, kept for the plain-HTTP pool.
-    http: HttpConnector,
     /// A plain-HTTP upstream: its authority, its `Host` header (worked out once, see
-    /// [`Client::for_base_url`]) and the pool for it.
+    /// [`Plain::for_base_url`]) and the pool for it.
     plain: Option<Plain>,
 }
 
@@ -63,9 +61,14 @@ impl Client {
             .with_no_client_auth()
     }
 
-    /// A client with its own connection pool. Each runtime thread makes its own, so a pooled
-    /// connection is always driven by the thread that uses it.
-    pub fn new(connect_timeout: Duration, tls: rustls::ClientConfig) -> Self {
+    /// A client with its own connection pools for `base_url` (hyper-util's for HTTPS, ours
+    /// for plain HTTP). Each runtime thread makes its own, so a pooled connection is always
+    /// driven by the thread that uses it.
+    pub fn new(
+        connect_timeout: Duration,
+        tls: rustls::ClientConfig,
+        base_url: Option<&str>,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -81,35 +84,8 @@ impl Client {
             .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
             .pool_max_idle_per_host(crate::pool::MAX_IDLE)
             .build(connector);
-        Client { inner, http, plain: None }
-    }
-
-    /// Sets up the pool for `base_url` when it is plain HTTP, and works out, once, the `Host`
-    /// header of its requests: the host, and the port unless it is 80, as hyper-util writes it.
-    /// Plain HTTP always speaks HTTP/1.1 here (no h2c), where `Host` is required; HTTPS
-    /// upstreams are left to hyper-util, which sends `Host` only over HTTP/1.1.
-    #[must_use]
-    pub fn for_base_url(mut self, base_url: Option<&str>) -> Self {
-        let http = self.http.clone();
-        self.plain = base_url.and_then(|u| u.parse::<Uri>().ok()).and_then(|uri| {
-            if uri.scheme() != Some(&Scheme::HTTP) {
-                return None;
-            }
-            let authority = uri.authority()?.clone();
-            let host = uri.host()?;
-            let value = match uri.port_u16().filter(|&p| p != 80) {
-                Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
-                None => HeaderValue::from_str(host),
-            };
-            let target = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(authority.clone())
-                .path_and_query("/")
-                .build()
-                .ok()?;
-            Some(Plain { authority, host: value.ok()?, target, pool: Pool::new(http) })
-        });
-        self
+        let plain = base_url.and_then(|url| Plain::for_base_url(url, http));
+        Client { inner, plain }
     }
 
     /// Sends a request and waits for the response head, at most `first_byte`.
@@ -158,37 +134,57 @@ impl Client {
             }
         }
         let request = builder.body(Full::new(up.body.clone())).map_err(|_| invalid())?;
-        type Failure = (bool, Box<dyn std::error::Error + Send + Sync>);
         let sent = async {
-            let sent: Result<_, Failure> = match plain {
-                Some(plain) => match plain.pool.send(&plain.target, request).await {
-                    Ok(response) => Ok(response.map(|b| b.boxed_unsync())),
-                    Err(e) => Err((e.is_connect(), e.into())),
-                },
-                None => match self.inner.request(request).await {
-                    Ok(response) => Ok(response.map(|b| b.boxed_unsync())),
-                    Err(e) => Err((e.is_connect(), e.into())),
-                },
-            };
-            sent
-        };
-        match tokio::time::timeout(first_byte, sent).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err((connect, e))) => {
-                if connect && is_timeout(&*e) {
-                    Err(ProxyError::UpstreamTimeout {
-                        phase: "the connect timeout",
-                        setting: "CONNECT_TIMEOUT",
-                    })
-                } else {
-                    Err(ProxyError::UpstreamConnect(e))
-                }
+            match plain {
+                Some(plain) => (plain.pool.send(&plain.target, request).await)
+                    .map(|response| response.map(BodyExt::boxed_unsync))
+                    .map_err(|e| unreached(e.is_connect(), e)),
+                None => (self.inner.request(request).await)
+                    .map(|response| response.map(BodyExt::boxed_unsync))
+                    .map_err(|e| unreached(e.is_connect(), e)),
             }
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                phase: "the first-byte timeout",
-                setting: "FIRST_BYTE_TIMEOUT",
-            }),
+        };
+        tokio::time::timeout(first_byte, sent).await.unwrap_or(Err(ProxyError::UpstreamTimeout {
+            phase: "the first-byte timeout",
+            setting: "FIRST_BYTE_TIMEOUT",
+        }))
+    }
+}
+
+impl Plain {
+    /// The pool for `base_url` when it is plain HTTP, with the `Host` header of its requests
+    /// worked out once: the host, and the port unless it is 80, as hyper-util writes it.
+    /// Plain HTTP always speaks HTTP/1.1 here (no h2c), where `Host` is required; HTTPS
+    /// upstreams are left to hyper-util, which sends `Host` only over HTTP/1.1.
+    fn for_base_url(base_url: &str, http: HttpConnector) -> Option<Plain> {
+        let uri = base_url.parse::<Uri>().ok()?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return None;
         }
+        let authority = uri.authority()?.clone();
+        let host = uri.host()?;
+        let value = match uri.port_u16().filter(|&p| p != 80) {
+            Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+            None => HeaderValue::from_str(host),
+        };
+        let target = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        Some(Plain { authority, host: value.ok()?, target, pool: Pool::new(http) })
+    }
+}
+
+/// A send that got no answer head: the connect timeout when that is what ran out, the
+/// upstream unreachable otherwise.
+fn unreached(connect: bool, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ProxyError {
+    let e = e.into();
+    if connect && is_timeout(&*e) {
+        ProxyError::UpstreamTimeout { phase: "the connect timeout", setting: "CONNECT_TIMEOUT" }
+    } else {
+        ProxyError::UpstreamConnect(e)
     }
 }
 
@@ -211,12 +207,13 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::test_server::{ANSWER, After, server};
 
     #[test]
     fn the_host_header_is_worked_out_once_for_plain_http_as_hyper_util_would() {
         let host = |url: &str| {
             let tls = Client::tls_config(false);
-            let client = Client::new(Duration::from_secs(1), tls).for_base_url(Some(url));
+            let client = Client::new(Duration::from_secs(1), tls, Some(url));
             client.plain.map(|p| (p.authority.to_string(), p.host.to_str().unwrap().to_owned()))
         };
         let pair = |a: &str, v: &str| Some((a.to_owned(), v.to_owned()));
@@ -231,42 +228,8 @@ mod tests {
         // HTTPS may speak HTTP/2, where hyper-util sends no Host: left to it.
         assert_eq!(host("https://api.openai.com/v1"), None);
         assert_eq!(host("not a url"), None);
-        let none = Client::new(Duration::from_secs(1), Client::tls_config(false));
-        assert!(none.for_base_url(None).plain.is_none());
-    }
-
-    /// A server that answers each request `{}` and hands over the request heads it read.
-    async fn recording_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0; 4096];
-                    loop {
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            // The tests' bodies are `{}`.
-                            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                            buf.drain(..end + 4 + 2);
-                            let _ = tx.send(head);
-                            let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-                            if socket.write_all(reply.as_bytes()).await.is_err() {
-                                return;
-                            }
-                        }
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                });
-            }
-        });
-        (format!("127.0.0.1:{}", addr.port()), rx)
+        let none = Client::new(Duration::from_secs(1), Client::tls_config(false), None);
+        assert!(none.plain.is_none());
     }
 
     fn upstream_request(url: String) -> UpstreamRequest {
@@ -285,22 +248,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_plain_http_upstream_gets_origin_form_and_its_host_header() {
-        let (authority, mut heads) = recording_server().await;
+        let server = server(After::KeepAlive).await;
+        let authority = server.target.authority().unwrap().to_string();
         let base = format!("http://{authority}/v1");
-        let client = Client::new(Duration::from_secs(1), Client::tls_config(false))
-            .for_base_url(Some(&base));
-        for (url, line) in [
+        let client = Client::new(Duration::from_secs(1), Client::tls_config(false), Some(&base));
+        for (i, (url, line)) in [
             (format!("{base}/chat/completions"), "POST /v1/chat/completions HTTP/1.1"),
             (
                 format!("{base}/x?api-version=2024-10-21"),
                 "POST /v1/x?api-version=2024-10-21 HTTP/1.1",
             ),
             (format!("http://{authority}"), "POST / HTTP/1.1"),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let response = client.send(&upstream_request(url), Duration::from_secs(5)).await;
             let body = response.unwrap().into_body().collect().await.unwrap().to_bytes();
-            assert_eq!(body, "{}");
-            let head = heads.recv().await.unwrap().to_ascii_lowercase();
+            assert_eq!(body, ANSWER);
+            let head = server.heads.lock().unwrap()[i].clone();
             assert!(head.starts_with(&line.to_ascii_lowercase()), "{head}");
             assert!(head.contains(&format!("\r\nhost: {authority}")), "{head}");
             assert!(head.contains("\r\nx-test: kept"), "{head}");
