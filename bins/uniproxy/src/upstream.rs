@@ -98,6 +98,32 @@ impl Client {
         up: &UpstreamRequest,
         first_byte: Duration,
     ) -> Result<hyper::Response<UpstreamBody>, ProxyError> {
+        // Built before the first await, so that the builder and the parsed URL are not kept
+        // in the future's state: hyper keeps each connection's request future in a box the
+        // size of the largest one, for the connection's life.
+        let (request, plain) = self.request(up)?;
+        let sent = async {
+            match plain {
+                Some(plain) => (plain.pool.send(&plain.target, request).await)
+                    .map(|response| response.map(BodyExt::boxed_unsync))
+                    .map_err(|e| unreached(e.is_connect(), e)),
+                None => (self.inner.request(request).await)
+                    .map(|response| response.map(BodyExt::boxed_unsync))
+                    .map_err(|e| unreached(e.is_connect(), e)),
+            }
+        };
+        tokio::time::timeout(first_byte, sent).await.unwrap_or(Err(ProxyError::UpstreamTimeout {
+            phase: "the first-byte timeout",
+            setting: "FIRST_BYTE_TIMEOUT",
+        }))
+    }
+
+    /// The request for `up`, and the plain-HTTP pool that takes it when `up` goes to the
+    /// plain-HTTP upstream this client was made for.
+    fn request(
+        &self,
+        up: &UpstreamRequest,
+    ) -> Result<(hyper::Request<Full<Bytes>>, Option<&Plain>), ProxyError> {
         let invalid = || {
             ProxyError::Translate(uniproxy_translate::TranslateError::InvalidRequest {
                 param: "BASE_URL".to_owned(),
@@ -134,20 +160,7 @@ impl Client {
             }
         }
         let request = builder.body(Full::new(up.body.clone())).map_err(|_| invalid())?;
-        let sent = async {
-            match plain {
-                Some(plain) => (plain.pool.send(&plain.target, request).await)
-                    .map(|response| response.map(BodyExt::boxed_unsync))
-                    .map_err(|e| unreached(e.is_connect(), e)),
-                None => (self.inner.request(request).await)
-                    .map(|response| response.map(BodyExt::boxed_unsync))
-                    .map_err(|e| unreached(e.is_connect(), e)),
-            }
-        };
-        tokio::time::timeout(first_byte, sent).await.unwrap_or(Err(ProxyError::UpstreamTimeout {
-            phase: "the first-byte timeout",
-            setting: "FIRST_BYTE_TIMEOUT",
-        }))
+        Ok((request, plain))
     }
 }
 
