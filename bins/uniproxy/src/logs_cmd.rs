@@ -547,10 +547,10 @@ fn show(
         writeln!(out, "{key:<15}{value}")?;
     }
     let mut bodies = vec![
-        ("client request", &e.client_request),
-        ("upstream request", &e.upstream_request),
-        ("response", &e.response),
-        ("request headers (redacted)", &e.request_headers),
+        ("client request", e.client_request.as_str()),
+        ("upstream request", e.upstream_request.as_str()),
+        ("response", e.response.as_str()),
+        ("request headers (redacted)", e.request_headers.as_str()),
     ];
     if let Some(chunks) = &e.raw_chunks {
         bodies.push(("raw stream chunks", chunks));
@@ -670,7 +670,7 @@ fn csv_fields(entry: &Entry) -> Vec<String> {
         text(&e.client_addr),
         text(&e.user_agent),
         serde_json::to_string(&e.dropped_fields).unwrap_or_default(),
-        e.request_headers.clone(),
+        e.request_headers.as_str().to_owned(),
         e.client_request.clone(),
         e.upstream_request.clone(),
         e.response.clone(),

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use slog::{Logger, error, info};
-use uniproxy_logstore::{NewEntry, Writer, WriterHandle};
+use uniproxy_logstore::{Headers, HeadersBuilder, NewEntry, Writer, WriterHandle};
 use uniproxy_wire::Usage;
 
 use crate::logging::Logs;
@@ -63,7 +63,7 @@ pub struct RequestRecord {
     /// The client's user agent.
     pub user_agent: Option<String>,
     /// The request headers with secrets redacted, as a JSON object.
-    pub request_headers: String,
+    pub request_headers: Headers,
     /// Fields the translator left out.
     pub dropped_fields: Vec<String>,
     /// A short hash of the client's proxy key, to tell traffic apart by key.
@@ -91,69 +91,28 @@ pub(crate) fn text(b: &Bytes) -> std::borrow::Cow<'_, str> {
 }
 
 /// The headers as a JSON object, with every secret header's value replaced by `[redacted]`
-/// (the log store's list of secret headers decides which); a header sent more than once has
-/// an array of its values. Written straight into the string: a `serde_json::Map` would
-/// allocate twice per header.
-pub fn redacted_headers(headers: &hyper::HeaderMap) -> String {
-    fn value(out: &mut Vec<u8>, secret: bool, v: &hyper::header::HeaderValue) {
-        let bytes = v.as_bytes();
-        if !secret && bytes.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
-            // Printable ASCII with nothing to escape: almost every value.
-            out.push(b'"');
-            out.extend_from_slice(bytes);
-            out.push(b'"');
-            return;
-        }
-        // Writing into a Vec cannot fail.
-        let _ = if secret {
-            serde_json::to_writer(out, uniproxy_logstore::REDACTED)
-        } else {
-            serde_json::to_writer(out, &String::from_utf8_lossy(bytes))
-        };
-    }
-    /// Opens the member `name`. A header name is a token (RFC 9110): no quote, backslash or
-    /// control character, so nothing in it needs escaping.
-    fn member(out: &mut Vec<u8>, first: bool, name: &hyper::header::HeaderName) {
-        if !first {
-            out.push(b',');
-        }
-        out.push(b'"');
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b"\":");
-    }
-    let secret =
-        |name: &hyper::header::HeaderName| uniproxy_logstore::is_secret_header(name.as_str());
-    let mut out = Vec::with_capacity(48 * headers.len() + 2);
-    out.push(b'{');
+/// (the log store's [`HeadersBuilder`] writes it, and the store trusts what it wrote); a
+/// header sent more than once has an array of its values.
+pub fn redacted_headers(headers: &hyper::HeaderMap) -> Headers {
+    let mut out = HeadersBuilder::with_capacity(48 * headers.len() + 2);
     if headers.keys_len() == headers.len() {
         // No name sent twice (almost every request): the values as they come, no lookups.
-        for (i, (name, v)) in headers.iter().enumerate() {
-            member(&mut out, i == 0, name);
-            value(&mut out, secret(name), v);
+        for (name, v) in headers {
+            out.header(name.as_str(), v.as_bytes());
         }
     } else {
-        for (i, name) in headers.keys().enumerate() {
-            member(&mut out, i == 0, name);
+        for name in headers.keys() {
             let mut values = headers.get_all(name).iter();
-            let first = values.next();
-            match (first, values.next()) {
-                (Some(v), None) => value(&mut out, secret(name), v),
-                (first, second) => {
-                    out.push(b'[');
-                    for (j, v) in first.into_iter().chain(second).chain(values).enumerate() {
-                        if j > 0 {
-                            out.push(b',');
-                        }
-                        value(&mut out, secret(name), v);
-                    }
-                    out.push(b']');
-                }
+            match (values.next(), values.next()) {
+                (Some(v), None) => out.header(name.as_str(), v.as_bytes()),
+                (first, second) => out.header_values(
+                    name.as_str(),
+                    first.into_iter().chain(second).chain(values).map(|v| v.as_bytes()),
+                ),
             }
         }
     }
-    out.push(b'}');
-    // Only serde_json's output (UTF-8) went in.
-    String::from_utf8(out).unwrap_or_default()
+    out.finish()
 }
 
 /// A short, stable hash of a client key: enough to tell keys apart in the log, useless for
@@ -436,7 +395,7 @@ mod tests {
         h.insert("x-bytes", hyper::header::HeaderValue::from_bytes(b"caf\xe9").unwrap());
         h.insert("x-tab", hyper::header::HeaderValue::from_bytes(b"a\tb\\c").unwrap());
         let text = redacted_headers(&h);
-        assert!(!text.contains("sk-secret") && !text.contains("k1"), "{text}");
+        assert!(!text.contains("sk-secret") && !text.contains("k1"), "{text:?}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v,

@@ -77,7 +77,8 @@ fn entry(
             "authorization": "Bearer sk-proxy-secret",
             "user-agent": "OpenAI/Python 1.54.0"
         })
-        .to_string(),
+        .to_string()
+        .into(),
         client_addr: Some("127.0.0.1:53124".into()),
         user_agent: Some("OpenAI/Python 1.54.0".into()),
         key_hash: Some("3f9a1c".into()),
@@ -321,7 +322,7 @@ fn stats_on_known_data() {
 
 /// What the store keeps of an entry: its headers redacted.
 fn stored(mut e: NewEntry) -> NewEntry {
-    e.request_headers = redact_headers(&e.request_headers);
+    e.request_headers = redact_headers(&e.request_headers).into();
     e
 }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::CopiedSpan;
+use crate::{CopiedSpan, Headers};
 
 /// Token counts reported by the upstream, each absent when it was not reported.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,7 +28,8 @@ pub struct Usage {
 ///
 /// Times are unix milliseconds chosen by the caller; the store reads no clock.
 /// Bodies are stored exactly as given. `request_headers` is a JSON dump that
-/// goes through [`redact_headers`](crate::redact_headers) before it is stored.
+/// goes through [`redact_headers`](crate::redact_headers) before it is stored,
+/// unless [`HeadersBuilder`](crate::HeadersBuilder) wrote it redacted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewEntry {
     /// The caller's id for the request (a `chatcmpl-…` id or a uuid).
@@ -79,8 +80,8 @@ pub struct NewEntry {
     /// The client's `User-Agent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
-    /// The request headers as JSON text, already redacted by the caller.
-    pub request_headers: String,
+    /// The request headers as a JSON object; the store redacts credentials before writing.
+    pub request_headers: Headers,
     /// Request fields a translator dropped because the upstream cannot take them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_fields: Vec<String>,

@@ -16,7 +16,8 @@
 //!   database cannot be written, it hands the batch to a [`Spill`] (such as
 //!   [`JsonLinesSpill`]) instead, so nothing is lost.
 //! - [`redact_headers`] removes credentials from a header dump; the store
-//!   applies it to every entry before writing.
+//!   applies it to every entry before writing, except to [`Headers`] built
+//!   with [`HeadersBuilder`], which redacts as it writes.
 //!
 //! Metadata and bodies live in two tables keyed by the same id, so listing
 //! and counting a million entries never reads a body.
@@ -57,6 +58,7 @@
 mod copies;
 mod entry;
 mod error;
+mod headers;
 mod prune;
 mod query;
 mod redact;
@@ -69,6 +71,7 @@ mod writer;
 pub use copies::CopiedSpan;
 pub use entry::{Entry, EntrySummary, NewEntry, Usage};
 pub use error::StoreError;
+pub use headers::{Headers, HeadersBuilder};
 pub use prune::{PruneReport, ROW_OVERHEAD_BYTES, Retention};
 pub use query::{Page, ParseStatusFilterError, Query, StatusFilter};
 pub use redact::{REDACTED, SECRET_HEADERS, is_secret_header, redact_headers};

@@ -54,11 +54,11 @@ impl Spill for JsonLinesSpill {
         let mut buf = Vec::with_capacity(entries.len() * 1024);
         for entry in entries {
             let mut redacted;
-            let entry = if entry.request_headers.is_empty() {
+            let entry = if entry.request_headers.is_checked() || entry.request_headers.is_empty() {
                 entry
             } else {
                 redacted = entry.clone();
-                redacted.request_headers = crate::redact_headers(&entry.request_headers);
+                redacted.request_headers = crate::redact_headers(&entry.request_headers).into();
                 &redacted
             };
             serde_json::to_writer(&mut buf, entry)?;

@@ -13,7 +13,7 @@ use crate::copies;
 use crate::error::sql;
 use crate::redact::redact_headers_cow;
 use crate::schema::{self, SCHEMA_VERSION};
-use crate::{Entry, EntrySummary, NewEntry, StoreError, Usage};
+use crate::{Entry, EntrySummary, Headers, NewEntry, StoreError, Usage};
 
 /// How a [`LogStore`] opens its database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,7 +440,12 @@ impl<'conn> InsertStatements<'conn> {
 
     fn insert(&mut self, e: &NewEntry) -> Result<i64, StoreError> {
         let usage = &e.usage;
-        let headers = redact_headers_cow(&e.request_headers);
+        // Built redacted (`HeadersBuilder`), or checked here.
+        let headers = if e.request_headers.is_checked() {
+            Cow::Borrowed(e.request_headers.as_str())
+        } else {
+            redact_headers_cow(&e.request_headers)
+        };
         // Almost every entry drops nothing; skip the serializer for those.
         let dropped = if e.dropped_fields.is_empty() {
             Cow::Borrowed("[]")
@@ -604,7 +609,7 @@ fn entry_from_row(row: &Row<'_>) -> Result<Entry, StoreError> {
             error_type: s.error_type,
             error_message: s.error_message,
             usage: s.usage,
-            request_headers: text(n + 2)?.unwrap_or_default(),
+            request_headers: Headers::stored(text(n + 2)?.unwrap_or_default()),
             client_request,
             upstream_request,
             upstream_copies,

@@ -484,6 +484,28 @@ fn fresh_database_uses_wal_and_incremental_vacuum() {
 }
 
 #[test]
+fn headers_written_by_the_builder_are_stored_as_written() {
+    let (_dir, store) = temp_store();
+    let mut e = entry(1);
+    let mut headers = uniproxy_logstore::HeadersBuilder::with_capacity(128);
+    headers.header("Content-Type", b"application/json");
+    headers.header("X-Goog-Api-Key", b"AIza-secret");
+    headers.header_values("cookie", [&b"a=1"[..], b"b=2"]);
+    e.request_headers = headers.finish();
+    let id = store.insert(&e).unwrap();
+    let stored = store.get(id).unwrap().unwrap().entry.request_headers;
+    assert_eq!(
+        stored,
+        r#"{"Content-Type":"application/json","X-Goog-Api-Key":"[redacted]","cookie":["[redacted]","[redacted]"]}"#
+    );
+    // Read back, it is text the store redacted: written again, it is kept as it is.
+    let mut again = entry(2);
+    again.request_headers = stored.clone();
+    let id = store.insert(&again).unwrap();
+    assert_eq!(store.get(id).unwrap().unwrap().entry.request_headers, stored);
+}
+
+#[test]
 fn secret_headers_are_redacted() {
     let (_dir, store) = temp_store();
     let mut e = entry(1);
@@ -494,7 +516,7 @@ fn secret_headers_are_redacted() {
     let id = store.insert(&e).unwrap();
     let stored = store.get(id).unwrap().unwrap().entry.request_headers;
     for secret in ["sk-live-123", "k1", "k2", "k3", "eA==", "a=1"] {
-        assert!(!stored.contains(secret), "{secret} leaked: {stored}");
+        assert!(!stored.contains(secret), "{secret} leaked: {stored:?}");
     }
     let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(v["Authorization"], "[redacted]");
