@@ -30,25 +30,21 @@ use crate::{REDACTED, is_secret_header};
 /// let dumped = Headers::from(r#"{"authorization":"Bearer sk-secret"}"#);
 /// assert_eq!(dumped.len(), 36);
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Headers {
     json: String,
     /// Known to hold no credential: built by [`HeadersBuilder`] or read back from the store.
-    checked: Checked,
+    checked: bool,
 }
 
-/// Whether a [`Headers`]' text is known to be redacted. Equal whatever its value, so that two
-/// headers compare by their text alone.
-#[derive(Clone, Copy, Default)]
-struct Checked(bool);
-
-impl PartialEq for Checked {
-    fn eq(&self, _: &Self) -> bool {
-        true
+/// Two headers are equal when their text is, however each was made.
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
     }
 }
 
-impl Eq for Checked {}
+impl Eq for Headers {}
 
 impl Headers {
     /// The JSON text.
@@ -57,20 +53,14 @@ impl Headers {
         &self.json
     }
 
-    /// The JSON text, owned.
-    #[must_use]
-    pub fn into_string(self) -> String {
-        self.json
-    }
-
     /// Text read back from the store, which redacted it when it was written.
     pub(crate) fn stored(json: String) -> Self {
-        Self { json, checked: Checked(true) }
+        Self { json, checked: true }
     }
 
     /// Whether the text is known to hold no credential, so the store can write it unchecked.
     pub(crate) fn is_checked(&self) -> bool {
-        self.checked.0
+        self.checked
     }
 }
 
@@ -83,7 +73,7 @@ impl Deref for Headers {
 
 impl From<String> for Headers {
     fn from(json: String) -> Self {
-        Self { json, checked: Checked(false) }
+        Self { json, checked: false }
     }
 }
 
@@ -180,7 +170,7 @@ impl HeadersBuilder {
         // Only &str names and serde_json's or checked ASCII values went in.
         let json = String::from_utf8(self.out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        Headers { json, checked: Checked(!self.named) }
+        Headers { json, checked: !self.named }
     }
 
     /// Opens the member `name`; returns whether its value is a secret.

@@ -54,10 +54,12 @@ pub fn redact_headers(headers_json: &str) -> String {
 
 /// [`redact_headers`] without the copy when the text is kept as it is.
 ///
-/// The writer calls this for every entry, and the server has already redacted
-/// the headers, so the common case is a JSON object whose secret headers (if
-/// any) already hold [`REDACTED`]. One allocation-free pass over the text
-/// ([`check_object`]) proves that; anything else takes the full parse.
+/// The writer calls this for every entry whose headers the store's own
+/// [`HeadersBuilder`](crate::HeadersBuilder) did not write. Such text usually
+/// comes already redacted (an older log replayed, an embedder's own dump), a
+/// JSON object whose secret headers (if any) hold [`REDACTED`]. One
+/// allocation-free pass over the text ([`check_object`]) proves that; anything
+/// else takes the full parse.
 pub(crate) fn redact_headers_cow(headers_json: &str) -> Cow<'_, str> {
     let verdict = check_object(headers_json);
     if verdict == Verdict::Clean {
