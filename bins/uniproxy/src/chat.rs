@@ -251,38 +251,83 @@ struct Prepared {
 /// Parses the client's body, checks it against the settings and builds the upstream's
 /// request, filling in what the record learns on the way. Not `async`: the parsed request
 /// (776 bytes) would stay in the request future's state for the whole exchange.
+///
+/// A platform that takes the OpenAI format reads most bodies only as far as forwarding them
+/// needs (`read_head`: the members the proxy rewrites, every value checked as the typed parse
+/// checks it); the others, and any body that read leaves alone, get the typed parse.
 fn prepare(
     state: &AppState,
     body: &Bytes,
     record: &mut RequestRecord,
 ) -> Result<Prepared, ProxyError> {
-    let settings = &state.settings;
+    if let Some(mut head) = state.provider.read_head(body) {
+        // The read leaves a request that offers tools to the typed parse.
+        let (client_stream, upstream_stream) =
+            admit(state, record, &head.model, head.is_stream(), false)?;
+        let ctx = context(state, record, head.wants_stream_usage());
+        if client_stream && !upstream_stream {
+            head.stream = None;
+            head.stream_options = None;
+        }
+        let up = state.provider.build_request_head(head)?;
+        return Ok(prepared(record, up, ctx, client_stream, upstream_stream));
+    }
     let mut request: ChatCompletionRequest = from_slice(body).map_err(ProxyError::InvalidBody)?;
-    record.client_request_json = true;
-    record.client_model.clone_from(&request.model);
-    record.stream = request.is_stream();
-    if !settings.enabled {
-        return Err(ProxyError::Disabled);
-    }
-    if request.has_tools() && !settings.supports_function_calling {
-        return Err(ProxyError::FunctionCallingDisabled);
-    }
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let ctx = ResponseContext::new(
-        record.request_id.clone(),
-        created,
-        settings.actual_name.clone(),
-        &request,
-    );
-    let client_stream = request.is_stream();
-    let upstream_stream = client_stream && settings.supports_streaming;
+    let (client_stream, upstream_stream) =
+        admit(state, record, &request.model, request.is_stream(), request.has_tools())?;
+    let ctx = context(state, record, request.wants_stream_usage());
     if client_stream && !upstream_stream {
         request.stream = None;
         request.stream_options = None;
     }
-    let mut up = state.provider.build_request_from(request, body)?;
+    let up = state.provider.build_request_from(request, body)?;
+    Ok(prepared(record, up, ctx, client_stream, upstream_stream))
+}
+
+/// Notes the parsed request's model and stream flag in the record and checks the request
+/// against the settings; gives whether the client asked for a stream and whether the upstream
+/// is asked for one.
+fn admit(
+    state: &AppState,
+    record: &mut RequestRecord,
+    model: &str,
+    stream: bool,
+    has_tools: bool,
+) -> Result<(bool, bool), ProxyError> {
+    let settings = &state.settings;
+    record.client_request_json = true;
+    model.clone_into(&mut record.client_model);
+    record.stream = stream;
+    if !settings.enabled {
+        return Err(ProxyError::Disabled);
+    }
+    if has_tools && !settings.supports_function_calling {
+        return Err(ProxyError::FunctionCallingDisabled);
+    }
+    Ok((stream, stream && settings.supports_streaming))
+}
+
+/// What the answer's translation needs to know of the request.
+fn context(state: &AppState, record: &RequestRecord, include_usage: bool) -> ResponseContext {
+    ResponseContext {
+        id: record.request_id.clone(),
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        model: state.settings.actual_name.clone(),
+        include_usage,
+    }
+}
+
+/// The upstream's request built: the record keeps its body, what it copied of the client's,
+/// and the fields it dropped.
+fn prepared(
+    record: &mut RequestRecord,
+    mut up: UpstreamRequest,
+    ctx: ResponseContext,
+    client_stream: bool,
+    upstream_stream: bool,
+) -> Prepared {
     record.upstream_request = up.body.clone();
     record.upstream_copies = std::mem::take(&mut up.copied);
     record.dropped_fields.clone_from(&up.dropped);
-    Ok(Prepared { up, ctx, client_stream, upstream_stream })
+    Prepared { up, ctx, client_stream, upstream_stream }
 }

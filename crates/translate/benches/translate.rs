@@ -195,6 +195,12 @@ fn requests(c: &mut Criterion) {
                 },
             );
         }
+        // What the server calls first for a platform that takes the OpenAI format: the body
+        // read only as far as forwarding it needs.
+        let p = provider(&config(ProviderKind::OpenAi)).unwrap();
+        g.bench_with_input(BenchmarkId::new("read_head_build_openai", &label), &body, |b, body| {
+            b.iter(|| p.build_request_head(p.read_head(black_box(body)).unwrap()).unwrap())
+        });
     }
     g.finish();
 }

@@ -49,6 +49,7 @@ mod anthropic;
 mod assemble;
 mod error;
 mod gemini;
+mod head;
 mod json;
 pub mod mock;
 mod openai_compat;
@@ -62,6 +63,7 @@ pub use assemble::{
 use bytes::Bytes;
 pub use error::{TranslateError, complete_error, error_type_for_status, fallback_error};
 pub use gemini::Gemini;
+pub use head::RequestHead;
 pub use openai_compat::OpenAiCompat;
 pub use uniproxy_wire::{ChatCompletion, ChatCompletionRequest};
 
@@ -334,6 +336,37 @@ pub trait Provider: Send + Sync {
             up.copied = scan::string_runs(raw, &up.body);
         }
         Ok(up)
+    }
+
+    /// For a platform that takes the OpenAI format: `raw`, a client's body, read only as far
+    /// as [`build_request_head`](Self::build_request_head) needs ([`RequestHead::read`]),
+    /// without building the typed request. `None` for the other platforms (the default) and for
+    /// a body the read leaves to the full parse: the caller then parses the typed request and
+    /// calls [`build_request_from`](Self::build_request_from).
+    fn read_head<'a>(&self, raw: &'a [u8]) -> Option<RequestHead<'a>> {
+        let _ = raw;
+        None
+    }
+
+    /// [`build_request_from`](Self::build_request_from) for a body [`read_head`](Self::read_head)
+    /// read, whose typed members the caller may have changed since. A platform that does not
+    /// read heads parses the typed request here.
+    ///
+    /// # Errors
+    /// As [`build_request`](Self::build_request).
+    fn build_request_head(&self, head: RequestHead<'_>) -> Result<UpstreamRequest, TranslateError> {
+        let raw = head.raw();
+        let mut request: ChatCompletionRequest =
+            uniproxy_wire::from_bytes(raw).map_err(|_| TranslateError::InvalidRequest {
+                param: String::new(),
+                reason: "the body does not parse as a request",
+            })?;
+        request.model = head.model;
+        request.max_tokens = head.max_tokens;
+        request.max_completion_tokens = head.max_completion_tokens;
+        request.stream = head.stream;
+        request.stream_options = head.stream_options;
+        self.build_request_from(request, raw)
     }
 
     /// Translates a non-stream answer.

@@ -17,7 +17,7 @@ use crate::scan::{
 };
 use crate::sse::{self, SseEvent};
 use crate::{
-    Answer, Assembled, CopiedSpan, MIN_COPIED, Provider, ProviderConfig, ProviderKind,
+    Answer, Assembled, CopiedSpan, MIN_COPIED, Provider, ProviderConfig, ProviderKind, RequestHead,
     ResponseContext, StreamTranslator, TranslateError, Translated, UpstreamRequest, complete_error,
     fallback_error,
 };
@@ -99,15 +99,30 @@ pub(crate) fn cap_tokens(
     max: u32,
     when_unset: impl FnOnce(&mut ChatCompletionRequest),
 ) {
+    if !cap_limits(&mut request.max_tokens, &mut request.max_completion_tokens, max) {
+        when_unset(request);
+    }
+}
+
+/// Caps the limits that are set at `max`; `false` when neither is.
+fn cap_limits(
+    max_tokens: &mut Option<u32>,
+    max_completion_tokens: &mut Option<u32>,
+    max: u32,
+) -> bool {
     let mut any = false;
-    for limit in [&mut request.max_tokens, &mut request.max_completion_tokens].into_iter().flatten()
-    {
+    for limit in [max_tokens, max_completion_tokens].into_iter().flatten() {
         *limit = (*limit).min(max);
         any = true;
     }
-    if !any {
-        when_unset(request);
-    }
+    any
+}
+
+/// Asks for the usage at the end of a stream.
+fn ask_usage(stream_options: &mut Option<StreamOptions>) {
+    stream_options
+        .get_or_insert_with(|| StreamOptions { include_usage: None, extra: Default::default() })
+        .include_usage = Some(true);
 }
 
 impl OpenAiCompat {
@@ -123,21 +138,30 @@ impl OpenAiCompat {
         if request.is_stream() {
             // Always ask for usage so the log has it; the client gets the usage chunk only
             // if it asked (see `OpenAiStream`).
-            request
-                .stream_options
-                .get_or_insert_with(|| StreamOptions {
-                    include_usage: None,
-                    extra: Default::default(),
-                })
-                .include_usage = Some(true);
+            ask_usage(&mut request.stream_options);
         }
         request
+    }
+
+    /// [`rewrite`](Self::rewrite) for a request's head.
+    fn rewrite_head(&self, head: &mut RequestHead<'_>) {
+        head.model.clone_from(&self.config.model);
+        let max = self.config.max_tokens;
+        if !cap_limits(&mut head.max_tokens, &mut head.max_completion_tokens, max) {
+            match self.limit_field {
+                LimitField::MaxTokens => head.max_tokens = Some(max),
+                LimitField::MaxCompletionTokens => head.max_completion_tokens = Some(max),
+            }
+        }
+        if head.is_stream() {
+            ask_usage(&mut head.stream_options);
+        }
     }
 }
 
 /// The members [`OpenAiCompat::rewrite`] may change, and the caller of
-/// [`Provider::build_request_from`] too: they are written from the typed request, every other
-/// member from the client's bytes.
+/// [`Provider::build_request_from`] too: they are written from the typed request (its
+/// [`RequestHead`]), every other member from the client's bytes.
 const REWRITTEN: [&str; 5] =
     ["model", "max_tokens", "max_completion_tokens", "stream", "stream_options"];
 
@@ -221,21 +245,35 @@ impl Provider for OpenAiCompat {
 
     fn build_request_from(
         &self,
-        request: ChatCompletionRequest,
+        mut request: ChatCompletionRequest,
         raw: &[u8],
+    ) -> Result<UpstreamRequest, TranslateError> {
+        match raw_members(raw) {
+            Some(members) => {
+                self.build_request_head(RequestHead::taken_from(&mut request, raw, members))
+            }
+            None => self.build_request(request),
+        }
+    }
+
+    fn read_head<'a>(&self, raw: &'a [u8]) -> Option<RequestHead<'a>> {
+        RequestHead::read(raw)
+    }
+
+    fn build_request_head(
+        &self,
+        mut head: RequestHead<'_>,
     ) -> Result<UpstreamRequest, TranslateError> {
         // The client's own bytes for every member the proxy does not rewrite: copying them is
         // cheaper than serializing the messages again (serde_json escapes a string a byte at a
         // time), and the upstream gets what the client wrote.
-        let Some(members) = raw_members(raw) else {
-            return self.build_request(request);
-        };
-        let request = self.rewrite(request);
+        self.rewrite_head(&mut head);
         let kind = self.config.kind;
+        let raw = head.raw();
         let mut body = Vec::with_capacity(raw.len() + 64);
         let mut copied = Vec::new();
         body.push(b'{');
-        for (key, value) in members {
+        for (key, value) in head.members() {
             if !is_rewritten(key) {
                 open_key(&mut body);
                 copy_from(&mut body, &mut copied, raw, key);
@@ -244,19 +282,19 @@ impl Provider for OpenAiCompat {
             }
         }
         copied.retain(|span| span.len >= MIN_COPIED);
-        if !request.model.is_empty() {
-            typed_member(&mut body, "model", &request.model, kind)?;
+        if !head.model.is_empty() {
+            typed_member(&mut body, "model", &head.model, kind)?;
         }
-        if let Some(v) = &request.max_tokens {
+        if let Some(v) = &head.max_tokens {
             typed_member(&mut body, "max_tokens", v, kind)?;
         }
-        if let Some(v) = &request.max_completion_tokens {
+        if let Some(v) = &head.max_completion_tokens {
             typed_member(&mut body, "max_completion_tokens", v, kind)?;
         }
-        if let Some(v) = &request.stream {
+        if let Some(v) = &head.stream {
             typed_member(&mut body, "stream", v, kind)?;
         }
-        if let Some(v) = &request.stream_options {
+        if let Some(v) = &head.stream_options {
             typed_member(&mut body, "stream_options", v, kind)?;
         }
         body.push(b'}');

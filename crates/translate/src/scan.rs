@@ -525,7 +525,7 @@ impl<'a> Reader<'a> {
 
     /// The next byte that is not whitespace, not consumed.
     #[inline]
-    fn peek(&mut self) -> Option<u8> {
+    pub(crate) fn peek(&mut self) -> Option<u8> {
         self.at = skip_ws(self.json(), self.at);
         self.json().get(self.at).copied()
     }
@@ -640,6 +640,20 @@ impl<'a> Reader<'a> {
         decoded(self.text, start, end, escaped)
     }
 
+    /// A string, checked as serde_json checks one it keeps but not decoded: as
+    /// [`string`](Self::string) checks it, with every `\u` escape of a UTF-16 surrogate the
+    /// leading half of a pair whose trailing half is the next escape.
+    #[inline]
+    pub(crate) fn kept_string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        let (end, escaped) = checked_string_end(self.json(), self.at)?;
+        if escaped && !surrogates_pair(self.json().get(self.at..end)?) {
+            return None;
+        }
+        self.at = end + 1;
+        Some(())
+    }
+
     /// A non-negative integer that fits a `T` (`u32`, `u64`), written plainly: no sign,
     /// fraction or exponent.
     #[inline]
@@ -656,6 +670,36 @@ impl<'a> Reader<'a> {
         }
         self.at = end;
         T::try_from(n).ok()
+    }
+
+    /// `true` or `false`.
+    #[inline]
+    pub(crate) fn boolean(&mut self) -> Option<bool> {
+        let (literal, value) = match self.peek()? {
+            b't' => (&b"true"[..], true),
+            b'f' => (&b"false"[..], false),
+            _ => return None,
+        };
+        self.at = literal_end(self.json(), self.at, literal)?;
+        Some(value)
+    }
+
+    /// A number, checked as serde_json checks one it keeps (see [`skip_kept`](Self::skip_kept)).
+    #[inline]
+    pub(crate) fn number(&mut self) -> Option<()> {
+        matches!(self.peek()?, b'-' | b'0'..=b'9').then(|| self.skip_kept())?
+    }
+
+    /// Reads the next value with `read`; gives what `read` gave and the value's text.
+    #[inline]
+    pub(crate) fn spanned<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<(T, &'a str)> {
+        self.peek()?;
+        let start = self.at;
+        let value = read(self)?;
+        Some((value, self.text.get(start..self.at)?))
     }
 
     /// Parses the next value with serde_json, as a `T`.
@@ -687,17 +731,15 @@ impl<'a> Reader<'a> {
 
     /// Skips the next value, checking it as serde_json checks a value it keeps (a
     /// `serde_json::Value`, as in a `#[serde(flatten)]` map) rather than one it skips, which it
-    /// checks less: a number that may be out of `f64`'s range (an exponent, or 300 characters
-    /// or more) and a string or key with an escape (which may be a lone surrogate) are refused.
+    /// checks less: strings as [`kept_string`](Self::kept_string) checks them, and a number
+    /// that may be out of `f64`'s range (an exponent, or 300 characters or more) and a key with
+    /// an escape are refused.
     pub(crate) fn skip_kept(&mut self) -> Option<()> {
         let json = self.json();
         self.at = match self.peek()? {
             b'{' => return self.object(false, |r, _| r.skip_kept()),
             b'[' => return self.elements(Self::skip_kept),
-            b'"' => match checked_string_end(json, self.at + 1)? {
-                (_, true) => return None,
-                (end, false) => end + 1,
-            },
+            b'"' => return self.kept_string(),
             b'-' | b'0'..=b'9' => {
                 let end = number_end(json, self.at)?;
                 let number = json.get(self.at..end)?;
@@ -747,6 +789,38 @@ fn checked_string_end(json: &[u8], mut i: usize) -> Option<(usize, bool)> {
             _ => return None,
         }
     }
+}
+
+/// Whether every `\u` escape of a UTF-16 surrogate in `contents` (a string's, its escapes
+/// checked by [`checked_string_end`]) is a leading one followed at once by an escaped trailing
+/// one, as serde_json requires of a string it decodes.
+fn surrogates_pair(contents: &[u8]) -> bool {
+    let hex = |at: usize| -> Option<u16> {
+        let digits = std::str::from_utf8(contents.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let mut i = 0;
+    while let Some(found) = memchr::memchr(b'\\', contents.get(i..).unwrap_or_default()) {
+        let at = i + found;
+        if contents.get(at + 1) != Some(&b'u') {
+            i = at + 2;
+            continue;
+        }
+        let Some(unit) = hex(at + 2) else { return false };
+        i = match unit {
+            0xD800..=0xDBFF => {
+                let trailing = contents.get(at + 6..at + 8) == Some(b"\\u")
+                    && hex(at + 8).is_some_and(|next| (0xDC00..=0xDFFF).contains(&next));
+                if !trailing {
+                    return false;
+                }
+                at + 12
+            }
+            0xDC00..=0xDFFF => return false,
+            _ => at + 6,
+        };
+    }
+    true
 }
 
 /// The string whose contents run from `start` to the closing quote at `end` of `text` (checked
@@ -978,6 +1052,21 @@ pub(crate) mod tests {
         })?;
         r.end()?;
         Some(found)
+    }
+
+    proptest! {
+        #[test]
+        fn a_kept_string_is_one_serde_json_decodes(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                "a", "é", "\\n", "\\\\", "\\\\u", "\\u0041", "\\ud83d", "\\ude00", "\\uDBFF", "\\uDC00",
+                "\\uD7FF", "\\uE000", "\\\"",
+            ]), 0..6),
+        ) {
+            let quoted = format!("\"{}\"", pieces.concat());
+            let mut r = Reader::new(&quoted);
+            let kept = r.kept_string().is_some() && r.end().is_some();
+            prop_assert_eq!(kept, serde_json::from_str::<String>(&quoted).is_ok(), "{}", quoted);
+        }
     }
 
     /// serde_json's verdict: is this one JSON value?
