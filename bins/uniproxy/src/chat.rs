@@ -261,9 +261,8 @@ fn prepare(
     record: &mut RequestRecord,
 ) -> Result<Prepared, ProxyError> {
     if let Some(mut head) = state.provider.read_head(body) {
-        // The read leaves a request that offers tools to the typed parse.
         let (client_stream, upstream_stream) =
-            admit(state, record, &head.model, head.is_stream(), false)?;
+            admit(state, record, &head.model, head.is_stream(), head.has_tools())?;
         let ctx = context(state, record, head.wants_stream_usage());
         if client_stream && !upstream_stream {
             head.stream = None;

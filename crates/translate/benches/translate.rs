@@ -39,6 +39,42 @@ fn chat_request(size: usize) -> Vec<u8> {
     .unwrap()
 }
 
+/// An agent's request: three tools with JSON schemas, and a conversation with a tool call, its
+/// result and an image part.
+fn agent_request() -> Vec<u8> {
+    let tool = |name: &str, what: &str| {
+        json!({"type": "function", "function": {
+            "name": name,
+            "description": format!("Looks up the {what} for a city. Returns JSON with the fields named in the schema."),
+            "parameters": {"type": "object", "properties": {
+                "city": {"type": "string", "description": "The city, e.g. \"Paris\""},
+                "units": {"type": "string", "enum": ["metric", "imperial"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 14}
+            }, "required": ["city"], "additionalProperties": false},
+            "strict": true
+        }})
+    };
+    serde_json::to_vec(&json!({
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": "You are a travel assistant. Use the tools; answer in two sentences."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Where is this photo from, and what will the weather be there this week?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/photos/bridge.jpg", "detail": "low"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_7Qp2", "type": "function",
+                "function": {"name": "get_forecast", "arguments": "{\"city\":\"Lisbon\",\"days\":7}"}}]},
+            {"role": "tool", "tool_call_id": "call_7Qp2", "content": "{\"days\":[{\"max_c\":24,\"rain_mm\":0}]}"}
+        ],
+        "tools": [tool("get_weather", "current weather"), tool("get_forecast", "forecast"), tool("get_air_quality", "air quality")],
+        "tool_choice": "auto",
+        "parallel_tool_calls": false,
+        "temperature": 0.3,
+        "stream": false
+    }))
+    .unwrap()
+}
+
 fn config(kind: ProviderKind) -> ProviderConfig {
     ProviderConfig::new(kind, "http://127.0.0.1:18080/v1", "sk-bench", "bench-model")
 }
@@ -202,6 +238,19 @@ fn requests(c: &mut Criterion) {
             b.iter(|| p.build_request_head(p.read_head(black_box(body)).unwrap()).unwrap())
         });
     }
+    // An agent's request (tools, a tool call, an image), both ways.
+    let body = agent_request();
+    let p = provider(&config(ProviderKind::OpenAi)).unwrap();
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("parse_build_from_openai/agent", |b| {
+        b.iter(|| {
+            let r: ChatCompletionRequest = from_slice(black_box(&body)).unwrap();
+            p.build_request_from(r, &body).unwrap()
+        })
+    });
+    g.bench_function("read_head_build_openai/agent", |b| {
+        b.iter(|| p.build_request_head(p.read_head(black_box(&body)).unwrap()).unwrap())
+    });
     g.finish();
 }
 

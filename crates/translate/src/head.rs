@@ -9,11 +9,12 @@ use crate::scan::Reader;
 ///
 /// [`RequestHead::read`] walks the body once and checks every value as the parse of a
 /// [`ChatCompletionRequest`](crate::ChatCompletionRequest) would, so a body it reads is one
-/// that parse accepts. It reads the shapes most requests have (text messages, sampling
-/// settings, members this version does not model) and gives `None` for the rest: tools and
-/// functions, a response format, content parts, tool calls, a key written with an escape, a
-/// member given twice, and anything that is not a request. The caller then parses the body in
-/// full, which gives the typed request or the precise error.
+/// that parse accepts. It reads the shapes requests have (messages of text, text and image
+/// parts, tool calls; tools, response formats, sampling settings, members this version does
+/// not model) and gives `None` for the rest: audio, file and refusal parts, a key written with
+/// an escape, a member the typed parse reads given twice, a kept number with an exponent, and
+/// anything that is not a request. The caller then parses the body in full, which gives the
+/// typed request or the precise error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestHead<'a> {
     /// The model the client asked for; empty when absent.
@@ -26,6 +27,8 @@ pub struct RequestHead<'a> {
     pub stream: Option<bool>,
     /// The stream options.
     pub stream_options: Option<StreamOptions>,
+    /// Whether the request offers the model tools or legacy functions.
+    offers_tools: bool,
     /// The body read.
     raw: &'a [u8],
     /// Each member's key (as written between its quotes) and value, slices of `raw`, in order.
@@ -98,6 +101,7 @@ impl<'a> RequestHead<'a> {
             max_completion_tokens: None,
             stream: None,
             stream_options: None,
+            offers_tools: false,
             raw,
             members: Vec::with_capacity(12),
         };
@@ -158,12 +162,27 @@ impl<'a> RequestHead<'a> {
             }
             Field::Stream => self.stream = r.nullable(Reader::boolean)?,
             Field::StreamOptions => self.stream_options = r.parse()?,
-            // Typed structures the full parse checks: read here only when `null`.
-            Field::Tools
-            | Field::ToolChoice
-            | Field::Functions
-            | Field::FunctionCall
-            | Field::ResponseFormat => null(r)?,
+            Field::Tools | Field::Functions => {
+                let read = if matches!(field, Field::Tools) { tool } else { function_definition };
+                let mut count = 0;
+                r.nullable(|r| {
+                    r.elements(|r| {
+                        count += 1;
+                        read(r)
+                    })
+                })?;
+                self.offers_tools |= count > 0;
+            }
+            // A mode, a named function, or a form this version does not know, kept as a value;
+            // a response format is the same: one the typed parse does not take is kept whole.
+            Field::ToolChoice | Field::ResponseFormat => r.skip_kept()?,
+            // The legacy choice: a mode or `{"name": …}`.
+            Field::FunctionCall => {
+                r.nullable(|r| match r.peek()? {
+                    b'"' => r.kept_string(),
+                    _ => named_function(r),
+                })?;
+            }
             Field::ParallelToolCalls | Field::Logprobs | Field::Store => {
                 r.nullable(Reader::boolean)?;
             }
@@ -211,6 +230,7 @@ impl<'a> RequestHead<'a> {
             max_completion_tokens: request.max_completion_tokens,
             stream: request.stream,
             stream_options: request.stream_options.take(),
+            offers_tools: request.has_tools(),
             raw,
             members,
         }
@@ -239,9 +259,15 @@ impl<'a> RequestHead<'a> {
     pub fn wants_stream_usage(&self) -> bool {
         self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
     }
+
+    /// Whether the request offers the model tools or legacy functions.
+    #[must_use]
+    pub fn has_tools(&self) -> bool {
+        self.offers_tools
+    }
 }
 
-/// A message whose content is text (or `null`), without tool calls.
+/// A message.
 fn message(r: &mut Reader<'_>) -> Option<()> {
     let mut seen = 0;
     r.members(|r, key| {
@@ -259,12 +285,18 @@ fn message(r: &mut Reader<'_>) -> Option<()> {
         once(&mut seen, field as u32)?;
         match field {
             MessageField::Role => r.kept_string(),
-            MessageField::Content
-            | MessageField::Name
+            MessageField::Content => r
+                .nullable(|r| match r.peek()? {
+                    b'[' => r.elements(part),
+                    _ => r.kept_string(),
+                })
+                .map(drop),
+            MessageField::Name
             | MessageField::Refusal
             | MessageField::ToolCallId
             | MessageField::ReasoningContent => r.nullable(Reader::kept_string).map(drop),
-            MessageField::ToolCalls | MessageField::FunctionCall => null(r),
+            MessageField::ToolCalls => r.nullable(|r| r.elements(tool_call)).map(drop),
+            MessageField::FunctionCall => r.nullable(function_call).map(drop),
         }
     })?;
     // A message must say who wrote it.
@@ -276,9 +308,144 @@ fn strings(r: &mut Reader<'_>) -> Option<()> {
     r.elements(|r| r.kept_string())
 }
 
-/// `null`, and nothing else.
-fn null(r: &mut Reader<'_>) -> Option<()> {
-    r.nullable(|_| None::<()>).map(drop)
+/// Reads a member's value.
+type ReadValue = fn(&mut Reader<'_>) -> Option<()>;
+
+/// A member a typed structure reads: its name, whether it is required, and how its value is
+/// read.
+type Member = (&'static [u8], bool, ReadValue);
+
+/// An object of a typed structure with the members `fields` (each given at most once, the
+/// required ones given) and any others, kept as values.
+fn object_with(r: &mut Reader<'_>, fields: &[Member]) -> Option<()> {
+    let mut seen = 0;
+    r.members(|r, key| match fields.iter().position(|(name, _, _)| *name == key) {
+        Some(i) => {
+            once(&mut seen, i as u32)?;
+            (fields[i].2)(r)
+        }
+        None => r.skip_kept(),
+    })?;
+    let required = fields
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, required, _))| *required)
+        .fold(0, |all, (i, _)| all | 1 << i);
+    (seen & required == required).then_some(())
+}
+
+/// A tool: its type, and the function for a function tool.
+fn tool(r: &mut Reader<'_>) -> Option<()> {
+    object_with(
+        r,
+        &[
+            (b"type", true, |r| r.kept_string()),
+            (b"function", false, |r| r.nullable(function_definition).map(drop)),
+        ],
+    )
+}
+
+/// A function the model may call: a name, and a description, a JSON schema and a strictness.
+fn function_definition(r: &mut Reader<'_>) -> Option<()> {
+    object_with(
+        r,
+        &[
+            (b"name", true, |r| r.kept_string()),
+            (b"description", false, |r| r.nullable(Reader::kept_string).map(drop)),
+            (b"parameters", false, |r| r.skip_kept()),
+            (b"strict", false, |r| r.nullable(Reader::boolean).map(drop)),
+        ],
+    )
+}
+
+/// `{"name": …}`.
+fn named_function(r: &mut Reader<'_>) -> Option<()> {
+    object_with(r, &[(b"name", true, |r| r.kept_string())])
+}
+
+/// A function call: its name and its arguments as text.
+fn function_call(r: &mut Reader<'_>) -> Option<()> {
+    object_with(
+        r,
+        &[(b"name", true, |r| r.kept_string()), (b"arguments", true, |r| r.kept_string())],
+    )
+}
+
+/// A tool call: an id, a type and a function call.
+fn tool_call(r: &mut Reader<'_>) -> Option<()> {
+    object_with(
+        r,
+        &[
+            (b"id", true, |r| r.kept_string()),
+            (b"type", true, |r| r.kept_string()),
+            (b"function", true, function_call),
+        ],
+    )
+}
+
+/// A content part. The typed parse takes any value as a part of a type it does not know and
+/// checks the shape of the types it knows: text and image parts are read here, the others
+/// (audio, files, refusals) left to it.
+fn part(r: &mut Reader<'_>) -> Option<()> {
+    if r.peek()? != b'{' {
+        return r.skip_kept();
+    }
+    let mut kind = None;
+    // Whether `text` is a string and `image_url` an image, for a part whose type says so.
+    let (mut text, mut image) = (false, false);
+    let mut seen = 0;
+    r.members(|r, key| match key {
+        b"type" => {
+            once(&mut seen, 0)?;
+            match r.peek()? {
+                b'"' => kind = Some(r.string()?),
+                _ => r.skip_kept()?,
+            }
+            Some(())
+        }
+        b"text" => {
+            once(&mut seen, 1)?;
+            text = r.peek()? == b'"';
+            r.skip_kept()
+        }
+        b"image_url" => {
+            once(&mut seen, 2)?;
+            image = image_url(r)?;
+            Some(())
+        }
+        _ => r.skip_kept(),
+    })?;
+    match kind.as_deref() {
+        Some("text") => text.then_some(()),
+        Some("image_url") => image.then_some(()),
+        Some("input_audio" | "file" | "refusal") => None,
+        _ => Some(()),
+    }
+}
+
+/// A value, kept, and whether it is an image reference: a `url` string and a `detail` that is
+/// a string or `null`.
+fn image_url(r: &mut Reader<'_>) -> Option<bool> {
+    if r.peek()? != b'{' {
+        r.skip_kept()?;
+        return Some(false);
+    }
+    let (mut url, mut detail_ok) = (false, true);
+    let mut seen = 0;
+    r.members(|r, key| match key {
+        b"url" => {
+            once(&mut seen, 0)?;
+            url = r.peek()? == b'"';
+            r.skip_kept()
+        }
+        b"detail" => {
+            once(&mut seen, 1)?;
+            detail_ok = matches!(r.peek()?, b'"' | b'n');
+            r.skip_kept()
+        }
+        _ => r.skip_kept(),
+    })?;
+    Some(url && detail_ok)
 }
 
 #[cfg(test)]
@@ -323,8 +490,28 @@ mod tests {
                 (r#""\udc00""#, Bad),
                 (r#""\ud83d""#, Bad),
                 (r#""\q""#, Bad),
-                (r#"[{"type":"text","text":"hi"}]"#, Typed),
+                (r#"[{"type":"text","text":"hi"}]"#, Read),
                 (r#"[{"type":"text"}]"#, Bad),
+                (r#"[{"type":"te\u0078t","text":1}]"#, Bad),
+                (
+                    r#"[{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"low"}}]"#,
+                    Read,
+                ),
+                (
+                    r#"[{"type":"image_url","image_url":{"url":"u","detail":null,"x":{}}},{"text":"a","type":"text"}]"#,
+                    Read,
+                ),
+                (r#"[{"type":"image_url","image_url":{"url":1}}]"#, Bad),
+                (r#"[{"type":"image_url","image_url":{"url":"u","detail":2}}]"#, Bad),
+                (r#"[{"type":"image_url","image_url":"u"}]"#, Bad),
+                (r#"[{"type":"input_audio","input_audio":{"data":"AAA=","format":"wav"}}]"#, Typed),
+                (r#"[{"type":"refusal","refusal":1}]"#, Bad),
+                (r#"[{"type":"future_part","text":1,"image_url":[]}]"#, Read),
+                (r#"[1,"x",null,[]]"#, Read),
+                (r#"[{"type":5,"text":1}]"#, Read),
+                (r#"[{"type":"text","text":"a","text":"b"}]"#, Typed),
+                ("[]", Read),
+                ("[1e400]", Bad),
                 ("1", Bad),
             ],
         ),
@@ -336,17 +523,29 @@ mod tests {
             "tool_calls",
             &[
                 ("null", Read),
-                ("[]", Typed),
+                ("[]", Read),
                 (
-                    r#"[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]"#,
-                    Typed,
+                    r#"[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"city\":\"Paris\"}"},"index":0}]"#,
+                    Read,
                 ),
+                (r#"[{"id":"c","type":"function"}]"#, Bad),
+                (r#"[{"id":"c","type":"function","function":{"name":"f"}}]"#, Bad),
+                (
+                    r#"[{"id":"c","id":"d","type":"function","function":{"name":"f","arguments":""}}]"#,
+                    Bad,
+                ),
+                (r#"[{"id":"c","type":"function","function":null}]"#, Bad),
                 ("{}", Bad),
             ],
         ),
         (
             "function_call",
-            &[("null", Read), (r#"{"name":"f","arguments":"{}"}"#, Typed), ("1", Bad)],
+            &[
+                ("null", Read),
+                (r#"{"name":"f","arguments":"{}"}"#, Read),
+                (r#"{"name":"f"}"#, Bad),
+                ("1", Bad),
+            ],
         ),
         (
             "cache_control",
@@ -391,15 +590,60 @@ mod tests {
             "tools",
             &[
                 ("null", Read),
-                ("[]", Typed),
-                (r#"[{"type":"function","function":{"name":"f"}}]"#, Typed),
+                ("[]", Read),
+                (r#"[{"type":"function","function":{"name":"f"}}]"#, Read),
+                (
+                    r#"[{"type":"function","function":{"name":"get_weather","description":"The \"weather\"","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]},"strict":true}},{"type":"custom","custom":{"name":"c"}}]"#,
+                    Read,
+                ),
+                (r#"[{"type":"function","function":null}]"#, Read),
+                (r#"[{"function":{"name":"f"}}]"#, Bad),
+                (r#"[{"type":"function","function":{"description":"d"}}]"#, Bad),
+                (r#"[{"type":"function","function":{"name":"f","strict":1}}]"#, Bad),
+                (
+                    r#"[{"type":"function","function":{"name":"f","parameters":{"maximum":1e5}}}]"#,
+                    Typed,
+                ),
                 ("{}", Bad),
             ],
         ),
-        ("tool_choice", &[("null", Read), (r#""auto""#, Typed)]),
-        ("functions", &[("null", Read), (r#"[{"name":"f"}]"#, Typed)]),
-        ("function_call", &[("null", Read), (r#""none""#, Typed)]),
-        ("response_format", &[("null", Read), (r#"{"type":"json_object"}"#, Typed), ("1", Typed)]),
+        (
+            "tool_choice",
+            &[
+                ("null", Read),
+                (r#""auto""#, Read),
+                (r#"{"type":"function","function":{"name":"f"}}"#, Read),
+                (r#"{"type":"allowed_tools","mode":"auto"}"#, Read),
+                ("1", Read),
+                ("1e400", Bad),
+            ],
+        ),
+        ("functions", &[("null", Read), (r#"[{"name":"f"}]"#, Read), ("[{}]", Bad)]),
+        (
+            "function_call",
+            &[
+                ("null", Read),
+                (r#""none""#, Read),
+                (r#"{"name":"f","x":[]}"#, Read),
+                (r#"{"name":1}"#, Bad),
+                (r#"{"name":"f","name":"g"}"#, Bad),
+                ("1", Bad),
+            ],
+        ),
+        (
+            "response_format",
+            &[
+                ("null", Read),
+                (r#"{"type":"json_object"}"#, Read),
+                (
+                    r#"{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object"},"strict":true}}"#,
+                    Read,
+                ),
+                (r#"{"type":"json_schema"}"#, Read),
+                ("1", Read),
+                ("1e400", Bad),
+            ],
+        ),
         ("parallel_tool_calls", &[("true", Read), ("null", Read), ("0", Bad)]),
         ("logprobs", &[("false", Read), (r#""no""#, Bad)]),
         ("store", &[("true", Read), ("[]", Bad)]),
@@ -522,6 +766,7 @@ mod tests {
         assert_eq!(head.stream, typed.stream);
         assert_eq!(head.stream_options, typed.stream_options);
         assert_eq!(head.wants_stream_usage(), typed.wants_stream_usage());
+        assert_eq!(head.has_tools(), typed.has_tools());
         assert_eq!(head.members, crate::scan::raw_members(raw).unwrap());
         let from_head = openai.build_request_head(head).unwrap();
         let from_typed = openai.build_request_from(typed, raw).unwrap();
@@ -615,6 +860,21 @@ mod tests {
         let (key, messages) = head.members().nth(1).unwrap();
         assert_eq!(key, b"messages");
         assert!(messages.starts_with(b"[\n    {") && messages.ends_with(b"null}\n  ]"));
+        for kind in [ProviderKind::OpenAi, ProviderKind::Custom, ProviderKind::AzureOpenAi] {
+            assert_builds_alike(kind, raw);
+        }
+    }
+
+    #[test]
+    fn a_request_with_tools_tool_calls_and_an_image_is_read() {
+        let raw = br#"{"model":"gpt-4o","messages":[
+{"role":"system","content":"You can look up the weather."},
+{"role":"user","content":[{"type":"text","text":"What is on this sign, and the weather there?"},{"type":"image_url","image_url":{"url":"https://example.com/sign.png","detail":"high"}}]},
+{"role":"assistant","content":null,"tool_calls":[{"id":"call_abc","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+{"role":"tool","tool_call_id":"call_abc","content":"{\"temp_c\":21}"}],
+"tools":[{"type":"function","function":{"name":"get_weather","description":"Current weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"],"additionalProperties":false},"strict":true}}],
+"tool_choice":"auto","parallel_tool_calls":false,"response_format":{"type":"text"},"stream":false}"#;
+        assert!(RequestHead::read(raw).is_some());
         for kind in [ProviderKind::OpenAi, ProviderKind::Custom, ProviderKind::AzureOpenAi] {
             assert_builds_alike(kind, raw);
         }
