@@ -82,6 +82,10 @@ enum MessageField {
     ReasoningContent,
 }
 
+// Each field is a bit of a `u32`.
+const _: () =
+    assert!((Field::Prediction as u32) < 32 && (MessageField::ReasoningContent as u32) < 32);
+
 /// Marks field `bit` seen; `None` if it was already (the typed parse refuses a field given
 /// twice).
 fn once(seen: &mut u32, bit: u32) -> Option<()> {
@@ -834,6 +838,48 @@ mod tests {
                 for kind in [ProviderKind::OpenAi, ProviderKind::Custom, ProviderKind::AzureOpenAi] {
                     assert_builds_alike(kind, &raw);
                 }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_head_is_read_only_from_what_the_typed_parse_takes_whatever_the_values(
+            request_values in proptest::collection::vec(
+                (0usize..64, crate::scan::tests::json()), 0..4),
+            message_values in proptest::collection::vec(
+                (0usize..64, crate::scan::tests::json()), 0..4),
+            part_values in proptest::collection::vec(
+                (proptest::sample::select(vec!["type", "text", "image_url", "url", "detail"]),
+                 crate::scan::tests::json()), 0..3),
+            pretty in any::<bool>(),
+        ) {
+            // Any value at the members the read checks: of the request, of a message, of a
+            // content part; with a `type` that names a known part now and then.
+            let mut part = serde_json::Map::new();
+            part.insert("type".into(), "text".into());
+            for (key, value) in part_values {
+                part.insert(key.into(), value);
+            }
+            let mut message = serde_json::Map::new();
+            message.insert("role".into(), "user".into());
+            message.insert("content".into(), serde_json::Value::Array(vec![part.into()]));
+            for (k, value) in message_values {
+                message.insert(MESSAGE_MEMBERS[k % MESSAGE_MEMBERS.len()].0.into(), value);
+            }
+            let mut request = serde_json::Map::new();
+            request.insert("messages".into(), serde_json::Value::Array(vec![message.into()]));
+            for (k, value) in request_values {
+                request.insert(REQUEST_MEMBERS[k % REQUEST_MEMBERS.len()].0.into(), value);
+            }
+            let raw = if pretty {
+                serde_json::to_vec_pretty(&request).unwrap()
+            } else {
+                serde_json::to_vec(&request).unwrap()
+            };
+            if RequestHead::read(&raw).is_some() {
+                prop_assert!(from_slice::<ChatCompletionRequest>(&raw).is_ok(), "{}", String::from_utf8_lossy(&raw));
+                assert_builds_alike(ProviderKind::OpenAi, &raw);
             }
         }
     }
