@@ -242,6 +242,7 @@ impl Recorder {
             log_bodies,
             store: store.clone(),
             json_failing: false,
+            clock: crate::reqlog::Clock::default(),
         };
         let thread = std::thread::Builder::new()
             .name("request-log".into())
