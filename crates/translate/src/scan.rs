@@ -1069,6 +1069,30 @@ pub(crate) mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn next_special_finds_what_a_byte_by_byte_scan_finds(
+            len in 0usize..400,
+            specials in proptest::collection::vec(
+                (any::<proptest::sample::Index>(),
+                 proptest::sample::select(b"\"\\\x00\x01\x1f \x7f\x80\xff".to_vec())), 0..4),
+            from in any::<proptest::sample::Index>(),
+        ) {
+            let mut text = vec![b'a'; len];
+            for (at, byte) in specials {
+                if len > 0 {
+                    text[at.index(len)] = byte;
+                }
+            }
+            let from = from.index(len + 1);
+            let naive = text[from..]
+                .iter()
+                .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+                .map_or(len, |p| from + p);
+            prop_assert_eq!(next_special(&text, from), naive);
+        }
+    }
+
     /// serde_json's verdict: is this one JSON value?
     fn serde_accepts(text: &[u8]) -> bool {
         serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
