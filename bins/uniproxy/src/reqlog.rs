@@ -51,6 +51,7 @@ pub(crate) struct Sink {
     /// Whether the last write to the JSON log failed: a full disk is reported once when it
     /// starts failing and once when it works again, not every few milliseconds.
     pub json_failing: bool,
+    /// The lines' time, its second formatted once.
     pub clock: Clock,
 }
 
@@ -214,6 +215,7 @@ impl Second {
 pub(crate) struct Clock(Option<Second>);
 
 impl Clock {
+    /// Now (a system clock set before 1970 reads as 1970).
     fn now(&mut self) -> Timestamp<'_> {
         self.at(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
     }
