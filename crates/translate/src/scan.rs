@@ -114,11 +114,26 @@ fn find_whole(body: &[u8], mut from: usize, needle: &[u8], budget: &mut usize) -
     None
 }
 
-/// The index of the first byte at or after `i` that is not JSON whitespace.
+/// The index of the first byte at or after `i` that is not JSON whitespace. Pretty-printed
+/// JSON (OpenAI's answers, many clients' requests) indents with runs of spaces after each line
+/// break: those are skipped eight bytes at a time.
 #[inline]
 fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    const SPACES: u64 = u64::from_le_bytes([b' '; 8]);
     while matches!(json.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
         i += 1;
+        while let Some(chunk) = json.get(i..i + 8) {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            // Zero bytes where the spaces are: the lowest byte that is not zero is the first
+            // that is not a space.
+            let others = u64::from_le_bytes(word) ^ SPACES;
+            if others != 0 {
+                i += (others.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
     }
     i
 }
@@ -1090,6 +1105,22 @@ pub(crate) mod tests {
                 .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
                 .map_or(len, |p| from + p);
             prop_assert_eq!(next_special(&text, from), naive);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn skip_ws_stops_where_a_byte_by_byte_scan_stops(
+            text in proptest::collection::vec(
+                proptest::sample::select(b"     \n\r\t\"a{".to_vec()), 0..40),
+            from in any::<proptest::sample::Index>(),
+        ) {
+            let from = from.index(text.len() + 1);
+            let naive = text[from..]
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+                .map_or(text.len(), |p| from + p);
+            prop_assert_eq!(skip_ws(&text, from), naive);
         }
     }
 
