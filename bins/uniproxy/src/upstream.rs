@@ -2,7 +2,7 @@
 //! HTTP/2 by ALPN, hyper-util's pool) or plain HTTP for local servers (HTTP/1.1, our own
 //! single-host pool: see [`crate::pool`]), keep-alive, connect timeout.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +36,10 @@ struct Plain {
     /// `http://authority/`: what a new connection is made to.
     target: Uri,
     pool: Pool,
+    /// The first URL sent to, and its origin form: a platform sends every request to the same
+    /// URL (Gemini: one for streams, one for answers), which is then not parsed again. Shared
+    /// by the clones (one per connection and per request).
+    origin: Arc<OnceLock<(String, Uri)>>,
 }
 
 impl Client {
@@ -130,24 +134,40 @@ impl Client {
                 reason: "not a valid URL",
             })
         };
-        let uri: Uri = up.url.parse().map_err(|_| invalid())?;
-        let plain = self.plain.as_ref().filter(|plain| {
-            uri.scheme() == Some(&Scheme::HTTP) && uri.authority() == Some(&plain.authority)
-        });
         let mut builder = hyper::Request::builder().method(up.method.clone());
-        builder = match plain {
-            // The pool writes the URI as given: origin form, as hyper-util would send it (the
-            // parsed parts reused: parsing the path again cost 0.3k instructions a request more).
-            Some(_) => {
-                let mut parts = uri.into_parts();
-                parts.scheme = None;
-                parts.authority = None;
-                if parts.path_and_query.is_none() {
-                    parts.path_and_query = Some(PathAndQuery::from_static("/"));
-                }
-                builder.uri(Uri::from_parts(parts).map_err(|_| invalid())?)
+        let known = self.plain.as_ref().and_then(|plain| {
+            let (url, origin) = plain.origin.get()?;
+            (*url == up.url).then(|| (plain, origin.clone()))
+        });
+        let plain = match known {
+            Some((plain, origin)) => {
+                builder = builder.uri(origin);
+                Some(plain)
             }
-            None => builder.uri(uri),
+            None => {
+                let uri: Uri = up.url.parse().map_err(|_| invalid())?;
+                let plain = self.plain.as_ref().filter(|plain| {
+                    uri.scheme() == Some(&Scheme::HTTP) && uri.authority() == Some(&plain.authority)
+                });
+                builder = match plain {
+                    // The pool writes the URI as given: origin form, as hyper-util would send
+                    // it (the parsed parts reused: parsing the path again cost 0.3k
+                    // instructions a request more).
+                    Some(plain) => {
+                        let mut parts = uri.into_parts();
+                        parts.scheme = None;
+                        parts.authority = None;
+                        if parts.path_and_query.is_none() {
+                            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+                        }
+                        let origin = Uri::from_parts(parts).map_err(|_| invalid())?;
+                        let _ = plain.origin.set((up.url.clone(), origin.clone()));
+                        builder.uri(origin)
+                    }
+                    None => builder.uri(uri),
+                };
+                plain
+            }
         };
         if let Some(headers) = builder.headers_mut() {
             headers.clone_from(&up.headers);
@@ -186,7 +206,13 @@ impl Plain {
             .path_and_query("/")
             .build()
             .ok()?;
-        Some(Plain { authority, host: value.ok()?, target, pool: Pool::new(http) })
+        Some(Plain {
+            authority,
+            host: value.ok()?,
+            target,
+            pool: Pool::new(http),
+            origin: Arc::default(),
+        })
     }
 }
 
@@ -272,6 +298,8 @@ mod tests {
                 "POST /v1/x?api-version=2024-10-21 HTTP/1.1",
             ),
             (format!("http://{authority}"), "POST / HTTP/1.1"),
+            // The first URL again: its origin form is kept from the first send.
+            (format!("{base}/chat/completions"), "POST /v1/chat/completions HTTP/1.1"),
         ]
         .into_iter()
         .enumerate()
