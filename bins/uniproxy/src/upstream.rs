@@ -37,9 +37,8 @@ struct Plain {
     target: Uri,
     pool: Pool,
     /// The first URL sent to, and its origin form: a platform sends every request to the same
-    /// URL (Gemini: one for streams, one for answers), which is then not parsed again. Shared
-    /// by the clones (one per connection and per request).
-    origin: Arc<OnceLock<(String, Uri)>>,
+    /// URL (Gemini: one for streams, one for answers), which is then not parsed again.
+    origin: OnceLock<(String, Uri)>,
 }
 
 impl Client {
@@ -211,7 +210,7 @@ impl Plain {
             host: value.ok()?,
             target,
             pool: Pool::new(http),
-            origin: Arc::default(),
+            origin: OnceLock::new(),
         })
     }
 }
