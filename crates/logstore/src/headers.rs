@@ -1,5 +1,6 @@
 //! A request's headers as the store keeps them: one JSON object, credentials redacted.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
@@ -59,8 +60,15 @@ impl Headers {
     }
 
     /// Whether the text is known to hold no credential, so the store can write it unchecked.
+    #[cfg(test)]
     pub(crate) fn is_checked(&self) -> bool {
         self.checked
+    }
+
+    /// The text as the store writes it: as it is when known to hold no credential, else
+    /// through [`redact_headers`](crate::redact_headers).
+    pub(crate) fn redacted(&self) -> Cow<'_, str> {
+        if self.checked { Cow::Borrowed(&self.json) } else { redact_headers_cow(&self.json) }
     }
 }
 
@@ -98,11 +106,7 @@ impl PartialEq<&str> for Headers {
 impl fmt::Debug for Headers {
     /// Unchecked text is shown redacted: a debug print must not leak the key it would store.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_checked() {
-            fmt::Debug::fmt(&self.json, f)
-        } else {
-            fmt::Debug::fmt(&*redact_headers_cow(&self.json), f)
-        }
+        fmt::Debug::fmt(&*self.redacted(), f)
     }
 }
 

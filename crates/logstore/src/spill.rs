@@ -54,12 +54,14 @@ impl Spill for JsonLinesSpill {
         let mut buf = Vec::with_capacity(entries.len() * 1024);
         for entry in entries {
             let mut redacted;
-            let entry = if entry.request_headers.is_checked() || entry.request_headers.is_empty() {
-                entry
-            } else {
-                redacted = entry.clone();
-                redacted.request_headers = crate::redact_headers(&entry.request_headers).into();
-                &redacted
+            let entry = match entry.request_headers.redacted() {
+                // An empty dump is spilled as it is (the store writes it redacted).
+                std::borrow::Cow::Owned(text) if !entry.request_headers.is_empty() => {
+                    redacted = entry.clone();
+                    redacted.request_headers = text.into();
+                    &redacted
+                }
+                _ => entry,
             };
             serde_json::to_writer(&mut buf, entry)?;
             buf.push(b'\n');
@@ -73,5 +75,46 @@ impl Spill for JsonLinesSpill {
             let _ = file.set_len(start);
         }
         written
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::HeadersBuilder;
+
+    #[test]
+    fn spilled_headers_are_redacted_as_the_store_would_write_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spill = JsonLinesSpill::new(dir.path().join("spill.jsonl"));
+        let dumped = NewEntry {
+            request_headers: r#"{"Authorization":"Bearer sk-live-1","accept":"*/*"}"#.into(),
+            ..NewEntry::default()
+        };
+        let mut b = HeadersBuilder::with_capacity(64);
+        b.header("x-api-key", b"k-2");
+        b.header("accept", b"*/*");
+        let built = NewEntry { request_headers: b.finish(), ..NewEntry::default() };
+        let empty = NewEntry::default();
+        spill.spill(&[dumped, built, empty]).unwrap();
+
+        let text = std::fs::read_to_string(spill.path()).unwrap();
+        assert!(!text.contains("sk-live-1") && !text.contains("k-2"), "{text}");
+        let headers: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                v["request_headers"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                r#"{"Authorization":"[redacted]","accept":"*/*"}"#,
+                r#"{"x-api-key":"[redacted]","accept":"*/*"}"#,
+                "",
+            ]
+        );
     }
 }

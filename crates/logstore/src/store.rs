@@ -11,7 +11,6 @@ use rusqlite::{CachedStatement, Connection, OpenFlags, Row, TransactionBehavior,
 
 use crate::copies;
 use crate::error::sql;
-use crate::redact::redact_headers_cow;
 use crate::schema::{self, SCHEMA_VERSION};
 use crate::{Entry, EntrySummary, Headers, NewEntry, StoreError, Usage};
 
@@ -440,12 +439,7 @@ impl<'conn> InsertStatements<'conn> {
 
     fn insert(&mut self, e: &NewEntry) -> Result<i64, StoreError> {
         let usage = &e.usage;
-        // Built redacted (`HeadersBuilder`), or checked here.
-        let headers = if e.request_headers.is_checked() {
-            Cow::Borrowed(e.request_headers.as_str())
-        } else {
-            redact_headers_cow(&e.request_headers)
-        };
+        let headers = e.request_headers.redacted();
         // Almost every entry drops nothing; skip the serializer for those.
         let dropped = if e.dropped_fields.is_empty() {
             Cow::Borrowed("[]")
