@@ -133,41 +133,8 @@ impl Client {
                 reason: "not a valid URL",
             })
         };
-        let mut builder = hyper::Request::builder().method(up.method.clone());
-        let known = self.plain.as_ref().and_then(|plain| {
-            let (url, origin) = plain.origin.get()?;
-            (*url == up.url).then(|| (plain, origin.clone()))
-        });
-        let plain = match known {
-            Some((plain, origin)) => {
-                builder = builder.uri(origin);
-                Some(plain)
-            }
-            None => {
-                let uri: Uri = up.url.parse().map_err(|_| invalid())?;
-                let plain = self.plain.as_ref().filter(|plain| {
-                    uri.scheme() == Some(&Scheme::HTTP) && uri.authority() == Some(&plain.authority)
-                });
-                builder = match plain {
-                    // The pool writes the URI as given: origin form, as hyper-util would send
-                    // it (the parsed parts reused: parsing the path again cost 0.3k
-                    // instructions a request more).
-                    Some(plain) => {
-                        let mut parts = uri.into_parts();
-                        parts.scheme = None;
-                        parts.authority = None;
-                        if parts.path_and_query.is_none() {
-                            parts.path_and_query = Some(PathAndQuery::from_static("/"));
-                        }
-                        let origin = Uri::from_parts(parts).map_err(|_| invalid())?;
-                        let _ = plain.origin.set((up.url.clone(), origin.clone()));
-                        builder.uri(origin)
-                    }
-                    None => builder.uri(uri),
-                };
-                plain
-            }
-        };
+        let (uri, plain) = self.target(&up.url).ok_or_else(invalid)?;
+        let mut builder = hyper::Request::builder().method(up.method.clone()).uri(uri);
         if let Some(headers) = builder.headers_mut() {
             headers.clone_from(&up.headers);
             headers.insert(
@@ -180,6 +147,35 @@ impl Client {
         }
         let request = builder.body(Full::new(up.body.clone())).map_err(|_| invalid())?;
         Ok((request, plain))
+    }
+
+    /// Where a request to `url` goes: the plain-HTTP pool with the URL's origin form (as
+    /// hyper-util would send it) when `url` is on the upstream this client was made for, else
+    /// the URL as it is for hyper-util; `None` when `url` is not a URI. The first URL sent to
+    /// the pool is kept with its origin form, and not parsed again.
+    fn target(&self, url: &str) -> Option<(Uri, Option<&Plain>)> {
+        if let Some(plain) = &self.plain
+            && let Some((known, origin)) = plain.origin.get()
+            && known == url
+        {
+            return Some((origin.clone(), Some(plain)));
+        }
+        let uri: Uri = url.parse().ok()?;
+        let Some(plain) = self.plain.as_ref().filter(|plain| {
+            uri.scheme() == Some(&Scheme::HTTP) && uri.authority() == Some(&plain.authority)
+        }) else {
+            return Some((uri, None));
+        };
+        // The parsed parts reused: parsing the path again cost 0.3k instructions a request.
+        let mut parts = uri.into_parts();
+        parts.scheme = None;
+        parts.authority = None;
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        let origin = Uri::from_parts(parts).ok()?;
+        let _ = plain.origin.set((url.to_owned(), origin.clone()));
+        Some((origin, Some(plain)))
     }
 }
 
