@@ -69,8 +69,22 @@ enum Field {
     Prediction,
 }
 
+/// The members of a message, for the same check.
+#[derive(Clone, Copy)]
+enum MessageField {
+    Role,
+    Content,
+    Name,
+    Refusal,
+    ToolCalls,
+    ToolCallId,
+    FunctionCall,
+    ReasoningContent,
+}
+
 // Each field is a bit of a `u32`.
-const _: () = assert!((Field::Prediction as u32) < 32);
+const _: () =
+    assert!((Field::Prediction as u32) < 32 && (MessageField::ReasoningContent as u32) < 32);
 
 /// Marks field `bit` seen; `None` if it was already (the typed parse refuses a field given
 /// twice).
@@ -257,29 +271,40 @@ impl<'a> RequestHead<'a> {
     }
 }
 
-/// A message: who wrote it, and its content (text, parts or `null`), name, refusal, tool
-/// calls, the call it answers, legacy function call and reasoning text.
+/// A message.
 fn message(r: &mut Reader<'_>) -> Option<()> {
-    let text = |r: &mut Reader<'_>| r.nullable(Reader::kept_string).map(drop);
-    object_with(
-        r,
-        &[
-            (b"role", true, |r| r.kept_string()),
-            (b"content", false, |r| {
-                r.nullable(|r| match r.peek()? {
+    let mut seen = 0;
+    r.members(|r, key| {
+        let field = match key {
+            b"role" => MessageField::Role,
+            b"content" => MessageField::Content,
+            b"name" => MessageField::Name,
+            b"refusal" => MessageField::Refusal,
+            b"tool_calls" => MessageField::ToolCalls,
+            b"tool_call_id" => MessageField::ToolCallId,
+            b"function_call" => MessageField::FunctionCall,
+            b"reasoning_content" => MessageField::ReasoningContent,
+            _ => return r.skip_kept(),
+        };
+        once(&mut seen, field as u32)?;
+        match field {
+            MessageField::Role => r.kept_string(),
+            MessageField::Content => r
+                .nullable(|r| match r.peek()? {
                     b'[' => r.elements(part),
                     _ => r.kept_string(),
                 })
-                .map(drop)
-            }),
-            (b"name", false, text),
-            (b"refusal", false, text),
-            (b"tool_calls", false, |r| r.nullable(|r| r.elements(tool_call)).map(drop)),
-            (b"tool_call_id", false, text),
-            (b"function_call", false, |r| r.nullable(function_call).map(drop)),
-            (b"reasoning_content", false, text),
-        ],
-    )
+                .map(drop),
+            MessageField::Name
+            | MessageField::Refusal
+            | MessageField::ToolCallId
+            | MessageField::ReasoningContent => r.nullable(Reader::kept_string).map(drop),
+            MessageField::ToolCalls => r.nullable(|r| r.elements(tool_call)).map(drop),
+            MessageField::FunctionCall => r.nullable(function_call).map(drop),
+        }
+    })?;
+    // A message must say who wrote it.
+    (seen & 1 << MessageField::Role as u32 != 0).then_some(())
 }
 
 /// An array of strings.
