@@ -271,7 +271,8 @@ impl<'a> RequestHead<'a> {
     }
 }
 
-/// A message.
+/// A message. Its own match rather than [`object_with`]'s table: every request has messages,
+/// and the table's search and indirect calls cost ~1k instructions on a 1 KB request.
 fn message(r: &mut Reader<'_>) -> Option<()> {
     let mut seen = 0;
     r.members(|r, key| {
