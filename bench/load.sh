@@ -12,7 +12,9 @@
 #     after the 1 KB load, and again once the log store and the page cache have caught up;
 #   - start-up to first answer (startup.py; startup_ms.py to the millisecond, on a new
 #     database and on the 1 KB proxy's full one), idle RSS, RSS with 1,000 open streams;
-#   - log entries written against requests sent (an exact-count client, then SIGTERM).
+#   - log entries written against requests sent (an exact-count client, then SIGTERM);
+#   - where the CPU goes at 1 KB and 20 KB: user and kernel time per request, by thread
+#     (cpu_split.py).
 # Every uniproxy request is logged in full (SQLite store and JSON log, bodies included).
 # Prints the tables and ratios; raw results stay in --out (default /tmp/uniproxy-bench-DATE).
 # The proxies' databases and JSON logs (over 10 GB for a full run) are removed at the end
@@ -79,6 +81,22 @@ for target in nginx-1k=http://127.0.0.1:18090/v1 uniproxy-1k=http://127.0.0.1:40
     --json "$OUT/settled/${target%%=*}-settled/overhead.json" | tail -1
 done
 
+# compare.sh reads each proxy's CPU as one number; split it by thread, user and kernel time.
+echo "== where the CPU goes: µs per request by thread, user / kernel, 64 connections"
+mkdir -p "$OUT/split"
+NGINX_WORKERS=()
+for w in $(pgrep -P "$NGINX_PID"); do NGINX_WORKERS+=(--pid "$w"); done
+cpu_split() { # label pid-options... -- load.sh options
+  local label=$1; shift
+  python3 "$ROOT/bench/cpu_split.py" --load "$SHARED/load.sh" -d "$DUR" --label "$label" \
+    --json "$OUT/split/$label.json" "$@" | tee "$OUT/split/$label.txt" | grep -v '^CPU_SPLIT' \
+    || echo "the CPU split of $label failed"
+}
+for body in 1k 20k; do
+  cpu_split "nginx-$body" --url http://127.0.0.1:18090/v1 "${NGINX_WORKERS[@]}" --whole -- --body "$body"
+  cpu_split "uniproxy-$body" --url http://127.0.0.1:4000/v1 --pid "$OPENAI_PID" -- --body "$body"
+done
+
 compare nginx-20k http://127.0.0.1:18090/v1 "$NGINX_PID" --body 20k
 compare uniproxy-20k http://127.0.0.1:4000/v1 "$OPENAI_PID" --body 20k
 compare nginx-stream http://127.0.0.1:18090/v1 "$NGINX_PID" --stream --timeout 60
@@ -141,6 +159,7 @@ for f in "$OUT"/compare/*/overhead.json "$OUT"/settled/*/overhead.json; do
   [ -f "$f" ] || continue
   python3 -c "import json,sys,os; o=json.load(open(sys.argv[1])); print(f\"added latency {os.path.basename(os.path.dirname(sys.argv[1]))}: p50 {o['overhead_p50_ms']:.3f} ms, p99 {o['overhead_p99_ms']:.3f} ms, paired median {o['overhead_paired_median_ms']:.3f} ms\")" "$f"
 done
+grep -h '^CPU_SPLIT' "$OUT"/split/*.txt || true
 echo "idle RSS ${IDLE_RSS} MiB; $(cat "$OUT/streams.txt")"
 cat "$OUT/startup.txt" "$OUT/startup_ms.txt" "$OUT/entries.txt"
 echo "raw results: $OUT"
