@@ -60,13 +60,13 @@ pub async fn chat(
             record.error_type = error.error.kind().map(str::to_owned);
             record.error_message = Some(e.detail());
             record.response = body.clone();
-            finish(&state, record, started, upstream_wait);
+            finish(&state, record, started, upstream_wait).await;
             error_response_with(&e, body)
         }
     }
 }
 
-fn finish(
+async fn finish(
     state: &Arc<AppState>,
     mut record: RequestRecord,
     started: Instant,
@@ -77,7 +77,7 @@ fn finish(
     if record.first_byte_ms.is_none() {
         record.first_byte_ms = Some(record.finished_ms);
     }
-    state.recorder.record(record);
+    state.recorder.record(record).await;
 }
 
 fn overhead_header(started: Instant, upstream_wait: Duration) -> header::HeaderValue {
@@ -235,7 +235,7 @@ async fn handle(
     response
         .headers_mut()
         .insert("x-uniproxy-overhead-ms", overhead_header(started, *upstream_wait));
-    finish(state, std::mem::take(record), started, *upstream_wait);
+    finish(state, std::mem::take(record), started, *upstream_wait).await;
     Ok(response)
 }
 

@@ -3,13 +3,15 @@
 //! (`reqlog`), which writes a summary line to stderr and the JSON log, the content to the JSON
 //! log, and an entry to the log store.
 
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use slog::{Logger, error, info};
+use tokio::sync::mpsc::{self, error::TrySendError};
 use uniproxy_logstore::{Headers, HeadersBuilder, NewEntry, Writer, WriterHandle};
 use uniproxy_wire::Usage;
 
@@ -192,8 +194,9 @@ impl RequestRecord {
     }
 }
 
-/// How many records may wait for room in the request log's queue off the runtime before the
-/// recorder waits in place.
+/// How many records that cannot wait in their request's task (a stream's, when its body ends)
+/// may wait for room in the request log's queue off the runtime before the recorder waits in
+/// place.
 const MAX_WAITING_SENDS: usize = 32;
 
 /// How many finished requests may wait for the request log's thread. It takes them every few
@@ -203,10 +206,12 @@ const QUEUE: usize = 256;
 
 /// Where records go: the metrics at once, then, through one channel send, the request log's
 /// thread (see `reqlog.rs`), which writes the JSON log's and stderr's lines and hands the
-/// entry to the log store's writer thread. Nothing here blocks a runtime worker.
+/// entry to the log store's writer thread. When the queue is full (the disk is behind), a
+/// request waits for room in its own task: the runtime thread serves its other connections
+/// meanwhile, and the proxy slows to what the disk can take without dropping a record.
 pub struct Recorder {
     log: Logger,
-    tx: SyncSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     store: Option<WriterHandle>,
     /// The store itself, for pruning.
@@ -234,7 +239,7 @@ impl Recorder {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let store = writer.as_ref().map(Writer::handle);
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, mut rx) = mpsc::channel(QUEUE);
         let sink = crate::reqlog::Sink {
             log: logs.logger.clone(),
             json: logs.json,
@@ -246,7 +251,7 @@ impl Recorder {
         };
         let thread = std::thread::Builder::new()
             .name("request-log".into())
-            .spawn(move || crate::reqlog::run(&rx, sink))?;
+            .spawn(move || crate::reqlog::run(&mut rx, sink))?;
         Ok(Recorder {
             log: logs.logger,
             tx,
@@ -298,7 +303,7 @@ impl Recorder {
         };
         if let Some(thread) = thread {
             // Queued behind every record sent so far.
-            if self.tx.send(Msg::Stop).is_ok() && thread.join().is_err() {
+            if block_on(self.tx.send(Msg::Stop)).is_ok() && thread.join().is_err() {
                 error!(self.log, "the request log's thread panicked");
             }
         }
@@ -323,8 +328,31 @@ impl Recorder {
         }
     }
 
-    /// Writes the record: counted now, logged and stored by the request log's thread.
-    pub fn record(&self, r: RequestRecord) {
+    /// Writes the record: counted now, logged and stored by the request log's thread. When
+    /// the queue is full, waits for room here, in the request's task (first come, first
+    /// served); the runtime thread meanwhile serves its other connections. Cancelled while it
+    /// waits (the client left), it queues the record as [`record_now`](Self::record_now) does.
+    pub async fn record(&self, r: RequestRecord) {
+        self.observe(&r);
+        let mut pending = Pending { recorder: self, msg: Some(Msg::Record(Box::new(r))) };
+        if let Ok(room) = self.tx.reserve().await
+            && let Some(msg) = pending.msg.take()
+        {
+            room.send(msg);
+        }
+        // Otherwise the thread is gone, and `pending`'s drop reports the record.
+    }
+
+    /// Writes the record, for a caller that cannot wait (a stream's body, ending in a poll or
+    /// a drop). When the queue is full, the record waits for room off the runtime's threads
+    /// while few do; past that, right here: the proxy then slows to what the disk can take,
+    /// rather than growing memory without bound or dropping the record.
+    pub fn record_now(&self, r: RequestRecord) {
+        self.observe(&r);
+        self.queue_now(Msg::Record(Box::new(r)));
+    }
+
+    fn observe(&self, r: &RequestRecord) {
         let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
         let (prompt, completion) = r.tokens();
         self.metrics.observe(&Observation {
@@ -337,18 +365,17 @@ impl Recorder {
             completion_tokens: completion,
             timed_out: r.error_type.as_deref() == Some("timeout_error"),
         });
-        match self.tx.try_send(Msg::Record(Box::new(r))) {
+    }
+
+    fn queue_now(&self, msg: Msg) {
+        match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
-                // The queue is full (the disk is behind). Wait for room off the runtime's
-                // threads while few requests do; past that, wait right here: the proxy then
-                // slows to what the disk can take, rather than growing memory without bound
-                // or dropping the record.
                 let tx = self.tx.clone();
                 let waiting = self.waiting.clone();
                 let log = self.log.clone();
                 let send = move || {
-                    if let Err(e) = tx.send(msg) {
+                    if let Err(e) = block_on(tx.send(msg)) {
                         lost(&log, e.0);
                     }
                     waiting.fetch_sub(1, Ordering::AcqRel);
@@ -359,8 +386,47 @@ impl Recorder {
                     _ => send(),
                 }
             }
-            Err(TrySendError::Disconnected(msg)) => lost(&self.log, msg),
+            Err(TrySendError::Closed(msg)) => lost(&self.log, msg),
         }
+    }
+}
+
+/// A record on its way into the queue. Dropped before it got there (its request's task was
+/// cancelled while waiting for room, or the thread is gone), it is queued without waiting.
+struct Pending<'r> {
+    recorder: &'r Recorder,
+    msg: Option<Msg>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(msg) = self.msg.take() {
+            self.recorder.queue_now(msg);
+        }
+    }
+}
+
+/// Runs `future` to its end on this thread, parked between polls: the waits for room that
+/// cannot be left to a task (off the runtime, or at shutdown). No runtime is entered, so it
+/// works on any thread; tokio's channels need none.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 
@@ -374,6 +440,127 @@ fn lost(log: &Logger, msg: Msg) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Recorder {
+        /// A recorder whose queue is `tx`, no thread behind it: the test takes the records.
+        fn over(tx: mpsc::Sender<Msg>) -> Self {
+            let metrics = Metrics::new("mock", Arc::default(), None);
+            Recorder {
+                log: Logger::root(slog::Discard, slog::o!()),
+                tx,
+                thread: Mutex::new(None),
+                store: None,
+                db: None,
+                waiting: Arc::default(),
+                writer: Mutex::new(None),
+                metrics: Arc::new(metrics),
+            }
+        }
+    }
+
+    fn record_of(id: &str) -> RequestRecord {
+        RequestRecord { request_id: id.to_owned(), status: 200, ..Default::default() }
+    }
+
+    /// The ids of the records taken from the queue as the request log's thread takes them,
+    /// until `n` came or 10 s passed.
+    async fn drained(rx: &mut mpsc::Receiver<Msg>, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut ids = Vec::new();
+        while ids.len() < n && std::time::Instant::now() < deadline {
+            while let Ok(msg) = rx.try_recv() {
+                if let Msg::Record(r) = msg {
+                    ids.push(r.request_id);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        ids
+    }
+
+    /// With the queue full, every request that ends waits in its own task: none takes a
+    /// blocking thread or parks the runtime's (past 32 waiting, the old recorder waited in
+    /// place, and the runtime thread's other connections with it). Room goes to them in the
+    /// order they came, and a request cancelled while it waits still gets its record queued.
+    #[test]
+    fn a_full_queue_holds_up_only_the_requests_that_end() {
+        // On its own thread, watched: a recorder that parks the runtime thread would hang it.
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            full_queue_scenario();
+            let _ = done_tx.send(());
+        });
+        match done.recv_timeout(Duration::from_secs(30)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the runtime thread hung"),
+            // Ended: either done, or the scenario panicked (its assertion is in the output).
+            r => r.expect("the scenario failed"),
+        }
+    }
+
+    fn full_queue_scenario() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (tx, mut rx) = mpsc::channel(2);
+        let recorder = Arc::new(Recorder::over(tx));
+        rt.block_on(async {
+            recorder.record(record_of("a")).await;
+            recorder.record(record_of("b")).await;
+            // Full. Forty more requests end, more than the old recorder sent off the runtime.
+            let waiting: Vec<_> = (0..40)
+                .map(|i| {
+                    let recorder = recorder.clone();
+                    tokio::spawn(async move { recorder.record(record_of(&format!("w{i}"))).await })
+                })
+                .collect();
+            // The runtime thread still runs its other tasks.
+            let ticks = Arc::new(AtomicUsize::new(0));
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    for _ in 0..5 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            };
+            ticker.await.unwrap();
+            assert_eq!(ticks.load(Ordering::Relaxed), 5);
+            assert_eq!(recorder.waiting.load(Ordering::Relaxed), 0, "no blocking thread waits");
+            assert!(waiting.iter().all(|w| !w.is_finished()));
+
+            // One of them is cancelled while it waits (its client left).
+            waiting[39].abort();
+            tokio::task::yield_now().await;
+
+            // The thread takes records: the waiting ones follow, in order.
+            let ids = drained(&mut rx, 42).await;
+            for w in waiting.into_iter().take(39) {
+                w.await.unwrap();
+            }
+            assert_eq!(ids.len(), 42, "records lost: {ids:?}");
+            // The cancelled one is sent from another thread, so it may come in anywhere.
+            assert!(ids.contains(&"w39".to_owned()), "the cancelled request's record is kept");
+            let tasks: Vec<&String> = ids.iter().filter(|id| *id != "w39").collect();
+            let mut expected: Vec<String> = ["a", "b"].map(String::from).to_vec();
+            expected.extend((0..39).map(|i| format!("w{i}")));
+            assert_eq!(tasks, expected.iter().collect::<Vec<_>>(), "first come, first served");
+        });
+    }
+
+    /// A record that cannot wait in a task (a stream's end) is queued off the runtime's
+    /// threads when the queue is full, and arrives once there is room.
+    #[test]
+    fn a_record_that_cannot_wait_is_queued_once_there_is_room() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let recorder = Recorder::over(tx);
+        rt.block_on(async {
+            recorder.record_now(record_of("a"));
+            recorder.record_now(record_of("b"));
+            assert_eq!(recorder.waiting.load(Ordering::Relaxed), 1, "b waits off the runtime");
+            let ids = drained(&mut rx, 2).await;
+            assert_eq!(ids, ["a", "b"]);
+        });
+    }
 
     #[test]
     fn key_hash_is_the_first_six_bytes_of_sha256_in_hex() {

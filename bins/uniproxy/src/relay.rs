@@ -144,7 +144,7 @@ impl SseRelay {
         r.response = serde_json::to_vec(a).map(Bytes::from).unwrap_or_default();
         r.raw_chunks = self.raw.take().map(BytesMut::freeze);
         r.overhead += self.busy;
-        self.state.recorder.record(r);
+        self.state.recorder.record_now(r);
     }
 
     fn emit(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {

@@ -2,7 +2,8 @@
 //! and its entry for the log store, made off the runtime's threads.
 //!
 //! A runtime thread hands over the [`RequestRecord`] as it is (the bodies are reference-counted
-//! `Bytes`, nothing is copied) with one non-blocking channel send. This thread formats the lines
+//! `Bytes`, nothing is copied) with one channel send (when the queue is full, the request waits
+//! for room in its task: see [`Recorder`](crate::record::Recorder)). This thread formats the lines
 //! itself instead of going through slog: the bodies are already JSON, so they are embedded as
 //! JSON values rather than escaped into strings (the escaping was a tenth of the CPU per
 //! request), and a batch of lines goes to each output in one write. It gathers records by
@@ -10,11 +11,11 @@
 //! per request.
 
 use std::io::{self, Write};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use slog::{Logger, error};
+use tokio::sync::mpsc::Receiver;
 use uniproxy_logstore::NewEntry;
 use uniproxy_logstore::{WriterHandle, YieldEvery};
 
@@ -56,14 +57,14 @@ pub(crate) struct Sink {
 }
 
 /// The thread's loop: gather, format, write, until [`Msg::Stop`] or every sender is gone.
-pub(crate) fn run(rx: &Receiver<Msg>, mut sink: Sink) {
+pub(crate) fn run(rx: &mut Receiver<Msg>, mut sink: Sink) {
     let mut json = Vec::with_capacity(WRITE_AT + (16 << 10));
     let mut text = Vec::with_capacity(16 << 10);
     // Block for a first record; then, while records keep coming, sleep between looks at the
     // channel: a sender only wakes a thread that is blocked in `recv`, so a busy proxy costs
     // one wake-up per nap rather than one per request.
     let mut quiet = true;
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         loop {
             let mut took = 0;
