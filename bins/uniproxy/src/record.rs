@@ -3,7 +3,7 @@
 //! (`reqlog`), which writes a summary line to stderr and the JSON log, the content to the JSON
 //! log, and an entry to the log store.
 
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use slog::{Logger, error, info};
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::mpsc::error::{SendError, TrySendError};
+use tokio::sync::mpsc::{self, OwnedPermit};
 use uniproxy_logstore::{Headers, HeadersBuilder, NewEntry, Writer, WriterHandle};
 use uniproxy_wire::Usage;
 
@@ -194,8 +195,8 @@ impl RequestRecord {
     }
 }
 
-/// How many records that cannot wait in their request's task (a stream's, when its body ends)
-/// may wait for room in the request log's queue off the runtime before the recorder waits in
+/// How many records that cannot wait (a stream's, when the client left before its end) may
+/// wait for room in the request log's queue off the runtime before the recorder waits in
 /// place.
 const MAX_WAITING_SENDS: usize = 32;
 
@@ -343,13 +344,52 @@ impl Recorder {
         // Otherwise the thread is gone, and `pending`'s drop reports the record.
     }
 
-    /// Writes the record, for a caller that cannot wait (a stream's body, ending in a poll or
-    /// a drop). When the queue is full, the record waits for room off the runtime's threads
+    /// Writes the record, for a caller that cannot wait at all (a stream's body dropped before
+    /// its end). When the queue is full, the record waits for room off the runtime's threads
     /// while few do; past that, right here: the proxy then slows to what the disk can take,
     /// rather than growing memory without bound or dropping the record.
     pub fn record_now(&self, r: RequestRecord) {
         self.observe(&r);
         self.queue_now(Msg::Record(Box::new(r)));
+    }
+
+    /// [`record`](Self::record) for a caller that polls instead of awaiting (a stream's body
+    /// at its end): counted, and queued now when there is room; otherwise given back as a
+    /// [`Waiting`], to poll with [`poll_waiting`](Self::poll_waiting) until it is queued (and,
+    /// dropped before that, to hand to [`abandon`](Self::abandon)).
+    pub(crate) fn record_polled(&self, r: RequestRecord) -> Option<Waiting> {
+        self.observe(&r);
+        match self.tx.try_send(Msg::Record(Box::new(r))) {
+            Ok(()) => None,
+            Err(TrySendError::Full(msg)) => {
+                Some(Waiting { msg: Some(msg), room: Box::pin(self.tx.clone().reserve_owned()) })
+            }
+            Err(TrySendError::Closed(msg)) => {
+                lost(&self.log, msg);
+                None
+            }
+        }
+    }
+
+    /// Queues the waiting record once there is room: `Ready` when it is queued (or reported
+    /// lost, the thread being gone).
+    pub(crate) fn poll_waiting(&self, w: &mut Waiting, cx: &mut Context<'_>) -> Poll<()> {
+        let room = std::task::ready!(w.room.as_mut().poll(cx));
+        if let Some(msg) = w.msg.take() {
+            match room {
+                Ok(room) => drop(room.send(msg)),
+                Err(_) => lost(&self.log, msg),
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// A waiting record whose caller cannot wait any longer (the client left): queued as
+    /// [`record_now`](Self::record_now) queues one.
+    pub(crate) fn abandon(&self, mut w: Waiting) {
+        if let Some(msg) = w.msg.take() {
+            self.queue_now(msg);
+        }
     }
 
     fn observe(&self, r: &RequestRecord) {
@@ -390,6 +430,16 @@ impl Recorder {
         }
     }
 }
+
+/// A record waiting for room in the request log's queue, and the future of that room (see
+/// [`Recorder::record_polled`]).
+pub(crate) struct Waiting {
+    msg: Option<Msg>,
+    room: Pin<Box<dyn Future<Output = Room> + Send>>,
+}
+
+/// A slot in the request log's queue, or the news that its thread is gone.
+type Room = Result<OwnedPermit<Msg>, SendError<()>>;
 
 /// A record on its way into the queue. Dropped before it got there (its request's task was
 /// cancelled while waiting for room, or the thread is gone), it is queued without waiting.
@@ -546,8 +596,42 @@ mod tests {
         });
     }
 
-    /// A record that cannot wait in a task (a stream's end) is queued off the runtime's
-    /// threads when the queue is full, and arrives once there is room.
+    /// A stream's record, written where its body ends (a poll): with the queue full, the body
+    /// waits for room, woken when there is some; given up (the client left), the record is
+    /// still queued.
+    #[test]
+    fn a_polled_record_waits_for_room_and_is_kept_when_abandoned() {
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let recorder = Recorder::over(tx);
+        rt.block_on(async {
+            assert!(recorder.record_polled(record_of("a")).is_none(), "room: queued at once");
+            let mut waiting = recorder.record_polled(record_of("b")).expect("full: it waits");
+            let woken = Arc::new(Count(AtomicUsize::new(0)));
+            let waker = Waker::from(woken.clone());
+            let mut cx = Context::from_waker(&waker);
+            assert!(recorder.poll_waiting(&mut waiting, &mut cx).is_pending());
+            assert_eq!(drained(&mut rx, 1).await, ["a"]);
+            assert_eq!(woken.0.load(Ordering::SeqCst), 1, "woken when there is room");
+            assert!(recorder.poll_waiting(&mut waiting, &mut cx).is_ready());
+            assert_eq!(drained(&mut rx, 1).await, ["b"]);
+
+            // Full again, and the body is dropped while its record waits.
+            assert!(recorder.record_polled(record_of("c")).is_none());
+            let waiting = recorder.record_polled(record_of("d")).expect("full: it waits");
+            recorder.abandon(waiting);
+            assert_eq!(drained(&mut rx, 2).await, ["c", "d"]);
+        });
+    }
+
+    /// A record that cannot wait at all (a stream's body dropped before its end) is queued off
+    /// the runtime's threads when the queue is full, and arrives once there is room.
     #[test]
     fn a_record_that_cannot_wait_is_queued_once_there_is_room() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

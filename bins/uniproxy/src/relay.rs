@@ -19,7 +19,7 @@ use tokio::time::Sleep;
 use uniproxy_translate::{StreamTranslator, sse};
 use uniproxy_wire::ErrorResponse;
 
-use crate::record::{RequestRecord, now_ms};
+use crate::record::{RequestRecord, Waiting, now_ms};
 use crate::state::{AppState, InFlightGuard};
 
 /// The upstream's body, whatever produced it (the network, or the mock platform).
@@ -42,6 +42,10 @@ pub struct SseRelay {
     idle_for: std::time::Duration,
     state: Arc<AppState>,
     record: Option<RequestRecord>,
+    /// The finished record, when the request log's queue had no room for it: the body ends
+    /// once it is queued, so that a full queue slows the stream's client and not the runtime
+    /// thread.
+    waiting: Option<Waiting>,
     raw: Option<BytesMut>,
     /// Time spent in this body's own work (decoding, translating).
     busy: std::time::Duration,
@@ -74,6 +78,7 @@ impl SseRelay {
             idle_for,
             state,
             record: Some(record),
+            waiting: None,
             raw,
             busy: std::time::Duration::ZERO,
             _guard: guard,
@@ -123,9 +128,9 @@ impl SseRelay {
         self.end_upstream();
     }
 
-    /// Completes and writes the record. `client_gone`: the client left before the end.
-    fn write_record(&mut self, client_gone: bool) {
-        let Some(mut r) = self.record.take() else { return };
+    /// Completes and takes the record. `client_gone`: the client left before the end.
+    fn finished_record(&mut self, client_gone: bool) -> Option<RequestRecord> {
+        let mut r = self.record.take()?;
         let a = self.translator.assembled();
         r.finished_ms = now_ms();
         r.usage.clone_from(&a.usage);
@@ -144,7 +149,7 @@ impl SseRelay {
         r.response = serde_json::to_vec(a).map(Bytes::from).unwrap_or_default();
         r.raw_chunks = self.raw.take().map(BytesMut::freeze);
         r.overhead += self.busy;
-        self.state.recorder.record_now(r);
+        Some(r)
     }
 
     fn emit(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
@@ -188,7 +193,13 @@ impl Body for SseRelay {
                 return this.emit(joined.freeze());
             }
             if this.ended {
-                this.write_record(false);
+                if let Some(r) = this.finished_record(false) {
+                    this.waiting = this.state.recorder.record_polled(r);
+                }
+                if let Some(waiting) = this.waiting.as_mut() {
+                    std::task::ready!(this.state.recorder.poll_waiting(waiting, cx));
+                    this.waiting = None;
+                }
                 return Poll::Ready(None);
             }
             let Some(upstream) = this.upstream.as_mut() else {
@@ -247,7 +258,7 @@ impl Body for SseRelay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.pending.is_empty() && self.record.is_none()
+        self.ended && self.pending.is_empty() && self.record.is_none() && self.waiting.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -257,7 +268,13 @@ impl Body for SseRelay {
 
 impl Drop for SseRelay {
     fn drop(&mut self) {
+        if let Some(waiting) = self.waiting.take() {
+            // Gone while the finished record waited for room.
+            self.state.recorder.abandon(waiting);
+        }
         // Still holding the record: the client went away before the end.
-        self.write_record(true);
+        if let Some(r) = self.finished_record(true) {
+            self.state.recorder.record_now(r);
+        }
     }
 }
