@@ -630,6 +630,36 @@ mod tests {
         });
     }
 
+    /// A request still waiting for room when the runtime shuts down (the grace period is
+    /// over) keeps its record: dropped with the runtime, it is queued all the same.
+    #[test]
+    fn a_record_waiting_at_shutdown_is_kept() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let recorder = Arc::new(Recorder::over(tx));
+        rt.block_on(async {
+            recorder.record(record_of("a")).await;
+            let r = recorder.clone();
+            tokio::spawn(async move { r.record(record_of("b")).await });
+            tokio::task::yield_now().await;
+        });
+        // The request log's thread, still running, takes records a little later.
+        let taker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut ids = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while ids.len() < 2 && std::time::Instant::now() < deadline {
+                if let Ok(Msg::Record(r)) = rx.try_recv() {
+                    ids.push(r.request_id);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            ids
+        });
+        drop(rt);
+        assert_eq!(taker.join().unwrap(), ["a", "b"], "the waiting record was lost");
+    }
+
     /// A record that cannot wait at all (a stream's body dropped before its end) is queued off
     /// the runtime's threads when the queue is full, and arrives once there is room.
     #[test]
