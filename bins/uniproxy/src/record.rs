@@ -212,13 +212,11 @@ const QUEUE: usize = 256;
 /// meanwhile, and the proxy slows to what the disk can take without dropping a record.
 pub struct Recorder {
     log: Logger,
-    tx: mpsc::Sender<Msg>,
+    queue: Queue,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     store: Option<WriterHandle>,
     /// The store itself, for pruning.
     db: Option<uniproxy_logstore::LogStore>,
-    /// Records waiting for room in the queue in `spawn_blocking`.
-    waiting: Arc<AtomicUsize>,
     /// The writer, taken at shutdown to drain it.
     writer: Mutex<Option<Writer>>,
     /// Every record is counted here too.
@@ -254,12 +252,11 @@ impl Recorder {
             .name("request-log".into())
             .spawn(move || crate::reqlog::run(&mut rx, sink))?;
         Ok(Recorder {
+            queue: Queue { tx, waiting: Arc::default(), log: logs.logger.clone() },
             log: logs.logger,
-            tx,
             thread: Mutex::new(Some(thread)),
             db,
             store,
-            waiting: Arc::default(),
             writer: Mutex::new(writer),
             metrics,
         })
@@ -304,7 +301,7 @@ impl Recorder {
         };
         if let Some(thread) = thread {
             // Queued behind every record sent so far.
-            if block_on(self.tx.send(Msg::Stop)).is_ok() && thread.join().is_err() {
+            if block_on(self.queue.tx.send(Msg::Stop)).is_ok() && thread.join().is_err() {
                 error!(self.log, "the request log's thread panicked");
             }
         }
@@ -332,16 +329,11 @@ impl Recorder {
     /// Writes the record: counted now, logged and stored by the request log's thread. When
     /// the queue is full, waits for room here, in the request's task (first come, first
     /// served); the runtime thread meanwhile serves its other connections. Cancelled while it
-    /// waits (the client left), it queues the record as [`record_now`](Self::record_now) does.
+    /// waits (the client left), it queues the record without waiting, as `record_now` does.
     pub async fn record(&self, r: RequestRecord) {
-        self.observe(&r);
-        let mut pending = Pending { recorder: self, msg: Some(Msg::Record(Box::new(r))) };
-        if let Ok(room) = self.tx.reserve().await
-            && let Some(msg) = pending.msg.take()
-        {
-            room.send(msg);
+        if let Some(mut waiting) = self.record_polled(r) {
+            std::future::poll_fn(|cx| waiting.poll(cx)).await;
         }
-        // Otherwise the thread is gone, and `pending`'s drop reports the record.
     }
 
     /// Writes the record, for a caller that cannot wait at all (a stream's body dropped before
@@ -350,45 +342,26 @@ impl Recorder {
     /// rather than growing memory without bound or dropping the record.
     pub fn record_now(&self, r: RequestRecord) {
         self.observe(&r);
-        self.queue_now(Msg::Record(Box::new(r)));
+        self.queue.now(Msg::Record(Box::new(r)));
     }
 
     /// [`record`](Self::record) for a caller that polls instead of awaiting (a stream's body
     /// at its end): counted, and queued now when there is room; otherwise given back as a
-    /// [`Waiting`], to poll with [`poll_waiting`](Self::poll_waiting) until it is queued (and,
-    /// dropped before that, to hand to [`abandon`](Self::abandon)).
+    /// [`Waiting`], to poll until it is queued.
     pub(crate) fn record_polled(&self, r: RequestRecord) -> Option<Waiting> {
         self.observe(&r);
-        match self.tx.try_send(Msg::Record(Box::new(r))) {
+        let queue = &self.queue;
+        match queue.tx.try_send(Msg::Record(Box::new(r))) {
             Ok(()) => None,
-            Err(TrySendError::Full(msg)) => {
-                Some(Waiting { msg: Some(msg), room: Box::pin(self.tx.clone().reserve_owned()) })
-            }
+            Err(TrySendError::Full(msg)) => Some(Waiting {
+                msg: Some(msg),
+                room: Box::pin(queue.tx.clone().reserve_owned()),
+                queue: queue.clone(),
+            }),
             Err(TrySendError::Closed(msg)) => {
                 lost(&self.log, msg);
                 None
             }
-        }
-    }
-
-    /// Queues the waiting record once there is room: `Ready` when it is queued (or reported
-    /// lost, the thread being gone).
-    pub(crate) fn poll_waiting(&self, w: &mut Waiting, cx: &mut Context<'_>) -> Poll<()> {
-        let room = std::task::ready!(w.room.as_mut().poll(cx));
-        if let Some(msg) = w.msg.take() {
-            match room {
-                Ok(room) => drop(room.send(msg)),
-                Err(_) => lost(&self.log, msg),
-            }
-        }
-        Poll::Ready(())
-    }
-
-    /// A waiting record whose caller cannot wait any longer (the client left): queued as
-    /// [`record_now`](Self::record_now) queues one.
-    pub(crate) fn abandon(&self, mut w: Waiting) {
-        if let Some(msg) = w.msg.take() {
-            self.queue_now(msg);
         }
     }
 
@@ -406,8 +379,20 @@ impl Recorder {
             timed_out: r.error_type.as_deref() == Some("timeout_error"),
         });
     }
+}
 
-    fn queue_now(&self, msg: Msg) {
+/// The request log's queue, with what queueing a record without waiting needs.
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::Sender<Msg>,
+    /// Records waiting for room in the queue in `spawn_blocking`.
+    waiting: Arc<AtomicUsize>,
+    log: Logger,
+}
+
+impl Queue {
+    /// Queues `msg` without waiting in a task, as [`Recorder::record_now`] says.
+    fn now(&self, msg: Msg) {
         match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
@@ -432,26 +417,36 @@ impl Recorder {
 }
 
 /// A record waiting for room in the request log's queue, and the future of that room (see
-/// [`Recorder::record_polled`]).
+/// [`Recorder::record_polled`]). Dropped before it is queued (its request's task cancelled,
+/// the client gone), it queues the record with [`Queue::now`].
 pub(crate) struct Waiting {
     msg: Option<Msg>,
     room: Pin<Box<dyn Future<Output = Room> + Send>>,
+    queue: Queue,
 }
 
 /// A slot in the request log's queue, or the news that its thread is gone.
 type Room = Result<OwnedPermit<Msg>, SendError<()>>;
 
-/// A record on its way into the queue. Dropped before it got there (its request's task was
-/// cancelled while waiting for room, or the thread is gone), it is queued without waiting.
-struct Pending<'r> {
-    recorder: &'r Recorder,
-    msg: Option<Msg>,
+impl Waiting {
+    /// Queues the record once there is room: `Ready` when it is queued (or reported lost, the
+    /// thread being gone).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let room = std::task::ready!(self.room.as_mut().poll(cx));
+        if let Some(msg) = self.msg.take() {
+            match room {
+                Ok(room) => drop(room.send(msg)),
+                Err(_) => lost(&self.queue.log, msg),
+            }
+        }
+        Poll::Ready(())
+    }
 }
 
-impl Drop for Pending<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(msg) = self.msg.take() {
-            self.recorder.queue_now(msg);
+            self.queue.now(msg);
         }
     }
 }
@@ -495,13 +490,13 @@ mod tests {
         /// A recorder whose queue is `tx`, no thread behind it: the test takes the records.
         fn over(tx: mpsc::Sender<Msg>) -> Self {
             let metrics = Metrics::new("mock", Arc::default(), None);
+            let log = Logger::root(slog::Discard, slog::o!());
             Recorder {
-                log: Logger::root(slog::Discard, slog::o!()),
-                tx,
+                queue: Queue { tx, waiting: Arc::default(), log: log.clone() },
+                log,
                 thread: Mutex::new(None),
                 store: None,
                 db: None,
-                waiting: Arc::default(),
                 writer: Mutex::new(None),
                 metrics: Arc::new(metrics),
             }
@@ -574,7 +569,11 @@ mod tests {
             };
             ticker.await.unwrap();
             assert_eq!(ticks.load(Ordering::Relaxed), 5);
-            assert_eq!(recorder.waiting.load(Ordering::Relaxed), 0, "no blocking thread waits");
+            assert_eq!(
+                recorder.queue.waiting.load(Ordering::Relaxed),
+                0,
+                "no blocking thread waits"
+            );
             assert!(waiting.iter().all(|w| !w.is_finished()));
 
             // One of them is cancelled while it waits (its client left).
@@ -616,16 +615,16 @@ mod tests {
             let woken = Arc::new(Count(AtomicUsize::new(0)));
             let waker = Waker::from(woken.clone());
             let mut cx = Context::from_waker(&waker);
-            assert!(recorder.poll_waiting(&mut waiting, &mut cx).is_pending());
+            assert!(waiting.poll(&mut cx).is_pending());
             assert_eq!(drained(&mut rx, 1).await, ["a"]);
             assert_eq!(woken.0.load(Ordering::SeqCst), 1, "woken when there is room");
-            assert!(recorder.poll_waiting(&mut waiting, &mut cx).is_ready());
+            assert!(waiting.poll(&mut cx).is_ready());
             assert_eq!(drained(&mut rx, 1).await, ["b"]);
 
             // Full again, and the body is dropped while its record waits.
             assert!(recorder.record_polled(record_of("c")).is_none());
             let waiting = recorder.record_polled(record_of("d")).expect("full: it waits");
-            recorder.abandon(waiting);
+            drop(waiting);
             assert_eq!(drained(&mut rx, 2).await, ["c", "d"]);
         });
     }
@@ -670,7 +669,11 @@ mod tests {
         rt.block_on(async {
             recorder.record_now(record_of("a"));
             recorder.record_now(record_of("b"));
-            assert_eq!(recorder.waiting.load(Ordering::Relaxed), 1, "b waits off the runtime");
+            assert_eq!(
+                recorder.queue.waiting.load(Ordering::Relaxed),
+                1,
+                "b waits off the runtime"
+            );
             let ids = drained(&mut rx, 2).await;
             assert_eq!(ids, ["a", "b"]);
         });

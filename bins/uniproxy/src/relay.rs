@@ -197,7 +197,7 @@ impl Body for SseRelay {
                     this.waiting = this.state.recorder.record_polled(r);
                 }
                 if let Some(waiting) = this.waiting.as_mut() {
-                    std::task::ready!(this.state.recorder.poll_waiting(waiting, cx));
+                    std::task::ready!(waiting.poll(cx));
                     this.waiting = None;
                 }
                 return Poll::Ready(None);
@@ -268,11 +268,8 @@ impl Body for SseRelay {
 
 impl Drop for SseRelay {
     fn drop(&mut self) {
-        if let Some(waiting) = self.waiting.take() {
-            // Gone while the finished record waited for room.
-            self.state.recorder.abandon(waiting);
-        }
-        // Still holding the record: the client went away before the end.
+        // Gone while the finished record waited for room: `waiting`, dropped with the relay,
+        // queues it. Still holding the record: the client went away before the end.
         if let Some(r) = self.finished_record(true) {
             self.state.recorder.record_now(r);
         }
