@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What each of the two logs costs, side by side: the same proxy writing every request to both
-# logs (as shipped), with LOG_BODIES=false (a setting), and three experiment builds that write to
-# the JSON log only, to the log store only, or to neither.
+# logs (as shipped), with LOG_BODIES=false (a setting), and experiment builds that write to both
+# with the log store's entries stripped of their bodies, to the JSON log only, to the log store
+# only, or to neither.
 #
 #   bench/log_cost.sh [--rounds N] [-d SECONDS] [--body 1k|20k] [--shared DIR] [--out DIR]
 #
@@ -32,13 +33,14 @@ prepare
 mkdir -p "$OUT"
 
 TREE="$OUT/tree"
+VARIANTS=(full no-bodies store-no-bodies json-only store-only none)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   "$SHARED/mock/mockctl.sh" stop 18080 >/dev/null 2>&1 || true
   git -C "$ROOT" worktree remove --force "$TREE" >/dev/null 2>&1 || true
   # The proxies' logs (gigabytes after a few rounds); the results stay.
-  rm -rf "$OUT"/full "$OUT"/no-bodies "$OUT"/json-only "$OUT"/store-only "$OUT"/none
+  for v in "${VARIANTS[@]}"; do rm -rf "${OUT:?}/$v"; done
 }
 trap cleanup EXIT
 
@@ -52,7 +54,6 @@ SWITCHED="${CARGO_TARGET_DIR:-$ROOT/target}/log-switches/release/uniproxy"
 
 "$SHARED/mock/mockctl.sh" start 18080 >/dev/null
 UPSTREAM=(TYPE=openai BASE_URL=http://127.0.0.1:18080/v1 ACTUAL_NAME=gpt-4o-mini)
-VARIANTS=(full no-bodies json-only store-only none)
 declare -A PORT PID
 port=4030
 for v in "${VARIANTS[@]}"; do
@@ -92,9 +93,9 @@ for line in open(rows):
         sys.exit(f"{v}: a round had failed requests: {line.strip()}")
     by[v].append((float(f["rps"]), int(f["ticks"]) * 1e6 / hz / n))
 base = st.median(c for _, c in by["none"])
-print(f"{'variant':<11} {'req/s':>8} {'CPU µs/req':>10} {'range':>13} {'beyond none':>11}")
+print(f"{'variant':<15} {'req/s':>8} {'CPU µs/req':>10} {'range':>13} {'beyond none':>11}")
 for v in variants:
     rps = st.median(r for r, _ in by[v]); cpu = [c for _, c in by[v]]
-    print(f"{v:<11} {rps:>8.0f} {st.median(cpu):>10.1f} {min(cpu):>6.1f}-{max(cpu):<6.1f} {st.median(cpu) - base:>+11.1f}")
+    print(f"{v:<15} {rps:>8.0f} {st.median(cpu):>10.1f} {min(cpu):>6.1f}-{max(cpu):<6.1f} {st.median(cpu) - base:>+11.1f}")
     print(f"LOG_COST variant={v} rps={rps:.0f} cpu_us={st.median(cpu):.2f} min={min(cpu):.2f} max={max(cpu):.2f}")
 PY
