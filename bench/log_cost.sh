@@ -6,9 +6,10 @@
 #
 #   bench/log_cost.sh [--rounds N] [-d SECONDS] [--body 1k|20k] [--shared DIR] [--out DIR]
 #
-# The experiment binary is HEAD with bench/log_switches.patch applied (a switch read from
-# BENCH_LOGS in the request log's thread), built in a temporary git worktree; it is never a
-# product build. Each round runs the shared harness's load.sh (wrk, 64 connections) against
+# The experiment binary is the same code as the shipped one (HEAD and the working tree's
+# uncommitted changes to tracked files) with bench/log_switches.patch applied (a switch read
+# from BENCH_LOGS in the request log's thread), built in a temporary git worktree; it is never
+# a product build. Each round runs the shared harness's load.sh (wrk, 64 connections) against
 # each proxy in turn, the order rotating between rounds, and reads the proxy's CPU time from
 # /proc around it. Prints, per variant, the medians of requests/s and of CPU µs per request,
 # the CPU range over the rounds, and the CPU beyond the build that writes no log.
@@ -27,6 +28,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
+git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 ||
+  { echo "bench/log_cost.sh builds its experiment binary in a git worktree: run it in a git checkout" >&2; exit 2; }
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 prepare
@@ -44,8 +47,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building the experiment binary (HEAD + bench/log_switches.patch)"
+echo "== building the experiment binary (the same code + bench/log_switches.patch)"
 git -C "$ROOT" worktree add --detach --force "$TREE" HEAD >/dev/null
+git -C "$ROOT" diff HEAD --binary -- . ':(exclude)bench' >"$OUT/uncommitted.diff"
+if [ -s "$OUT/uncommitted.diff" ]; then
+  git -C "$TREE" apply "$OUT/uncommitted.diff"
+fi
+if [ -n "$(git -C "$ROOT" ls-files --others --exclude-standard -- crates bins)" ]; then
+  echo "warning: untracked files under crates/ or bins/ are not in the experiment binary" >&2
+fi
 git -C "$TREE" apply "$ROOT/bench/log_switches.patch" ||
   { echo "bench/log_switches.patch no longer applies to HEAD: update it" >&2; exit 1; }
 (cd "$TREE" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/log-switches" \
