@@ -12,7 +12,8 @@
 # a product build. Each round runs the shared harness's load.sh (wrk, 64 connections) against
 # each proxy in turn, the order rotating between rounds, and reads the proxy's CPU time from
 # /proc around it. Prints, per variant, the medians of requests/s and of CPU µs per request,
-# the CPU range over the rounds, and the CPU beyond the build that writes no log.
+# the CPU range over the rounds, and the CPU beyond the build that writes no log; a failed
+# request in any round (an HTTP error, a socket error, a timeout) fails the run instead.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="$ROOT/../shared/bench"
@@ -57,7 +58,7 @@ if [ -n "$(git -C "$ROOT" ls-files --others --exclude-standard -- crates bins)" 
   echo "warning: untracked files under crates/ or bins/ are not in the experiment binary" >&2
 fi
 git -C "$TREE" apply "$ROOT/bench/log_switches.patch" ||
-  { echo "bench/log_switches.patch no longer applies to HEAD: update it" >&2; exit 1; }
+  { echo "bench/log_switches.patch no longer applies to this code: update it" >&2; exit 1; }
 (cd "$TREE" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/log-switches" \
   cargo build --release --locked -q -p uniproxy)
 SWITCHED="${CARGO_TARGET_DIR:-$ROOT/target}/log-switches/release/uniproxy"
@@ -99,7 +100,8 @@ for line in open(rows):
     v = line.split()[0]
     f = dict(re.findall(r"(\w+)=([\d.]+)", line))
     n = int(f["requests"])
-    if int(f.get("non2xx", "0")) or n == 0:
+    failed = ("non2xx", "sock_connect", "sock_read", "sock_write", "timeouts")
+    if n == 0 or any(int(f.get(k, "0")) for k in failed):
         sys.exit(f"{v}: a round had failed requests: {line.strip()}")
     by[v].append((float(f["rps"]), int(f["ticks"]) * 1e6 / hz / n))
 base = st.median(c for _, c in by["none"])
