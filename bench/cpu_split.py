@@ -30,6 +30,9 @@ import sys
 
 TICK_US = 1_000_000 / os.sysconf("SC_CLK_TCK")
 GROUPS = ["runtime", "store writer", "request log", "blocking pool", "other"]
+# load.sh's counts of requests that got no good answer (an HTTP error, a socket error, a
+# timeout): CPU per request means nothing once any is there.
+FAILURES = ("non2xx", "sock_connect", "sock_read", "sock_write", "timeouts")
 
 
 def times(stat_path):
@@ -118,6 +121,9 @@ def main():
     requests = int(fields["requests"])
     if requests == 0:
         sys.exit("cpu_split.py: no requests were answered")
+    failed = {k: fields.get(k, "0") for k in FAILURES if fields.get(k, "0") != "0"}
+    if failed:
+        sys.exit(f"cpu_split.py: {a.label}: failed requests, {failed}: {line}")
 
     sums = split(before, after, a.whole, a.label)
     order = [a.label] if a.whole else [g for g in GROUPS if g in sums]

@@ -10,8 +10,8 @@
 # uncommitted changes to tracked files) with bench/log_switches.patch applied (a switch read
 # from BENCH_LOGS in the request log's thread), built in a temporary git worktree; it is never
 # a product build. Each round runs the shared harness's load.sh (wrk, 64 connections) against
-# each proxy in turn, the order rotating between rounds, and reads the proxy's CPU time from
-# /proc around it. Prints, per variant, the medians of requests/s and of CPU µs per request,
+# each proxy in turn, the order rotating between rounds, through bench/cpu_split.py (the
+# proxy's CPU time from /proc around it, by thread: the CPU_SPLIT lines in rounds.txt). Prints, per variant, the medians of requests/s and of CPU µs per request,
 # the CPU range over the rounds, and the CPU beyond the build that writes no log; a failed
 # request in any round (an HTTP error, a socket error, a timeout) fails the run instead.
 set -euo pipefail
@@ -78,32 +78,25 @@ for v in "${VARIANTS[@]}"; do
   PORT[$v]=$port; PID[$v]=$PROXY_PID; port=$((port + 1))
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "== $ROUNDS rounds of $DUR s per variant, $BODY bodies, 64 connections"
 ROWS="$OUT/rounds.txt"; : >"$ROWS"
 n=${#VARIANTS[@]}
 for round in $(seq "$ROUNDS"); do
   for j in $(seq 0 $((n - 1))); do
     v=${VARIANTS[$(((round + j) % n))]}
-    c0=$(cpu_ticks "${PID[$v]}")
-    line=$("$SHARED/load.sh" "http://127.0.0.1:${PORT[$v]}/v1" -d "$DUR" --body "$BODY" --label "$v" | grep '^RESULT')
-    c1=$(cpu_ticks "${PID[$v]}")
-    echo "$v ticks=$((c1 - c0)) $line" | tee -a "$ROWS"
+    # One load run, its CPU read by thread; a failed request fails it (and the script).
+    python3 "$ROOT/bench/cpu_split.py" --load "$SHARED/load.sh" --url "http://127.0.0.1:${PORT[$v]}/v1" \
+      --pid "${PID[$v]}" -d "$DUR" --label "$v" -- --body "$BODY" | grep '^CPU_SPLIT' | tee -a "$ROWS"
   done
 done
 
-python3 - "$ROWS" "$(getconf CLK_TCK)" "${VARIANTS[@]}" <<'PY'
-import re, statistics as st, sys
-rows, hz, variants = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+python3 - "$ROWS" "${VARIANTS[@]}" <<'PY'
+import statistics as st, sys
+rows, variants = sys.argv[1], sys.argv[2:]
 by = {v: [] for v in variants}
 for line in open(rows):
-    v = line.split()[0]
-    f = dict(re.findall(r"(\w+)=([\d.]+)", line))
-    n = int(f["requests"])
-    failed = ("non2xx", "sock_connect", "sock_read", "sock_write", "timeouts")
-    if n == 0 or any(int(f.get(k, "0")) for k in failed):
-        sys.exit(f"{v}: a round had failed requests: {line.strip()}")
-    by[v].append((float(f["rps"]), int(f["ticks"]) * 1e6 / hz / n))
+    f = dict(kv.split("=", 1) for kv in line.split()[1:])
+    by[f["label"]].append((float(f["rps"]), float(f["total_us"])))
 base = st.median(c for _, c in by["none"])
 print(f"{'variant':<15} {'req/s':>8} {'CPU µs/req':>10} {'range':>13} {'beyond none':>11}")
 for v in variants:
