@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use support::*;
 use tokio::sync::Notify;
 use uniproxy_config::{Platform, Secret};
@@ -429,7 +429,7 @@ async fn the_log_holds_what_went_upstream_byte_for_byte_storing_the_clients_text
         let mock = MockUpstream::always(Reply::raw_json(200, answer)).await;
         let mut settings = openai_settings(&mock);
         settings.platform = platform;
-        let proxy = Proxy::start(settings).await;
+        let mut proxy = Proxy::start_logged(settings).await;
         // A long history as a client writes it: the model first, then the messages.
         let history = "Earlier, the user asked about the weather in Paris. ".repeat(100);
         let raw = format!(
@@ -457,5 +457,32 @@ async fn the_log_holds_what_went_upstream_byte_for_byte_storing_the_clients_text
             )
             .unwrap();
         assert!(kept < 200 && client > 5_000, "{platform:?}: {kept} bytes kept of {}", sent.len());
+
+        // The JSON log's line: from an OpenAI-compatible upstream, the members the proxy set
+        // (the client's request with them is what went upstream); from a translated one, the
+        // request whole.
+        proxy.finish().await;
+        let log = std::fs::read_to_string(proxy.log_file_path()).unwrap();
+        let line = log.lines().find(|l| l.contains(r#""msg":"request content""#)).unwrap();
+        let v: Value = serde_json::from_str(line).unwrap();
+        let sent: Value = serde_json::from_slice(&sent).unwrap();
+        if platform == Platform::OpenAi {
+            assert_eq!(v.get("upstream_request"), None, "{line}");
+            let mut rebuilt = v["client_request"].as_object().unwrap().clone();
+            for (key, value) in v["upstream_changes"].as_object().unwrap() {
+                if value.is_null() {
+                    rebuilt.remove(key);
+                } else {
+                    rebuilt.insert(key.clone(), value.clone());
+                }
+            }
+            assert_eq!(Value::Object(rebuilt), sent, "{line}");
+            assert_eq!(v["upstream_changes"]["model"], ACTUAL_NAME, "{line}");
+            assert_eq!(line.matches(&history).count(), 1, "the history once");
+        } else {
+            assert_eq!(v.get("upstream_changes"), None, "{line}");
+            assert_eq!(v["upstream_request"], sent, "{line}");
+            assert_eq!(line.matches(&history).count(), 2, "the client's and the translated");
+        }
     }
 }

@@ -876,7 +876,7 @@ async fn content_answers_and_errors_land_in_the_store_and_the_log_file() {
     };
     // The bodies are embedded as the JSON they are, not as strings.
     let q1 = content("MARKER-Q1");
-    assert_eq!(q1["upstream_request"]["model"], ACTUAL_NAME, "{q1}");
+    assert_eq!(q1["upstream_changes"]["model"], ACTUAL_NAME, "{q1}");
     assert!(
         q1["response"]["choices"][0]["message"]["content"].as_str().unwrap().contains("ANSWER-A1")
     );

@@ -327,6 +327,7 @@ fn prepared(
 ) -> Prepared {
     record.upstream_request = up.body.clone();
     record.upstream_copies = std::mem::take(&mut up.copied);
+    record.upstream_changes = up.changes.take();
     record.dropped_fields.clone_from(&up.dropped);
     Prepared { up, ctx, client_stream, upstream_stream }
 }

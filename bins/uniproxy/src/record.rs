@@ -57,6 +57,9 @@ pub struct RequestRecord {
     /// The runs of `upstream_request` that are `client_request`'s bytes (the log store keeps
     /// them once).
     pub upstream_copies: Vec<uniproxy_translate::CopiedSpan>,
+    /// The members the proxy set on the client's request, when that is all it changed (an
+    /// OpenAI-compatible upstream): the JSON log writes them instead of the request again.
+    pub upstream_changes: Option<Bytes>,
     /// The answer as the client received it (for a stream, the assembled message).
     pub response: Bytes,
     /// The raw stream frames, when LOG_RAW_CHUNKS is on.

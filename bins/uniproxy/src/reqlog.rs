@@ -376,7 +376,12 @@ fn content_json(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
     open_line(out, "request content", "INFO", ts);
     kv_str(out, "id", Some(&r.request_id));
     kv_body(out, "client_request", &r.client_request, r.client_request_json);
-    kv_body(out, "upstream_request", &r.upstream_request, true);
+    // The request again, but for the few members the proxy set, when that is all it changed:
+    // a long history is written once per line.
+    match &r.upstream_changes {
+        Some(changes) => kv_body(out, "upstream_changes", changes, true),
+        None => kv_body(out, "upstream_request", &r.upstream_request, true),
+    }
     kv_body(out, "response", &r.response, true);
     key(out, "headers");
     if r.request_headers.is_empty() {
@@ -481,6 +486,18 @@ mod tests {
         assert_eq!(v["response"]["id"], "x\n");
         assert_eq!(v["headers"]["authorization"], "[redacted]");
         assert_eq!(v["dropped"], serde_json::json!(["logprobs"]));
+    }
+
+    #[test]
+    fn a_request_the_proxy_only_set_members_of_is_written_once() {
+        let mut r = record();
+        r.upstream_changes = Some(Bytes::from_static(b"{\"model\":\"m\",\"stream\":null}"));
+        let mut out = Vec::new();
+        content_json(&mut out, &r, &Clock::default().now());
+        let v = parse(&out);
+        assert_eq!(v["upstream_changes"], serde_json::json!({"model": "m", "stream": null}));
+        assert_eq!(v.get("upstream_request"), None, "{v}");
+        assert_eq!(v["client_request"], serde_json::json!({"model": "a", "messages": []}));
     }
 
     #[test]

@@ -277,6 +277,7 @@ mod tests {
             dropped: Vec::new(),
             local_answer: None,
             copied: Vec::new(),
+            changes: None,
         }
     }
 

@@ -176,6 +176,12 @@ pub struct UpstreamRequest {
     /// as those runs of the client's request and the bytes between them. Empty from
     /// [`Provider::build_request`].
     pub copied: Vec<CopiedSpan>,
+    /// When `body` is the client's JSON object as given to [`Provider::build_request_from`]
+    /// with some of its top-level members set (an OpenAI-compatible upstream): those members,
+    /// as a JSON object. Each replaces the client's member of that name; `null` stands for a
+    /// member the client sent and `body` leaves out. A log can keep it rather than a second
+    /// copy of the client's request. `None` when the body was written another way.
+    pub changes: Option<Bytes>,
 }
 
 /// The shortest run of copied bytes worth naming in [`UpstreamRequest::copied`]: a log keeps
@@ -217,6 +223,7 @@ impl UpstreamRequest {
             dropped,
             local_answer: None,
             copied: Vec::new(),
+            changes: None,
         }
     }
 }

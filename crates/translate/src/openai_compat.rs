@@ -165,18 +165,18 @@ impl OpenAiCompat {
 const REWRITTEN: [&str; 5] =
     ["model", "max_tokens", "max_completion_tokens", "stream", "stream_options"];
 
-/// Whether a key, as written between its quotes, is one of [`REWRITTEN`].
-fn is_rewritten(key: &[u8]) -> bool {
+/// Which of [`REWRITTEN`] a key is, as written between its quotes, if it is one.
+fn rewritten(key: &[u8]) -> Option<usize> {
     if key.contains(&b'\\') {
         // Escaped (`"mod\u0065l"` is `model`): decode it.
         let mut quoted = Vec::with_capacity(key.len() + 2);
         quoted.push(b'"');
         quoted.extend_from_slice(key);
         quoted.push(b'"');
-        return serde_json::from_slice::<String>(&quoted)
-            .is_ok_and(|k| REWRITTEN.contains(&k.as_str()));
+        let key = serde_json::from_slice::<String>(&quoted).ok()?;
+        return REWRITTEN.iter().position(|r| *r == key);
     }
-    REWRITTEN.iter().any(|r| r.as_bytes() == key)
+    REWRITTEN.iter().position(|r| r.as_bytes() == key)
 }
 
 /// Starts a member of an object being written: a comma unless it is the first member, then
@@ -272,9 +272,13 @@ impl Provider for OpenAiCompat {
         let raw = head.raw();
         let mut body = Vec::with_capacity(raw.len() + 64);
         let mut copied = Vec::new();
+        // Which of REWRITTEN the client sent.
+        let mut sent = [false; REWRITTEN.len()];
         body.push(b'{');
         for (key, value) in head.members() {
-            if !is_rewritten(key) {
+            if let Some(i) = rewritten(key) {
+                sent[i] = true;
+            } else {
                 open_key(&mut body);
                 copy_from(&mut body, &mut copied, raw, key);
                 body.extend_from_slice(b"\":");
@@ -282,7 +286,16 @@ impl Provider for OpenAiCompat {
             }
         }
         copied.retain(|span| span.len >= MIN_COPIED);
-        if !head.model.is_empty() {
+        let set_from = body.len();
+        // In REWRITTEN's order, as `sent`.
+        let written = [
+            !head.model.is_empty(),
+            head.max_tokens.is_some(),
+            head.max_completion_tokens.is_some(),
+            head.stream.is_some(),
+            head.stream_options.is_some(),
+        ];
+        if written[0] {
             typed_member(&mut body, "model", &head.model, kind)?;
         }
         if let Some(v) = &head.max_tokens {
@@ -297,10 +310,23 @@ impl Provider for OpenAiCompat {
         if let Some(v) = &head.stream_options {
             typed_member(&mut body, "stream_options", v, kind)?;
         }
+        // The members just written, and a null for each the client sent that went.
+        let set = &body[set_from..];
+        let mut changes = Vec::with_capacity(set.len() + 2);
+        changes.push(b'{');
+        changes.extend_from_slice(set.strip_prefix(b",").unwrap_or(set));
+        for ((name, sent), written) in REWRITTEN.iter().zip(sent).zip(written) {
+            if sent && !written {
+                open_raw_member(&mut changes, name.as_bytes());
+                changes.extend_from_slice(b"null");
+            }
+        }
+        changes.push(b'}');
         body.push(b'}');
         let mut up =
             UpstreamRequest::post(self.url.clone(), self.headers.clone(), body.into(), Vec::new());
         up.copied = copied;
+        up.changes = Some(changes.into());
         Ok(up)
     }
 
@@ -1007,6 +1033,8 @@ mod tests {
                     let typed = openai.build_request(request.clone()).unwrap();
                     let copied = openai.build_request_from(request, raw).unwrap();
                     assert_copied_spans(&copied, raw);
+                    assert_changes(&copied, raw);
+                    assert!(typed.changes.is_none(), "written from the typed request");
                     assert_eq!((&copied.url, &copied.headers), (&typed.url, &typed.headers));
                     let parse = |b: &[u8]| from_slice::<ChatCompletionRequest>(b).unwrap();
                     assert_eq!(parse(&copied.body), parse(&typed.body), "{text}");
@@ -1032,6 +1060,27 @@ mod tests {
         let request: ChatCompletionRequest = from_slice(raw).unwrap();
         let typed = openai.build_request(request.clone()).unwrap();
         assert_eq!(openai.build_request_from(request, b"[1]").unwrap().body, typed.body);
+    }
+
+    /// Checks what [`UpstreamRequest::changes`] promises: the client's object with each of its
+    /// members replaced, or left out where it is null, is the upstream body.
+    fn assert_changes(up: &UpstreamRequest, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let changes = up.changes.as_deref().unwrap_or_else(|| panic!("no changes: {text}"));
+        let changes: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(changes).unwrap();
+        let mut rebuilt: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(raw).unwrap();
+        for (key, value) in changes {
+            if value.is_null() {
+                assert!(rebuilt.remove(&key).is_some(), "{key} nulled but not sent: {text}");
+            } else {
+                rebuilt.insert(key, value);
+            }
+        }
+        let body: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(rebuilt, body, "{text}");
     }
 
     /// Checks what [`UpstreamRequest::copied`] promises: runs in order, apart, long enough to
@@ -1067,6 +1116,11 @@ mod tests {
         let messages = br#"messages":[{"role":"user","content":"Hello there"}]"#;
         assert_eq!(up.copied, [CopiedSpan { at: 2, from: 18, len: messages.len() }]);
         assert_copied_spans(&up, raw);
+        // What the proxy set, in a few bytes, for a log that has the client's request.
+        assert_eq!(
+            up.changes.as_deref(),
+            Some(&br#"{"model":"m","max_completion_tokens":4096,"stream":false}"#[..])
+        );
         // Written from the typed request, nothing is copied.
         assert!(openai.build_request(from_slice(raw).unwrap()).unwrap().copied.is_empty());
     }
@@ -1100,6 +1154,7 @@ mod tests {
             let request: ChatCompletionRequest = from_slice(raw.as_bytes()).unwrap();
             let up = openai.build_request_from(request, raw.as_bytes()).unwrap();
             assert_copied_spans(&up, raw.as_bytes());
+            assert_changes(&up, raw.as_bytes());
             if space.is_empty() {
                 // The messages member alone is longer than the shortest run named.
                 proptest::prop_assert!(!up.copied.is_empty(), "{raw}");
