@@ -226,3 +226,35 @@ async fn bad_settings_exit_2_naming_each_setting_before_binding() {
     };
     assert_eq!(status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn a_second_proxy_on_a_port_in_use_exits_1_and_the_first_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().await.to_string();
+    let env = [("HOST", "127.0.0.1"), ("PORT", port.as_str())];
+    let first = command(dir.path(), &env).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = KillOnDrop(first);
+    let addr: SocketAddr = ([127, 0, 0, 1], port.parse().unwrap()).into();
+    let health = || support::send(addr, request(http::Method::GET, "/health", bytes::Bytes::new()));
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(first.0.try_wait().unwrap().is_none(), "the first proxy exited");
+        assert!(Instant::now() < deadline, "the first proxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(health().await.status, 200);
+
+    // Each runtime thread has a socket of its own on the port (SO_REUSEPORT on Linux); a
+    // second proxy must not slip in beside them and take a share of the connections.
+    let other = tempfile::tempdir().unwrap();
+    let second = command(other.path(), &env).stderr(Stdio::piped()).spawn().unwrap();
+    let mut second = KillOnDrop(second);
+    let status = wait_exit(&mut second.0, PATIENCE).await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    for _ in 0..8 {
+        assert_eq!(health().await.status, 200, "the first proxy answers every connection");
+    }
+}

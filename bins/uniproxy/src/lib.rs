@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod chat;
 pub mod error;
+pub mod listen;
 pub mod logging;
 pub mod logs_cmd;
 pub mod metrics;
