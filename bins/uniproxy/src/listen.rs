@@ -44,32 +44,33 @@ impl Bound {
 ///
 /// A plain bind comes first and fails, as it always did, when anything holds the port: another
 /// uniproxy too, whose `SO_REUSEPORT` sockets would otherwise take this one's in silently and
-/// share its connections.
+/// share its connections. Should the sockets of their own fail (a kernel that emulates Linux
+/// and refuses `SO_REUSEPORT`), the threads share one socket, as elsewhere.
 ///
 /// # Errors
 /// When `addr` does not resolve or a socket cannot be bound.
 pub fn bind(addr: &str, count: usize) -> io::Result<(SocketAddr, Vec<Bound>)> {
+    bind_with(addr, count, own_sockets)
+}
+
+/// [`bind`], with the way to make the threads' own sockets given.
+fn bind_with(
+    addr: &str,
+    count: usize,
+    own: fn(SocketAddr, usize) -> io::Result<Vec<Bound>>,
+) -> io::Result<(SocketAddr, Vec<Bound>)> {
     let first = std::net::TcpListener::bind(addr)?;
     let local = first.local_addr()?;
     let count = count.max(1);
-    #[cfg(target_os = "linux")]
-    if count > 1 {
+    let first = if cfg!(target_os = "linux") && count > 1 {
         drop(first);
-        let mut own = Vec::with_capacity(count);
-        for _ in 0..count {
-            let socket = if local.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            // As std's bind does on Unix, and what lets the sockets share the port.
-            socket.set_reuseaddr(true)?;
-            socket.set_reuseport(true)?;
-            socket.bind(local)?;
-            own.push(Bound::Own(socket));
+        match own(local, count) {
+            Ok(own) => return Ok((local, own)),
+            Err(_) => std::net::TcpListener::bind(local)?,
         }
-        return Ok((local, own));
-    }
+    } else {
+        first
+    };
     first.set_nonblocking(true)?;
     let mut shared = Vec::with_capacity(count);
     for _ in 1..count {
@@ -77,6 +78,31 @@ pub fn bind(addr: &str, count: usize) -> io::Result<(SocketAddr, Vec<Bound>)> {
     }
     shared.push(Bound::Shared(first));
     Ok((local, shared))
+}
+
+/// `count` sockets bound to `local` with `SO_REUSEPORT` (Linux).
+#[cfg(target_os = "linux")]
+fn own_sockets(local: SocketAddr, count: usize) -> io::Result<Vec<Bound>> {
+    let mut own = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = if local.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's bind does on Unix, and what lets the sockets share the port.
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(local)?;
+        own.push(Bound::Own(socket));
+    }
+    Ok(own)
+}
+
+/// Elsewhere `SO_REUSEPORT` does not spread connections: never asked for.
+#[cfg(not(target_os = "linux"))]
+fn own_sockets(_local: SocketAddr, _count: usize) -> io::Result<Vec<Bound>> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 #[cfg(test)]
@@ -128,5 +154,22 @@ mod tests {
             // By the connections' addresses: all 64 on one of two sockets is a 2^-63 chance.
             assert!(per_socket.iter().all(|&n| n > 0), "{per_socket:?}");
         }
+    }
+
+    #[test]
+    fn without_sockets_of_their_own_the_threads_share_one() {
+        fn refused(_: SocketAddr, _: usize) -> io::Result<Vec<Bound>> {
+            Err(io::Error::from(io::ErrorKind::InvalidInput))
+        }
+        let (local, bound) = bind_with("127.0.0.1:0", 2, refused).unwrap();
+        assert!(bound.iter().all(|b| matches!(b, Bound::Shared(_))), "{bound:?}");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listeners: Vec<_> = bound.into_iter().map(|b| b.listen().unwrap()).collect();
+            let _client = tokio::net::TcpStream::connect(local).await.unwrap();
+            // One socket: either handle accepts it.
+            let (accepted, _) = listeners[1].accept().await.unwrap();
+            assert_eq!(accepted.local_addr().unwrap(), local);
+        });
     }
 }
