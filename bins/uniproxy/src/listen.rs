@@ -50,26 +50,35 @@ impl Bound {
 /// # Errors
 /// When `addr` does not resolve or a socket cannot be bound.
 pub fn bind(addr: &str, count: usize) -> io::Result<(SocketAddr, Vec<Bound>)> {
-    bind_with(addr, count, own_sockets)
+    #[cfg(target_os = "linux")]
+    let own: Option<OwnSockets> = Some(own_sockets);
+    // Elsewhere `SO_REUSEPORT` does not spread connections: never asked for.
+    #[cfg(not(target_os = "linux"))]
+    let own: Option<OwnSockets> = None;
+    bind_with(addr, count, own)
 }
 
-/// [`bind`], with the way to make the threads' own sockets given.
+/// Makes `count` sockets of their own for the threads, bound to the address given.
+type OwnSockets = fn(SocketAddr, usize) -> io::Result<Vec<Bound>>;
+
+/// [`bind`], with the way to make the threads' own sockets given (`None`: share one).
 fn bind_with(
     addr: &str,
     count: usize,
-    own: fn(SocketAddr, usize) -> io::Result<Vec<Bound>>,
+    own: Option<OwnSockets>,
 ) -> io::Result<(SocketAddr, Vec<Bound>)> {
     let first = std::net::TcpListener::bind(addr)?;
     let local = first.local_addr()?;
     let count = count.max(1);
-    let first = if cfg!(target_os = "linux") && count > 1 {
-        drop(first);
-        match own(local, count) {
-            Ok(own) => return Ok((local, own)),
-            Err(_) => std::net::TcpListener::bind(local)?,
+    let first = match own {
+        Some(own) if count > 1 => {
+            drop(first);
+            match own(local, count) {
+                Ok(own) => return Ok((local, own)),
+                Err(_) => std::net::TcpListener::bind(local)?,
+            }
         }
-    } else {
-        first
+        _ => first,
     };
     first.set_nonblocking(true)?;
     let mut shared = Vec::with_capacity(count);
@@ -97,12 +106,6 @@ fn own_sockets(local: SocketAddr, count: usize) -> io::Result<Vec<Bound>> {
         own.push(Bound::Own(socket));
     }
     Ok(own)
-}
-
-/// Elsewhere `SO_REUSEPORT` does not spread connections: never asked for.
-#[cfg(not(target_os = "linux"))]
-fn own_sockets(_local: SocketAddr, _count: usize) -> io::Result<Vec<Bound>> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 #[cfg(test)]
@@ -161,7 +164,7 @@ mod tests {
         fn refused(_: SocketAddr, _: usize) -> io::Result<Vec<Bound>> {
             Err(io::Error::from(io::ErrorKind::InvalidInput))
         }
-        let (local, bound) = bind_with("127.0.0.1:0", 2, refused).unwrap();
+        let (local, bound) = bind_with("127.0.0.1:0", 2, Some(refused)).unwrap();
         assert!(bound.iter().all(|b| matches!(b, Bound::Shared(_))), "{bound:?}");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
