@@ -353,6 +353,61 @@ async fn client_that_leaves_mid_stream_stops_the_upstream_stream() {
 }
 
 #[tokio::test]
+async fn client_that_leaves_before_the_answer_is_recorded_as_499() {
+    // The answer would take 30 s; the client hangs up while the proxy waits for it. hyper
+    // notices (it reads the connection while the handler runs) and drops the request's
+    // future, so the record must be written from there, with what was known by then.
+    let mock =
+        MockUpstream::always(Reply::json(200, &completion("late")).after(Duration::from_secs(30)))
+            .await;
+    let mut proxy = Proxy::start_logged(openai_settings(&mock)).await;
+    let mut req = chat_request("a", false);
+    req["messages"][1]["content"] = json!("LEFT-EARLY");
+    let body = serde_json::to_vec(&req).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    mock.wait_for_requests(1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left = Instant::now();
+    drop(socket);
+
+    let e = proxy.only_entry().await;
+    assert!(left.elapsed() < Duration::from_secs(10), "recorded {:?} after", left.elapsed());
+    assert_eq!(e.entry.status, 499, "{e:#?}");
+    assert_eq!(e.entry.error_type.as_deref(), Some("client_closed"));
+    assert!(
+        e.entry.error_message.as_deref().is_some_and(|m| m.contains("before the answer")),
+        "{e:#?}"
+    );
+    assert!(e.entry.client_request.contains("LEFT-EARLY"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&e.entry.upstream_request).unwrap()["model"],
+        ACTUAL_NAME
+    );
+    assert_eq!(e.entry.attempts, 1, "the try that was under way");
+    assert_eq!(e.entry.response, "");
+    assert_eq!(e.ttft_ms, None, "nothing reached the client");
+
+    proxy.finish().await;
+    let log = std::fs::read_to_string(proxy.log_file_path()).unwrap();
+    let summary = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["msg"] == "request")
+        .unwrap_or_else(|| panic!("no summary line: {log}"));
+    assert_eq!(summary["status"], 499, "{summary}");
+    // The proxy's own time, not the 200 ms and more it spent waiting on the upstream.
+    let overhead = summary["overhead_ms"].as_f64().unwrap();
+    assert!(overhead < 150.0, "{summary}");
+}
+
+#[tokio::test]
 async fn stream_that_goes_quiet_ends_with_a_timeout_event() {
     let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
     steps.push(Step::Sleep(Duration::from_secs(30)));

@@ -30,7 +30,7 @@ pub async fn chat(
     client_addr: Option<String>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let mut record = RequestRecord {
+    let record = RequestRecord {
         received_ms: now_ms(),
         platform: state.provider.kind().as_str(),
         actual_model: state.settings.actual_name.clone(),
@@ -48,36 +48,76 @@ pub async fn chat(
             .flatten(),
         ..Default::default()
     };
-    let mut upstream_wait = Duration::ZERO;
-    match handle(&state, client, req, &mut record, started, &mut upstream_wait).await {
+    let mut pending = Pending::new(&state, record, started);
+    match handle(&state, client, req, &mut pending).await {
         // The record is written (or, for a stream, carried by the relay).
         Ok(response) => response,
         Err(e) => {
             // The error's body is built and serialized once, for the client and the record.
             let error = e.to_error_response();
             let body = serde_json::to_vec(&error).map(Bytes::from).unwrap_or_default();
+            let record = &mut pending.record;
             record.status = e.status();
             record.error_type = error.error.kind().map(str::to_owned);
             record.error_message = Some(e.detail());
             record.response = body.clone();
-            finish(&state, record, started, upstream_wait).await;
+            pending.finish().await;
             error_response_with(&e, body)
         }
     }
 }
 
-async fn finish(
-    state: &Arc<AppState>,
-    mut record: RequestRecord,
+/// A request's record until it is handed on (to the recorder, or to a stream's relay), with
+/// the time spent waiting on the upstream so far.
+///
+/// hyper drops a request's future when its client hangs up before the answer: it reads the
+/// connection while the handler runs. Dropped before the hand-on, the record is written from
+/// here, as the client's leaving (499), with what was known by then.
+struct Pending<'a> {
+    state: &'a AppState,
     started: Instant,
+    record: RequestRecord,
     upstream_wait: Duration,
-) {
-    record.finished_ms = now_ms();
-    record.overhead = started.elapsed().saturating_sub(upstream_wait);
-    if record.first_byte_ms.is_none() {
-        record.first_byte_ms = Some(record.finished_ms);
+    handed_on: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn new(state: &'a AppState, record: RequestRecord, started: Instant) -> Self {
+        Pending { state, started, record, upstream_wait: Duration::ZERO, handed_on: false }
     }
-    state.recorder.record(record).await;
+
+    /// The record, for its writer: from here on its outcome is that writer's to record.
+    fn hand_on(&mut self) -> RequestRecord {
+        self.handed_on = true;
+        std::mem::take(&mut self.record)
+    }
+
+    /// Writes the record of a request whose answer is ready (a whole one, or an error).
+    async fn finish(&mut self) {
+        let overhead = self.started.elapsed().saturating_sub(self.upstream_wait);
+        let mut record = self.hand_on();
+        record.finished_ms = now_ms();
+        record.overhead = overhead;
+        if record.first_byte_ms.is_none() {
+            record.first_byte_ms = Some(record.finished_ms);
+        }
+        self.state.recorder.record(record).await;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.handed_on {
+            return;
+        }
+        let mut r = std::mem::take(&mut self.record);
+        r.status = 499;
+        r.error_type = Some("client_closed".to_owned());
+        r.error_message = Some("the client closed the connection before the answer".to_owned());
+        r.finished_ms = now_ms();
+        r.overhead = self.started.elapsed().saturating_sub(self.upstream_wait);
+        self.state.recorder.record_now(r);
+    }
 }
 
 fn overhead_header(started: Instant, upstream_wait: Duration) -> header::HeaderValue {
@@ -114,11 +154,24 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ProxyE
 /// argument and the future it awaits as two copies in its state, and the send's 1.9 KB,
 /// counted twice, was a third of the request's 8.7 KB future, which hyper copies into place
 /// for every request.
+///
+/// The time is added when the wait ends or is dropped: a request whose client leaves
+/// mid-wait is recorded with the time it waited (see [`Pending`]).
 async fn waited<F: Future>(upstream_wait: &mut Duration, wait: Pin<&mut F>) -> F::Output {
-    let started = Instant::now();
-    let outcome = wait.await;
-    *upstream_wait += started.elapsed();
-    outcome
+    let _clock = WaitClock { total: upstream_wait, started: Instant::now() };
+    wait.await
+}
+
+/// Adds the time since `started` to `total` when dropped.
+struct WaitClock<'a> {
+    total: &'a mut Duration,
+    started: Instant,
+}
+
+impl Drop for WaitClock<'_> {
+    fn drop(&mut self) {
+        *self.total += self.started.elapsed();
+    }
 }
 
 async fn read_upstream(body: UpstreamBody, deadline: Instant) -> Result<Bytes, ProxyError> {
@@ -149,11 +202,10 @@ async fn handle(
     state: &Arc<AppState>,
     client: &Client,
     req: Request<Incoming>,
-    record: &mut RequestRecord,
-    started: Instant,
-    upstream_wait: &mut Duration,
+    pending: &mut Pending<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &state.settings;
+    let started = pending.started;
     let deadline = started + settings.request_timeout;
     let Some(guard) = state.enter() else {
         return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
@@ -163,39 +215,46 @@ async fn handle(
     let body = tokio::time::timeout_at(deadline.into(), read_body(req, settings.max_body_size))
         .await
         .map_err(|_| ProxyError::BodyTimeout)??;
-    record.client_request = body.clone();
-    let Prepared { up, ctx, client_stream, upstream_stream } = prepare(state, &body, record)?;
+    pending.record.client_request = body.clone();
+    let Prepared { up, ctx, client_stream, upstream_stream } =
+        prepare(state, &body, &mut pending.record)?;
 
     let (status, upstream_body): (u16, UpstreamBody) = match &up.local_answer {
         Some(local) => {
-            record.attempts = 1;
+            pending.record.attempts = 1;
             let body = Full::new(local.body.clone()).map_err(|never| match never {});
             (local.status, body.boxed_unsync())
         }
         None => {
-            let sent = pin!(send_with_retries(state, client, &up, deadline, &record.request_id));
-            let (result, attempts) = waited(upstream_wait, sent).await;
-            record.attempts = attempts;
-            let response = result?;
+            let record = &mut pending.record;
+            let sent = pin!(send_with_retries(
+                state,
+                client,
+                &up,
+                deadline,
+                &record.request_id,
+                &mut record.attempts,
+            ));
+            let response = waited(&mut pending.upstream_wait, sent).await?;
             (response.status().as_u16(), response.into_body())
         }
     };
 
     if !(200..300).contains(&status) {
         let read = pin!(read_upstream(upstream_body, deadline));
-        let body = waited(upstream_wait, read).await?;
+        let body = waited(&mut pending.upstream_wait, read).await?;
         return Err(ProxyError::Translate(state.provider.translate_error(status, &body)));
     }
 
     if upstream_stream {
-        record.status = 200;
+        pending.record.status = 200;
         let translator = state.provider.stream(&ctx);
-        record.overhead = started.elapsed().saturating_sub(*upstream_wait);
+        pending.record.overhead = started.elapsed().saturating_sub(pending.upstream_wait);
         let relay = SseRelay::new(
             upstream_body,
             translator,
             state.clone(),
-            std::mem::take(record),
+            pending.hand_on(),
             deadline,
             guard,
         );
@@ -204,22 +263,22 @@ async fn handle(
         headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
         headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
         headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
-        headers.insert("x-uniproxy-overhead-ms", overhead_header(started, *upstream_wait));
+        headers.insert("x-uniproxy-overhead-ms", overhead_header(started, pending.upstream_wait));
         return Ok(response);
     }
 
     let read = pin!(read_upstream(upstream_body, deadline));
-    let body = waited(upstream_wait, read).await?;
+    let body = waited(&mut pending.upstream_wait, read).await?;
     let mut response = if client_stream {
         // SUPPORTS_STREAMING=false: the whole answer, replayed as a valid stream.
         let translated = state.provider.translate_response(status, body, &ctx)?;
-        record.usage.clone_from(&translated.completion.usage);
+        pending.record.usage.clone_from(&translated.completion.usage);
         let mut sse = BytesMut::new();
         for frame in completion_to_frames(&translated.completion, ctx.include_usage) {
             sse.extend_from_slice(&frame);
         }
         // The completion as the translator serialized it (not serialized again).
-        record.response = translated.body;
+        pending.record.response = translated.body;
         let mut r = Response::new(Either::Left(Full::new(sse.freeze())));
         r.headers_mut()
             .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
@@ -227,15 +286,15 @@ async fn handle(
         r
     } else {
         let answer = state.provider.translate_answer(status, body, &ctx)?;
-        record.usage = answer.usage;
-        record.response = answer.body.clone();
+        pending.record.usage = answer.usage;
+        pending.record.response = answer.body.clone();
         json_response(200, answer.body)
     };
-    record.status = 200;
+    pending.record.status = 200;
     response
         .headers_mut()
-        .insert("x-uniproxy-overhead-ms", overhead_header(started, *upstream_wait));
-    finish(state, std::mem::take(record), started, *upstream_wait).await;
+        .insert("x-uniproxy-overhead-ms", overhead_header(started, pending.upstream_wait));
+    pending.finish().await;
     Ok(response)
 }
 

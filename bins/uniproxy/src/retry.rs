@@ -41,7 +41,8 @@ fn backoff(attempt: u32, jitter: u64, hint: Option<Duration>) -> Duration {
 }
 
 /// Sends `up`, retrying as the module docs say. Returns the final response (which may still
-/// be an error status: the caller translates it) and the number of tries.
+/// be an error status: the caller translates it). `attempts` counts the tries as they start,
+/// so that it holds the number made even when this future is dropped.
 ///
 /// # Errors
 /// The last connect failure or timeout when no try got an answer.
@@ -51,11 +52,13 @@ pub async fn send_with_retries(
     up: &UpstreamRequest,
     deadline: Instant,
     request_id: &str,
-) -> (Result<hyper::Response<UpstreamBody>, ProxyError>, u32) {
+    attempts: &mut u32,
+) -> Result<hyper::Response<UpstreamBody>, ProxyError> {
     let max_retries = state.settings.max_retries;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
+        *attempts = attempt;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let first_byte = state.settings.first_byte_timeout.min(remaining);
         let result = client.send(up, first_byte).await;
@@ -68,11 +71,11 @@ pub async fn send_with_retries(
             Err(_) => (false, None, String::new()),
         };
         if !retry || attempt > max_retries {
-            return (result, attempt);
+            return result;
         }
         let wait = backoff(attempt, state.jitter(), hint);
         if Instant::now() + wait >= deadline {
-            return (result, attempt);
+            return result;
         }
         warn!(state.log, "retrying upstream";
             "id" => request_id, "attempt" => attempt, "reason" => why,
