@@ -408,6 +408,66 @@ async fn client_that_leaves_before_the_answer_is_recorded_as_499() {
 }
 
 #[tokio::test]
+async fn requests_in_flight_when_the_grace_period_ends_are_recorded_as_cut_off() {
+    // Both would take 30 s: an answer, and a stream after its first piece.
+    let mock = MockUpstream::start(|r| {
+        if r.json()["stream"] == true {
+            let mut steps: Vec<Step> = text_stream(&["CUT-A2"]).into_iter().take(2).collect();
+            steps.push(Step::Sleep(Duration::from_secs(30)));
+            Reply::sse(steps)
+        } else {
+            Reply::json(200, &completion("late")).after(Duration::from_secs(30))
+        }
+    })
+    .await;
+    let launch = Launch { grace_period: Some(Duration::from_millis(300)), ..Launch::default() };
+    let mut proxy = Proxy::launch(openai_settings(&mock), launch).await;
+    let path = "/v1/chat/completions";
+    let mut waiting = chat_request("a", false);
+    waiting["messages"][1]["content"] = json!("CUT-Q1");
+    let mut streaming = chat_request("a", true);
+    streaming["messages"][1]["content"] = json!("CUT-Q2");
+    let body = serde_json::to_vec(&waiting).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    let mut s = open_stream(proxy.addr, post_request(path, &streaming)).await;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("CUT-A2") {
+        seen.extend_from_slice(&s.next_chunk().await.expect("the first piece").0);
+    }
+    mock.wait_for_requests(2).await;
+
+    // Shutdown: neither finishes within the grace period, so the proxy cuts both off.
+    let stopping = Instant::now();
+    proxy.finish().await;
+    assert!(stopping.elapsed() < Duration::from_secs(10), "took {:?}", stopping.elapsed());
+    let mut rest = Vec::new();
+    socket.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "the waiting client got no answer: {rest:?}");
+
+    let entries = proxy.entries(2).await;
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    let find = |marker: &str| {
+        let e = entries.iter().find(|e| e.entry.client_request.contains(marker));
+        e.unwrap_or_else(|| panic!("no entry for {marker}: {entries:#?}")).entry.clone()
+    };
+    let (waited, streamed) = (find("CUT-Q1"), find("CUT-Q2"));
+    for e in [&waited, &streamed] {
+        assert_eq!(e.status, 503, "{e:#?}");
+        assert_eq!(e.error_type.as_deref(), Some("server_shutdown"));
+        assert!(e.error_message.as_deref().is_some_and(|m| m.contains("grace period")), "{e:#?}");
+    }
+    assert_eq!(waited.response, "");
+    assert!(streamed.response.contains("CUT-A2"), "what had arrived: {}", streamed.response);
+}
+
+#[tokio::test]
 async fn stream_that_goes_quiet_ends_with_a_timeout_event() {
     let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
     steps.push(Step::Sleep(Duration::from_secs(30)));

@@ -12,7 +12,7 @@ use uniproxy_translate::{ResponseContext, UpstreamRequest, completion_to_frames}
 use uniproxy_wire::{ChatCompletionRequest, from_slice};
 
 use crate::error::ProxyError;
-use crate::record::{RequestRecord, key_hash, now_ms, redacted_headers};
+use crate::record::{RequestRecord, ended_early, key_hash, now_ms, redacted_headers};
 use crate::relay::{SseRelay, UpstreamBody};
 use crate::retry::send_with_retries;
 use crate::routes::{ProxyBody, error_response_with, json_response};
@@ -71,8 +71,9 @@ pub async fn chat(
 /// the time spent waiting on the upstream so far.
 ///
 /// hyper drops a request's future when its client hangs up before the answer: it reads the
-/// connection while the handler runs. Dropped before the hand-on, the record is written from
-/// here, as the client's leaving (499), with what was known by then.
+/// connection while the handler runs (and `serve` drops it when the shutdown's grace period
+/// is over). Dropped before the hand-on, the record is written from here, as the client's
+/// leaving (499) or the proxy's cut (503), with what was known by then.
 struct Pending<'a> {
     state: &'a AppState,
     started: Instant,
@@ -111,9 +112,7 @@ impl Drop for Pending<'_> {
             return;
         }
         let mut r = std::mem::take(&mut self.record);
-        r.status = 499;
-        r.error_type = Some("client_closed".to_owned());
-        r.error_message = Some("the client closed the connection before the answer".to_owned());
+        ended_early(&mut r, self.state.cutting_off(), "the answer");
         r.finished_ms = now_ms();
         r.overhead = self.started.elapsed().saturating_sub(self.upstream_wait);
         self.state.recorder.record_now(r);

@@ -42,7 +42,8 @@ pub const GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
-/// (for at most [`GRACE_PERIOD`]).
+/// (for at most [`AppState::grace_period`], [`GRACE_PERIOD`] unless a test changed it); the
+/// requests still in flight then are cut off, and recorded as such.
 ///
 /// # Errors
 /// Only when the listener itself fails; a failing connection is logged and dropped.
@@ -77,6 +78,9 @@ pub async fn serve_with(
     let client = Arc::new(client);
     // Tells connections still waiting for their first byte that the server is stopping.
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
+    // The open connections, so that those still open when the grace period is over are cut
+    // off here, and their requests recorded, before this returns.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -92,6 +96,8 @@ pub async fn serve_with(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // The set keeps only open connections.
+        while connections.try_join_next().is_some() {}
         let first_byte_within = state.header_read_timeout;
         let state = state.clone();
         let client = client.clone();
@@ -109,7 +115,7 @@ pub async fn serve_with(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let mut closing = closing_rx.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // hyper's header read timeout starts only once it knows the HTTP version, and the
             // auto builder waits for the bytes that tell with no timeout at all: a client that
             // connects and sends nothing would hold its socket for ever.
@@ -135,7 +141,13 @@ pub async fn serve_with(
     info!(state.log, "shutting down: finishing in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => info!(state.log, "all connections closed"),
-        () = tokio::time::sleep(GRACE_PERIOD) => warn!(state.log, "grace period over; closing the remaining connections"),
+        () = tokio::time::sleep(state.grace_period) => {
+            warn!(state.log, "grace period over; closing the remaining connections");
+            // Dropping a request's future records it (`chat::Pending`, `SseRelay`): as cut off.
+            state.cut_off_in_flight();
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+        }
     }
     Ok(())
 }

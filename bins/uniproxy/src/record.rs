@@ -39,7 +39,8 @@ pub struct RequestRecord {
     pub platform: &'static str,
     /// Whether the client asked for a stream.
     pub stream: bool,
-    /// The status the client got (499: the client went away first).
+    /// The status the client got (499: the client went away first; 503 with `server_shutdown`:
+    /// the proxy cut the request off at the end of its shutdown's grace period).
     pub status: u16,
     /// The OpenAI error type, for failures.
     pub error_type: Option<String>,
@@ -78,6 +79,20 @@ pub struct RequestRecord {
     pub attempts: u32,
     /// Time spent in the proxy itself, upstream wait excluded.
     pub overhead: Duration,
+}
+
+/// Marks a record whose request was dropped before `unfinished` was (its future or its
+/// stream's body dropped): the client hung up (499), or, once the shutdown's grace period is
+/// over (`cut_off`), the proxy cut it off (503). An error already recorded is kept.
+pub(crate) fn ended_early(r: &mut RequestRecord, cut_off: bool, unfinished: &str) {
+    let (status, kind, why) = if cut_off {
+        (503, "server_shutdown", "the proxy shut down (its grace period was over) before")
+    } else {
+        (499, "client_closed", "the client closed the connection before")
+    };
+    r.status = status;
+    r.error_type.get_or_insert_with(|| kind.to_owned());
+    r.error_message.get_or_insert_with(|| format!("{why} {unfinished}"));
 }
 
 /// Unix milliseconds now.

@@ -19,7 +19,7 @@ use tokio::time::Sleep;
 use uniproxy_translate::{StreamTranslator, sse};
 use uniproxy_wire::ErrorResponse;
 
-use crate::record::{RequestRecord, Waiting, now_ms};
+use crate::record::{RequestRecord, Waiting, ended_early, now_ms};
 use crate::state::{AppState, InFlightGuard};
 
 /// The upstream's body, whatever produced it (the network, or the mock platform).
@@ -141,10 +141,7 @@ impl SseRelay {
             r.error_message = Some(e.error.message.clone());
         }
         if client_gone {
-            r.status = 499;
-            r.error_type.get_or_insert_with(|| "client_closed".to_owned());
-            r.error_message
-                .get_or_insert_with(|| "the client closed the connection mid-stream".to_owned());
+            ended_early(&mut r, self.state.cutting_off(), "the end of the stream");
         }
         r.response = serde_json::to_vec(a).map(Bytes::from).unwrap_or_default();
         r.raw_chunks = self.raw.take().map(BytesMut::freeze);

@@ -1,7 +1,7 @@
 //! What every request handler shares, built once at start-up.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use slog::Logger;
@@ -41,6 +41,12 @@ pub struct AppState {
     /// How long a client may take to send its request head ([`crate::HEADER_READ_TIMEOUT`]).
     /// Not a setting: nobody needs to tune it, and tests shorten it by setting this field.
     pub header_read_timeout: std::time::Duration,
+    /// How long requests in flight get to finish after a shutdown signal
+    /// ([`crate::GRACE_PERIOD`]). Not a setting either; tests shorten it.
+    pub grace_period: std::time::Duration,
+    /// Set once a shutdown's grace period is over: the requests still in flight are being cut
+    /// off, and are recorded as such rather than as clients that left.
+    cutting_off: AtomicBool,
     ids: AtomicU64,
     id_seed: u64,
 }
@@ -124,6 +130,8 @@ impl AppState {
             metrics,
             session_salt: crate::admin::session_salt(),
             header_read_timeout: crate::HEADER_READ_TIMEOUT,
+            grace_period: crate::GRACE_PERIOD,
+            cutting_off: AtomicBool::new(false),
             ids: AtomicU64::new(0),
             // Ids must differ across restarts; the start time's nanoseconds mixed with the
             // process id are enough for that (they are ids, not secrets).
@@ -145,6 +153,17 @@ impl AppState {
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlightGuard(self.in_flight.clone());
         (limit == 0 || before < limit).then_some(guard)
+    }
+
+    /// Says that the grace period is over and the requests still in flight are cut off.
+    pub fn cut_off_in_flight(&self) {
+        self.cutting_off.store(true, Ordering::Release);
+    }
+
+    /// Whether a request that ends before its answer was cut off by the shutdown (rather
+    /// than left by its client).
+    pub fn cutting_off(&self) -> bool {
+        self.cutting_off.load(Ordering::Acquire)
     }
 
     /// A pseudo-random number for backoff jitter (not for secrets).

@@ -704,6 +704,8 @@ pub struct Launch {
     pub json_log: bool,
     /// Overrides [`AppState::header_read_timeout`].
     pub header_read_timeout: Option<Duration>,
+    /// Overrides [`AppState::grace_period`].
+    pub grace_period: Option<Duration>,
     /// Overrides [`AppState::tls`] (the roots an HTTPS upstream is checked against).
     pub tls: Option<rustls::ClientConfig>,
 }
@@ -737,6 +739,9 @@ impl Proxy {
         let mut state = AppState::new(settings, log).expect("settings a provider accepts");
         if let Some(t) = launch.header_read_timeout {
             state.header_read_timeout = t;
+        }
+        if let Some(t) = launch.grace_period {
+            state.grace_period = t;
         }
         if let Some(tls) = launch.tls {
             state.tls = tls;
