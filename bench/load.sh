@@ -18,7 +18,7 @@
 # Every uniproxy request is logged in full (SQLite store and JSON log, bodies included).
 # Prints the tables and ratios; raw results stay in --out (default /tmp/uniproxy-bench-DATE).
 # The proxies' databases and JSON logs (over 10 GB for a full run) are removed at the end
-# unless --keep-logs.
+# unless --keep-logs; the run refuses to start with less than that free where --out is.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="$ROOT/../shared/bench"
@@ -39,6 +39,15 @@ done
 . "$ROOT/bench/lib.sh"
 prepare
 mkdir -p "$OUT"
+# A proxy writing to a full disk measures the disk, and a full disk stops everything else on
+# the machine. The OpenAI proxy's store took 13 GB over `--rounds 2 -d 6` (run 19): about
+# 1.1 GB per second of rounds, the four cases together.
+NEED_GB=$(( ROUNDS * DUR * 11 / 10 + 2 ))
+FREE_GB=$(df --output=avail -BG "$OUT" | tail -1 | tr -dc 0-9)
+if [ "$FREE_GB" -lt "$NEED_GB" ]; then
+  echo "load.sh: $OUT has ${FREE_GB} GB free; this run logs up to ~${NEED_GB} GB (free some, or --quick, fewer --rounds or a shorter -d)" >&2
+  exit 2
+fi
 
 PIDS=()
 cleanup() {
