@@ -17,8 +17,8 @@
 #     (cpu_split.py).
 # Every uniproxy request is logged in full (SQLite store and JSON log, bodies included).
 # Prints the tables and ratios; raw results stay in --out (default /tmp/uniproxy-bench-DATE).
-# The proxies' databases and JSON logs (over 10 GB for a full run) are removed at the end
-# unless --keep-logs; the run refuses to start with less than that free where --out is.
+# The proxies' databases and JSON logs (23 GB for `--rounds 2 -d 6`) are removed at the end
+# unless --keep-logs; the run refuses to start without that much free where --out is.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="$ROOT/../shared/bench"
@@ -40,9 +40,9 @@ done
 prepare
 mkdir -p "$OUT"
 # A proxy writing to a full disk measures the disk, and a full disk stops everything else on
-# the machine. The OpenAI proxy's store took 13 GB over `--rounds 2 -d 6` (run 19): about
-# 1.1 GB per second of rounds, the four cases together.
-NEED_GB=$(( ROUNDS * DUR * 11 / 10 + 2 ))
+# the machine. The proxies' stores and JSON logs took 23 GB over `--rounds 2 -d 6` (run 20):
+# about 1.9 GB per second of rounds, every case together.
+NEED_GB=$(( ROUNDS * DUR * 2 + 2 ))
 FREE_GB=$(df --output=avail -BG "$OUT" | tail -1 | tr -dc 0-9)
 if [ "$FREE_GB" -lt "$NEED_GB" ]; then
   echo "load.sh: $OUT has ${FREE_GB} GB free; this run logs up to ~${NEED_GB} GB (free some, or --quick, fewer --rounds or a shorter -d)" >&2
