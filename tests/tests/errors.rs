@@ -408,6 +408,46 @@ async fn client_that_leaves_before_the_answer_is_recorded_as_499() {
 }
 
 #[tokio::test]
+async fn client_that_leaves_mid_body_is_recorded_as_499_and_a_broken_body_is_400() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    // Content-Length promises 1,000 bytes; 14 come, then the client hangs up.
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    socket
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\n\
+              content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"model\": \"a\"",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(socket);
+    let left = proxy.only_entry().await.entry;
+    assert_eq!(left.status, 499, "{left:#?}");
+    assert_eq!(left.error_type.as_deref(), Some("client_closed"));
+    assert!(
+        left.error_message.as_deref().is_some_and(|m| m.contains("before the whole body")),
+        "{left:#?}"
+    );
+
+    // A chunked body that breaks its own framing is the client's mistake: 400.
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    socket
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\n\
+              content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("could not read the request body"), "{answer}");
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
 async fn requests_in_flight_when_the_grace_period_ends_are_recorded_as_cut_off() {
     // Both would take 30 s: an answer, and a stream after its first piece.
     let mock = MockUpstream::start(|r| {

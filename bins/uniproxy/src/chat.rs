@@ -139,10 +139,33 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ProxyE
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) => match e.downcast::<hyper::Error>() {
+            Ok(e) if hung_up(&e) => Err(ProxyError::BodyCut(*e)),
             Ok(e) => Err(ProxyError::BodyRead(*e)),
             Err(_) => Err(ProxyError::BodyTooLarge { limit }),
         },
     }
+}
+
+/// Whether reading a body failed because the client's connection ended early (end of file
+/// before the promised length, a reset), rather than because the body broke its framing.
+fn hung_up(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{
+                BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof,
+            };
+            return matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Awaits a wait on the upstream (a send with its retries and their backoff, or the reading of

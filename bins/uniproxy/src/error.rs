@@ -36,6 +36,10 @@ pub enum ProxyError {
     /// The client's body could not be read.
     #[error("could not read the request body")]
     BodyRead(#[source] hyper::Error),
+    /// The client hung up before its whole body arrived (recorded as 499; nobody gets the
+    /// response).
+    #[error("the client closed the connection before the whole body arrived")]
+    BodyCut(#[source] hyper::Error),
     /// The client did not send its whole body within REQUEST_TIMEOUT (a slow client).
     #[error("the request body did not arrive within the request timeout (REQUEST_TIMEOUT)")]
     BodyTimeout,
@@ -124,6 +128,7 @@ impl ProxyError {
             ProxyError::Unauthorized => 401,
             ProxyError::BodyTooLarge { .. } => 413,
             ProxyError::BodyRead(_) | ProxyError::InvalidBody(_) => 400,
+            ProxyError::BodyCut(_) => 499,
             ProxyError::BodyTimeout => 408,
             ProxyError::Disabled => 503,
             ProxyError::FunctionCallingDisabled => 400,
@@ -147,6 +152,7 @@ impl ProxyError {
             | ProxyError::Unauthorized
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BodyRead(_)
+            | ProxyError::BodyCut(_)
             | ProxyError::BodyTimeout
             | ProxyError::InvalidBody(_)
             | ProxyError::Disabled
@@ -190,6 +196,7 @@ impl ProxyError {
             ProxyError::BodyRead(_) => {
                 ErrorResponse::new(self.to_string(), "invalid_request_error")
             }
+            ProxyError::BodyCut(_) => ErrorResponse::new(self.to_string(), "client_closed"),
             ProxyError::BodyTimeout => {
                 ErrorResponse::new(self.to_string(), "invalid_request_error")
                     .with_code("request_timeout")
