@@ -110,6 +110,10 @@ pub struct WriterStats {
     pub last_error: Option<String>,
     /// `false` from a failed database write until the next one succeeds.
     pub db_ok: bool,
+    /// `true` while a batch has failed in the database and in the spill alike (a full disk):
+    /// the writer retries it, with backoff, and takes no new entries meanwhile, so the queue
+    /// fills. See [`WriterHandle::is_stuck`].
+    pub stalled: bool,
 }
 
 /// What [`Writer::shutdown`] hands back.
@@ -156,12 +160,16 @@ struct Shared {
     queued_bytes: AtomicU64,
     /// The byte budget of the queue.
     queue_bytes: u64,
+    /// The queue's capacity in entries.
+    queue_capacity: u64,
     written: AtomicU64,
     spilled: AtomicU64,
     failed_batches: AtomicU64,
     spill_failures: AtomicU64,
     reopens: AtomicU64,
     db_failing: AtomicBool,
+    /// The batch in hand failed in the database and the spill; cleared once one takes it.
+    stalled: AtomicBool,
     closed: AtomicBool,
     /// Senders between their `closed` check and the end of their send;
     /// shutdown drains until this is zero so no late entry is stranded.
@@ -186,6 +194,7 @@ impl Shared {
             reopens: self.reopens.load(Ordering::Relaxed),
             last_error: self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             db_ok: !self.db_failing.load(Ordering::Relaxed),
+            stalled: self.stalled.load(Ordering::Relaxed),
         }
     }
 
@@ -298,6 +307,18 @@ impl WriterHandle {
     pub fn stats(&self) -> WriterStats {
         self.shared.stats()
     }
+
+    /// Whether a new entry would wait on the disk: the writer is
+    /// [stalled](WriterStats::stalled) and its queue is full. Two atomic loads, no lock: a
+    /// caller that can turn work away before doing it (a proxy, before it asks its upstream
+    /// for an answer whose record could not be kept) checks it first.
+    #[must_use]
+    pub fn is_stuck(&self) -> bool {
+        let shared = &self.shared;
+        shared.stalled.load(Ordering::Relaxed)
+            && (shared.queued.load(Ordering::Relaxed) >= shared.queue_capacity
+                || !shared.has_room())
+    }
 }
 
 /// The writer thread. Entries sent through its [`WriterHandle`]s are stored
@@ -337,8 +358,13 @@ impl Writer {
         spill: Box<dyn Spill>,
         options: WriterOptions,
     ) -> Result<Writer, StoreError> {
-        let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
-        let shared = Arc::new(Shared { queue_bytes: options.queue_bytes, ..Shared::default() });
+        let capacity = options.queue_capacity.max(1);
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let shared = Arc::new(Shared {
+            queue_bytes: options.queue_bytes,
+            queue_capacity: capacity as u64,
+            ..Shared::default()
+        });
         let worker = Worker {
             store,
             spill,
@@ -521,6 +547,7 @@ impl Worker {
                 Ok(()) => {
                     self.shared.written.fetch_add(n, Ordering::Relaxed);
                     self.shared.db_failing.store(false, Ordering::Relaxed);
+                    self.shared.stalled.store(false, Ordering::Relaxed);
                     batch.clear();
                     return;
                 }
@@ -533,12 +560,14 @@ impl Worker {
             match self.spill.spill(batch) {
                 Ok(()) => {
                     self.shared.spilled.fetch_add(n, Ordering::Relaxed);
+                    self.shared.stalled.store(false, Ordering::Relaxed);
                     batch.clear();
                     return;
                 }
                 Err(error) => {
                     self.shared.spill_failures.fetch_add(1, Ordering::Relaxed);
                     self.shared.set_error(&error);
+                    self.shared.stalled.store(true, Ordering::Relaxed);
                 }
             }
             let mut pause = backoff;

@@ -305,6 +305,58 @@ fn failing_spill_is_retried_not_dropped() {
     assert_eq!(kept.lock().unwrap().len(), 50);
 }
 
+/// A spill that fails until `working` is set, then keeps what it gets.
+struct SwitchedSpill {
+    working: Arc<std::sync::atomic::AtomicBool>,
+    kept: Arc<Mutex<Vec<NewEntry>>>,
+}
+
+impl Spill for SwitchedSpill {
+    fn spill(&mut self, entries: &[NewEntry]) -> std::io::Result<()> {
+        if !self.working.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("No space left on device"));
+        }
+        self.kept.lock().unwrap().extend_from_slice(entries);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_writer_that_can_write_nowhere_says_it_is_stuck_once_its_queue_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    LogStore::open(&path, StoreOptions::default()).unwrap();
+    let ro =
+        LogStore::open(&path, StoreOptions { read_only: true, ..StoreOptions::default() }).unwrap();
+    let working = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let spill = SwitchedSpill { working: Arc::clone(&working), kept: Arc::clone(&kept) };
+    let options = WriterOptions { queue_capacity: 8, batch_max: 1, ..options() };
+    let writer = Writer::spawn(ro, Box::new(spill), options).unwrap();
+    let handle = writer.handle();
+
+    // The first entry fails in the database and the spill: stalled, but with room left.
+    handle.try_send(entry(0)).unwrap();
+    assert!(wait_until(WAIT, || writer.stats().stalled), "{:?}", writer.stats());
+    assert!(!handle.is_stuck(), "the queue still has room");
+    // The writer retries its batch and takes nothing new: eight more fill the queue.
+    for i in 1..=8 {
+        handle.try_send(entry(i)).unwrap();
+    }
+    assert!(matches!(handle.try_send(entry(9)), Err(TrySendError::Full(_))));
+    assert!(handle.is_stuck(), "{:?}", writer.stats());
+    assert!(!writer.stats().db_ok);
+
+    // Room on the disk again: the spill takes everything, and the writer is not stuck.
+    working.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(wait_until(WAIT, || writer.stats().spilled == 9), "{:?}", writer.stats());
+    assert!(!writer.stats().stalled);
+    assert!(!handle.is_stuck());
+    let report = writer.shutdown().unwrap();
+    assert!(report.unwritten.is_empty());
+    assert_eq!(kept.lock().unwrap().len(), 9);
+}
+
 #[test]
 fn shutdown_hands_back_what_nobody_took() {
     let dir = tempfile::tempdir().unwrap();
