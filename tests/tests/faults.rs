@@ -896,3 +896,73 @@ async fn content_answers_and_errors_land_in_the_store_and_the_log_file() {
         assert!(summaries.contains(&status), "{summaries:?}");
     }
 }
+
+#[tokio::test]
+async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_no_record() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ANSWERED"))).await;
+    // A small queue, so that it fills within a few requests.
+    let writer = uniproxy_logstore::WriterOptions {
+        queue_capacity: 4,
+        batch_max: 1,
+        ..uniproxy_logstore::WriterOptions::default()
+    };
+    let launch = Launch { json_log: true, writer: Some(writer), ..Launch::default() };
+    let mut proxy = Proxy::launch(openai_settings(&mock), launch).await;
+    // "The disk is full": nothing can be written where the database and the spill file go.
+    let db = proxy.database_path().to_owned();
+    let mut spill = proxy.log_file_path().as_os_str().to_owned();
+    spill.push(".spill.jsonl");
+    let spill = std::path::PathBuf::from(spill);
+    for side in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(side);
+        let _ = std::fs::remove_file(p);
+    }
+    std::fs::create_dir(&db).unwrap();
+    std::fs::create_dir(&spill).unwrap();
+
+    // Answered while the queues take the records; then turned away before the upstream.
+    let path = "/v1/chat/completions";
+    let mut answered = 0;
+    let refused = loop {
+        let r = proxy.post(path, &chat_request("a", false)).await;
+        match r.status {
+            200 => answered += 1,
+            503 => break r,
+            other => panic!("{other}: {}", r.text()),
+        }
+        assert!(answered < 50, "never turned away");
+    };
+    assert!(answered >= 4, "the queue took {answered}");
+    let e = assert_openai_error(&refused.json()).clone();
+    assert_eq!(e["code"], "log_store_unavailable", "{e}");
+    assert_eq!(e["type"], "server_error");
+    assert_eq!(mock.requests().len(), answered, "the upstream was not asked");
+    let health = proxy.get("/health").await.json();
+    assert_eq!(health["log_store"]["state"], "stalled", "{health}");
+    // Long enough for the state to be logged (it is read every second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Room again: what waited is written, and requests are taken again.
+    std::fs::remove_dir(&db).unwrap();
+    std::fs::remove_dir(&spill).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let r = proxy.post(path, &chat_request("a", false)).await;
+        if r.status == 200 {
+            answered += 1;
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(Instant::now() < deadline, "still turned away");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let entries = proxy.entries(answered).await;
+    assert_eq!(entries.len(), answered, "every answered request, and no refused one");
+    assert!(entries.iter().all(|e| e.entry.status == 200));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.finish().await;
+    let log = std::fs::read_to_string(proxy.log_file_path()).unwrap();
+    assert!(log.contains("can write neither its database nor its spill file"), "{log}");
+    assert!(log.contains("the log store writes again"), "{log}");
+}

@@ -61,7 +61,13 @@ pub async fn chat(
             record.error_type = error.error.kind().map(str::to_owned);
             record.error_message = Some(e.detail());
             record.response = body.clone();
-            pending.finish().await;
+            if matches!(e, ProxyError::LogStoreStuck) {
+                // Its record could not be kept either (waiting for room would hold the request
+                // until the disk has space): counted, not written.
+                pending.count_only();
+            } else {
+                pending.finish().await;
+            }
             error_response_with(&e, body)
         }
     }
@@ -91,6 +97,12 @@ impl<'a> Pending<'a> {
     fn hand_on(&mut self) -> RequestRecord {
         self.handed_on = true;
         std::mem::take(&mut self.record)
+    }
+
+    /// Counts the record in the metrics without writing it (see [`ProxyError::LogStoreStuck`]).
+    fn count_only(&mut self) {
+        let record = self.hand_on();
+        self.state.recorder.count_only(&record);
     }
 
     /// Writes the record of a request whose answer is ready (a whole one, or an error).
@@ -232,6 +244,9 @@ async fn handle(
     let Some(guard) = state.enter() else {
         return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
     };
+    if state.recorder.refusing() {
+        return Err(ProxyError::LogStoreStuck);
+    }
     // A client that trickles its body holds a place under CONCURRENCY_LIMIT: it gets the
     // request's deadline like everything else.
     let body = tokio::time::timeout_at(deadline.into(), read_body(req, settings.max_body_size))

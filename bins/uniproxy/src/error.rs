@@ -46,6 +46,13 @@ pub enum ProxyError {
     /// The body is not valid JSON or has a value of the wrong type.
     #[error("{0}")]
     InvalidBody(#[source] WireError),
+    /// The log store can write nothing (a full disk) and its queue is full: the request is
+    /// refused before its upstream is asked, since its record could not be kept.
+    #[error(
+        "the log store cannot keep records for now (see /health: log_store.last_error); \
+         requests are refused until it can, so that no answer goes unrecorded"
+    )]
+    LogStoreStuck,
     /// ENABLED=false.
     #[error("the model is disabled (ENABLED=false)")]
     Disabled,
@@ -140,7 +147,7 @@ impl ProxyError {
             ProxyError::InvalidParam { .. } => 400,
             ProxyError::EntryNotFound { .. } => 404,
             ProxyError::Store(_) | ProxyError::Task(_) => 500,
-            ProxyError::NoStore => 503,
+            ProxyError::NoStore | ProxyError::LogStoreStuck => 503,
         }
     }
 
@@ -170,7 +177,10 @@ impl ProxyError {
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamBody(_)
             | ProxyError::UpstreamTooLarge { .. } => Fault::Upstream,
-            ProxyError::Store(_) | ProxyError::Task(_) | ProxyError::NoStore => Fault::Internal,
+            ProxyError::Store(_)
+            | ProxyError::Task(_)
+            | ProxyError::NoStore
+            | ProxyError::LogStoreStuck => Fault::Internal,
         }
     }
 
@@ -248,6 +258,8 @@ impl ProxyError {
             ProxyError::NoStore => {
                 ErrorResponse::new(self.to_string(), "server_error").with_code("no_log_store")
             }
+            ProxyError::LogStoreStuck => ErrorResponse::new(self.to_string(), "server_error")
+                .with_code("log_store_unavailable"),
         }
     }
 

@@ -29,7 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use slog::{info, warn};
+use slog::{error, info, warn};
 use tokio::net::TcpListener;
 
 pub use state::AppState;
@@ -68,7 +68,9 @@ pub async fn serve_with(
     client: upstream::Client,
     maintenance: bool,
 ) -> std::io::Result<()> {
-    let maintenance = maintenance.then(|| tokio::spawn(retention(state.clone())));
+    let maintenance = maintenance.then(|| {
+        (tokio::spawn(retention(state.clone())), tokio::spawn(watch_store(state.clone())))
+    });
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.header_read_timeout);
@@ -135,8 +137,9 @@ pub async fn serve_with(
     }
     let _ = closing.send(true);
     drop(listener);
-    if let Some(m) = maintenance {
-        m.abort();
+    if let Some((retention, watch)) = maintenance {
+        retention.abort();
+        watch.abort();
     }
     info!(state.log, "shutting down: finishing in-flight requests");
     tokio::select! {
@@ -150,6 +153,38 @@ pub async fn serve_with(
         }
     }
     Ok(())
+}
+
+/// How often the log store's state is read, to log its changes.
+const STORE_WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Logs the log store's changes of state, which `/health` shows too: its database failing
+/// (records go to the spill file), nothing writable at all (records wait in memory, and chat
+/// requests are refused once the queue is full), and each recovery.
+async fn watch_store(state: Arc<AppState>) {
+    let spill = state::spill_path(&state.settings).display().to_string();
+    let (mut db_ok, mut stalled) = (true, false);
+    loop {
+        tokio::time::sleep(STORE_WATCH_EVERY).await;
+        let Some(s) = state.recorder.store_stats() else { return };
+        let cause = s.last_error.as_deref().unwrap_or("unknown");
+        if s.stalled && !stalled {
+            error!(state.log, "the log store can write neither its database nor its spill file: \
+                records wait in memory, and chat requests are refused (503) once its queue is full";
+                "error" => cause, "spill" => &spill, "queued" => s.queued);
+        } else if !s.stalled && stalled {
+            info!(state.log, "the log store writes again";
+                "to" => if s.db_ok { "the database" } else { "the spill file" },
+                "written" => s.written, "spilled" => s.spilled);
+        }
+        if !s.db_ok && db_ok && !s.stalled {
+            error!(state.log, "the log store cannot write its database: records go to the spill \
+                file until it can"; "error" => cause, "spill" => &spill);
+        } else if s.db_ok && !db_ok {
+            info!(state.log, "the log store's database is written again"; "written" => s.written);
+        }
+        (db_ok, stalled) = (s.db_ok, s.stalled);
+    }
 }
 
 /// How often old log entries are pruned.

@@ -286,6 +286,26 @@ impl Recorder {
         self.db.as_ref()
     }
 
+    /// Whether the log store can keep no more records for now: its writer can write neither
+    /// the database nor the spill file (a full disk) and its queue is full. A chat request is
+    /// refused while this holds, before its upstream is asked (see [`ProxyError::LogStoreStuck`]).
+    ///
+    /// [`ProxyError::LogStoreStuck`]: crate::error::ProxyError::LogStoreStuck
+    pub fn refusing(&self) -> bool {
+        self.store.as_ref().is_some_and(WriterHandle::is_stuck)
+    }
+
+    /// The log store writer's counters; `None` without a store.
+    pub fn store_stats(&self) -> Option<uniproxy_logstore::WriterStats> {
+        self.store.as_ref().map(WriterHandle::stats)
+    }
+
+    /// Counts a record in the metrics without writing it: a request refused because its
+    /// record could not be kept.
+    pub fn count_only(&self, r: &RequestRecord) {
+        self.observe(r);
+    }
+
     /// The log store's state, for `/health`.
     pub fn health(&self) -> serde_json::Value {
         let Some(store) = &self.store else {
@@ -293,7 +313,7 @@ impl Recorder {
         };
         let s = store.stats();
         serde_json::json!({
-            "state": if s.db_ok { "ok" } else { "degraded" },
+            "state": if s.stalled { "stalled" } else if s.db_ok { "ok" } else { "degraded" },
             "written": s.written,
             "queued": s.queued,
             "spilled": s.spilled,

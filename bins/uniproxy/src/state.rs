@@ -91,6 +91,22 @@ impl AppState {
     /// When the settings cannot work for the platform (an Azure URL without a deployment), or
     /// the log store cannot be opened.
     pub fn new(settings: Settings, logs: impl Into<Logs>) -> Result<Self, StartError> {
+        // The byte budget bounds the queue; the count only sizes the preallocated channel
+        // (10,000 slots cost 5 MB of idle memory).
+        let writer = WriterOptions { queue_capacity: 4096, ..WriterOptions::default() };
+        AppState::with_writer(settings, logs, writer)
+    }
+
+    /// [`AppState::new`] with the log store's writer built from `writer` (its queue's size,
+    /// its batches), for a program that embeds the proxy, or a test.
+    ///
+    /// # Errors
+    /// As [`AppState::new`].
+    pub fn with_writer(
+        settings: Settings,
+        logs: impl Into<Logs>,
+        writer: WriterOptions,
+    ) -> Result<Self, StartError> {
         let logs = logs.into();
         let log = logs.logger.clone();
         let config = provider_config(&settings);
@@ -101,13 +117,7 @@ impl AppState {
             std::fs::create_dir_all(dir)
                 .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
         }
-        let writer = Writer::spawn(
-            store.clone(),
-            Box::new(JsonLinesSpill::new(spill)),
-            // The byte budget bounds the queue; the count only sizes the preallocated
-            // channel (10,000 slots cost 5 MB of idle memory).
-            WriterOptions { queue_capacity: 4096, ..WriterOptions::default() },
-        )?;
+        let writer = Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(spill)), writer)?;
         let https = settings.base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
         let tls = Client::tls_config(https);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();

@@ -706,6 +706,8 @@ pub struct Launch {
     pub header_read_timeout: Option<Duration>,
     /// Overrides [`AppState::grace_period`].
     pub grace_period: Option<Duration>,
+    /// The log store writer's options, instead of [`AppState::new`]'s.
+    pub writer: Option<uniproxy_logstore::WriterOptions>,
     /// Overrides [`AppState::tls`] (the roots an HTTPS upstream is checked against).
     pub tls: Option<rustls::ClientConfig>,
 }
@@ -736,7 +738,11 @@ impl Proxy {
         };
         let (database_path, log_file_path) =
             (settings.database_path.clone(), settings.log_file_path.clone());
-        let mut state = AppState::new(settings, log).expect("settings a provider accepts");
+        let mut state = match launch.writer {
+            Some(writer) => AppState::with_writer(settings, log, writer),
+            None => AppState::new(settings, log),
+        }
+        .expect("settings a provider accepts");
         if let Some(t) = launch.header_read_timeout {
             state.header_read_timeout = t;
         }
