@@ -1,8 +1,9 @@
 //! `uniproxy logs`: the request log from the command line.
 //!
-//! `list`, `show ID`, `tail [-f]`, `stats`, `export` and `prune`, on the
-//! database that `DATABASE_URL` names (read through the same settings layers
-//! as the server). Every command but `prune` opens the database read-only;
+//! `list`, `show ID`, `tail [-f]`, `stats`, `export`, `prune` and `import`, on
+//! the database that `DATABASE_URL` names (read through the same settings
+//! layers as the server). Every command but `prune` and `import` opens the
+//! database read-only;
 //! in WAL mode a reader never blocks the running proxy's writer, nor the
 //! other way round.
 //!
@@ -26,8 +27,8 @@ use std::time::Duration;
 use serde::Serialize;
 use uniproxy_config::{Settings, Sources, load};
 use uniproxy_logstore::{
-    Entry, EntrySummary, LogStore, PruneReport, Query, ROW_OVERHEAD_BYTES, Retention, StatsQuery,
-    StoreError, StoreOptions,
+    Entry, EntrySummary, LogStore, NewEntry, PruneReport, Query, ROW_OVERHEAD_BYTES, Retention,
+    StatsQuery, StoreError, StoreOptions,
 };
 
 use args::{Command, Format};
@@ -55,6 +56,9 @@ COMMANDS:
     prune        delete old entries and give the space back
                  [--older-than DAYS] [--max-rows N] [--max-bytes N] [--dry-run]
                  (without limits: LOG_RETENTION_DAYS and LOG_MAX_ROWS)
+    import       load the entries the proxy spilled while it could not write the
+                 database [FILE (LOG_FILE_PATH + .spill.jsonl)]; entries already
+                 stored are skipped, and the file is removed once all are stored
 
 TIME is RFC 3339 (2025-01-31T12:00:00Z), a date (2025-01-31), unix milliseconds,
 or a DURATION ago. DURATION is 90s, 15m, 2h, 7d, 1w or a sum such as 1h30m.
@@ -75,7 +79,7 @@ pub enum LogsError {
     #[error(transparent)]
     Args(#[from] lexopt::Error),
     /// No subcommand was given.
-    #[error("missing the command: list, show, tail, stats, export or prune")]
+    #[error("missing the command: list, show, tail, stats, export, prune or import")]
     NoSubcommand,
     /// The subcommand is not one we know.
     #[error("unknown command `{0}`")]
@@ -135,6 +139,17 @@ pub enum LogsError {
     /// The export file could not be created.
     #[error("cannot create {}", path.display())]
     CreateOutput {
+        /// The file.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The file to import could not be read, moved or removed.
+    #[error("cannot {action} {}", path.display())]
+    ImportFile {
+        /// What failed: read, move aside, remove.
+        action: &'static str,
         /// The file.
         path: PathBuf,
         /// The I/O failure.
@@ -254,6 +269,7 @@ fn report(e: &LogsError, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         | LogsError::OldSchema { .. }
         | LogsError::NotFound(_)
         | LogsError::CreateOutput { .. }
+        | LogsError::ImportFile { .. }
         | LogsError::Store(_)
         | LogsError::Write(_) => {
             let _ = writeln!(err, "uniproxy logs: {}", error_chain(e));
@@ -305,6 +321,7 @@ fn execute(
             }
             prune(&open(settings, dry_run)?, &retention, dry_run, out)
         }
+        Command::Import { file } => import(settings, file, out, err, options.now_ms),
     }
 }
 
@@ -810,6 +827,175 @@ fn prune(
         )?;
     }
     Ok(())
+}
+
+/// Entries stored per transaction by `import`.
+const IMPORT_BATCH: usize = 500;
+
+/// Loads the entries a spill file holds into the database (`file`, or the one the proxy
+/// spills to), skipping those already stored (by request id, among the stored entries
+/// received in the batch's time span: importing a file twice stores nothing twice). The
+/// proxy's own spill file is moved aside first, so that a running proxy spills into a new
+/// one meanwhile. The file is removed once every entry in it is stored; a line that is not an
+/// entry (the torn end of an interrupted write) is reported, and the file kept.
+fn import(
+    settings: &Settings,
+    file: Option<PathBuf>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    now_ms: i64,
+) -> Result<(), LogsError> {
+    let live = crate::state::spill_path(settings);
+    let path = file.unwrap_or_else(|| live.clone());
+    if !path.exists() {
+        writeln!(out, "nothing to import: no file at {}", path.display())?;
+        return Ok(());
+    }
+    let store = open(settings, false)?;
+    let file_error = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| LogsError::ImportFile { action, path, source }
+    };
+    let aside = if path == live { move_aside(&path, now_ms)? } else { path.clone() };
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let mut imported = Ok((0, 0, 0));
+    // A proxy spilling at the moment of the move finishes its write in the moved file: read
+    // it again (what is stored is skipped) until it has stopped growing.
+    loop {
+        let before = len(&aside);
+        let pass = import_from(&store, &aside, err);
+        imported = match (imported, pass) {
+            (Ok((stored, _, _)), Ok((more, present, unreadable))) => {
+                Ok((stored + more, present - stored.min(present), unreadable))
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        if imported.is_err() || len(&aside) == before {
+            break;
+        }
+    }
+    match &imported {
+        Ok((stored, present, unreadable)) => {
+            write!(out, "imported {stored} entries from {}", path.display())?;
+            if *present > 0 {
+                write!(out, "; {present} were stored already")?;
+            }
+            if *unreadable > 0 {
+                writeln!(out, "; {unreadable} unreadable lines, kept in {}", aside.display())?;
+            } else {
+                std::fs::remove_file(&aside).map_err(file_error("remove", &aside))?;
+                writeln!(out)?;
+            }
+        }
+        Err(_) => writeln!(
+            err,
+            "uniproxy logs: the entries are in {0}; `uniproxy logs import {0}` stores the rest \
+             (entries already stored are skipped)",
+            aside.display()
+        )?,
+    }
+    imported.map(|_| ())
+}
+
+/// Moves `path` to a name of its own beside it (`.importing-MS`, `-2`, `-3`… when taken),
+/// never over another file: a hard link that fails on a taken name, then the unlink.
+fn move_aside(path: &Path, now_ms: i64) -> Result<PathBuf, LogsError> {
+    let error = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| LogsError::ImportFile { action, path, source }
+    };
+    for n in 1..=1_000u32 {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".importing-{now_ms}"));
+        if n > 1 {
+            aside.push(format!("-{n}"));
+        }
+        let aside = PathBuf::from(aside);
+        match std::fs::hard_link(path, &aside) {
+            Ok(()) => {
+                std::fs::remove_file(path).map_err(error("move aside", path))?;
+                return Ok(aside);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(error("move aside", path)(e)),
+        }
+    }
+    Err(error("move aside", path)(io::Error::from(io::ErrorKind::AlreadyExists)))
+}
+
+/// [`import`]'s work on the file moved aside: (entries stored, entries stored already,
+/// unreadable lines).
+fn import_from(
+    store: &LogStore,
+    aside: &Path,
+    err: &mut dyn Write,
+) -> Result<(u64, u64, u64), LogsError> {
+    let read_error =
+        |source| LogsError::ImportFile { action: "read", path: aside.to_owned(), source };
+    let file = File::open(aside).map_err(read_error)?;
+    let (mut stored, mut present, mut unreadable) = (0u64, 0u64, 0u64);
+    let mut batch = Vec::with_capacity(IMPORT_BATCH);
+    let mut store_batch = |batch: &mut Vec<NewEntry>| -> Result<(), LogsError> {
+        let (fresh, known) = not_stored(store, std::mem::take(batch))?;
+        store.insert_batch(&fresh)?;
+        stored += fresh.len() as u64;
+        present += known as u64;
+        Ok(())
+    };
+    for (n, line) in io::BufRead::lines(io::BufReader::new(file)).enumerate() {
+        let line = line.map_err(read_error)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<NewEntry>(&line) {
+            Ok(entry) => batch.push(entry),
+            Err(e) => {
+                unreadable += 1;
+                writeln!(
+                    err,
+                    "line {} of {} is not a log entry ({e}); skipped",
+                    n + 1,
+                    aside.display()
+                )?;
+            }
+        }
+        if batch.len() == IMPORT_BATCH {
+            store_batch(&mut batch)?;
+        }
+    }
+    if !batch.is_empty() {
+        store_batch(&mut batch)?;
+    }
+    Ok((stored, present, unreadable))
+}
+
+/// The entries of `batch` whose request id is not stored yet, and how many were.
+fn not_stored(store: &LogStore, batch: Vec<NewEntry>) -> Result<(Vec<NewEntry>, usize), LogsError> {
+    let (Some(from), Some(to)) =
+        (batch.iter().map(|e| e.received_ms).min(), batch.iter().map(|e| e.received_ms).max())
+    else {
+        return Ok((batch, 0));
+    };
+    let mut known = std::collections::HashSet::new();
+    let mut query = Query {
+        from_ms: Some(from),
+        to_ms: Some(to.saturating_add(1)),
+        limit: PAGE,
+        ..Query::default()
+    };
+    loop {
+        let page = store.list(&query)?;
+        known.extend(page.items.into_iter().map(|e| e.request_id));
+        match page.next_before_id {
+            Some(before) => query.before_id = Some(before),
+            None => break,
+        }
+    }
+    let total = batch.len();
+    let fresh: Vec<NewEntry> =
+        batch.into_iter().filter(|e| !known.contains(&e.request_id)).collect();
+    let present = total - fresh.len();
+    Ok((fresh, present))
 }
 
 /// What [`LogStore::prune`] would delete, counted without deleting: the same

@@ -642,3 +642,75 @@ fn the_binary_reads_database_url_and_config_files() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("DATABASE_URL"));
 }
+
+#[test]
+fn import_loads_spilled_entries_once_and_keeps_what_it_cannot_read() {
+    let f = fixture();
+    let mut settings = f.settings.clone();
+    settings.log_file_path = f.path.with_file_name("proxy.log");
+    let spill = f.path.with_file_name("proxy.log.spill.jsonl");
+
+    let o = run(&settings, &["import"]);
+    assert_eq!(o.code, ExitCode::SUCCESS, "{}", o.err);
+    assert_eq!(o.out, format!("nothing to import: no file at {}\n", spill.display()));
+
+    // What the proxy's writer spills: two new entries and one the database has (entry 5,
+    // spilled after a write that failed late), then a line cut off by a crash.
+    let mut spilled = vec![
+        entry(6, T0 + MIN, ["gpt-4o", "claude-sonnet-4"], (500, None), false, 200),
+        entry(7, T0 + 2 * MIN, ["gpt-4o", "claude-sonnet-4"], (500, None), false, 200),
+    ];
+    spilled.push(entries().pop().unwrap());
+    let mut writer = uniproxy_logstore::JsonLinesSpill::new(&spill);
+    uniproxy_logstore::Spill::spill(&mut writer, &spilled).unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&spill).unwrap();
+    std::io::Write::write_all(&mut file, b"{\"request_id\":\"chatcmpl-0008\",\"recei").unwrap();
+    drop(file);
+
+    let o = run(&settings, &["import"]);
+    assert_eq!(o.code, ExitCode::SUCCESS, "{}", o.err);
+    let kept = format!("{}.importing-{NOW}", spill.display());
+    assert_eq!(
+        o.out,
+        format!(
+            "imported 2 entries from {}; 1 were stored already; 1 unreadable lines, kept in \
+             {kept}\n",
+            spill.display()
+        )
+    );
+    assert!(o.err.starts_with(&format!("line 4 of {kept} is not a log entry")), "{}", o.err);
+    assert_eq!(count(&f.path), 7);
+    let shown = run(&settings, &["show", "7", "--json"]);
+    let e: Value = serde_json::from_str(&shown.out).unwrap();
+    assert_eq!(e["request_id"], "chatcmpl-0007", "{e}");
+    assert!(!spill.exists(), "moved aside: a running proxy spills into a new file");
+
+    // Again, from the kept file: everything readable is stored already.
+    let o = run(&settings, &["import", &kept]);
+    assert_eq!(o.code, ExitCode::SUCCESS, "{}", o.err);
+    assert!(o.out.starts_with(&format!("imported 0 entries from {kept}; 3 were stored already")));
+    assert_eq!(count(&f.path), 7);
+
+    // A clean file is removed once it is stored (and moved aside beside the kept one, not
+    // over it, though the clock reads the same).
+    let late = [entry(9, T0 + 3 * MIN, ["gpt-4o", "claude-sonnet-4"], (500, None), false, 200)];
+    uniproxy_logstore::Spill::spill(&mut writer, &late).unwrap();
+    let o = run(&settings, &["import"]);
+    assert_eq!(o.out, format!("imported 1 entries from {}\n", spill.display()), "{}", o.err);
+    assert_eq!(count(&f.path), 8);
+    let left: Vec<_> = std::fs::read_dir(f.path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("spill"))
+        .collect();
+    assert_eq!(
+        left,
+        [format!("proxy.log.spill.jsonl.importing-{NOW}")],
+        "the kept file only: {}",
+        o.out
+    );
+
+    // `import` takes one file and no options.
+    assert_eq!(run(&settings, &["import", "a", "b"]).code, ExitCode::from(2));
+    assert_eq!(run(&settings, &["import", "--json"]).code, ExitCode::from(2));
+}

@@ -55,6 +55,9 @@ pub(crate) enum Command {
         max_bytes: Option<u64>,
         dry_run: bool,
     },
+    Import {
+        file: Option<PathBuf>,
+    },
 }
 
 /// The export formats.
@@ -253,6 +256,7 @@ enum Sub {
     Stats,
     Export,
     Prune,
+    Import,
 }
 
 fn command(r: Raw, now_ms: i64) -> Result<Command, LogsError> {
@@ -271,6 +275,7 @@ fn command(r: Raw, now_ms: i64) -> Result<Command, LogsError> {
         "prune" => {
             (Sub::Prune, "prune", &[&["--older-than", "--max-rows", "--max-bytes", "--dry-run"]])
         }
+        "import" => (Sub::Import, "import", &[]),
         other => return Err(LogsError::UnknownSubcommand(other.to_owned())),
     };
     for &option in &r.given {
@@ -283,7 +288,9 @@ fn command(r: Raw, now_ms: i64) -> Result<Command, LogsError> {
             return Err(LogsError::Conflict(a, b));
         }
     }
-    if let Some(extra) = r.positional.get(1) {
+    // `import` takes a file.
+    let positionals = if matches!(sub, Sub::Import) { 2 } else { 1 };
+    if let Some(extra) = r.positional.get(positionals) {
         return Err(LogsError::Extra(extra.clone()));
     }
     let from_ms = r.since.map(|d| now_ms.saturating_sub(d)).or(r.from);
@@ -327,5 +334,6 @@ fn command(r: Raw, now_ms: i64) -> Result<Command, LogsError> {
             max_bytes: r.max_bytes,
             dry_run: r.dry_run,
         },
+        Sub::Import => Command::Import { file: r.positional.get(1).map(PathBuf::from) },
     })
 }
