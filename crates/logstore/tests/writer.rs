@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -270,33 +271,45 @@ fn deleted_database_is_recreated() {
     assert_eq!(got, sent_after);
 }
 
-/// A spill that fails a given number of times, then keeps what it gets.
+/// A spill that fails while `failures_left` (shared, so a test can change it) is above zero,
+/// counting it down, then keeps what it gets.
 struct FlakySpill {
-    failures_left: usize,
+    failures_left: Arc<AtomicUsize>,
     kept: Arc<Mutex<Vec<NewEntry>>>,
+}
+
+impl FlakySpill {
+    fn failing(times: usize) -> Self {
+        FlakySpill { failures_left: Arc::new(AtomicUsize::new(times)), kept: Arc::default() }
+    }
 }
 
 impl Spill for FlakySpill {
     fn spill(&mut self, entries: &[NewEntry]) -> std::io::Result<()> {
-        if self.failures_left > 0 {
-            self.failures_left -= 1;
-            return Err(std::io::Error::other("spill disk gone"));
+        let left = self.failures_left.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures_left.store(left.saturating_sub(1), Ordering::SeqCst);
+            return Err(std::io::Error::other("No space left on device"));
         }
         self.kept.lock().unwrap().extend_from_slice(entries);
         Ok(())
     }
 }
 
+/// A store on an existing database, opened read-only: every write fails (tests run as root,
+/// where chmod does not stop writes).
+fn read_only_store(dir: &Path) -> LogStore {
+    let path = dir.join("log.db");
+    LogStore::open(&path, StoreOptions::default()).unwrap();
+    LogStore::open(&path, StoreOptions { read_only: true, ..StoreOptions::default() }).unwrap()
+}
+
 #[test]
 fn failing_spill_is_retried_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.db");
-    LogStore::open(&path, StoreOptions::default()).unwrap();
-    let ro =
-        LogStore::open(&path, StoreOptions { read_only: true, ..StoreOptions::default() }).unwrap();
-    let kept = Arc::new(Mutex::new(Vec::new()));
-    let spill = FlakySpill { failures_left: 3, kept: Arc::clone(&kept) };
-    let writer = Writer::spawn(ro, Box::new(spill), options()).unwrap();
+    let spill = FlakySpill::failing(3);
+    let kept = Arc::clone(&spill.kept);
+    let writer = Writer::spawn(read_only_store(dir.path()), Box::new(spill), options()).unwrap();
     send_range(&writer, 0, 50);
     let report = writer.shutdown().unwrap();
     assert_eq!(report.stats.spill_failures, 3);
@@ -305,34 +318,13 @@ fn failing_spill_is_retried_not_dropped() {
     assert_eq!(kept.lock().unwrap().len(), 50);
 }
 
-/// A spill that fails until `working` is set, then keeps what it gets.
-struct SwitchedSpill {
-    working: Arc<std::sync::atomic::AtomicBool>,
-    kept: Arc<Mutex<Vec<NewEntry>>>,
-}
-
-impl Spill for SwitchedSpill {
-    fn spill(&mut self, entries: &[NewEntry]) -> std::io::Result<()> {
-        if !self.working.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(std::io::Error::other("No space left on device"));
-        }
-        self.kept.lock().unwrap().extend_from_slice(entries);
-        Ok(())
-    }
-}
-
 #[test]
 fn a_writer_that_can_write_nowhere_says_it_is_stuck_once_its_queue_is_full() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.db");
-    LogStore::open(&path, StoreOptions::default()).unwrap();
-    let ro =
-        LogStore::open(&path, StoreOptions { read_only: true, ..StoreOptions::default() }).unwrap();
-    let working = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let kept = Arc::new(Mutex::new(Vec::new()));
-    let spill = SwitchedSpill { working: Arc::clone(&working), kept: Arc::clone(&kept) };
+    let spill = FlakySpill::failing(usize::MAX);
+    let (failures_left, kept) = (Arc::clone(&spill.failures_left), Arc::clone(&spill.kept));
     let options = WriterOptions { queue_capacity: 8, batch_max: 1, ..options() };
-    let writer = Writer::spawn(ro, Box::new(spill), options).unwrap();
+    let writer = Writer::spawn(read_only_store(dir.path()), Box::new(spill), options).unwrap();
     let handle = writer.handle();
 
     // The first entry fails in the database and the spill: stalled, but with room left.
@@ -348,7 +340,7 @@ fn a_writer_that_can_write_nowhere_says_it_is_stuck_once_its_queue_is_full() {
     assert!(!writer.stats().db_ok);
 
     // Room on the disk again: the spill takes everything, and the writer is not stuck.
-    working.store(true, std::sync::atomic::Ordering::SeqCst);
+    failures_left.store(0, Ordering::SeqCst);
     assert!(wait_until(WAIT, || writer.stats().spilled == 9), "{:?}", writer.stats());
     assert!(!writer.stats().stalled);
     assert!(!handle.is_stuck());
@@ -360,13 +352,9 @@ fn a_writer_that_can_write_nowhere_says_it_is_stuck_once_its_queue_is_full() {
 #[test]
 fn shutdown_hands_back_what_nobody_took() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.db");
-    LogStore::open(&path, StoreOptions::default()).unwrap();
-    let ro =
-        LogStore::open(&path, StoreOptions { read_only: true, ..StoreOptions::default() }).unwrap();
-    let spill = FlakySpill { failures_left: usize::MAX, kept: Arc::default() };
+    let spill = FlakySpill::failing(usize::MAX);
     let options = WriterOptions { shutdown_timeout: Duration::from_millis(200), ..options() };
-    let writer = Writer::spawn(ro, Box::new(spill), options).unwrap();
+    let writer = Writer::spawn(read_only_store(dir.path()), Box::new(spill), options).unwrap();
     send_range(&writer, 0, 10);
     let report = writer.shutdown().unwrap();
     assert_eq!(report.unwritten.len(), 10);
