@@ -7,18 +7,40 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slog::{Drain, Logger, o};
 
 /// A file that starts over when it reaches `max_bytes`, keeping `keep` old files as
-/// `NAME.1` (newest) … `NAME.keep`.
+/// `NAME.1` (newest) … `NAME.keep`. Found deleted or moved away (an operator freeing space,
+/// an outside log rotator), it is opened again at its path.
 pub struct RotatingFile {
     path: PathBuf,
     file: File,
+    /// The open file's device and inode (Unix), to tell whether the path still names it.
+    id: Option<(u64, u64)>,
+    /// When the path was last checked.
+    checked: Instant,
     written: u64,
     max_bytes: u64,
     keep: u32,
+}
+
+/// How often a [`RotatingFile`]'s path is checked for a file that is not the one it writes.
+const CHECK_PATH_EVERY: Duration = Duration::from_secs(1);
+
+/// A file's device and inode; `None` off Unix, where only a missing path is noticed.
+fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 impl RotatingFile {
@@ -31,8 +53,38 @@ impl RotatingFile {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let written = file.metadata()?.len();
-        Ok(RotatingFile { path: path.to_owned(), file, written, max_bytes, keep })
+        let meta = file.metadata()?;
+        Ok(RotatingFile {
+            path: path.to_owned(),
+            file,
+            id: file_id(&meta),
+            checked: Instant::now(),
+            written: meta.len(),
+            max_bytes,
+            keep,
+        })
+    }
+
+    /// Opens the file at its path again when the path no longer names the file being
+    /// written: deleted (its space is not given back while it is open, and nobody sees the
+    /// lines) or moved away. Checked at most every [`CHECK_PATH_EVERY`].
+    fn reopen_if_gone(&mut self) -> io::Result<()> {
+        if self.checked.elapsed() < CHECK_PATH_EVERY {
+            return Ok(());
+        }
+        self.checked = Instant::now();
+        let same = match std::fs::metadata(&self.path) {
+            Ok(meta) => self.id.is_none() || file_id(&meta) == self.id,
+            Err(_) => false,
+        };
+        if !same {
+            self.file.flush()?;
+            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            let meta = self.file.metadata()?;
+            self.id = file_id(&meta);
+            self.written = meta.len();
+        }
+        Ok(())
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -52,6 +104,7 @@ impl RotatingFile {
             std::fs::rename(&self.path, name(1))?;
         }
         self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.id = self.file.metadata().ok().as_ref().and_then(file_id);
         self.written = 0;
         Ok(())
     }
@@ -63,6 +116,7 @@ fn ignore_missing(e: io::Error) -> io::Result<()> {
 
 impl Write for RotatingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.reopen_if_gone()?;
         if self.max_bytes > 0
             && self.written > 0
             && self.written + buf.len() as u64 > self.max_bytes
@@ -272,5 +326,32 @@ mod tests {
         assert_eq!(read(&numbered(&path, 1)), "from before\n");
         assert_eq!(read(&numbered(&path, 3)), "the oldest\n");
         assert!(!numbered(&path, 2).exists());
+    }
+
+    #[test]
+    fn a_file_deleted_or_moved_away_is_opened_again_at_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.log");
+        let mut file = RotatingFile::open(&path, 0, 0).unwrap();
+        file.write_all(b"line-1\n").unwrap();
+        // Deleted to free space: within the check interval lines still go to the old file…
+        std::fs::remove_file(&path).unwrap();
+        file.write_all(b"line-2\n").unwrap();
+        assert!(!path.exists());
+        // …and after it, to a new one at the path.
+        file.checked -= CHECK_PATH_EVERY;
+        file.write_all(b"line-3\n").unwrap();
+        assert_eq!(read(&path), "line-3\n");
+        // Moved away by an outside rotator: the moved file keeps what it had.
+        let moved = dir.path().join("proxy.log.old");
+        std::fs::rename(&path, &moved).unwrap();
+        file.checked -= CHECK_PATH_EVERY;
+        file.write_all(b"line-4\n").unwrap();
+        assert_eq!(read(&moved), "line-3\n");
+        assert_eq!(read(&path), "line-4\n");
+        // Left alone, the same file goes on.
+        file.checked -= CHECK_PATH_EVERY;
+        file.write_all(b"line-5\n").unwrap();
+        assert_eq!(read(&path), "line-4\nline-5\n");
     }
 }
