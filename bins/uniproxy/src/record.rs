@@ -375,9 +375,10 @@ impl Recorder {
     }
 
     /// Writes the record, for a caller that cannot wait at all (a request dropped before its
-    /// end: a stream's body, or a request's future whose client hung up). When the queue is full, the record waits for room off the runtime's threads
-    /// while few do; past that, right here: the proxy then slows to what the disk can take,
-    /// rather than growing memory without bound or dropping the record.
+    /// end: a stream's body, or a request's future whose client hung up). When the queue is
+    /// full, the record waits for room off the runtime's threads while few do; past that,
+    /// right here: the proxy then slows to what the disk can take, rather than growing memory
+    /// without bound or dropping the record.
     pub fn record_now(&self, r: RequestRecord) {
         self.observe(&r);
         self.queue.now(Msg::Record(Box::new(r)));
