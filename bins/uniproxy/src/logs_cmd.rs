@@ -852,10 +852,6 @@ fn import(
         return Ok(());
     }
     let store = open(settings, false)?;
-    let file_error = |action, path: &Path| {
-        let path = path.to_owned();
-        move |source| LogsError::ImportFile { action, path, source }
-    };
     let aside = if path == live { move_aside(&path, now_ms)? } else { path.clone() };
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
     let mut imported = Ok((0, 0, 0));
@@ -900,10 +896,6 @@ fn import(
 /// Moves `path` to a name of its own beside it (`.importing-MS`, `-2`, `-3`… when taken),
 /// never over another file: a hard link that fails on a taken name, then the unlink.
 fn move_aside(path: &Path, now_ms: i64) -> Result<PathBuf, LogsError> {
-    let error = |action, path: &Path| {
-        let path = path.to_owned();
-        move |source| LogsError::ImportFile { action, path, source }
-    };
     for n in 1..=1_000u32 {
         let mut aside = path.as_os_str().to_owned();
         aside.push(format!(".importing-{now_ms}"));
@@ -913,14 +905,20 @@ fn move_aside(path: &Path, now_ms: i64) -> Result<PathBuf, LogsError> {
         let aside = PathBuf::from(aside);
         match std::fs::hard_link(path, &aside) {
             Ok(()) => {
-                std::fs::remove_file(path).map_err(error("move aside", path))?;
+                std::fs::remove_file(path).map_err(file_error("move aside", path))?;
                 return Ok(aside);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(error("move aside", path)(e)),
+            Err(e) => return Err(file_error("move aside", path)(e)),
         }
     }
-    Err(error("move aside", path)(io::Error::from(io::ErrorKind::AlreadyExists)))
+    Err(file_error("move aside", path)(io::Error::from(io::ErrorKind::AlreadyExists)))
+}
+
+/// The error of `action` (read, move aside, remove) failing on `path`, for `map_err`.
+fn file_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LogsError {
+    let path = path.to_owned();
+    move |source| LogsError::ImportFile { action, path, source }
 }
 
 /// [`import`]'s work on the file moved aside: (entries stored, entries stored already,
@@ -930,9 +928,7 @@ fn import_from(
     aside: &Path,
     err: &mut dyn Write,
 ) -> Result<(u64, u64, u64), LogsError> {
-    let read_error =
-        |source| LogsError::ImportFile { action: "read", path: aside.to_owned(), source };
-    let file = File::open(aside).map_err(read_error)?;
+    let file = File::open(aside).map_err(file_error("read", aside))?;
     let (mut stored, mut present, mut unreadable) = (0u64, 0u64, 0u64);
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let mut store_batch = |batch: &mut Vec<NewEntry>| -> Result<(), LogsError> {
@@ -943,7 +939,7 @@ fn import_from(
         Ok(())
     };
     for (n, line) in io::BufRead::lines(io::BufReader::new(file)).enumerate() {
-        let line = line.map_err(read_error)?;
+        let line = line.map_err(|e| file_error("read", aside)(e))?;
         if line.trim().is_empty() {
             continue;
         }
