@@ -940,6 +940,10 @@ async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_
     assert_eq!(mock.requests().len(), answered, "the upstream was not asked");
     let health = proxy.get("/health").await.json();
     assert_eq!(health["log_store"]["state"], "stalled", "{health}");
+    let metrics = proxy.get("/metrics").await.text();
+    for line in ["uniproxy_log_store_stalled 1", "uniproxy_log_store_degraded 1"] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
     // Long enough for the state to be logged (it is read every second).
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -959,6 +963,8 @@ async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_
     }
     let entries = proxy.entries(answered).await;
     assert_eq!(entries.len(), answered, "every answered request, and no refused one");
+    let metrics = proxy.get("/metrics").await.text();
+    assert!(metrics.lines().any(|l| l == "uniproxy_log_store_stalled 0"), "{metrics}");
     assert!(entries.iter().all(|e| e.entry.status == 200));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.finish().await;

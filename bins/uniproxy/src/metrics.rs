@@ -343,6 +343,23 @@ impl Collector for Counters {
                     MetricType::Counter,
                 )?
                 .encode_counter::<NoLabelSet, _, u64>(&s.spilled, None)?;
+            encoder
+                .encode_descriptor(
+                    "log_store_degraded",
+                    "1 while the log store cannot write its database (entries go to the spill file).",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&i64::from(!s.db_ok))?;
+            encoder
+                .encode_descriptor(
+                    "log_store_stalled",
+                    "1 while the log store can write neither its database nor its spill file \
+                     (chat requests are refused once its queue is full).",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&i64::from(s.stalled))?;
         }
         Ok(())
     }
@@ -468,6 +485,8 @@ mod tests {
             "uniproxy_log_queue_depth 0",
             "uniproxy_log_entries_written_total 0",
             "uniproxy_log_entries_spilled_total 0",
+            "uniproxy_log_store_degraded 0",
+            "uniproxy_log_store_stalled 0",
             "uniproxy_requests_in_flight 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
