@@ -172,16 +172,21 @@ async fn watch_store(state: Arc<AppState>) {
             error!(state.log, "the log store can write neither its database nor its spill file: \
                 records wait in memory, and chat requests are refused (503) once its queue is full";
                 "error" => cause, "spill" => &spill, "queued" => s.queued);
-        } else if !s.stalled && stalled {
-            info!(state.log, "the log store writes again";
-                "to" => if s.db_ok { "the database" } else { "the spill file" },
-                "written" => s.written, "spilled" => s.spilled);
+        } else if !s.stalled && stalled && !s.db_ok {
+            info!(state.log, "the log store writes again, to its spill file";
+                "spill" => &spill, "spilled" => s.spilled);
         }
         if !s.db_ok && db_ok && !s.stalled {
             error!(state.log, "the log store cannot write its database: records go to the spill \
                 file until it can"; "error" => cause, "spill" => &spill);
         } else if s.db_ok && !db_ok {
-            info!(state.log, "the log store's database is written again"; "written" => s.written);
+            if s.spilled > 0 {
+                info!(state.log, "the log store's database is written again; \
+                    `uniproxy logs import` loads what went to the spill file meanwhile";
+                    "spill" => &spill, "spilled" => s.spilled, "written" => s.written);
+            } else {
+                info!(state.log, "the log store's database is written again"; "written" => s.written);
+            }
         }
         (db_ok, stalled) = (s.db_ok, s.stalled);
     }
