@@ -26,6 +26,14 @@ pub struct RotatingFile {
     keep: u32,
 }
 
+/// Opens `path` to append, creating it and its folder.
+fn create(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
 /// How often a [`RotatingFile`]'s path is checked for a file that is not the one it writes.
 const CHECK_PATH_EVERY: Duration = Duration::from_secs(1);
 
@@ -49,10 +57,7 @@ impl RotatingFile {
     /// # Errors
     /// When the folder cannot be created or the file cannot be opened.
     pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = create(path)?;
         let meta = file.metadata()?;
         Ok(RotatingFile {
             path: path.to_owned(),
@@ -79,7 +84,7 @@ impl RotatingFile {
         };
         if !same {
             self.file.flush()?;
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.file = create(&self.path)?;
             let meta = self.file.metadata()?;
             self.id = file_id(&meta);
             self.written = meta.len();
@@ -103,7 +108,7 @@ impl RotatingFile {
             }
             std::fs::rename(&self.path, name(1))?;
         }
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = create(&self.path)?;
         self.id = self.file.metadata().ok().as_ref().and_then(file_id);
         self.written = 0;
         Ok(())
@@ -353,5 +358,12 @@ mod tests {
         file.checked -= CHECK_PATH_EVERY;
         file.write_all(b"line-5\n").unwrap();
         assert_eq!(read(&path), "line-4\nline-5\n");
+        // Its folder removed too: both are made again.
+        let nested = dir.path().join("logs").join("proxy.log");
+        let mut file = RotatingFile::open(&nested, 0, 0).unwrap();
+        std::fs::remove_dir_all(dir.path().join("logs")).unwrap();
+        file.checked -= CHECK_PATH_EVERY;
+        file.write_all(b"line-6\n").unwrap();
+        assert_eq!(read(&nested), "line-6\n");
     }
 }
