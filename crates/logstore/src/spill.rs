@@ -35,7 +35,8 @@ pub struct JsonLinesSpill {
 }
 
 impl JsonLinesSpill {
-    /// A spill that appends to `path`, creating it (but not its directory) on first use.
+    /// A spill that appends to `path`, creating it and its folder when they are missing (the
+    /// folder may have been removed since the proxy started: the spill is the last resort).
     #[must_use]
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into() }
@@ -65,6 +66,9 @@ impl Spill for JsonLinesSpill {
             };
             serde_json::to_writer(&mut buf, entry)?;
             buf.push(b'\n');
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
         }
         let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         let start = file.metadata()?.len();
@@ -116,5 +120,18 @@ mod tests {
                 "",
             ]
         );
+    }
+
+    #[test]
+    fn a_missing_folder_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs").join("proxy.log.spill.jsonl");
+        let mut spill = JsonLinesSpill::new(&path);
+        spill.spill(&[NewEntry { request_id: "a".into(), ..NewEntry::default() }]).unwrap();
+        std::fs::remove_dir_all(dir.path().join("logs")).unwrap();
+        spill.spill(&[NewEntry { request_id: "b".into(), ..NewEntry::default() }]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains(r#""request_id":"b""#), "{text}");
     }
 }
