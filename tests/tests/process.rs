@@ -258,3 +258,31 @@ async fn a_second_proxy_on_a_port_in_use_exits_1_and_the_first_keeps_serving() {
         assert_eq!(health().await.status, 200, "the first proxy answers every connection");
     }
 }
+
+#[tokio::test]
+async fn entries_left_in_the_spill_file_are_pointed_out_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let spill = dir.path().join("logs").join("proxy.log.spill.jsonl");
+    std::fs::write(&spill, "{\"request_id\":\"chatcmpl-1\"}\n").unwrap();
+    let port = free_port().await.to_string();
+    let env = [("HOST", "127.0.0.1"), ("PORT", port.as_str())];
+    let child = command(dir.path(), &env).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = KillOnDrop(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port.parse().unwrap()).into();
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(child.0.try_wait().unwrap().is_none(), "the proxy exited");
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SIGTERM, so that the buffered stderr is written before the exit.
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(wait_exit(&mut child.0, PATIENCE).await.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("wait in the spill file"), "{stderr}");
+    assert!(stderr.contains("`uniproxy logs import` loads them"), "{stderr}");
+    assert!(stderr.contains(&spill.display().to_string()), "{stderr}");
+}

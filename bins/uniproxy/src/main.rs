@@ -85,6 +85,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Entries a previous run could not store are in the spill file until someone loads them.
+    let spill = uniproxy::state::spill_path(&state.settings);
+    if let Some(meta) = std::fs::metadata(&spill).ok().filter(|m| m.len() > 0) {
+        warn!(log, "entries that a run could not store in the database wait in the spill file; \
+            `uniproxy logs import` loads them"; "spill" => spill.display().to_string(),
+            "bytes" => meta.len());
+    }
     // Thread-per-core, like nginx's workers: one current-thread runtime per core, each
     // accepting on its own socket for the port (the kernel spreads connections over them: see
     // `listen`; the first socket is the main thread's), each with its own upstream connection
