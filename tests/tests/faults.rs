@@ -897,6 +897,18 @@ async fn content_answers_and_errors_land_in_the_store_and_the_log_file() {
     }
 }
 
+/// Makes the database at `db` unwritable for the running proxy, as tests running as root can:
+/// the file and its `-wal` and `-shm` removed, and a folder in its place (the writer reopens
+/// the path and fails). Removing the folder makes the path usable again.
+fn make_unwritable(db: &std::path::Path) {
+    for side in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(side);
+        let _ = std::fs::remove_file(p);
+    }
+    std::fs::create_dir(db).unwrap();
+}
+
 #[tokio::test]
 async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_no_record() {
     let mock = MockUpstream::always(Reply::json(200, &completion("ANSWERED"))).await;
@@ -913,12 +925,7 @@ async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_
     let mut spill = proxy.log_file_path().as_os_str().to_owned();
     spill.push(".spill.jsonl");
     let spill = std::path::PathBuf::from(spill);
-    for side in ["", "-wal", "-shm"] {
-        let mut p = db.as_os_str().to_owned();
-        p.push(side);
-        let _ = std::fs::remove_file(p);
-    }
-    std::fs::create_dir(&db).unwrap();
+    make_unwritable(&db);
     std::fs::create_dir(&spill).unwrap();
 
     // Answered while the queues take the records; then turned away before the upstream.
@@ -983,12 +990,7 @@ async fn entries_spilled_while_the_database_failed_come_back_with_logs_import() 
     settings.log_file_path = proxy.log_file_path().to_owned();
     // The database becomes unwritable (a directory where its file was); the spill works.
     let db = proxy.database_path().to_owned();
-    for side in ["", "-wal", "-shm"] {
-        let mut p = db.as_os_str().to_owned();
-        p.push(side);
-        let _ = std::fs::remove_file(p);
-    }
-    std::fs::create_dir(&db).unwrap();
+    make_unwritable(&db);
     for _ in 0..3 {
         assert_eq!(proxy.post("/v1/chat/completions", &chat_request("a", false)).await.status, 200);
     }

@@ -262,9 +262,17 @@ async fn a_second_proxy_on_a_port_in_use_exits_1_and_the_first_keeps_serving() {
 #[tokio::test]
 async fn entries_left_in_the_spill_file_are_pointed_out_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    // Left by an earlier run, written as the proxy's writer spills.
     let spill = dir.path().join("logs").join("proxy.log.spill.jsonl");
-    std::fs::write(&spill, "{\"request_id\":\"chatcmpl-1\"}\n").unwrap();
+    let entry = uniproxy_logstore::NewEntry {
+        request_id: "chatcmpl-1".into(),
+        received_ms: 1_738_324_800_000,
+        finished_ms: 1_738_324_801_000,
+        status: 200,
+        ..uniproxy_logstore::NewEntry::default()
+    };
+    uniproxy_logstore::Spill::spill(&mut uniproxy_logstore::JsonLinesSpill::new(&spill), &[entry])
+        .unwrap();
     let port = free_port().await.to_string();
     let env = [("HOST", "127.0.0.1"), ("PORT", port.as_str())];
     let child = command(dir.path(), &env).stderr(Stdio::piped()).spawn().unwrap();

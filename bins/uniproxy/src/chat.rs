@@ -99,6 +99,11 @@ impl<'a> Pending<'a> {
         std::mem::take(&mut self.record)
     }
 
+    /// The time spent so far in the proxy itself: all of it but the waits on the upstream.
+    fn overhead(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.upstream_wait)
+    }
+
     /// Counts the record in the metrics without writing it (see [`ProxyError::LogStoreStuck`]).
     fn count_only(&mut self) {
         let record = self.hand_on();
@@ -107,7 +112,7 @@ impl<'a> Pending<'a> {
 
     /// Writes the record of a request whose answer is ready (a whole one, or an error).
     async fn finish(&mut self) {
-        let overhead = self.started.elapsed().saturating_sub(self.upstream_wait);
+        let overhead = self.overhead();
         let mut record = self.hand_on();
         record.finished_ms = now_ms();
         record.overhead = overhead;
@@ -123,18 +128,19 @@ impl Drop for Pending<'_> {
         if self.handed_on {
             return;
         }
+        let overhead = self.overhead();
         let mut r = std::mem::take(&mut self.record);
         ended_early(&mut r, self.state.cutting_off(), "the answer");
         r.finished_ms = now_ms();
-        r.overhead = self.started.elapsed().saturating_sub(self.upstream_wait);
+        r.overhead = overhead;
         self.state.recorder.record_now(r);
     }
 }
 
-fn overhead_header(started: Instant, upstream_wait: Duration) -> header::HeaderValue {
+fn overhead_header(overhead: Duration) -> header::HeaderValue {
     // Written as the request log writes it: `format!("{:.3}")` of a float was 1% of a request.
     let mut ms = Vec::with_capacity(12);
-    crate::reqlog::millis3(&mut ms, started.elapsed().saturating_sub(upstream_wait));
+    crate::reqlog::millis3(&mut ms, overhead);
     header::HeaderValue::from_maybe_shared(bytes::Bytes::from(ms))
         .unwrap_or(header::HeaderValue::from_static("0"))
 }
@@ -239,8 +245,7 @@ async fn handle(
     pending: &mut Pending<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &state.settings;
-    let started = pending.started;
-    let deadline = started + settings.request_timeout;
+    let deadline = pending.started + settings.request_timeout;
     let Some(guard) = state.enter() else {
         return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
     };
@@ -286,7 +291,8 @@ async fn handle(
     if upstream_stream {
         pending.record.status = 200;
         let translator = state.provider.stream(&ctx);
-        pending.record.overhead = started.elapsed().saturating_sub(pending.upstream_wait);
+        let overhead = pending.overhead();
+        pending.record.overhead = overhead;
         let relay = SseRelay::new(
             upstream_body,
             translator,
@@ -300,7 +306,7 @@ async fn handle(
         headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
         headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
         headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
-        headers.insert("x-uniproxy-overhead-ms", overhead_header(started, pending.upstream_wait));
+        headers.insert("x-uniproxy-overhead-ms", overhead_header(overhead));
         return Ok(response);
     }
 
@@ -328,9 +334,7 @@ async fn handle(
         json_response(200, answer.body)
     };
     pending.record.status = 200;
-    response
-        .headers_mut()
-        .insert("x-uniproxy-overhead-ms", overhead_header(started, pending.upstream_wait));
+    response.headers_mut().insert("x-uniproxy-overhead-ms", overhead_header(pending.overhead()));
     pending.finish().await;
     Ok(response)
 }

@@ -84,11 +84,17 @@ impl RotatingFile {
         };
         if !same {
             self.file.flush()?;
-            self.file = create(&self.path)?;
-            let meta = self.file.metadata()?;
-            self.id = file_id(&meta);
-            self.written = meta.len();
+            self.reopen()?;
         }
+        Ok(())
+    }
+
+    /// Opens the file at its path (again), and takes its identity and length.
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file = create(&self.path)?;
+        let meta = self.file.metadata()?;
+        self.id = file_id(&meta);
+        self.written = meta.len();
         Ok(())
     }
 
@@ -108,10 +114,7 @@ impl RotatingFile {
             }
             std::fs::rename(&self.path, name(1))?;
         }
-        self.file = create(&self.path)?;
-        self.id = self.file.metadata().ok().as_ref().and_then(file_id);
-        self.written = 0;
-        Ok(())
+        self.reopen()
     }
 }
 
