@@ -27,8 +27,8 @@ use std::time::Duration;
 use serde::Serialize;
 use uniproxy_config::{Settings, Sources, load};
 use uniproxy_logstore::{
-    Entry, EntrySummary, LogStore, NewEntry, PruneReport, Query, ROW_OVERHEAD_BYTES, Retention,
-    StatsQuery, StoreError, StoreOptions,
+    Entry, EntrySummary, JsonLinesSpill, LogStore, PruneReport, Query, ROW_OVERHEAD_BYTES,
+    Retention, StatsQuery, StoreError, StoreOptions,
 };
 
 use args::{Command, Format};
@@ -59,6 +59,7 @@ COMMANDS:
     import       load the entries the proxy spilled while it could not write the
                  database [FILE (LOG_FILE_PATH + .spill.jsonl)]; entries already
                  stored are skipped, and the file is removed once all are stored
+                 (the proxy does this itself when the database works again)
 
 TIME is RFC 3339 (2025-01-31T12:00:00Z), a date (2025-01-31), unix milliseconds,
 or a DURATION ago. DURATION is 90s, 15m, 2h, 7d, 1w or a sum such as 1h30m.
@@ -829,15 +830,12 @@ fn prune(
     Ok(())
 }
 
-/// Entries stored per transaction by `import`.
-const IMPORT_BATCH: usize = 500;
-
 /// Loads the entries a spill file holds into the database (`file`, or the one the proxy
 /// spills to), skipping those already stored (by request id, among the stored entries
-/// received in the batch's time span: importing a file twice stores nothing twice). The
-/// proxy's own spill file is moved aside first, so that a running proxy spills into a new
-/// one meanwhile. The file is removed once every entry in it is stored; a line that is not an
-/// entry (the torn end of an interrupted write) is reported, and the file kept.
+/// received in the same span: importing a file twice stores nothing twice). The proxy's own
+/// spill file is moved aside first, so that a running proxy spills into a new one meanwhile.
+/// The file is removed once every entry in it is stored; a line that is not an entry (the
+/// torn end of an interrupted write) is reported, and the file kept.
 fn import(
     settings: &Settings,
     file: Option<PathBuf>,
@@ -847,151 +845,60 @@ fn import(
 ) -> Result<(), LogsError> {
     let live = crate::state::spill_path(settings);
     let path = file.unwrap_or_else(|| live.clone());
+    let nothing =
+        |out: &mut dyn Write| writeln!(out, "nothing to import: no file at {}", path.display());
     if !path.exists() {
-        writeln!(out, "nothing to import: no file at {}", path.display())?;
+        nothing(out)?;
         return Ok(());
     }
     let store = open(settings, false)?;
-    let aside = if path == live { move_aside(&path, now_ms)? } else { path.clone() };
-    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
-    let mut imported = Ok((0, 0, 0));
-    // A proxy spilling at the moment of the move finishes its write in the moved file: read
-    // it again (what is stored is skipped) until it has stopped growing.
-    loop {
-        let before = len(&aside);
-        let pass = import_from(&store, &aside, err);
-        imported = match (imported, pass) {
-            (Ok((stored, _, _)), Ok((more, present, unreadable))) => {
-                Ok((stored + more, present - stored.min(present), unreadable))
-            }
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        if imported.is_err() || len(&aside) == before {
-            break;
-        }
-    }
-    match &imported {
-        Ok((stored, present, unreadable)) => {
-            write!(out, "imported {stored} entries from {}", path.display())?;
-            if *present > 0 {
-                write!(out, "; {present} were stored already")?;
-            }
-            if *unreadable > 0 {
-                writeln!(out, "; {unreadable} unreadable lines, kept in {}", aside.display())?;
-            } else {
-                std::fs::remove_file(&aside).map_err(file_error("remove", &aside))?;
-                writeln!(out)?;
+    let aside = if path == live {
+        match JsonLinesSpill::new(&live).take(now_ms)? {
+            Some(aside) => aside,
+            // Taken by the proxy's own replay meanwhile.
+            None => {
+                nothing(out)?;
+                return Ok(());
             }
         }
-        Err(_) => writeln!(
-            err,
-            "uniproxy logs: the entries are in {0}; `uniproxy logs import {0}` stores the rest \
-             (entries already stored are skipped)",
-            aside.display()
-        )?,
-    }
-    imported.map(|_| ())
-}
-
-/// Moves `path` to a name of its own beside it (`.importing-MS`, `-2`, `-3`… when taken),
-/// never over another file: a hard link that fails on a taken name, then the unlink.
-fn move_aside(path: &Path, now_ms: i64) -> Result<PathBuf, LogsError> {
-    for n in 1..=1_000u32 {
-        let mut aside = path.as_os_str().to_owned();
-        aside.push(format!(".importing-{now_ms}"));
-        if n > 1 {
-            aside.push(format!("-{n}"));
-        }
-        let aside = PathBuf::from(aside);
-        match std::fs::hard_link(path, &aside) {
-            Ok(()) => {
-                std::fs::remove_file(path).map_err(file_error("move aside", path))?;
-                return Ok(aside);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(file_error("move aside", path)(e)),
-        }
-    }
-    Err(file_error("move aside", path)(io::Error::from(io::ErrorKind::AlreadyExists)))
-}
-
-/// The error of `action` (read, move aside, remove) failing on `path`, for `map_err`.
-fn file_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LogsError {
-    let path = path.to_owned();
-    move |source| LogsError::ImportFile { action, path, source }
-}
-
-/// [`import`]'s work on the file moved aside: (entries stored, entries stored already,
-/// unreadable lines).
-fn import_from(
-    store: &LogStore,
-    aside: &Path,
-    err: &mut dyn Write,
-) -> Result<(u64, u64, u64), LogsError> {
-    let file = File::open(aside).map_err(file_error("read", aside))?;
-    let (mut stored, mut present, mut unreadable) = (0u64, 0u64, 0u64);
-    let mut batch = Vec::with_capacity(IMPORT_BATCH);
-    let mut store_batch = |batch: &mut Vec<NewEntry>| -> Result<(), LogsError> {
-        let (fresh, known) = not_stored(store, std::mem::take(batch))?;
-        store.insert_batch(&fresh)?;
-        stored += fresh.len() as u64;
-        present += known as u64;
-        Ok(())
+    } else {
+        path.clone()
     };
-    for (n, line) in io::BufRead::lines(io::BufReader::new(file)).enumerate() {
-        let line = line.map_err(|e| file_error("read", aside)(e))?;
-        if line.trim().is_empty() {
-            continue;
+    let replayed = uniproxy_logstore::replay(&store, &aside, |line, e| {
+        let _ =
+            writeln!(err, "line {line} of {} is not a log entry ({e}); skipped", aside.display());
+    });
+    let report = match replayed {
+        Ok(report) => report,
+        Err(e) => {
+            writeln!(
+                err,
+                "uniproxy logs: the entries are in {0}; `uniproxy logs import {0}` stores the \
+                 rest (entries already stored are skipped)",
+                aside.display()
+            )?;
+            return Err(e.into());
         }
-        match serde_json::from_str::<NewEntry>(&line) {
-            Ok(entry) => batch.push(entry),
-            Err(e) => {
-                unreadable += 1;
-                writeln!(
-                    err,
-                    "line {} of {} is not a log entry ({e}); skipped",
-                    n + 1,
-                    aside.display()
-                )?;
-            }
-        }
-        if batch.len() == IMPORT_BATCH {
-            store_batch(&mut batch)?;
-        }
-    }
-    if !batch.is_empty() {
-        store_batch(&mut batch)?;
-    }
-    Ok((stored, present, unreadable))
-}
-
-/// The entries of `batch` whose request id is not stored yet, and how many were.
-fn not_stored(store: &LogStore, batch: Vec<NewEntry>) -> Result<(Vec<NewEntry>, usize), LogsError> {
-    let (Some(from), Some(to)) =
-        (batch.iter().map(|e| e.received_ms).min(), batch.iter().map(|e| e.received_ms).max())
-    else {
-        return Ok((batch, 0));
     };
-    let mut known = std::collections::HashSet::new();
-    let mut query = Query {
-        from_ms: Some(from),
-        to_ms: Some(to.saturating_add(1)),
-        limit: PAGE,
-        ..Query::default()
-    };
-    loop {
-        let page = store.list(&query)?;
-        known.extend(page.items.into_iter().map(|e| e.request_id));
-        match page.next_before_id {
-            Some(before) => query.before_id = Some(before),
-            None => break,
-        }
+    write!(out, "imported {} entries from {}", report.stored, path.display())?;
+    if report.already_stored > 0 {
+        write!(out, "; {} were stored already", report.already_stored)?;
     }
-    let total = batch.len();
-    let fresh: Vec<NewEntry> =
-        batch.into_iter().filter(|e| !known.contains(&e.request_id)).collect();
-    let present = total - fresh.len();
-    Ok((fresh, present))
+    if report.unreadable > 0 {
+        writeln!(out, "; {} unreadable lines, kept in {}", report.unreadable, aside.display())?;
+    } else {
+        match std::fs::remove_file(&aside) {
+            // Removed by the proxy's own replay of the same file meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            removed => removed.map_err(|source| LogsError::ImportFile {
+                action: "remove",
+                path: aside.clone(),
+                source,
+            })?,
+        }
+        writeln!(out)?;
+    }
+    Ok(())
 }
 
 /// What [`LogStore::prune`] would delete, counted without deleting: the same

@@ -83,6 +83,17 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A spill file could not be read, moved aside or listed (see [`replay`](crate::replay)).
+    #[error("cannot {action} the spill file {path}")]
+    SpillFile {
+        /// What failed: read, move aside, list.
+        action: &'static str,
+        /// The file, or for a listing its folder.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
     /// The operating system refused to start the writer thread.
     #[error("cannot start the log writer thread")]
     SpawnWriter(#[source] std::io::Error),

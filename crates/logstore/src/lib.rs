@@ -14,7 +14,9 @@
 //! - [`Writer`] is a thread that takes entries from a bounded queue through
 //!   [`WriterHandle`]s and writes them in batched transactions. When the
 //!   database cannot be written, it hands the batch to a [`Spill`] (such as
-//!   [`JsonLinesSpill`]) instead, so nothing is lost.
+//!   [`JsonLinesSpill`]) instead, so nothing is lost; [`replay`] stores a spill
+//!   file's entries once the database can take them (those stored already are
+//!   skipped, with [`LogStore::insert_missing`]).
 //! - [`redact_headers`] removes credentials from a header dump; the store
 //!   applies it to every entry before writing, except to [`Headers`] built
 //!   with [`HeadersBuilder`], which redacts as it writes.
@@ -76,7 +78,7 @@ pub use prune::{PruneReport, ROW_OVERHEAD_BYTES, Retention};
 pub use query::{Page, ParseStatusFilterError, Query, StatusFilter};
 pub use redact::{REDACTED, SECRET_HEADERS, is_secret_header, redact_headers};
 pub use schema::SCHEMA_VERSION;
-pub use spill::{JsonLinesSpill, Spill};
+pub use spill::{JsonLinesSpill, ReplayReport, Spill, replay};
 pub use stats::{Bucket, Percentiles, Stats, StatsQuery};
 pub use store::{LogStore, StoreOptions};
 pub use writer::{

@@ -1,10 +1,10 @@
 //! Where the writer puts entries the database cannot take.
 
-use std::fs::OpenOptions;
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::NewEntry;
+use crate::{LogStore, NewEntry, StoreError};
 
 /// A fallback destination for entries the database could not store.
 ///
@@ -47,6 +47,168 @@ impl JsonLinesSpill {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Moves the spill file to a name of its own beside it (`FILE.importing-MS`, with `-2`,
+    /// `-3`… when that is taken), so that a writer spilling meanwhile starts a new file and
+    /// the moved one can be [`replay`]ed alone. Never over another file: a hard link, which
+    /// fails on a taken name, then the unlink. `Ok(None)` when there is no file.
+    ///
+    /// A writer that opened the file before the move finishes its batch in the moved file,
+    /// which is why [`replay`] reads until the file stops growing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::SpillFile`] when the file cannot be moved.
+    pub fn take(&self, now_ms: i64) -> Result<Option<PathBuf>, StoreError> {
+        for n in 1..=1_000u32 {
+            let mut aside = self.path.as_os_str().to_owned();
+            aside.push(format!("{TAKEN}{now_ms}"));
+            if n > 1 {
+                aside.push(format!("-{n}"));
+            }
+            let aside = PathBuf::from(aside);
+            match std::fs::hard_link(&self.path, &aside) {
+                Ok(()) => {
+                    std::fs::remove_file(&self.path)
+                        .map_err(spill_file("move aside", &self.path))?;
+                    return Ok(Some(aside));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(spill_file("move aside", &self.path)(e)),
+            }
+        }
+        Err(spill_file("move aside", &self.path)(io::ErrorKind::AlreadyExists.into()))
+    }
+
+    /// The files [`take`](Self::take) moved aside that are still there, oldest first: a
+    /// replay that failed, was cut short, or found lines it could not read leaves its file.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::SpillFile`] when the folder cannot be read (a missing folder has no
+    /// files).
+    pub fn taken(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let Some(name) = self.path.file_name() else { return Ok(Vec::new()) };
+        let mut prefix = name.to_owned();
+        prefix.push(TAKEN);
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(spill_file("list", dir)(e)),
+        };
+        let mut taken = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(spill_file("list", dir))?;
+            if entry.file_name().as_encoded_bytes().starts_with(prefix.as_encoded_bytes()) {
+                taken.push(entry.path());
+            }
+        }
+        // The names differ only in the time (13 digits for a few centuries) and the `-N`.
+        taken.sort();
+        Ok(taken)
+    }
+}
+
+/// What [`JsonLinesSpill::take`] puts between the spill file's name and the time.
+const TAKEN: &str = ".importing-";
+
+/// What a [`replay`] did with a spill file.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Entries stored.
+    pub stored: u64,
+    /// Entries skipped because they were stored already (the file was replayed before).
+    pub already_stored: u64,
+    /// Lines that are not entries (the torn end of an interrupted write), each one passed
+    /// to the caller.
+    pub unreadable: u64,
+}
+
+/// Entries stored per transaction by [`replay`].
+const REPLAY_BATCH: usize = 500;
+
+/// Stores the entries of a spill file (one [`NewEntry`] a line, as [`JsonLinesSpill`] writes
+/// them) that `store` does not hold yet, 500 to a transaction, with
+/// [`LogStore::insert_missing`]: replaying a file twice, or two callers replaying it at once,
+/// stores each entry once. The file is read until it stops growing (see
+/// [`JsonLinesSpill::take`]). A line that is not an entry is counted and passed to
+/// `unreadable` with its number (from 1) and the parse error; the rest is stored. The file
+/// is left where it is: remove it once the report says every line was read.
+///
+/// # Errors
+///
+/// [`StoreError::SpillFile`] when the file cannot be read; the errors of
+/// [`LogStore::insert_missing`]. What was stored before the error stays stored.
+pub fn replay(
+    store: &LogStore,
+    path: &Path,
+    mut unreadable: impl FnMut(usize, &serde_json::Error),
+) -> Result<ReplayReport, StoreError> {
+    let read = || spill_file("read", path);
+    let size = || std::fs::metadata(path).map(|m| m.len()).map_err(read());
+    let mut report = ReplayReport::default();
+    let mut store_batch = |batch: &mut Vec<NewEntry>| -> Result<(), StoreError> {
+        let stored = store.insert_missing(batch)?;
+        report.stored += stored as u64;
+        report.already_stored += (batch.len() - stored) as u64;
+        batch.clear();
+        Ok(())
+    };
+    let mut batch = Vec::with_capacity(REPLAY_BATCH);
+    let (mut offset, mut line) = (0u64, 0usize);
+    let mut parse = |text: &[u8], line: usize, batch: &mut Vec<NewEntry>| {
+        match serde_json::from_slice::<NewEntry>(text) {
+            Ok(entry) => batch.push(entry),
+            Err(e) => {
+                report.unreadable += 1;
+                unreadable(line, &e);
+            }
+        }
+    };
+    // Whatever follows the last line break: a line still being written, or one cut off.
+    let mut tail = Vec::new();
+    loop {
+        let before = size()?;
+        let mut file = File::open(path).map_err(read())?;
+        file.seek(SeekFrom::Start(offset)).map_err(read())?;
+        let mut reader = BufReader::with_capacity(64 * 1024, file);
+        loop {
+            tail.clear();
+            let n = reader.read_until(b'\n', &mut tail).map_err(read())?;
+            if tail.last() != Some(&b'\n') {
+                break;
+            }
+            offset += n as u64;
+            line += 1;
+            if !tail.trim_ascii().is_empty() {
+                parse(&tail, line, &mut batch);
+            }
+            if batch.len() == REPLAY_BATCH {
+                store_batch(&mut batch)?;
+            }
+        }
+        if size()? == before {
+            break;
+        }
+    }
+    if !tail.trim_ascii().is_empty() {
+        parse(&tail, line + 1, &mut batch);
+    }
+    if !batch.is_empty() {
+        store_batch(&mut batch)?;
+    }
+    Ok(report)
+}
+
+/// The error of `action` failing on the spill file `path`, for `map_err`.
+fn spill_file(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::SpillFile { action, path, source }
 }
 
 impl Spill for JsonLinesSpill {
@@ -120,6 +282,76 @@ mod tests {
                 "",
             ]
         );
+    }
+
+    fn entry(id: &str, received_ms: i64) -> NewEntry {
+        NewEntry {
+            request_id: id.into(),
+            received_ms,
+            finished_ms: received_ms + 5,
+            status: 200,
+            client_request: format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"{id}"}}]}}"#
+            ),
+            ..NewEntry::default()
+        }
+    }
+
+    fn stored_ids(store: &LogStore) -> Vec<String> {
+        let page = store.list(&crate::Query::default()).unwrap();
+        let mut ids: Vec<String> = page.items.into_iter().map(|e| e.request_id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_taken_file_is_replayed_once_and_its_torn_line_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            LogStore::open(&dir.path().join("log.db"), crate::StoreOptions::default()).unwrap();
+        let mut spill = JsonLinesSpill::new(dir.path().join("proxy.log.spill.jsonl"));
+        assert_eq!(spill.take(7).unwrap(), None, "no file, nothing taken");
+        // "b" is stored already (the writer's batch went through after all).
+        store.insert(&entry("b", 1_000)).unwrap();
+        spill.spill(&[entry("a", 1_000), entry("b", 1_000)]).unwrap();
+        spill.spill(&[entry("c", 2_000)]).unwrap();
+        let mut text = std::fs::read(spill.path()).unwrap();
+        text.extend_from_slice(b"\n{\"request_id\":\"d\",\"recei");
+        std::fs::write(spill.path(), &text).unwrap();
+
+        let taken = spill.take(7).unwrap().unwrap();
+        assert_eq!(taken, dir.path().join("proxy.log.spill.jsonl.importing-7"));
+        assert!(!spill.path().exists(), "moved, not copied");
+        // The writer spills on into a new file; taking it at the same millisecond finds a name.
+        spill.spill(&[entry("e", 3_000)]).unwrap();
+        let second = spill.take(7).unwrap().unwrap();
+        assert_eq!(second, dir.path().join("proxy.log.spill.jsonl.importing-7-2"));
+        assert_eq!(spill.taken().unwrap(), [taken.clone(), second.clone()]);
+
+        let mut bad = Vec::new();
+        let report = replay(&store, &taken, |line, e| bad.push((line, e.is_eof()))).unwrap();
+        assert_eq!(report, ReplayReport { stored: 2, already_stored: 1, unreadable: 1 });
+        assert_eq!(bad, [(5, true)], "line 4 is blank; 5 is cut off");
+        assert_eq!(stored_ids(&store), ["a", "b", "c"]);
+        assert!(taken.exists(), "the caller removes it");
+
+        let again = replay(&store, &taken, |_, _| {}).unwrap();
+        assert_eq!(again, ReplayReport { stored: 0, already_stored: 3, unreadable: 1 });
+        assert_eq!(replay(&store, &second, |_, _| {}).unwrap().stored, 1);
+        assert_eq!(stored_ids(&store), ["a", "b", "c", "e"]);
+    }
+
+    #[test]
+    fn a_last_line_without_its_line_break_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open_in_memory().unwrap();
+        let path = dir.path().join("hand-made.jsonl");
+        let lines = [entry("a", 1), entry("b", 2)].map(|e| serde_json::to_string(&e).unwrap());
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let report = replay(&store, &path, |line, e| panic!("line {line}: {e}")).unwrap();
+        assert_eq!(report, ReplayReport { stored: 2, already_stored: 0, unreadable: 0 });
+        let missing = replay(&store, &dir.path().join("nope"), |_, _| {}).unwrap_err();
+        assert!(matches!(missing, StoreError::SpillFile { action: "read", .. }), "{missing:?}");
     }
 
     #[test]

@@ -227,6 +227,48 @@ impl LogStore {
         self.insert_batch_with(entries, || {})
     }
 
+    /// Stores the entries whose request id is not stored yet, in one transaction, and
+    /// returns how many it stored. An entry counts as stored when an entry with its request
+    /// id was received within the batch's time span (the earliest to the latest
+    /// `received_ms` of `entries`): the check reads that span of the time index, not the
+    /// whole table, and it runs inside the transaction, so two callers storing the same
+    /// entries at once store each of them once. Entries of one batch that share a request
+    /// id are all stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`LogStore::insert`]; on error nothing of the batch is stored.
+    pub fn insert_missing(&self, entries: &[NewEntry]) -> Result<usize, StoreError> {
+        let span = entries.iter().map(|e| e.received_ms);
+        let (Some(from), Some(to)) = (span.clone().min(), span.max()) else { return Ok(0) };
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("insert"))?;
+        let mut stored = std::collections::HashSet::new();
+        {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT request_id FROM requests WHERE received_ms BETWEEN ?1 AND ?2",
+                )
+                .map_err(sql("insert"))?;
+            let mut rows = select.query(params![from, to]).map_err(sql("insert"))?;
+            while let Some(row) = rows.next().map_err(sql("insert"))? {
+                stored.insert(row.get::<_, String>(0).map_err(sql("insert"))?);
+            }
+        }
+        let mut inserted = 0;
+        {
+            let mut statements = InsertStatements::prepare(&tx)?;
+            for entry in entries.iter().filter(|e| !stored.contains(&e.request_id)) {
+                statements.insert(entry)?;
+                inserted += 1;
+            }
+        }
+        tx.commit().map_err(sql("insert"))?;
+        Ok(inserted)
+    }
+
     /// [`insert_batch`](Self::insert_batch), calling `between` after each entry.
     pub(crate) fn insert_batch_with(
         &self,

@@ -154,6 +154,30 @@ fn an_upstream_request_of_the_clients_bytes_is_stored_once_and_read_whole() {
 }
 
 #[test]
+fn insert_missing_stores_what_the_batch_span_does_not_hold() {
+    let (_dir, store) = temp_store();
+    // Entries 1 and 3 are stored; the batch holds 0 to 4, and 2 twice.
+    store.insert_batch(&[entry(1), entry(3)]).unwrap();
+    let batch = [entry(0), entry(1), entry(2), entry(2), entry(3), entry(4)];
+    assert_eq!(store.insert_missing(&batch).unwrap(), 4, "0, 2 twice, 4");
+    assert_eq!(store.insert_missing(&batch).unwrap(), 0);
+    assert_eq!(store.insert_missing(&[]).unwrap(), 0);
+    assert_eq!(store.count().unwrap(), 6);
+    // The check reads the batch's time span only: an id stored at another time is another
+    // request (ids are the client's to choose when it sends one).
+    let mut later = entry(1);
+    later.received_ms += 3_600_000;
+    assert_eq!(store.insert_missing(&[later]).unwrap(), 1);
+    let ids: Vec<String> =
+        store.list(&Query::default()).unwrap().items.into_iter().map(|e| e.request_id).collect();
+    assert_eq!(
+        ids,
+        [1, 4, 3, 2, 2, 1, 0].map(|i| format!("chatcmpl-{i:06}")),
+        "newest first, each stored entry once"
+    );
+}
+
+#[test]
 fn list_filters_and_keyset_paging() {
     let (_dir, store) = temp_store();
     let mut batch = Vec::new();
