@@ -981,13 +981,13 @@ async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_
 }
 
 #[tokio::test]
-async fn entries_spilled_while_the_database_failed_come_back_with_logs_import() {
+async fn entries_spilled_while_the_database_failed_are_loaded_once_it_is_written_again() {
     let mock = MockUpstream::always(Reply::json(200, &completion("ANSWERED"))).await;
-    let mut settings = openai_settings(&mock);
     let launch = Launch { json_log: true, ..Launch::default() };
-    let mut proxy = Proxy::launch(settings.clone(), launch).await;
-    settings.database_path = proxy.database_path().to_owned();
-    settings.log_file_path = proxy.log_file_path().to_owned();
+    let mut proxy = Proxy::launch(openai_settings(&mock), launch).await;
+    let mut spill = proxy.log_file_path().as_os_str().to_owned();
+    spill.push(".spill.jsonl");
+    let spill = std::path::PathBuf::from(spill);
     // The database becomes unwritable (a directory where its file was); the spill works.
     let db = proxy.database_path().to_owned();
     make_unwritable(&db);
@@ -999,35 +999,38 @@ async fn entries_spilled_while_the_database_failed_come_back_with_logs_import() 
         assert!(Instant::now() < deadline, "not spilled");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(std::fs::read_to_string(&spill).unwrap().lines().count(), 3);
     // Logged within the watch's second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    // The database back: the next entry is written there, and the log says how to load the rest.
+    // The database back: the next entry is written there, and within the watch's second the
+    // spilled ones are loaded beside it and the spill file is gone.
     std::fs::remove_dir(&db).unwrap();
     assert_eq!(proxy.post("/v1/chat/completions", &chat_request("a", false)).await.status, 200);
+    // The writer makes the database again with its next batch.
     while proxy.get("/health").await.json()["log_store"]["written"] != 1 {
         assert!(Instant::now() < deadline + PATIENCE, "not written");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(proxy.entries(1).await.len(), 1);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    proxy.finish().await;
-    let log = std::fs::read_to_string(proxy.log_file_path()).unwrap();
-    assert!(log.contains("cannot write its database: records go to the spill file"), "{log}");
-    assert!(log.contains("`uniproxy logs import` loads what went to the spill file"), "{log}");
-
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = uniproxy::logs_cmd::run_with(
-        vec!["import".into()],
-        &settings,
-        &mut out,
-        &mut err,
-        &mut uniproxy::logs_cmd::Options::default(),
-    );
-    let (out, err) = (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap());
-    assert_eq!(code, std::process::ExitCode::SUCCESS, "{err}");
-    assert!(out.starts_with("imported 3 entries from "), "{out}");
     let entries = proxy.entries(4).await;
     assert_eq!(entries.len(), 4);
     assert!(entries.iter().all(|e| e.entry.response.contains("ANSWERED")));
+    let ids: std::collections::HashSet<_> = entries.iter().map(|e| &e.entry.request_id).collect();
+    assert_eq!(ids.len(), 4, "each request once");
+    while spill.exists() {
+        assert!(Instant::now() < deadline + PATIENCE, "the spill file is still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let folder = spill.parent().unwrap();
+    let left: Vec<_> = std::fs::read_dir(folder).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().contains(".spill.jsonl")), "{left:?}");
+    proxy.finish().await;
+    let log = std::fs::read_to_string(proxy.log_file_path()).unwrap();
+    assert!(log.contains("cannot write its database: records go to the spill file"), "{log}");
+    assert!(log.contains("the log store's database is written again"), "{log}");
+    assert!(
+        log.contains("loaded the log entries spilled while the database could not be written"),
+        "{log}"
+    );
+    assert!(log.contains(r#""already_stored":0,"stored":3"#), "{log}");
 }

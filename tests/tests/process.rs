@@ -260,37 +260,62 @@ async fn a_second_proxy_on_a_port_in_use_exits_1_and_the_first_keeps_serving() {
 }
 
 #[tokio::test]
-async fn entries_left_in_the_spill_file_are_pointed_out_at_start() {
+async fn entries_left_in_the_spill_files_are_loaded_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    // Left by an earlier run, written as the proxy's writer spills.
+    // Left by an earlier run, written as the proxy's writer spills: the spill file, and one
+    // an interrupted replay had moved aside, which holds an entry the database has already.
     let spill = dir.path().join("logs").join("proxy.log.spill.jsonl");
-    let entry = uniproxy_logstore::NewEntry {
-        request_id: "chatcmpl-1".into(),
+    let aside = dir.path().join("logs").join("proxy.log.spill.jsonl.importing-1738324800500");
+    let entry = |id: &str| uniproxy_logstore::NewEntry {
+        request_id: id.into(),
         received_ms: 1_738_324_800_000,
         finished_ms: 1_738_324_801_000,
         status: 200,
         ..uniproxy_logstore::NewEntry::default()
     };
-    uniproxy_logstore::Spill::spill(&mut uniproxy_logstore::JsonLinesSpill::new(&spill), &[entry])
+    let mut spilled = uniproxy_logstore::JsonLinesSpill::new(&spill);
+    uniproxy_logstore::Spill::spill(&mut spilled, &[entry("chatcmpl-1"), entry("chatcmpl-2")])
         .unwrap();
+    uniproxy_logstore::Spill::spill(
+        &mut uniproxy_logstore::JsonLinesSpill::new(&aside),
+        &[entry("chatcmpl-0"), entry("chatcmpl-1")],
+    )
+    .unwrap();
+    let db = dir.path().join("proxy.db");
+    let store =
+        uniproxy_logstore::LogStore::open(&db, uniproxy_logstore::StoreOptions::default()).unwrap();
+    store.insert(&entry("chatcmpl-0")).unwrap();
+    drop(store);
+
     let port = free_port().await.to_string();
     let env = [("HOST", "127.0.0.1"), ("PORT", port.as_str())];
     let child = command(dir.path(), &env).stderr(Stdio::piped()).spawn().unwrap();
     let mut child = KillOnDrop(child);
-    let addr: SocketAddr = ([127, 0, 0, 1], port.parse().unwrap()).into();
     let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(addr).await.is_err() {
+    while spill.exists() || aside.exists() {
         assert!(child.0.try_wait().unwrap().is_none(), "the proxy exited");
-        assert!(Instant::now() < deadline, "the proxy did not start");
+        assert!(Instant::now() < deadline, "the spill files are still there");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let options = uniproxy_logstore::StoreOptions { read_only: true, ..Default::default() };
+    let store = uniproxy_logstore::LogStore::open(&db, options).unwrap();
+    let page = store.list(&uniproxy_logstore::Query::default()).unwrap();
+    let mut ids: Vec<_> = page.items.into_iter().map(|e| e.request_id).collect();
+    ids.sort();
+    assert_eq!(ids, ["chatcmpl-0", "chatcmpl-1", "chatcmpl-2"], "each entry once");
     // SIGTERM, so that the buffered stderr is written before the exit.
     let pid = child.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(wait_exit(&mut child.0, PATIENCE).await.success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("wait in the spill file"), "{stderr}");
-    assert!(stderr.contains("`uniproxy logs import` loads them"), "{stderr}");
-    assert!(stderr.contains(&spill.display().to_string()), "{stderr}");
+    let loaded: Vec<&str> =
+        stderr.lines().filter(|l| l.contains("loaded the log entries spilled")).collect();
+    assert_eq!(loaded.len(), 2, "{stderr}");
+    // The file set aside first (chatcmpl-0 stored already), then the spill file (chatcmpl-1
+    // loaded from the first).
+    for (line, file) in loaded.iter().zip([&aside, &spill]) {
+        assert!(line.contains("stored: 1") && line.contains("already_stored: 1"), "{line}");
+        assert!(line.contains(&format!("file: {}", file.display())), "{line}");
+    }
 }

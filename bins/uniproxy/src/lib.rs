@@ -160,10 +160,14 @@ const STORE_WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Logs the log store's changes of state, which `/health` shows too: its database failing
 /// (records go to the spill file), nothing writable at all (records wait in memory, and chat
-/// requests are refused once the queue is full), and each recovery.
+/// requests are refused once the queue is full), and each recovery. What was spilled is
+/// loaded into the database at start and whenever the database is written again
+/// ([`SpillReplay`]).
 async fn watch_store(state: Arc<AppState>) {
     let spill = state::spill_path(&state.settings).display().to_string();
     let (mut db_ok, mut stalled) = (true, false);
+    let mut replay = SpillReplay::default();
+    replay.request(&state);
     loop {
         tokio::time::sleep(STORE_WATCH_EVERY).await;
         let Some(s) = state.recorder.store_stats() else { return };
@@ -180,16 +184,120 @@ async fn watch_store(state: Arc<AppState>) {
             error!(state.log, "the log store cannot write its database: records go to the spill \
                 file until it can"; "error" => cause, "spill" => &spill);
         } else if s.db_ok && !db_ok {
-            if s.spilled > 0 {
-                info!(state.log, "the log store's database is written again; \
-                    `uniproxy logs import` loads what went to the spill file meanwhile";
-                    "spill" => &spill, "spilled" => s.spilled, "written" => s.written);
-            } else {
-                info!(state.log, "the log store's database is written again"; "written" => s.written);
-            }
+            info!(state.log, "the log store's database is written again";
+                "written" => s.written, "spilled" => s.spilled);
+            replay.request(&state);
         }
+        replay.poll(&state);
         (db_ok, stalled) = (s.db_ok, s.stalled);
     }
+}
+
+/// Loads the entries the log store spilled into its database, on a thread of its own (it is
+/// blocking I/O, and a large file takes a while): the spill file, moved aside first so the
+/// writer starts a new one, and any file an earlier replay left (one that failed, was cut
+/// off by a restart, or found a line it could not read). Entries stored already are
+/// skipped, so a file read twice stores nothing twice. One replay at a time: one asked for
+/// while another runs starts when it ends.
+#[derive(Default)]
+struct SpillReplay {
+    running: Option<std::thread::JoinHandle<()>>,
+    again: bool,
+}
+
+impl SpillReplay {
+    /// Starts a replay now, or once the running one ends.
+    fn request(&mut self, state: &AppState) {
+        self.again = true;
+        self.poll(state);
+    }
+
+    /// Reaps an ended replay and starts the one asked for since.
+    fn poll(&mut self, state: &AppState) {
+        if self.running.as_ref().is_some_and(|t| !t.is_finished()) || !self.again {
+            return;
+        }
+        self.running = None;
+        self.again = false;
+        let Some(store) = state.recorder.db().cloned() else { return };
+        let spill = uniproxy_logstore::JsonLinesSpill::new(state::spill_path(&state.settings));
+        let log = state.log.clone();
+        match std::thread::Builder::new()
+            .name("spill-replay".into())
+            .spawn(move || replay_spill(&store, &spill, &log))
+        {
+            Ok(thread) => self.running = Some(thread),
+            Err(e) => {
+                warn!(state.log, "cannot start the thread that loads spilled log entries; \
+                    it is tried again when the database recovers"; "error" => %e);
+            }
+        }
+    }
+}
+
+/// [`SpillReplay`]'s work.
+fn replay_spill(
+    store: &uniproxy_logstore::LogStore,
+    spill: &uniproxy_logstore::JsonLinesSpill,
+    log: &slog::Logger,
+) {
+    let shown = spill.path().display().to_string();
+    let mut files = match spill.taken() {
+        Ok(files) => files,
+        Err(e) => {
+            warn!(log, "cannot look for spill files left by an earlier replay"; "error" => %e);
+            Vec::new()
+        }
+    };
+    match spill.take(record::now_ms()) {
+        Ok(taken) => files.extend(taken),
+        Err(e) => warn!(log, "cannot move the spill file aside to load it"; "spill" => &shown,
+            "error" => %e),
+    }
+    for file in files {
+        let file_shown = file.display().to_string();
+        let replayed = uniproxy_logstore::replay(store, &file, |line, e| {
+            warn!(log, "a line of a spill file is not a log entry (an interrupted write); skipped";
+                "file" => &file_shown, "line" => line, "error" => %e);
+        });
+        match replayed {
+            Ok(r) if r.unreadable == 0 => {
+                let removed = match std::fs::remove_file(&file) {
+                    // `uniproxy logs import` loaded the same file meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    removed => removed,
+                };
+                info!(log, "loaded the log entries spilled while the database could not be written";
+                    "stored" => r.stored, "already_stored" => r.already_stored, "file" => &file_shown);
+                if let Err(e) = removed {
+                    warn!(log, "cannot remove a loaded spill file; loading it again stores \
+                        nothing twice"; "file" => &file_shown, "error" => %e);
+                }
+            }
+            Ok(r) => warn!(log, "loaded the spilled log entries that could be read; the file is \
+                kept for the lines that could not"; "stored" => r.stored,
+                "already_stored" => r.already_stored, "unreadable" => r.unreadable,
+                "file" => &file_shown),
+            Err(e) => {
+                error!(log, "loading spilled log entries failed; they stay in the file, to be \
+                    loaded when the database is written again, at the next start, or by \
+                    `uniproxy logs import FILE`"; "file" => &file_shown, "error" => %error_chain(&e));
+                return;
+            }
+        }
+    }
+}
+
+/// An error and its causes, on one line (`what failed: why: why that`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// How often old log entries are pruned.

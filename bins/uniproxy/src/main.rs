@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use slog::{info, warn};
-use uniproxy::{AppState, logging, serve_with};
+use uniproxy::{AppState, error_chain, logging, serve_with};
 use uniproxy_config::{Sources, load};
 
 /// mimalloc's per-thread heaps: request buffers are allocated on the runtime's threads and
@@ -85,13 +85,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Entries a previous run could not store are in the spill file until someone loads them.
-    let spill = uniproxy::state::spill_path(&state.settings);
-    if let Some(meta) = std::fs::metadata(&spill).ok().filter(|m| m.len() > 0) {
-        warn!(log, "entries that a run could not store in the database wait in the spill file; \
-            `uniproxy logs import` loads them"; "spill" => spill.display().to_string(),
-            "bytes" => meta.len());
-    }
     // Thread-per-core, like nginx's workers: one current-thread runtime per core, each
     // accepting on its own socket for the port (the kernel spreads connections over them: see
     // `listen`; the first socket is the main thread's), each with its own upstream connection
@@ -198,18 +191,6 @@ fn main() -> ExitCode {
     state.recorder.shutdown();
     drop(state);
     code
-}
-
-/// An error and its causes, for a one-line message.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn bad_usage(message: &str) -> ExitCode {
