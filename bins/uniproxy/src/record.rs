@@ -213,10 +213,11 @@ impl RequestRecord {
     }
 }
 
-/// How many records that cannot wait (a stream's, when the client left before its end) may
-/// wait for room in the request log's queue off the runtime before the recorder waits in
-/// place.
-const MAX_WAITING_SENDS: usize = 32;
+/// How many bytes of bodies the records that cannot wait (their request was dropped: the
+/// client left) may hold while they wait for room in the request log's queue, handed to its
+/// porter thread; past that, the recorder waits in place (see [`Queue::now`]). The log store's
+/// own queue is 64 MiB.
+const OVERFLOW_BYTES: usize = 64 << 20;
 
 /// How many finished requests may wait for the request log's thread. It takes them every few
 /// milliseconds (about 50 at 25,000 requests/s), and records carry their bodies: 256 of
@@ -270,7 +271,7 @@ impl Recorder {
             .name("request-log".into())
             .spawn(move || crate::reqlog::run(&mut rx, sink))?;
         Ok(Recorder {
-            queue: Queue { tx, waiting: Arc::default(), log: logs.logger.clone() },
+            queue: Queue::new(tx, OVERFLOW_BYTES, logs.logger.clone())?,
             log: logs.logger,
             thread: Mutex::new(Some(thread)),
             db,
@@ -338,7 +339,8 @@ impl Recorder {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         if let Some(thread) = thread {
-            // Queued behind every record sent so far.
+            // Records the porter holds go first; then the stop, queued behind every record.
+            self.queue.overflow.close(&self.log);
             if block_on(self.queue.tx.send(Msg::Stop)).is_ok() && thread.join().is_err() {
                 error!(self.log, "the request log's thread panicked");
             }
@@ -376,9 +378,9 @@ impl Recorder {
 
     /// Writes the record, for a caller that cannot wait at all (a request dropped before its
     /// end: a stream's body, or a request's future whose client hung up). When the queue is
-    /// full, the record waits for room off the runtime's threads while few do; past that,
-    /// right here: the proxy then slows to what the disk can take, rather than growing memory
-    /// without bound or dropping the record.
+    /// full, the record waits for room off the runtime's threads, up to 64 MiB of such
+    /// records; past that, right here: the proxy then slows to what the disk can take, rather
+    /// than growing memory without bound or dropping the record.
     pub fn record_now(&self, r: RequestRecord) {
         self.observe(&r);
         self.queue.now(Msg::Record(Box::new(r)));
@@ -424,33 +426,102 @@ impl Recorder {
 #[derive(Clone)]
 struct Queue {
     tx: mpsc::Sender<Msg>,
-    /// Records waiting for room in the queue in `spawn_blocking`.
-    waiting: Arc<AtomicUsize>,
+    /// Where records that cannot wait go when the queue is full.
+    overflow: Arc<Overflow>,
     log: Logger,
 }
 
 impl Queue {
-    /// Queues `msg` without waiting in a task, as [`Recorder::record_now`] says.
+    /// The queue `tx`, with a porter thread for up to `overflow_bytes` of records that cannot
+    /// wait.
+    fn new(tx: mpsc::Sender<Msg>, overflow_bytes: usize, log: Logger) -> std::io::Result<Self> {
+        let overflow = Overflow::start(tx.clone(), overflow_bytes, log.clone())?;
+        Ok(Queue { tx, overflow: Arc::new(overflow), log })
+    }
+
+    /// Queues `msg` without waiting in a task, as [`Recorder::record_now`] says: at once when
+    /// there is room; else handed to the porter thread, which waits for room for each record
+    /// in turn, unless the records it holds would pass their byte budget; else right here, on
+    /// the caller's thread (a runtime thread, whose other connections wait with it: the last
+    /// resort, when the disk cannot keep up with clients that keep leaving).
     fn now(&self, msg: Msg) {
-        match self.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(msg)) => {
-                let tx = self.tx.clone();
-                let waiting = self.waiting.clone();
-                let log = self.log.clone();
-                let send = move || {
-                    if let Err(e) = block_on(tx.send(msg)) {
+        let msg = match self.tx.try_send(msg) {
+            Ok(()) => return,
+            Err(TrySendError::Closed(msg)) => return lost(&self.log, msg),
+            Err(TrySendError::Full(msg)) => match self.overflow.hand(msg) {
+                Ok(()) => return,
+                Err(msg) => msg,
+            },
+        };
+        if let Err(e) = block_on(self.tx.send(msg)) {
+            lost(&self.log, e.0);
+        }
+    }
+}
+
+/// Records that could not wait for room in the request log's queue (their request was
+/// dropped), in the order they came, and the porter thread that waits for room for each.
+/// Waiting on a thread of its own, they hold up neither a runtime thread nor a thread of the
+/// blocking pool.
+struct Overflow {
+    /// To the porter; `None` once [`close`](Self::close)d.
+    tx: Mutex<Option<std::sync::mpsc::Sender<(Msg, usize)>>>,
+    porter: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Bytes of bodies the porter holds, and how many it may.
+    held: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl Overflow {
+    fn start(queue: mpsc::Sender<Msg>, budget: usize, log: Logger) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<(Msg, usize)>();
+        let held = Arc::new(AtomicUsize::new(0));
+        let porter = {
+            let held = held.clone();
+            std::thread::Builder::new().name("request-log-wait".into()).spawn(move || {
+                for (msg, bytes) in rx {
+                    if let Err(e) = block_on(queue.send(msg)) {
                         lost(&log, e.0);
                     }
-                    waiting.fetch_sub(1, Ordering::AcqRel);
-                };
-                let before = self.waiting.fetch_add(1, Ordering::AcqRel);
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) if before < MAX_WAITING_SENDS => drop(rt.spawn_blocking(send)),
-                    _ => send(),
+                    held.fetch_sub(bytes, Ordering::AcqRel);
                 }
+            })?
+        };
+        Ok(Overflow { tx: Mutex::new(Some(tx)), porter: Mutex::new(Some(porter)), held, budget })
+    }
+
+    /// Gives `msg` to the porter, or gives it back when the porter holds its budget already
+    /// (one record is always taken) or has stopped.
+    fn hand(&self, msg: Msg) -> Result<(), Msg> {
+        let bytes = msg.body_bytes();
+        let before = self.held.fetch_add(bytes, Ordering::AcqRel);
+        let tx = self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let handed = match tx.as_ref() {
+            Some(tx) if before == 0 || before + bytes <= self.budget => {
+                tx.send((msg, bytes)).map_err(|e| e.0.0)
             }
-            Err(TrySendError::Closed(msg)) => lost(&self.log, msg),
+            _ => Err(msg),
+        };
+        if handed.is_err() {
+            self.held.fetch_sub(bytes, Ordering::AcqRel);
+        }
+        handed
+    }
+
+    /// Bytes of bodies the porter holds.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Stops taking records and waits until the porter has queued every one it holds.
+    fn close(&self, log: &Logger) {
+        drop(self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        let porter = self.porter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(porter) = porter
+            && porter.join().is_err()
+        {
+            error!(log, "the request log's waiting thread panicked");
         }
     }
 }
@@ -528,10 +599,15 @@ mod tests {
     impl Recorder {
         /// A recorder whose queue is `tx`, no thread behind it: the test takes the records.
         fn over(tx: mpsc::Sender<Msg>) -> Self {
+            Recorder::over_with(tx, OVERFLOW_BYTES)
+        }
+
+        /// [`over`](Self::over), its porter holding up to `overflow_bytes`.
+        fn over_with(tx: mpsc::Sender<Msg>, overflow_bytes: usize) -> Self {
             let metrics = Metrics::new("mock", Arc::default(), None);
             let log = Logger::root(slog::Discard, slog::o!());
             Recorder {
-                queue: Queue { tx, waiting: Arc::default(), log: log.clone() },
+                queue: Queue::new(tx, overflow_bytes, log.clone()).unwrap(),
                 log,
                 thread: Mutex::new(None),
                 store: None,
@@ -563,22 +639,11 @@ mod tests {
     }
 
     /// With the queue full, every request that ends waits in its own task: none takes a
-    /// blocking thread or parks the runtime's (past 32 waiting, the old recorder waited in
-    /// place, and the runtime thread's other connections with it). Room goes to them in the
+    /// blocking thread or parks the runtime's. Room goes to them in the
     /// order they came, and a request cancelled while it waits still gets its record queued.
     #[test]
     fn a_full_queue_holds_up_only_the_requests_that_end() {
-        // On its own thread, watched: a recorder that parks the runtime thread would hang it.
-        let (done_tx, done) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            full_queue_scenario();
-            let _ = done_tx.send(());
-        });
-        match done.recv_timeout(Duration::from_secs(30)) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the runtime thread hung"),
-            // Ended: either done, or the scenario panicked (its assertion is in the output).
-            r => r.expect("the scenario failed"),
-        }
+        watched(full_queue_scenario);
     }
 
     fn full_queue_scenario() {
@@ -608,11 +673,7 @@ mod tests {
             };
             ticker.await.unwrap();
             assert_eq!(ticks.load(Ordering::Relaxed), 5);
-            assert_eq!(
-                recorder.queue.waiting.load(Ordering::Relaxed),
-                0,
-                "no blocking thread waits"
-            );
+            assert_eq!(recorder.queue.overflow.held(), 0, "each waits in its own task");
             assert!(waiting.iter().all(|w| !w.is_finished()));
 
             // One of them is cancelled while it waits (its client left).
@@ -698,24 +759,111 @@ mod tests {
         assert_eq!(taker.join().unwrap(), ["a", "b"], "the waiting record was lost");
     }
 
-    /// A record that cannot wait at all (a stream's body dropped before its end) is queued off
-    /// the runtime's threads when the queue is full, and arrives once there is room.
-    #[test]
-    fn a_record_that_cannot_wait_is_queued_once_there_is_room() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (tx, mut rx) = mpsc::channel(1);
-        let recorder = Recorder::over(tx);
-        rt.block_on(async {
-            recorder.record_now(record_of("a"));
-            recorder.record_now(record_of("b"));
-            assert_eq!(
-                recorder.queue.waiting.load(Ordering::Relaxed),
-                1,
-                "b waits off the runtime"
-            );
-            let ids = drained(&mut rx, 2).await;
-            assert_eq!(ids, ["a", "b"]);
+    /// Runs `scenario` on a thread of its own, watched: a recorder that parks the thread it
+    /// is called on hangs the scenario, and fails the test after 30 s instead of hanging it.
+    fn watched(scenario: impl FnOnce() + Send + 'static) {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            scenario();
+            let _ = done_tx.send(());
         });
+        match done.recv_timeout(Duration::from_secs(30)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the scenario hung"),
+            // Ended: either done, or the scenario panicked (its assertion is in the output).
+            r => r.expect("the scenario failed"),
+        }
+    }
+
+    fn record_with_body(id: &str, bytes: usize) -> RequestRecord {
+        RequestRecord { client_request: Bytes::from(vec![b' '; bytes]), ..record_of(id) }
+    }
+
+    /// Records that cannot wait at all (their request was dropped: the client left) wait for
+    /// room off the runtime's threads when the queue is full, however many (the recorder
+    /// before waited in place past 32, holding up the runtime thread's other connections),
+    /// and arrive in the order they came once there is room.
+    #[test]
+    fn records_that_cannot_wait_are_queued_off_the_runtime_once_there_is_room() {
+        watched(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (tx, mut rx) = mpsc::channel(1);
+            let recorder = Recorder::over(tx);
+            rt.block_on(async {
+                for i in 0..100 {
+                    recorder.record_now(record_with_body(&format!("r{i}"), 10));
+                }
+                assert_eq!(recorder.queue.overflow.held(), 990, "99 wait with the porter");
+                // The runtime thread still runs its other tasks.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let ids = drained(&mut rx, 100).await;
+                let expected: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+                assert_eq!(ids, expected, "every record, first come first served");
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while recorder.queue.overflow.held() > 0 {
+                    assert!(std::time::Instant::now() < deadline, "the porter's count");
+                    tokio::task::yield_now().await;
+                }
+            });
+        });
+    }
+
+    /// Past its byte budget the porter takes no more, and the record waits where it is (one
+    /// record is always taken, whatever it weighs); at shutdown the porter's records are
+    /// queued before the stop.
+    #[test]
+    fn past_the_porters_budget_a_record_waits_in_place() {
+        watched(past_the_budget_scenario);
+    }
+
+    fn past_the_budget_scenario() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let recorder = Arc::new(Recorder::over_with(tx, 100));
+        recorder.record_now(record_with_body("a", 10));
+        recorder.record_now(record_with_body("b", 500));
+        assert_eq!(recorder.queue.overflow.held(), 500, "the first to wait is taken");
+        let sent = Arc::new(AtomicUsize::new(0));
+        let waiter = {
+            let (recorder, sent) = (recorder.clone(), sent.clone());
+            std::thread::spawn(move || {
+                recorder.record_now(record_with_body("c", 10));
+                sent.store(1, Ordering::SeqCst);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(sent.load(Ordering::SeqCst), 0, "c waits in place");
+        let mut ids = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ids.len() < 3 && std::time::Instant::now() < deadline {
+            if let Ok(Msg::Record(r)) = rx.try_recv() {
+                ids.push(r.request_id);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        waiter.join().unwrap();
+        assert_eq!(ids, ["a", "b", "c"]);
+
+        // Shutdown: the porter's record goes before the stop.
+        recorder.record_now(record_of("d"));
+        recorder.record_now(record_with_body("e", 10));
+        assert_eq!(recorder.queue.overflow.held(), 10);
+        let taker = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Msg::Record(r) => got.push(r.request_id),
+                    Msg::Stop => {
+                        got.push("stop".into());
+                        break;
+                    }
+                }
+            }
+            got
+        });
+        recorder.queue.overflow.close(&recorder.log);
+        block_on(recorder.queue.tx.send(Msg::Stop)).unwrap();
+        assert_eq!(taker.join().unwrap(), ["d", "e", "stop"]);
+        // Closed: a record that cannot wait now waits in place.
+        assert!(recorder.queue.overflow.hand(Msg::Stop).is_err());
     }
 
     #[test]

@@ -42,6 +42,22 @@ pub(crate) enum Msg {
     Stop,
 }
 
+impl Msg {
+    /// The bytes of the bodies a record holds: what it weighs while it waits.
+    pub(crate) fn body_bytes(&self) -> usize {
+        match self {
+            Msg::Record(r) => {
+                r.client_request.len()
+                    + r.upstream_request.len()
+                    + r.response.len()
+                    + r.upstream_changes.as_ref().map_or(0, bytes::Bytes::len)
+                    + r.raw_chunks.as_ref().map_or(0, bytes::Bytes::len)
+            }
+            Msg::Stop => 0,
+        }
+    }
+}
+
 /// Where the thread writes.
 pub(crate) struct Sink {
     pub log: Logger,
