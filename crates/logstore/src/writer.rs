@@ -339,6 +339,7 @@ impl WriterHandle {
 pub struct Writer {
     handle: WriterHandle,
     thread: Option<JoinHandle<Vec<NewEntry>>>,
+    shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Writer {
@@ -380,7 +381,30 @@ impl Writer {
             .name(String::from("logstore-writer"))
             .spawn(move || worker.run(&rx))
             .map_err(StoreError::SpawnWriter)?;
-        Ok(Writer { handle: WriterHandle { tx, shared }, thread: Some(thread) })
+        Ok(Writer {
+            handle: WriterHandle { tx, shared },
+            thread: Some(thread),
+            shutdown_timeout: options.shutdown_timeout,
+        })
+    }
+
+    /// [`WriterOptions::shutdown_timeout`]: how long, once closed, the writer retries a batch
+    /// that neither the database nor the spill accepts.
+    #[must_use]
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// Closes the queue without waiting for the thread, as [`shutdown`](Self::shutdown)
+    /// begins by doing: later sends fail and give their entry back, and a send waiting for
+    /// room returns (its entry given back, or taken). The thread goes on with what is queued,
+    /// retrying a batch that nothing accepts for the shutdown timeout, then handing it back;
+    /// `shutdown` joins it and reports what it could not write. For a caller whose own sender
+    /// waits on a writer that can write nowhere (a full disk), so that the sender can finish.
+    pub fn close(&self) {
+        self.handle.shared.closed.store(true, Ordering::SeqCst);
+        // Wake the thread if it waits for a first entry (a full queue means it is busy).
+        let _ = self.handle.tx.try_send(None);
     }
 
     /// A sender for this writer.

@@ -350,6 +350,43 @@ fn a_writer_that_can_write_nowhere_says_it_is_stuck_once_its_queue_is_full() {
 }
 
 #[test]
+fn close_lets_a_sender_waiting_on_a_stuck_writer_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = FlakySpill::failing(usize::MAX);
+    let options = WriterOptions {
+        queue_capacity: 2,
+        batch_max: 1,
+        shutdown_timeout: Duration::from_millis(100),
+        ..options()
+    };
+    let writer = Writer::spawn(read_only_store(dir.path()), Box::new(spill), options).unwrap();
+    assert_eq!(writer.shutdown_timeout(), Duration::from_millis(100));
+    let handle = writer.handle();
+    handle.try_send(entry(0)).unwrap();
+    assert!(wait_until(WAIT, || writer.stats().stalled), "{:?}", writer.stats());
+    handle.try_send(entry(1)).unwrap();
+    handle.try_send(entry(2)).unwrap();
+    // A blocking sender (a thread that may wait) now waits for room that never comes.
+    let waiting = {
+        let handle = handle.clone();
+        std::thread::spawn(move || handle.send(entry(3)))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!waiting.is_finished(), "it waits for room");
+    writer.close();
+    assert!(wait_until(WAIT, || waiting.is_finished()), "the sender still waits");
+    // It returns: its entry given back, or taken once the writer, closed, handed the batch in
+    // hand back and made room.
+    let given_back = waiting.join().unwrap().err().map(|e| e.0.request_id);
+    assert!(matches!(handle.try_send(entry(4)), Err(TrySendError::Closed(_))));
+    let report = writer.shutdown().unwrap();
+    let mut ids: Vec<String> = report.unwritten.into_iter().map(|e| e.request_id).collect();
+    ids.extend(given_back);
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2, 3].map(|i| entry(i).request_id), "every entry comes back once");
+}
+
+#[test]
 fn shutdown_hands_back_what_nobody_took() {
     let dir = tempfile::tempdir().unwrap();
     let spill = FlakySpill::failing(usize::MAX);
