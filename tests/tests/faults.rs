@@ -909,24 +909,36 @@ fn make_unwritable(db: &std::path::Path) {
     std::fs::create_dir(db).unwrap();
 }
 
-#[tokio::test]
-async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_no_record() {
-    let mock = MockUpstream::always(Reply::json(200, &completion("ANSWERED"))).await;
-    // A small queue, so that it fills within a few requests.
+/// A proxy whose log store has a small queue (four entries, batches of one), so that it fills
+/// within a few requests, and a writer that retries for `shutdown_timeout` at shutdown.
+async fn proxy_with_a_small_store_queue(mock: &MockUpstream, shutdown_timeout: Duration) -> Proxy {
     let writer = uniproxy_logstore::WriterOptions {
         queue_capacity: 4,
         batch_max: 1,
+        shutdown_timeout,
         ..uniproxy_logstore::WriterOptions::default()
     };
     let launch = Launch { json_log: true, writer: Some(writer), ..Launch::default() };
-    let mut proxy = Proxy::launch(openai_settings(&mock), launch).await;
-    // "The disk is full": nothing can be written where the database and the spill file go.
-    let db = proxy.database_path().to_owned();
+    Proxy::launch(openai_settings(mock), launch).await
+}
+
+/// "The disk is full": nothing can be written where the database and the spill file go (a
+/// folder at each path). Returns the spill file's path.
+fn fill_the_disk(proxy: &Proxy) -> std::path::PathBuf {
     let mut spill = proxy.log_file_path().as_os_str().to_owned();
     spill.push(".spill.jsonl");
     let spill = std::path::PathBuf::from(spill);
-    make_unwritable(&db);
+    make_unwritable(proxy.database_path());
     std::fs::create_dir(&spill).unwrap();
+    spill
+}
+
+#[tokio::test]
+async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_no_record() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ANSWERED"))).await;
+    let mut proxy = proxy_with_a_small_store_queue(&mock, Duration::from_secs(10)).await;
+    let db = proxy.database_path().to_owned();
+    let spill = fill_the_disk(&proxy);
 
     // Answered while the queues take the records; then turned away before the upstream.
     let path = "/v1/chat/completions";
@@ -981,6 +993,50 @@ async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_
 }
 
 #[tokio::test]
+async fn a_shutdown_on_a_full_disk_ends_and_logs_the_records_it_could_not_store() {
+    // Slow answers, so that requests taken before the store got stuck end after it did.
+    let reply = Reply::json(200, &completion("ANSWERED")).after(Duration::from_millis(300));
+    let mock = MockUpstream::always(reply).await;
+    let mut proxy = proxy_with_a_small_store_queue(&mock, Duration::from_millis(300)).await;
+    fill_the_disk(&proxy);
+    // Twelve at once: the store's queue takes four and the batch in hand one, the request
+    // log's thread waits on it with the sixth, and the rest wait in the request log's queue.
+    let requests: Vec<_> = (0..12)
+        .map(|_| {
+            let request = post_request("/v1/chat/completions", &chat_request("a", false));
+            tokio::spawn(send(proxy.addr, request))
+        })
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    while proxy.get("/health").await.json()["log_store"]["state"] != "stalled" {
+        assert!(Instant::now() < deadline, "the store did not stall");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The disk stays full. SIGTERM: the proxy stops within its bounds instead of waiting
+    // for room for good, and the records it could not keep are in its log, whole.
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), proxy.finish()).await.expect("shutdown hung");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    for r in requests {
+        assert_eq!(r.await.unwrap().status, 200, "taken before the store stalled");
+    }
+    let log = std::fs::read_to_string(proxy.log_file_path()).unwrap();
+    let mut ids: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains(r#""msg":"log entry not stored""#))
+        .map(|l| {
+            let line: Value = serde_json::from_str(l).unwrap();
+            let entry: Value = serde_json::from_str(line["entry"].as_str().unwrap()).unwrap();
+            entry["request_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "each answered request's record, once:\n{log}");
+}
+
+#[tokio::test]
 async fn entries_spilled_while_the_database_failed_are_loaded_once_it_is_written_again() {
     let mock = MockUpstream::always(Reply::json(200, &completion("ANSWERED"))).await;
     let launch = Launch { json_log: true, ..Launch::default() };
@@ -1017,13 +1073,20 @@ async fn entries_spilled_while_the_database_failed_are_loaded_once_it_is_written
     assert!(entries.iter().all(|e| e.entry.response.contains("ANSWERED")));
     let ids: std::collections::HashSet<_> = entries.iter().map(|e| &e.entry.request_id).collect();
     assert_eq!(ids.len(), 4, "each request once");
-    while spill.exists() {
-        assert!(Instant::now() < deadline + PATIENCE, "the spill file is still there");
+    // The spill file is moved aside, loaded, then removed.
+    let folder = spill.parent().unwrap();
+    let spill_files = || -> Vec<_> {
+        std::fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains(".spill.jsonl"))
+            .collect()
+    };
+    while !spill_files().is_empty() {
+        let left = spill_files();
+        assert!(Instant::now() < deadline + PATIENCE, "still there: {left:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let folder = spill.parent().unwrap();
-    let left: Vec<_> = std::fs::read_dir(folder).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(!left.iter().any(|n| n.to_string_lossy().contains(".spill.jsonl")), "{left:?}");
     proxy.finish().await;
     let log = std::fs::read_to_string(proxy.log_file_path()).unwrap();
     assert!(log.contains("cannot write its database: records go to the spill file"), "{log}");

@@ -292,9 +292,18 @@ async fn entries_left_in_the_spill_files_are_loaded_at_start() {
     let child = command(dir.path(), &env).stderr(Stdio::piped()).spawn().unwrap();
     let mut child = KillOnDrop(child);
     let deadline = Instant::now() + PATIENCE;
-    while spill.exists() || aside.exists() {
+    // Each file is moved aside (the spill file under a new name), loaded, then removed.
+    let spill_files = || -> Vec<_> {
+        std::fs::read_dir(dir.path().join("logs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains(".spill.jsonl"))
+            .collect()
+    };
+    while !spill_files().is_empty() {
         assert!(child.0.try_wait().unwrap().is_none(), "the proxy exited");
-        assert!(Instant::now() < deadline, "the spill files are still there");
+        let left = spill_files();
+        assert!(Instant::now() < deadline, "the spill files are still there: {left:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let options = uniproxy_logstore::StoreOptions { read_only: true, ..Default::default() };

@@ -245,14 +245,15 @@ fn replay_spill(
     let mut files = match spill.taken() {
         Ok(files) => files,
         Err(e) => {
-            warn!(log, "cannot look for spill files left by an earlier replay"; "error" => %e);
+            warn!(log, "cannot look for spill files left by an earlier replay";
+                "error" => error_chain(&e));
             Vec::new()
         }
     };
     match spill.take(record::now_ms()) {
         Ok(taken) => files.extend(taken),
         Err(e) => warn!(log, "cannot move the spill file aside to load it"; "spill" => &shown,
-            "error" => %e),
+            "error" => error_chain(&e)),
     }
     for file in files {
         let file_shown = file.display().to_string();
@@ -281,7 +282,7 @@ fn replay_spill(
             Err(e) => {
                 error!(log, "loading spilled log entries failed; they stay in the file, to be \
                     loaded when the database is written again, at the next start, or by \
-                    `uniproxy logs import FILE`"; "file" => &file_shown, "error" => %error_chain(&e));
+                    `uniproxy logs import FILE`"; "file" => &file_shown, "error" => error_chain(&e));
                 return;
             }
         }

@@ -333,17 +333,27 @@ impl Recorder {
 
     /// Writes every queued record's lines, drains the store's queue (every entry is written or
     /// spilled) and stops both threads. Blocking: call it after the runtime has stopped.
+    ///
+    /// A store that can write nowhere (a full disk) would hold the request log's thread, and
+    /// the stop behind it, for good: once it has been stuck for the writer's shutdown timeout
+    /// (10 s), it is closed, and the records it could not take go to the log whole, as
+    /// "log entry not stored" lines, the last resort.
     pub fn shutdown(&self) {
         let thread = match self.thread.lock() {
             Ok(mut t) => t.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         };
         if let Some(thread) = thread {
-            // Records the porter holds go first; then the stop, queued behind every record.
-            self.queue.overflow.close(&self.log);
-            if block_on(self.queue.tx.send(Msg::Stop)).is_ok() && thread.join().is_err() {
-                error!(self.log, "the request log's thread panicked");
-            }
+            std::thread::scope(|scope| {
+                let (done, stopped) = std::sync::mpsc::channel::<()>();
+                scope.spawn(move || self.close_store_once_stuck(&stopped));
+                // Records the porter holds go first; then the stop, queued behind every record.
+                self.queue.overflow.close(&self.log);
+                if block_on(self.queue.tx.send(Msg::Stop)).is_ok() && thread.join().is_err() {
+                    error!(self.log, "the request log's thread panicked");
+                }
+                drop(done);
+            });
         }
         let writer = match self.writer.lock() {
             Ok(mut w) => w.take(),
@@ -363,6 +373,38 @@ impl Recorder {
                 info!(self.log, "log store closed"; "written" => report.stats.written, "spilled" => report.stats.spilled);
             }
             Err(e) => error!(self.log, "log store did not close cleanly"; "error" => %e),
+        }
+    }
+
+    /// [`shutdown`](Self::shutdown)'s watch, until `stopped` says the request log's thread
+    /// has ended: closes the store's queue once the store has been stuck (its batch taken by
+    /// neither the database nor the spill) for the writer's shutdown timeout.
+    fn close_store_once_stuck(&self, stopped: &std::sync::mpsc::Receiver<()>) {
+        let Some(store) = &self.store else { return };
+        let limit = match self.writer.lock() {
+            Ok(w) => w.as_ref().map(Writer::shutdown_timeout),
+            Err(poisoned) => poisoned.into_inner().as_ref().map(Writer::shutdown_timeout),
+        };
+        let Some(limit) = limit else { return };
+        let mut stuck_since = None;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stopped.recv_timeout(Duration::from_millis(20))
+        {
+            if !store.stats().stalled {
+                stuck_since = None;
+                continue;
+            }
+            let since = *stuck_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= limit {
+                let writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(writer) = writer.as_ref() {
+                    error!(self.log, "shutting down with a log store that can write neither its \
+                        database nor its spill file: the records it holds go to this log";
+                        "queued" => store.stats().queued);
+                    writer.close();
+                }
+                return;
+            }
         }
     }
 
