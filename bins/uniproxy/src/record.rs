@@ -5,7 +5,7 @@
 
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -336,7 +336,7 @@ impl Recorder {
     ///
     /// A store that can write nowhere (a full disk) would hold the request log's thread, and
     /// the stop behind it, for good: once it has been stuck for the writer's shutdown timeout
-    /// (10 s), it is closed, and the records it could not take go to the log whole, as
+    /// (10 s by default), it is closed, and the records it could not take go to the log whole, as
     /// "log entry not stored" lines, the last resort.
     pub fn shutdown(&self) {
         let thread = match self.thread.lock() {
@@ -381,11 +381,8 @@ impl Recorder {
     /// neither the database nor the spill) for the writer's shutdown timeout.
     fn close_store_once_stuck(&self, stopped: &std::sync::mpsc::Receiver<()>) {
         let Some(store) = &self.store else { return };
-        let limit = match self.writer.lock() {
-            Ok(w) => w.as_ref().map(Writer::shutdown_timeout),
-            Err(poisoned) => poisoned.into_inner().as_ref().map(Writer::shutdown_timeout),
-        };
-        let Some(limit) = limit else { return };
+        let writer = || self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(limit) = writer().as_ref().map(Writer::shutdown_timeout) else { return };
         let mut stuck_since = None;
         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
             stopped.recv_timeout(Duration::from_millis(20))
@@ -396,8 +393,7 @@ impl Recorder {
             }
             let since = *stuck_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() >= limit {
-                let writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(writer) = writer.as_ref() {
+                if let Some(writer) = writer().as_ref() {
                     error!(self.log, "shutting down with a log store that can write neither its \
                         database nor its spill file: the records it holds go to this log";
                         "queued" => store.stats().queued);
@@ -537,7 +533,7 @@ impl Overflow {
     fn hand(&self, msg: Msg) -> Result<(), Msg> {
         let bytes = msg.body_bytes();
         let before = self.held.fetch_add(bytes, Ordering::AcqRel);
-        let tx = self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
         let handed = match tx.as_ref() {
             Some(tx) if before == 0 || before + bytes <= self.budget => {
                 tx.send((msg, bytes)).map_err(|e| e.0.0)
@@ -558,8 +554,8 @@ impl Overflow {
 
     /// Stops taking records and waits until the porter has queued every one it holds.
     fn close(&self, log: &Logger) {
-        drop(self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
-        let porter = self.porter.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        drop(self.tx.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let porter = self.porter.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(porter) = porter
             && porter.join().is_err()
         {
