@@ -1,7 +1,7 @@
 //! Where the writer puts entries the database cannot take.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use crate::{LogStore, NewEntry, StoreError};
@@ -48,13 +48,30 @@ impl JsonLinesSpill {
         &self.path
     }
 
+    /// Opens the file to append, holding its lock, and makes sure it is still the file at the
+    /// path: [`take`](Self::take) may have moved it aside between the open and the lock, and
+    /// [`replay`], which locks a file it took before reading it, would then miss this
+    /// append. Then the path is opened again (a new file).
+    fn open_locked(&self) -> io::Result<File> {
+        loop {
+            let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            // Best effort: on a file system without locks the spill still works, and only
+            // the narrow race above is open.
+            file.lock().ok();
+            if still_at(&file, &self.path)? {
+                return Ok(file);
+            }
+        }
+    }
+
     /// Moves the spill file to a name of its own beside it (`FILE.importing-MS`, with `-2`,
     /// `-3`… when that is taken), so that a writer spilling meanwhile starts a new file and
     /// the moved one can be [`replay`]ed alone. Never over another file: a hard link, which
     /// fails on a taken name, then the unlink. `Ok(None)` when there is no file.
     ///
     /// A writer that opened the file before the move finishes its batch in the moved file,
-    /// which is why [`replay`] reads until the file stops growing.
+    /// under the file's lock, which [`replay`] waits for; one that opened it but locks it
+    /// only after the move sees that and opens the path again.
     ///
     /// # Errors
     ///
@@ -135,10 +152,11 @@ const REPLAY_BATCH: usize = 500;
 /// Stores the entries of a spill file (one [`NewEntry`] a line, as [`JsonLinesSpill`] writes
 /// them) that `store` does not hold yet, 500 to a transaction, with
 /// [`LogStore::insert_missing`]: replaying a file twice, or two callers replaying it at once,
-/// stores each entry once. The file is read until it stops growing (see
-/// [`JsonLinesSpill::take`]). A line that is not an entry is counted and passed to
-/// `unreadable` with its number (from 1) and the parse error; the rest is stored. The file
-/// is left where it is: remove it once the report says every line was read.
+/// stores each entry once. The file's lock is taken first: a writer that opened it before
+/// [`JsonLinesSpill::take`] moved it finishes its append, and one that locks it later finds
+/// it moved and writes to a new file. A line that is not an entry is counted and passed to
+/// `unreadable` with its number (from 1) and the parse error; the rest is stored. The file is
+/// left where it is: remove it once the report says every line was read.
 ///
 /// # Errors
 ///
@@ -150,59 +168,68 @@ pub fn replay(
     mut unreadable: impl FnMut(usize, &serde_json::Error),
 ) -> Result<ReplayReport, StoreError> {
     let read = || spill_file("read", path);
-    let size = || std::fs::metadata(path).map(|m| m.len()).map_err(read());
+    let file = File::open(path).map_err(read())?;
+    // Best effort, as in the spill: without locks, only a writer's narrow race is open.
+    file.lock().ok();
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
     let mut report = ReplayReport::default();
-    let mut store_batch = |batch: &mut Vec<NewEntry>| -> Result<(), StoreError> {
-        let stored = store.insert_missing(batch)?;
-        report.stored += stored as u64;
-        report.already_stored += (batch.len() - stored) as u64;
-        batch.clear();
-        Ok(())
-    };
     let mut batch = Vec::with_capacity(REPLAY_BATCH);
-    let (mut offset, mut line) = (0u64, 0usize);
-    let mut parse = |text: &[u8], line: usize, batch: &mut Vec<NewEntry>| {
-        match serde_json::from_slice::<NewEntry>(text) {
+    let mut text = Vec::new();
+    let mut line = 0;
+    loop {
+        text.clear();
+        // The last line may lack its line break: a hand-made file, or a write cut off.
+        if reader.read_until(b'\n', &mut text).map_err(read())? == 0 {
+            break;
+        }
+        line += 1;
+        if text.trim_ascii().is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<NewEntry>(&text) {
             Ok(entry) => batch.push(entry),
             Err(e) => {
                 report.unreadable += 1;
                 unreadable(line, &e);
             }
         }
-    };
-    // Whatever follows the last line break: a line still being written, or one cut off.
-    let mut tail = Vec::new();
-    loop {
-        let before = size()?;
-        let mut file = File::open(path).map_err(read())?;
-        file.seek(SeekFrom::Start(offset)).map_err(read())?;
-        let mut reader = BufReader::with_capacity(64 * 1024, file);
-        loop {
-            tail.clear();
-            let n = reader.read_until(b'\n', &mut tail).map_err(read())?;
-            if tail.last() != Some(&b'\n') {
-                break;
-            }
-            offset += n as u64;
-            line += 1;
-            if !tail.trim_ascii().is_empty() {
-                parse(&tail, line, &mut batch);
-            }
-            if batch.len() == REPLAY_BATCH {
-                store_batch(&mut batch)?;
-            }
-        }
-        if size()? == before {
-            break;
+        if batch.len() == REPLAY_BATCH {
+            store_batch(store, &mut batch, &mut report)?;
         }
     }
-    if !tail.trim_ascii().is_empty() {
-        parse(&tail, line + 1, &mut batch);
-    }
-    if !batch.is_empty() {
-        store_batch(&mut batch)?;
-    }
+    store_batch(store, &mut batch, &mut report)?;
     Ok(report)
+}
+
+/// Stores `batch`'s entries that the store lacks, counts them in `report`, and empties it.
+fn store_batch(
+    store: &LogStore,
+    batch: &mut Vec<NewEntry>,
+    report: &mut ReplayReport,
+) -> Result<(), StoreError> {
+    let stored = store.insert_missing(batch)?;
+    report.stored += stored as u64;
+    report.already_stored += (batch.len() - stored) as u64;
+    batch.clear();
+    Ok(())
+}
+
+/// Whether `file` is the file at `path` (not moved aside or removed since it was opened).
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(at) => Ok(at.dev() == open.dev() && at.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Elsewhere a file that is open cannot be moved, so it is where it was opened.
+#[cfg(not(unix))]
+fn still_at(_file: &File, _path: &Path) -> io::Result<bool> {
+    Ok(true)
 }
 
 /// The error of `action` failing on the spill file `path`, for `map_err`.
@@ -232,7 +259,7 @@ impl Spill for JsonLinesSpill {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut file = self.open_locked()?;
         let start = file.metadata()?.len();
         let written = file.write_all(&buf).and_then(|()| file.sync_data());
         if written.is_err() {
@@ -339,6 +366,61 @@ mod tests {
         assert_eq!(again, ReplayReport { stored: 0, already_stored: 3, unreadable: 1 });
         assert_eq!(replay(&store, &second, |_, _| {}).unwrap().stored, 1);
         assert_eq!(stored_ids(&store), ["a", "b", "c", "e"]);
+    }
+
+    /// A writer that opened the spill file before it was taken aside, and still appends to
+    /// it: the replay waits for its lock, and stores what it wrote.
+    #[test]
+    fn a_replay_waits_for_a_writer_still_appending_to_the_file_it_took() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open_in_memory().unwrap();
+        let mut spill = JsonLinesSpill::new(dir.path().join("spill.jsonl"));
+        spill.spill(&[entry("a", 1)]).unwrap();
+        let mut writing = OpenOptions::new().append(true).open(spill.path()).unwrap();
+        writing.lock().unwrap();
+        let taken = spill.take(9).unwrap().unwrap();
+        let replaying = {
+            let (store, taken) = (store.clone(), taken.clone());
+            std::thread::spawn(move || replay(&store, &taken, |_, _| {}).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!replaying.is_finished(), "the replay waits for the writer's lock");
+        let mut line = serde_json::to_vec(&entry("b", 2)).unwrap();
+        line.push(b'\n');
+        writing.write_all(&line).unwrap();
+        drop(writing);
+        let report = replaying.join().unwrap();
+        assert_eq!(report, ReplayReport { stored: 2, already_stored: 0, unreadable: 0 });
+        assert_eq!(stored_ids(&store), ["a", "b"]);
+    }
+
+    /// A writer that opened the spill file but takes its lock only after the file was taken
+    /// aside (a replay holding the lock meanwhile) writes to a new file at the path.
+    #[test]
+    fn a_writer_that_finds_its_file_taken_writes_to_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spill = JsonLinesSpill::new(dir.path().join("spill.jsonl"));
+        spill.spill(&[entry("a", 1)]).unwrap();
+        let holder = File::open(spill.path()).unwrap();
+        holder.lock().unwrap();
+        let writer = {
+            let mut spill = spill.clone();
+            std::thread::spawn(move || spill.spill(&[entry("b", 2)]).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!writer.is_finished(), "the writer waits for the lock");
+        let taken = spill.take(9).unwrap().unwrap();
+        drop(holder);
+        writer.join().unwrap();
+        let ids = |path: &Path| -> Vec<String> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<NewEntry>(l).unwrap().request_id)
+                .collect()
+        };
+        assert_eq!(ids(&taken), ["a"], "nothing written after the take");
+        assert_eq!(ids(spill.path()), ["b"]);
     }
 
     #[test]
