@@ -53,8 +53,10 @@ impl JsonLinesSpill {
     /// [`replay`], which locks a file it took before reading it, would then miss this
     /// append. Then the path is opened again (a new file).
     fn open_locked(&self) -> io::Result<File> {
-        loop {
-            let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let open = || OpenOptions::new().create(true).append(true).open(&self.path);
+        // A take moves the file once; a path replaced at every try is not ours to fight.
+        for _ in 0..8 {
+            let file = open()?;
             // Best effort: on a file system without locks the spill still works, and only
             // the narrow race above is open.
             file.lock().ok();
@@ -62,6 +64,7 @@ impl JsonLinesSpill {
                 return Ok(file);
             }
         }
+        open()
     }
 
     /// Moves the spill file to a name of its own beside it (`FILE.importing-MS`, with `-2`,
