@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::error_chain;
 use serde::Serialize;
 use uniproxy_config::{Settings, Sources, load};
 use uniproxy_logstore::{
@@ -32,6 +31,7 @@ use uniproxy_logstore::{
     Retention, StatsQuery, StoreError, StoreOptions,
 };
 
+use crate::error_chain;
 use args::{Command, Format};
 use time::format_utc;
 
@@ -147,10 +147,11 @@ pub enum LogsError {
         #[source]
         source: io::Error,
     },
-    /// The file to import could not be read, moved or removed.
+    /// An imported file could not be removed (reading and moving it are the store's:
+    /// [`StoreError::SpillFile`]).
     #[error("cannot {action} {}", path.display())]
     ImportFile {
-        /// What failed: read, move aside, remove.
+        /// What failed: remove.
         action: &'static str,
         /// The file.
         path: PathBuf,
