@@ -26,9 +26,10 @@ pub trait Spill: Send {
 /// file, and syncs it before returning.
 ///
 /// The file is opened for each batch, so a log rotator may move it away at
-/// any time. Lines read back with `serde_json::from_str::<NewEntry>` can be
-/// replayed into the store with [`LogStore::insert_batch`](crate::LogStore::insert_batch).
-/// Note that request headers are redacted before they are written here too.
+/// any time; [`take`](Self::take) moves it aside and [`replay`] stores its
+/// entries back, skipping those the store holds already. Each append holds the
+/// file's lock. Note that request headers are redacted before they are written
+/// here too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonLinesSpill {
     path: PathBuf,
