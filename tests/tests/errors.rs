@@ -352,6 +352,21 @@ async fn client_that_leaves_mid_stream_stops_the_upstream_stream() {
     assert!(left.elapsed() < Duration::from_secs(2));
 }
 
+/// POSTs `body` to `/v1/chat/completions` on a socket of the test's own, to hang up on
+/// (or read from) as the test likes.
+async fn post_on_a_socket(addr: std::net::SocketAddr, body: &Value) -> tokio::net::TcpStream {
+    let body = serde_json::to_vec(body).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    socket
+}
+
 #[tokio::test]
 async fn client_that_leaves_before_the_answer_is_recorded_as_499() {
     // The answer would take 30 s; the client hangs up while the proxy waits for it. hyper
@@ -363,15 +378,7 @@ async fn client_that_leaves_before_the_answer_is_recorded_as_499() {
     let mut proxy = Proxy::start_logged(openai_settings(&mock)).await;
     let mut req = chat_request("a", false);
     req["messages"][1]["content"] = json!("LEFT-EARLY");
-    let body = serde_json::to_vec(&req).unwrap();
-    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    socket.write_all(&body).await.unwrap();
+    let socket = post_on_a_socket(proxy.addr, &req).await;
     mock.wait_for_requests(1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let left = Instant::now();
@@ -467,15 +474,7 @@ async fn requests_in_flight_when_the_grace_period_ends_are_recorded_as_cut_off()
     waiting["messages"][1]["content"] = json!("CUT-Q1");
     let mut streaming = chat_request("a", true);
     streaming["messages"][1]["content"] = json!("CUT-Q2");
-    let body = serde_json::to_vec(&waiting).unwrap();
-    let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    socket.write_all(&body).await.unwrap();
+    let mut socket = post_on_a_socket(proxy.addr, &waiting).await;
     let mut s = open_stream(proxy.addr, post_request(path, &streaming)).await;
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("CUT-A2") {

@@ -923,14 +923,10 @@ async fn proxy_with_a_small_store_queue(mock: &MockUpstream, shutdown_timeout: D
 }
 
 /// "The disk is full": nothing can be written where the database and the spill file go (a
-/// folder at each path). Returns the spill file's path.
-fn fill_the_disk(proxy: &Proxy) -> std::path::PathBuf {
-    let mut spill = proxy.log_file_path().as_os_str().to_owned();
-    spill.push(".spill.jsonl");
-    let spill = std::path::PathBuf::from(spill);
+/// folder at each path).
+fn fill_the_disk(proxy: &Proxy) {
     make_unwritable(proxy.database_path());
-    std::fs::create_dir(&spill).unwrap();
-    spill
+    std::fs::create_dir(proxy.spill_path()).unwrap();
 }
 
 #[tokio::test]
@@ -938,7 +934,7 @@ async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_
     let mock = MockUpstream::always(Reply::json(200, &completion("ANSWERED"))).await;
     let mut proxy = proxy_with_a_small_store_queue(&mock, Duration::from_secs(10)).await;
     let db = proxy.database_path().to_owned();
-    let spill = fill_the_disk(&proxy);
+    fill_the_disk(&proxy);
 
     // Answered while the queues take the records; then turned away before the upstream.
     let path = "/v1/chat/completions";
@@ -968,7 +964,7 @@ async fn a_full_disk_turns_chat_requests_away_instead_of_holding_them_and_loses_
 
     // Room again: what waited is written, and requests are taken again.
     std::fs::remove_dir(&db).unwrap();
-    std::fs::remove_dir(&spill).unwrap();
+    std::fs::remove_dir(proxy.spill_path()).unwrap();
     let deadline = Instant::now() + PATIENCE;
     loop {
         let r = proxy.post(path, &chat_request("a", false)).await;
@@ -1041,9 +1037,7 @@ async fn entries_spilled_while_the_database_failed_are_loaded_once_it_is_written
     let mock = MockUpstream::always(Reply::json(200, &completion("ANSWERED"))).await;
     let launch = Launch { json_log: true, ..Launch::default() };
     let mut proxy = Proxy::launch(openai_settings(&mock), launch).await;
-    let mut spill = proxy.log_file_path().as_os_str().to_owned();
-    spill.push(".spill.jsonl");
-    let spill = std::path::PathBuf::from(spill);
+    let spill = proxy.spill_path().to_owned();
     // The database becomes unwritable (a directory where its file was); the spill works.
     let db = proxy.database_path().to_owned();
     make_unwritable(&db);
@@ -1075,15 +1069,8 @@ async fn entries_spilled_while_the_database_failed_are_loaded_once_it_is_written
     assert_eq!(ids.len(), 4, "each request once");
     // The spill file is moved aside, loaded, then removed.
     let folder = spill.parent().unwrap();
-    let spill_files = || -> Vec<_> {
-        std::fs::read_dir(folder)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n.to_string_lossy().contains(".spill.jsonl"))
-            .collect()
-    };
-    while !spill_files().is_empty() {
-        let left = spill_files();
+    while !spill_files(folder).is_empty() {
+        let left = spill_files(folder);
         assert!(Instant::now() < deadline + PATIENCE, "still there: {left:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

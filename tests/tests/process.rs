@@ -293,16 +293,10 @@ async fn entries_left_in_the_spill_files_are_loaded_at_start() {
     let mut child = KillOnDrop(child);
     let deadline = Instant::now() + PATIENCE;
     // Each file is moved aside (the spill file under a new name), loaded, then removed.
-    let spill_files = || -> Vec<_> {
-        std::fs::read_dir(dir.path().join("logs"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n.to_string_lossy().contains(".spill.jsonl"))
-            .collect()
-    };
-    while !spill_files().is_empty() {
+    let logs = dir.path().join("logs");
+    while !spill_files(&logs).is_empty() {
         assert!(child.0.try_wait().unwrap().is_none(), "the proxy exited");
-        let left = spill_files();
+        let left = spill_files(&logs);
         assert!(Instant::now() < deadline, "the spill files are still there: {left:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -110,12 +110,18 @@ impl<'a> Pending<'a> {
         self.state.recorder.count_only(&record);
     }
 
-    /// Writes the record of a request whose answer is ready (a whole one, or an error).
-    async fn finish(&mut self) {
+    /// The record, handed on as it ends now: its end time and the proxy's own time set.
+    fn ended(&mut self) -> RequestRecord {
         let overhead = self.overhead();
         let mut record = self.hand_on();
         record.finished_ms = now_ms();
         record.overhead = overhead;
+        record
+    }
+
+    /// Writes the record of a request whose answer is ready (a whole one, or an error).
+    async fn finish(&mut self) {
+        let mut record = self.ended();
         if record.first_byte_ms.is_none() {
             record.first_byte_ms = Some(record.finished_ms);
         }
@@ -128,12 +134,9 @@ impl Drop for Pending<'_> {
         if self.handed_on {
             return;
         }
-        let overhead = self.overhead();
-        let mut r = std::mem::take(&mut self.record);
-        ended_early(&mut r, self.state.cutting_off(), "the answer");
-        r.finished_ms = now_ms();
-        r.overhead = overhead;
-        self.state.recorder.record_now(r);
+        let mut record = self.ended();
+        ended_early(&mut record, self.state.cutting_off(), "the answer");
+        self.state.recorder.record_now(record);
     }
 }
 

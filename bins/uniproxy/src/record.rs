@@ -339,10 +339,7 @@ impl Recorder {
     /// (10 s by default), it is closed, and the records it could not take go to the log whole, as
     /// "log entry not stored" lines, the last resort.
     pub fn shutdown(&self) {
-        let thread = match self.thread.lock() {
-            Ok(mut t) => t.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(thread) = thread {
             std::thread::scope(|scope| {
                 let (done, stopped) = std::sync::mpsc::channel::<()>();
@@ -355,10 +352,7 @@ impl Recorder {
                 drop(done);
             });
         }
-        let writer = match self.writer.lock() {
-            Ok(mut w) => w.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Some(writer) = writer else { return };
         match writer.shutdown() {
             Ok(report) => {
@@ -660,6 +654,20 @@ mod tests {
         RequestRecord { request_id: id.to_owned(), status: 200, ..Default::default() }
     }
 
+    /// [`drained`] for a plain thread: the ids of the records taken until `n` came or 10 s
+    /// passed.
+    fn drained_here(rx: &mut mpsc::Receiver<Msg>, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut ids = Vec::new();
+        while ids.len() < n && std::time::Instant::now() < deadline {
+            if let Ok(Msg::Record(r)) = rx.try_recv() {
+                ids.push(r.request_id);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ids
+    }
+
     /// The ids of the records taken from the queue as the request log's thread takes them,
     /// until `n` came or 10 s passed.
     async fn drained(rx: &mut mpsc::Receiver<Msg>, n: usize) -> Vec<String> {
@@ -783,15 +791,7 @@ mod tests {
         // The request log's thread, still running, takes records a little later.
         let taker = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
-            let mut ids = Vec::new();
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while ids.len() < 2 && std::time::Instant::now() < deadline {
-                if let Ok(Msg::Record(r)) = rx.try_recv() {
-                    ids.push(r.request_id);
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            ids
+            drained_here(&mut rx, 2)
         });
         drop(rt);
         assert_eq!(taker.join().unwrap(), ["a", "b"], "the waiting record was lost");
@@ -869,14 +869,7 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(sent.load(Ordering::SeqCst), 0, "c waits in place");
-        let mut ids = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while ids.len() < 3 && std::time::Instant::now() < deadline {
-            if let Ok(Msg::Record(r)) = rx.try_recv() {
-                ids.push(r.request_id);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let mut ids = drained_here(&mut rx, 3);
         waiter.join().unwrap();
         // The porter (b) and the thread waiting in place (c) wait for room side by side, on
         // threads of their own: either may come first.

@@ -648,7 +648,7 @@ fn import_loads_spilled_entries_once_and_keeps_what_it_cannot_read() {
     let f = fixture();
     let mut settings = f.settings.clone();
     settings.log_file_path = f.path.with_file_name("proxy.log");
-    let spill = f.path.with_file_name("proxy.log.spill.jsonl");
+    let spill = uniproxy::state::spill_path(&settings);
 
     let o = run(&settings, &["import"]);
     assert_eq!(o.code, ExitCode::SUCCESS, "{}", o.err);

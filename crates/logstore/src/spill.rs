@@ -4,6 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use crate::store::file_id;
 use crate::{LogStore, NewEntry, StoreError};
 
 /// A fallback destination for entries the database could not store.
@@ -219,21 +220,13 @@ fn store_batch(
 }
 
 /// Whether `file` is the file at `path` (not moved aside or removed since it was opened).
-#[cfg(unix)]
 fn still_at(file: &File, path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let open = file.metadata()?;
+    let open = file_id(&file.metadata()?);
     match std::fs::metadata(path) {
-        Ok(at) => Ok(at.dev() == open.dev() && at.ino() == open.ino()),
+        Ok(at) => Ok(file_id(&at) == open),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-/// Elsewhere a file that is open cannot be moved, so it is where it was opened.
-#[cfg(not(unix))]
-fn still_at(_file: &File, _path: &Path) -> io::Result<bool> {
-    Ok(true)
 }
 
 /// The error of `action` failing on the spill file `path`, for `map_err`.

@@ -43,19 +43,20 @@ impl Default for StoreOptions {
     }
 }
 
-/// Identifies the file a pool was opened on, to notice when it is replaced.
+/// Identifies a file (the one a pool was opened on, the spill file an append holds), to
+/// notice when its path names another; off Unix, only a missing path is noticed.
 #[cfg(unix)]
-type FileId = (u64, u64);
+pub(crate) type FileId = (u64, u64);
 #[cfg(not(unix))]
-type FileId = ();
+pub(crate) type FileId = ();
 
 #[cfg(unix)]
-fn file_id(meta: &std::fs::Metadata) -> FileId {
+pub(crate) fn file_id(meta: &std::fs::Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt;
     (meta.dev(), meta.ino())
 }
 #[cfg(not(unix))]
-fn file_id(_meta: &std::fs::Metadata) -> FileId {}
+pub(crate) fn file_id(_meta: &std::fs::Metadata) -> FileId {}
 
 struct Current {
     pool: Pool<SqliteConnectionManager>,

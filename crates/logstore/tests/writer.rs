@@ -318,18 +318,34 @@ fn failing_spill_is_retried_not_dropped() {
     assert_eq!(kept.lock().unwrap().len(), 50);
 }
 
+/// A writer that can write nowhere (a read-only database, a failing spill), batches of one,
+/// its queue `queue_capacity` long, once its first entry has stalled it; and the spill, whose
+/// `failures_left` a test can set to zero (the disk has room again).
+fn stalled_writer(
+    dir: &Path,
+    queue_capacity: usize,
+    shutdown_timeout: Duration,
+) -> (Writer, FlakySpill) {
+    let spill = FlakySpill::failing(usize::MAX);
+    let shared = FlakySpill {
+        failures_left: Arc::clone(&spill.failures_left),
+        kept: Arc::clone(&spill.kept),
+    };
+    let options = WriterOptions { queue_capacity, batch_max: 1, shutdown_timeout, ..options() };
+    let writer = Writer::spawn(read_only_store(dir), Box::new(spill), options).unwrap();
+    writer.handle().try_send(entry(0)).unwrap();
+    assert!(wait_until(WAIT, || writer.stats().stalled), "{:?}", writer.stats());
+    (writer, shared)
+}
+
 #[test]
 fn a_writer_that_can_write_nowhere_says_it_is_stuck_once_its_queue_is_full() {
     let dir = tempfile::tempdir().unwrap();
-    let spill = FlakySpill::failing(usize::MAX);
-    let (failures_left, kept) = (Arc::clone(&spill.failures_left), Arc::clone(&spill.kept));
-    let options = WriterOptions { queue_capacity: 8, batch_max: 1, ..options() };
-    let writer = Writer::spawn(read_only_store(dir.path()), Box::new(spill), options).unwrap();
+    let (writer, spill) = stalled_writer(dir.path(), 8, options().shutdown_timeout);
+    let (failures_left, kept) = (spill.failures_left, spill.kept);
     let handle = writer.handle();
 
-    // The first entry fails in the database and the spill: stalled, but with room left.
-    handle.try_send(entry(0)).unwrap();
-    assert!(wait_until(WAIT, || writer.stats().stalled), "{:?}", writer.stats());
+    // The first entry failed in the database and the spill: stalled, but with room left.
     assert!(!handle.is_stuck(), "the queue still has room");
     // The writer retries its batch and takes nothing new: eight more fill the queue.
     for i in 1..=8 {
@@ -352,18 +368,9 @@ fn a_writer_that_can_write_nowhere_says_it_is_stuck_once_its_queue_is_full() {
 #[test]
 fn close_lets_a_sender_waiting_on_a_stuck_writer_go() {
     let dir = tempfile::tempdir().unwrap();
-    let spill = FlakySpill::failing(usize::MAX);
-    let options = WriterOptions {
-        queue_capacity: 2,
-        batch_max: 1,
-        shutdown_timeout: Duration::from_millis(100),
-        ..options()
-    };
-    let writer = Writer::spawn(read_only_store(dir.path()), Box::new(spill), options).unwrap();
+    let (writer, _spill) = stalled_writer(dir.path(), 2, Duration::from_millis(100));
     assert_eq!(writer.shutdown_timeout(), Duration::from_millis(100));
     let handle = writer.handle();
-    handle.try_send(entry(0)).unwrap();
-    assert!(wait_until(WAIT, || writer.stats().stalled), "{:?}", writer.stats());
     handle.try_send(entry(1)).unwrap();
     handle.try_send(entry(2)).unwrap();
     // A blocking sender (a thread that may wait) now waits for room that never comes.

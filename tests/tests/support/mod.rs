@@ -694,6 +694,7 @@ pub struct Proxy {
     state: Option<Arc<AppState>>,
     database_path: PathBuf,
     log_file_path: PathBuf,
+    spill_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -738,6 +739,7 @@ impl Proxy {
         };
         let (database_path, log_file_path) =
             (settings.database_path.clone(), settings.log_file_path.clone());
+        let spill_path = uniproxy::state::spill_path(&settings);
         let mut state = match launch.writer {
             Some(writer) => AppState::with_writer(settings, log, writer),
             None => AppState::new(settings, log),
@@ -766,6 +768,7 @@ impl Proxy {
             state: Some(state),
             database_path,
             log_file_path,
+            spill_path,
             _dir: dir,
         }
     }
@@ -778,6 +781,11 @@ impl Proxy {
     /// The JSON log file (written only by a proxy from [`Proxy::start_logged`]).
     pub fn log_file_path(&self) -> &Path {
         &self.log_file_path
+    }
+
+    /// Where the log store spills entries its database does not take.
+    pub fn spill_path(&self) -> &Path {
+        &self.spill_path
     }
 
     /// Opens the log store read-only, as `uniproxy logs` does.
@@ -1060,4 +1068,13 @@ pub fn all_entries(store: &LogStore) -> Vec<Entry> {
 pub async fn unused_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
+}
+
+/// The names of the spill files in `folder`: the spill file, and any moved aside to be loaded.
+pub fn spill_files(folder: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".spill.jsonl"))
+        .collect()
 }
