@@ -418,6 +418,22 @@ mod tests {
         };
         assert_eq!(ids(&taken), ["a"], "nothing written after the take");
         assert_eq!(ids(spill.path()), ["b"]);
+
+        // The same, with a new file at the path by the time the writer has the lock: it
+        // appends there.
+        let holder = File::open(spill.path()).unwrap();
+        holder.lock().unwrap();
+        let writer = {
+            let mut spill = spill.clone();
+            std::thread::spawn(move || spill.spill(&[entry("d", 4)]).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let taken = spill.take(10).unwrap().unwrap();
+        spill.clone().spill(&[entry("c", 3)]).unwrap();
+        drop(holder);
+        writer.join().unwrap();
+        assert_eq!(ids(&taken), ["b"]);
+        assert_eq!(ids(spill.path()), ["c", "d"]);
     }
 
     #[test]
