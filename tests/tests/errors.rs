@@ -14,6 +14,7 @@ use http::Method;
 use serde_json::{Value, json};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uniproxy_config::Platform;
 
 /// Sends raw bytes as the body of a chat request.
 async fn post_raw(proxy: &Proxy, body: &'static str) -> HttpResponse {
@@ -154,6 +155,34 @@ async fn upstream_error_that_is_not_openai_shaped_still_reaches_the_client_in_th
     assert!(e["message"].as_str().unwrap().contains("502 Bad Gateway"), "{e}");
     let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", true)).await, 503);
     assert_eq!(e["message"], "Engine overloaded");
+}
+
+#[tokio::test]
+async fn an_upstream_error_with_a_bare_string_message_reaches_the_client_as_that_message() {
+    // Ollama's native API and FastAPI servers answer errors as `{"error": "…"}` or
+    // `{"detail": "…"}`: the client reads the message, not the JSON around it.
+    let mock = MockUpstream::start(|r| {
+        if r.json()["stream"] == true {
+            Reply::raw_json(404, r#"{"detail":"Not Found"}"#)
+        } else {
+            Reply::raw_json(
+                404,
+                "{\n  \"error\": \"model 'llama9' not found, try pulling it first\"\n}",
+            )
+        }
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Custom;
+    let proxy = Proxy::start(settings).await;
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 404);
+    assert_eq!(
+        e["message"],
+        "upstream answered 404: model 'llama9' not found, try pulling it first"
+    );
+    assert_eq!(e["type"], "invalid_request_error");
+    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", true)).await, 404);
+    assert_eq!(e["message"], "upstream answered 404: Not Found");
 }
 
 #[tokio::test]

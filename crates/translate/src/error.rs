@@ -1,3 +1,6 @@
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use uniproxy_wire::ErrorResponse;
 
 use crate::ProviderKind;
@@ -115,9 +118,16 @@ pub fn error_type_for_status(status: u16) -> &'static str {
 }
 
 /// The OpenAI error for an upstream answer whose body is not an error the platform documents:
-/// the body's start (when it is text) or the status alone.
+/// the message of a JSON object that has one as a non-blank string (`{"error": "…"}` from
+/// Ollama's native API and Hugging Face TGI, `{"detail": "…"}` from FastAPI servers,
+/// `{"message": "…"}`), else the body's start (when it is text), or the status alone.
 pub fn fallback_error(status: u16, body: &[u8]) -> ErrorResponse {
     let text = String::from_utf8_lossy(body);
+    let message = serde_json::from_slice::<MessageOnly>(body)
+        .ok()
+        .and_then(|m| m.error.or(m.detail).or(m.message))
+        .filter(|m| !m.trim().is_empty());
+    let text = message.map_or(text, Cow::Owned);
     let text = text.trim();
     let message = if text.is_empty() {
         format!("upstream answered {status} with an empty body")
@@ -132,6 +142,26 @@ pub fn fallback_error(status: u16, body: &[u8]) -> ErrorResponse {
     ErrorResponse::new(message, error_type_for_status(status))
 }
 
+/// The messages [`fallback_error`] looks for, first to last; a member that is not a string
+/// counts as absent, and any other member is ignored.
+#[derive(serde::Deserialize)]
+struct MessageOnly {
+    #[serde(default, deserialize_with = "string_or_skip")]
+    error: Option<String>,
+    #[serde(default, deserialize_with = "string_or_skip")]
+    detail: Option<String>,
+    #[serde(default, deserialize_with = "string_or_skip")]
+    message: Option<String>,
+}
+
+/// A string, or `None` for a value of any other type.
+fn string_or_skip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
 /// An upstream's OpenAI-shaped error with every key the OpenAI SDKs read: its own values are
 /// kept, and what it left out (Ollama, vLLM and OpenRouter leave out some) is filled in — the
 /// type from the status, `param` and `code` as `null`.
@@ -141,4 +171,39 @@ pub fn complete_error(mut response: ErrorResponse, status: u16) -> ErrorResponse
     e.param.get_or_insert(None);
     e.code.get_or_insert(None);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fallback_error_takes_the_message_of_a_json_body_that_has_one_as_a_string() {
+        let message = |status, body: &str| fallback_error(status, body.as_bytes()).error.message;
+        // Ollama's native API, a FastAPI server, and a bare message, each with other members.
+        assert_eq!(
+            message(404, "{\n  \"error\": \"model 'llama9' not found\"\n}"),
+            "upstream answered 404: model 'llama9' not found"
+        );
+        assert_eq!(message(404, r#"{"detail":"Not Found"}"#), "upstream answered 404: Not Found");
+        assert_eq!(
+            message(500, r#"{"message":"Internal error","status":500}"#),
+            "upstream answered 500: Internal error"
+        );
+        assert_eq!(
+            message(400, r#"{"message":"last","detail":"second","error":"first"}"#),
+            "upstream answered 400: first"
+        );
+        // Not strings: the body as text, as for any other body.
+        let validation = r#"{"detail":[{"loc":["body","messages"],"msg":"field required"}]}"#;
+        assert_eq!(message(422, validation), format!("upstream answered 422: {validation}"));
+        assert_eq!(
+            message(502, "<html>Bad Gateway</html>"),
+            "upstream answered 502: <html>Bad Gateway</html>"
+        );
+        assert_eq!(message(503, " "), "upstream answered 503 with an empty body");
+        assert_eq!(message(500, r#"{"error":" "}"#), r#"upstream answered 500: {"error":" "}"#);
+        let e = fallback_error(404, br#"{"error":"gone"}"#).error;
+        assert_eq!(e.kind, Some(Some("invalid_request_error".to_owned())));
+    }
 }
