@@ -90,6 +90,24 @@ async fn non_stream_goes_upstream_with_the_configured_model_and_key() {
 }
 
 #[tokio::test]
+async fn an_answer_without_object_reaches_the_client_with_it() {
+    // GitHub Copilot's and Z.ai's OpenAI-compatible APIs send no `object`; clients that check
+    // the answer's shape (pydantic-ai) refuse it, and the proxy used to answer 502.
+    let answer = UPSTREAM_BODY.replacen("\n  \"object\": \"chat.completion\",", "", 1);
+    assert_ne!(answer, UPSTREAM_BODY);
+    let mock = MockUpstream::always(Reply::raw_json(200, &answer)).await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Custom;
+    let proxy = Proxy::start(settings).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let body = resp.text();
+    assert_eq!(body, format!("{{\"object\":\"chat.completion\",{}", &answer[1..]));
+    assert_eq!(proxy.only_entry().await.entry.response, body, "the log keeps what the client got");
+}
+
+#[tokio::test]
 async fn stream_is_relayed_before_the_upstream_finishes() {
     let release = Arc::new(Notify::new());
     let mut steps = vec![

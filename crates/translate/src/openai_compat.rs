@@ -334,14 +334,23 @@ impl Provider for OpenAiCompat {
         &self,
         status: u16,
         body: Bytes,
-        _ctx: &ResponseContext,
+        ctx: &ResponseContext,
     ) -> Result<Translated, TranslateError> {
         if !(200..300).contains(&status) {
             return Err(self.translate_error(status, &body));
         }
-        let completion: ChatCompletion = uniproxy_wire::from_bytes(&body)
-            .map_err(|source| TranslateError::Malformed { provider: self.config.kind, source })?;
-        Ok(Translated { completion, body })
+        match uniproxy_wire::from_bytes::<ChatCompletion>(&body) {
+            Ok(completion) => Ok(Translated { completion, body }),
+            Err(source) => {
+                // An answer that parses once the top-level members it left out are filled in
+                // goes to the client with them; any other keeps the first parse's error.
+                let filled = with_required_members(&body, ctx).and_then(|filled| {
+                    let completion = uniproxy_wire::from_bytes::<ChatCompletion>(&filled).ok()?;
+                    Some(Translated { completion, body: filled })
+                });
+                filled.ok_or(TranslateError::Malformed { provider: self.config.kind, source })
+            }
+        }
     }
 
     fn translate_answer(
@@ -385,6 +394,40 @@ pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError
         Err(_) => fallback_error(status, body),
     };
     TranslateError::Upstream { status, error: Box::new(error) }
+}
+
+/// `body`, a JSON object, with the top-level members [`ChatCompletion`] requires and `body`
+/// leaves out written in at its start: `id`, `created` and `model` from `ctx`, `object` as
+/// `chat.completion`. Some servers that take the OpenAI format leave some out (GitHub Copilot's
+/// and Z.ai's APIs send no `object`), and clients that check the answer's shape (pydantic-ai,
+/// async-openai) refuse it. `None` when nothing is missing or `body` is not an object; a member
+/// present as `null` counts as present, so the caller's parse of the result still refuses it.
+fn with_required_members(body: &[u8], ctx: &ResponseContext) -> Option<Bytes> {
+    let members = from_slice::<serde_json::Map<String, serde_json::Value>>(body).ok()?;
+    let start = body.iter().position(|&b| b == b'{')?;
+    let mut filled = Vec::with_capacity(body.len() + 128);
+    filled.extend_from_slice(&body[..=start]);
+    for (name, value) in [
+        ("id", serde_json::Value::from(ctx.id.as_str())),
+        ("object", serde_json::Value::from("chat.completion")),
+        ("created", serde_json::Value::from(ctx.created)),
+        ("model", serde_json::Value::from(ctx.model.as_str())),
+    ] {
+        if !members.contains_key(name) {
+            filled.push(b'"');
+            filled.extend_from_slice(name.as_bytes());
+            filled.extend_from_slice(b"\":");
+            serde_json::to_writer(&mut filled, &value).ok()?;
+            filled.push(b',');
+        }
+    }
+    if filled.len() == start + 1 {
+        return None;
+    }
+    // After `{}` the written members end with a comma, which no parse takes: the answer had no
+    // choices anyway.
+    filled.extend_from_slice(&body[start + 1..]);
+    Some(filled.into())
 }
 
 /// The members of an answer that [`ChatCompletion`] requires (id, object, created, model,
@@ -1211,6 +1254,56 @@ mod tests {
         let (answer, response) = (answer.unwrap_err(), response.unwrap_err());
         assert_eq!(answer.status(), 429);
         assert_eq!(answer.to_error_response(), response.to_error_response());
+    }
+
+    #[test]
+    fn an_answer_without_its_top_level_members_gets_them_from_the_context() {
+        // Z.ai's and GitHub Copilot's answers have no `object`; the choices are whole.
+        let no_object = br#"{"id":"c1","created":5,"model":"glm-4.6","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
+        let (answer, response) = answer_and_response(200, no_object);
+        let (answer, response) = (answer.unwrap(), response.unwrap());
+        assert_eq!(answer.body, response.body);
+        let mut expected = br#"{"object":"chat.completion","#.to_vec();
+        expected.extend_from_slice(&no_object[1..]);
+        assert_eq!(answer.body, expected, "the member is written in, the rest left as sent");
+        assert_eq!(response.completion.object, "chat.completion");
+        assert_eq!(answer.usage.map(|u| u.total_tokens), Some(3));
+
+        // All four missing, in a pretty-printed answer: the context's id, time and model.
+        let bare = b"  {\n  \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": \"Hi\"}}]\n}";
+        let (answer, response) = answer_and_response(200, bare);
+        let (answer, response) = (answer.unwrap(), response.unwrap());
+        assert_eq!(answer.body, response.body);
+        let c = response.completion;
+        assert_eq!(
+            (c.id.as_str(), c.object.as_str(), c.created, c.model.as_str()),
+            ("chatcmpl-1", "chat.completion", 1, "m")
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(parsed["choices"][0]["message"]["content"], "Hi");
+
+        // Still refused: a required member that is there but null, an answer without choices,
+        // a choice without its index, and no object at all; with the error of the answer as sent.
+        let refused: [&[u8]; 5] = [
+            br#"{"id":"c","object":"chat.completion","created":1,"model":null,"choices":[]}"#,
+            br#"{"model":"m"}"#,
+            br#"{}"#,
+            br#"{"choices":[{"message":{"role":"assistant","content":"x"}}]}"#,
+            br#"[{"choices":[]}]"#,
+        ];
+        for body in refused {
+            let (answer, response) = answer_and_response(200, body);
+            let sent = uniproxy_wire::from_bytes::<ChatCompletion>(body).unwrap_err();
+            for e in [answer.unwrap_err(), response.unwrap_err()] {
+                let TranslateError::Malformed { source, .. } = &e else { panic!("{e:?}") };
+                assert_eq!(
+                    source.to_string(),
+                    sent.to_string(),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
     }
 
     #[test]
