@@ -397,37 +397,59 @@ pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError
 }
 
 /// `body`, a JSON object, with the top-level members [`ChatCompletion`] requires and `body`
-/// leaves out written in at its start: `id`, `created` and `model` from `ctx`, `object` as
-/// `chat.completion`. Some servers that take the OpenAI format leave some out (GitHub Copilot's
-/// and Z.ai's APIs send no `object`), and clients that check the answer's shape (pydantic-ai,
-/// async-openai) refuse it. `None` when nothing is missing or `body` is not an object; a member
-/// present as `null` counts as present, so the caller's parse of the result still refuses it.
+/// leaves out written in at its start (see [`required_members`]). Some servers that take the
+/// OpenAI format leave some out (GitHub Copilot's and Z.ai's APIs send no `object`), and clients
+/// that check the answer's shape (pydantic-ai, async-openai) refuse it. `None` when nothing is
+/// missing or `body` is not an object; a member present as `null` counts as present, so the
+/// caller's parse of the result still refuses it.
 fn with_required_members(body: &[u8], ctx: &ResponseContext) -> Option<Bytes> {
     let members = from_slice::<serde_json::Map<String, serde_json::Value>>(body).ok()?;
-    let start = body.iter().position(|&b| b == b'{')?;
-    let mut filled = Vec::with_capacity(body.len() + 128);
-    filled.extend_from_slice(&body[..=start]);
-    for (name, value) in [
-        ("id", serde_json::Value::from(ctx.id.as_str())),
-        ("object", serde_json::Value::from("chat.completion")),
-        ("created", serde_json::Value::from(ctx.created)),
-        ("model", serde_json::Value::from(ctx.model.as_str())),
-    ] {
-        if !members.contains_key(name) {
-            filled.push(b'"');
-            filled.extend_from_slice(name.as_bytes());
-            filled.extend_from_slice(b"\":");
-            serde_json::to_writer(&mut filled, &value).ok()?;
-            filled.push(b',');
-        }
-    }
-    if filled.len() == start + 1 {
+    let has = REQUIRED.map(|name| members.contains_key(name));
+    if has == [true; 4] {
         return None;
     }
-    // After `{}` the written members end with a comma, which no parse takes: the answer had no
-    // choices anyway.
-    filled.extend_from_slice(&body[start + 1..]);
-    Some(filled.into())
+    let values = (ctx.id.as_str(), ctx.created, ctx.model.as_str());
+    members_first(body, &required_members(has, "chat.completion", values)).map(Bytes::from)
+}
+
+/// The top-level members every answer and every chunk has, in the order of
+/// [`ChunkView::required`].
+const REQUIRED: [&str; 4] = ["id", "object", "created", "model"];
+
+/// The members of [`REQUIRED`] that `has` says are missing, with the values the proxy writes in:
+/// `object` is `object`; `id`, `created` and `model` are `values`.
+fn required_members(
+    has: [bool; 4],
+    object: &'static str,
+    (id, created, model): (&str, u64, &str),
+) -> Vec<(&'static str, serde_json::Value)> {
+    let values = [id.into(), object.into(), created.into(), model.into()];
+    REQUIRED.into_iter().zip(values).zip(has).filter(|(_, has)| !has).map(|(m, _)| m).collect()
+}
+
+/// `object`, the bytes of a JSON object, with `members` written in at its start; `None` when it
+/// does not start with `{`.
+fn members_first(object: &[u8], members: &[(&str, serde_json::Value)]) -> Option<Vec<u8>> {
+    let start = object.iter().position(|b| !b.is_ascii_whitespace())?;
+    if object[start] != b'{' {
+        return None;
+    }
+    let mut out = Vec::with_capacity(object.len() + 128);
+    out.extend_from_slice(&object[..=start]);
+    for (name, value) in members {
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        serde_json::to_writer(&mut out, value).ok()?;
+        out.push(b',');
+    }
+    let rest = &object[start + 1..];
+    if rest.trim_ascii_start().starts_with(b"}") {
+        // `{}`: no member follows the ones written.
+        out.pop();
+    }
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 /// The members of an answer that [`ChatCompletion`] requires (id, object, created, model,
@@ -609,7 +631,8 @@ struct ChunkHead<'a> {
     created: Option<u64>,
 }
 
-/// The parts of every chunk the log needs, read without copying what it does not need.
+/// The parts of every chunk the log needs, read without copying what it does not need, and
+/// which of the members every chunk must have it has.
 #[derive(Debug, Default, PartialEq, Deserialize)]
 struct ChunkView<'a> {
     #[serde(default, borrow)]
@@ -618,6 +641,26 @@ struct ChunkView<'a> {
     usage: Option<Usage>,
     #[serde(default)]
     error: Option<serde_json::Value>,
+    #[serde(default, rename = "id", deserialize_with = "present")]
+    has_id: bool,
+    #[serde(default, rename = "object", deserialize_with = "present")]
+    has_object: bool,
+    #[serde(default, rename = "created", deserialize_with = "present")]
+    has_created: bool,
+    #[serde(default, rename = "model", deserialize_with = "present")]
+    has_model: bool,
+}
+
+impl ChunkView<'_> {
+    /// Which of `id`, `object`, `created` and `model` the chunk has, in that order.
+    fn required(&self) -> [bool; 4] {
+        [self.has_id, self.has_object, self.has_created, self.has_model]
+    }
+}
+
+/// `true` for a member that is there, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -704,6 +747,23 @@ fn read_chunk<'a>(r: &mut Reader<'a>) -> Option<ChunkView<'a>> {
             b"error" => {
                 once(&mut seen[2])?;
                 view.error = r.parse()?;
+            }
+            // As serde's: present (whatever the value), and refused when there twice.
+            b"id" => {
+                once(&mut view.has_id)?;
+                r.skip()?;
+            }
+            b"object" => {
+                once(&mut view.has_object)?;
+                r.skip()?;
+            }
+            b"created" => {
+                once(&mut view.has_created)?;
+                r.skip()?;
+            }
+            b"model" => {
+                once(&mut view.has_model)?;
+                r.skip()?;
             }
             _ => r.skip()?,
         }
@@ -808,6 +868,8 @@ struct ChunkTemplate {
     content: usize,
     /// That choice's `index`.
     index: u32,
+    /// [`ChunkView::required`] of the chunk: a chunk that matches has the same members.
+    required: [bool; 4],
     /// Where the strings of the chunk being matched are (kept to reuse its allocation).
     spans: Vec<(usize, usize)>,
 }
@@ -821,14 +883,15 @@ impl ChunkTemplate {
         let Some(Text(Cow::Borrowed(content))) = choice.delta.as_ref()?.content else {
             return None;
         };
-        if *view != content_view(choice.index, Text(Cow::Borrowed(content))) {
+        let required = view.required();
+        if *view != content_view(choice.index, Text(Cow::Borrowed(content)), required) {
             return None;
         }
         // Where the borrowed content starts in `text`.
         let start = (content.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
         let template = Template::new(text)?;
         let content = template.slot_at(start)?;
-        Some(ChunkTemplate { template, content, index: choice.index, spans: Vec::new() })
+        Some(ChunkTemplate { template, content, index: choice.index, required, spans: Vec::new() })
     }
 
     /// The view of `data` when it is the template's chunk with other strings: the template's
@@ -836,12 +899,14 @@ impl ChunkTemplate {
     fn view<'a>(&mut self, data: &'a [u8]) -> Option<ChunkView<'a>> {
         self.template.matches(data, &mut self.spans)?;
         let content = string_at(data, *self.spans.get(self.content)?)?;
-        Some(content_view(self.index, Text(content)))
+        Some(content_view(self.index, Text(content), self.required))
     }
 }
 
-/// The view of a chunk that carries one choice's `content` and nothing else the log reads.
-fn content_view(index: u32, content: Text<'_>) -> ChunkView<'_> {
+/// The view of a chunk that carries one choice's `content` and nothing else the log reads, and
+/// the members of [`ChunkView::required`] that `required` says.
+fn content_view(index: u32, content: Text<'_>, required: [bool; 4]) -> ChunkView<'_> {
+    let [has_id, has_object, has_created, has_model] = required;
     ChunkView {
         choices: vec![ChoiceView {
             index,
@@ -850,15 +915,22 @@ fn content_view(index: u32, content: Text<'_>) -> ChunkView<'_> {
         }],
         usage: None,
         error: None,
+        has_id,
+        has_object,
+        has_created,
+        has_model,
     }
 }
 
-/// The identity stream: frames pass through byte for byte; the usage chunk the proxy asked
-/// for is held back unless the client asked for it too; in-stream errors become OpenAI error
-/// frames.
+/// The identity stream: frames pass through byte for byte, but for the members every chunk
+/// must have, written into a chunk that lacks them; the usage chunk the proxy asked for is held
+/// back unless the client asked for it too; in-stream errors become OpenAI error frames.
 #[derive(Debug)]
 pub(crate) struct OpenAiStream {
     include_usage: bool,
+    /// The id, creation time and model written into a chunk that has none, when the stream's
+    /// chunks have not said them either.
+    fallback: (String, u64, String),
     assembled: Assembled,
     done: bool,
     /// The last content-only chunk read in full.
@@ -869,6 +941,7 @@ impl OpenAiStream {
     pub(crate) fn new(ctx: &ResponseContext) -> Self {
         OpenAiStream {
             include_usage: ctx.include_usage,
+            fallback: (ctx.id.clone(), ctx.created, ctx.model.clone()),
             assembled: Assembled::new(String::new(), 0, String::new()),
             done: false,
             template: TemplateSlot::default(),
@@ -880,6 +953,18 @@ impl OpenAiStream {
         self.assembled.error = Some(error);
         self.done = true;
         vec![frame]
+    }
+
+    /// A chunk without some of the members every chunk has, with them written in (as for an
+    /// answer: see [`with_required_members`]): the stream's own values where an earlier chunk
+    /// gave them, so that all its chunks agree, else the context's.
+    fn with_required_members(&self, data: &[u8], has: [bool; 4]) -> Option<Vec<u8>> {
+        let (a, (id, created, model)) = (&self.assembled, &self.fallback);
+        let id = if a.id.is_empty() { id } else { &a.id };
+        let created = if a.created == 0 { *created } else { a.created };
+        let model = if a.model.is_empty() { model } else { &a.model };
+        let members = required_members(has, "chat.completion.chunk", (id, created, model));
+        members_first(data, &members)
     }
 
     fn record(&mut self, data: &[u8], view: &ChunkView<'_>) {
@@ -995,6 +1080,13 @@ impl StreamTranslator for OpenAiStream {
         }
         let usage_only = view.choices.is_empty() && view.usage.is_some();
         if usage_only && !self.include_usage {
+            return Ok(());
+        }
+        let has = view.required();
+        if has != [true; 4]
+            && let Some(filled) = self.with_required_members(data, has)
+        {
+            out.push(sse::frame_raw(&filled));
             return Ok(());
         }
         // The event as it came when it was a plain `data:` line (no copy); re-framed otherwise.
@@ -1583,6 +1675,72 @@ mod tests {
         // The `length` chunk carries "**" too.
         assert_eq!(choice.content, "**Holiday \"Name\"\né😀\u{1} still** end");
         assert_eq!(fast.assembled().choices[1].content, "**");
+    }
+
+    #[test]
+    fn chunks_without_their_top_level_members_get_them_and_agree_with_each_other() {
+        // Z.ai-like: no `object` in any chunk; the last two leave out the rest as well.
+        let mut chunks = vec![
+            r#"{"id":"c1","created":5,"model":"glm-4.6","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#.to_owned(),
+        ];
+        for content in ["Hel", "lo", " there", "!"] {
+            chunks.push(format!(
+                r#"{{"id":"c1","created":5,"model":"glm-4.6","choices":[{{"index":0,"delta":{{"content":"{content}"}}}}]}}"#
+            ));
+        }
+        chunks.push(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#.to_owned());
+        chunks.push(r#" { } "#.to_owned());
+        // Present as null: left as it is (a client reads what the server sent).
+        chunks.push(
+            r#"{"id":"c1","object":null,"created":5,"model":"glm-4.6","choices":[]}"#.to_owned(),
+        );
+        let (stream, templated) = read_both_ways(&chunks);
+        assert_eq!(templated, 3, "the content chunks still take the template");
+        let mut stream2 = OpenAiStream::new(&ResponseContext {
+            id: "chatcmpl-local".into(),
+            created: 1,
+            model: "m".into(),
+            include_usage: true,
+        });
+        let frames: Vec<String> = chunks
+            .iter()
+            .flat_map(|c| stream2.push(&SseEvent::new(None, c.clone())).unwrap())
+            .map(|f| String::from_utf8(f.to_vec()).unwrap())
+            .collect();
+        assert_eq!(frames.len(), chunks.len());
+        for (frame, chunk) in frames.iter().zip(&chunks).take(5) {
+            assert_eq!(
+                *frame,
+                format!("data: {{\"object\":\"chat.completion.chunk\",{}\n\n", &chunk[1..])
+            );
+        }
+        // The stream's own id, time and model, not the context's.
+        assert_eq!(
+            frames[5],
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"glm-4.6\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+        );
+        assert_eq!(
+            frames[6],
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":5,\"model\":\"glm-4.6\" }\n\n",
+            "the event's data is trimmed; no comma before the closing brace"
+        );
+        assert_eq!(frames[7], format!("data: {}\n\n", chunks[7]));
+        let choice = &stream.assembled().choices[0];
+        assert_eq!(choice.content, "Hello there!");
+        assert_eq!(choice.finish_reason, Some(uniproxy_wire::FinishReason::Stop));
+
+        // A stream that never names them gets the context's.
+        let mut stream = OpenAiStream::new(&ResponseContext {
+            id: "chatcmpl-local".into(),
+            created: 1,
+            model: "m".into(),
+            include_usage: true,
+        });
+        let frame = stream.push(&SseEvent::new(None, chunks[5].clone())).unwrap().remove(0);
+        assert_eq!(
+            &frame[..],
+            b"data: {\"id\":\"chatcmpl-local\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+        );
     }
 
     #[test]
