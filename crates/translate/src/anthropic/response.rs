@@ -58,6 +58,24 @@ fn openai_error_type(kind: &str, status: u16) -> &'static str {
     }
 }
 
+/// The HTTP status Anthropic documents for an error type, for an error found where no status
+/// says it: in a stream, or in a 2xx answer.
+pub(crate) fn error_status(kind: &str) -> Option<u16> {
+    Some(match kind {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "api_error" => 500,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => return None,
+    })
+}
+
 /// An Anthropic error in the OpenAI shape.
 pub(crate) fn openai_error(error: &ErrorBody, status: u16) -> ErrorResponse {
     ErrorResponse::new(error.message.clone(), openai_error_type(&error.kind, status))
@@ -87,6 +105,19 @@ pub(crate) fn completion(
         return Err(malformed(source));
     }
     let response: MessagesResponse = uniproxy_wire::from_bytes(body).map_err(malformed)?;
+    match (response.kind.as_deref(), &response.error) {
+        (None | Some("message"), _) => {}
+        // An error in a 2xx answer (a gateway's, say) is still an error, not an empty answer.
+        (Some("error"), Some(error)) => {
+            let status = error_status(&error.kind).unwrap_or(502);
+            let error = Box::new(openai_error(error, status));
+            return Err(TranslateError::Upstream { status, error });
+        }
+        (Some(other), _) => {
+            let why = format!("an answer of type `{other}`, not `message`");
+            return Err(malformed(serde::de::Error::custom(why)));
+        }
+    }
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();

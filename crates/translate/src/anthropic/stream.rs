@@ -374,12 +374,7 @@ impl AnthropicStream {
 
 /// The status Anthropic answers with when the same error is not streamed.
 fn in_stream_error(error: &ErrorBody) -> ErrorResponse {
-    let status = match error.kind.as_str() {
-        "overloaded_error" => 529,
-        "rate_limit_error" => 429,
-        _ => 500,
-    };
-    openai_error(error, status)
+    openai_error(error, super::response::error_status(&error.kind).unwrap_or(500))
 }
 
 impl StreamTranslator for AnthropicStream {

@@ -138,6 +138,11 @@ pub(crate) enum ThinkingConfig {
 /// keep them made serde buffer the whole answer before reading it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct MessagesResponse {
+    /// `message`; `error` for an error envelope (with `error`).
+    #[serde(default, rename = "type")]
+    pub(crate) kind: Option<String>,
+    #[serde(default)]
+    pub(crate) error: Option<ErrorBody>,
     #[serde(default)]
     pub(crate) model: String,
     #[serde(default)]
