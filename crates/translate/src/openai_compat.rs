@@ -342,6 +342,9 @@ impl Provider for OpenAiCompat {
         match uniproxy_wire::from_bytes::<ChatCompletion>(&body) {
             Ok(completion) => Ok(Translated { completion, body }),
             Err(source) => {
+                if let Some(error) = error_in_answer(&body) {
+                    return Err(error);
+                }
                 // An answer that parses once the top-level members it left out are filled in
                 // goes to the client with them; any other keeps the first parse's error.
                 let filled = with_required_members(&body, ctx).and_then(|filled| {
@@ -394,6 +397,42 @@ pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError
         Err(_) => fallback_error(status, body),
     };
     TranslateError::Upstream { status, error: Box::new(error) }
+}
+
+/// An answer's or a chunk's `error` member `err` (of `data`) as an OpenAI error, with the
+/// status it stands for: OpenRouter's `code` is the HTTP status it would have answered (it
+/// answers 200 once the model has started); `default` for any other.
+fn error_member(err: &serde_json::Value, data: &[u8], default: u16) -> (u16, ErrorResponse) {
+    let status = err
+        .get("code")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..600).contains(c))
+        .unwrap_or(default);
+    let error = serde_json::from_value::<ErrorResponse>(serde_json::json!({ "error": err }))
+        .map_or_else(|_| fallback_error(status, data), |e| complete_error(e, status));
+    (status, error)
+}
+
+/// The error of a 2xx answer that is an error and no answer: an `error` member that is not
+/// `null`, and no `choices`.
+fn error_in_answer(body: &[u8]) -> Option<TranslateError> {
+    #[derive(Deserialize)]
+    struct Members {
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+        #[serde(default)]
+        choices: Option<serde::de::IgnoredAny>,
+    }
+    // serde also reads a struct from an array of its fields in order; an answer is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let Members { error: Some(err), choices: None } = from_slice::<Members>(body).ok()? else {
+        return None;
+    };
+    let (status, error) = error_member(&err, body, 502);
+    Some(TranslateError::Upstream { status, error: Box::new(error) })
 }
 
 /// `body`, a JSON object, with the top-level members [`ChatCompletion`] requires and `body`
@@ -1059,17 +1098,7 @@ impl StreamTranslator for OpenAiStream {
         };
         // OpenRouter puts an `error` into an ordinary chunk, choices and all.
         if let Some(err) = &view.error {
-            // OpenRouter's `code` is the HTTP status it would have answered.
-            let status = err
-                .get("code")
-                .and_then(serde_json::Value::as_u64)
-                .and_then(|c| u16::try_from(c).ok())
-                .filter(|c| (400..600).contains(c))
-                .unwrap_or(500);
-            let error =
-                serde_json::from_value::<ErrorResponse>(serde_json::json!({ "error": err }))
-                    .map_or_else(|_| fallback_error(status, data), |e| complete_error(e, status));
-            out.extend(self.fail(error));
+            out.extend(self.fail(error_member(err, data, 500).1));
             return Ok(());
         }
         self.record(data, &view);
@@ -1346,6 +1375,40 @@ mod tests {
         let (answer, response) = (answer.unwrap_err(), response.unwrap_err());
         assert_eq!(answer.status(), 429);
         assert_eq!(answer.to_error_response(), response.to_error_response());
+    }
+
+    #[test]
+    fn a_2xx_answer_that_is_an_error_gives_that_error() {
+        // OpenRouter answers 200 once the model has started, and an error in the body.
+        let cases: [(&[u8], u16, &str); 4] = [
+            (
+                br#"{"error":{"code":502,"message":"Provider returned error","metadata":{"provider_name":"Groq"}},"user_id":"u1"}"#,
+                502,
+                "Provider returned error",
+            ),
+            (br#"{"error":{"code":429,"message":"Rate limited"}}"#, 429, "Rate limited"),
+            (
+                br#"{"error":{"message":"Engine overloaded","type":"server_error","code":"overloaded"}}"#,
+                502,
+                "Engine overloaded",
+            ),
+            (br#" {"error":"boom"}"#, 502, "upstream answered 502: boom"),
+        ];
+        for (body, status, message) in cases {
+            let (answer, response) = answer_and_response(200, body);
+            for e in [answer.unwrap_err(), response.unwrap_err()] {
+                assert_eq!(e.status(), status, "{e:?}");
+                assert_eq!(e.to_error_response().error.message, message);
+            }
+        }
+        // An answer with choices is an answer, whatever else it says.
+        let answer = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"error":{"code":500,"message":"x"}}"#;
+        assert!(answer_and_response(200, answer).1.is_ok());
+        // A null error is none; an array is not an answer.
+        for body in [&br#"{"error":null}"#[..], br#"[{"error":{"message":"x"}}]"#] {
+            let e = answer_and_response(200, body).1.unwrap_err();
+            assert!(matches!(e, TranslateError::Malformed { .. }), "{e:?}");
+        }
     }
 
     #[test]
