@@ -118,10 +118,15 @@ pub(crate) fn completion(
             return Err(malformed(serde::de::Error::custom(why)));
         }
     }
+    // Any JSON object would otherwise pass as an empty answer (a BASE_URL that names some
+    // other service that answers 200).
+    let Some(content) = &response.content else {
+        return Err(malformed(serde::de::Error::missing_field("content")));
+    };
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
-    for block in &response.content {
+    for block in content {
         match block {
             ContentBlock::Text { text: t } => text.push_str(t),
             ContentBlock::Thinking { thinking } => reasoning.push_str(thinking),

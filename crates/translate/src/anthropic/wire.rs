@@ -145,8 +145,9 @@ pub(crate) struct MessagesResponse {
     pub(crate) error: Option<ErrorBody>,
     #[serde(default)]
     pub(crate) model: String,
+    /// Required of an answer (it may be empty); an error envelope has none.
     #[serde(default)]
-    pub(crate) content: Vec<ContentBlock>,
+    pub(crate) content: Option<Vec<ContentBlock>>,
     #[serde(default)]
     pub(crate) stop_reason: Option<String>,
     #[serde(default)]
