@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 use uniproxy_wire::{
-    ChatCompletionRequest, ContentPart, ImageUrl, Map, Message, MessageContent, ResponseFormat,
-    Role, Tool, ToolCall, ToolChoice as OpenAiToolChoice, ToolChoiceMode,
+    ChatCompletionRequest, ContentPart, FileData, ImageUrl, Map, Message, MessageContent,
+    ResponseFormat, Role, Tool, ToolCall, ToolChoice as OpenAiToolChoice, ToolChoiceMode,
 };
 
 use super::wire::{
@@ -49,6 +49,18 @@ fn unsupported(field: impl Into<String>) -> TranslateError {
 
 fn invalid(param: impl Into<String>, reason: &'static str) -> TranslateError {
     TranslateError::InvalidRequest { param: param.into(), reason }
+}
+
+/// The media type and the data of a `data:` URL without its scheme (`rest`), which must be
+/// base64: Anthropic takes nothing else.
+fn base64_data<'a>(rest: &'a str, path: &str) -> Result<(&'a str, &'a str), TranslateError> {
+    let Some((meta, data)) = rest.split_once(',') else {
+        return Err(invalid(path, "is a data: URL without data"));
+    };
+    let Some(media_type) = meta.strip_suffix(";base64") else {
+        return Err(invalid(path, "is a data: URL that is not base64"));
+    };
+    Ok((media_type, data))
 }
 
 /// Builds one Messages request; collects the JSON paths of the fields it leaves out.
@@ -397,14 +409,44 @@ impl RequestBuilder {
                     self.drop_extra(&part_path, &extra);
                     self.image(&format!("{part_path}.image_url"), image_url)?
                 }
-                ContentPart::InputAudio { .. } | ContentPart::File { .. } => {
-                    return Err(unsupported(part_path));
+                ContentPart::File { file, extra } => {
+                    self.drop_extra(&part_path, &extra);
+                    self.file(&format!("{part_path}.file"), file)?
                 }
+                ContentPart::InputAudio { .. } => return Err(unsupported(part_path)),
                 ContentPart::Unknown(_) => return Err(unsupported(format!("{part_path}.type"))),
             };
             blocks.push(block);
         }
         Ok(blocks)
+    }
+
+    /// A file sent inline (`file_data`, a base64 `data:` URL): a PDF becomes a document block
+    /// titled with the file's name, an image an image block. Uploaded files (`file_id`) live in
+    /// OpenAI's storage, which Anthropic cannot read.
+    fn file(&mut self, path: &str, file: FileData) -> Result<InputBlock, TranslateError> {
+        let FileData { file_data, file_id, filename, extra } = file;
+        self.drop_extra(path, &extra);
+        let (Some(url), None) = (file_data, file_id) else {
+            return Err(unsupported(format!("{path}.file_id")));
+        };
+        let data_path = format!("{path}.file_data");
+        let Some(rest) = url.strip_prefix("data:") else {
+            return Err(invalid(data_path, "is not a data: URL"));
+        };
+        let (media_type, data) = base64_data(rest, &data_path)?;
+        let source =
+            ImageSource::Base64 { media_type: media_type.to_owned(), data: data.to_owned() };
+        if media_type == "application/pdf" {
+            Ok(InputBlock::Document { source, title: filename })
+        } else if media_type.starts_with("image/") {
+            if filename.is_some() {
+                self.drop_field(format!("{path}.filename"));
+            }
+            Ok(InputBlock::Image { source })
+        } else {
+            Err(invalid(data_path, "is neither a PDF nor an image, the files Anthropic reads"))
+        }
     }
 
     fn image(&mut self, path: &str, image: ImageUrl) -> Result<InputBlock, TranslateError> {
@@ -414,12 +456,7 @@ impl RequestBuilder {
         }
         self.drop_extra(path, &extra);
         let source = if let Some(rest) = url.strip_prefix("data:") {
-            let Some((meta, data)) = rest.split_once(',') else {
-                return Err(invalid(format!("{path}.url"), "is a data: URL without data"));
-            };
-            let Some(media_type) = meta.strip_suffix(";base64") else {
-                return Err(invalid(format!("{path}.url"), "is a data: URL that is not base64"));
-            };
+            let (media_type, data) = base64_data(rest, &format!("{path}.url"))?;
             ImageSource::Base64 { media_type: media_type.to_owned(), data: data.to_owned() }
         } else if url.starts_with("https://") || url.starts_with("http://") {
             ImageSource::Url { url }

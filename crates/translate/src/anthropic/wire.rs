@@ -75,13 +75,30 @@ pub(crate) struct InputMessage {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum InputBlock {
-    Text { text: String },
-    Image { source: ImageSource },
-    ToolUse { id: String, name: String, input: Value },
-    ToolResult { tool_use_id: String, content: ToolResultContent },
+    Text {
+        text: String,
+    },
+    Image {
+        source: ImageSource,
+    },
+    /// A PDF.
+    Document {
+        source: ImageSource,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: ToolResultContent,
+    },
 }
 
-/// Where an image comes from.
+/// Where an image or a document comes from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum ImageSource {
