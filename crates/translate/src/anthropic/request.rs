@@ -9,8 +9,8 @@ use uniproxy_wire::{
 };
 
 use super::wire::{
-    ImageSource, InputBlock, InputMessage, InputRole, MessagesRequest, Metadata, SystemBlock,
-    ThinkingConfig, ToolChoice, ToolDefinition, ToolResultContent,
+    ImageSource, InputBlock, InputMessage, InputRole, MessagesRequest, Metadata, OutputConfig,
+    OutputFormat, SystemBlock, ThinkingConfig, ToolChoice, ToolDefinition, ToolResultContent,
 };
 use crate::openai_compat::cap_tokens;
 use crate::{ProviderKind, TranslateError};
@@ -144,11 +144,29 @@ impl RequestBuilder {
         if function_call.is_some() {
             return Err(unsupported("function_call"));
         }
-        match &response_format {
-            None | Some(ResponseFormat::Text { .. }) => {}
-            Some(ResponseFormat::JsonObject { .. } | ResponseFormat::JsonSchema { .. })
-            | Some(ResponseFormat::Other(_)) => return Err(unsupported("response_format")),
-        }
+        // Structured outputs (`output_config.format`): a schema, as OpenAI's strict mode; the
+        // answer is the JSON as text. Anthropic has no JSON mode without a schema.
+        let output_config = match response_format {
+            None | Some(ResponseFormat::Text { .. }) => None,
+            Some(ResponseFormat::JsonSchema { json_schema, .. }) => {
+                let Some(schema) = json_schema.schema else {
+                    let path = "response_format.json_schema.schema";
+                    return Err(invalid(
+                        path,
+                        "is required: Anthropic has no JSON mode without one",
+                    ));
+                };
+                // Always strict (constrained decoding); the model sees no name or description.
+                if json_schema.description.is_some() {
+                    self.drop_field("response_format.json_schema.description");
+                }
+                Some(OutputConfig { format: OutputFormat::JsonSchema { schema } })
+            }
+            Some(ResponseFormat::JsonObject { .. }) => {
+                return Err(unsupported("response_format.type"));
+            }
+            Some(ResponseFormat::Other(_)) => return Err(unsupported("response_format")),
+        };
         if n.is_some_and(|n| n > 1) {
             return Err(unsupported("n"));
         }
@@ -255,6 +273,7 @@ impl RequestBuilder {
             tools,
             tool_choice,
             thinking,
+            output_config,
         };
         Ok((body, self.dropped))
     }

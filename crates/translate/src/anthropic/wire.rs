@@ -34,6 +34,21 @@ pub(crate) struct MessagesRequest {
     pub(crate) tool_choice: Option<ToolChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) thinking: Option<ThinkingConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) output_config: Option<OutputConfig>,
+}
+
+/// `output_config`: the answer's format (structured outputs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct OutputConfig {
+    pub(crate) format: OutputFormat,
+}
+
+/// A JSON answer that follows `schema`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum OutputFormat {
+    JsonSchema { schema: Value },
 }
 
 /// A text block of the top-level `system` prompt.
