@@ -788,20 +788,13 @@ fn read_chunk<'a>(r: &mut Reader<'a>) -> Option<ChunkView<'a>> {
                 view.error = r.parse()?;
             }
             // As serde's: present (whatever the value), and refused when there twice.
-            b"id" => {
-                once(&mut view.has_id)?;
-                r.skip()?;
-            }
-            b"object" => {
-                once(&mut view.has_object)?;
-                r.skip()?;
-            }
-            b"created" => {
-                once(&mut view.has_created)?;
-                r.skip()?;
-            }
-            b"model" => {
-                once(&mut view.has_model)?;
+            b"id" | b"object" | b"created" | b"model" => {
+                once(match key {
+                    b"id" => &mut view.has_id,
+                    b"object" => &mut view.has_object,
+                    b"created" => &mut view.has_created,
+                    _ => &mut view.has_model,
+                })?;
                 r.skip()?;
             }
             _ => r.skip()?,
