@@ -66,6 +66,23 @@ async fn wrong_type_is_400_naming_the_json_path() {
 }
 
 #[tokio::test]
+async fn a_missing_member_is_400_naming_it_as_openai_does() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let cases = [
+        (r#"{"model":"a"}"#, "messages"),
+        (r#"{"model":"a","messages":[{"content":"hi"}]}"#, "messages[0].role"),
+    ];
+    for (body, param) in cases {
+        let e = expect_error(&post_raw(&proxy, body).await, 400);
+        assert_eq!(e["param"], param, "{body}: {e}");
+        assert_eq!(e["code"], "missing_required_parameter", "{e}");
+        assert_eq!(e["type"], "invalid_request_error");
+    }
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
 async fn body_over_max_body_size_is_413() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
     let mut settings = openai_settings(&mock);

@@ -213,7 +213,10 @@ impl ProxyError {
             }
             ProxyError::InvalidBody(e) => {
                 let r = ErrorResponse::new(self.to_string(), "invalid_request_error");
-                if e.path().is_empty() || e.is_syntax() {
+                if let Some(param) = e.missing() {
+                    // OpenAI's code for the same.
+                    r.with_param(param).with_code("missing_required_parameter")
+                } else if e.path().is_empty() || e.is_syntax() {
                     r.with_code("invalid_json")
                 } else {
                     r.with_param(e.path()).with_code("invalid_type")

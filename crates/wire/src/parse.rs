@@ -23,6 +23,25 @@ impl WireError {
         )
     }
 
+    /// When a required member is missing: its JSON path (`messages[0].role`), which
+    /// [`path`](Self::path) stops short of (it names the object that lacks the member). Inside a
+    /// message's content part the path is the part's: serde reads a part (an internally tagged
+    /// enum) through a buffer, so the path stops at the part whatever the member's depth
+    /// (`image_url.url` is reported at `content[0]`).
+    pub fn missing(&self) -> Option<String> {
+        let message = self.message();
+        let name = message.strip_prefix("missing field `")?.strip_suffix('`')?;
+        let path = &self.path;
+        let in_part = path.rsplit('.').next().is_some_and(|last| last.starts_with("content["));
+        Some(if path.is_empty() {
+            name.to_owned()
+        } else if in_part {
+            path.clone()
+        } else {
+            format!("{path}.{name}")
+        })
+    }
+
     /// The message of the underlying error, without the position.
     pub fn message(&self) -> String {
         let full = self.source.to_string();
@@ -182,5 +201,30 @@ mod tests {
         assert_eq!(err.path(), "messages[1].role", "{err}");
         let err = from_slice::<ChatCompletionRequest>(inputs[2]).unwrap_err();
         assert_eq!(err.path(), "max_tokens", "{err}");
+    }
+
+    #[test]
+    fn a_missing_member_is_named_by_its_whole_path() {
+        use crate::ChatCompletionRequest;
+        let missing =
+            |body: &str| from_slice::<ChatCompletionRequest>(body.as_bytes()).unwrap_err();
+        assert_eq!(missing(r#"{"model":"m"}"#).missing().as_deref(), Some("messages"));
+        let e =
+            missing(r#"{"model":"m","messages":[{"role":"user","content":"Hi"},{"content":"x"}]}"#);
+        assert_eq!(e.missing().as_deref(), Some("messages[1].role"), "{e}");
+        let e = missing(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]}"#,
+        );
+        assert_eq!(e.missing().as_deref(), Some("messages[0].content[0]"), "{e}");
+        let e =
+            missing(r#"{"model":"m","tools":[{"type":"function","function":{}}],"messages":[]}"#);
+        assert_eq!(e.missing().as_deref(), Some("tools[0].function.name"), "{e}");
+        let e = missing(
+            r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"1","type":"function","function":{"arguments":"{}"}}]}]}"#,
+        );
+        assert_eq!(e.missing().as_deref(), Some("messages[0].tool_calls[0].function.name"), "{e}");
+        // Not a missing member.
+        assert_eq!(missing(r#"{"model":"m","messages":"hi"}"#).missing(), None);
+        assert_eq!(missing(r#"{"model":"m","#).missing(), None);
     }
 }
