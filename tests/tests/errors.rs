@@ -333,39 +333,45 @@ async fn stream_without_streaming_support_is_replayed_from_one_answer() {
 
 #[tokio::test]
 async fn max_tokens_is_applied_and_capped() {
-    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
-    let mut settings = openai_settings(&mock);
-    settings.max_tokens = 100;
-    let proxy = Proxy::start(settings).await;
-
-    let with = |field: Option<(&str, u32)>| {
+    let with = |fields: &[(&str, u32)]| {
         let mut r = chat_request("a", false);
-        if let Some((k, v)) = field {
-            r[k] = json!(v);
+        for (k, v) in fields {
+            r[*k] = json!(v);
         }
         r
     };
-    // None set: the limit goes in `max_completion_tokens` (OpenAI's reasoning models refuse
-    // `max_tokens`).
-    // Asked for more: capped. Asked for less: kept.
-    let cases = [
-        (with(None), json!(null), json!(100)),
-        (with(Some(("max_tokens", 500))), json!(100), json!(null)),
-        (with(Some(("max_completion_tokens", 5000))), json!(null), json!(100)),
-        (with(Some(("max_completion_tokens", 50))), json!(null), json!(50)),
-        (with(Some(("max_tokens", 7))), json!(7), json!(null)),
+    // OpenAI: the limit goes in `max_completion_tokens` alone (its reasoning models refuse
+    // `max_tokens`, whichever model the client thinks it talks to). Asked for more: capped;
+    // asked for less: kept; both asked: the smaller.
+    let openai = [
+        (with(&[]), json!(null), json!(100)),
+        (with(&[("max_tokens", 500)]), json!(null), json!(100)),
+        (with(&[("max_completion_tokens", 5000)]), json!(null), json!(100)),
+        (with(&[("max_completion_tokens", 50)]), json!(null), json!(50)),
+        (with(&[("max_tokens", 7)]), json!(null), json!(7)),
+        (with(&[("max_tokens", 70), ("max_completion_tokens", 50)]), json!(null), json!(50)),
     ];
-    for (i, (req, max_tokens, max_completion_tokens)) in cases.into_iter().enumerate() {
-        let resp = proxy.post("/v1/chat/completions", &req).await;
-        assert_eq!(resp.status, 200);
-        mock.wait_for_requests(i + 1).await;
-        let up = mock.requests().pop().unwrap().json();
-        assert_eq!(up.get("max_tokens").cloned().unwrap_or(Value::Null), max_tokens, "{req}");
-        assert_eq!(
-            up.get("max_completion_tokens").cloned().unwrap_or(Value::Null),
-            max_completion_tokens,
-            "{req}"
-        );
+    // Other servers may not know `max_completion_tokens`: what the client set stays.
+    let custom = [
+        (with(&[]), json!(100), json!(null)),
+        (with(&[("max_tokens", 7)]), json!(7), json!(null)),
+        (with(&[("max_completion_tokens", 5000)]), json!(null), json!(100)),
+    ];
+    for (platform, cases) in [(Platform::OpenAi, &openai[..]), (Platform::Custom, &custom[..])] {
+        let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+        let mut settings = openai_settings(&mock);
+        settings.max_tokens = 100;
+        settings.platform = platform;
+        let proxy = Proxy::start(settings).await;
+        for (i, (req, max_tokens, max_completion_tokens)) in cases.iter().enumerate() {
+            let resp = proxy.post("/v1/chat/completions", req).await;
+            assert_eq!(resp.status, 200);
+            mock.wait_for_requests(i + 1).await;
+            let up = mock.requests().pop().unwrap().json();
+            let got = |k: &str| up.get(k).cloned().unwrap_or(Value::Null);
+            assert_eq!(got("max_tokens"), *max_tokens, "{platform:?} {req}");
+            assert_eq!(got("max_completion_tokens"), *max_completion_tokens, "{platform:?} {req}");
+        }
     }
 }
 

@@ -130,11 +130,7 @@ impl OpenAiCompat {
     /// usage asked for in a stream.
     fn rewrite(&self, mut request: ChatCompletionRequest) -> ChatCompletionRequest {
         request.model.clone_from(&self.config.model);
-        let max = self.config.max_tokens;
-        cap_tokens(&mut request, max, |r| match self.limit_field {
-            LimitField::MaxTokens => r.max_tokens = Some(max),
-            LimitField::MaxCompletionTokens => r.max_completion_tokens = Some(max),
-        });
+        self.limits(&mut request.max_tokens, &mut request.max_completion_tokens);
         if request.is_stream() {
             // Always ask for usage so the log has it; the client gets the usage chunk only
             // if it asked (see `OpenAiStream`).
@@ -146,15 +142,27 @@ impl OpenAiCompat {
     /// [`rewrite`](Self::rewrite) for a request's head.
     fn rewrite_head(&self, head: &mut RequestHead<'_>) {
         head.model.clone_from(&self.config.model);
-        let max = self.config.max_tokens;
-        if !cap_limits(&mut head.max_tokens, &mut head.max_completion_tokens, max) {
-            match self.limit_field {
-                LimitField::MaxTokens => head.max_tokens = Some(max),
-                LimitField::MaxCompletionTokens => head.max_completion_tokens = Some(max),
-            }
-        }
+        self.limits(&mut head.max_tokens, &mut head.max_completion_tokens);
         if head.is_stream() {
             ask_usage(&mut head.stream_options);
+        }
+    }
+
+    /// The token limits as the upstream gets them: capped at `MAX_TOKENS`, which is the limit
+    /// when the client set none. OpenAI and Azure get `max_completion_tokens` alone: their
+    /// reasoning models refuse `max_tokens`, which OpenAI has deprecated for every chat model,
+    /// and the configured model may be one whatever the client thinks it talks to.
+    fn limits(&self, max_tokens: &mut Option<u32>, max_completion_tokens: &mut Option<u32>) {
+        let max = self.config.max_tokens;
+        if !cap_limits(max_tokens, max_completion_tokens, max) {
+            match self.limit_field {
+                LimitField::MaxTokens => *max_tokens = Some(max),
+                LimitField::MaxCompletionTokens => *max_completion_tokens = Some(max),
+            }
+        } else if let LimitField::MaxCompletionTokens = self.limit_field
+            && let Some(old) = max_tokens.take()
+        {
+            *max_completion_tokens = Some(max_completion_tokens.map_or(old, |new| new.min(old)));
         }
     }
 }
