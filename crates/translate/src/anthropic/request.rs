@@ -238,8 +238,24 @@ impl RequestBuilder {
             }
         };
 
-        let thinking = match reasoning_effort.as_deref().map(thinking_budget).transpose()? {
-            Some(Some(budget)) => {
+        // Anthropic refuses thinking where the request cannot have it, and the OpenAI shape
+        // cannot make it so: a tool choice that forces a tool, and a tool loop, whose last
+        // assistant message must start with its thinking block, signature and all (which no
+        // OpenAI message carries). Its error says to switch thinking off there; so does this.
+        let forced = matches!(tool_choice, Some(ToolChoice::Any { .. } | ToolChoice::Tool { .. }));
+        let in_tool_loop = self
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == InputRole::Assistant)
+            .is_some_and(|m| m.content.iter().any(|b| matches!(b, InputBlock::ToolUse { .. })));
+        let mut budget = reasoning_effort.as_deref().map(thinking_budget).transpose()?.flatten();
+        if budget.is_some() && (forced || in_tool_loop) {
+            budget = None;
+            self.drop_field("reasoning_effort");
+        }
+        let thinking = match budget {
+            Some(budget) => {
                 if max_tokens <= MIN_THINKING_BUDGET {
                     return Err(invalid(
                         "reasoning_effort",
@@ -256,7 +272,7 @@ impl RequestBuilder {
                 }
                 Some(ThinkingConfig::Enabled { budget_tokens: fit_budget(budget, max_tokens) })
             }
-            Some(None) | None => None,
+            None => None,
         };
 
         let stop_sequences = stop.map(|s| s.to_vec()).filter(|s| !s.is_empty());
