@@ -12,7 +12,7 @@
 //! | `user` text, `image_url` (`data:` URL), `input_audio` (wav/mp3), `file.file_data` | `user` content: `text`, `inlineData` |
 //! | `image_url` with an `http(s)://` or `gs://` URL | `fileData` (`mimeType` guessed from the extension, else left out) |
 //! | `assistant` text / refusal, `tool_calls`, legacy `function_call` | `model` content: `text`, `functionCall {id, name, args}` (args parsed; `""` is `{}`) |
-//! | `tool_calls[].extra_content.google.thought_signature` | `thoughtSignature` on that `functionCall` part (Gemini 3 wants it back) |
+//! | `tool_calls[].extra_content.google.thought_signature` | `thoughtSignature` on that `functionCall` part (Gemini 3 wants it back; for a Gemini 3 model, a turn whose calls have none gets Google's `skip_thought_signature_validator` on its first) |
 //! | `tool` messages (consecutive ones in one `user` content), legacy `function` messages | `functionResponse {id, name, response}`: the name is the matching call's; `response` is the content when it is a JSON object, else `{"result": <the JSON value or the text>}` |
 //! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by [`schema`](self::schema) (a parameter-less object is left out, as Gemini refuses empty `OBJECT`s) |
 //! | `tool_choice` `auto` / `none` / `required` / named | `toolConfig.functionCallingConfig.mode` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
@@ -140,7 +140,10 @@ impl Provider for Gemini {
     ) -> Result<UpstreamRequest, TranslateError> {
         let max = self.config.max_tokens;
         cap_tokens(&mut request, max, |r| r.max_tokens = Some(max));
-        let (body, dropped) = request::build(&request)?;
+        let (mut body, dropped) = request::build(&request)?;
+        if wants_signatures(&self.config.model) {
+            sign_unsigned_calls(&mut body.contents);
+        }
         let body = json_bytes(ProviderKind::Google, &body, 0)?;
         Ok(UpstreamRequest::post(
             self.url(request.is_stream()),
@@ -183,6 +186,34 @@ impl Provider for Gemini {
     }
 }
 
+/// Google's documented stand-in for a thought signature that was lost, which tells Gemini to
+/// skip the check.
+const SKIP_SIGNATURE_CHECK: &str = "skip_thought_signature_validator";
+
+/// Whether `model` is Gemini 3 or later, which refuses a replayed model turn whose function
+/// call has no thought signature (400 "Function call is missing a thought_signature").
+fn wants_signatures(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    let Some(version) = name.strip_prefix("gemini-") else { return false };
+    let digits = version.bytes().take_while(u8::is_ascii_digit).count();
+    version[..digits].parse::<u32>().is_ok_and(|major| major >= 3)
+}
+
+/// Gives each model turn whose function calls came back without their thought signature
+/// (a client that rebuilt the assistant message and dropped `extra_content`) the stand-in, on
+/// its first call: in a turn of parallel calls only the first carries one.
+fn sign_unsigned_calls(contents: &mut [wire::Content]) {
+    for content in contents.iter_mut().filter(|c| c.role.as_deref() == Some("model")) {
+        let mut calls = content.parts.iter_mut().filter(|p| p.function_call.is_some());
+        if let Some(first) = calls.next()
+            && first.thought_signature.is_none()
+            && calls.all(|p| p.thought_signature.is_none())
+        {
+            first.thought_signature = Some(SKIP_SIGNATURE_CHECK.to_owned());
+        }
+    }
+}
+
 /// The thought signature an OpenAI tool call carries back, where Google's own
 /// OpenAI-compatible endpoint puts it: `extra_content.google.thought_signature`.
 fn thought_signature_of(extra: &Map) -> Option<String> {
@@ -206,5 +237,69 @@ mod json_tests {
         crate::json::tests::assert_built_cases_written_as_serde_json_writes("gemini", |r| {
             super::request::build(&r).ok().map(|(body, _)| body)
         });
+    }
+}
+
+#[cfg(test)]
+mod signature_tests {
+    use super::*;
+    use crate::ProviderConfig;
+
+    #[test]
+    fn gemini_3_and_later_want_signatures() {
+        for (model, wants) in [
+            ("gemini-3-pro-preview", true),
+            ("gemini-3.1-flash-lite", true),
+            ("models/gemini-3-flash", true),
+            ("publishers/google/models/gemini-3-pro", true),
+            ("gemini-10-ultra", true),
+            ("gemini-2.5-pro", false),
+            ("gemini-1.5-flash-002", false),
+            ("gemini-exp-1206", false),
+            ("gemma-3-27b-it", false),
+        ] {
+            assert_eq!(wants_signatures(model), wants, "{model}");
+        }
+    }
+
+    /// The `thoughtSignature` of each `functionCall` part of the upstream body, in order.
+    fn signatures(model: &str, calls: Value) -> Vec<Option<String>> {
+        let config = ProviderConfig::new(ProviderKind::Google, "https://g.test/v1beta", "k", model);
+        let gemini = crate::provider(&config).unwrap();
+        let request: ChatCompletionRequest = serde_json::from_value(json!({
+            "model": "x",
+            "messages": [
+                {"role": "user", "content": "Weather in Paris and Rome?"},
+                {"role": "assistant", "content": null, "tool_calls": calls},
+                {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+                {"role": "tool", "tool_call_id": "c2", "content": "21C"},
+            ],
+        }))
+        .unwrap();
+        let body: Value =
+            serde_json::from_slice(&gemini.build_request(request).unwrap().body).unwrap();
+        let parts = body["contents"][1]["parts"].as_array().unwrap().clone();
+        parts
+            .iter()
+            .filter(|p| p.get("functionCall").is_some())
+            .map(|p| p.get("thoughtSignature").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn a_turn_that_lost_its_signature_gets_the_stand_in_on_its_first_call() {
+        let call = |id: &str, city: &str| json!({"id": id, "type": "function", "function": {"name": "weather", "arguments": format!(r#"{{"city":"{city}"}}"#)}});
+        let unsigned = json!([call("c1", "Paris"), call("c2", "Rome")]);
+        let stand_in = Some(SKIP_SIGNATURE_CHECK.to_owned());
+        assert_eq!(signatures("gemini-3-pro-preview", unsigned.clone()), [stand_in, None]);
+        // A signature the client kept goes back as it is.
+        let mut signed = unsigned.clone();
+        signed[0]["extra_content"] = json!({"google": {"thought_signature": "CiQBjz1rX"}});
+        assert_eq!(
+            signatures("gemini-3-pro-preview", signed),
+            [Some("CiQBjz1rX".to_owned()), None]
+        );
+        // Gemini 2.5 does not check them.
+        assert_eq!(signatures("gemini-2.5-flash", unsigned), [None, None]);
     }
 }
