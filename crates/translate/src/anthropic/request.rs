@@ -315,14 +315,17 @@ impl RequestBuilder {
         match role {
             Role::System | Role::Developer => {
                 for text in self.texts(&path, content)? {
-                    if !text.is_empty() {
+                    if !text.trim().is_empty() {
                         self.system.push(SystemBlock::text(text));
                     }
                 }
             }
             Role::User => {
                 let blocks = self.blocks(&path, content)?;
-                self.push(InputRole::User, blocks);
+                // An empty message says nothing, and Anthropic refuses one.
+                if !blocks.is_empty() {
+                    self.push(InputRole::User, blocks);
+                }
             }
             Role::Assistant => {
                 if function_call.is_some() {
@@ -419,7 +422,9 @@ impl RequestBuilder {
         }
     }
 
-    /// The blocks of a user, assistant or tool message's content.
+    /// The blocks of a user, assistant or tool message's content. Blank texts make no block:
+    /// Anthropic refuses a text block that is empty or only whitespace (clients send
+    /// `"content": ""` beside tool calls).
     fn blocks(
         &mut self,
         path: &str,
@@ -427,6 +432,7 @@ impl RequestBuilder {
     ) -> Result<Vec<InputBlock>, TranslateError> {
         let parts = match content {
             None => return Ok(Vec::new()),
+            Some(MessageContent::Text(text)) if text.trim().is_empty() => return Ok(Vec::new()),
             Some(MessageContent::Text(text)) => return Ok(vec![InputBlock::Text { text }]),
             Some(MessageContent::Parts(parts)) => parts,
         };
@@ -438,6 +444,9 @@ impl RequestBuilder {
                 ContentPart::Text { text, extra }
                 | ContentPart::Refusal { refusal: text, extra } => {
                     self.drop_extra(&part_path, &extra);
+                    if text.trim().is_empty() {
+                        continue;
+                    }
                     InputBlock::Text { text }
                 }
                 ContentPart::ImageUrl { image_url, extra } => {
