@@ -135,7 +135,9 @@ impl Builder {
             match &m.role {
                 Role::System | Role::Developer => {
                     let text = text_only(m.content(), &at)?;
-                    self.system.push(Part::text(text));
+                    if !text.is_empty() {
+                        self.system.push(Part::text(text));
+                    }
                 }
                 Role::User => {
                     let parts = self.user_parts(m.content(), &at)?;
@@ -204,8 +206,11 @@ impl Builder {
         content: Option<&MessageContent>,
         at: &str,
     ) -> Result<Vec<Part>, TranslateError> {
+        // Gemini refuses an empty text ("Unable to submit request because it has an empty text
+        // parameter"); it says nothing.
         let parts = match content {
             None => return Ok(Vec::new()),
+            Some(MessageContent::Text(t)) if t.is_empty() => return Ok(Vec::new()),
             Some(MessageContent::Text(t)) => return Ok(vec![Part::text(t.clone())]),
             Some(MessageContent::Parts(parts)) => parts,
         };
@@ -213,6 +218,7 @@ impl Builder {
         for (j, p) in parts.iter().enumerate() {
             let path = format!("{at}.content[{j}]");
             out.push(match p {
+                ContentPart::Text { text, .. } if text.is_empty() => continue,
                 ContentPart::Text { text, .. } => Part::text(text.clone()),
                 ContentPart::ImageUrl { image_url, .. } => {
                     media_part(&image_url.url, &format!("{path}.image_url.url"))?
@@ -260,7 +266,9 @@ impl Builder {
                     match p {
                         ContentPart::Text { text, .. }
                         | ContentPart::Refusal { refusal: text, .. } => {
-                            parts.push(Part::text(text.clone()))
+                            if !text.is_empty() {
+                                parts.push(Part::text(text.clone()));
+                            }
                         }
                         _ => return Err(unsupported(format!("{at}.content[{j}]"))),
                     }
