@@ -1,5 +1,8 @@
 //! OpenAI, Azure OpenAI and any OpenAI-compatible server: the identity translation, with each
-//! platform's URL and auth header.
+//! platform's URL and auth header. What the server sends passes through as sent, but for what
+//! a client could not take: an answer or a chunk without the top-level members the format
+//! requires gets them written in, and a 2xx answer that is only an error (OpenRouter's, once
+//! the model has started) gives that error.
 
 use std::borrow::Cow;
 

@@ -10,7 +10,9 @@
 //! | `tool` messages | `tool_result` blocks, first in the user turn that follows the calls |
 //! | assistant `tool_calls` | `tool_use` blocks; `arguments` parsed to `input` (`""` → `{}`) |
 //! | `image_url` with a `data:…;base64,` URL / an `http(s)` URL | `image` with a `base64` / `url` source |
-//! | text (and earlier assistant refusal) parts | `text` blocks |
+//! | `file` parts with `file_data` (a base64 `data:` URL): a PDF / an image | `document` (titled with `filename`) / `image`, with a `base64` source |
+//! | text (and earlier assistant refusal) parts | `text` blocks; blank ones (empty or whitespace, which Anthropic refuses) make none, and a user message left with none makes no message |
+//! | `response_format` `json_schema` | `output_config.format` `{type: json_schema, schema}` (structured outputs); the answer is the JSON as text |
 //! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters) |
 //! | `tool_choice` `auto` / `required` / `none` / named | `auto` / `any` / `none` / `tool` |
 //! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |
@@ -23,22 +25,27 @@
 //! With thinking on, Anthropic accepts only the default sampling, so a `temperature` other
 //! than 1 and any `top_p` are left out (and named in `dropped`) rather than failing the
 //! request; a token limit of 1024 or less cannot hold the smallest budget and gets a 400
-//! naming `reasoning_effort`.
+//! naming `reasoning_effort`. Thinking is left out (and `reasoning_effort` named in
+//! `dropped`) where Anthropic refuses it and the OpenAI shape cannot make the request
+//! acceptable: with a `tool_choice` that forces a tool, and in a tool loop, whose last
+//! assistant message would have to start with its thinking block, signature included.
 //!
 //! **Dropped** (harmless, named in [`UpstreamRequest::dropped`](crate::UpstreamRequest)):
 //! `presence_penalty`, `frequency_penalty`, `logit_bias`, `seed`, `service_tier`, `store`,
 //! `metadata`, `prediction`, `n: 1`, `logprobs: false`, `top_logprobs: 0`, `modalities:
 //! ["text"]`, `safety_identifier`, `prompt_cache_key`, `prompt_cache_retention`,
 //! `tool_choice` `none`/`auto` and `parallel_tool_calls` without tools, `strict` on tools,
-//! image `detail`, message `name`, assistant `reasoning_content` (Anthropic takes earlier
+//! image `detail`, a `json_schema`'s `description`, an image file's `filename`, message `name`,
+//! assistant `reasoning_content` (Anthropic takes earlier
 //! thinking back only with its signature, which the OpenAI shape cannot carry) and assistant
 //! `refusal`, and any unknown field inside a message, part or tool.
 //!
 //! **Refused** with a 400 naming the field ([`TranslateError::Unsupported`]):
-//! `n > 1`, `logprobs: true`, `top_logprobs > 0`, `response_format` `json_object` and
-//! `json_schema` (Anthropic has no JSON mode; emulating one with a forced tool would change
-//! the answer's shape, so the client must choose), audio output `modalities`, legacy
-//! `functions` / `function_call`, `input_audio` and `file` parts, unknown part types, tools
+//! `n > 1`, `logprobs: true`, `top_logprobs > 0`, `response_format` `json_object` and a
+//! `json_schema` without a schema (Anthropic has no JSON mode without one; emulating one with
+//! a forced tool would change the answer's shape, so the client must choose), audio output
+//! `modalities`, legacy `functions` / `function_call`, `input_audio` parts, `file` parts by
+//! `file_id` or of another media type than PDF and images, unknown part types, tools
 //! that are not functions, unknown `tool_choice` forms, roles `function` and unknown roles,
 //! unknown `reasoning_effort` values, and unknown top-level fields. Invalid tool call
 //! `arguments` get [`TranslateError::InvalidToolArguments`]; a `tool` message that answers no
@@ -61,6 +68,9 @@
 //! the type maps to OpenAI's (`not_found_error` → `invalid_request_error`, `api_error` →
 //! `server_error`, `billing_error` → `insufficient_quota`, others by name) and the Anthropic
 //! type is kept as `code`. Other bodies go through [`fallback_error`](crate::fallback_error).
+//! Such an error in a 2xx answer (a gateway's) is an error too, with the status Anthropic
+//! documents for its type; a 2xx answer of another type than `message`, or without `content`,
+//! is malformed.
 //!
 //! # Stream
 //!

@@ -9,7 +9,7 @@
 //! | OpenAI | Gemini |
 //! |---|---|
 //! | `system` / `developer` messages (text only, wherever they stand) | `systemInstruction`, one text part each, in order |
-//! | `user` text, `image_url` (`data:` URL), `input_audio` (wav/mp3), `file.file_data` | `user` content: `text`, `inlineData` |
+//! | `user` text, `image_url` (`data:` URL), `input_audio` (wav/mp3), `file.file_data` | `user` content: `text`, `inlineData` (an empty text, which Gemini refuses, makes no part) |
 //! | `image_url` with an `http(s)://` or `gs://` URL | `fileData` (`mimeType` guessed from the extension, else left out) |
 //! | `assistant` text / refusal, `tool_calls`, legacy `function_call` | `model` content: `text`, `functionCall {id, name, args}` (args parsed; `""` is `{}`) |
 //! | `tool_calls[].extra_content.google.thought_signature` | `thoughtSignature` on that `functionCall` part (Gemini 3 wants it back; for a Gemini 3 model, a turn whose calls have none gets Google's `skip_thought_signature_validator` on its first) |
