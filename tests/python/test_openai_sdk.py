@@ -165,5 +165,105 @@ class DisabledModel(unittest.TestCase):
             proxy.stop()
 
 
+class AnthropicShapedUpstream:
+    """A Messages API that records each request and answers the next queued body."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests, self.answers = [], []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.requests.append((self.path, json.loads(body)))
+                answer = json.dumps(outer.answers.pop(0)).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def message(content, stop_reason):
+    return {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+            "content": content, "stop_reason": stop_reason, "stop_sequence": None,
+            "usage": {"input_tokens": 21, "output_tokens": 9}}
+
+
+class AnthropicPlatform(unittest.TestCase):
+    """What the SDK's helpers send, translated for Claude, and Claude's answers back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = AnthropicShapedUpstream()
+        cls.proxy = Proxy(TYPE="anthropic", BASE_URL=cls.upstream.url, API_KEY="sk-ant-test",
+                          ACTUAL_NAME="claude-sonnet-4-5")
+        cls.client = openai.OpenAI(base_url=cls.proxy.url + "/v1", api_key="none", max_retries=0)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.upstream.stop()
+
+    def test_parse_with_a_pydantic_model_uses_structured_outputs(self):
+        import pydantic
+
+        class Weather(pydantic.BaseModel):
+            city: str
+            temperature_c: int
+
+        self.upstream.answers.append(
+            message([{"type": "text", "text": '{"city": "Paris", "temperature_c": 18}'}], "end_turn"))
+        completion = self.client.chat.completions.parse(
+            model="gpt-4o", messages=[{"role": "user", "content": "Weather in Paris?"}],
+            response_format=Weather)
+        self.assertEqual(completion.choices[0].message.parsed, Weather(city="Paris", temperature_c=18))
+        path, sent = self.upstream.requests[-1]
+        self.assertEqual(path, "/v1/messages")
+        schema = sent["output_config"]["format"]
+        self.assertEqual(schema["type"], "json_schema")
+        self.assertEqual(schema["schema"]["required"], ["city", "temperature_c"])
+        self.assertFalse(schema["schema"]["additionalProperties"])
+
+    def test_a_tool_loop_with_reasoning_effort_goes_without_thinking(self):
+        tools = [{"type": "function", "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+        messages = [{"role": "user", "content": "Weather in Paris?"}]
+        self.upstream.answers.append(message(
+            [{"type": "thinking", "thinking": "I should call the tool.", "signature": "EqQBCkY"},
+             {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}],
+            "tool_use"))
+        first = self.client.chat.completions.create(
+            model="gpt-4o", messages=messages, tools=tools, reasoning_effort="low", max_tokens=4000)
+        self.assertIn("thinking", self.upstream.requests[-1][1])
+        call = first.choices[0].message.tool_calls[0]
+        self.assertEqual((call.id, call.function.name), ("toolu_01", "get_weather"))
+        # The SDK's message goes back as it came, with an empty content beside its calls.
+        messages.append(first.choices[0].message.model_dump(exclude_none=True) | {"content": ""})
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": "18C"})
+        self.upstream.answers.append(message([{"type": "text", "text": "18C in Paris."}], "end_turn"))
+        second = self.client.chat.completions.create(
+            model="gpt-4o", messages=messages, tools=tools, reasoning_effort="low", max_tokens=4000)
+        self.assertEqual(second.choices[0].message.content, "18C in Paris.")
+        sent = self.upstream.requests[-1][1]
+        self.assertNotIn("thinking", sent)
+        self.assertEqual([b["type"] for b in sent["messages"][1]["content"]], ["tool_use"])
+
+
 if __name__ == "__main__":
     unittest.main()
