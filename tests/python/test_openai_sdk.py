@@ -1,6 +1,7 @@
-"""The official `openai` Python SDK against the built uniproxy binary (mock platform).
+"""The official `openai` Python SDK against the built uniproxy binary: the mock platform, and
+an Anthropic-shaped upstream started by the test.
 
-Run by .ci/run:  python -m unittest discover -s tests/python -v
+Run by .ci/run (tests/python/run.py; `python -m unittest discover -s tests/python -v` by hand)
 The binary path comes from UNIPROXY_BIN (default target/debug/uniproxy).
 """
 
