@@ -547,10 +547,24 @@ impl RequestBuilder {
         Ok(ToolDefinition {
             name: function.name,
             description: function.description,
-            input_schema: function
-                .parameters
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            input_schema: input_schema(function.parameters),
         })
+    }
+}
+
+/// A tool's `input_schema`, which Anthropic requires to say `"type": "object"`: OpenAI takes
+/// no parameters, `{}`, and an object schema that leaves the type out, all as an object's.
+fn input_schema(parameters: Option<Value>) -> Value {
+    match parameters {
+        None => json!({"type": "object", "properties": {}}),
+        Some(Value::Object(mut schema)) if !schema.contains_key("type") => {
+            if schema.is_empty() {
+                schema.insert("properties".to_owned(), json!({}));
+            }
+            schema.insert("type".to_owned(), json!("object"));
+            Value::Object(schema)
+        }
+        Some(schema) => schema,
     }
 }
 
