@@ -364,7 +364,8 @@ impl RequestBuilder {
                         ToolResultContent::Blocks(self.blocks(&path, parts)?)
                     }
                 };
-                self.push_tool_result(InputBlock::ToolResult { tool_use_id: id, content });
+                let tool_use_id = tool_use_id(id);
+                self.push_tool_result(InputBlock::ToolResult { tool_use_id, content });
             }
             Role::Function | Role::Other(_) => return Err(unsupported(format!("{path}.role"))),
         }
@@ -529,7 +530,7 @@ impl RequestBuilder {
             return Err(invalid(args_path, "is not a JSON object"));
         }
         self.call_ids.insert(id.clone());
-        Ok(InputBlock::ToolUse { id, name: function.name, input })
+        Ok(InputBlock::ToolUse { id: tool_use_id(id), name: function.name, input })
     }
 
     fn tool(&mut self, i: usize, tool: Tool) -> Result<ToolDefinition, TranslateError> {
@@ -549,6 +550,18 @@ impl RequestBuilder {
             description: function.description,
             input_schema: input_schema(function.parameters),
         })
+    }
+}
+
+/// A tool call's id as Anthropic takes it (`^[a-zA-Z0-9_-]+$`): any other character becomes
+/// `_`, the same in the call and in its result. Ids Anthropic made pass as they are; others
+/// come from a conversation begun elsewhere (Moonshot's `functions.get_weather:0`).
+fn tool_use_id(id: String) -> String {
+    let fits = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if id.chars().all(fits) {
+        id
+    } else {
+        id.chars().map(|c| if fits(c) { c } else { '_' }).collect()
     }
 }
 
