@@ -8,12 +8,12 @@
 //! | `system` and `developer` messages, wherever they are | top-level `system`, one text block each, in order |
 //! | consecutive messages of one role (`tool` counts as `user`) | one message |
 //! | `tool` messages | `tool_result` blocks, first in the user turn that follows the calls |
-//! | assistant `tool_calls` | `tool_use` blocks; `arguments` parsed to `input` (`""` → `{}`) |
+//! | assistant `tool_calls` | `tool_use` blocks; `arguments` parsed to `input` (`""` → `{}`); in an id, a character outside `[a-zA-Z0-9_-]` (which Anthropic refuses) becomes `_`, in the call and its result alike |
 //! | `image_url` with a `data:…;base64,` URL / an `http(s)` URL | `image` with a `base64` / `url` source |
 //! | `file` parts with `file_data` (a base64 `data:` URL): a PDF / an image | `document` (titled with `filename`) / `image`, with a `base64` source |
 //! | text (and earlier assistant refusal) parts | `text` blocks; blank ones (empty or whitespace, which Anthropic refuses) make none, and a user message left with none makes no message |
 //! | `response_format` `json_schema` | `output_config.format` `{type: json_schema, schema}` (structured outputs); the answer is the JSON as text |
-//! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters) |
+//! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters or `{}`; an object schema without `type` gets `"type": "object"`, which Anthropic requires) |
 //! | `tool_choice` `auto` / `required` / `none` / named | `auto` / `any` / `none` / `tool` |
 //! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |
 //! | `stop` | `stop_sequences` |
