@@ -13,6 +13,7 @@
 //! | `file` parts with `file_data` (a base64 `data:` URL): a PDF / an image | `document` (titled with `filename`) / `image`, with a `base64` source |
 //! | text (and earlier assistant refusal) parts | `text` blocks; blank ones (empty or whitespace, which Anthropic refuses) make none, and a user message left with none makes no message |
 //! | `response_format` `json_schema` | `output_config.format` `{type: json_schema, schema}` (structured outputs); the answer is the JSON as text |
+//! | `cache_control` (an object) on a text, image or file part (system messages' too) or on a tool, as gateways take it | `cache_control` on that block or tool (prompt caching) |
 //! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters or `{}`; an object schema without `type` gets `"type": "object"`, which Anthropic requires) |
 //! | `tool_choice` `auto` / `required` / `none` / named | `auto` / `any` / `none` / `tool` |
 //! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |

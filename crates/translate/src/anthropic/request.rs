@@ -92,6 +92,20 @@ impl RequestBuilder {
         }
     }
 
+    /// [`drop_extra`](Self::drop_extra) for a part or a tool, but for its `cache_control`
+    /// (Anthropic's prompt caching, which gateways take on OpenAI parts and tools as it is),
+    /// given back to go on the block.
+    fn cache_control(&mut self, path: &str, mut extra: Map) -> Option<Value> {
+        // One that is not an object is no `cache_control` Anthropic takes: dropped, and said.
+        let cache_control = extra
+            .get("cache_control")
+            .is_some_and(Value::is_object)
+            .then(|| extra.remove("cache_control"))
+            .flatten();
+        self.drop_extra(path, &extra);
+        cache_control
+    }
+
     /// Translates `request` for `model`, with `max` as the default and cap of the token limit.
     /// Returns the body and the dropped fields.
     pub(crate) fn build(
@@ -314,9 +328,9 @@ impl RequestBuilder {
         let content = content.flatten();
         match role {
             Role::System | Role::Developer => {
-                for text in self.texts(&path, content)? {
+                for (text, cache_control) in self.texts(&path, content)? {
                     if !text.trim().is_empty() {
-                        self.system.push(SystemBlock::text(text));
+                        self.system.push(SystemBlock::text(text, cache_control));
                     }
                 }
             }
@@ -396,22 +410,21 @@ impl RequestBuilder {
         }
     }
 
-    /// The texts of a system or developer message.
+    /// The texts of a system or developer message, each with its `cache_control`.
     fn texts(
         &mut self,
         path: &str,
         content: Option<MessageContent>,
-    ) -> Result<Vec<String>, TranslateError> {
+    ) -> Result<Vec<(String, Option<Value>)>, TranslateError> {
         match content {
             None => Ok(Vec::new()),
-            Some(MessageContent::Text(text)) => Ok(vec![text]),
+            Some(MessageContent::Text(text)) => Ok(vec![(text, None)]),
             Some(MessageContent::Parts(parts)) => parts
                 .into_iter()
                 .enumerate()
                 .map(|(j, part)| match part {
                     ContentPart::Text { text, extra } => {
-                        self.drop_extra(&format!("{path}.content[{j}]"), &extra);
-                        Ok(text)
+                        Ok((text, self.cache_control(&format!("{path}.content[{j}]"), extra)))
                     }
                     ContentPart::ImageUrl { .. }
                     | ContentPart::InputAudio { .. }
@@ -434,7 +447,9 @@ impl RequestBuilder {
         let parts = match content {
             None => return Ok(Vec::new()),
             Some(MessageContent::Text(text)) if text.trim().is_empty() => return Ok(Vec::new()),
-            Some(MessageContent::Text(text)) => return Ok(vec![InputBlock::Text { text }]),
+            Some(MessageContent::Text(text)) => {
+                return Ok(vec![InputBlock::Text { text, cache_control: None }]);
+            }
             Some(MessageContent::Parts(parts)) => parts,
         };
         let mut blocks = Vec::with_capacity(parts.len());
@@ -444,19 +459,19 @@ impl RequestBuilder {
                 // A refusal the assistant gave earlier is what it said.
                 ContentPart::Text { text, extra }
                 | ContentPart::Refusal { refusal: text, extra } => {
-                    self.drop_extra(&part_path, &extra);
+                    let cache_control = self.cache_control(&part_path, extra);
                     if text.trim().is_empty() {
                         continue;
                     }
-                    InputBlock::Text { text }
+                    InputBlock::Text { text, cache_control }
                 }
                 ContentPart::ImageUrl { image_url, extra } => {
-                    self.drop_extra(&part_path, &extra);
-                    self.image(&format!("{part_path}.image_url"), image_url)?
+                    let cache_control = self.cache_control(&part_path, extra);
+                    self.image(&format!("{part_path}.image_url"), image_url, cache_control)?
                 }
                 ContentPart::File { file, extra } => {
-                    self.drop_extra(&part_path, &extra);
-                    self.file(&format!("{part_path}.file"), file)?
+                    let cache_control = self.cache_control(&part_path, extra);
+                    self.file(&format!("{part_path}.file"), file, cache_control)?
                 }
                 ContentPart::InputAudio { .. } => return Err(unsupported(part_path)),
                 ContentPart::Unknown(_) => return Err(unsupported(format!("{part_path}.type"))),
@@ -469,7 +484,12 @@ impl RequestBuilder {
     /// A file sent inline (`file_data`, a base64 `data:` URL): a PDF becomes a document block
     /// titled with the file's name, an image an image block. Uploaded files (`file_id`) live in
     /// OpenAI's storage, which Anthropic cannot read.
-    fn file(&mut self, path: &str, file: FileData) -> Result<InputBlock, TranslateError> {
+    fn file(
+        &mut self,
+        path: &str,
+        file: FileData,
+        cache_control: Option<Value>,
+    ) -> Result<InputBlock, TranslateError> {
         let FileData { file_data, file_id, filename, extra } = file;
         self.drop_extra(path, &extra);
         let (Some(url), None) = (file_data, file_id) else {
@@ -483,18 +503,23 @@ impl RequestBuilder {
         let source =
             ImageSource::Base64 { media_type: media_type.to_owned(), data: data.to_owned() };
         if media_type == "application/pdf" {
-            Ok(InputBlock::Document { source, title: filename })
+            Ok(InputBlock::Document { source, title: filename, cache_control })
         } else if media_type.starts_with("image/") {
             if filename.is_some() {
                 self.drop_field(format!("{path}.filename"));
             }
-            Ok(InputBlock::Image { source })
+            Ok(InputBlock::Image { source, cache_control })
         } else {
             Err(invalid(data_path, "is neither a PDF nor an image, the files Anthropic reads"))
         }
     }
 
-    fn image(&mut self, path: &str, image: ImageUrl) -> Result<InputBlock, TranslateError> {
+    fn image(
+        &mut self,
+        path: &str,
+        image: ImageUrl,
+        cache_control: Option<Value>,
+    ) -> Result<InputBlock, TranslateError> {
         let ImageUrl { url, detail, extra } = image;
         if detail.is_some() {
             self.drop_field(format!("{path}.detail"));
@@ -508,7 +533,7 @@ impl RequestBuilder {
         } else {
             return Err(invalid(format!("{path}.url"), "is neither an http(s) nor a data: URL"));
         };
-        Ok(InputBlock::Image { source })
+        Ok(InputBlock::Image { source, cache_control })
     }
 
     fn tool_use(&mut self, path: &str, call: ToolCall) -> Result<InputBlock, TranslateError> {
@@ -539,7 +564,7 @@ impl RequestBuilder {
         let Some(function) = function.filter(|_| kind == "function") else {
             return Err(unsupported(format!("{path}.type")));
         };
-        self.drop_extra(&path, &extra);
+        let cache_control = self.cache_control(&path, extra);
         let fpath = format!("{path}.function");
         if function.strict.is_some() {
             self.drop_field(format!("{fpath}.strict"));
@@ -549,6 +574,7 @@ impl RequestBuilder {
             name: function.name,
             description: function.description,
             input_schema: input_schema(function.parameters),
+            cache_control,
         })
     }
 }

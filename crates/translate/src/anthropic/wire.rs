@@ -57,11 +57,13 @@ pub(crate) struct SystemBlock {
     #[serde(rename = "type")]
     pub(crate) kind: &'static str,
     pub(crate) text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cache_control: Option<Value>,
 }
 
 impl SystemBlock {
-    pub(crate) fn text(text: String) -> Self {
-        SystemBlock { kind: "text", text }
+    pub(crate) fn text(text: String, cache_control: Option<Value>) -> Self {
+        SystemBlock { kind: "text", text, cache_control }
     }
 }
 
@@ -90,17 +92,25 @@ pub(crate) struct InputMessage {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum InputBlock {
+    /// `cache_control` (here and on images and documents) marks where a cached prefix ends
+    /// (prompt caching).
     Text {
         text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     Image {
         source: ImageSource,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     /// A PDF.
     Document {
         source: ImageSource,
         #[serde(skip_serializing_if = "Option::is_none")]
         title: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     ToolUse {
         id: String,
@@ -136,6 +146,8 @@ pub(crate) struct ToolDefinition {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) description: Option<String>,
     pub(crate) input_schema: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cache_control: Option<Value>,
 }
 
 /// How the model may use tools.
