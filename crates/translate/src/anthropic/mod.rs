@@ -17,7 +17,7 @@
 //! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters or `{}`; an object schema without `type` gets `"type": "object"`, which Anthropic requires) |
 //! | `tool_choice` `auto` / `required` / `none` / named | `auto` / `any` / `none` / `tool` |
 //! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |
-//! | `stop` | `stop_sequences` |
+//! | `stop` | `stop_sequences`, less the empty and whitespace-only ones (`"\n"`), which Anthropic refuses (named in `dropped`) |
 //! | `max_completion_tokens`, else `max_tokens`, else the configured limit (and capped by it) | `max_tokens` (Anthropic requires it) |
 //! | `temperature`, `top_p` | the same (Anthropic answers 400 itself for a temperature above 1) |
 //! | `user` | `metadata.user_id` |

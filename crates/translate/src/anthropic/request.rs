@@ -289,7 +289,17 @@ impl RequestBuilder {
             None => None,
         };
 
-        let stop_sequences = stop.map(|s| s.to_vec()).filter(|s| !s.is_empty());
+        // Anthropic refuses a stop sequence that is empty or only whitespace ("\n" is a common
+        // one): it cannot stop there, so the sequence is left out and said.
+        let many = matches!(stop, Some(uniproxy_wire::Stop::Many(_)));
+        let mut stop_sequences = stop.map(|s| s.to_vec()).unwrap_or_default();
+        for (i, sequence) in stop_sequences.iter().enumerate() {
+            if sequence.trim().is_empty() {
+                self.drop_field(if many { format!("stop[{i}]") } else { "stop".to_owned() });
+            }
+        }
+        stop_sequences.retain(|s| !s.trim().is_empty());
+        let stop_sequences = (!stop_sequences.is_empty()).then_some(stop_sequences);
         let body = MessagesRequest {
             model: model.to_owned(),
             max_tokens,
