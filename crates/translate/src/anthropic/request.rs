@@ -60,6 +60,9 @@ fn base64_data<'a>(rest: &'a str, path: &str) -> Result<(&'a str, &'a str), Tran
     let Some(media_type) = meta.strip_suffix(";base64") else {
         return Err(invalid(path, "is a data: URL that is not base64"));
     };
+    // `image/jpg` is common in clients and not a type Anthropic takes.
+    let media_type =
+        if media_type.eq_ignore_ascii_case("image/jpg") { "image/jpeg" } else { media_type };
     Ok((media_type, data))
 }
 
