@@ -182,6 +182,53 @@ async fn stream_usage_chunk_reaches_a_client_that_asked_for_it() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_refuses_stream_options_gets_streams_without_them() {
+    // Mistral's API refuses the usage the proxy asks for on its own.
+    let refusal = r#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","stream_options","include_usage"],"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}"#;
+    let mock = MockUpstream::start(move |r| {
+        if r.json().get("stream_options").is_some() {
+            Reply::raw_json(422, refusal)
+        } else {
+            Reply::sse(text_stream(&["Hi", " there"]))
+        }
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Custom;
+    let mut proxy = Proxy::start(settings).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+    mock.wait_for_requests(2).await;
+    let sent: Vec<Value> = mock.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(sent[0]["stream_options"]["include_usage"], true, "asked the first time");
+    assert!(sent[1].get("stream_options").is_none(), "not the second: {}", sent[1]);
+
+    // From then on, not at all: one request each.
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    mock.wait_for_requests(3).await;
+    assert!(mock.requests()[2].json().get("stream_options").is_none());
+
+    // A client that asks for the usage itself gets the upstream's answer to that.
+    let mut asking = chat_request("a", true);
+    asking["stream_options"] = json!({"include_usage": true});
+    let resp = proxy.post("/v1/chat/completions", &asking).await;
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    mock.wait_for_requests(4).await;
+    assert_eq!(mock.requests().len(), 4, "no second try for the client's own member");
+
+    proxy.finish().await;
+    let entries = proxy.entries(3).await;
+    assert_eq!(entries[0].entry.attempts, 2, "the refused try is counted");
+    assert!(
+        !entries[0].entry.upstream_request.contains("stream_options"),
+        "the log keeps what went"
+    );
+}
+
+#[tokio::test]
 async fn an_https_upstream_is_reached_over_http2_or_http11_as_alpn_settles() {
     // The HTTPS path (rustls, ALPN, hyper-util's pool; a plain-HTTP upstream takes our own
     // pool instead), with a certificate the proxy is told to trust.

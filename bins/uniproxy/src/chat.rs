@@ -261,35 +261,52 @@ async fn handle(
         .await
         .map_err(|_| ProxyError::BodyTimeout)??;
     pending.record.client_request = body.clone();
-    let Prepared { up, ctx, client_stream, upstream_stream } =
+    let Prepared { mut up, ctx, client_stream, upstream_stream } =
         prepare(state, &body, &mut pending.record)?;
 
-    let (status, upstream_body): (u16, UpstreamBody) = match &up.local_answer {
-        Some(local) => {
-            pending.record.attempts = 1;
-            let body = Full::new(local.body.clone()).map_err(|never| match never {});
-            (local.status, body.boxed_unsync())
+    let mut earlier_attempts = 0;
+    let (status, upstream_body): (u16, UpstreamBody) = loop {
+        let (status, upstream_body): (u16, UpstreamBody) = match &up.local_answer {
+            Some(local) => {
+                pending.record.attempts = 1;
+                let body = Full::new(local.body.clone()).map_err(|never| match never {});
+                (local.status, body.boxed_unsync())
+            }
+            None => {
+                let record = &mut pending.record;
+                let sent = pin!(send_with_retries(
+                    state,
+                    client,
+                    &up,
+                    deadline,
+                    &record.request_id,
+                    &mut record.attempts,
+                ));
+                let response = waited(&mut pending.upstream_wait, sent).await?;
+                (response.status().as_u16(), response.into_body())
+            }
+        };
+        pending.record.attempts += earlier_attempts;
+        if (200..300).contains(&status) {
+            break (status, upstream_body);
         }
-        None => {
-            let record = &mut pending.record;
-            let sent = pin!(send_with_retries(
-                state,
-                client,
-                &up,
-                deadline,
-                &record.request_id,
-                &mut record.attempts,
-            ));
-            let response = waited(&mut pending.upstream_wait, sent).await?;
-            (response.status().as_u16(), response.into_body())
-        }
-    };
-
-    if !(200..300).contains(&status) {
         let read = pin!(read_upstream(upstream_body, deadline));
-        let body = waited(&mut pending.upstream_wait, read).await?;
-        return Err(ProxyError::Translate(state.provider.translate_error(status, &body)));
-    }
+        let error = waited(&mut pending.upstream_wait, read).await?;
+        // The usage a stream asks for is the proxy's own addition: an upstream that refuses
+        // it gets the request again without it, once, unless the client asked for it.
+        if upstream_stream
+            && !ctx.include_usage
+            && earlier_attempts == 0
+            && state.provider.refused_stream_usage(status, &error)
+        {
+            slog::warn!(state.log, "the upstream refuses stream_options; streams go without it now";
+                "id" => &pending.record.request_id, "status" => status);
+            earlier_attempts = pending.record.attempts;
+            up = prepare(state, &body, &mut pending.record)?.up;
+            continue;
+        }
+        return Err(ProxyError::Translate(state.provider.translate_error(status, &error)));
+    };
 
     if upstream_stream {
         pending.record.status = 200;

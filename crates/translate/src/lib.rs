@@ -408,6 +408,16 @@ pub trait Provider: Send + Sync {
     /// Translates an error answer (any non-2xx status) into the OpenAI shape.
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError;
 
+    /// Whether the error answer (`status`, `body`) to a stream request refuses the usage the
+    /// provider asks for on its own (`stream_options.include_usage`, which Mistral's API and
+    /// older Azure API versions refuse). If so, the provider stops asking, for this request's
+    /// retry and every request after it, and a caller whose client did not ask for the usage
+    /// itself builds the request again and resends it. `false` by default.
+    fn refused_stream_usage(&self, status: u16, body: &[u8]) -> bool {
+        let _ = (status, body);
+        false
+    }
+
     /// A state machine for one streamed answer.
     fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator>;
 }

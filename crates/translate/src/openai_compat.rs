@@ -5,6 +5,7 @@
 //! the model has started) gives that error.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
@@ -39,6 +40,8 @@ pub struct OpenAiCompat {
     url: String,
     headers: HeaderMap,
     limit_field: LimitField,
+    /// Whether a stream request asks for the usage (see [`Provider::refused_stream_usage`]).
+    stream_usage: AtomicBool,
 }
 
 impl OpenAiCompat {
@@ -92,7 +95,7 @@ impl OpenAiCompat {
                 (format!("{base}/chat/completions"), field)
             }
         };
-        Ok(OpenAiCompat { config, url, headers, limit_field })
+        Ok(OpenAiCompat { config, url, headers, limit_field, stream_usage: AtomicBool::new(true) })
     }
 }
 
@@ -134,7 +137,7 @@ impl OpenAiCompat {
     fn rewrite(&self, mut request: ChatCompletionRequest) -> ChatCompletionRequest {
         request.model.clone_from(&self.config.model);
         self.limits(&mut request.max_tokens, &mut request.max_completion_tokens);
-        if request.is_stream() {
+        if request.is_stream() && self.stream_usage.load(Ordering::Relaxed) {
             // Always ask for usage so the log has it; the client gets the usage chunk only
             // if it asked (see `OpenAiStream`).
             ask_usage(&mut request.stream_options);
@@ -146,7 +149,7 @@ impl OpenAiCompat {
     fn rewrite_head(&self, head: &mut RequestHead<'_>) {
         head.model.clone_from(&self.config.model);
         self.limits(&mut head.max_tokens, &mut head.max_completion_tokens);
-        if head.is_stream() {
+        if head.is_stream() && self.stream_usage.load(Ordering::Relaxed) {
             ask_usage(&mut head.stream_options);
         }
     }
@@ -394,6 +397,17 @@ impl Provider for OpenAiCompat {
 
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
         translate_openai_error(status, body)
+    }
+
+    fn refused_stream_usage(&self, status: u16, body: &[u8]) -> bool {
+        // Mistral answers 422 (`extra_forbidden` at `stream_options.include_usage`), older
+        // Azure API versions 400 ("Unrecognized request argument supplied: stream_options").
+        let refused = matches!(status, 400 | 422)
+            && body.windows(b"stream_options".len()).any(|w| w == b"stream_options");
+        if refused {
+            self.stream_usage.store(false, Ordering::Relaxed);
+        }
+        refused
     }
 
     fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
