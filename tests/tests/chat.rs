@@ -229,6 +229,65 @@ async fn an_upstream_that_refuses_stream_options_gets_streams_without_them() {
 }
 
 #[tokio::test]
+async fn sampling_members_a_reasoning_model_refuses_are_left_out_from_then_on() {
+    // OpenAI's answer to a temperature sent to an o-series or gpt-5 model.
+    let refusal = |param: &str| {
+        format!(
+            r#"{{"error":{{"message":"Unsupported value: '{param}' does not support 0.7 with this model. Only the default (1) value is supported.","type":"invalid_request_error","param":"{param}","code":"unsupported_value"}}}}"#
+        )
+    };
+    let mock = MockUpstream::start(move |r| {
+        let body = r.json();
+        for param in ["temperature", "top_p"] {
+            if body.get(param).is_some() {
+                return Reply::raw_json(400, &refusal(param));
+            }
+        }
+        Reply::raw_json(200, UPSTREAM_BODY)
+    })
+    .await;
+    let mut proxy = Proxy::start(openai_settings(&mock)).await;
+
+    let mut req = chat_request("gpt-4o", false);
+    req["temperature"] = json!(0.7);
+    req["top_p"] = json!(0.9);
+    req["seed"] = json!(7);
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // One refusal per member, then the answer.
+    mock.wait_for_requests(3).await;
+    let sent: Vec<Value> = mock.requests().iter().map(|r| r.json()).collect();
+    assert!(sent[1].get("temperature").is_none() && sent[1]["top_p"] == 0.9, "{}", sent[1]);
+    assert!(sent[2].get("temperature").is_none() && sent[2].get("top_p").is_none());
+    assert_eq!(sent[2]["seed"], 7, "what was not refused goes as sent");
+
+    // From then on both are left out at once.
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    mock.wait_for_requests(4).await;
+    assert_eq!(mock.requests().len(), 4);
+
+    // A refusal of anything else reaches the client as before.
+    let mut other = chat_request("gpt-4o", false);
+    other["logprobs"] = json!(true);
+    let mock2 = MockUpstream::always(Reply::raw_json(
+        400,
+        r#"{"error":{"message":"logprobs is not supported with this model.","type":"invalid_request_error","param":"logprobs","code":"unsupported_parameter"}}"#,
+    ))
+    .await;
+    let proxy2 = Proxy::start(openai_settings(&mock2)).await;
+    let resp = proxy2.post("/v1/chat/completions", &other).await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert_eq!(mock2.requests().len(), 1);
+
+    proxy.finish().await;
+    let entries = proxy.entries(2).await;
+    assert_eq!(entries[0].entry.attempts, 3);
+    assert_eq!(entries[0].entry.dropped_fields, ["temperature", "top_p"]);
+    assert_eq!(entries[1].entry.attempts, 1);
+}
+
+#[tokio::test]
 async fn an_https_upstream_is_reached_over_http2_or_http11_as_alpn_settles() {
     // The HTTPS path (rustls, ALPN, hyper-util's pool; a plain-HTTP upstream takes our own
     // pool instead), with a certificate the proxy is told to trust.

@@ -241,6 +241,10 @@ async fn read_upstream(body: UpstreamBody, deadline: Instant) -> Result<Bytes, P
     }
 }
 
+/// At most this many resends of one request for members the upstream refused (the stream's
+/// usage and the five sampling members the provider can leave out).
+const MAX_RESENDS: u32 = 6;
+
 async fn handle(
     state: &Arc<AppState>,
     client: &Client,
@@ -265,6 +269,7 @@ async fn handle(
         prepare(state, &body, &mut pending.record)?;
 
     let mut earlier_attempts = 0;
+    let mut resends = 0;
     let (status, upstream_body): (u16, UpstreamBody) = loop {
         let (status, upstream_body): (u16, UpstreamBody) = match &up.local_answer {
             Some(local) => {
@@ -292,15 +297,20 @@ async fn handle(
         }
         let read = pin!(read_upstream(upstream_body, deadline));
         let error = waited(&mut pending.upstream_wait, read).await?;
-        // The usage a stream asks for is the proxy's own addition: an upstream that refuses
-        // it gets the request again without it, once, unless the client asked for it.
-        if upstream_stream
-            && !ctx.include_usage
-            && earlier_attempts == 0
-            && state.provider.refused_stream_usage(status, &error)
-        {
-            slog::warn!(state.log, "the upstream refuses stream_options; streams go without it now";
-                "id" => &pending.record.request_id, "status" => status);
+        // What the provider can leave out and the upstream refused goes again without it:
+        // the usage a stream asks for (the proxy's own addition, unless the client asked for
+        // it too), and a sampling member the configured model takes only at its default.
+        // Each is left out from then on, so a request resends at most once per member.
+        let resend = resends < MAX_RESENDS
+            && ((upstream_stream
+                && !ctx.include_usage
+                && state.provider.refused_stream_usage(status, &error))
+                || state.provider.refused_member(status, &error));
+        if resend {
+            slog::warn!(state.log, "the upstream refuses a member the proxy leaves out from now on; sending again";
+                "id" => &pending.record.request_id, "status" => status,
+                "error" => String::from_utf8_lossy(&error[..error.len().min(300)]).into_owned());
+            resends += 1;
             earlier_attempts = pending.record.attempts;
             up = prepare(state, &body, &mut pending.record)?.up;
             continue;

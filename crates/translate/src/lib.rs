@@ -418,6 +418,17 @@ pub trait Provider: Send + Sync {
         false
     }
 
+    /// Whether the error answer (`status`, `body`) refuses a sampling member of the client's
+    /// request that the provider can leave out without changing the answer's shape (OpenAI's
+    /// reasoning models take `temperature`, `top_p`, the penalties and `logit_bias` only at
+    /// their defaults, and the proxy, not the client, picked the model). If so, the provider
+    /// leaves that member out from then on, naming it in [`UpstreamRequest::dropped`], and the
+    /// caller builds the request again and resends it. `false` by default.
+    fn refused_member(&self, status: u16, body: &[u8]) -> bool {
+        let _ = (status, body);
+        false
+    }
+
     /// A state machine for one streamed answer.
     fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator>;
 }

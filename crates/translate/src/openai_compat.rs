@@ -2,10 +2,12 @@
 //! platform's URL and auth header. What the server sends passes through as sent, but for what
 //! a client could not take: an answer or a chunk without the top-level members the format
 //! requires gets them written in, and a 2xx answer that is only an error (OpenRouter's, once
-//! the model has started) gives that error.
+//! the model has started) gives that error. What the upstream refuses and the proxy may leave
+//! out (the stream usage it asks for on its own, a sampling member a reasoning model takes only
+//! at its default) is left out once refused.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
@@ -42,6 +44,24 @@ pub struct OpenAiCompat {
     limit_field: LimitField,
     /// Whether a stream request asks for the usage (see [`Provider::refused_stream_usage`]).
     stream_usage: AtomicBool,
+    /// Which of [`LEAVABLE`] the upstream refused, a bit each (see
+    /// [`Provider::refused_member`]).
+    left_out: AtomicU8,
+}
+
+/// The sampling members an OpenAI model may refuse and the proxy may leave out: OpenAI's
+/// reasoning models take them only at their defaults.
+const LEAVABLE: [&str; 5] =
+    ["temperature", "top_p", "presence_penalty", "frequency_penalty", "logit_bias"];
+
+/// The member of [`LEAVABLE`] that `key` (as written between quotes) is, when its bit is set
+/// in `mask`.
+fn left_out(mask: u8, key: &[u8]) -> Option<&'static str> {
+    LEAVABLE
+        .iter()
+        .enumerate()
+        .find(|(i, name)| mask & (1 << i) != 0 && name.as_bytes() == key)
+        .map(|(_, name)| *name)
 }
 
 impl OpenAiCompat {
@@ -95,7 +115,14 @@ impl OpenAiCompat {
                 (format!("{base}/chat/completions"), field)
             }
         };
-        Ok(OpenAiCompat { config, url, headers, limit_field, stream_usage: AtomicBool::new(true) })
+        Ok(OpenAiCompat {
+            config,
+            url,
+            headers,
+            limit_field,
+            stream_usage: AtomicBool::new(true),
+            left_out: AtomicU8::new(0),
+        })
     }
 }
 
@@ -252,9 +279,27 @@ impl Provider for OpenAiCompat {
         &self,
         request: ChatCompletionRequest,
     ) -> Result<UpstreamRequest, TranslateError> {
-        let request = self.rewrite(request);
+        let mut request = self.rewrite(request);
+        let mut dropped = Vec::new();
+        let mask = self.left_out.load(Ordering::Relaxed);
+        if mask != 0 {
+            let r = &mut request;
+            // In LEAVABLE's order: whether the member was there and is left out now.
+            let left = [
+                mask & 1 != 0 && r.temperature.take().is_some(),
+                mask & 2 != 0 && r.top_p.take().is_some(),
+                mask & 4 != 0 && r.presence_penalty.take().is_some(),
+                mask & 8 != 0 && r.frequency_penalty.take().is_some(),
+                mask & 16 != 0 && r.logit_bias.take().is_some(),
+            ];
+            for (name, left) in LEAVABLE.iter().zip(left) {
+                if left {
+                    dropped.push((*name).to_owned());
+                }
+            }
+        }
         let body = json_bytes(self.config.kind, &request, 0)?;
-        Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body, Vec::new()))
+        Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body, dropped))
     }
 
     fn build_request_from(
@@ -288,10 +333,17 @@ impl Provider for OpenAiCompat {
         let mut copied = Vec::new();
         // Which of REWRITTEN the client sent.
         let mut sent = [false; REWRITTEN.len()];
+        // The members the upstream refused, left out (see `Provider::refused_member`).
+        let mask = self.left_out.load(Ordering::Relaxed);
+        let mut left = Vec::new();
         body.push(b'{');
         for (key, value) in head.members() {
             if let Some(i) = rewritten(key) {
                 sent[i] = true;
+            } else if mask != 0
+                && let Some(name) = left_out(mask, key)
+            {
+                left.push(name);
             } else {
                 open_key(&mut body);
                 copy_from(&mut body, &mut copied, raw, key);
@@ -335,10 +387,15 @@ impl Provider for OpenAiCompat {
                 changes.extend_from_slice(b"null");
             }
         }
+        for name in &left {
+            open_raw_member(&mut changes, name.as_bytes());
+            changes.extend_from_slice(b"null");
+        }
         changes.push(b'}');
         body.push(b'}');
+        let dropped = left.into_iter().map(str::to_owned).collect();
         let mut up =
-            UpstreamRequest::post(self.url.clone(), self.headers.clone(), body.into(), Vec::new());
+            UpstreamRequest::post(self.url.clone(), self.headers.clone(), body.into(), dropped);
         up.copied = copied;
         up.changes = Some(changes.into());
         Ok(up)
@@ -397,6 +454,27 @@ impl Provider for OpenAiCompat {
 
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
         translate_openai_error(status, body)
+    }
+
+    fn refused_member(&self, status: u16, body: &[u8]) -> bool {
+        // OpenAI: 400, `unsupported_value` ("'temperature' does not support 0.7 with this
+        // model. Only the default (1) value is supported.") or `unsupported_parameter`, with
+        // the member as `param`.
+        if status != 400 {
+            return false;
+        }
+        let Ok(e) = from_slice::<ErrorResponse>(body) else { return false };
+        let code = e.error.code.flatten();
+        let code = code.as_ref().and_then(serde_json::Value::as_str);
+        if !matches!(code, Some("unsupported_value" | "unsupported_parameter")) {
+            return false;
+        }
+        let param = e.error.param.flatten();
+        let Some(i) = LEAVABLE.iter().position(|name| param.as_deref() == Some(*name)) else {
+            return false;
+        };
+        self.left_out.fetch_or(1 << i, Ordering::Relaxed);
+        true
     }
 
     fn refused_stream_usage(&self, status: u16, body: &[u8]) -> bool {
@@ -1393,6 +1471,49 @@ mod tests {
         let (answer, response) = (answer.unwrap_err(), response.unwrap_err());
         assert_eq!(answer.status(), 429);
         assert_eq!(answer.to_error_response(), response.to_error_response());
+    }
+
+    #[test]
+    fn a_refused_sampling_member_is_left_out_of_both_ways_of_building() {
+        let config =
+            ProviderConfig::new(ProviderKind::OpenAi, "https://api.openai.com/v1", "k", "o3");
+        let openai = OpenAiCompat::new(config).unwrap();
+        let refusal = |param: &str, code: &str| {
+            format!(
+                r#"{{"error":{{"message":"no","type":"invalid_request_error","param":"{param}","code":"{code}"}}}}"#
+            )
+        };
+        // Not a member it may leave out, not that error, not that status: nothing changes.
+        assert!(!openai.refused_member(400, refusal("messages", "unsupported_value").as_bytes()));
+        assert!(!openai.refused_member(400, refusal("temperature", "invalid_type").as_bytes()));
+        assert!(
+            !openai.refused_member(422, refusal("temperature", "unsupported_value").as_bytes())
+        );
+        assert!(!openai.refused_member(400, b"<html>"));
+        let raw = br#"{"model":"a","messages":[{"role":"user","content":"Hi"}],"temperature":0.7,"top_p":0.9}"#;
+        let request = || from_slice::<ChatCompletionRequest>(raw).unwrap();
+        let up = openai.build_request_from(request(), raw).unwrap();
+        assert!(up.dropped.is_empty());
+
+        assert!(openai.refused_member(400, refusal("temperature", "unsupported_value").as_bytes()));
+        // The byte copy, and the typed build (bodies the walk leaves alone).
+        for up in [
+            openai.build_request_from(request(), raw).unwrap(),
+            openai.build_request(request()).unwrap(),
+        ] {
+            let body: serde_json::Value = serde_json::from_slice(&up.body).unwrap();
+            assert!(body.get("temperature").is_none(), "{body}");
+            assert_eq!(body["top_p"], 0.9);
+            assert_eq!(up.dropped, ["temperature"]);
+        }
+        let up = openai.build_request_from(request(), raw).unwrap();
+        let changes: serde_json::Value =
+            serde_json::from_slice(up.changes.as_deref().unwrap()).unwrap();
+        assert_eq!(changes["temperature"], serde_json::Value::Null, "{changes}");
+        // A request without the member has nothing to report.
+        let plain = br#"{"model":"a","messages":[{"role":"user","content":"Hi"}]}"#;
+        let up = openai.build_request_from(from_slice(plain).unwrap(), plain).unwrap();
+        assert!(up.dropped.is_empty());
     }
 
     #[test]
