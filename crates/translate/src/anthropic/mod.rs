@@ -19,7 +19,7 @@
 //! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |
 //! | `stop` | `stop_sequences`, less the empty and whitespace-only ones (`"\n"`), which Anthropic refuses (named in `dropped`) |
 //! | `max_completion_tokens`, else `max_tokens`, else the configured limit (and capped by it) | `max_tokens` (Anthropic requires it) |
-//! | `temperature`, `top_p` | the same (Anthropic answers 400 itself for a temperature above 1) |
+//! | `temperature`, `top_p` | the same (Anthropic answers 400 itself for a temperature above 1); when both are set, `top_p` is left out (named in `dropped`), as Claude's current models take only one |
 //! | `user` | `metadata.user_id` |
 //! | `reasoning_effort` `minimal` / `low` / `medium` / `high` / `xhigh` | `thinking.budget_tokens` 1024 / 2048 / 4096 / 8192 / 16384, cut to half of `max_tokens` (so the answer keeps the other half) but never below Anthropic's minimum of 1024; `none` is no thinking |
 //!

@@ -291,6 +291,12 @@ impl RequestBuilder {
             }
             None => None,
         };
+        // Claude's current models take a temperature or a top_p, not both ("`temperature` and
+        // `top_p` cannot both be specified for this model"), and clients send both (OpenAI's
+        // defaults written out): the temperature stays.
+        if temperature.is_some() && top_p.take().is_some() {
+            self.drop_field("top_p");
+        }
 
         // Anthropic refuses a stop sequence that is empty or only whitespace ("\n" is a common
         // one): it cannot stop there, so the sequence is left out and said.
