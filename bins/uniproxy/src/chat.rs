@@ -301,11 +301,8 @@ async fn handle(
         // the usage a stream asks for (the proxy's own addition, unless the client asked for
         // it too), and a sampling member the configured model takes only at its default.
         // Each is left out from then on, so a request resends at most once per member.
-        let resend = resends < MAX_RESENDS
-            && ((upstream_stream
-                && !ctx.include_usage
-                && state.provider.refused_stream_usage(status, &error))
-                || state.provider.refused_member(status, &error));
+        let own_usage = upstream_stream && !ctx.include_usage;
+        let resend = resends < MAX_RESENDS && state.provider.refused(status, &error, own_usage);
         if resend {
             slog::warn!(state.log, "the upstream refuses a member the proxy leaves out from now on; sending again";
                 "id" => &pending.record.request_id, "status" => status,

@@ -391,6 +391,22 @@ mod tests {
         assert_eq!(stored_ids(&store), ["a", "b"]);
     }
 
+    /// The spill file's lock, held here, and a writer spilling `entry` on a thread of its own,
+    /// given 50 ms to open the file and wait for the lock.
+    fn spill_behind_a_lock(
+        spill: &JsonLinesSpill,
+        entry: NewEntry,
+    ) -> (File, std::thread::JoinHandle<()>) {
+        let holder = File::open(spill.path()).unwrap();
+        holder.lock().unwrap();
+        let writer = {
+            let mut spill = spill.clone();
+            std::thread::spawn(move || spill.spill(&[entry]).unwrap())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        (holder, writer)
+    }
+
     /// A writer that opened the spill file but takes its lock only after the file was taken
     /// aside (a replay holding the lock meanwhile) writes to a new file at the path.
     #[test]
@@ -398,13 +414,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spill = JsonLinesSpill::new(dir.path().join("spill.jsonl"));
         spill.spill(&[entry("a", 1)]).unwrap();
-        let holder = File::open(spill.path()).unwrap();
-        holder.lock().unwrap();
-        let writer = {
-            let mut spill = spill.clone();
-            std::thread::spawn(move || spill.spill(&[entry("b", 2)]).unwrap())
-        };
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (holder, writer) = spill_behind_a_lock(&spill, entry("b", 2));
         assert!(!writer.is_finished(), "the writer waits for the lock");
         let taken = spill.take(9).unwrap().unwrap();
         drop(holder);
@@ -421,13 +431,7 @@ mod tests {
 
         // The same, with a new file at the path by the time the writer has the lock: it
         // appends there.
-        let holder = File::open(spill.path()).unwrap();
-        holder.lock().unwrap();
-        let writer = {
-            let mut spill = spill.clone();
-            std::thread::spawn(move || spill.spill(&[entry("d", 4)]).unwrap())
-        };
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (holder, writer) = spill_behind_a_lock(&spill, entry("d", 4));
         let taken = spill.take(10).unwrap().unwrap();
         spill.clone().spill(&[entry("c", 3)]).unwrap();
         drop(holder);

@@ -228,6 +228,12 @@ impl UpstreamRequest {
     }
 }
 
+/// A `data:` URL's declared media type as the platforms take it: `image/jpg`, which clients
+/// write and no registry has, is `image/jpeg` (Anthropic refuses it, Gemini does not list it).
+pub(crate) fn media_type(declared: &str) -> &str {
+    if declared.eq_ignore_ascii_case("image/jpg") { "image/jpeg" } else { declared }
+}
+
 /// Serializes a body the crate built. Our own types always serialize; the error exists only
 /// so that no `unwrap` stands on the path.
 ///
@@ -408,24 +414,16 @@ pub trait Provider: Send + Sync {
     /// Translates an error answer (any non-2xx status) into the OpenAI shape.
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError;
 
-    /// Whether the error answer (`status`, `body`) to a stream request refuses the usage the
-    /// provider asks for on its own (`stream_options.include_usage`, which Mistral's API and
-    /// older Azure API versions refuse). If so, the provider stops asking, for this request's
-    /// retry and every request after it, and a caller whose client did not ask for the usage
-    /// itself builds the request again and resends it. `false` by default.
-    fn refused_stream_usage(&self, status: u16, body: &[u8]) -> bool {
-        let _ = (status, body);
-        false
-    }
-
-    /// Whether the error answer (`status`, `body`) refuses a sampling member of the client's
-    /// request that the provider can leave out without changing the answer's shape (OpenAI's
-    /// reasoning models take `temperature`, `top_p`, the penalties and `logit_bias` only at
-    /// their defaults, and the proxy, not the client, picked the model). If so, the provider
-    /// leaves that member out from then on, naming it in [`UpstreamRequest::dropped`], and the
-    /// caller builds the request again and resends it. `false` by default.
-    fn refused_member(&self, status: u16, body: &[u8]) -> bool {
-        let _ = (status, body);
+    /// Whether the error answer (`status`, `body`) refuses something the provider may leave out
+    /// of a request without changing the answer's shape: a sampling member of the client's
+    /// (OpenAI's reasoning models take `temperature`, `top_p`, the penalties and `logit_bias`
+    /// only at their defaults, and the proxy, not the client, picked the model), or, when
+    /// `own_usage` (the provider asked for a stream's usage on its own, the client did not),
+    /// `stream_options` (Mistral's API and older Azure API versions refuse it). If so, the
+    /// provider leaves it out from then on (a member named in [`UpstreamRequest::dropped`]),
+    /// and the caller builds the request again and resends it. `false` by default.
+    fn refused(&self, status: u16, body: &[u8], own_usage: bool) -> bool {
+        let _ = (status, body, own_usage);
         false
     }
 

@@ -7,13 +7,13 @@
 //! at its default) is left out once refused.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 use uniproxy_wire::{
-    ChatCompletion, ChatCompletionRequest, CompletionTokensDetails, ErrorResponse,
+    ChatCompletion, ChatCompletionRequest, CompletionTokensDetails, ErrorResponse, Map,
     PromptTokensDetails, StreamOptions, Usage, from_slice,
 };
 
@@ -42,17 +42,35 @@ pub struct OpenAiCompat {
     url: String,
     headers: HeaderMap,
     limit_field: LimitField,
-    /// Whether a stream request asks for the usage (see [`Provider::refused_stream_usage`]).
-    stream_usage: AtomicBool,
-    /// Which of [`LEAVABLE`] the upstream refused, a bit each (see
-    /// [`Provider::refused_member`]).
+    /// What the upstream refused and is left out since (see [`Provider::refused`]): a bit
+    /// for each of [`LEAVABLE`], and [`STREAM_USAGE`].
     left_out: AtomicU8,
 }
+
+/// The bit of [`OpenAiCompat::left_out`] that stops a stream request asking for the usage.
+const STREAM_USAGE: u8 = 1 << LEAVABLE.len();
 
 /// The sampling members an OpenAI model may refuse and the proxy may leave out: OpenAI's
 /// reasoning models take them only at their defaults.
 const LEAVABLE: [&str; 5] =
     ["temperature", "top_p", "presence_penalty", "frequency_penalty", "logit_bias"];
+
+/// Which of [`LEAVABLE`] an OpenAI error refuses: a 400, `unsupported_value` ("'temperature'
+/// does not support 0.7 with this model. Only the default (1) value is supported.") or
+/// `unsupported_parameter`, with the member as `param`.
+fn refused_sampling(status: u16, body: &[u8]) -> Option<usize> {
+    if status != 400 {
+        return None;
+    }
+    let e = from_slice::<ErrorResponse>(body).ok()?.error;
+    let code = e.code.flatten();
+    let code = code.as_ref().and_then(serde_json::Value::as_str);
+    if !matches!(code, Some("unsupported_value" | "unsupported_parameter")) {
+        return None;
+    }
+    let param = e.param.flatten();
+    LEAVABLE.iter().position(|name| param.as_deref() == Some(*name))
+}
 
 /// The member of [`LEAVABLE`] that `key` (as written between quotes) is, when its bit is set
 /// in `mask`.
@@ -115,14 +133,7 @@ impl OpenAiCompat {
                 (format!("{base}/chat/completions"), field)
             }
         };
-        Ok(OpenAiCompat {
-            config,
-            url,
-            headers,
-            limit_field,
-            stream_usage: AtomicBool::new(true),
-            left_out: AtomicU8::new(0),
-        })
+        Ok(OpenAiCompat { config, url, headers, limit_field, left_out: AtomicU8::new(0) })
     }
 }
 
@@ -164,7 +175,7 @@ impl OpenAiCompat {
     fn rewrite(&self, mut request: ChatCompletionRequest) -> ChatCompletionRequest {
         request.model.clone_from(&self.config.model);
         self.limits(&mut request.max_tokens, &mut request.max_completion_tokens);
-        if request.is_stream() && self.stream_usage.load(Ordering::Relaxed) {
+        if request.is_stream() && self.left_out.load(Ordering::Relaxed) & STREAM_USAGE == 0 {
             // Always ask for usage so the log has it; the client gets the usage chunk only
             // if it asked (see `OpenAiStream`).
             ask_usage(&mut request.stream_options);
@@ -176,7 +187,7 @@ impl OpenAiCompat {
     fn rewrite_head(&self, head: &mut RequestHead<'_>) {
         head.model.clone_from(&self.config.model);
         self.limits(&mut head.max_tokens, &mut head.max_completion_tokens);
-        if head.is_stream() && self.stream_usage.load(Ordering::Relaxed) {
+        if head.is_stream() && self.left_out.load(Ordering::Relaxed) & STREAM_USAGE == 0 {
             ask_usage(&mut head.stream_options);
         }
     }
@@ -333,7 +344,7 @@ impl Provider for OpenAiCompat {
         let mut copied = Vec::new();
         // Which of REWRITTEN the client sent.
         let mut sent = [false; REWRITTEN.len()];
-        // The members the upstream refused, left out (see `Provider::refused_member`).
+        // The members the upstream refused, left out (see `Provider::refused`).
         let mask = self.left_out.load(Ordering::Relaxed);
         let mut left = Vec::new();
         body.push(b'{');
@@ -413,16 +424,21 @@ impl Provider for OpenAiCompat {
         match uniproxy_wire::from_bytes::<ChatCompletion>(&body) {
             Ok(completion) => Ok(Translated { completion, body }),
             Err(source) => {
-                if let Some(error) = error_in_answer(&body) {
+                // What the typed parse refused, read once as the object it may be: an error in
+                // place of an answer gives that error; an answer that parses once the top-level
+                // members it left out are filled in goes to the client with them; any other
+                // keeps the first parse's error.
+                let malformed = TranslateError::Malformed { provider: self.config.kind, source };
+                let Ok(members) = from_slice::<Map>(&body) else { return Err(malformed) };
+                if let Some(error) = error_in_answer(&members, &body) {
                     return Err(error);
                 }
-                // An answer that parses once the top-level members it left out are filled in
-                // goes to the client with them; any other keeps the first parse's error.
-                let filled = with_required_members(&body, ctx).and_then(|filled| {
-                    let completion = uniproxy_wire::from_bytes::<ChatCompletion>(&filled).ok()?;
-                    Some(Translated { completion, body: filled })
-                });
-                filled.ok_or(TranslateError::Malformed { provider: self.config.kind, source })
+                with_required_members(&body, &members, ctx)
+                    .and_then(|filled| {
+                        let completion = uniproxy_wire::from_bytes(&filled).ok()?;
+                        Some(Translated { completion, body: filled })
+                    })
+                    .ok_or(malformed)
             }
         }
     }
@@ -456,36 +472,21 @@ impl Provider for OpenAiCompat {
         translate_openai_error(status, body)
     }
 
-    fn refused_member(&self, status: u16, body: &[u8]) -> bool {
-        // OpenAI: 400, `unsupported_value` ("'temperature' does not support 0.7 with this
-        // model. Only the default (1) value is supported.") or `unsupported_parameter`, with
-        // the member as `param`.
-        if status != 400 {
-            return false;
-        }
-        let Ok(e) = from_slice::<ErrorResponse>(body) else { return false };
-        let code = e.error.code.flatten();
-        let code = code.as_ref().and_then(serde_json::Value::as_str);
-        if !matches!(code, Some("unsupported_value" | "unsupported_parameter")) {
-            return false;
-        }
-        let param = e.error.param.flatten();
-        let Some(i) = LEAVABLE.iter().position(|name| param.as_deref() == Some(*name)) else {
+    fn refused(&self, status: u16, body: &[u8], own_usage: bool) -> bool {
+        let bit = if let Some(i) = refused_sampling(status, body) {
+            1 << i
+        } else if own_usage
+            && matches!(status, 400 | 422)
+            && body.windows(b"stream_options".len()).any(|w| w == b"stream_options")
+        {
+            // Mistral answers 422 (`extra_forbidden` at `stream_options.include_usage`), older
+            // Azure API versions 400 ("Unrecognized request argument supplied: stream_options").
+            STREAM_USAGE
+        } else {
             return false;
         };
-        self.left_out.fetch_or(1 << i, Ordering::Relaxed);
+        self.left_out.fetch_or(bit, Ordering::Relaxed);
         true
-    }
-
-    fn refused_stream_usage(&self, status: u16, body: &[u8]) -> bool {
-        // Mistral answers 422 (`extra_forbidden` at `stream_options.include_usage`), older
-        // Azure API versions 400 ("Unrecognized request argument supplied: stream_options").
-        let refused = matches!(status, 400 | 422)
-            && body.windows(b"stream_options".len()).any(|w| w == b"stream_options");
-        if refused {
-            self.stream_usage.store(false, Ordering::Relaxed);
-        }
-        refused
     }
 
     fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
@@ -517,35 +518,24 @@ fn error_member(err: &serde_json::Value, data: &[u8], default: u16) -> (u16, Err
     (status, error)
 }
 
-/// The error of a 2xx answer that is an error and no answer: an `error` member that is not
-/// `null`, and no `choices`.
-fn error_in_answer(body: &[u8]) -> Option<TranslateError> {
-    #[derive(Deserialize)]
-    struct Members {
-        #[serde(default)]
-        error: Option<serde_json::Value>,
-        #[serde(default)]
-        choices: Option<serde::de::IgnoredAny>,
-    }
-    // serde also reads a struct from an array of its fields in order; an answer is an object.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+/// The error of a 2xx answer (`body`, whose members are `members`) that is an error and no
+/// answer: an `error` member that is not `null`, and no `choices`.
+fn error_in_answer(members: &Map, body: &[u8]) -> Option<TranslateError> {
+    let err = members.get("error").filter(|e| !e.is_null())?;
+    if members.contains_key("choices") {
         return None;
     }
-    let Members { error: Some(err), choices: None } = from_slice::<Members>(body).ok()? else {
-        return None;
-    };
-    let (status, error) = error_member(&err, body, 502);
+    let (status, error) = error_member(err, body, 502);
     Some(TranslateError::Upstream { status, error: Box::new(error) })
 }
 
 /// `body`, a JSON object, with the top-level members [`ChatCompletion`] requires and `body`
 /// leaves out written in at its start (see [`required_members`]). Some servers that take the
 /// OpenAI format leave some out (GitHub Copilot's and Z.ai's APIs send no `object`), and clients
-/// that check the answer's shape (pydantic-ai, async-openai) refuse it. `None` when nothing is
-/// missing or `body` is not an object; a member present as `null` counts as present, so the
-/// caller's parse of the result still refuses it.
-fn with_required_members(body: &[u8], ctx: &ResponseContext) -> Option<Bytes> {
-    let members = from_slice::<serde_json::Map<String, serde_json::Value>>(body).ok()?;
+/// that check the answer's shape (pydantic-ai, async-openai) refuse it. `members` are
+/// `body`'s. `None` when nothing is missing; a member present as `null` counts as present, so
+/// the caller's parse of the result still refuses it.
+fn with_required_members(body: &[u8], members: &Map, ctx: &ResponseContext) -> Option<Bytes> {
     let has = REQUIRED.map(|name| members.contains_key(name));
     if has == [true; 4] {
         return None;
@@ -1484,18 +1474,20 @@ mod tests {
             )
         };
         // Not a member it may leave out, not that error, not that status: nothing changes.
-        assert!(!openai.refused_member(400, refusal("messages", "unsupported_value").as_bytes()));
-        assert!(!openai.refused_member(400, refusal("temperature", "invalid_type").as_bytes()));
-        assert!(
-            !openai.refused_member(422, refusal("temperature", "unsupported_value").as_bytes())
-        );
-        assert!(!openai.refused_member(400, b"<html>"));
+        assert!(!openai.refused(400, refusal("messages", "unsupported_value").as_bytes(), false));
+        assert!(!openai.refused(400, refusal("temperature", "invalid_type").as_bytes(), false));
+        assert!(!openai.refused(
+            422,
+            refusal("temperature", "unsupported_value").as_bytes(),
+            false
+        ));
+        assert!(!openai.refused(400, b"<html>", false));
         let raw = br#"{"model":"a","messages":[{"role":"user","content":"Hi"}],"temperature":0.7,"top_p":0.9}"#;
         let request = || from_slice::<ChatCompletionRequest>(raw).unwrap();
         let up = openai.build_request_from(request(), raw).unwrap();
         assert!(up.dropped.is_empty());
 
-        assert!(openai.refused_member(400, refusal("temperature", "unsupported_value").as_bytes()));
+        assert!(openai.refused(400, refusal("temperature", "unsupported_value").as_bytes(), false));
         // The byte copy, and the typed build (bodies the walk leaves alone).
         for up in [
             openai.build_request_from(request(), raw).unwrap(),

@@ -60,10 +60,7 @@ fn base64_data<'a>(rest: &'a str, path: &str) -> Result<(&'a str, &'a str), Tran
     let Some(media_type) = meta.strip_suffix(";base64") else {
         return Err(invalid(path, "is a data: URL that is not base64"));
     };
-    // `image/jpg` is common in clients and not a type Anthropic takes.
-    let media_type =
-        if media_type.eq_ignore_ascii_case("image/jpg") { "image/jpeg" } else { media_type };
-    Ok((media_type, data))
+    Ok((crate::media_type(media_type), data))
 }
 
 /// Builds one Messages request; collects the JSON paths of the fields it leaves out.
@@ -83,6 +80,13 @@ impl RequestBuilder {
             messages: Vec::new(),
             system: Vec::new(),
         }
+    }
+
+    /// Whether the last assistant message so far calls tools: the conversation is in a tool
+    /// loop, whose results follow.
+    fn in_tool_loop(&self) -> bool {
+        let last = self.messages.iter().rev().find(|m| m.role == InputRole::Assistant);
+        last.is_some_and(|m| m.content.iter().any(|b| matches!(b, InputBlock::ToolUse { .. })))
     }
 
     fn drop_field(&mut self, path: impl Into<String>) {
@@ -260,14 +264,8 @@ impl RequestBuilder {
         // assistant message must start with its thinking block, signature and all (which no
         // OpenAI message carries). Its error says to switch thinking off there; so does this.
         let forced = matches!(tool_choice, Some(ToolChoice::Any { .. } | ToolChoice::Tool { .. }));
-        let in_tool_loop = self
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == InputRole::Assistant)
-            .is_some_and(|m| m.content.iter().any(|b| matches!(b, InputBlock::ToolUse { .. })));
         let mut budget = reasoning_effort.as_deref().map(thinking_budget).transpose()?.flatten();
-        if budget.is_some() && (forced || in_tool_loop) {
+        if budget.is_some() && (forced || self.in_tool_loop()) {
             budget = None;
             self.drop_field("reasoning_effort");
         }

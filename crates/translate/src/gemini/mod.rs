@@ -95,6 +95,8 @@ use crate::{
 pub struct Gemini {
     config: ProviderConfig,
     headers: HeaderMap,
+    /// Whether the model wants its thought signatures back ([`wants_signatures`]).
+    signs_calls: bool,
 }
 
 impl Gemini {
@@ -115,7 +117,8 @@ impl Gemini {
             key.set_sensitive(true);
             headers.insert("x-goog-api-key", key);
         }
-        Ok(Gemini { config, headers })
+        let signs_calls = wants_signatures(&config.model);
+        Ok(Gemini { config, headers, signs_calls })
     }
 
     fn url(&self, stream: bool) -> String {
@@ -141,7 +144,7 @@ impl Provider for Gemini {
         let max = self.config.max_tokens;
         cap_tokens(&mut request, max, |r| r.max_tokens = Some(max));
         let (mut body, dropped) = request::build(&request)?;
-        if wants_signatures(&self.config.model) {
+        if self.signs_calls {
             sign_unsigned_calls(&mut body.contents);
         }
         let body = json_bytes(ProviderKind::Google, &body, 0)?;

@@ -528,12 +528,8 @@ fn media_part(url: &str, path: &str) -> Result<Part, TranslateError> {
         let Some(mime) = meta.strip_suffix(";base64") else {
             return Err(invalid(path, "a data: URL must be base64"));
         };
-        // `image/jpg` is common in clients and not a MIME type Gemini lists.
-        let mime = match mime {
-            "" => "application/octet-stream",
-            m if m.eq_ignore_ascii_case("image/jpg") => "image/jpeg",
-            m => m,
-        };
+        let mime =
+            if mime.is_empty() { "application/octet-stream" } else { crate::media_type(mime) };
         return Ok(Part {
             inline_data: Some(Blob { mime_type: mime.to_owned(), data: data.to_owned() }),
             ..Default::default()
