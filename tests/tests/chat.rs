@@ -288,6 +288,49 @@ async fn sampling_members_a_reasoning_model_refuses_are_left_out_from_then_on() 
 }
 
 #[tokio::test]
+async fn strict_tools_go_to_claude_until_a_model_refuses_them() {
+    // Anthropic's answer to a strict tool sent to a model before structured outputs.
+    let refusal = r#"{"type":"error","error":{"type":"invalid_request_error","message":"'claude-sonnet-4-20250514' does not support strict tools."},"request_id":"req_011CUMRGW7J4PNrRx6bq1kDe"}"#;
+    let answer = r#"{"model":"claude-sonnet-4-20250514","id":"msg_01Aq9w938a90dw8q","type":"message","role":"assistant","content":[{"type":"tool_use","id":"toolu_01A09q90qw90lq917835lq9","name":"get_weather","input":{"city":"Paris"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":384,"output_tokens":57}}"#;
+    let mock = MockUpstream::start(move |r| {
+        let strict = r.json()["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t.get("strict").is_some()));
+        if strict { Reply::raw_json(400, refusal) } else { Reply::raw_json(200, answer) }
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Anthropic;
+    let mut proxy = Proxy::start(settings).await;
+
+    let mut req = chat_request("gpt-4o", false);
+    req["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "strict": true, "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false}}}]);
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v = resp.json();
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        r#"{"city":"Paris"}"#
+    );
+    mock.wait_for_requests(2).await;
+    let sent: Vec<Value> = mock.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(sent[0]["tools"][0]["strict"], true, "asked the first time: {}", sent[0]);
+    assert!(sent[1]["tools"][0].get("strict").is_none(), "not the second: {}", sent[1]);
+
+    // From then on, not at all: one request.
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    mock.wait_for_requests(3).await;
+    assert!(mock.requests()[2].json()["tools"][0].get("strict").is_none());
+
+    proxy.finish().await;
+    let entries = proxy.entries(2).await;
+    assert_eq!(entries[0].entry.attempts, 2, "the refused try is counted");
+    assert_eq!(entries[0].entry.dropped_fields, ["tools[0].function.strict"]);
+    assert_eq!(entries[1].entry.attempts, 1);
+}
+
+#[tokio::test]
 async fn an_https_upstream_is_reached_over_http2_or_http11_as_alpn_settles() {
     // The HTTPS path (rustls, ALPN, hyper-util's pool; a plain-HTTP upstream takes our own
     // pool instead), with a certificate the proxy is told to trust.

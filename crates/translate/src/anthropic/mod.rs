@@ -15,6 +15,7 @@
 //! | `response_format` `json_schema` | `output_config.format` `{type: json_schema, schema}` (structured outputs); the answer is the JSON as text |
 //! | `cache_control` (an object) on a text, image or file part (system messages' too) or on a tool, as gateways take it | `cache_control` on that block or tool (prompt caching) |
 //! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters or `{}`; an object schema without `type` gets `"type": "object"`, which Anthropic requires) |
+//! | `tools[].function.strict: true` | `strict: true` (strict tool use: the input follows the schema); left out, and named in `dropped`, once the model answers 400 that it does not support strict tools ([`Provider::refused`](crate::Provider::refused); the request is sent again) |
 //! | `tool_choice` `auto` / `required` / `none` / named | `auto` / `any` / `none` / `tool` |
 //! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |
 //! | `stop` | `stop_sequences`, less the empty and whitespace-only ones (`"\n"`), which Anthropic refuses (named in `dropped`) |
@@ -35,7 +36,8 @@
 //! `presence_penalty`, `frequency_penalty`, `logit_bias`, `seed`, `service_tier`, `store`,
 //! `metadata`, `prediction`, `n: 1`, `logprobs: false`, `top_logprobs: 0`, `modalities:
 //! ["text"]`, `safety_identifier`, `prompt_cache_key`, `prompt_cache_retention`,
-//! `tool_choice` `none`/`auto` and `parallel_tool_calls` without tools, `strict` on tools,
+//! `tool_choice` `none`/`auto` and `parallel_tool_calls` without tools, `strict: false` on
+//! tools (Anthropic's default),
 //! image `detail`, a `json_schema`'s `description`, an image file's `filename`, message `name`,
 //! assistant `reasoning_content` (Anthropic takes earlier
 //! thinking back only with its signature, which the OpenAI shape cannot carry) and assistant
@@ -81,6 +83,8 @@ mod request;
 mod response;
 mod stream;
 mod wire;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
@@ -150,6 +154,8 @@ pub struct Anthropic {
     config: ProviderConfig,
     url: String,
     headers: HeaderMap,
+    /// The model refused strict tools (see [`Provider::refused`]): `strict` is left out since.
+    no_strict_tools: AtomicBool,
 }
 
 impl Anthropic {
@@ -172,7 +178,7 @@ impl Anthropic {
             headers.insert("x-api-key", key);
         }
         let url = format!("{}/messages", config.base_url.trim_end_matches('/'));
-        Ok(Anthropic { config, url, headers })
+        Ok(Anthropic { config, url, headers, no_strict_tools: AtomicBool::new(false) })
     }
 }
 
@@ -185,11 +191,11 @@ impl Provider for Anthropic {
         &self,
         request: uniproxy_wire::ChatCompletionRequest,
     ) -> Result<UpstreamRequest, TranslateError> {
-        let (body, dropped) = request::RequestBuilder::new().build(
-            request,
-            &self.config.model,
-            self.config.max_tokens,
-        )?;
+        let mut builder = request::RequestBuilder::new();
+        if self.no_strict_tools.load(Ordering::Relaxed) {
+            builder = builder.without_strict_tools();
+        }
+        let (body, dropped) = builder.build(request, &self.config.model, self.config.max_tokens)?;
         let body = json_bytes(ProviderKind::Anthropic, &body, 0)?;
         Ok(UpstreamRequest::post(self.url.clone(), self.headers.clone(), body, dropped))
     }
@@ -210,6 +216,19 @@ impl Provider for Anthropic {
 
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
         response::translate_error(status, body)
+    }
+
+    fn refused(&self, status: u16, body: &[u8], _own_usage: bool) -> bool {
+        // Models before structured outputs (Claude Sonnet 4, Opus 4) answer 400
+        // "'claude-sonnet-4-20250514' does not support strict tools."
+        let refuses_strict = status == 400 && {
+            let needle = b"does not support strict tools";
+            body.windows(needle.len()).any(|w| w == needle)
+        };
+        if refuses_strict {
+            self.no_strict_tools.store(true, Ordering::Relaxed);
+        }
+        refuses_strict
     }
 
     fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {

@@ -70,6 +70,8 @@ pub(crate) struct RequestBuilder {
     call_ids: HashSet<String>,
     messages: Vec<InputMessage>,
     system: Vec<SystemBlock>,
+    /// Whether a tool's `strict: true` goes to Anthropic (not to a model that refused it).
+    strict_tools: bool,
 }
 
 impl RequestBuilder {
@@ -79,7 +81,14 @@ impl RequestBuilder {
             call_ids: HashSet::new(),
             messages: Vec::new(),
             system: Vec::new(),
+            strict_tools: true,
         }
+    }
+
+    /// Leaves a tool's `strict` out (named in `dropped`): the model refused strict tools.
+    pub(crate) fn without_strict_tools(mut self) -> Self {
+        self.strict_tools = false;
+        self
     }
 
     /// Whether the last assistant message so far calls tools: the conversation is in a tool
@@ -583,7 +592,9 @@ impl RequestBuilder {
         };
         let cache_control = self.cache_control(&path, extra);
         let fpath = format!("{path}.function");
-        if function.strict.is_some() {
+        // `strict: false` is Anthropic's default, so it need not go.
+        let strict = function.strict.filter(|&s| s && self.strict_tools);
+        if function.strict.is_some() && strict.is_none() {
             self.drop_field(format!("{fpath}.strict"));
         }
         self.drop_extra(&fpath, &function.extra);
@@ -591,6 +602,7 @@ impl RequestBuilder {
             name: function.name,
             description: function.description,
             input_schema: input_schema(function.parameters),
+            strict,
             cache_control,
         })
     }

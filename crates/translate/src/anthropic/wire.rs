@@ -146,6 +146,9 @@ pub(crate) struct ToolDefinition {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) description: Option<String>,
     pub(crate) input_schema: Value,
+    /// Grammar-constrained tool input (Anthropic's strict tool use); only ever `true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) strict: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cache_control: Option<Value>,
 }
