@@ -419,8 +419,10 @@ pub trait Provider: Send + Sync {
     /// (OpenAI's reasoning models take `temperature`, `top_p`, the penalties and `logit_bias`
     /// only at their defaults, and the proxy, not the client, picked the model), or, when
     /// `own_usage` (the provider asked for a stream's usage on its own, the client did not),
-    /// `stream_options` (Mistral's API and older Azure API versions refuse it), or a tool's
-    /// `strict` (Claude models before structured outputs refuse strict tools). If so, the
+    /// `stream_options` (Mistral's API and older Azure API versions refuse it), the token
+    /// limit as `max_completion_tokens` (older Azure API versions do not know it; it goes as
+    /// `max_tokens` then), or a tool's `strict` (Claude models before structured outputs
+    /// refuse strict tools). If so, the
     /// provider leaves it out from then on (a member named in [`UpstreamRequest::dropped`]),
     /// and the caller builds the request again and resends it. `false` by default.
     fn refused(&self, status: u16, body: &[u8], own_usage: bool) -> bool {

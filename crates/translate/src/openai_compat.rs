@@ -4,7 +4,8 @@
 //! requires gets them written in, and a 2xx answer that is only an error (OpenRouter's, once
 //! the model has started) gives that error. What the upstream refuses and the proxy may leave
 //! out (the stream usage it asks for on its own, a sampling member a reasoning model takes only
-//! at its default) is left out once refused.
+//! at its default) is left out once refused; a token limit refused as `max_completion_tokens`
+//! goes as `max_tokens` from then on.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -43,12 +44,17 @@ pub struct OpenAiCompat {
     headers: HeaderMap,
     limit_field: LimitField,
     /// What the upstream refused and is left out since (see [`Provider::refused`]): a bit
-    /// for each of [`LEAVABLE`], and [`STREAM_USAGE`].
+    /// for each of [`LEAVABLE`], [`STREAM_USAGE`] and [`NEW_LIMIT`].
     left_out: AtomicU8,
 }
 
 /// The bit of [`OpenAiCompat::left_out`] that stops a stream request asking for the usage.
 const STREAM_USAGE: u8 = 1 << LEAVABLE.len();
+
+/// The bit of [`OpenAiCompat::left_out`] that sends the token limit as `max_tokens`: the
+/// upstream does not know `max_completion_tokens` (Azure before API version
+/// 2024-09-01-preview, OpenAI-compatible servers configured as `openai`).
+const NEW_LIMIT: u8 = STREAM_USAGE << 1;
 
 /// The sampling members an OpenAI model may refuse and the proxy may leave out: OpenAI's
 /// reasoning models take them only at their defaults.
@@ -198,12 +204,17 @@ impl OpenAiCompat {
     /// and the configured model may be one whatever the client thinks it talks to.
     fn limits(&self, max_tokens: &mut Option<u32>, max_completion_tokens: &mut Option<u32>) {
         let max = self.config.max_tokens;
+        let field = if self.left_out.load(Ordering::Relaxed) & NEW_LIMIT == 0 {
+            self.limit_field
+        } else {
+            LimitField::MaxTokens
+        };
         if !cap_limits(max_tokens, max_completion_tokens, max) {
-            match self.limit_field {
+            match field {
                 LimitField::MaxTokens => *max_tokens = Some(max),
                 LimitField::MaxCompletionTokens => *max_completion_tokens = Some(max),
             }
-        } else if let LimitField::MaxCompletionTokens = self.limit_field
+        } else if let LimitField::MaxCompletionTokens = field
             && let Some(old) = max_tokens.take()
         {
             *max_completion_tokens = Some(max_completion_tokens.map_or(old, |new| new.min(old)));
@@ -473,15 +484,23 @@ impl Provider for OpenAiCompat {
     }
 
     fn refused(&self, status: u16, body: &[u8], own_usage: bool) -> bool {
+        let names = |member: &[u8]| {
+            matches!(status, 400 | 422) && body.windows(member.len()).any(|w| w == member)
+        };
         let bit = if let Some(i) = refused_sampling(status, body) {
             1 << i
-        } else if own_usage
-            && matches!(status, 400 | 422)
-            && body.windows(b"stream_options".len()).any(|w| w == b"stream_options")
-        {
+        } else if own_usage && names(b"stream_options") {
             // Mistral answers 422 (`extra_forbidden` at `stream_options.include_usage`), older
             // Azure API versions 400 ("Unrecognized request argument supplied: stream_options").
             STREAM_USAGE
+        } else if matches!(self.limit_field, LimitField::MaxCompletionTokens)
+            && names(b"max_completion_tokens")
+        {
+            // Older Azure API versions: "Unrecognized request argument supplied:
+            // max_completion_tokens". Once only: a client that sent the member itself gets
+            // the refusal after one more try.
+            let before = self.left_out.fetch_or(NEW_LIMIT, Ordering::Relaxed);
+            return before & NEW_LIMIT == 0;
         } else {
             return false;
         };
@@ -1506,6 +1525,44 @@ mod tests {
         let plain = br#"{"model":"a","messages":[{"role":"user","content":"Hi"}]}"#;
         let up = openai.build_request_from(from_slice(plain).unwrap(), plain).unwrap();
         assert!(up.dropped.is_empty());
+    }
+
+    #[test]
+    fn an_upstream_that_does_not_know_max_completion_tokens_gets_max_tokens_from_then_on() {
+        let base = "https://r.openai.azure.com/openai/deployments/gpt-4o";
+        let mut config = ProviderConfig::new(ProviderKind::AzureOpenAi, base, "k", "gpt-4o");
+        config.api_version = "2024-06-01".to_owned();
+        let azure = OpenAiCompat::new(config).unwrap();
+        let limits = |raw: &[u8]| {
+            let request = || from_slice::<ChatCompletionRequest>(raw).unwrap();
+            let copied = azure.build_request_from(request(), raw).unwrap();
+            let typed = azure.build_request(request()).unwrap();
+            let [copied, typed] = [copied, typed].map(|up| {
+                let body: serde_json::Value = serde_json::from_slice(&up.body).unwrap();
+                (body.get("max_tokens").cloned(), body.get("max_completion_tokens").cloned())
+            });
+            assert_eq!(copied, typed, "both ways of building agree");
+            copied
+        };
+        let unset = br#"{"model":"a","messages":[{"role":"user","content":"Hi"}]}"#;
+        let clients =
+            br#"{"model":"a","messages":[{"role":"user","content":"Hi"}],"max_tokens":50}"#;
+        assert_eq!(limits(unset), (None, Some(4096.into())));
+        assert_eq!(limits(clients), (None, Some(50.into())));
+
+        // Azure's answer before API version 2024-09-01-preview.
+        let refusal = br#"{"error":{"message":"Unrecognized request argument supplied: max_completion_tokens","type":"invalid_request_error","param":null,"code":null}}"#;
+        assert!(!azure.refused(500, refusal, false), "not that status");
+        assert!(azure.refused(400, refusal, false));
+        assert_eq!(limits(unset), (Some(4096.into()), None));
+        assert_eq!(limits(clients), (Some(50.into()), None));
+        // Learned once: a client's own member, refused again, reaches the client.
+        assert!(!azure.refused(400, refusal, false));
+
+        // Custom servers get `max_tokens` from the start, and learn nothing from such a body.
+        let config = ProviderConfig::new(ProviderKind::Custom, "http://h/v1", "", "m");
+        let custom = OpenAiCompat::new(config).unwrap();
+        assert!(!custom.refused(400, refusal, false));
     }
 
     #[test]
