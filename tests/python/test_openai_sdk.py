@@ -240,7 +240,7 @@ class AnthropicPlatform(unittest.TestCase):
         self.assertEqual(schema["schema"]["required"], ["city", "temperature_c"])
         self.assertFalse(schema["schema"]["additionalProperties"])
 
-    def test_a_tool_loop_with_reasoning_effort_goes_without_thinking(self):
+    def test_a_tool_loop_with_reasoning_effort_keeps_thinking_given_back(self):
         tools = [{"type": "function", "function": {
             "name": "get_weather",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
@@ -254,16 +254,21 @@ class AnthropicPlatform(unittest.TestCase):
         self.assertIn("thinking", self.upstream.requests[-1][1])
         call = first.choices[0].message.tool_calls[0]
         self.assertEqual((call.id, call.function.name), ("toolu_01", "get_weather"))
-        # The SDK's message goes back as it came, with an empty content beside its calls.
-        messages.append(first.choices[0].message.model_dump(exclude_none=True) | {"content": ""})
-        messages.append({"role": "tool", "tool_call_id": call.id, "content": "18C"})
-        self.upstream.answers.append(message([{"type": "text", "text": "18C in Paris."}], "end_turn"))
-        second = self.client.chat.completions.create(
-            model="gpt-4o", messages=messages, tools=tools, reasoning_effort="low", max_tokens=4000)
-        self.assertEqual(second.choices[0].message.content, "18C in Paris.")
-        sent = self.upstream.requests[-1][1]
-        self.assertNotIn("thinking", sent)
-        self.assertEqual([b["type"] for b in sent["messages"][1]["content"]], ["tool_use"])
+        self.assertEqual(first.choices[0].message.thinking_blocks[0]["signature"], "EqQBCkY")
+        # The SDK's message goes back as it came, its signed thinking included, as OpenAI's
+        # guide for function calling has it; and once more stripped to the OpenAI members.
+        given_back = first.choices[0].message
+        stripped = given_back.model_dump(include={"role", "tool_calls"}) | {"content": ""}
+        for assistant, kinds in [(given_back, ["thinking", "tool_use"]), (stripped, ["tool_use"])]:
+            self.upstream.answers.append(message([{"type": "text", "text": "18C in Paris."}], "end_turn"))
+            loop = messages + [assistant, {"role": "tool", "tool_call_id": call.id, "content": "18C"}]
+            second = self.client.chat.completions.create(
+                model="gpt-4o", messages=loop, tools=tools, reasoning_effort="low", max_tokens=4000)
+            self.assertEqual(second.choices[0].message.content, "18C in Paris.")
+            sent = self.upstream.requests[-1][1]
+            # Claude thinks in a tool loop only with its thinking given back.
+            self.assertEqual("thinking" in sent, kinds[0] == "thinking", sent)
+            self.assertEqual([b["type"] for b in sent["messages"][1]["content"]], kinds)
 
 
 if __name__ == "__main__":

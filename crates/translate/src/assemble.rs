@@ -3,7 +3,7 @@
 use serde::Serialize;
 use uniproxy_wire::{
     ChatCompletion, ChatCompletionChunk, Choice, ErrorResponse, FinishReason, FunctionCall, Map,
-    Message, MessageContent, Role, ToolCall, Usage,
+    Message, MessageContent, Role, ThinkingBlock, ToolCall, Usage,
 };
 
 /// What a stream said, put together: per choice the content, reasoning, refusal, tool calls and
@@ -36,6 +36,9 @@ pub struct AssembledChoice {
     /// The reasoning text.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub reasoning_content: String,
+    /// Whole thinking blocks with their signatures (Claude's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub thinking_blocks: Vec<ThinkingBlock>,
     /// The refusal text.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub refusal: String,
@@ -141,6 +144,9 @@ impl Assembled {
                 if let Some(Some(text)) = &delta.reasoning_content {
                     choice.reasoning_content.push_str(text);
                 }
+                if let Some(blocks) = &delta.thinking_blocks {
+                    choice.thinking_blocks.extend(blocks.iter().cloned());
+                }
                 if let Some(Some(text)) = &delta.refusal {
                     choice.refusal.push_str(text);
                 }
@@ -195,6 +201,9 @@ impl Assembled {
                 }
                 if !c.reasoning_content.is_empty() {
                     message.reasoning_content = Some(Some(c.reasoning_content.clone()));
+                }
+                if !c.thinking_blocks.is_empty() {
+                    message.thinking_blocks = Some(c.thinking_blocks.clone());
                 }
                 if !c.refusal.is_empty() {
                     message.refusal = Some(Some(c.refusal.clone()));
@@ -270,6 +279,7 @@ pub fn completion_to_frames(completion: &ChatCompletion, include_usage: bool) ->
             content: Some(m.content().map(MessageContent::joined_text)),
             refusal: m.refusal.clone(),
             reasoning_content: m.reasoning_content.clone(),
+            thinking_blocks: m.thinking_blocks.clone(),
             tool_calls,
             function_call: None,
             extra: Map::new(),

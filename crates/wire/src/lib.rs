@@ -44,7 +44,7 @@ mod usage;
 pub use error::{ErrorDetail, ErrorResponse};
 pub use message::{
     ContentPart, FileData, FunctionCall, ImageDetail, ImageUrl, InputAudio, Message,
-    MessageContent, Role, ToolCall,
+    MessageContent, Role, ThinkingBlock, ToolCall,
 };
 pub use models::{Model, ModelList};
 pub use parse::{WireError, from_bytes, from_slice};

@@ -52,6 +52,10 @@ pub struct Message {
     /// Reasoning text, as DeepSeek and other OpenAI-compatible servers return it.
     #[serde(default, with = "crate::nullable", skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<Option<String>>,
+    /// The model's thinking with what it takes to give it back (assistant messages): Claude's
+    /// signed thinking blocks, in the shape LiteLLM gives them. Not an OpenAI member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<Vec<ThinkingBlock>>,
     /// Fields this version does not model; forwarded untouched.
     #[serde(flatten)]
     pub extra: Map,
@@ -69,6 +73,7 @@ impl Message {
             tool_call_id: None,
             function_call: None,
             reasoning_content: None,
+            thinking_blocks: None,
             extra: Map::new(),
         }
     }
@@ -77,6 +82,27 @@ impl Message {
     pub fn content(&self) -> Option<&MessageContent> {
         self.content.as_ref().and_then(Option::as_ref)
     }
+}
+
+/// A block of the model's thinking, as Anthropic writes it: the signature (or the encrypted
+/// `data` of a redacted block) lets a later request give the thinking back, which Claude
+/// wants at the start of the assistant turn of a tool loop when thinking is on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ThinkingBlock {
+    /// Thinking in the clear.
+    Thinking {
+        /// The text.
+        thinking: String,
+        /// Anthropic's signature over the text; a block without one cannot be given back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+    },
+    /// Thinking the safety systems flagged, encrypted.
+    RedactedThinking {
+        /// The encrypted thinking.
+        data: String,
+    },
 }
 
 /// Message content: a string, or an array of parts.

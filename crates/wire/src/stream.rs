@@ -109,6 +109,12 @@ pub struct Delta {
     /// and Gemini thoughts are translated to it).
     #[serde(default, with = "crate::nullable", skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<Option<String>>,
+    /// Whole thinking blocks, each once it has ended (see [`Message::thinking_blocks`]); the
+    /// text came before as `reasoning_content`.
+    ///
+    /// [`Message::thinking_blocks`]: crate::Message::thinking_blocks
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<Vec<crate::ThinkingBlock>>,
     /// Tool call fragments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,

@@ -22,15 +22,18 @@
 //! | `max_completion_tokens`, else `max_tokens`, else the configured limit (and capped by it) | `max_tokens` (Anthropic requires it) |
 //! | `temperature`, `top_p` | the same (Anthropic answers 400 itself for a temperature above 1); when both are set, `top_p` is left out (named in `dropped`), as Claude's current models take only one |
 //! | `user` | `metadata.user_id` |
+//! | assistant `thinking_blocks` (as the answer gave them: signed `thinking`, `redacted_thinking`) | the same blocks, first in the assistant turn, when thinking is on; a `thinking` block without its `signature` is left out (named in `dropped`) |
 //! | `reasoning_effort` `minimal` / `low` / `medium` / `high` / `xhigh` | `thinking.budget_tokens` 1024 / 2048 / 4096 / 8192 / 16384, cut to half of `max_tokens` (so the answer keeps the other half) but never below Anthropic's minimum of 1024; `none` is no thinking |
 //!
 //! With thinking on, Anthropic accepts only the default sampling, so a `temperature` other
 //! than 1 and any `top_p` are left out (and named in `dropped`) rather than failing the
 //! request; a token limit of 1024 or less cannot hold the smallest budget and gets a 400
 //! naming `reasoning_effort`. Thinking is left out (and `reasoning_effort` named in
-//! `dropped`) where Anthropic refuses it and the OpenAI shape cannot make the request
-//! acceptable: with a `tool_choice` that forces a tool, and in a tool loop, whose last
-//! assistant message would have to start with its thinking block, signature included.
+//! `dropped`) where Anthropic refuses it: with a `tool_choice` that forces a tool, and in a
+//! tool loop whose last assistant message does not give its `thinking_blocks` back (Anthropic
+//! wants that message to start with its thinking, signature included). With thinking off,
+//! thinking blocks given back are left out (named in `dropped`): Anthropic refuses them in a
+//! last assistant turn then.
 //!
 //! **Dropped** (harmless, named in [`UpstreamRequest::dropped`](crate::UpstreamRequest)):
 //! `presence_penalty`, `frequency_penalty`, `logit_bias`, `seed`, `service_tier`, `store`,
@@ -39,9 +42,8 @@
 //! `tool_choice` `none`/`auto` and `parallel_tool_calls` without tools, `strict: false` on
 //! tools (Anthropic's default),
 //! image `detail`, a `json_schema`'s `description`, an image file's `filename`, message `name`,
-//! assistant `reasoning_content` (Anthropic takes earlier
-//! thinking back only with its signature, which the OpenAI shape cannot carry) and assistant
-//! `refusal`, and any unknown field inside a message, part or tool.
+//! assistant `reasoning_content` (Anthropic takes earlier thinking back only with its
+//! signature: as `thinking_blocks`) and assistant `refusal`, and any unknown field inside a message, part or tool.
 //!
 //! **Refused** with a 400 naming the field ([`TranslateError::Unsupported`]):
 //! `n > 1`, `logprobs: true`, `top_logprobs > 0`, `response_format` `json_object` and a
@@ -59,8 +61,11 @@
 //!
 //! Text blocks are joined into `content`, `thinking` blocks into `reasoning_content`,
 //! `tool_use` blocks become `tool_calls` with their ids (`arguments` is the input object's
-//! JSON). Other blocks (`redacted_thinking`, server tool blocks) carry nothing the OpenAI
-//! shape can hold and are skipped. `stop_reason` `end_turn` / `stop_sequence` / `pause_turn`
+//! JSON). `thinking` and `redacted_thinking` blocks are also given whole, signatures included,
+//! as the message's `thinking_blocks` (LiteLLM's member for them; not OpenAI's): a client
+//! that gives the message back as it came (the OpenAI SDKs' `messages.append(message)`) keeps
+//! Claude thinking through a tool loop. Other blocks (server tool blocks) carry nothing the
+//! OpenAI shape can hold and are skipped. `stop_reason` `end_turn` / `stop_sequence` / `pause_turn`
 //! → `stop`; `max_tokens` / `model_context_window_exceeded` → `length`; `tool_use` →
 //! `tool_calls`; `refusal` → `content_filter`; a reason this version does not know is passed on
 //! as it is. Usage: `prompt_tokens` = `input_tokens` + cache creation + cache read (Anthropic's
@@ -102,7 +107,8 @@ const API_VERSION: &str = "2023-06-01";
 ///
 /// Its stream translator turns Anthropic's events into OpenAI chunks: `message_start` gives
 /// the role chunk, text and thinking deltas give `content` and `reasoning_content` fragments,
-/// and each `tool_use` block becomes a tool call numbered 0, 1, … in order of appearance,
+/// a thinking block whole, once its `signature_delta` came and it ended, a chunk with
+/// `delta.thinking_blocks` (a `redacted_thinking` block at its start), and each `tool_use` block becomes a tool call numbered 0, 1, … in order of appearance,
 /// whose first fragment carries the id, type and name (a call that got no argument text ends
 /// with `{}`). `message_delta` gives the finish chunk; `message_stop` the usage chunk (when
 /// the client asked for it) and `[DONE]`. Pings and unknown events are ignored; an `error`

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 use uniproxy_wire::{
     ChatCompletionRequest, ContentPart, FileData, ImageUrl, Map, Message, MessageContent,
-    ResponseFormat, Role, Tool, ToolCall, ToolChoice as OpenAiToolChoice, ToolChoiceMode,
+    ResponseFormat, Role, ThinkingBlock, Tool, ToolCall, ToolChoice as OpenAiToolChoice,
+    ToolChoiceMode,
 };
 
 use super::wire::{
@@ -72,6 +73,8 @@ pub(crate) struct RequestBuilder {
     system: Vec<SystemBlock>,
     /// Whether a tool's `strict: true` goes to Anthropic (not to a model that refused it).
     strict_tools: bool,
+    /// The paths of the assistant messages that gave thinking blocks back.
+    gave_thinking: Vec<String>,
 }
 
 impl RequestBuilder {
@@ -82,6 +85,7 @@ impl RequestBuilder {
             messages: Vec::new(),
             system: Vec::new(),
             strict_tools: true,
+            gave_thinking: Vec::new(),
         }
     }
 
@@ -91,11 +95,30 @@ impl RequestBuilder {
         self
     }
 
-    /// Whether the last assistant message so far calls tools: the conversation is in a tool
-    /// loop, whose results follow.
-    fn in_tool_loop(&self) -> bool {
+    /// Whether the last assistant message so far calls tools without starting with its
+    /// thinking: the conversation is in a tool loop, whose results follow, that Anthropic
+    /// refuses to think in.
+    fn in_tool_loop_without_thinking(&self) -> bool {
         let last = self.messages.iter().rev().find(|m| m.role == InputRole::Assistant);
-        last.is_some_and(|m| m.content.iter().any(|b| matches!(b, InputBlock::ToolUse { .. })))
+        last.is_some_and(|m| {
+            m.content.iter().any(|b| matches!(b, InputBlock::ToolUse { .. }))
+                && !m.content.first().is_some_and(InputBlock::is_thinking)
+        })
+    }
+
+    /// Takes the thinking blocks given back out of the conversation (thinking is off, and
+    /// Anthropic refuses them in the last assistant turn then), naming them as dropped.
+    fn strip_thinking(&mut self) {
+        for path in std::mem::take(&mut self.gave_thinking) {
+            self.dropped.push(format!("{path}.thinking_blocks"));
+        }
+        for message in std::mem::take(&mut self.messages) {
+            let mut content = message.content;
+            content.retain(|b| !b.is_thinking());
+            if !content.is_empty() {
+                self.push(message.role, content);
+            }
+        }
     }
 
     fn drop_field(&mut self, path: impl Into<String>) {
@@ -268,15 +291,18 @@ impl RequestBuilder {
             }
         };
 
-        // Anthropic refuses thinking where the request cannot have it, and the OpenAI shape
-        // cannot make it so: a tool choice that forces a tool, and a tool loop, whose last
-        // assistant message must start with its thinking block, signature and all (which no
-        // OpenAI message carries). Its error says to switch thinking off there; so does this.
+        // Anthropic refuses thinking where the request cannot have it: a tool choice that
+        // forces a tool, and a tool loop whose last assistant message does not start with its
+        // thinking block, signature and all (which only a client that gives `thinking_blocks`
+        // back sends). Its error says to switch thinking off there; so does this.
         let forced = matches!(tool_choice, Some(ToolChoice::Any { .. } | ToolChoice::Tool { .. }));
         let mut budget = reasoning_effort.as_deref().map(thinking_budget).transpose()?.flatten();
-        if budget.is_some() && (forced || self.in_tool_loop()) {
+        if budget.is_some() && (forced || self.in_tool_loop_without_thinking()) {
             budget = None;
             self.drop_field("reasoning_effort");
+        }
+        if budget.is_none() && !self.gave_thinking.is_empty() {
+            self.strip_thinking();
         }
         let thinking = match budget {
             Some(budget) => {
@@ -344,6 +370,7 @@ impl RequestBuilder {
             tool_call_id,
             function_call,
             reasoning_content,
+            thinking_blocks,
             extra,
         } = message;
         let path = format!("messages[{i}]");
@@ -372,14 +399,16 @@ impl RequestBuilder {
                     return Err(unsupported(format!("{path}.function_call")));
                 }
                 if reasoning_content.is_some() {
-                    // Anthropic accepts earlier thinking only with its signature, which the
-                    // OpenAI shape cannot carry; it ignores earlier turns' thinking anyway.
+                    // Anthropic takes earlier thinking back only with its signature: as
+                    // `thinking_blocks`, below.
                     self.drop_field(format!("{path}.reasoning_content"));
                 }
                 if refusal.is_some() {
                     self.drop_field(format!("{path}.refusal"));
                 }
-                let mut blocks = self.blocks(&path, content)?;
+                // Thinking first, as Anthropic wants it.
+                let mut blocks = self.thinking_given(&path, thinking_blocks);
+                blocks.extend(self.blocks(&path, content)?);
                 for (j, call) in tool_calls.into_iter().flatten().enumerate() {
                     blocks.push(self.tool_use(&format!("{path}.tool_calls[{j}]"), call)?);
                 }
@@ -410,6 +439,31 @@ impl RequestBuilder {
             Role::Function | Role::Other(_) => return Err(unsupported(format!("{path}.role"))),
         }
         Ok(())
+    }
+
+    /// The thinking blocks an assistant message gives back (as Anthropic answered them). One
+    /// without its signature, which Anthropic refuses, is left out.
+    fn thinking_given(&mut self, path: &str, given: Option<Vec<ThinkingBlock>>) -> Vec<InputBlock> {
+        let mut blocks = Vec::new();
+        for (j, block) in given.into_iter().flatten().enumerate() {
+            match block {
+                ThinkingBlock::Thinking { thinking, signature: Some(signature) }
+                    if !signature.is_empty() =>
+                {
+                    blocks.push(InputBlock::Thinking { thinking, signature });
+                }
+                ThinkingBlock::RedactedThinking { data } => {
+                    blocks.push(InputBlock::RedactedThinking { data });
+                }
+                ThinkingBlock::Thinking { .. } => {
+                    self.drop_field(format!("{path}.thinking_blocks[{j}]"));
+                }
+            }
+        }
+        if !blocks.is_empty() {
+            self.gave_thinking.push(path.to_owned());
+        }
+        blocks
     }
 
     /// Appends blocks to the conversation, merging consecutive turns of one role.

@@ -2,7 +2,7 @@
 
 use uniproxy_wire::{
     ChatCompletion, Choice, ErrorResponse, FinishReason, FunctionCall, Map, Message,
-    PromptTokensDetails, Role, ToolCall, Usage as OpenAiUsage, from_slice,
+    PromptTokensDetails, Role, ThinkingBlock, ToolCall, Usage as OpenAiUsage, from_slice,
 };
 
 use super::wire::{ContentBlock, ErrorBody, ErrorEnvelope, MessagesResponse, Usage};
@@ -125,11 +125,19 @@ pub(crate) fn completion(
     };
     let mut text = String::new();
     let mut reasoning = String::new();
+    let mut thinking_blocks = Vec::new();
     let mut calls = Vec::new();
     for block in content {
         match block {
             ContentBlock::Text { text: t } => text.push_str(t),
-            ContentBlock::Thinking { thinking } => reasoning.push_str(thinking),
+            ContentBlock::Thinking { thinking, signature } => {
+                reasoning.push_str(thinking);
+                let (thinking, signature) = (thinking.clone(), signature.clone());
+                thinking_blocks.push(ThinkingBlock::Thinking { thinking, signature });
+            }
+            ContentBlock::RedactedThinking { data } => {
+                thinking_blocks.push(ThinkingBlock::RedactedThinking { data: data.clone() });
+            }
             ContentBlock::ToolUse { id, name, input } => calls.push(ToolCall {
                 id: id.clone(),
                 kind: "function".to_owned(),
@@ -153,6 +161,10 @@ pub(crate) fn completion(
     }
     if !reasoning.is_empty() {
         message.reasoning_content = Some(Some(reasoning));
+    }
+    if !thinking_blocks.is_empty() {
+        // For the client to give back: Claude wants them in a tool loop with thinking on.
+        message.thinking_blocks = Some(thinking_blocks);
     }
     let model = if response.model.is_empty() { ctx.model.clone() } else { response.model };
     Ok(ChatCompletion {

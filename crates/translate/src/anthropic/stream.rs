@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use uniproxy_wire::{
     ChatCompletionChunk, ChunkChoice, Delta, ErrorResponse, FinishReason, FunctionCallDelta, Map,
-    Role, ToolCallDelta,
+    Role, ThinkingBlock, ToolCallDelta,
 };
 
 use super::response::{finish_reason, openai_error, openai_usage, tool_arguments};
@@ -17,10 +17,15 @@ use crate::sse::{self, SseEvent, TextFrame};
 use crate::{Assembled, ProviderKind, ResponseContext, StreamTranslator, TranslateError};
 
 /// What a started content block is, for routing its deltas.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Block {
     Text,
-    Thinking,
+    /// Its text so far and its signature: the whole block goes out at its end, for the client
+    /// to give back.
+    Thinking {
+        text: String,
+        signature: String,
+    },
     /// A client tool call, numbered in order of appearance (OpenAI's tool call index).
     Tool {
         call: u32,
@@ -28,8 +33,8 @@ enum Block {
         /// `{}` so that it has valid arguments.
         has_arguments: bool,
     },
-    /// A block the OpenAI shape cannot carry (`redacted_thinking`, server tools): its
-    /// deltas are ignored.
+    /// A block the OpenAI shape cannot carry (server tools), or one sent whole at its start
+    /// (`redacted_thinking`): its deltas are ignored.
     Other,
 }
 
@@ -85,7 +90,7 @@ impl Fragment {
             BlockDelta::TextDelta { text } => Some((Fragment::Text, text)),
             BlockDelta::ThinkingDelta { thinking } => Some((Fragment::Thinking, thinking)),
             BlockDelta::InputJsonDelta { partial_json } => Some((Fragment::Json, partial_json)),
-            BlockDelta::SignatureDelta {} | BlockDelta::Unknown => None,
+            BlockDelta::SignatureDelta { .. } | BlockDelta::Unknown => None,
         }
     }
 }
@@ -147,9 +152,15 @@ impl AnthropicStream {
             }
             StreamEvent::ContentBlockDelta { index, delta } => match Fragment::of(&delta) {
                 Some((kind, fragment)) => self.fragment(index, kind, fragment, out)?,
-                // Signatures (OpenAI has no field for them) and delta types to come.
-                None if self.blocks.contains_key(&index) => {}
-                None => return Err(TranslateError::OutOfOrder { index }),
+                None => match (self.blocks.get_mut(&index), delta) {
+                    (
+                        Some(Block::Thinking { signature, .. }),
+                        BlockDelta::SignatureDelta { signature: piece },
+                    ) => signature.push_str(&piece),
+                    // Delta types to come, and signatures of other blocks.
+                    (Some(_), _) => {}
+                    (None, _) => return Err(TranslateError::OutOfOrder { index }),
+                },
             },
             StreamEvent::ContentBlockStop { index } => {
                 if let Some(block) = self.blocks.remove(&index) {
@@ -203,10 +214,13 @@ impl AnthropicStream {
         }
         match (block, kind) {
             (Block::Text, Fragment::Text) => out.push(self.text_delta(fragment)),
-            (Block::Thinking, Fragment::Thinking) => out.push(self.delta(Delta {
-                reasoning_content: Some(Some(fragment.to_owned())),
-                ..Default::default()
-            })),
+            (Block::Thinking { text, .. }, Fragment::Thinking) => {
+                text.push_str(fragment);
+                out.push(self.delta(Delta {
+                    reasoning_content: Some(Some(fragment.to_owned())),
+                    ..Default::default()
+                }));
+            }
             (Block::Tool { call, has_arguments }, Fragment::Json) => {
                 *has_arguments = true;
                 let call = *call;
@@ -215,7 +229,7 @@ impl AnthropicStream {
             // Deltas of blocks the OpenAI shape cannot carry, or of another kind than their
             // block's.
             (
-                Block::Text | Block::Thinking | Block::Tool { .. } | Block::Other,
+                Block::Text | Block::Thinking { .. } | Block::Tool { .. } | Block::Other,
                 Fragment::Text | Fragment::Thinking | Fragment::Json,
             ) => {}
         }
@@ -242,14 +256,18 @@ impl AnthropicStream {
                 }
                 Block::Text
             }
-            ContentBlock::Thinking { thinking } => {
+            ContentBlock::Thinking { thinking, signature } => {
                 if !thinking.is_empty() {
                     out.push(self.delta(Delta {
-                        reasoning_content: Some(Some(thinking)),
+                        reasoning_content: Some(Some(thinking.clone())),
                         ..Default::default()
                     }));
                 }
-                Block::Thinking
+                Block::Thinking { text: thinking, signature: signature.unwrap_or_default() }
+            }
+            ContentBlock::RedactedThinking { data } => {
+                out.push(self.thinking_block(ThinkingBlock::RedactedThinking { data }));
+                Block::Other
             }
             ContentBlock::ToolUse { id, name, input } => {
                 let call = self.next_call;
@@ -269,17 +287,27 @@ impl AnthropicStream {
         }
     }
 
-    /// Ends a block: a tool call that got no arguments gets `{}`.
+    /// Ends a block: a tool call that got no arguments gets `{}`; a signed thinking block
+    /// goes out whole.
     fn close(&mut self, block: Block, out: &mut Vec<Bytes>) {
         match block {
             Block::Tool { call, has_arguments: false } => {
                 out.push(self.tool_delta(call, None, "{}".to_owned()));
             }
+            Block::Thinking { text, signature } if !signature.is_empty() => {
+                let block = ThinkingBlock::Thinking { thinking: text, signature: Some(signature) };
+                out.push(self.thinking_block(block));
+            }
             Block::Tool { has_arguments: true, .. }
             | Block::Text
-            | Block::Thinking
+            | Block::Thinking { .. }
             | Block::Other => {}
         }
+    }
+
+    /// A chunk with one whole thinking block.
+    fn thinking_block(&mut self, block: ThinkingBlock) -> Bytes {
+        self.delta(Delta { thinking_blocks: Some(vec![block]), ..Default::default() })
     }
 
     /// Closes the blocks left open, in index order.

@@ -117,10 +117,25 @@ pub(crate) enum InputBlock {
         name: String,
         input: Value,
     },
+    /// Earlier thinking given back (first in its assistant turn).
+    Thinking {
+        thinking: String,
+        signature: String,
+    },
+    RedactedThinking {
+        data: String,
+    },
     ToolResult {
         tool_use_id: String,
         content: ToolResultContent,
     },
+}
+
+impl InputBlock {
+    /// Whether the block is earlier thinking given back.
+    pub(crate) fn is_thinking(&self) -> bool {
+        matches!(self, InputBlock::Thinking { .. } | InputBlock::RedactedThinking { .. })
+    }
 }
 
 /// Where an image or a document comes from.
@@ -218,9 +233,15 @@ pub(crate) enum ContentBlock {
     Thinking {
         #[serde(default)]
         thinking: String,
+        /// In an answer; in a stream it comes as a `signature_delta`.
+        #[serde(default)]
+        signature: Option<String>,
     },
-    /// `redacted_thinking`, `server_tool_use`, `web_search_tool_result`, and types to come:
-    /// nothing the OpenAI shape can carry.
+    RedactedThinking {
+        data: String,
+    },
+    /// `server_tool_use`, `web_search_tool_result`, and types to come: nothing the OpenAI
+    /// shape can carry.
     #[serde(other)]
     Unknown,
 }
@@ -311,7 +332,9 @@ pub(crate) enum BlockDelta {
     ThinkingDelta {
         thinking: String,
     },
-    SignatureDelta {},
+    SignatureDelta {
+        signature: String,
+    },
     /// `citations_delta` and types to come.
     #[serde(other)]
     Unknown,

@@ -258,6 +258,10 @@ impl Builder {
             // do not keep; the model does not need them to continue.
             self.drop(format!("{at}.reasoning_content"));
         }
+        if m.thinking_blocks.is_some() {
+            // Claude's signed thinking: nothing Gemini can take.
+            self.drop(format!("{at}.thinking_blocks"));
+        }
         match m.content() {
             Some(MessageContent::Text(t)) if !t.is_empty() => parts.push(Part::text(t.clone())),
             None | Some(MessageContent::Text(_)) => {}
