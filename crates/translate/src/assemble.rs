@@ -3,7 +3,7 @@
 use serde::Serialize;
 use uniproxy_wire::{
     ChatCompletion, ChatCompletionChunk, Choice, ErrorResponse, FinishReason, FunctionCall, Map,
-    Message, MessageContent, Role, ThinkingBlock, ToolCall, Usage,
+    Message, MessageContent, Role, ThinkingBlock, ThinkingBlockDelta, ToolCall, Usage,
 };
 
 /// What a stream said, put together: per choice the content, reasoning, refusal, tool calls and
@@ -144,8 +144,10 @@ impl Assembled {
                 if let Some(Some(text)) = &delta.reasoning_content {
                     choice.reasoning_content.push_str(text);
                 }
-                if let Some(blocks) = &delta.thinking_blocks {
-                    choice.thinking_blocks.extend(blocks.iter().cloned());
+                for b in delta.thinking_blocks.iter().flatten() {
+                    let at = usize::try_from(b.index).unwrap_or(usize::MAX);
+                    let at = at.min(choice.thinking_blocks.len());
+                    choice.thinking_blocks.insert(at, b.block.clone());
                 }
                 if let Some(Some(text)) = &delta.refusal {
                     choice.refusal.push_str(text);
@@ -279,7 +281,15 @@ pub fn completion_to_frames(completion: &ChatCompletion, include_usage: bool) ->
             content: Some(m.content().map(MessageContent::joined_text)),
             refusal: m.refusal.clone(),
             reasoning_content: m.reasoning_content.clone(),
-            thinking_blocks: m.thinking_blocks.clone(),
+            thinking_blocks: m.thinking_blocks.as_ref().map(|blocks| {
+                let numbered = blocks.iter().cloned().enumerate();
+                numbered
+                    .map(|(i, block)| ThinkingBlockDelta {
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        block,
+                    })
+                    .collect()
+            }),
             tool_calls,
             function_call: None,
             extra: Map::new(),

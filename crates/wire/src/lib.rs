@@ -53,7 +53,9 @@ pub use request::{
     NamedToolChoice, ResponseFormat, Stop, StreamOptions, Tool, ToolChoice, ToolChoiceMode,
 };
 pub use response::{ChatCompletion, Choice, FinishReason};
-pub use stream::{ChatCompletionChunk, ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta};
+pub use stream::{
+    ChatCompletionChunk, ChunkChoice, Delta, FunctionCallDelta, ThinkingBlockDelta, ToolCallDelta,
+};
 pub use usage::{CompletionTokensDetails, PromptTokensDetails, Usage};
 
 /// A JSON object: the type of every `extra` map.

@@ -114,7 +114,7 @@ pub struct Delta {
     ///
     /// [`Message::thinking_blocks`]: crate::Message::thinking_blocks
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thinking_blocks: Option<Vec<crate::ThinkingBlock>>,
+    pub thinking_blocks: Option<Vec<ThinkingBlockDelta>>,
     /// Tool call fragments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
@@ -124,6 +124,18 @@ pub struct Delta {
     /// Fields this version does not model.
     #[serde(flatten)]
     pub extra: Map,
+}
+
+/// A whole thinking block in a chunk, numbered as tool calls are: clients that merge a
+/// chunk's list entries by `index` (the OpenAI SDKs' stream helpers) refuse entries without
+/// one, and keep blocks with their own index apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThinkingBlockDelta {
+    /// Which thinking block of the message this is (0, 1, …).
+    pub index: u32,
+    /// The block.
+    #[serde(flatten)]
+    pub block: crate::ThinkingBlock,
 }
 
 /// A fragment of a tool call: the first carries id, type and name; the rest carry argument text.

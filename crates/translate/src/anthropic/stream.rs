@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use uniproxy_wire::{
     ChatCompletionChunk, ChunkChoice, Delta, ErrorResponse, FinishReason, FunctionCallDelta, Map,
-    Role, ThinkingBlock, ToolCallDelta,
+    Role, ThinkingBlock, ThinkingBlockDelta, ToolCallDelta,
 };
 
 use super::response::{finish_reason, openai_error, openai_usage, tool_arguments};
@@ -51,6 +51,8 @@ pub(crate) struct AnthropicStream {
     /// The open blocks by index (a few at most: a map without hashing).
     blocks: BTreeMap<u32, Block>,
     next_call: u32,
+    /// The number of thinking blocks sent whole.
+    next_thinking: u32,
     usage: Usage,
     /// The finish chunk was sent (at `message_delta`).
     finished: bool,
@@ -105,6 +107,7 @@ impl AnthropicStream {
             started: false,
             blocks: BTreeMap::new(),
             next_call: 0,
+            next_thinking: 0,
             usage: Usage::default(),
             finished: false,
             assembled: Assembled::new(ctx.id.clone(), ctx.created, String::new()),
@@ -307,7 +310,10 @@ impl AnthropicStream {
 
     /// A chunk with one whole thinking block.
     fn thinking_block(&mut self, block: ThinkingBlock) -> Bytes {
-        self.delta(Delta { thinking_blocks: Some(vec![block]), ..Default::default() })
+        let index = self.next_thinking;
+        self.next_thinking += 1;
+        let blocks = vec![ThinkingBlockDelta { index, block }];
+        self.delta(Delta { thinking_blocks: Some(blocks), ..Default::default() })
     }
 
     /// Closes the blocks left open, in index order.
