@@ -180,9 +180,12 @@ class AnthropicShapedUpstream:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
                 outer.requests.append((self.path, json.loads(body)))
-                answer = json.dumps(outer.answers.pop(0)).encode()
+                answer = outer.answers.pop(0)
+                # A string is a stream's events, as written; anything else a JSON answer.
+                kind = "text/event-stream" if isinstance(answer, str) else "application/json"
+                answer = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
                 self.send_response(200)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
@@ -269,6 +272,45 @@ class AnthropicPlatform(unittest.TestCase):
             # Claude thinks in a tool loop only with its thinking given back.
             self.assertEqual("thinking" in sent, kinds[0] == "thinking", sent)
             self.assertEqual([b["type"] for b in sent["messages"][1]["content"]], kinds)
+
+    def test_the_stream_helper_keeps_each_thinking_block(self):
+        def event(kind, **data):
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+        start = message([], None) | {"usage": {"input_tokens": 21, "output_tokens": 1}}
+        events = [event("message_start", message=start)]
+        for i, data in enumerate(["EqkECkYIBxgCKkA8", "EtgBCkYIBxgCKkDQ"]):
+            block = {"type": "redacted_thinking", "data": data}
+            events += [event("content_block_start", index=i, content_block=block),
+                       event("content_block_stop", index=i)]
+        events += [
+            event("content_block_start", index=2,
+                  content_block={"type": "thinking", "thinking": "", "signature": ""}),
+            event("content_block_delta", index=2,
+                  delta={"type": "thinking_delta", "thinking": "Say hi."}),
+            event("content_block_delta", index=2,
+                  delta={"type": "signature_delta", "signature": "EqQBCgIYAhIM"}),
+            event("content_block_stop", index=2),
+            event("content_block_start", index=3, content_block={"type": "text", "text": ""}),
+            event("content_block_delta", index=3, delta={"type": "text_delta", "text": "Hi!"}),
+            event("content_block_stop", index=3),
+            event("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None},
+                  usage={"output_tokens": 9}),
+            event("message_stop"),
+        ]
+        self.upstream.answers.append("".join(events))
+        with self.client.chat.completions.stream(
+                model="gpt-4o", messages=[{"role": "user", "content": "Hi"}],
+                reasoning_effort="low", max_tokens=4000) as stream:
+            final = stream.get_final_completion()
+        self.assertTrue(self.upstream.requests[-1][1]["stream"])
+        message_ = final.choices[0].message
+        self.assertEqual(message_.content, "Hi!")
+        self.assertEqual(message_.reasoning_content, "Say hi.")
+        blocks = message_.thinking_blocks
+        self.assertEqual([b["type"] for b in blocks],
+                         ["redacted_thinking", "redacted_thinking", "thinking"])
+        self.assertEqual((blocks[2]["thinking"], blocks[2]["signature"]), ("Say hi.", "EqQBCgIYAhIM"))
 
 
 if __name__ == "__main__":
