@@ -243,6 +243,19 @@ class AnthropicPlatform(unittest.TestCase):
         self.assertEqual(schema["schema"]["required"], ["city", "temperature_c"])
         self.assertFalse(schema["schema"]["additionalProperties"])
 
+    def test_json_object_comes_as_the_content(self):
+        self.upstream.answers.append(message(
+            [{"type": "tool_use", "id": "toolu_01", "name": "json_answer",
+              "input": {"colours": ["red", "green", "blue"]}}], "tool_use"))
+        completion = self.client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Three colours, as JSON."}],
+            response_format={"type": "json_object"})
+        choice = completion.choices[0]
+        self.assertEqual(json.loads(choice.message.content), {"colours": ["red", "green", "blue"]})
+        self.assertEqual((choice.finish_reason, choice.message.tool_calls), ("stop", None))
+        sent = self.upstream.requests[-1][1]
+        self.assertEqual(sent["tool_choice"], {"type": "tool", "name": "json_answer"})
+
     def test_a_tool_loop_with_reasoning_effort_keeps_thinking_given_back(self):
         tools = [{"type": "function", "function": {
             "name": "get_weather",

@@ -331,6 +331,71 @@ async fn strict_tools_go_to_claude_until_a_model_refuses_them() {
 }
 
 #[tokio::test]
+async fn a_json_object_from_claude_comes_as_the_content_of_the_answer() {
+    // Anthropic's JSON mode: the proxy asks for the object through a tool, and the call's
+    // input is the answer; as Anthropic answers and streams such a call.
+    let answer = r#"{"model":"claude-sonnet-4-5-20250929","id":"msg_01XhBJhJkQUTSbJm2AS8fHxN","type":"message","role":"assistant","content":[{"type":"tool_use","id":"toolu_01UZq2xHtHmvbCa4Pkno6VkA","name":"json_answer","input":{"city":"Paris","temperature_c":18}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":412,"output_tokens":48}}"#;
+    let events = [
+        r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_01","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":412,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_01","name":"json_answer","input":{}}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Paris\""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":", \"temperature_c\": 18}"}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":48}}"#,
+        r#"{"type":"message_stop"}"#,
+    ];
+    let stream: String = events
+        .iter()
+        .map(|data| {
+            let kind =
+                serde_json::from_str::<Value>(data).unwrap()["type"].as_str().unwrap().to_owned();
+            format!("event: {kind}\ndata: {data}\n\n")
+        })
+        .collect();
+    let mock = MockUpstream::start(move |r| {
+        if r.json()["stream"] == true {
+            Reply::sse(vec![Step::raw(&stream)])
+        } else {
+            Reply::raw_json(200, answer)
+        }
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Anthropic;
+    let proxy = Proxy::start(settings).await;
+
+    let mut req = chat_request("gpt-4o", false);
+    req["response_format"] = json!({"type": "json_object"});
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v = resp.json();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(content).unwrap(),
+        json!({"city": "Paris", "temperature_c": 18})
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none(), "{v}");
+    let sent = mock.only_request().json();
+    assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": "json_answer"}), "{sent}");
+
+    req["stream"] = json!(true);
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let chunks = sse_json(&resp.body);
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"city": "Paris", "temperature_c": 18})
+    );
+    assert!(chunks.iter().all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
+    assert_eq!(chunks.iter().filter(|c| c["choices"][0]["finish_reason"] == "stop").count(), 1);
+}
+
+#[tokio::test]
 async fn an_https_upstream_is_reached_over_http2_or_http11_as_alpn_settles() {
     // The HTTPS path (rustls, ALPN, hyper-util's pool; a plain-HTTP upstream takes our own
     // pool instead), with a certificate the proxy is told to trust.

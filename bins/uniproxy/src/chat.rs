@@ -390,7 +390,7 @@ fn prepare(
     if let Some(mut head) = state.provider.read_head(body) {
         let (client_stream, upstream_stream) =
             admit(state, record, &head.model, head.is_stream(), head.has_tools())?;
-        let ctx = context(state, record, head.wants_stream_usage());
+        let ctx = context(state, record, head.wants_stream_usage(), false);
         if client_stream && !upstream_stream {
             head.stream = None;
             head.stream_options = None;
@@ -401,7 +401,7 @@ fn prepare(
     let mut request: ChatCompletionRequest = from_slice(body).map_err(ProxyError::InvalidBody)?;
     let (client_stream, upstream_stream) =
         admit(state, record, &request.model, request.is_stream(), request.has_tools())?;
-    let ctx = context(state, record, request.wants_stream_usage());
+    let ctx = context(state, record, request.wants_stream_usage(), request.wants_json_object());
     if client_stream && !upstream_stream {
         request.stream = None;
         request.stream_options = None;
@@ -433,13 +433,20 @@ fn admit(
     Ok((stream, stream && settings.supports_streaming))
 }
 
-/// What the answer's translation needs to know of the request.
-fn context(state: &AppState, record: &RequestRecord, include_usage: bool) -> ResponseContext {
+/// What the answer's translation needs to know of the request. A head is read only for a
+/// platform that takes the OpenAI format, which needs nothing done for a JSON object.
+fn context(
+    state: &AppState,
+    record: &RequestRecord,
+    include_usage: bool,
+    json_object: bool,
+) -> ResponseContext {
     ResponseContext {
         id: record.request_id.clone(),
         created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         model: state.settings.actual_name.clone(),
         include_usage,
+        json_object,
     }
 }
 

@@ -85,6 +85,7 @@ fn ctx(include_usage: bool) -> ResponseContext {
         created: 1_700_000_000,
         model: "bench-model".into(),
         include_usage,
+        json_object: false,
     }
 }
 

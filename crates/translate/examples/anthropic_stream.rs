@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         created: 0,
         model: "claude".to_owned(),
         include_usage,
+        json_object: false,
     };
     let mut stream = anthropic.stream(&ctx);
     let mut decoder = sse::Decoder::new();

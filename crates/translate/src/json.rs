@@ -646,6 +646,7 @@ pub(crate) mod tests {
             created: 1,
             model: "m".into(),
             include_usage: false,
+            json_object: false,
         };
         for (platform, kind) in
             [("anthropic", ProviderKind::Anthropic), ("gemini", ProviderKind::Google)]

@@ -270,6 +270,10 @@ pub struct ResponseContext {
     pub model: String,
     /// Whether the client asked for the usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// Whether the client asked for a JSON object (`response_format` `json_object`): a
+    /// platform asked for one through a tool (Anthropic) gives the tool's input as the
+    /// answer's content.
+    pub json_object: bool,
 }
 
 impl ResponseContext {
@@ -285,6 +289,7 @@ impl ResponseContext {
             created,
             model: model.into(),
             include_usage: request.wants_stream_usage(),
+            json_object: request.wants_json_object(),
         }
     }
 }

@@ -1819,6 +1819,7 @@ mod tests {
             created: 1,
             model: "m".into(),
             include_usage: true,
+            json_object: false,
         };
         let mut fast = OpenAiStream::new(&ctx);
         let mut full = OpenAiStream::new(&ctx);
@@ -1952,6 +1953,7 @@ mod tests {
             created: 1,
             model: "m".into(),
             include_usage: true,
+            json_object: false,
         });
         let frames: Vec<String> = chunks
             .iter()
@@ -1986,6 +1988,7 @@ mod tests {
             created: 1,
             model: "m".into(),
             include_usage: true,
+            json_object: false,
         });
         let frame = stream.push(&SseEvent::new(None, chunks[5].clone())).unwrap().remove(0);
         assert_eq!(

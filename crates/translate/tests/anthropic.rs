@@ -50,22 +50,23 @@ fn responses() {
     let mut failures = Vec::new();
     for case in support::cases("tests/data/anthropic/responses", ".response.json") {
         let body = std::fs::read(&case).unwrap();
-        let out = support::pretty(&support::respond(&*p, status_of(&file_name(&case)), &body));
+        let (status, ctx) = (status_of(&file_name(&case)), support::context_of(&case));
+        let out = support::pretty(&support::respond(&*p, status, &body, &ctx));
         let expected = support::sibling(&case, ".response.json", ".expected.json");
         failures.extend(support::check(&expected, &out));
     }
     support::report(failures);
 }
 
-/// `*.usage.sse` cases are replayed as if the client asked for `stream_options.include_usage`.
+/// `*.usage.sse` cases are replayed as if the client asked for `stream_options.include_usage`,
+/// `*.json-object.*` ones (here and in the answers) as if it asked for a JSON object.
 #[test]
 fn streams() {
     let p = anthropic();
     let mut failures = Vec::new();
     for case in support::cases("tests/data/anthropic/streams", ".sse") {
         let bytes = std::fs::read(&case).unwrap();
-        let include_usage = file_name(&case).ends_with(".usage.sse");
-        let out = support::replay_every_way(&*p, &bytes, include_usage);
+        let out = support::replay_every_way(&*p, &bytes, &support::context_of(&case));
         let expected = support::sibling(&case, ".sse", ".expected.jsonl");
         failures.extend(support::check(&expected, &out));
     }

@@ -43,12 +43,15 @@ fn providers() -> Vec<Box<dyn Provider>> {
         .collect()
 }
 
-fn ctx(include_usage: bool) -> ResponseContext {
+/// The context, its switches taken from the input's first byte.
+fn ctx(input: &[u8]) -> ResponseContext {
+    let flags = input.first().copied().unwrap_or(0);
     ResponseContext {
         id: "chatcmpl-fuzz".to_owned(),
         created: 1,
         model: "fuzz-model".to_owned(),
-        include_usage,
+        include_usage: flags & 1 == 1,
+        json_object: flags & 2 == 2,
     }
 }
 
@@ -92,9 +95,8 @@ fn stream_translators() {
     // Built per input: the closure must be unwind-safe, and building is cheap.
     check!().for_each(|input: &[u8]| {
         let providers = providers();
-        let include_usage = input.first().is_some_and(|b| b & 1 == 1);
         for p in &providers {
-            let mut stream = p.stream(&ctx(include_usage));
+            let mut stream = p.stream(&ctx(input));
             let mut decoder = sse::Decoder::new();
             for event in decoder.feed(input).into_iter().chain(decoder.finish()) {
                 let _ = stream.push(&event);
@@ -115,7 +117,7 @@ fn responses_and_errors() {
             _ => 200,
         };
         for p in &providers {
-            let _ = p.translate_response(status, Bytes::copy_from_slice(input), &ctx(false));
+            let _ = p.translate_response(status, Bytes::copy_from_slice(input), &ctx(input));
             let _ = p.translate_error(status, input);
         }
     });

@@ -79,7 +79,7 @@ fn gemini_responses() {
     for case in cases("tests/data/gemini/responses", ".response.json") {
         let body = std::fs::read(&case).unwrap();
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let out = respond(p.as_ref(), status_of(&name), &body);
+        let out = respond(p.as_ref(), status_of(&name), &body, &context(false));
         if let Some(f) = check(&sibling(&case, ".response.json", ".expected.json"), &pretty(&out)) {
             failures.push(f);
         }
@@ -94,7 +94,7 @@ fn gemini_streams() {
     for case in cases("tests/data/gemini/streams", ".sse") {
         let bytes = std::fs::read(&case).unwrap();
         let include_usage = case.to_string_lossy().ends_with(".usage.sse");
-        let out = replay_every_way(p.as_ref(), &bytes, include_usage);
+        let out = replay_every_way(p.as_ref(), &bytes, &context(include_usage));
         if let Some(f) = check(&sibling(&case, ".sse", ".expected.jsonl"), &out) {
             failures.push(f);
         }
@@ -171,7 +171,7 @@ proptest! {
     #[test]
     fn stream_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let p = gemini();
-        let _ = replay(p.as_ref(), &bytes, true, &[3, 17, 64]);
+        let _ = replay(p.as_ref(), &bytes, &context(true), &[3, 17, 64]);
     }
 
     /// The schema reducer (reached through the tool parameters and response schema) never

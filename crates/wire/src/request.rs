@@ -109,6 +109,12 @@ impl ChatCompletionRequest {
         self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
     }
 
+    /// Whether the client asked for any JSON object as the answer (`response_format`
+    /// `json_object`).
+    pub fn wants_json_object(&self) -> bool {
+        matches!(self.response_format, Some(ResponseFormat::JsonObject { .. }))
+    }
+
     /// The token limit the client set, `max_completion_tokens` first.
     pub fn token_limit(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)

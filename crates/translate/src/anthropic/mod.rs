@@ -13,6 +13,7 @@
 //! | `file` parts with `file_data` (a base64 `data:` URL): a PDF / an image | `document` (titled with `filename`) / `image`, with a `base64` source |
 //! | text (and earlier assistant refusal) parts | `text` blocks; blank ones (empty or whitespace, which Anthropic refuses) make none, and a user message left with none makes no message |
 //! | `response_format` `json_schema` | `output_config.format` `{type: json_schema, schema}` (structured outputs); the answer is the JSON as text |
+//! | `response_format` `json_object` | Anthropic's JSON mode: a tool `json_answer` (`{"type": "object"}` input) the model must call (`tool_choice` `tool`), or, beside the client's tools when it may choose, `any` (one of them or that one); a choice that forces a client's tool stays as it is. The call's input is the answer's `content`, and its `tool_use` stop `stop` (see [`ResponseContext::json_object`](crate::ResponseContext::json_object)); a client tool of that name gets a 400 |
 //! | `cache_control` (an object) on a text, image or file part (system messages' too) or on a tool, as gateways take it | `cache_control` on that block or tool (prompt caching) |
 //! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters or `{}`; an object schema without `type` gets `"type": "object"`, which Anthropic requires) |
 //! | `tools[].function.strict: true` | `strict: true` (strict tool use: the input follows the schema); left out, and named in `dropped`, once the model answers 400 that it does not support strict tools ([`Provider::refused`](crate::Provider::refused); the request is sent again) |
@@ -46,9 +47,7 @@
 //! signature: as `thinking_blocks`) and assistant `refusal`, and any unknown field inside a message, part or tool.
 //!
 //! **Refused** with a 400 naming the field ([`TranslateError::Unsupported`]):
-//! `n > 1`, `logprobs: true`, `top_logprobs > 0`, `response_format` `json_object` and a
-//! `json_schema` without a schema (Anthropic has no JSON mode without one; emulating one with
-//! a forced tool would change the answer's shape, so the client must choose), audio output
+//! `n > 1`, `logprobs: true`, `top_logprobs > 0`, a `json_schema` without a schema, audio output
 //! `modalities`, legacy `functions` / `function_call`, `input_audio` parts, `file` parts by
 //! `file_id` or of another media type than PDF and images, unknown part types, tools
 //! that are not functions, unknown `tool_choice` forms, roles `function` and unknown roles,

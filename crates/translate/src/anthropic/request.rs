@@ -16,6 +16,10 @@ use super::wire::{
 use crate::openai_compat::cap_tokens;
 use crate::{ProviderKind, TranslateError};
 
+/// The tool a JSON object is asked for through (Anthropic's JSON mode: a tool whose input is
+/// the answer); its input is the answer's content.
+pub(crate) const JSON_TOOL: &str = "json_answer";
+
 /// Anthropic's smallest thinking budget.
 const MIN_THINKING_BUDGET: u32 = 1024;
 
@@ -198,7 +202,8 @@ impl RequestBuilder {
             return Err(unsupported("function_call"));
         }
         // Structured outputs (`output_config.format`): a schema, as OpenAI's strict mode; the
-        // answer is the JSON as text. Anthropic has no JSON mode without a schema.
+        // answer is the JSON as text. Without a schema, a JSON object comes through a tool.
+        let json_object = matches!(response_format, Some(ResponseFormat::JsonObject { .. }));
         let output_config = match response_format {
             None | Some(ResponseFormat::Text { .. }) => None,
             Some(ResponseFormat::JsonSchema { json_schema, .. }) => {
@@ -206,7 +211,7 @@ impl RequestBuilder {
                     let path = "response_format.json_schema.schema";
                     return Err(invalid(
                         path,
-                        "is required: Anthropic has no JSON mode without one",
+                        "is required: Claude's structured outputs follow a schema",
                     ));
                 };
                 // Always strict (constrained decoding); the model sees no name or description.
@@ -215,9 +220,7 @@ impl RequestBuilder {
                 }
                 Some(OutputConfig { format: OutputFormat::JsonSchema { schema } })
             }
-            Some(ResponseFormat::JsonObject { .. }) => {
-                return Err(unsupported("response_format.type"));
-            }
+            Some(ResponseFormat::JsonObject { .. }) => None,
             Some(ResponseFormat::Other(_)) => return Err(unsupported("response_format")),
         };
         if n.is_some_and(|n| n > 1) {
@@ -290,6 +293,8 @@ impl RequestBuilder {
                 (None, None)
             }
         };
+        let (tools, tool_choice) =
+            if json_object { json_answer(tools, tool_choice)? } else { (tools, tool_choice) };
 
         // Anthropic refuses thinking where the request cannot have it: a tool choice that
         // forces a tool, and a tool loop whose last assistant message does not start with its
@@ -691,6 +696,48 @@ fn input_schema(parameters: Option<Value>) -> Value {
 }
 
 /// `tool_choice` and `parallel_tool_calls` for a request that has tools.
+/// The tools and tool choice that ask for a JSON object: the model must answer through
+/// [`JSON_TOOL`], or, when the client's tools are offered and it may choose, through one of
+/// them or that one. A choice that already forces a client's tool is left as it is: its answer
+/// is a call.
+fn json_answer(
+    tools: Option<Vec<ToolDefinition>>,
+    choice: Option<ToolChoice>,
+) -> Result<(Option<Vec<ToolDefinition>>, Option<ToolChoice>), TranslateError> {
+    let mut tools = tools.unwrap_or_default();
+    if tools.iter().any(|t| t.name == JSON_TOOL) {
+        return Err(invalid(
+            "response_format",
+            "json_object is asked of Claude through a tool named json_answer, and a tool of \
+             the request has that name",
+        ));
+    }
+    let choice = match choice {
+        Some(forced @ (ToolChoice::Any { .. } | ToolChoice::Tool { .. })) => {
+            return Ok((Some(tools), Some(forced)));
+        }
+        Some(ToolChoice::Auto { disable_parallel_tool_use }) if !tools.is_empty() => {
+            ToolChoice::Any { disable_parallel_tool_use }
+        }
+        None if !tools.is_empty() => ToolChoice::Any { disable_parallel_tool_use: None },
+        Some(ToolChoice::Auto { .. } | ToolChoice::None) | None => {
+            ToolChoice::Tool { name: JSON_TOOL.to_owned(), disable_parallel_tool_use: None }
+        }
+    };
+    tools.push(ToolDefinition {
+        name: JSON_TOOL.to_owned(),
+        description: Some(
+            "Give your answer as a JSON object: the input of this tool is the answer, exactly \
+             as the user gets it."
+                .to_owned(),
+        ),
+        input_schema: json!({"type": "object"}),
+        strict: None,
+        cache_control: None,
+    });
+    Ok((Some(tools), Some(choice)))
+}
+
 fn tool_choice_for(
     choice: Option<&OpenAiToolChoice>,
     parallel: Option<bool>,

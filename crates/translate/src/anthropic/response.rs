@@ -5,6 +5,7 @@ use uniproxy_wire::{
     PromptTokensDetails, Role, ThinkingBlock, ToolCall, Usage as OpenAiUsage, from_slice,
 };
 
+use super::request::JSON_TOOL;
 use super::wire::{ContentBlock, ErrorBody, ErrorEnvelope, MessagesResponse, Usage};
 use crate::{ProviderKind, ResponseContext, TranslateError, error_type_for_status, fallback_error};
 
@@ -127,9 +128,14 @@ pub(crate) fn completion(
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
     let mut calls = Vec::new();
+    // The JSON object asked for through the tool (see `request::JSON_TOOL`).
+    let mut json = None;
     for block in content {
         match block {
             ContentBlock::Text { text: t } => text.push_str(t),
+            ContentBlock::ToolUse { name, input, .. } if ctx.json_object && name == JSON_TOOL => {
+                json = Some(tool_arguments(input));
+            }
             ContentBlock::Thinking { thinking, signature } => {
                 reasoning.push_str(thinking);
                 let (thinking, signature) = (thinking.clone(), signature.clone());
@@ -151,7 +157,8 @@ pub(crate) fn completion(
             ContentBlock::Unknown => {}
         }
     }
-    let mut message = Message::text(Role::Assistant, text);
+    // The object is the answer; a forced tool call comes without text before it.
+    let mut message = Message::text(Role::Assistant, json.unwrap_or(text));
     if !calls.is_empty() {
         // OpenAI writes `content: null` when the model only calls tools.
         if message.content().is_some_and(|c| c.joined_text().is_empty()) {
@@ -166,6 +173,7 @@ pub(crate) fn completion(
         // For the client to give back: Claude wants them in a tool loop with thinking on.
         message.thinking_blocks = Some(thinking_blocks);
     }
+    let no_calls = ctx.json_object && message.tool_calls.is_none();
     let model = if response.model.is_empty() { ctx.model.clone() } else { response.model };
     Ok(ChatCompletion {
         id: ctx.id.clone(),
@@ -175,7 +183,13 @@ pub(crate) fn completion(
         choices: vec![Choice {
             index: 0,
             message,
-            finish_reason: Some(response.stop_reason.as_deref().map(finish_reason)),
+            finish_reason: Some(response.stop_reason.as_deref().map(|reason| {
+                // The object's call is no call of the client's.
+                match finish_reason(reason) {
+                    FinishReason::ToolCalls if no_calls => FinishReason::Stop,
+                    reason => reason,
+                }
+            })),
             logprobs: Some(None),
             extra: Map::new(),
         }],

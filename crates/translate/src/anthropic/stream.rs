@@ -10,6 +10,7 @@ use uniproxy_wire::{
     Role, ThinkingBlock, ThinkingBlockDelta, ToolCallDelta,
 };
 
+use super::request::JSON_TOOL;
 use super::response::{finish_reason, openai_error, openai_usage, tool_arguments};
 use super::wire::{BlockDelta, ContentBlock, ErrorBody, StreamEvent, Usage};
 use crate::scan::{Hole, TemplateSlot};
@@ -33,6 +34,12 @@ enum Block {
         /// `{}` so that it has valid arguments.
         has_arguments: bool,
     },
+    /// The call of the tool a JSON object was asked through (`request::JSON_TOOL`): its
+    /// argument fragments are the answer's text.
+    JsonAnswer {
+        /// Whether a non-empty fragment was sent; if none was, the answer is `{}`.
+        has_text: bool,
+    },
     /// A block the OpenAI shape cannot carry (server tools), or one sent whole at its start
     /// (`redacted_thinking`): its deltas are ignored.
     Other,
@@ -46,6 +53,8 @@ pub(crate) struct AnthropicStream {
     /// The context's model until `message_start` names the real one.
     model: String,
     include_usage: bool,
+    /// The client asked for a JSON object, through the tool.
+    json_object: bool,
     /// `message_start` was seen and the role chunk sent.
     started: bool,
     /// The open blocks by index (a few at most: a map without hashing).
@@ -104,6 +113,7 @@ impl AnthropicStream {
             created: ctx.created,
             model: ctx.model.clone(),
             include_usage: ctx.include_usage,
+            json_object: ctx.json_object,
             started: false,
             blocks: BTreeMap::new(),
             next_call: 0,
@@ -175,7 +185,14 @@ impl AnthropicStream {
                     self.usage.update(usage);
                 }
                 if let Some(reason) = delta.stop_reason {
-                    self.finish_chunk(finish_reason(&reason), out);
+                    let reason = match finish_reason(&reason) {
+                        // The object's call is no call of the client's.
+                        FinishReason::ToolCalls if self.json_object && self.next_call == 0 => {
+                            FinishReason::Stop
+                        }
+                        reason => reason,
+                    };
+                    self.finish_chunk(reason, out);
                 }
             }
             StreamEvent::MessageStop => {
@@ -224,6 +241,10 @@ impl AnthropicStream {
                     ..Default::default()
                 }));
             }
+            (Block::JsonAnswer { has_text }, Fragment::Json) => {
+                *has_text = true;
+                out.push(self.text_delta(fragment));
+            }
             (Block::Tool { call, has_arguments }, Fragment::Json) => {
                 *has_arguments = true;
                 let call = *call;
@@ -232,7 +253,11 @@ impl AnthropicStream {
             // Deltas of blocks the OpenAI shape cannot carry, or of another kind than their
             // block's.
             (
-                Block::Text | Block::Thinking { .. } | Block::Tool { .. } | Block::Other,
+                Block::Text
+                | Block::Thinking { .. }
+                | Block::Tool { .. }
+                | Block::JsonAnswer { .. }
+                | Block::Other,
                 Fragment::Text | Fragment::Thinking | Fragment::Json,
             ) => {}
         }
@@ -272,6 +297,14 @@ impl AnthropicStream {
                 out.push(self.thinking_block(ThinkingBlock::RedactedThinking { data }));
                 Block::Other
             }
+            ContentBlock::ToolUse { name, input, .. } if self.json_object && name == JSON_TOOL => {
+                // An input given whole at the start is the answer whole.
+                let given = input.as_object().is_some_and(|o| !o.is_empty());
+                if given {
+                    out.push(self.text_delta(&tool_arguments(&input)));
+                }
+                Block::JsonAnswer { has_text: given }
+            }
             ContentBlock::ToolUse { id, name, input } => {
                 let call = self.next_call;
                 self.next_call += 1;
@@ -297,11 +330,13 @@ impl AnthropicStream {
             Block::Tool { call, has_arguments: false } => {
                 out.push(self.tool_delta(call, None, "{}".to_owned()));
             }
+            Block::JsonAnswer { has_text: false } => out.push(self.text_delta("{}")),
             Block::Thinking { text, signature } if !signature.is_empty() => {
                 let block = ThinkingBlock::Thinking { thinking: text, signature: Some(signature) };
                 out.push(self.thinking_block(block));
             }
             Block::Tool { has_arguments: true, .. }
+            | Block::JsonAnswer { has_text: true }
             | Block::Text
             | Block::Thinking { .. }
             | Block::Other => {}
@@ -479,6 +514,7 @@ mod tests {
             created: 1_741_569_952,
             model: model.to_owned(),
             include_usage: false,
+            json_object: false,
         };
         AnthropicStream::new(&ctx)
     }

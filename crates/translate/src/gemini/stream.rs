@@ -418,6 +418,7 @@ mod tests {
             created: 1_700_000_000,
             model: "asked".to_owned(),
             include_usage: false,
+            json_object: false,
         }
     }
 

@@ -99,12 +99,21 @@ pub fn context(include_usage: bool) -> ResponseContext {
         created: 1_700_000_000,
         model: "test-model".to_owned(),
         include_usage,
+        json_object: false,
     }
 }
 
+/// The context a case file is answered with: as if the client asked for the usage chunk when
+/// its name has `.usage.`, for a JSON object when it has `.json-object.`.
+pub fn context_of(case: &Path) -> ResponseContext {
+    let name = case.file_name().unwrap().to_string_lossy();
+    let usage = name.contains(".usage.");
+    ResponseContext { json_object: name.contains(".json-object."), ..context(usage) }
+}
+
 /// Translates a non-stream answer: `{"status", "completion"}` or `{"status", "error"}`.
-pub fn respond(p: &dyn Provider, status: u16, body: &[u8]) -> Value {
-    match p.translate_response(status, Bytes::copy_from_slice(body), &context(false)) {
+pub fn respond(p: &dyn Provider, status: u16, body: &[u8], ctx: &ResponseContext) -> Value {
+    match p.translate_response(status, Bytes::copy_from_slice(body), ctx) {
         Ok(t) => {
             let sent: Value = serde_json::from_slice(&t.body).unwrap();
             assert_eq!(
@@ -120,8 +129,8 @@ pub fn respond(p: &dyn Provider, status: u16, body: &[u8]) -> Value {
 
 /// Replays SSE bytes, cut into pieces at `cuts`, through a fresh stream translator. Returns one
 /// line per frame sent to the client (the frame's data), then `ASSEMBLED <json>`.
-pub fn replay(p: &dyn Provider, bytes: &[u8], include_usage: bool, cuts: &[usize]) -> String {
-    let mut stream = p.stream(&context(include_usage));
+pub fn replay(p: &dyn Provider, bytes: &[u8], ctx: &ResponseContext, cuts: &[usize]) -> String {
+    let mut stream = p.stream(ctx);
     let mut decoder = sse::Decoder::new();
     let mut frames: Vec<Bytes> = Vec::new();
     let mut start = 0;
@@ -158,11 +167,11 @@ pub fn replay(p: &dyn Provider, bytes: &[u8], include_usage: bool, cuts: &[usize
 
 /// Replays a stream whole, byte by byte, and at a few odd cuts, and checks every way gives the
 /// same output; returns it.
-pub fn replay_every_way(p: &dyn Provider, bytes: &[u8], include_usage: bool) -> String {
-    let whole = replay(p, bytes, include_usage, &[]);
+pub fn replay_every_way(p: &dyn Provider, bytes: &[u8], ctx: &ResponseContext) -> String {
+    let whole = replay(p, bytes, ctx, &[]);
     let bytewise: Vec<usize> = (1..bytes.len()).collect();
-    assert_eq!(whole, replay(p, bytes, include_usage, &bytewise), "byte-by-byte replay differs");
+    assert_eq!(whole, replay(p, bytes, ctx, &bytewise), "byte-by-byte replay differs");
     let odd: Vec<usize> = (0..bytes.len()).step_by(7).collect();
-    assert_eq!(whole, replay(p, bytes, include_usage, &odd), "7-byte replay differs");
+    assert_eq!(whole, replay(p, bytes, ctx, &odd), "7-byte replay differs");
     whole
 }
