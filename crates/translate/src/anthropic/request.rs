@@ -695,7 +695,6 @@ fn input_schema(parameters: Option<Value>) -> Value {
     }
 }
 
-/// `tool_choice` and `parallel_tool_calls` for a request that has tools.
 /// The tools and tool choice that ask for a JSON object: the model must answer through
 /// [`JSON_TOOL`], or, when the client's tools are offered and it may choose, through one of
 /// them or that one. A choice that already forces a client's tool is left as it is: its answer
@@ -738,6 +737,7 @@ fn json_answer(
     Ok((Some(tools), Some(choice)))
 }
 
+/// `tool_choice` and `parallel_tool_calls` for a request that has tools.
 fn tool_choice_for(
     choice: Option<&OpenAiToolChoice>,
     parallel: Option<bool>,
