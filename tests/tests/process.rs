@@ -55,6 +55,57 @@ async fn free_port() -> u16 {
     unused_addr().await.port()
 }
 
+/// The binary with `env` on a port that was free a moment ago, once its `/health` answers;
+/// its stderr goes to `dir/stderr.txt`. The workspace's other tests bind ports of their own
+/// meanwhile, and one may take the port between the look and the bind (the binary then exits
+/// 1, "cannot listen"), or answer a probe meant for the binary: then it starts again on
+/// another port. Only this binary's `/health` counts.
+async fn spawn_ready(dir: &Path, env: &[(&str, &str)]) -> (KillOnDrop, SocketAddr) {
+    let stderr_text = || std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+    for _ in 0..5 {
+        let port = free_port().await;
+        let port_text = port.to_string();
+        let mut env = env.to_vec();
+        env.extend([("HOST", "127.0.0.1"), ("PORT", port_text.as_str())]);
+        let stderr = std::fs::File::create(dir.join("stderr.txt")).unwrap();
+        let mut child = KillOnDrop(command(dir, &env).stderr(stderr).spawn().unwrap());
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                let text = stderr_text();
+                assert!(
+                    status.code() == Some(1) && text.contains("cannot listen"),
+                    "uniproxy exited early ({status}): {text}"
+                );
+                break;
+            }
+            if answers_health(addr).await && child.0.try_wait().unwrap().is_none() {
+                return (child, addr);
+            }
+            assert!(Instant::now() < deadline, "uniproxy did not start: {}", stderr_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("five ports were taken before uniproxy could bind them: {}", stderr_text());
+}
+
+/// Whether a uniproxy answers `GET /health` at `addr` within a second: not whatever else
+/// may hold the port, which may accept and never answer.
+async fn answers_health(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        let get = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        s.write_all(get.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.ok()?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        Some(answer.starts_with("HTTP/1.1 200") && answer.contains("\"uptime_seconds\""))
+    };
+    tokio::time::timeout(Duration::from_secs(1), probe).await.ok().flatten().unwrap_or(false)
+}
+
 /// Waits for the process to exit, at most `within`; kills it and fails the test otherwise.
 async fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
     let deadline = Instant::now() + within;
@@ -90,46 +141,14 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port().await;
     let base_url = format!("{}/v1", mock.url());
-    let port_text = port.to_string();
-    let stderr = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
-    let child = command(
-        dir.path(),
-        &[
-            ("TYPE", "openai"),
-            ("BASE_URL", &base_url),
-            ("API_KEY", "k"),
-            ("ACTUAL_NAME", "m"),
-            ("HOST", "127.0.0.1"),
-            ("PORT", &port_text),
-        ],
-    )
-    .stderr(stderr)
-    .spawn()
-    .unwrap();
-    let mut child = KillOnDrop(child);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let stderr_text = || std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
-
+    let env = [("TYPE", "openai"), ("BASE_URL", &base_url), ("API_KEY", "k"), ("ACTUAL_NAME", "m")];
     // Ready when /health answers (the accept loop, and with it the signal handler, runs).
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            panic!("uniproxy exited early ({status}): {}", stderr_text());
-        }
-        if TcpStream::connect(addr).await.is_ok() {
-            let health =
-                support::send(addr, request(http::Method::GET, "/health", bytes::Bytes::new()))
-                    .await;
-            if health.status == 200 {
-                assert_eq!(health.json()["model"], "m");
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "uniproxy did not start: {}", stderr_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, addr) = spawn_ready(dir.path(), &env).await;
+    let stderr_text = || std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
+    let health =
+        support::send(addr, request(http::Method::GET, "/health", bytes::Bytes::new())).await;
+    assert_eq!(health.json()["model"], "m");
 
     let in_flight = tokio::spawn(support::send(
         addr,
@@ -230,19 +249,10 @@ async fn bad_settings_exit_2_naming_each_setting_before_binding() {
 #[tokio::test]
 async fn a_second_proxy_on_a_port_in_use_exits_1_and_the_first_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port().await.to_string();
+    let (mut first, addr) = spawn_ready(dir.path(), &[]).await;
+    let port = addr.port().to_string();
     let env = [("HOST", "127.0.0.1"), ("PORT", port.as_str())];
-    let first = command(dir.path(), &env).stderr(Stdio::null()).spawn().unwrap();
-    let mut first = KillOnDrop(first);
-    let addr: SocketAddr = ([127, 0, 0, 1], port.parse().unwrap()).into();
     let health = || support::send(addr, request(http::Method::GET, "/health", bytes::Bytes::new()));
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(first.0.try_wait().unwrap().is_none(), "the first proxy exited");
-        assert!(Instant::now() < deadline, "the first proxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(health().await.status, 200);
 
     // Each runtime thread has a socket of its own on the port (SO_REUSEPORT on Linux); a
     // second proxy must not slip in beside them and take a share of the connections.
@@ -257,6 +267,7 @@ async fn a_second_proxy_on_a_port_in_use_exits_1_and_the_first_keeps_serving() {
     for _ in 0..8 {
         assert_eq!(health().await.status, 200, "the first proxy answers every connection");
     }
+    assert!(first.0.try_wait().unwrap().is_none(), "the first proxy still runs");
 }
 
 #[tokio::test]
