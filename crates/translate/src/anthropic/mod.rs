@@ -40,6 +40,7 @@
 //! `presence_penalty`, `frequency_penalty`, `logit_bias`, `seed`, `service_tier`, `store`,
 //! `metadata`, `prediction`, `n: 1`, `logprobs: false`, `top_logprobs: 0`, `modalities:
 //! ["text"]`, `safety_identifier`, `prompt_cache_key`, `prompt_cache_retention`,
+//! `prompt_cache_options`, `verbosity` (GPT-5's hint at an answer's length),
 //! `tool_choice` `none`/`auto` and `parallel_tool_calls` without tools, `strict: false` on
 //! tools (Anthropic's default),
 //! image `detail`, a `json_schema`'s `description`, an image file's `filename`, message `name`,
@@ -51,7 +52,8 @@
 //! `modalities`, legacy `functions` / `function_call`, `input_audio` parts, `file` parts by
 //! `file_id` or of another media type than PDF and images, unknown part types, tools
 //! that are not functions, unknown `tool_choice` forms, roles `function` and unknown roles,
-//! unknown `reasoning_effort` values, and unknown top-level fields. Invalid tool call
+//! unknown `reasoning_effort` values, and unknown top-level fields (`moderation`, `audio` and
+//! `web_search_options` among them). Invalid tool call
 //! `arguments` get [`TranslateError::InvalidToolArguments`]; a `tool` message that answers no
 //! earlier call, and image URLs that are neither `data:` base64 nor `http(s)`, get
 //! [`TranslateError::InvalidRequest`].

@@ -23,9 +23,17 @@ pub(crate) const JSON_TOOL: &str = "json_answer";
 /// Anthropic's smallest thinking budget.
 const MIN_THINKING_BUDGET: u32 = 1024;
 
-/// Extra request fields known to be harmless hints that Anthropic lacks.
-const HARMLESS_EXTRA: &[&str] =
-    &["safety_identifier", "prompt_cache_key", "prompt_cache_retention"];
+/// Extra request fields known to be harmless hints that Anthropic lacks: an end user's id for
+/// OpenAI's abuse checks, OpenAI's prompt-cache settings, and GPT-5's `verbosity` (how long an
+/// answer should be). Any other is refused (`moderation` among them: the client asked for a
+/// check that would not run).
+const HARMLESS_EXTRA: &[&str] = &[
+    "safety_identifier",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "prompt_cache_options",
+    "verbosity",
+];
 
 /// The thinking budget for an OpenAI `reasoning_effort`, or `None` for no thinking.
 /// The budget is later cut to half of `max_tokens` (see [`fit_budget`]).

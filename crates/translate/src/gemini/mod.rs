@@ -28,7 +28,8 @@
 //! resolution per request), and request fields this version does not model (except the refused ones below).
 //!
 //! **Refused** with a 400 naming the field: `logprobs: true`, `top_logprobs > 0`, output
-//! `modalities` other than text, `audio`, `web_search_options`, unknown roles, non-text content
+//! `modalities` other than text, `audio`, `web_search_options`, `moderation` (a check the
+//! client asked for that would not run), unknown roles, non-text content
 //! in system, tool and assistant messages, refusal or unknown parts in user messages, OpenAI
 //! file ids, URLs that are neither `data:`, `http(s)` nor `gs`, audio formats other than wav and
 //! mp3, tools that are not functions, `tool_choice` forms this version does not know,

@@ -17,9 +17,9 @@ use super::wire::{
 };
 use crate::{ProviderKind, TranslateError};
 
-/// Request fields outside the wire types' model that would change the answer and that Gemini
-/// cannot express.
-const REFUSED_EXTRAS: &[&str] = &["audio", "web_search_options"];
+/// Request fields outside the wire types' model that would change the answer, or ask for a
+/// check that would not run (OpenAI's `moderation`), and that Gemini cannot express.
+const REFUSED_EXTRAS: &[&str] = &["audio", "web_search_options", "moderation"];
 
 fn unsupported(field: impl Into<String>) -> TranslateError {
     TranslateError::Unsupported { provider: ProviderKind::Google, field: field.into() }
