@@ -234,6 +234,54 @@ pub(crate) fn media_type(declared: &str) -> &str {
     if declared.eq_ignore_ascii_case("image/jpg") { "image/jpeg" } else { declared }
 }
 
+/// The function names an `allowed_tools` choice allows, each one of `declared` (the names
+/// the request's tools define), and whether a call is required (`mode: required`). The
+/// translators send only those tools: neither Anthropic nor Gemini has a list of allowed
+/// tools beside the tools defined that works for both modes.
+///
+/// # Errors
+/// [`TranslateError::Unsupported`] for another `type` or `mode` and a tool that is not a
+/// function; [`TranslateError::InvalidRequest`] for an empty list and a name no tool of the
+/// request has.
+pub(crate) fn allowed_tools(
+    choice: &uniproxy_wire::AllowedToolsChoice,
+    declared: &[String],
+    provider: ProviderKind,
+) -> Result<(bool, std::collections::HashSet<String>), TranslateError> {
+    use uniproxy_wire::ToolChoiceMode;
+    let unsupported = |field: String| TranslateError::Unsupported { provider, field };
+    if choice.kind != "allowed_tools" {
+        return Err(unsupported("tool_choice.type".to_owned()));
+    }
+    let required = match choice.allowed_tools.mode {
+        ToolChoiceMode::Auto => false,
+        ToolChoiceMode::Required => true,
+        ToolChoiceMode::None | ToolChoiceMode::Other(_) => {
+            return Err(unsupported("tool_choice.allowed_tools.mode".to_owned()));
+        }
+    };
+    if choice.allowed_tools.tools.is_empty() {
+        let param = "tool_choice.allowed_tools.tools".to_owned();
+        return Err(TranslateError::InvalidRequest { param, reason: "is empty" });
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, tool) in choice.allowed_tools.tools.iter().enumerate() {
+        let at = format!("tool_choice.allowed_tools.tools[{i}]");
+        let Some(function) = tool.function.as_ref().filter(|_| tool.kind == "function") else {
+            return Err(unsupported(format!("{at}.type")));
+        };
+        if !declared.contains(&function.name) {
+            let param = format!("{at}.function.name");
+            return Err(TranslateError::InvalidRequest {
+                param,
+                reason: "names no tool of the request",
+            });
+        }
+        names.insert(function.name.clone());
+    }
+    Ok((required, names))
+}
+
 /// Serializes a body the crate built. Our own types always serialize; the error exists only
 /// so that no `unwrap` stands on the path.
 ///

@@ -49,8 +49,9 @@ pub use message::{
 pub use models::{Model, ModelList};
 pub use parse::{WireError, from_bytes, from_slice};
 pub use request::{
-    ChatCompletionRequest, FunctionCallChoice, FunctionDefinition, JsonSchemaFormat, NamedFunction,
-    NamedToolChoice, ResponseFormat, Stop, StreamOptions, Tool, ToolChoice, ToolChoiceMode,
+    AllowedTools, AllowedToolsChoice, ChatCompletionRequest, FunctionCallChoice,
+    FunctionDefinition, JsonSchemaFormat, NamedFunction, NamedToolChoice, ResponseFormat, Stop,
+    StreamOptions, Tool, ToolChoice, ToolChoiceMode,
 };
 pub use response::{ChatCompletion, Choice, FinishReason};
 pub use stream::{

@@ -211,8 +211,36 @@ pub enum ToolChoice {
     Mode(ToolChoiceMode),
     /// A named function.
     Named(NamedToolChoice),
-    /// A form this version does not know (`allowed_tools`, `custom`, …).
+    /// Only some of the request's tools.
+    AllowedTools(AllowedToolsChoice),
+    /// A form this version does not know (`custom`, …).
     Other(Value),
+}
+
+/// `{"type":"allowed_tools","allowed_tools":{"mode":…,"tools":[…]}}`: the model may call only
+/// the tools listed, which the request's `tools` define.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllowedToolsChoice {
+    /// `allowed_tools`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The tools and the mode.
+    pub allowed_tools: AllowedTools,
+    /// Fields this version does not model.
+    #[serde(flatten)]
+    pub extra: Map,
+}
+
+/// The tools an [`AllowedToolsChoice`] allows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllowedTools {
+    /// `auto` (call one of them or answer) or `required` (call one of them).
+    pub mode: ToolChoiceMode,
+    /// The tools, by name: `{"type":"function","function":{"name":…}}`.
+    pub tools: Vec<Tool>,
+    /// Fields this version does not model.
+    #[serde(flatten)]
+    pub extra: Map,
 }
 
 /// `{"type":"function","function":{"name":…}}`.

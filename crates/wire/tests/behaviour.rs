@@ -219,7 +219,20 @@ fn tool_choice_and_function_call_forms() {
     assert!(
         matches!(named.tool_choice, Some(ToolChoice::Named(ref n)) if n.function.name == "get_current_weather")
     );
-    let (input, other) = request_fixture("tool-choice-unknown-object.json");
+    let (_, allowed) = request_fixture("tool-choice-allowed-tools.json");
+    let Some(ToolChoice::AllowedTools(allowed)) = allowed.tool_choice else {
+        panic!("not read as allowed_tools: {:?}", allowed.tool_choice)
+    };
+    assert_eq!(allowed.allowed_tools.mode, ToolChoiceMode::Required);
+    let names: Vec<_> = allowed
+        .allowed_tools
+        .tools
+        .iter()
+        .filter_map(|t| t.function.as_ref())
+        .map(|f| &f.name)
+        .collect();
+    assert_eq!(names, ["search"]);
+    let (input, other) = request_fixture("tool-choice-custom.json");
     assert_eq!(other.tool_choice, Some(ToolChoice::Other(input["tool_choice"].clone())));
 
     let (_, legacy) = request_fixture("legacy-functions-call-string.json");

@@ -18,6 +18,7 @@
 //! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters or `{}`; an object schema without `type` gets `"type": "object"`, which Anthropic requires) |
 //! | `tools[].function.strict: true` | `strict: true` (strict tool use: the input follows the schema); left out, and named in `dropped`, once the model answers 400 that it does not support strict tools ([`Provider::refused`](crate::Provider::refused); the request is sent again) |
 //! | `tool_choice` `auto` / `required` / `none` / named | `auto` / `any` / `none` / `tool` |
+//! | `tool_choice` `allowed_tools` (mode `auto` / `required`) | only the allowed tools (the others named in `dropped`: Anthropic has no list of allowed tools), `auto` / `any`; a name no tool of the request has is a 400 |
 //! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |
 //! | `stop` | `stop_sequences`, less the empty and whitespace-only ones (`"\n"`), which Anthropic refuses (named in `dropped`) |
 //! | `max_completion_tokens`, else `max_tokens`, else the configured limit (and capped by it) | `max_tokens` (Anthropic requires it) |

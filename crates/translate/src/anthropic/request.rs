@@ -277,12 +277,30 @@ impl RequestBuilder {
         let tools = tools.filter(|t| !t.is_empty());
         let (tools, tool_choice) = match tools {
             Some(tools) => {
-                let defs = tools
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, t)| self.tool(i, t))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let choice = tool_choice_for(tool_choice.as_ref(), parallel_tool_calls)?;
+                // With `allowed_tools`, only those go: Anthropic has no list of allowed tools.
+                let allowed = match &tool_choice {
+                    Some(OpenAiToolChoice::AllowedTools(choice)) => {
+                        let declared: Vec<String> = tools
+                            .iter()
+                            .filter_map(|t| t.function.as_ref().map(|f| f.name.clone()))
+                            .collect();
+                        Some(crate::allowed_tools(choice, &declared, ProviderKind::Anthropic)?)
+                    }
+                    _ => None,
+                };
+                let mut defs = Vec::with_capacity(tools.len());
+                for (i, tool) in tools.into_iter().enumerate() {
+                    let name = tool.function.as_ref().map(|f| f.name.as_str());
+                    if let Some((_, names)) = &allowed
+                        && !name.is_some_and(|n| names.contains(n))
+                    {
+                        self.drop_field(format!("tools[{i}]"));
+                        continue;
+                    }
+                    defs.push(self.tool(i, tool)?);
+                }
+                let required = allowed.map(|(required, _)| required);
+                let choice = tool_choice_for(tool_choice.as_ref(), parallel_tool_calls, required)?;
                 (Some(defs), choice)
             }
             None => {
@@ -745,10 +763,12 @@ fn json_answer(
     Ok((Some(tools), Some(choice)))
 }
 
-/// `tool_choice` and `parallel_tool_calls` for a request that has tools.
+/// `tool_choice` and `parallel_tool_calls` for a request that has tools; `allowed_required`
+/// is whether an `allowed_tools` choice (already checked) requires a call.
 fn tool_choice_for(
     choice: Option<&OpenAiToolChoice>,
     parallel: Option<bool>,
+    allowed_required: Option<bool>,
 ) -> Result<Option<ToolChoice>, TranslateError> {
     let disable = (parallel == Some(false)).then_some(true);
     Ok(match choice {
@@ -765,6 +785,11 @@ fn tool_choice_for(
         Some(OpenAiToolChoice::Named(named)) => Some(ToolChoice::Tool {
             name: named.function.name.clone(),
             disable_parallel_tool_use: disable,
+        }),
+        Some(OpenAiToolChoice::AllowedTools(_)) => Some(if allowed_required == Some(true) {
+            ToolChoice::Any { disable_parallel_tool_use: disable }
+        } else {
+            ToolChoice::Auto { disable_parallel_tool_use: disable }
         }),
         Some(OpenAiToolChoice::Other(_)) => return Err(unsupported("tool_choice")),
     })

@@ -16,6 +16,7 @@
 //! | `tool` messages (consecutive ones in one `user` content), legacy `function` messages | `functionResponse {id, name, response}`: the name is the matching call's; `response` is the content when it is a JSON object, else `{"result": <the JSON value or the text>}` |
 //! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by [`schema`](self::schema) (a parameter-less object is left out, as Gemini refuses empty `OBJECT`s) |
 //! | `tool_choice` `auto` / `none` / `required` / named | `toolConfig.functionCallingConfig.mode` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
+//! | `tool_choice` `allowed_tools` (mode `auto` / `required`) | only the allowed tools' declarations (the others named in `dropped`: Gemini takes a list of allowed functions only with `ANY`), mode `AUTO` / `ANY`; a name no tool of the request has is a 400 |
 //! | `temperature`, `top_p`, `top_k` (extension), `n`, `stop`, `seed`, `presence_penalty`, `frequency_penalty` | `generationConfig.temperature`, `topP`, `topK`, `candidateCount`, `stopSequences`, `seed`, `presencePenalty`, `frequencyPenalty` |
 //! | `max_completion_tokens` / `max_tokens`, capped by `MAX_TOKENS` (and set to it when absent) | `generationConfig.maxOutputTokens` |
 //! | `response_format` `json_object` / `json_schema` | `responseMimeType: application/json` (+ `responseSchema`, reduced) |

@@ -325,6 +325,21 @@ impl Builder {
         &mut self,
         r: &ChatCompletionRequest,
     ) -> Result<(Option<Vec<GeminiTool>>, Vec<String>), TranslateError> {
+        // With `allowed_tools`, only those go (for `auto`, Gemini takes no list of allowed
+        // functions).
+        let allowed = match &r.tool_choice {
+            Some(ToolChoice::AllowedTools(choice)) => {
+                let declared: Vec<String> = r
+                    .tools
+                    .iter()
+                    .flatten()
+                    .filter_map(|t| t.function.as_ref())
+                    .map(|f| f.name.clone())
+                    .collect();
+                Some(crate::allowed_tools(choice, &declared, ProviderKind::Google)?.1)
+            }
+            _ => None,
+        };
         let mut decls = Vec::new();
         for (i, tool) in r.tools.iter().flatten().enumerate() {
             let at = format!("tools[{i}]");
@@ -334,6 +349,10 @@ impl Builder {
             let Some(f) = &tool.function else {
                 return Err(invalid(format!("{at}.function"), "a function tool needs one"));
             };
+            if allowed.as_ref().is_some_and(|names| !names.contains(&f.name)) {
+                self.drop(at);
+                continue;
+            }
             decls.push(self.declaration(f, &format!("{at}.function"))?);
         }
         for (i, f) in r.functions.iter().flatten().enumerate() {
@@ -452,6 +471,11 @@ fn tool_config(
             ToolChoice::Mode(ToolChoiceMode::None) => ("NONE", None, "tool_choice"),
             ToolChoice::Mode(ToolChoiceMode::Required) => ("ANY", None, "tool_choice"),
             ToolChoice::Named(n) => ("ANY", Some(n.function.name.clone()), "tool_choice"),
+            // Checked, and the other tools left out, in `tools`.
+            ToolChoice::AllowedTools(choice) => {
+                let (required, _) = crate::allowed_tools(choice, names, ProviderKind::Google)?;
+                (if required { "ANY" } else { "AUTO" }, None, "tool_choice")
+            }
             ToolChoice::Mode(ToolChoiceMode::Other(_)) | ToolChoice::Other(_) => {
                 return Err(unsupported("tool_choice"));
             }
