@@ -23,12 +23,13 @@
 //! | `stop` | `stop_sequences`, less the empty and whitespace-only ones (`"\n"`), which Anthropic refuses (named in `dropped`) |
 //! | `max_completion_tokens`, else `max_tokens`, else the configured limit (and capped by it) | `max_tokens` (Anthropic requires it) |
 //! | `temperature`, `top_p` | the same (Anthropic answers 400 itself for a temperature above 1); when both are set, `top_p` is left out (named in `dropped`), as Claude's current models take only one |
+//! | `top_k` (an extension OpenAI lacks, which clients send for vLLM and the like) | `top_k` (a whole number, else a 400) |
 //! | `user` | `metadata.user_id` |
 //! | assistant `thinking_blocks` (as the answer gave them: signed `thinking`, `redacted_thinking`) | the same blocks, first in the assistant turn, when thinking is on; a `thinking` block without its `signature` is left out (named in `dropped`) |
 //! | `reasoning_effort` `minimal` / `low` / `medium` / `high` / `xhigh` | `thinking.budget_tokens` 1024 / 2048 / 4096 / 8192 / 16384, cut to half of `max_tokens` (so the answer keeps the other half) but never below Anthropic's minimum of 1024; `none` is no thinking |
 //!
 //! With thinking on, Anthropic accepts only the default sampling, so a `temperature` other
-//! than 1 and any `top_p` are left out (and named in `dropped`) rather than failing the
+//! than 1 and any `top_p` or `top_k` are left out (and named in `dropped`) rather than failing the
 //! request; a token limit of 1024 or less cannot hold the smallest budget and gets a 400
 //! naming `reasoning_effort`. Thinking is left out (and `reasoning_effort` named in
 //! `dropped`) where Anthropic refuses it: with a `tool_choice` that forces a tool, and in a

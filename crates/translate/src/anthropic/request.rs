@@ -243,11 +243,19 @@ impl RequestBuilder {
         if modalities.as_ref().is_some_and(|m| m.iter().any(|m| m != "text")) {
             return Err(unsupported("modalities"));
         }
-        for key in extra.keys() {
-            if HARMLESS_EXTRA.contains(&key.as_str()) {
-                self.drop_field(key.clone());
+        // `top_k`, which OpenAI lacks and clients send as an extension (as for vLLM), is
+        // Anthropic's own.
+        let mut top_k = None;
+        for (key, value) in extra {
+            if key == "top_k" {
+                match value {
+                    Value::Number(n) if n.as_u64().is_some() => top_k = Some(n),
+                    _ => return Err(invalid("top_k", "must be a whole number")),
+                }
+            } else if HARMLESS_EXTRA.contains(&key.as_str()) {
+                self.drop_field(key);
             } else {
-                return Err(unsupported(key.clone()));
+                return Err(unsupported(key));
             }
         }
         let harmless = [
@@ -343,13 +351,17 @@ impl RequestBuilder {
                         "Anthropic thinking needs a token limit above 1024",
                     ));
                 }
-                // Thinking allows only the default sampling: a temperature of 1 and no top_p.
+                // Thinking allows only the default sampling: a temperature of 1, no top_p and
+                // no top_k.
                 if temperature.as_ref().is_some_and(|t| t.as_f64() != Some(1.0)) {
                     temperature = None;
                     self.drop_field("temperature");
                 }
                 if top_p.take().is_some() {
                     self.drop_field("top_p");
+                }
+                if top_k.take().is_some() {
+                    self.drop_field("top_k");
                 }
                 Some(ThinkingConfig::Enabled { budget_tokens: fit_budget(budget, max_tokens) })
             }
@@ -383,6 +395,7 @@ impl RequestBuilder {
             stream: is_stream.then_some(true),
             temperature,
             top_p,
+            top_k,
             tools,
             tool_choice,
             thinking,

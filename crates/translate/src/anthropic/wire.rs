@@ -29,6 +29,8 @@ pub(crate) struct MessagesRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) top_p: Option<Number>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) top_k: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tools: Option<Vec<ToolDefinition>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tool_choice: Option<ToolChoice>,
