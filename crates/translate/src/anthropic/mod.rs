@@ -26,7 +26,7 @@
 //! | `top_k` (an extension OpenAI lacks, which clients send for vLLM and the like) | `top_k` (a whole number, else a 400) |
 //! | `user` | `metadata.user_id` |
 //! | assistant `thinking_blocks` (as the answer gave them: signed `thinking`, `redacted_thinking`) | the same blocks, first in the assistant turn, when thinking is on; a `thinking` block without its `signature` is left out (named in `dropped`) |
-//! | `reasoning_effort` `minimal` / `low` / `medium` / `high` / `xhigh` | `thinking.budget_tokens` 1024 / 2048 / 4096 / 8192 / 16384, cut to half of `max_tokens` (so the answer keeps the other half) but never below Anthropic's minimum of 1024; `none` is no thinking |
+//! | `reasoning_effort` `minimal` / `low` / `medium` / `high` / `xhigh` / `max` | `thinking.budget_tokens` 1024 / 2048 / 4096 / 8192 / 16384 / 32768, cut to half of `max_tokens` (so the answer keeps the other half) but never below Anthropic's minimum of 1024; `none` is no thinking |
 //!
 //! With thinking on, Anthropic accepts only the default sampling, so a `temperature` other
 //! than 1 and any `top_p` or `top_k` are left out (and named in `dropped`) rather than failing the

@@ -45,6 +45,7 @@ fn thinking_budget(effort: &str) -> Result<Option<u32>, TranslateError> {
         "medium" => Some(4096),
         "high" => Some(8192),
         "xhigh" => Some(16384),
+        "max" => Some(32768),
         _ => return Err(unsupported("reasoning_effort")),
     })
 }
@@ -806,4 +807,21 @@ fn tool_choice_for(
         }),
         Some(OpenAiToolChoice::Other(_)) => return Err(unsupported("tool_choice")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fit_budget, thinking_budget};
+
+    #[test]
+    fn each_reasoning_effort_has_its_budget_within_the_token_limit() {
+        let ladder = ["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+            .map(|effort| thinking_budget(effort).unwrap().map(|b| fit_budget(b, 100_000)));
+        let want = [None, Some(1024), Some(2048), Some(4096), Some(8192), Some(16384), Some(32768)];
+        assert_eq!(ladder, want);
+        // Half of the limit at most, but never below Anthropic's minimum.
+        assert_eq!(thinking_budget("max").unwrap().map(|b| fit_budget(b, 8000)), Some(4000));
+        assert_eq!(thinking_budget("max").unwrap().map(|b| fit_budget(b, 1500)), Some(1024));
+        assert!(thinking_budget("extreme").is_err());
+    }
 }

@@ -455,7 +455,8 @@ fn thinking(effort: &str) -> Result<ThinkingConfig, TranslateError> {
         "minimal" => 512,
         "low" => 1024,
         "medium" => 8192,
-        "high" => 24576,
+        // The largest budget every 2.5 model takes (Flash's ceiling; Pro's is 32768).
+        "high" | "xhigh" | "max" => 24576,
         _ => return Err(unsupported("reasoning_effort")),
     };
     Ok(ThinkingConfig { include_thoughts: Some(true), thinking_budget: Some(budget) })
