@@ -234,8 +234,8 @@ pub(crate) fn media_type(declared: &str) -> &str {
     if declared.eq_ignore_ascii_case("image/jpg") { "image/jpeg" } else { declared }
 }
 
-/// The function names an `allowed_tools` choice allows, each one of `declared` (the names
-/// the request's tools define), and whether a call is required (`mode: required`). The
+/// The function names an `allowed_tools` choice allows, each one that `tools` (the request's)
+/// define, and whether a call is required (`mode: required`). The
 /// translators send only those tools: neither Anthropic nor Gemini has a list of allowed
 /// tools beside the tools defined that works for both modes.
 ///
@@ -245,7 +245,7 @@ pub(crate) fn media_type(declared: &str) -> &str {
 /// request has.
 pub(crate) fn allowed_tools(
     choice: &uniproxy_wire::AllowedToolsChoice,
-    declared: &[String],
+    tools: &[uniproxy_wire::Tool],
     provider: ProviderKind,
 ) -> Result<(bool, std::collections::HashSet<String>), TranslateError> {
     use uniproxy_wire::ToolChoiceMode;
@@ -270,7 +270,7 @@ pub(crate) fn allowed_tools(
         let Some(function) = tool.function.as_ref().filter(|_| tool.kind == "function") else {
             return Err(unsupported(format!("{at}.type")));
         };
-        if !declared.contains(&function.name) {
+        if !tools.iter().any(|t| t.function.as_ref().is_some_and(|f| f.name == function.name)) {
             let param = format!("{at}.function.name");
             return Err(TranslateError::InvalidRequest {
                 param,

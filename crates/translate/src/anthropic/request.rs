@@ -289,11 +289,7 @@ impl RequestBuilder {
                 // With `allowed_tools`, only those go: Anthropic has no list of allowed tools.
                 let allowed = match &tool_choice {
                     Some(OpenAiToolChoice::AllowedTools(choice)) => {
-                        let declared: Vec<String> = tools
-                            .iter()
-                            .filter_map(|t| t.function.as_ref().map(|f| f.name.clone()))
-                            .collect();
-                        Some(crate::allowed_tools(choice, &declared, ProviderKind::Anthropic)?)
+                        Some(crate::allowed_tools(choice, &tools, ProviderKind::Anthropic)?)
                     }
                     _ => None,
                 };

@@ -329,14 +329,8 @@ impl Builder {
         // functions).
         let allowed = match &r.tool_choice {
             Some(ToolChoice::AllowedTools(choice)) => {
-                let declared: Vec<String> = r
-                    .tools
-                    .iter()
-                    .flatten()
-                    .filter_map(|t| t.function.as_ref())
-                    .map(|f| f.name.clone())
-                    .collect();
-                Some(crate::allowed_tools(choice, &declared, ProviderKind::Google)?.1)
+                let tools = r.tools.as_deref().unwrap_or_default();
+                Some(crate::allowed_tools(choice, tools, ProviderKind::Google)?.1)
             }
             _ => None,
         };
@@ -474,7 +468,8 @@ fn tool_config(
             ToolChoice::Named(n) => ("ANY", Some(n.function.name.clone()), "tool_choice"),
             // Checked, and the other tools left out, in `tools`.
             ToolChoice::AllowedTools(choice) => {
-                let (required, _) = crate::allowed_tools(choice, names, ProviderKind::Google)?;
+                let tools = r.tools.as_deref().unwrap_or_default();
+                let (required, _) = crate::allowed_tools(choice, tools, ProviderKind::Google)?;
                 (if required { "ANY" } else { "AUTO" }, None, "tool_choice")
             }
             ToolChoice::Mode(ToolChoiceMode::Other(_)) | ToolChoice::Other(_) => {
