@@ -6,12 +6,13 @@
 //!
 //! ```sh
 //! cargo install cargo-bolero --locked
-//! cargo bolero test -p uniproxy-translate --test fuzz request_parse_and_build \
-//!     --engine libfuzzer --sanitizer NONE -T 10min
+//! cargo bolero test -p uniproxy-translate request_parse_and_build \
+//!     --engine libfuzzer --sanitizer NONE --rustc-bootstrap -T 10min
 //! ```
 //!
-//! Found inputs land in the corpus folder, and failing ones in `crashes/` (replayed by
-//! `cargo test` too, so a fixed bug stays fixed). The committed corpus is our own test data
+//! (`--rustc-bootstrap` lets libfuzzer build on the stable toolchain; `--corpus-dir DIR`
+//! keeps the finds out of the repository.) Found inputs land in the corpus folder, and
+//! failing ones in `crashes/` (replayed by `cargo test` too, so a fixed bug stays fixed). The committed corpus is our own test data
 //! plus about 150 of the fuzzer's finds per target; `cargo bolero reduce` after a long run
 //! keeps a coverage-minimal set locally (thousands of files: too many to commit).
 #![allow(clippy::unwrap_used)]
