@@ -235,9 +235,9 @@ pub(crate) fn media_type(declared: &str) -> &str {
 }
 
 /// The function names an `allowed_tools` choice allows, each one that `tools` (the request's)
-/// define, and whether a call is required (`mode: required`). The
-/// translators send only those tools: neither Anthropic nor Gemini has a list of allowed
-/// tools beside the tools defined that works for both modes.
+/// define; its mode is checked to be `auto` or `required`. The translators send only those
+/// tools: neither Anthropic nor Gemini has a list of allowed tools beside the tools defined
+/// that works for both modes.
 ///
 /// # Errors
 /// [`TranslateError::Unsupported`] for another `type` or `mode` and a tool that is not a
@@ -247,19 +247,15 @@ pub(crate) fn allowed_tools(
     choice: &uniproxy_wire::AllowedToolsChoice,
     tools: &[uniproxy_wire::Tool],
     provider: ProviderKind,
-) -> Result<(bool, std::collections::HashSet<String>), TranslateError> {
+) -> Result<std::collections::HashSet<String>, TranslateError> {
     use uniproxy_wire::ToolChoiceMode;
     let unsupported = |field: String| TranslateError::Unsupported { provider, field };
     if choice.kind != "allowed_tools" {
         return Err(unsupported("tool_choice.type".to_owned()));
     }
-    let required = match choice.allowed_tools.mode {
-        ToolChoiceMode::Auto => false,
-        ToolChoiceMode::Required => true,
-        ToolChoiceMode::None | ToolChoiceMode::Other(_) => {
-            return Err(unsupported("tool_choice.allowed_tools.mode".to_owned()));
-        }
-    };
+    if !matches!(choice.allowed_tools.mode, ToolChoiceMode::Auto | ToolChoiceMode::Required) {
+        return Err(unsupported("tool_choice.allowed_tools.mode".to_owned()));
+    }
     if choice.allowed_tools.tools.is_empty() {
         let param = "tool_choice.allowed_tools.tools".to_owned();
         return Err(TranslateError::InvalidRequest { param, reason: "is empty" });
@@ -279,7 +275,7 @@ pub(crate) fn allowed_tools(
         }
         names.insert(function.name.clone());
     }
-    Ok((required, names))
+    Ok(names)
 }
 
 /// Serializes a body the crate built. Our own types always serialize; the error exists only

@@ -296,7 +296,7 @@ impl RequestBuilder {
                 let mut defs = Vec::with_capacity(tools.len());
                 for (i, tool) in tools.into_iter().enumerate() {
                     let name = tool.function.as_ref().map(|f| f.name.as_str());
-                    if let Some((_, names)) = &allowed
+                    if let Some(names) = &allowed
                         && !name.is_some_and(|n| names.contains(n))
                     {
                         self.drop_field(format!("tools[{i}]"));
@@ -304,8 +304,7 @@ impl RequestBuilder {
                     }
                     defs.push(self.tool(i, tool)?);
                 }
-                let required = allowed.map(|(required, _)| required);
-                let choice = tool_choice_for(tool_choice.as_ref(), parallel_tool_calls, required)?;
+                let choice = tool_choice_for(tool_choice.as_ref(), parallel_tool_calls)?;
                 (Some(defs), choice)
             }
             None => {
@@ -773,12 +772,11 @@ fn json_answer(
     Ok((Some(tools), Some(choice)))
 }
 
-/// `tool_choice` and `parallel_tool_calls` for a request that has tools; `allowed_required`
-/// is whether an `allowed_tools` choice (already checked) requires a call.
+/// `tool_choice` and `parallel_tool_calls` for a request that has tools (an `allowed_tools`
+/// choice already checked by [`crate::allowed_tools`]).
 fn tool_choice_for(
     choice: Option<&OpenAiToolChoice>,
     parallel: Option<bool>,
-    allowed_required: Option<bool>,
 ) -> Result<Option<ToolChoice>, TranslateError> {
     let disable = (parallel == Some(false)).then_some(true);
     Ok(match choice {
@@ -796,11 +794,13 @@ fn tool_choice_for(
             name: named.function.name.clone(),
             disable_parallel_tool_use: disable,
         }),
-        Some(OpenAiToolChoice::AllowedTools(_)) => Some(if allowed_required == Some(true) {
-            ToolChoice::Any { disable_parallel_tool_use: disable }
-        } else {
-            ToolChoice::Auto { disable_parallel_tool_use: disable }
-        }),
+        Some(OpenAiToolChoice::AllowedTools(choice)) => {
+            Some(if choice.allowed_tools.mode == ToolChoiceMode::Required {
+                ToolChoice::Any { disable_parallel_tool_use: disable }
+            } else {
+                ToolChoice::Auto { disable_parallel_tool_use: disable }
+            })
+        }
         Some(OpenAiToolChoice::Other(_)) => return Err(unsupported("tool_choice")),
     })
 }

@@ -9,12 +9,15 @@ use super::request::JSON_TOOL;
 use super::wire::{ContentBlock, ErrorBody, ErrorEnvelope, MessagesResponse, Usage};
 use crate::{ProviderKind, ResponseContext, TranslateError, error_type_for_status, fallback_error};
 
-/// The OpenAI finish reason for an Anthropic `stop_reason`. A reason this version does not
-/// know is passed on as it is rather than failing an answer that is otherwise fine.
-pub(crate) fn finish_reason(stop_reason: &str) -> FinishReason {
+/// The OpenAI finish reason for an Anthropic `stop_reason`, in an answer that called no tool
+/// of the client's but the JSON object's when `json_answer_only`. A reason this version does
+/// not know is passed on as it is rather than failing an answer that is otherwise fine.
+pub(crate) fn finish_reason(stop_reason: &str, json_answer_only: bool) -> FinishReason {
     match stop_reason {
         "end_turn" | "stop_sequence" | "pause_turn" => FinishReason::Stop,
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        // The call of the tool a JSON object was asked through is no call of the client's.
+        "tool_use" if json_answer_only => FinishReason::Stop,
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
         other => FinishReason::Other(other.to_owned()),
@@ -105,7 +108,7 @@ pub(crate) fn completion(
     {
         return Err(malformed(source));
     }
-    let response: MessagesResponse = uniproxy_wire::from_bytes(body).map_err(malformed)?;
+    let mut response: MessagesResponse = uniproxy_wire::from_bytes(body).map_err(malformed)?;
     match (response.kind.as_deref(), &response.error) {
         (None | Some("message"), _) => {}
         // An error in a 2xx answer (a gateway's, say) is still an error, not an empty answer.
@@ -121,7 +124,7 @@ pub(crate) fn completion(
     }
     // Any JSON object would otherwise pass as an empty answer (a BASE_URL that names some
     // other service that answers 200).
-    let Some(content) = &response.content else {
+    let Some(content) = response.content.take() else {
         return Err(malformed(serde::de::Error::missing_field("content")));
     };
     let mut text = String::new();
@@ -132,24 +135,23 @@ pub(crate) fn completion(
     let mut json = None;
     for block in content {
         match block {
-            ContentBlock::Text { text: t } => text.push_str(t),
+            ContentBlock::Text { text: t } => text.push_str(&t),
             ContentBlock::ToolUse { name, input, .. } if ctx.json_object && name == JSON_TOOL => {
-                json = Some(tool_arguments(input));
+                json = Some(tool_arguments(&input));
             }
             ContentBlock::Thinking { thinking, signature } => {
-                reasoning.push_str(thinking);
-                let (thinking, signature) = (thinking.clone(), signature.clone());
+                reasoning.push_str(&thinking);
                 thinking_blocks.push(ThinkingBlock::Thinking { thinking, signature });
             }
             ContentBlock::RedactedThinking { data } => {
-                thinking_blocks.push(ThinkingBlock::RedactedThinking { data: data.clone() });
+                thinking_blocks.push(ThinkingBlock::RedactedThinking { data });
             }
             ContentBlock::ToolUse { id, name, input } => calls.push(ToolCall {
-                id: id.clone(),
+                id,
                 kind: "function".to_owned(),
                 function: FunctionCall {
-                    name: name.clone(),
-                    arguments: tool_arguments(input),
+                    name,
+                    arguments: tool_arguments(&input),
                     extra: Map::new(),
                 },
                 extra: Map::new(),
@@ -173,7 +175,7 @@ pub(crate) fn completion(
         // For the client to give back: Claude wants them in a tool loop with thinking on.
         message.thinking_blocks = Some(thinking_blocks);
     }
-    let no_calls = ctx.json_object && message.tool_calls.is_none();
+    let json_answer_only = ctx.json_object && message.tool_calls.is_none();
     let model = if response.model.is_empty() { ctx.model.clone() } else { response.model };
     Ok(ChatCompletion {
         id: ctx.id.clone(),
@@ -183,13 +185,9 @@ pub(crate) fn completion(
         choices: vec![Choice {
             index: 0,
             message,
-            finish_reason: Some(response.stop_reason.as_deref().map(|reason| {
-                // The object's call is no call of the client's.
-                match finish_reason(reason) {
-                    FinishReason::ToolCalls if no_calls => FinishReason::Stop,
-                    reason => reason,
-                }
-            })),
+            finish_reason: Some(
+                response.stop_reason.as_deref().map(|r| finish_reason(r, json_answer_only)),
+            ),
             logprobs: Some(None),
             extra: Map::new(),
         }],

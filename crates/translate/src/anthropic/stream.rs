@@ -185,14 +185,8 @@ impl AnthropicStream {
                     self.usage.update(usage);
                 }
                 if let Some(reason) = delta.stop_reason {
-                    let reason = match finish_reason(&reason) {
-                        // The object's call is no call of the client's.
-                        FinishReason::ToolCalls if self.json_object && self.next_call == 0 => {
-                            FinishReason::Stop
-                        }
-                        reason => reason,
-                    };
-                    self.finish_chunk(reason, out);
+                    let json_answer_only = self.json_object && self.next_call == 0;
+                    self.finish_chunk(finish_reason(&reason, json_answer_only), out);
                 }
             }
             StreamEvent::MessageStop => {

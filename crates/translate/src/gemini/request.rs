@@ -330,7 +330,7 @@ impl Builder {
         let allowed = match &r.tool_choice {
             Some(ToolChoice::AllowedTools(choice)) => {
                 let tools = r.tools.as_deref().unwrap_or_default();
-                Some(crate::allowed_tools(choice, tools, ProviderKind::Google)?.1)
+                Some(crate::allowed_tools(choice, tools, ProviderKind::Google)?)
             }
             _ => None,
         };
@@ -468,8 +468,7 @@ fn tool_config(
             ToolChoice::Named(n) => ("ANY", Some(n.function.name.clone()), "tool_choice"),
             // Checked, and the other tools left out, in `tools`.
             ToolChoice::AllowedTools(choice) => {
-                let tools = r.tools.as_deref().unwrap_or_default();
-                let (required, _) = crate::allowed_tools(choice, tools, ProviderKind::Google)?;
+                let required = choice.allowed_tools.mode == ToolChoiceMode::Required;
                 (if required { "ANY" } else { "AUTO" }, None, "tool_choice")
             }
             ToolChoice::Mode(ToolChoiceMode::Other(_)) | ToolChoice::Other(_) => {
