@@ -241,9 +241,11 @@ async fn read_upstream(body: UpstreamBody, deadline: Instant) -> Result<Bytes, P
     }
 }
 
-/// At most this many resends of one request for members the upstream refused (the stream's
-/// usage and the five sampling members the provider can leave out).
-const MAX_RESENDS: u32 = 6;
+/// At most this many resends of one request for members the upstream refused: one for each
+/// member a provider can leave out (OpenAI's five sampling members, the stream's usage and
+/// `max_completion_tokens`; Claude's strict tools), so a provider that keeps finding refusals
+/// cannot loop.
+const MAX_RESENDS: u32 = 7;
 
 async fn handle(
     state: &Arc<AppState>,
@@ -297,10 +299,11 @@ async fn handle(
         }
         let read = pin!(read_upstream(upstream_body, deadline));
         let error = waited(&mut pending.upstream_wait, read).await?;
-        // What the provider can leave out and the upstream refused goes again without it:
-        // the usage a stream asks for (the proxy's own addition, unless the client asked for
-        // it too), and a sampling member the configured model takes only at its default.
-        // Each is left out from then on, so a request resends at most once per member.
+        // What the provider can leave out and the upstream refused goes again without it
+        // (see `Provider::refused`): the usage a stream asks for (the proxy's own addition,
+        // unless the client asked for it too), a sampling member the configured model takes
+        // only at its default, `max_completion_tokens`, Claude's strict tools. Each is left
+        // out from then on, so a request resends at most once per member.
         let own_usage = upstream_stream && !ctx.include_usage;
         let resend = resends < MAX_RESENDS && state.provider.refused(status, &error, own_usage);
         if resend {
