@@ -145,6 +145,9 @@ class MockPlatform(unittest.TestCase):
     def test_models(self):
         ids = [m.id for m in self.client.models.list()]
         self.assertEqual(ids, ["mock-1"])
+        # Any name retrieves the model that serves it, as a chat request naming it would.
+        for name in ["mock-1", "gpt-4o"]:
+            self.assertEqual(self.client.models.retrieve(name).id, "mock-1")
 
     def test_health_needs_no_key(self):
         with urllib.request.urlopen(self.proxy.url + "/health", timeout=5) as r:

@@ -558,6 +558,27 @@ async fn models_lists_the_actual_name() {
 }
 
 #[tokio::test]
+async fn retrieving_any_model_answers_the_actual_one() {
+    let mock = MockUpstream::always(Reply::hang()).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let listed = proxy.get("/v1/models").await.json()["data"][0].clone();
+    // Every name a chat request may carry goes to ACTUAL_NAME, so every name retrieves it:
+    // the configured one, another vendor's, and ids with a slash (Ollama, Hugging Face).
+    let name = format!("/v1/models/{ACTUAL_NAME}");
+    for path in [name.as_str(), "/models/gpt-4o", "/v1/models/meta-llama/Llama-3.1-8B/"] {
+        let resp = proxy.get(path).await;
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        assert_eq!(resp.header("content-type"), Some("application/json"));
+        assert_eq!(resp.json(), listed, "{path}");
+    }
+    let resp = proxy.post("/v1/models/gpt-4o", &json!({})).await;
+    assert_eq!(resp.status, 405);
+    assert_openai_error(&resp.json());
+    assert_eq!(resp.header("allow"), Some("GET"));
+    assert!(mock.requests().is_empty(), "/models/{{model}} is answered locally");
+}
+
+#[tokio::test]
 async fn health_reports_platform_model_version_and_uptime() {
     let mock = MockUpstream::always(Reply::hang()).await;
     let proxy = Proxy::start(openai_settings(&mock)).await;

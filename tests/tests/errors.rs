@@ -631,8 +631,10 @@ async fn proxy_keys_are_required_and_never_forwarded() {
         assert_eq!(e["type"], "authentication_error", "{key:?}");
     }
     assert!(mock.requests().is_empty());
-    let e = expect_error(&proxy.get("/v1/models").await, 401);
-    assert_eq!(e["code"], "invalid_api_key");
+    for path in ["/v1/models", "/v1/models/gpt-4o"] {
+        let e = expect_error(&proxy.get(path).await, 401);
+        assert_eq!(e["code"], "invalid_api_key", "{path}");
+    }
     assert_eq!(proxy.get("/health").await.status, 200, "health needs no key");
 
     let ok = send(proxy.addr, with_key(Some("proxy-key-1"))).await;

@@ -1,4 +1,5 @@
-//! Routing, CORS, client keys, and the small endpoints (`/models`, `/health`). The admin
+//! Routing, CORS, client keys, and the small endpoints (`/models`, `/models/{model}`,
+//! `/health`). The admin
 //! endpoints live in [`admin`], the log viewer in [`ui`].
 
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, header};
 use serde_json::json;
-use uniproxy_wire::ModelList;
+use uniproxy_wire::{Model, ModelList};
 
 use crate::error::ProxyError;
 use crate::relay::SseRelay;
@@ -54,6 +55,8 @@ pub fn error_response_with(e: &ProxyError, body: Bytes) -> Response<ProxyBody> {
 enum Route {
     Chat,
     Models,
+    /// `GET /models/{model}`: the SDKs' `models.retrieve`.
+    Model,
     Health,
     Metrics,
     Logs,
@@ -81,6 +84,9 @@ fn route_of(path: &str) -> Option<Route> {
     if let Some(id) = path.strip_prefix("/api/logs/") {
         return id.parse().ok().map(Route::LogEntry);
     }
+    if path.strip_prefix("/v1").unwrap_or(path).starts_with("/models/") {
+        return Some(Route::Model);
+    }
     if let Some(name) = path.strip_prefix("/ui/") {
         return match name {
             "login" => Some(Route::UiLogin),
@@ -104,6 +110,7 @@ fn allowed_method(route: Route) -> Method {
     match route {
         Route::Chat | Route::UiLogin | Route::UiLogout => Method::POST,
         Route::Models
+        | Route::Model
         | Route::Health
         | Route::Metrics
         | Route::Logs
@@ -120,7 +127,7 @@ fn access(route: Route) -> Access {
         Route::Health | Route::Ui | Route::UiAsset(_) | Route::UiLogin | Route::UiLogout => {
             Access::Open
         }
-        Route::Chat | Route::Models => Access::Client,
+        Route::Chat | Route::Models | Route::Model => Access::Client,
         Route::Metrics | Route::Logs | Route::LogEntry(_) | Route::Stats => Access::Admin,
     }
 }
@@ -181,6 +188,7 @@ async fn dispatch(
     match route {
         Route::Chat => chat::chat(state.clone(), client, req, client_addr).await,
         Route::Models => models(state),
+        Route::Model => model(state),
         Route::Health => health(state),
         Route::Metrics => admin::metrics(state),
         Route::Logs => admin::logs(state, query.as_deref()).await,
@@ -213,13 +221,26 @@ pub fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn models(state: &AppState) -> Response<ProxyBody> {
-    let list = ModelList::single(
+/// The one model the proxy serves.
+fn served_model(state: &AppState) -> Model {
+    Model::new(
         state.settings.actual_name.clone(),
         state.started_unix,
         state.provider.kind().as_str(),
-    );
+    )
+}
+
+fn models(state: &AppState) -> Response<ProxyBody> {
+    let Model { id, created, owned_by, .. } = served_model(state);
+    let list = ModelList::single(id, created, owned_by);
     json_response(200, Bytes::from(serde_json::to_vec(&list).unwrap_or_default()))
+}
+
+/// Any name a client asks for is served by the configured model, as a chat request naming it
+/// would be: the answer is that model (its `id` is ACTUAL_NAME), so a client that checks its
+/// model name before use gets the model it will talk to rather than a 404.
+fn model(state: &AppState) -> Response<ProxyBody> {
+    json_response(200, Bytes::from(serde_json::to_vec(&served_model(state)).unwrap_or_default()))
 }
 
 fn health(state: &AppState) -> Response<ProxyBody> {

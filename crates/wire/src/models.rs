@@ -35,13 +35,20 @@ impl ModelList {
     pub fn single(id: impl Into<String>, created: u64, owned_by: impl Into<String>) -> Self {
         ModelList {
             object: "list".to_owned(),
-            data: vec![Model {
-                id: id.into(),
-                object: "model".to_owned(),
-                created,
-                owned_by: owned_by.into(),
-                extra: Map::new(),
-            }],
+            data: vec![Model::new(id, created, owned_by)],
+            extra: Map::new(),
+        }
+    }
+}
+
+impl Model {
+    /// A model object, as `GET /models/{model}` answers it.
+    pub fn new(id: impl Into<String>, created: u64, owned_by: impl Into<String>) -> Self {
+        Model {
+            id: id.into(),
+            object: "model".to_owned(),
+            created,
+            owned_by: owned_by.into(),
             extra: Map::new(),
         }
     }
