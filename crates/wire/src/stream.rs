@@ -109,8 +109,9 @@ pub struct Delta {
     /// and Gemini thoughts are translated to it).
     #[serde(default, with = "crate::nullable", skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<Option<String>>,
-    /// Whole thinking blocks, each once it has ended (see [`Message::thinking_blocks`]); the
-    /// text came before as `reasoning_content`.
+    /// Whole thinking blocks (see [`Message::thinking_blocks`]); the text came before as
+    /// `reasoning_content`. uniproxy sends a message's blocks in one chunk, once its thinking
+    /// is over.
     ///
     /// [`Message::thinking_blocks`]: crate::Message::thinking_blocks
     #[serde(default, skip_serializing_if = "Option::is_none")]

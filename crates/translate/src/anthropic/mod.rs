@@ -110,9 +110,11 @@ const API_VERSION: &str = "2023-06-01";
 ///
 /// Its stream translator turns Anthropic's events into OpenAI chunks: `message_start` gives
 /// the role chunk, text and thinking deltas give `content` and `reasoning_content` fragments,
-/// a thinking block whole, once its `signature_delta` came and it ended, a chunk with
-/// `delta.thinking_blocks` (a `redacted_thinking` block at its start; each numbered by `index`,
-/// as tool calls are), and each `tool_use` block becomes a tool call numbered 0, 1, … in order of appearance,
+/// the thinking blocks whole (signed `thinking`, `redacted_thinking`) a chunk with
+/// `delta.thinking_blocks` once the thinking is over, when a block of another kind starts or
+/// the message ends (each numbered by `index`, as tool calls are; all in one chunk, since
+/// openai-node's stream helper keeps only the last value of a member it does not know), and
+/// each `tool_use` block becomes a tool call numbered 0, 1, … in order of appearance,
 /// whose first fragment carries the id, type and name (a call that got no argument text ends
 /// with `{}`). `message_delta` gives the finish chunk; `message_stop` the usage chunk (when
 /// the client asked for it) and `[DONE]`. Pings and unknown events are ignored; an `error`

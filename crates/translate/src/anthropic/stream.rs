@@ -40,7 +40,7 @@ enum Block {
         /// Whether a non-empty fragment was sent; if none was, the answer is `{}`.
         has_text: bool,
     },
-    /// A block the OpenAI shape cannot carry (server tools), or one sent whole at its start
+    /// A block the OpenAI shape cannot carry (server tools), or one taken whole at its start
     /// (`redacted_thinking`): its deltas are ignored.
     Other,
 }
@@ -62,6 +62,9 @@ pub(crate) struct AnthropicStream {
     next_call: u32,
     /// The number of thinking blocks sent whole.
     next_thinking: u32,
+    /// Thinking blocks ended and not sent yet: they go in one chunk when the thinking is
+    /// over (see [`flush_thinking`](Self::flush_thinking)).
+    thinking_blocks: Vec<ThinkingBlockDelta>,
     usage: Usage,
     /// The finish chunk was sent (at `message_delta`).
     finished: bool,
@@ -118,6 +121,7 @@ impl AnthropicStream {
             blocks: BTreeMap::new(),
             next_call: 0,
             next_thinking: 0,
+            thinking_blocks: Vec::new(),
             usage: Usage::default(),
             finished: false,
             assembled: Assembled::new(ctx.id.clone(), ctx.created, String::new()),
@@ -195,6 +199,7 @@ impl AnthropicStream {
                 self.finish_chunk(reason, out);
                 // Blocks started after `message_delta` (a broken upstream) still end whole.
                 self.close_open(out);
+                self.flush_thinking(out);
                 let usage = openai_usage(&self.usage);
                 if self.include_usage {
                     let mut chunk = self.chunk();
@@ -271,6 +276,9 @@ impl AnthropicStream {
     }
 
     fn block_start(&mut self, index: u32, block: ContentBlock, out: &mut Vec<Bytes>) {
+        if !matches!(block, ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. }) {
+            self.flush_thinking(out);
+        }
         let state = match block {
             ContentBlock::Text { text } => {
                 if !text.is_empty() {
@@ -288,7 +296,7 @@ impl AnthropicStream {
                 Block::Thinking { text: thinking, signature: signature.unwrap_or_default() }
             }
             ContentBlock::RedactedThinking { data } => {
-                out.push(self.thinking_block(ThinkingBlock::RedactedThinking { data }));
+                self.thinking_block(ThinkingBlock::RedactedThinking { data });
                 Block::Other
             }
             ContentBlock::ToolUse { name, input, .. } if self.json_object && name == JSON_TOOL => {
@@ -318,7 +326,7 @@ impl AnthropicStream {
     }
 
     /// Ends a block: a tool call that got no arguments gets `{}`; a signed thinking block
-    /// goes out whole.
+    /// is kept whole, to go out with the others.
     fn close(&mut self, block: Block, out: &mut Vec<Bytes>) {
         match block {
             Block::Tool { call, has_arguments: false } => {
@@ -327,7 +335,7 @@ impl AnthropicStream {
             Block::JsonAnswer { has_text: false } => out.push(self.text_delta("{}")),
             Block::Thinking { text, signature } if !signature.is_empty() => {
                 let block = ThinkingBlock::Thinking { thinking: text, signature: Some(signature) };
-                out.push(self.thinking_block(block));
+                self.thinking_block(block);
             }
             Block::Tool { has_arguments: true, .. }
             | Block::JsonAnswer { has_text: true }
@@ -337,12 +345,22 @@ impl AnthropicStream {
         }
     }
 
-    /// A chunk with one whole thinking block.
-    fn thinking_block(&mut self, block: ThinkingBlock) -> Bytes {
+    /// Keeps a whole thinking block, numbered, for [`flush_thinking`](Self::flush_thinking).
+    fn thinking_block(&mut self, block: ThinkingBlock) {
         let index = self.next_thinking;
         self.next_thinking += 1;
-        let blocks = vec![ThinkingBlockDelta { index, block }];
-        self.delta(Delta { thinking_blocks: Some(blocks), ..Default::default() })
+        self.thinking_blocks.push(ThinkingBlockDelta { index, block });
+    }
+
+    /// Sends the thinking blocks kept so far, all in one chunk: when a block that is not
+    /// thinking starts, and before the finish chunk. A client that takes a member it does not
+    /// know as it comes, the last value winning (openai-node's stream helper), then has every
+    /// block, as one that merges list entries by `index` (openai-python's) does.
+    fn flush_thinking(&mut self, out: &mut Vec<Bytes>) {
+        if !self.thinking_blocks.is_empty() {
+            let blocks = std::mem::take(&mut self.thinking_blocks);
+            out.push(self.delta(Delta { thinking_blocks: Some(blocks), ..Default::default() }));
+        }
     }
 
     /// Closes the blocks left open, in index order.
@@ -359,6 +377,7 @@ impl AnthropicStream {
         }
         self.start(out);
         self.close_open(out);
+        self.flush_thinking(out);
         self.finished = true;
         let mut chunk = self.chunk();
         let mut choice = ChunkChoice::new(0, Delta::default());
