@@ -180,10 +180,10 @@ impl Provider for Mock {
         } else {
             let (message, finish, tokens) = match &answer {
                 Answer::Text { words, finish } => {
-                    (Message::text(Role::Assistant, words.concat()), finish.clone(), words.len())
+                    (Message::answer(words.concat()), finish.clone(), words.len())
                 }
                 Answer::Call { id, name, arguments } => {
-                    let mut m = Message::text(Role::Assistant, "");
+                    let mut m = Message::answer("");
                     m.content = Some(None);
                     m.tool_calls = Some(vec![ToolCall {
                         id: id.clone(),

@@ -78,6 +78,12 @@ impl Message {
         }
     }
 
+    /// An assistant message as an answer writes it: `refusal` is there, `null`, as in
+    /// OpenAI's answers (the spec's `ChatCompletionResponseMessage` requires it).
+    pub fn answer(text: impl Into<String>) -> Self {
+        Message { refusal: Some(None), ..Message::text(Role::Assistant, text) }
+    }
+
     /// The content, if present and not `null`.
     pub fn content(&self) -> Option<&MessageContent> {
         self.content.as_ref().and_then(Option::as_ref)

@@ -2,7 +2,7 @@
 
 use uniproxy_wire::{
     ChatCompletion, Choice, ErrorResponse, FinishReason, FunctionCall, Map, Message,
-    PromptTokensDetails, Role, ThinkingBlock, ToolCall, Usage as OpenAiUsage, from_slice,
+    PromptTokensDetails, ThinkingBlock, ToolCall, Usage as OpenAiUsage, from_slice,
 };
 
 use super::request::JSON_TOOL;
@@ -160,7 +160,7 @@ pub(crate) fn completion(
         }
     }
     // The object is the answer; a forced tool call comes without text before it.
-    let mut message = Message::text(Role::Assistant, json.unwrap_or(text));
+    let mut message = Message::answer(json.unwrap_or(text));
     if !calls.is_empty() {
         // OpenAI writes `content: null` when the model only calls tools.
         if message.content().is_some_and(|c| c.joined_text().is_empty()) {

@@ -3,7 +3,7 @@
 
 use uniproxy_wire::{
     ChatCompletion, Choice, CompletionTokensDetails, ErrorResponse, FinishReason, FunctionCall,
-    Map, Message, PromptTokensDetails, Role, ToolCall, Usage,
+    Map, Message, PromptTokensDetails, ToolCall, Usage,
 };
 
 use super::signature_extra;
@@ -135,7 +135,7 @@ pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) 
     for (pos, c) in r.candidates().iter().enumerate() {
         let parts = candidate_parts(c, &mut ids);
         let called = !parts.calls.is_empty();
-        let mut message = Message::text(Role::Assistant, parts.text);
+        let mut message = Message::answer(parts.text);
         if called && message.content().is_some_and(|c| c.joined_text().is_empty()) {
             message.content = Some(None);
         }
@@ -149,21 +149,21 @@ pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) 
             index: c.index.unwrap_or(pos as u32),
             message,
             finish_reason: Some(c.finish_reason.as_ref().map(|f| finish_reason(f, called))),
-            logprobs: None,
+            logprobs: Some(None),
             extra: Map::new(),
         });
     }
     if choices.is_empty()
         && let Some(feedback) = r.prompt_feedback.as_ref().filter(|f| f.is_block())
     {
-        let mut message = Message::text(Role::Assistant, "");
+        let mut message = Message::answer("");
         message.content = Some(None);
         message.refusal = Some(Some(block_message(feedback)));
         choices.push(Choice {
             index: 0,
             message,
             finish_reason: Some(Some(FinishReason::ContentFilter)),
-            logprobs: None,
+            logprobs: Some(None),
             extra: Map::new(),
         });
     }
