@@ -247,7 +247,9 @@ impl RequestBuilder {
         // `top_k`, which OpenAI lacks and clients send as an extension (as for vLLM), is
         // Anthropic's own.
         let mut top_k = None;
-        for (key, value) in extra {
+        // A member sent as `null` is not set (clients that write every member, generated
+        // ones, send `"audio": null`).
+        for (key, value) in extra.into_iter().filter(|(_, v)| !v.is_null()) {
             if key == "top_k" {
                 match value {
                     Value::Number(n) if n.as_u64().is_some() => top_k = Some(n),

@@ -115,7 +115,9 @@ impl Builder {
                 self.drop(format!("stream_options.{k}"));
             }
         }
-        for k in r.extra.keys() {
+        // A member sent as `null` is not set (clients that write every member, generated
+        // ones, send `"audio": null`).
+        for (k, _) in r.extra.iter().filter(|(_, v)| !v.is_null()) {
             if REFUSED_EXTRAS.contains(&k.as_str()) {
                 return Err(unsupported(k.clone()));
             }
@@ -402,7 +404,7 @@ impl Builder {
             frequency_penalty: r.frequency_penalty.clone(),
             ..Default::default()
         };
-        if let Some(k) = r.extra.get("top_k") {
+        if let Some(k) = r.extra.get("top_k").filter(|k| !k.is_null()) {
             match k {
                 Value::Number(n) => g.top_k = Some(n.clone()),
                 _ => return Err(invalid("top_k", "must be a number")),
