@@ -540,6 +540,33 @@ async fn azure_stream_with_filter_chunks_passes_through() {
 }
 
 #[tokio::test]
+async fn events_of_several_data_lines_reach_the_client_as_events_of_several_lines() {
+    // Each event's JSON cut after its first member, over two `data:` lines: an SSE decoder
+    // joins them with a newline, which JSON reads as whitespace.
+    let sent = [
+        chunk(json!({"role": "assistant", "content": ""}), None),
+        chunk(json!({"content": "Hello"}), None),
+        chunk(json!({}), Some("stop")),
+    ];
+    let mut steps: Vec<Step> = sent
+        .iter()
+        .map(|c| {
+            let text = c.to_string();
+            let cut = text.find(',').unwrap();
+            Step::raw(&format!("data: {}\ndata: {}\n\n", &text[..cut], &text[cut..]))
+        })
+        .collect();
+    steps.push(Step::done());
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(sse_json(&resp.body), sent, "every chunk reaches the client whole");
+    assert_eq!(proxy.only_entry().await.entry.status, 200);
+}
+
+#[tokio::test]
 async fn models_lists_the_actual_name() {
     let mock = MockUpstream::always(Reply::hang()).await;
     let proxy = Proxy::start(openai_settings(&mock)).await;

@@ -225,11 +225,19 @@ impl Decoder {
 /// `data: [DONE]\n\n`, the end of an OpenAI stream.
 pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
 
-/// Frames JSON text as one `data:` event.
+/// Frames JSON text as one `data:` event. Text of several lines (an upstream's event of
+/// several `data:` lines, which a decoder joins with `\n`) goes as as many `data:` lines, which
+/// a client's decoder joins back into the same text.
 pub fn frame_raw(json: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(json.len() + 8);
+    let mut rest = json;
+    while let Some(end) = memchr::memchr(b'\n', rest) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&rest[..=end]);
+        rest = &rest[end + 1..];
+    }
     out.extend_from_slice(b"data: ");
-    out.extend_from_slice(json);
+    out.extend_from_slice(rest);
     out.extend_from_slice(b"\n\n");
     out.freeze()
 }
@@ -359,6 +367,17 @@ mod tests {
         let ev = all(b"event: \xffbad\ndata: x\n\nevent: ok\ndata: y\n\n");
         let names: Vec<Option<&str>> = ev.iter().map(|e| e.event.as_deref()).collect();
         assert_eq!(names, [Some("\u{fffd}bad"), Some("ok")]);
+    }
+
+    #[test]
+    fn a_frame_of_several_lines_decodes_to_the_same_data() {
+        for data in [&b"{\"a\":1}"[..], b"{\"a\":\n1,\n\"b\":2}", b"\n{}\n", b""] {
+            let framed = frame_raw(data);
+            let back = all(&framed);
+            assert_eq!(back.len(), 1, "{framed:?}");
+            assert_eq!(&back[0].data[..], data, "{framed:?}");
+        }
+        assert_eq!(&frame_raw(b"{\n}")[..], b"data: {\ndata: }\n\n");
     }
 
     /// Found by the fuzzer: a `\r\n` terminator split after its `\r` put the `\n` at the
