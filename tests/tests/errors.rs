@@ -467,6 +467,30 @@ async fn client_that_leaves_before_the_answer_is_recorded_as_499() {
 }
 
 #[tokio::test]
+async fn clients_that_send_and_hang_up_at_once_are_each_recorded() {
+    // The close comes with the request: hyper may drop the request's future before polling
+    // it once, and the handler never runs.
+    const N: usize = 100;
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    for _ in 0..N {
+        drop(post_on_a_socket(proxy.addr, &chat_request("a", false)).await);
+    }
+    proxy.entries(N).await;
+    // Any entry beyond N would be a request recorded twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let entries = proxy.entries(N).await;
+    assert_eq!(entries.len(), N);
+    for e in &entries {
+        match e.entry.status {
+            200 => assert!(e.entry.client_request.contains("\"a\""), "{e:#?}"),
+            499 => assert_eq!(e.entry.error_type.as_deref(), Some("client_closed"), "{e:#?}"),
+            _ => panic!("{e:#?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn client_that_leaves_mid_body_is_recorded_as_499_and_a_broken_body_is_400() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
     let proxy = Proxy::start(openai_settings(&mock)).await;

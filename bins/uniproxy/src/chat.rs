@@ -30,24 +30,7 @@ pub async fn chat(
     client_addr: Option<String>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let record = RequestRecord {
-        received_ms: now_ms(),
-        platform: state.provider.kind().as_str(),
-        actual_model: state.settings.actual_name.clone(),
-        request_headers: redacted_headers(req.headers()),
-        user_agent: req
-            .headers()
-            .get(header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-        client_addr,
-        request_id: state.next_id(),
-        // Only a proxy key is hashed: without PROXY_API_KEYS the header may carry anything,
-        // an upstream key included, and nothing of it is kept.
-        key_hash: (!state.settings.proxy_api_keys.is_empty())
-            .then(|| crate::routes::bearer(req.headers()).map(key_hash))
-            .flatten(),
-        ..Default::default()
-    };
+    let record = arrival_record(&state, &req, client_addr);
     let mut pending = Pending::new(&state, record, started);
     match handle(&state, client, req, &mut pending).await {
         // The record is written (or, for a stream, carried by the relay).
@@ -71,6 +54,43 @@ pub async fn chat(
             error_response_with(&e, body)
         }
     }
+}
+
+/// What a request's record knows from its head, before anything else is read.
+fn arrival_record(
+    state: &AppState,
+    req: &Request<Incoming>,
+    client_addr: Option<String>,
+) -> RequestRecord {
+    RequestRecord {
+        received_ms: now_ms(),
+        platform: state.provider.kind().as_str(),
+        actual_model: state.settings.actual_name.clone(),
+        request_headers: redacted_headers(req.headers()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        client_addr,
+        request_id: state.next_id(),
+        // Only a proxy key is hashed: without PROXY_API_KEYS the header may carry anything,
+        // an upstream key included, and nothing of it is kept.
+        key_hash: (!state.settings.proxy_api_keys.is_empty())
+            .then(|| crate::routes::bearer(req.headers()).map(key_hash))
+            .flatten(),
+        ..Default::default()
+    }
+}
+
+/// Records a chat request whose handler never ran (see [`routes::Arrival`]), as any request
+/// cut off early is: a client's leaving (499), or the proxy's cut (503). Its body was not read.
+///
+/// [`routes::Arrival`]: crate::routes::Arrival
+pub fn record_unhandled(state: &AppState, req: &Request<Incoming>, client_addr: Option<String>) {
+    let mut record = arrival_record(state, req, client_addr);
+    record.finished_ms = now_ms();
+    ended_early(&mut record, state.cutting_off(), "its request was read");
+    state.recorder.record_now(record);
 }
 
 /// A request's record until it is handed on (to the recorder, or to a stream's relay), with

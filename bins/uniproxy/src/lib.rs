@@ -105,14 +105,9 @@ pub async fn serve_with(
         let client = client.clone();
         let peer = peer.to_string();
         let service = service_fn(move |req| {
-            let state = state.clone();
+            let arrival = routes::Arrival::new(state.clone(), req, Some(peer.clone()));
             let client = client.clone();
-            let peer = peer.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    routes::handle(state, &client, req, Some(peer)).await,
-                )
-            }
+            async move { Ok::<_, std::convert::Infallible>(arrival.handle(&client).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
