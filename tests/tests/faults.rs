@@ -247,6 +247,33 @@ async fn retry_after_is_honoured() {
 }
 
 #[tokio::test]
+async fn the_upstreams_retry_after_reaches_the_client() {
+    // Retries spent (none allowed here), the 429 goes to the client with the upstream's word on
+    // when to try again, which the OpenAI SDKs wait for; other headers stay behind.
+    let limited = error_reply(429)
+        .with_header("retry-after", "7")
+        .with_header("retry-after-ms", "6500")
+        .with_header("x-ratelimit-remaining-requests", "0");
+    let mock = MockUpstream::always(limited).await;
+    let mut settings = openai_settings(&mock);
+    settings.max_retries = 0;
+    let proxy = Proxy::start(settings).await;
+    for stream in [false, true] {
+        let resp = chat(&proxy, stream).await;
+        expect_error(&resp, 429);
+        assert_eq!(resp.header("retry-after"), Some("7"));
+        assert_eq!(resp.header("retry-after-ms"), Some("6500"));
+        assert_eq!(resp.header("x-ratelimit-remaining-requests"), None);
+    }
+    // An upstream error without them carries none.
+    let mock = MockUpstream::always(error_reply(503)).await;
+    let mut settings = openai_settings(&mock);
+    settings.max_retries = 0;
+    let proxy = Proxy::start(settings).await;
+    assert_eq!(chat(&proxy, false).await.header("retry-after"), None);
+}
+
+#[tokio::test]
 async fn max_retries_0_means_one_try() {
     let mock = MockUpstream::always(error_reply(503)).await;
     let mut settings = openai_settings(&mock);

@@ -22,6 +22,13 @@ use crate::upstream::Client;
 /// The most of an upstream's non-stream answer the proxy will buffer.
 const MAX_UPSTREAM_BODY: usize = 64 << 20;
 
+/// The headers of an upstream's error answer that say when to try again, passed on with the
+/// error: the OpenAI SDKs wait as `retry-after-ms` or `retry-after` say before they retry
+/// (without them, about a second, into the same limit). OpenAI and Anthropic send
+/// `retry-after` with a 429.
+const RETRY_HEADERS: [header::HeaderName; 2] =
+    [header::HeaderName::from_static("retry-after-ms"), header::RETRY_AFTER];
+
 /// Handles one chat completion request. Every outcome, success or failure, is recorded.
 pub async fn chat(
     state: Arc<AppState>,
@@ -51,7 +58,11 @@ pub async fn chat(
             } else {
                 pending.finish().await;
             }
-            error_response_with(&e, body)
+            let mut response = error_response_with(&e, body);
+            for (name, value) in pending.retry_headers.drain(..) {
+                response.headers_mut().insert(name, value);
+            }
+            response
         }
     }
 }
@@ -106,11 +117,20 @@ struct Pending<'a> {
     record: RequestRecord,
     upstream_wait: Duration,
     handed_on: bool,
+    /// The [`RETRY_HEADERS`] of the upstream's error answer, for the client's.
+    retry_headers: Vec<(header::HeaderName, header::HeaderValue)>,
 }
 
 impl<'a> Pending<'a> {
     fn new(state: &'a AppState, record: RequestRecord, started: Instant) -> Self {
-        Pending { state, started, record, upstream_wait: Duration::ZERO, handed_on: false }
+        Pending {
+            state,
+            started,
+            record,
+            upstream_wait: Duration::ZERO,
+            handed_on: false,
+            retry_headers: Vec::new(),
+        }
     }
 
     /// The record, for its writer: from here on its outcome is that writer's to record.
@@ -310,6 +330,12 @@ async fn handle(
                     &mut record.attempts,
                 ));
                 let response = waited(&mut pending.upstream_wait, sent).await?;
+                if !response.status().is_success() {
+                    pending.retry_headers = RETRY_HEADERS
+                        .iter()
+                        .filter_map(|n| Some((n.clone(), response.headers().get(n)?.clone())))
+                        .collect();
+                }
                 (response.status().as_u16(), response.into_body())
             }
         };
@@ -332,6 +358,7 @@ async fn handle(
                 "error" => String::from_utf8_lossy(&error[..error.len().min(300)]).into_owned());
             resends += 1;
             earlier_attempts = pending.record.attempts;
+            pending.retry_headers.clear();
             up = prepare(state, &body, &mut pending.record)?.up;
             continue;
         }
