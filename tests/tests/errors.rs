@@ -153,6 +153,32 @@ async fn upstream_error_status_and_message_are_kept() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_refuses_the_proxys_key_is_502_and_its_masked_key_stays_behind() {
+    // OpenAI's 401, which quotes the key masked: its start and its last four characters.
+    let message = "Incorrect API key provided: sk-upstr******cret. You can find your API key at https://platform.openai.com/account/api-keys.";
+    let refusal = openai_error(message, "invalid_request_error", Some("invalid_api_key"));
+    let mock = MockUpstream::always(Reply::json(401, &refusal)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    for stream in [false, true] {
+        // The client's key is not what was refused: not a 401 (the SDKs' AuthenticationError).
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", stream)).await;
+        let e = expect_error(&resp, 502);
+        assert_eq!(e["code"], "upstream_auth_failed");
+        assert!(e["message"].as_str().unwrap().contains("API_KEY"), "{e}");
+        assert!(!resp.text().contains("cret"), "{}", resp.text());
+    }
+    for e in proxy.entries(2).await {
+        assert_eq!(e.entry.status, 502);
+        let logged = e.entry.error_message.unwrap_or_default();
+        assert!(
+            logged.contains("upstream answered 401: Incorrect API key provided: [redacted]. You"),
+            "{logged}"
+        );
+        assert!(!logged.contains("cret") && !e.entry.response.contains("cret"), "{logged}");
+    }
+}
+
+#[tokio::test]
 async fn upstream_error_that_is_not_openai_shaped_still_reaches_the_client_in_that_shape() {
     // A load balancer's HTML page, and a terse error with only a message and a type.
     let html = "<html><body><h1>502 Bad Gateway</h1></body></html>";

@@ -362,7 +362,8 @@ async fn handle(
             up = prepare(state, &body, &mut pending.record)?.up;
             continue;
         }
-        return Err(ProxyError::Translate(state.provider.translate_error(status, &error)));
+        let error = state.provider.translate_error(status, &error);
+        return Err(ProxyError::from_upstream(error, state.settings.api_key.expose()));
     };
 
     if upstream_stream {

@@ -68,6 +68,12 @@ pub enum ProxyError {
     /// The request cannot be translated, or the upstream answered an error.
     #[error(transparent)]
     Translate(#[from] TranslateError),
+    /// The upstream refused the proxy's own key (a 401): clients never send the upstream's
+    /// credentials, so the proxy's configuration is at fault, not the client.
+    #[error(
+        "the upstream refused the proxy's API key (API_KEY): the proxy's configuration needs fixing"
+    )]
+    UpstreamAuth(#[source] TranslateError),
     /// The upstream could not be reached.
     #[error("could not reach the upstream")]
     UpstreamConnect(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -141,7 +147,7 @@ impl ProxyError {
             ProxyError::FunctionCallingDisabled => 400,
             ProxyError::Overloaded { .. } => 429,
             ProxyError::Translate(e) => e.status(),
-            ProxyError::UpstreamConnect(_) => 502,
+            ProxyError::UpstreamAuth(_) | ProxyError::UpstreamConnect(_) => 502,
             ProxyError::UpstreamTimeout { .. } => 504,
             ProxyError::UpstreamBody(_) | ProxyError::UpstreamTooLarge { .. } => 502,
             ProxyError::InvalidParam { .. } => 400,
@@ -173,6 +179,7 @@ impl ProxyError {
                 Fault::Client
             }
             ProxyError::Translate(_)
+            | ProxyError::UpstreamAuth(_)
             | ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamBody(_)
@@ -236,6 +243,8 @@ impl ProxyError {
             }
             // Translators complete upstream errors (every key the SDKs read is there).
             ProxyError::Translate(e) => e.to_error_response(),
+            ProxyError::UpstreamAuth(_) => ErrorResponse::new(self.to_string(), "upstream_error")
+                .with_code("upstream_auth_failed"),
             ProxyError::UpstreamConnect(_) => {
                 ErrorResponse::new(self.to_string(), "upstream_error")
                     .with_code("upstream_unreachable")
@@ -266,6 +275,16 @@ impl ProxyError {
         }
     }
 
+    /// The error for an upstream's error answer: a 401 is [`ProxyError::UpstreamAuth`], and the
+    /// message is [redacted](redact_key) of the proxy's key, for the client and the log.
+    pub fn from_upstream(mut e: TranslateError, api_key: &str) -> ProxyError {
+        let status = e.status();
+        if let TranslateError::Upstream { error, .. } = &mut e {
+            redact_key(&mut error.error.message, api_key);
+        }
+        if status == 401 { ProxyError::UpstreamAuth(e) } else { ProxyError::Translate(e) }
+    }
+
     /// The full chain of causes, for the log.
     pub fn detail(&self) -> String {
         let mut out = self.to_string();
@@ -280,5 +299,63 @@ impl ProxyError {
             source = s.source();
         }
         out
+    }
+}
+
+/// The shortest key [`redact_key`] looks for verbatim: a shorter one (a placeholder such as
+/// `x` for a local server that needs none) would match ordinary words.
+const MIN_KEY_LEN: usize = 8;
+
+/// Takes the proxy's key out of an upstream's error message: the key itself where an upstream
+/// quotes it, and any masked key (OpenAI's 401 says "Incorrect API key provided:
+/// sk-proj-ab\*\*\*…\*\*\*wxyz.", a prefix and the last four characters) whole.
+fn redact_key(message: &mut String, key: &str) {
+    if key.len() >= MIN_KEY_LEN && message.contains(key) {
+        *message = message.replace(key, "[redacted]");
+    }
+    if message.contains("***") {
+        *message = message
+            .split(' ')
+            .map(|word| {
+                if !word.contains("***") {
+                    return word.to_owned();
+                }
+                // Punctuation after the key stays.
+                let key = word.trim_end_matches(|c: char| c.is_ascii_punctuation() && c != '*');
+                format!("[redacted]{}", &word[key.len()..])
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redacted(message: &str, key: &str) -> String {
+        let mut m = message.to_owned();
+        redact_key(&mut m, key);
+        m
+    }
+
+    #[test]
+    fn the_proxys_key_leaves_an_upstreams_message_quoted_or_masked() {
+        let key = "sk-proj-UPSTREAMKEY0123456789";
+        // OpenAI's own 401 text, masked.
+        assert_eq!(
+            redacted(
+                "Incorrect API key provided: sk-proj-***********************6789. You can find your API key at https://platform.openai.com/account/api-keys.",
+                key
+            ),
+            "Incorrect API key provided: [redacted]. You can find your API key at https://platform.openai.com/account/api-keys."
+        );
+        assert_eq!(
+            redacted(&format!("bad key {key}, try again"), key),
+            "bad key [redacted], try again"
+        );
+        // Nothing else changes; a short key is not looked for.
+        assert_eq!(redacted("invalid x-api-key", key), "invalid x-api-key");
+        assert_eq!(redacted("no access to gpt-x", "x"), "no access to gpt-x");
     }
 }

@@ -35,7 +35,7 @@ pub enum TranslateError {
         source: serde_json::Error,
     },
     /// The upstream answered with an error; its status and message are kept.
-    #[error("upstream answered {status}: {}", .error.error.message)]
+    #[error("{}", upstream_message(*.status, &.error.error.message))]
     Upstream {
         /// The upstream's HTTP status.
         status: u16,
@@ -100,6 +100,16 @@ impl TranslateError {
                     .with_code("bad_upstream_response")
             }
         }
+    }
+}
+
+/// An upstream error's text for the log: its message after the status, unless the message
+/// says the status itself (as [`fallback_error`]'s do).
+fn upstream_message(status: u16, message: &str) -> Cow<'_, str> {
+    if message.starts_with("upstream answered ") {
+        Cow::Borrowed(message)
+    } else {
+        Cow::Owned(format!("upstream answered {status}: {message}"))
     }
 }
 
@@ -202,6 +212,12 @@ mod tests {
             "upstream answered 502: <html>Bad Gateway</html>"
         );
         assert_eq!(message(503, " "), "upstream answered 503 with an empty body");
+        // As an error's text, the status is said once.
+        let e = |error| TranslateError::Upstream { status: 502, error: Box::new(error) };
+        let html = fallback_error(502, b"<html>Bad Gateway</html>");
+        assert_eq!(e(html).to_string(), "upstream answered 502: <html>Bad Gateway</html>");
+        let documented = ErrorResponse::new("Overloaded", "overloaded_error");
+        assert_eq!(e(documented).to_string(), "upstream answered 502: Overloaded");
         assert_eq!(message(500, r#"{"error":" "}"#), r#"upstream answered 500: {"error":" "}"#);
         let e = fallback_error(404, br#"{"error":"gone"}"#).error;
         assert_eq!(e.kind, Some(Some("invalid_request_error".to_owned())));
