@@ -585,6 +585,36 @@ async fn models_lists_the_actual_name() {
 }
 
 #[tokio::test]
+async fn every_answer_names_its_log_entry_in_x_request_id() {
+    let mock = MockUpstream::start(|r| {
+        if r.json()["messages"][1]["content"] == "fail" {
+            Reply::json(500, &openai_error("boom", "server_error", None))
+        } else if r.json()["stream"] == true {
+            Reply::sse(text_stream(&["Hi"]))
+        } else {
+            Reply::raw_json(200, UPSTREAM_BODY)
+        }
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.max_retries = 0;
+    let proxy = Proxy::start(settings).await;
+    let mut ids = Vec::new();
+    for (stream, content, status) in [(false, "a", 200), (true, "a", 200), (false, "fail", 500)] {
+        let mut req = chat_request("a", stream);
+        req["messages"][1]["content"] = json!(content);
+        let resp = proxy.post("/v1/chat/completions", &req).await;
+        assert_eq!(resp.status, status, "{}", resp.text());
+        ids.push(resp.header("x-request-id").expect("x-request-id").to_owned());
+    }
+    // The entry the id names, not the upstream's `id` in the body.
+    let logged: Vec<String> =
+        proxy.entries(3).await.into_iter().map(|e| e.entry.request_id).collect();
+    assert_eq!(ids, logged);
+    assert!(ids.iter().all(|id| id.starts_with("chatcmpl-") && id != UPSTREAM_ID), "{ids:?}");
+}
+
+#[tokio::test]
 async fn retrieving_any_model_answers_the_actual_one() {
     let mock = MockUpstream::always(Reply::hang()).await;
     let proxy = Proxy::start(openai_settings(&mock)).await;

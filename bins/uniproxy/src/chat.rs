@@ -29,7 +29,9 @@ const MAX_UPSTREAM_BODY: usize = 64 << 20;
 const RETRY_HEADERS: [header::HeaderName; 2] =
     [header::HeaderName::from_static("retry-after-ms"), header::RETRY_AFTER];
 
-/// Handles one chat completion request. Every outcome, success or failure, is recorded.
+/// Handles one chat completion request. Every outcome, success or failure, is recorded, and
+/// every answer carries the record's id as `x-request-id` (as api.openai.com's answers carry
+/// theirs, which the SDKs give as `_request_id`): the entry to look for in the log.
 pub async fn chat(
     state: Arc<AppState>,
     client: &Client,
@@ -38,8 +40,9 @@ pub async fn chat(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let record = arrival_record(&state, &req, client_addr);
+    let request_id = header::HeaderValue::from_str(&record.request_id).ok();
     let mut pending = Pending::new(&state, record, started);
-    match handle(&state, client, req, &mut pending).await {
+    let mut response = match handle(&state, client, req, &mut pending).await {
         // The record is written (or, for a stream, carried by the relay).
         Ok(response) => response,
         Err(e) => {
@@ -64,8 +67,15 @@ pub async fn chat(
             }
             response
         }
+    };
+    if let Some(id) = request_id {
+        response.headers_mut().insert(X_REQUEST_ID, id);
     }
+    response
 }
+
+/// The answer's header that names its log entry.
+const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 /// What a request's record knows from its head, before anything else is read.
 fn arrival_record(

@@ -80,7 +80,7 @@ pub struct Query {
     /// Only streamed (`true`) or only non-streamed (`false`) requests.
     pub stream: Option<bool>,
     /// Free text searched (`LIKE '%text%'`, ASCII case-insensitive) in the
-    /// client request, upstream request, response and error message.
+    /// request id, client request, upstream request, response and error message.
     ///
     /// This reads the bodies of every row it passes over: there is no text
     /// index. Combine it with a time range on large logs; a search that
@@ -171,7 +171,7 @@ pub(crate) fn filter_clause(q: &Query) -> (String, Vec<Value>) {
     }
     if let Some(text) = q.search.as_deref().filter(|t| !t.is_empty()) {
         terms.push(
-            "(r.error_message LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM bodies b WHERE b.id = r.id AND \
+            "(r.request_id LIKE ? ESCAPE '\\' OR r.error_message LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM bodies b WHERE b.id = r.id AND \
              (b.client_request LIKE ? ESCAPE '\\' \
              OR (CASE WHEN b.upstream_copies IS NULL THEN b.upstream_request \
              ELSE uniproxy_upstream_request(b.upstream_request, b.upstream_copies, b.client_request) END) \
@@ -179,7 +179,7 @@ pub(crate) fn filter_clause(q: &Query) -> (String, Vec<Value>) {
              OR b.response LIKE ? ESCAPE '\\')))",
         );
         let pattern = like_pattern(text);
-        for _ in 0..4 {
+        for _ in 0..5 {
             args.push(Value::Text(pattern.clone()));
         }
     }

@@ -198,6 +198,10 @@ fn list_filters_and_keyset_paging() {
         if i == 42 {
             e.response = r#"{"content":"the needle_in 100% haystack"}"#.into();
         }
+        if i == 61 {
+            // An id no body holds (an OpenAI-compatible upstream's answer keeps its own).
+            e.request_id = "chatcmpl-proxy-own-61".into();
+        }
         batch.push(e);
     }
     store.insert_batch(&batch).unwrap();
@@ -253,7 +257,12 @@ fn list_filters_and_keyset_paging() {
     assert_eq!(ids.first().map(String::as_str), Some("chatcmpl-000019"));
     assert_eq!(ids.len(), 10);
 
-    // Search covers bodies and the error message; LIKE wildcards are literal.
+    // Search covers the request id, bodies and the error message; LIKE wildcards are literal.
+    let by_id = count(Query { search: Some("proxy-own-61".into()), ..Query::default() });
+    assert_eq!(
+        by_id.iter().map(|e| e.request_id.as_str()).collect::<Vec<_>>(),
+        ["chatcmpl-proxy-own-61"]
+    );
     let hits = count(Query { search: Some("needle_in 100%".into()), ..Query::default() });
     assert_eq!(hits.iter().map(|e| e.request_id.as_str()).collect::<Vec<_>>(), ["chatcmpl-000042"]);
     assert!(count(Query { search: Some("needle%haystack".into()), ..Query::default() }).is_empty());
