@@ -179,15 +179,38 @@ async fn html_200_is_502() {
     let html = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>\
                 <body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>";
     let reply = Reply::raw_json(200, html).with_content_type("text/html");
-    let (resp, entry) = run_fault(reply.clone(), false, |_| {}).await;
-    assert_eq!(expect_error(&resp, 502)["code"], "bad_upstream_response");
-    assert_entry(&entry, 502, "upstream_error");
+    // Where a stream was expected too: the page is read whole, and nothing has gone to the
+    // client yet, so it is a 502 as well, not a 200 stream of one error event.
+    for stream in [false, true] {
+        let (resp, entry) = run_fault(reply.clone(), stream, |_| {}).await;
+        assert_eq!(expect_error(&resp, 502)["code"], "bad_upstream_response");
+        assert_entry(&entry, 502, "upstream_error");
+        // The record says what came instead.
+        let logged = entry.entry.error_message.unwrap_or_default();
+        assert!(
+            logged.contains("; the upstream's answer began: <!DOCTYPE html><html><head><title>502"),
+            "{logged}"
+        );
+    }
+}
 
-    // The same page where a stream was expected: an error event, not a hang or an empty 200.
-    let (resp, entry) = run_fault(reply, true, |_| {}).await;
-    let e = expect_error_event(&resp);
-    assert_eq!(e["type"], "upstream_error");
-    assert_entry(&entry, 200, "upstream_error");
+#[tokio::test]
+async fn a_whole_answer_to_a_stream_request_is_replayed_as_a_stream() {
+    // A server that does not stream answers `stream: true` with the whole completion.
+    let mock = MockUpstream::always(Reply::json(200, &completion("all at once"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let resp = chat(&proxy, true).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    let text: String = sse_json(&resp.body)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "all at once");
+    assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(mock.only_request().json()["stream"], true, "the stream was asked for");
+    let e = proxy.only_entry().await;
+    assert_eq!((e.entry.status, e.entry.stream), (200, true), "{e:#?}");
 }
 
 #[test]

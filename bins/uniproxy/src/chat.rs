@@ -49,10 +49,14 @@ pub async fn chat(
             // The error's body is built and serialized once, for the client and the record.
             let error = e.to_error_response();
             let body = serde_json::to_vec(&error).map(Bytes::from).unwrap_or_default();
+            let mut detail = e.detail();
+            if let Some(answer) = pending.upstream_answer.take() {
+                answer_start(&mut detail, &answer);
+            }
             let record = &mut pending.record;
             record.status = e.status();
             record.error_type = error.error.kind().map(str::to_owned);
-            record.error_message = Some(e.detail());
+            record.error_message = Some(detail);
             record.response = body.clone();
             if matches!(e, ProxyError::LogStoreStuck) {
                 // Its record could not be kept either (waiting for room would hold the request
@@ -72,6 +76,26 @@ pub async fn chat(
         response.headers_mut().insert(X_REQUEST_ID, id);
     }
     response
+}
+
+/// The most of an unreadable answer a record's error quotes.
+const ANSWER_START: usize = 512;
+
+/// Adds the start of an upstream's answer that did not read as its platform's to the record's
+/// error: what the upstream sent is the first thing to look at.
+fn answer_start(detail: &mut String, answer: &[u8]) {
+    let text = String::from_utf8_lossy(&answer[..answer.len().min(ANSWER_START)]);
+    let more = if answer.len() > ANSWER_START { "…" } else { "" };
+    detail.push_str(&format!("; the upstream's answer began: {}{more}", text.trim_end()));
+}
+
+/// Whether a 2xx answer's content type says it is not an event stream: JSON (a whole answer
+/// from a server that does not stream) or HTML (a page in front of the server). Anything else,
+/// a missing type included, is read as the stream asked for.
+fn not_a_stream(content_type: &header::HeaderValue) -> bool {
+    let t = content_type.as_bytes();
+    let starts = |p: &[u8]| t.len() >= p.len() && t[..p.len()].eq_ignore_ascii_case(p);
+    starts(b"application/json") || starts(b"text/html")
 }
 
 /// The answer's header that names its log entry.
@@ -129,6 +153,9 @@ struct Pending<'a> {
     handed_on: bool,
     /// The [`RETRY_HEADERS`] of the upstream's error answer, for the client's.
     retry_headers: Vec<(header::HeaderName, header::HeaderValue)>,
+    /// A whole answer being translated: if it does not read as its platform's, its start goes
+    /// in the record's error.
+    upstream_answer: Option<Bytes>,
 }
 
 impl<'a> Pending<'a> {
@@ -140,6 +167,7 @@ impl<'a> Pending<'a> {
             upstream_wait: Duration::ZERO,
             handed_on: false,
             retry_headers: Vec::new(),
+            upstream_answer: None,
         }
     }
 
@@ -322,12 +350,12 @@ async fn handle(
 
     let mut earlier_attempts = 0;
     let mut resends = 0;
-    let (status, upstream_body): (u16, UpstreamBody) = loop {
-        let (status, upstream_body): (u16, UpstreamBody) = match &up.local_answer {
+    let (status, upstream_body, whole) = loop {
+        let (status, upstream_body, whole): (u16, UpstreamBody, bool) = match &up.local_answer {
             Some(local) => {
                 pending.record.attempts = 1;
                 let body = Full::new(local.body.clone()).map_err(|never| match never {});
-                (local.status, body.boxed_unsync())
+                (local.status, body.boxed_unsync(), false)
             }
             None => {
                 let record = &mut pending.record;
@@ -346,12 +374,13 @@ async fn handle(
                         .filter_map(|n| Some((n.clone(), response.headers().get(n)?.clone())))
                         .collect();
                 }
-                (response.status().as_u16(), response.into_body())
+                let whole = response.headers().get(header::CONTENT_TYPE).is_some_and(not_a_stream);
+                (response.status().as_u16(), response.into_body(), whole)
             }
         };
         pending.record.attempts += earlier_attempts;
         if (200..300).contains(&status) {
-            break (status, upstream_body);
+            break (status, upstream_body, whole);
         }
         let read = pin!(read_upstream(upstream_body, deadline));
         let error = waited(&mut pending.upstream_wait, read).await?;
@@ -376,7 +405,9 @@ async fn handle(
         return Err(ProxyError::from_upstream(error, state.settings.api_key.expose()));
     };
 
-    if upstream_stream {
+    // A server that answers a stream request with the whole answer (JSON), or with a page
+    // (HTML), is read whole: the answer is replayed as a stream, and a page is an error.
+    if upstream_stream && !whole {
         pending.record.status = 200;
         let translator = state.provider.stream(&ctx);
         let overhead = pending.overhead();
@@ -400,8 +431,11 @@ async fn handle(
 
     let read = pin!(read_upstream(upstream_body, deadline));
     let body = waited(&mut pending.upstream_wait, read).await?;
+    // Kept for the record's error, should the answer not read as its platform's.
+    pending.upstream_answer = Some(body.clone());
     let mut response = if client_stream {
-        // SUPPORTS_STREAMING=false: the whole answer, replayed as a valid stream.
+        // SUPPORTS_STREAMING=false, or the whole answer to a stream request: replayed as a
+        // valid stream.
         let translated = state.provider.translate_response(status, body, &ctx)?;
         pending.record.usage.clone_from(&translated.completion.usage);
         let mut sse = BytesMut::new();
@@ -421,6 +455,7 @@ async fn handle(
         pending.record.response = answer.body.clone();
         json_response(200, answer.body)
     };
+    pending.upstream_answer = None;
     pending.record.status = 200;
     response.headers_mut().insert("x-uniproxy-overhead-ms", overhead_header(pending.overhead()));
     pending.finish().await;
