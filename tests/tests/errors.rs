@@ -677,8 +677,10 @@ async fn proxy_keys_are_required_and_never_forwarded() {
         r
     };
     for key in [None, Some("wrong-key"), Some("proxy-key-")] {
-        let e = expect_error(&send(proxy.addr, with_key(key)).await, 401);
+        let resp = send(proxy.addr, with_key(key)).await;
+        let e = expect_error(&resp, 401);
         assert_eq!(e["type"], "authentication_error", "{key:?}");
+        assert!(resp.header("x-request-id").is_some(), "{key:?}");
     }
     assert!(mock.requests().is_empty());
     for path in ["/v1/models", "/v1/models/gpt-4o"] {
@@ -689,6 +691,17 @@ async fn proxy_keys_are_required_and_never_forwarded() {
 
     let ok = send(proxy.addr, with_key(Some("proxy-key-1"))).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
+    // The three refused chat requests are recorded (the admin and models ones are not), with
+    // nothing of the key sent; the one let in has its key's hash.
+    let entries = proxy.entries(4).await;
+    let statuses: Vec<u16> = entries.iter().map(|e| e.entry.status).collect();
+    assert_eq!(statuses, [401, 401, 401, 200]);
+    for e in &entries[..3] {
+        assert_eq!(e.entry.error_type.as_deref(), Some("authentication_error"), "{e:#?}");
+        assert_eq!((e.entry.key_hash.as_deref(), e.entry.client_request.as_str()), (None, ""));
+        assert!(!e.entry.request_headers.contains("proxy-key-"), "{e:#?}");
+    }
+    assert!(entries[3].entry.key_hash.is_some());
     let up = mock.only_request();
     assert_eq!(up.header("authorization"), Some(format!("Bearer {UPSTREAM_KEY}").as_str()));
     assert!(

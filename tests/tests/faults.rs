@@ -806,12 +806,16 @@ async fn no_key_reaches_a_response_the_log_file_or_the_database() {
         !format!("{:?}{}", r.headers, String::from_utf8_lossy(&r.body)).contains(PROXY_KEY)
     }));
 
-    let entries = proxy.entries(4).await;
+    let entries = proxy.entries(6).await;
     let expected = uniproxy::record::key_hash(PROXY_KEY);
-    for e in &entries {
+    for e in &entries[..4] {
         let hash = e.entry.key_hash.as_deref().expect("a key hash");
         assert_eq!(hash, expected);
         assert!(!PROXY_KEY.contains(hash) && hash.len() < PROXY_KEY.len());
+    }
+    // The refused ones are recorded with no hash of the key they sent (the upstream's, once).
+    for e in &entries[4..] {
+        assert_eq!((e.entry.status, e.entry.key_hash.as_deref()), (401, None), "{e:#?}");
     }
     proxy.finish().await;
 

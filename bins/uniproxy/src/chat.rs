@@ -39,41 +39,62 @@ pub async fn chat(
     client_addr: Option<String>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let record = arrival_record(&state, &req, client_addr);
+    let record = arrival_record(&state, &req, client_addr, true);
     let request_id = header::HeaderValue::from_str(&record.request_id).ok();
     let mut pending = Pending::new(&state, record, started);
     let mut response = match handle(&state, client, req, &mut pending).await {
         // The record is written (or, for a stream, carried by the relay).
         Ok(response) => response,
-        Err(e) => {
-            // The error's body is built and serialized once, for the client and the record.
-            let error = e.to_error_response();
-            let body = serde_json::to_vec(&error).map(Bytes::from).unwrap_or_default();
-            let mut detail = e.detail();
-            if let Some(answer) = pending.upstream_answer.take() {
-                answer_start(&mut detail, &answer);
-            }
-            let record = &mut pending.record;
-            record.status = e.status();
-            record.error_type = error.error.kind().map(str::to_owned);
-            record.error_message = Some(detail);
-            record.response = body.clone();
-            if matches!(e, ProxyError::LogStoreStuck) {
-                // Its record could not be kept either (waiting for room would hold the request
-                // until the disk has space): counted, not written.
-                pending.count_only();
-            } else {
-                pending.finish().await;
-            }
-            let mut response = error_response_with(&e, body);
-            for (name, value) in pending.retry_headers.drain(..) {
-                response.headers_mut().insert(name, value);
-            }
-            response
-        }
+        Err(e) => fail(pending, &e).await,
     };
     if let Some(id) = request_id {
         response.headers_mut().insert(X_REQUEST_ID, id);
+    }
+    response
+}
+
+/// Records a chat request refused for its key (none, or not one of PROXY_API_KEYS), as any
+/// other failure, and gives its answer: the log shows who knocked, from where, how often.
+/// Nothing of the key sent is kept, not even its hash (it may be an upstream's key).
+pub async fn refused(
+    state: &AppState,
+    req: &Request<Incoming>,
+    client_addr: Option<String>,
+) -> Response<ProxyBody> {
+    let record = arrival_record(state, req, client_addr, false);
+    let request_id = header::HeaderValue::from_str(&record.request_id).ok();
+    let mut response =
+        fail(Pending::new(state, record, Instant::now()), &ProxyError::Unauthorized).await;
+    if let Some(id) = request_id {
+        response.headers_mut().insert(X_REQUEST_ID, id);
+    }
+    response
+}
+
+/// Records a failed request and gives the client its error.
+async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
+    // The error's body is built and serialized once, for the client and the record.
+    let error = e.to_error_response();
+    let body = serde_json::to_vec(&error).map(Bytes::from).unwrap_or_default();
+    let mut detail = e.detail();
+    if let Some(answer) = pending.upstream_answer.take() {
+        answer_start(&mut detail, &answer);
+    }
+    let record = &mut pending.record;
+    record.status = e.status();
+    record.error_type = error.error.kind().map(str::to_owned);
+    record.error_message = Some(detail);
+    record.response = body.clone();
+    if matches!(e, ProxyError::LogStoreStuck) {
+        // Its record could not be kept either (waiting for room would hold the request
+        // until the disk has space): counted, not written.
+        pending.count_only();
+    } else {
+        pending.finish().await;
+    }
+    let mut response = error_response_with(e, body);
+    for (name, value) in pending.retry_headers.drain(..) {
+        response.headers_mut().insert(name, value);
     }
     response
 }
@@ -101,11 +122,13 @@ fn not_a_stream(content_type: &header::HeaderValue) -> bool {
 /// The answer's header that names its log entry.
 const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
-/// What a request's record knows from its head, before anything else is read.
+/// What a request's record knows from its head, before anything else is read; `authorized`:
+/// whether it carries a client key, the only key whose hash is kept.
 fn arrival_record(
     state: &AppState,
     req: &Request<Incoming>,
     client_addr: Option<String>,
+    authorized: bool,
 ) -> RequestRecord {
     RequestRecord {
         received_ms: now_ms(),
@@ -118,9 +141,10 @@ fn arrival_record(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         client_addr,
         request_id: state.next_id(),
-        // Only a proxy key is hashed: without PROXY_API_KEYS the header may carry anything,
-        // an upstream key included, and nothing of it is kept.
-        key_hash: (!state.settings.proxy_api_keys.is_empty())
+        // Only a proxy key is hashed: without PROXY_API_KEYS, or with a key that is none of
+        // them, the header may carry anything, an upstream key included, and nothing of it is
+        // kept.
+        key_hash: (authorized && !state.settings.proxy_api_keys.is_empty())
             .then(|| crate::routes::bearer(req.headers()).map(key_hash))
             .flatten(),
         ..Default::default()
@@ -131,8 +155,13 @@ fn arrival_record(
 /// cut off early is: a client's leaving (499), or the proxy's cut (503). Its body was not read.
 ///
 /// [`routes::Arrival`]: crate::routes::Arrival
-pub fn record_unhandled(state: &AppState, req: &Request<Incoming>, client_addr: Option<String>) {
-    let mut record = arrival_record(state, req, client_addr);
+pub fn record_unhandled(
+    state: &AppState,
+    req: &Request<Incoming>,
+    client_addr: Option<String>,
+    authorized: bool,
+) {
+    let mut record = arrival_record(state, req, client_addr, authorized);
     record.finished_ms = now_ms();
     ended_early(&mut record, state.cutting_off(), "its request was read");
     state.recorder.record_now(record);

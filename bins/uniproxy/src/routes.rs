@@ -173,10 +173,10 @@ impl Arrival {
 impl Drop for Arrival {
     fn drop(&mut self) {
         let Some(req) = self.req.take() else { return };
-        // As the handler would have recorded it: a chat request with a client key.
-        let chat = route_of(req.uri().path()) == Some(Route::Chat) && req.method() == Method::POST;
-        if chat && authorized(&self.state, &req) {
-            chat::record_unhandled(&self.state, &req, self.client_addr.take());
+        // Every chat request is recorded, with a client key or not (see [`chat::refused`]).
+        if route_of(req.uri().path()) == Some(Route::Chat) && req.method() == Method::POST {
+            let authorized = authorized(&self.state, &req);
+            chat::record_unhandled(&self.state, &req, self.client_addr.take(), authorized);
         }
     }
 }
@@ -227,6 +227,9 @@ async fn dispatch(
         Access::Admin => admin::authorized(state, req.headers()),
     };
     if !permitted {
+        if route == Route::Chat {
+            return chat::refused(state, &req, client_addr).await;
+        }
         return error_response(&ProxyError::Unauthorized);
     }
     let query = req.uri().query().map(str::to_owned);
