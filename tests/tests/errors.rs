@@ -83,6 +83,28 @@ async fn a_missing_member_is_400_naming_it_as_openai_does() {
 }
 
 #[tokio::test]
+async fn a_compressed_body_is_415_naming_its_encoding() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let with_coding = |coding: &str, body: Vec<u8>| {
+        let mut r = request(Method::POST, "/v1/chat/completions", Bytes::from(body));
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        r.headers_mut().insert("content-encoding", coding.parse().unwrap());
+        r
+    };
+    let json = chat_request("a", false).to_string().into_bytes();
+    let resp = send(proxy.addr, with_coding("gzip", gzip_stored(&json))).await;
+    let e = expect_error(&resp, 415);
+    assert_eq!(e["code"], "unsupported_content_encoding");
+    assert!(e["message"].as_str().unwrap().contains("`gzip`"), "{e}");
+    assert!(mock.requests().is_empty());
+    // `identity` is no encoding at all.
+    assert_eq!(send(proxy.addr, with_coding("Identity", json)).await.status, 200);
+    let statuses: Vec<u16> = proxy.entries(2).await.iter().map(|e| e.entry.status).collect();
+    assert_eq!(statuses, [415, 200]);
+}
+
+#[tokio::test]
 async fn body_over_max_body_size_is_413() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
     let mut settings = openai_settings(&mock);

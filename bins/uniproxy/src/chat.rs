@@ -256,6 +256,13 @@ fn overhead_header(overhead: Duration) -> header::HeaderValue {
 }
 
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ProxyError> {
+    // A compressed body would read as bad JSON ("line 1 column 1"): say what is wrong instead.
+    if let Some(coding) = req.headers().get(header::CONTENT_ENCODING)
+        && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        let coding = String::from_utf8_lossy(coding.as_bytes()).into_owned();
+        return Err(ProxyError::UnsupportedEncoding { coding });
+    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -33,6 +33,14 @@ pub enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// The body comes compressed (`Content-Encoding`), which the proxy does not undo.
+    #[error(
+        "request bodies with Content-Encoding `{coding}` are not supported: send the body uncompressed"
+    )]
+    UnsupportedEncoding {
+        /// The encoding named.
+        coding: String,
+    },
     /// The client's body could not be read.
     #[error("could not read the request body")]
     BodyRead(#[source] hyper::Error),
@@ -140,6 +148,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => 405,
             ProxyError::Unauthorized => 401,
             ProxyError::BodyTooLarge { .. } => 413,
+            ProxyError::UnsupportedEncoding { .. } => 415,
             ProxyError::BodyRead(_) | ProxyError::InvalidBody(_) => 400,
             ProxyError::BodyCut(_) => 499,
             ProxyError::BodyTimeout => 408,
@@ -164,6 +173,7 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::Unauthorized
             | ProxyError::BodyTooLarge { .. }
+            | ProxyError::UnsupportedEncoding { .. }
             | ProxyError::BodyRead(_)
             | ProxyError::BodyCut(_)
             | ProxyError::BodyTimeout
@@ -209,6 +219,10 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => {
                 ErrorResponse::new(self.to_string(), "invalid_request_error")
                     .with_code("request_too_large")
+            }
+            ProxyError::UnsupportedEncoding { .. } => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error")
+                    .with_code("unsupported_content_encoding")
             }
             ProxyError::BodyRead(_) => {
                 ErrorResponse::new(self.to_string(), "invalid_request_error")
