@@ -14,12 +14,12 @@
 //! | `assistant` text / refusal, `tool_calls`, legacy `function_call` | `model` content: `text`, `functionCall {id, name, args}` (args parsed; `""` is `{}`) |
 //! | `tool_calls[].extra_content.google.thought_signature` | `thoughtSignature` on that `functionCall` part (Gemini 3 wants it back; for a Gemini 3 model, a turn whose calls have none gets Google's `skip_thought_signature_validator` on its first) |
 //! | `tool` messages (consecutive ones in one `user` content), legacy `function` messages | `functionResponse {id, name, response}`: the name is the matching call's; `response` is the content when it is a JSON object, else `{"result": <the JSON value or the text>}` |
-//! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by [`schema`](self::schema) (a parameter-less object is left out, as Gemini refuses empty `OBJECT`s) |
+//! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by [`schema`](self::schema) (a parameter-less object is left out, as Gemini refuses empty `OBJECT`s; a schema with an object of unlisted keys, a map, goes as `parametersJsonSchema`) |
 //! | `tool_choice` `auto` / `none` / `required` / named | `toolConfig.functionCallingConfig.mode` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
 //! | `tool_choice` `allowed_tools` (mode `auto` / `required`) | only the allowed tools' declarations (the others named in `dropped`: Gemini takes a list of allowed functions only with `ANY`), mode `AUTO` / `ANY`; a name no tool of the request has is a 400 |
 //! | `temperature`, `top_p`, `top_k` (extension), `n`, `stop`, `seed`, `presence_penalty`, `frequency_penalty` | `generationConfig.temperature`, `topP`, `topK`, `candidateCount`, `stopSequences`, `seed`, `presencePenalty`, `frequencyPenalty` |
 //! | `max_completion_tokens` / `max_tokens`, capped by `MAX_TOKENS` (and set to it when absent) | `generationConfig.maxOutputTokens` |
-//! | `response_format` `json_object` / `json_schema` | `responseMimeType: application/json` (+ `responseSchema`, reduced) |
+//! | `response_format` `json_object` / `json_schema` | `responseMimeType: application/json` (+ `responseSchema`, reduced; `responseJsonSchema` for a schema with a map) |
 //! | `reasoning_effort` `none` / `minimal` / `low` / `medium` / `high` (and `xhigh`, `max`) | `thinkingConfig.thinkingBudget` 0 / 512 / 1024 / 8192 / 24576 (the largest every 2.5 model takes), with `includeThoughts: true` (except for `none`) so the thoughts come back as `reasoning_content` |
 //!
 //! **Dropped** (named in [`UpstreamRequest::dropped`]): `logit_bias`, `user`, `metadata`, `store`,

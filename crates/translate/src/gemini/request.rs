@@ -367,26 +367,28 @@ impl Builder {
         if f.strict.is_some() {
             self.drop(format!("{at}.strict"));
         }
-        let parameters = match &f.parameters {
-            None => None,
-            Some(p) => {
-                let reduced = schema::reduce(p)
-                    .map_err(|e| unsupported(format!("{at}.parameters{}", e.path)))?;
-                // Gemini refuses an OBJECT without properties; a function without parameters
-                // is said by leaving them out.
-                let empty = reduced
-                    .get("properties")
-                    .and_then(Value::as_object)
-                    .is_none_or(|p| p.is_empty())
+        let (mut parameters, mut parameters_json_schema) = (None, None);
+        if let Some(p) = &f.parameters {
+            let reduced =
+                schema::reduce(p).map_err(|e| unsupported(format!("{at}.parameters{}", e.path)))?;
+            // Gemini refuses an OBJECT without properties. A function without parameters is
+            // said by leaving them out; one that takes any keys (`additionalProperties`), or
+            // an object of that kind inside, goes as JSON Schema, which can say it.
+            let empty =
+                reduced.get("properties").and_then(Value::as_object).is_none_or(|p| p.is_empty())
                     && reduced.get("anyOf").is_none()
                     && reduced.get("type").is_none_or(|t| t == "OBJECT");
-                (!empty).then_some(reduced)
+            if schema::has_open_object(&reduced) || (empty && schema::takes_any_keys(p)) {
+                parameters_json_schema = Some(schema::for_json_schema(p));
+            } else if !empty {
+                parameters = Some(reduced);
             }
-        };
+        }
         Ok(FunctionDeclaration {
             name: f.name.clone(),
             description: f.description.clone(),
             parameters,
+            parameters_json_schema,
         })
     }
 
@@ -426,7 +428,12 @@ impl Builder {
                     let reduced = schema::reduce(s).map_err(|e| {
                         unsupported(format!("response_format.json_schema.schema{}", e.path))
                     })?;
-                    g.response_schema = Some(reduced);
+                    // An object without properties (a map) anywhere: as JSON Schema.
+                    if schema::is_open_object(&reduced) || schema::has_open_object(&reduced) {
+                        g.response_json_schema = Some(schema::for_json_schema(s));
+                    } else {
+                        g.response_schema = Some(reduced);
+                    }
                 }
                 if json_schema.strict.is_some() {
                     self.drop("response_format.json_schema.strict");

@@ -21,6 +21,12 @@
 //!   validation rules Gemini cannot state, and dropping them widens what the model may send
 //!   without changing what a property means.
 //! - `true` is the empty schema; `false`, or a schema that is not an object, is refused.
+//!
+//! One thing the subset cannot say at all: an object whose keys are not listed (a map,
+//! `additionalProperties`, or `{"type": "object"}` alone). Gemini refuses an `OBJECT` without
+//! properties ("properties: should be non-empty for OBJECT type"). A schema with such an object
+//! goes instead as JSON Schema (`parametersJsonSchema`, `responseJsonSchema`), which Gemini
+//! takes with the keywords its API reference lists ([`for_json_schema`]).
 
 use serde_json::{Map, Value, json};
 
@@ -278,6 +284,88 @@ impl Reducer<'_> {
         self.refs.pop();
         reduced
     }
+}
+
+/// Whether a reduced schema is an object without properties (see the module docs).
+pub(crate) fn is_open_object(reduced: &Value) -> bool {
+    reduced.get("type").and_then(Value::as_str) == Some("OBJECT")
+        && reduced.get("properties").and_then(Value::as_object).is_none_or(Map::is_empty)
+}
+
+/// Whether a reduced schema has an object without properties below its root.
+pub(crate) fn has_open_object(reduced: &Value) -> bool {
+    let Some(node) = reduced.as_object() else { return false };
+    let properties = node.get("properties").and_then(Value::as_object).into_iter().flatten();
+    let any_of = node.get("anyOf").and_then(Value::as_array).into_iter().flatten();
+    properties
+        .map(|(_, v)| v)
+        .chain(node.get("items"))
+        .chain(any_of)
+        .any(|child| is_open_object(child) || has_open_object(child))
+}
+
+/// Whether a JSON schema's root takes keys it does not list: `additionalProperties` that is
+/// `true` or a schema.
+pub(crate) fn takes_any_keys(schema: &Value) -> bool {
+    schema.get("additionalProperties").is_some_and(|a| a.is_object() || *a == Value::Bool(true))
+}
+
+/// The JSON Schema keywords Gemini's `parametersJsonSchema` and `responseJsonSchema` take.
+const JSON_SCHEMA_KEPT: &[&str] = &[
+    "$id",
+    "$defs",
+    "definitions",
+    "$ref",
+    "$anchor",
+    "type",
+    "format",
+    "title",
+    "description",
+    "enum",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "minimum",
+    "maximum",
+    "anyOf",
+    "oneOf",
+    "properties",
+    "additionalProperties",
+    "required",
+    "propertyOrdering",
+];
+
+/// A JSON schema with only the keywords Gemini takes as JSON Schema ([`JSON_SCHEMA_KEPT`]; a
+/// `const` becomes a one-value `enum`, `definitions` stays for the `$ref`s into it); the rest
+/// (`$schema`, `default`, `examples`, `pattern`, …) is left out, as [`reduce`] leaves it out.
+pub(crate) fn for_json_schema(schema: &Value) -> Value {
+    let Value::Object(node) = schema else { return schema.clone() };
+    let each = |map: &Value| match map {
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), for_json_schema(v))).collect())
+        }
+        other => other.clone(),
+    };
+    let mut out = Map::new();
+    for (key, value) in node {
+        let kept = match key.as_str() {
+            "properties" | "$defs" | "definitions" => each(value),
+            "items" | "additionalProperties" => for_json_schema(value),
+            "prefixItems" | "anyOf" | "oneOf" => match value {
+                Value::Array(all) => Value::Array(all.iter().map(for_json_schema).collect()),
+                other => other.clone(),
+            },
+            "const" => {
+                out.entry("enum").or_insert_with(|| json!([value]));
+                continue;
+            }
+            k if JSON_SCHEMA_KEPT.contains(&k) => value.clone(),
+            _ => continue,
+        };
+        out.insert(key.clone(), kept);
+    }
+    Value::Object(out)
 }
 
 fn set_type(out: &mut Map<String, Value>, t: &str) {

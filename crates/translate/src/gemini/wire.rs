@@ -155,6 +155,10 @@ pub(crate) struct FunctionDeclaration {
     /// The arguments' schema, in Gemini's OpenAPI subset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) parameters: Option<Value>,
+    /// The arguments' schema as JSON Schema, where the subset cannot state it (instead of
+    /// `parameters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) parameters_json_schema: Option<Value>,
 }
 
 /// Tool configuration.
@@ -189,6 +193,10 @@ pub(crate) struct GenerationConfig {
     /// Output schema, in Gemini's OpenAPI subset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) response_schema: Option<Value>,
+    /// Output schema as JSON Schema, where the subset cannot state it (instead of
+    /// `response_schema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) response_json_schema: Option<Value>,
     /// Number of candidates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) candidate_count: Option<u32>,
