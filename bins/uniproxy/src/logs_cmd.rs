@@ -108,6 +108,17 @@ pub enum LogsError {
     /// A positional argument too many.
     #[error("unexpected argument `{0}`")]
     Extra(String),
+    /// A `prune` limit of 0, which in LOG_RETENTION_DAYS and LOG_MAX_ROWS means no limit, but
+    /// on the command line would delete every entry.
+    #[error(
+        "{option} 0 would delete every entry (in LOG_RETENTION_DAYS and LOG_MAX_ROWS, 0 means \
+         no limit); give at least 1, or delete the database file (DATABASE_URL) while the \
+         proxy is stopped to empty the log"
+    )]
+    ZeroLimit {
+        /// The option.
+        option: &'static str,
+    },
     /// `prune` was given no limit and none is configured.
     #[error(
         "nothing to prune by: give --older-than, --max-rows or --max-bytes \
@@ -261,7 +272,8 @@ fn report(e: &LogsError, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         | LogsError::Conflict(..)
         | LogsError::Missing { .. }
         | LogsError::Extra(_)
-        | LogsError::NoLimit => {
+        | LogsError::NoLimit
+        | LogsError::ZeroLimit { .. } => {
             // lexopt's messages already include their cause: no chain here.
             let _ = writeln!(err, "uniproxy logs: {e}\n\n{USAGE}");
             ExitCode::from(2)

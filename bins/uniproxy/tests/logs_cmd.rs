@@ -466,6 +466,14 @@ fn prune_deletes_old_rows_and_reports_counts() {
     assert!(o.out.starts_with("deleted 2 entries (2 beyond 2 rows)\n"), "{}", o.out);
     assert_eq!(json_ids(&run(&f.settings, &["list", "--json"]).out), [5, 4]);
 
+    // A limit of 0, which in the settings means none: refused, not every entry deleted.
+    for option in ["--older-than", "--max-rows", "--max-bytes"] {
+        let o = run(&f.settings, &["prune", option, "0"]);
+        assert_eq!(o.code, ExitCode::from(2), "{option}");
+        assert!(o.err.contains(&format!("{option} 0 would delete every entry")), "{}", o.err);
+    }
+    assert_eq!(count(&f.path), 2);
+
     // No limit given and none configured: a usage error.
     let o = run(&f.settings, &["prune"]);
     assert_eq!(o.code, ExitCode::from(2));

@@ -328,12 +328,23 @@ fn command(r: Raw, now_ms: i64) -> Result<Command, LogsError> {
             })?;
             Command::Export { query, format, output: r.output }
         }
-        Sub::Prune => Command::Prune {
-            older_than_days: r.older_than,
-            max_rows: r.max_rows,
-            max_bytes: r.max_bytes,
-            dry_run: r.dry_run,
-        },
+        Sub::Prune => {
+            for (option, zero) in [
+                ("--older-than", r.older_than == Some(0)),
+                ("--max-rows", r.max_rows == Some(0)),
+                ("--max-bytes", r.max_bytes == Some(0)),
+            ] {
+                if zero {
+                    return Err(LogsError::ZeroLimit { option });
+                }
+            }
+            Command::Prune {
+                older_than_days: r.older_than,
+                max_rows: r.max_rows,
+                max_bytes: r.max_bytes,
+                dry_run: r.dry_run,
+            }
+        }
         Sub::Import => Command::Import { file: r.positional.get(1).map(PathBuf::from) },
     })
 }
