@@ -59,17 +59,22 @@ async fn free_port() -> u16 {
 /// its stderr goes to `dir/stderr.txt`. The workspace's other tests bind ports of their own
 /// meanwhile, and one may take the port between the look and the bind (the binary then exits
 /// 1, "cannot listen"), or answer a probe meant for the binary: then it starts again on
-/// another port. Only this binary's `/health` counts.
+/// another port. Only this binary's `/health` counts. HOST is 127.0.0.1 unless `env` sets it
+/// (to `localhost`, `0.0.0.0`: it is probed on 127.0.0.1, and on ::1 for `localhost`).
 async fn spawn_ready(dir: &Path, env: &[(&str, &str)]) -> (KillOnDrop, SocketAddr) {
     let stderr_text = || std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
     for _ in 0..5 {
         let port = free_port().await;
         let port_text = port.to_string();
         let mut env = env.to_vec();
-        env.extend([("HOST", "127.0.0.1"), ("PORT", port_text.as_str())]);
+        if !env.iter().any(|(name, _)| *name == "HOST") {
+            env.push(("HOST", "127.0.0.1"));
+        }
+        env.push(("PORT", port_text.as_str()));
         let stderr = std::fs::File::create(dir.join("stderr.txt")).unwrap();
         let mut child = KillOnDrop(command(dir, &env).stderr(stderr).spawn().unwrap());
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let v4: SocketAddr = ([127, 0, 0, 1], port).into();
+        let v6: SocketAddr = (std::net::Ipv6Addr::LOCALHOST, port).into();
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = child.0.try_wait().unwrap() {
@@ -80,8 +85,10 @@ async fn spawn_ready(dir: &Path, env: &[(&str, &str)]) -> (KillOnDrop, SocketAdd
                 );
                 break;
             }
-            if answers_health(addr).await && child.0.try_wait().unwrap().is_none() {
-                return (child, addr);
+            for addr in [v4, v6] {
+                if answers_health(addr).await && child.0.try_wait().unwrap().is_none() {
+                    return (child, addr);
+                }
             }
             assert!(Instant::now() < deadline, "uniproxy did not start: {}", stderr_text());
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -244,6 +251,24 @@ async fn bad_settings_exit_2_naming_each_setting_before_binding() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert_eq!(status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn only_a_proxy_open_beyond_loopback_without_keys_is_warned_about() {
+    for (host, warned) in [("localhost", false), ("127.0.0.1", false), ("0.0.0.0", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_proxy, _) = spawn_ready(dir.path(), &[("HOST", host)]).await;
+        // The start-up lines go through the logger's thread: the mock's warning comes last.
+        let deadline = Instant::now() + PATIENCE;
+        let stderr = loop {
+            let text = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap();
+            if text.contains("no TYPE configured") || Instant::now() > deadline {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(stderr.contains("non-loopback address"), warned, "HOST={host}: {stderr}");
+    }
 }
 
 #[tokio::test]

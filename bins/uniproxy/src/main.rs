@@ -1,6 +1,5 @@
 //! `uniproxy`: reads the settings and serves. Exit status 2 for bad settings.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -74,7 +73,6 @@ fn main() -> ExitCode {
     let logs = logging::root(file);
     let log = logs.logger.clone();
     let defaulted = settings.type_was_defaulted();
-    let exposed = settings.host.parse::<IpAddr>().map_or(true, |ip| !ip.is_loopback());
     let open = settings.proxy_api_keys.is_empty();
     let addr = settings.listen_addr();
     // Built before the runtime: opening the log store is blocking file I/O.
@@ -91,8 +89,9 @@ fn main() -> ExitCode {
     // pool, so a request's work (both connections, parsing, translation) stays on one thread.
     // Measured against one multi-threaded runtime: about 15% less CPU per request.
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let (bound, mut sockets) = match uniproxy::listen::bind(&addr, threads) {
-        Ok((local, sockets)) => (local.to_string(), sockets.into_iter()),
+    // Read from the address bound, not from HOST: `localhost` is a name for a loopback one.
+    let (bound, exposed, mut sockets) = match uniproxy::listen::bind(&addr, threads) {
+        Ok((local, sockets)) => (local.to_string(), !local.ip().is_loopback(), sockets.into_iter()),
         Err(e) => {
             eprintln!("uniproxy: cannot listen on {addr}: {e}");
             return ExitCode::FAILURE;
@@ -148,18 +147,18 @@ fn main() -> ExitCode {
             "model" => &served.settings.actual_name,
             "threads" => threads,
             "log_store" => served.settings.database_path.display().to_string());
-        if defaulted {
-            warn!(
-                log,
-                "no TYPE configured: serving the built-in mock model. \
-                To use a real one, copy .env.example to .env and set TYPE, API_KEY and ACTUAL_NAME"
-            );
-        }
         if exposed && open {
             warn!(
                 log,
                 "listening on a non-loopback address with no PROXY_API_KEYS: \
                 anyone who can reach this port can spend your upstream API key"
+            );
+        }
+        if defaulted {
+            warn!(
+                log,
+                "no TYPE configured: serving the built-in mock model. \
+                To use a real one, copy .env.example to .env and set TYPE, API_KEY and ACTUAL_NAME"
             );
         }
         let shutdown = async move {
