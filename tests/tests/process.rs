@@ -253,6 +253,21 @@ async fn bad_settings_exit_2_naming_each_setting_before_binding() {
     assert_eq!(status.code(), Some(2));
 }
 
+#[test]
+fn logs_help_shows_where_the_settings_are_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "API_KEY=\"sk-unterminated\nPORT=1\n").unwrap();
+    for args in [&["logs", "--help"][..], &["logs", "help"][..]] {
+        let o = command(dir.path(), &[]).args(args).stdout(Stdio::piped()).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("USAGE"), "{args:?}");
+    }
+    // Any other command reads the settings, and says what is wrong with them.
+    let o = command(dir.path(), &[]).args(["logs", "list"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(".env"));
+}
+
 #[tokio::test]
 async fn only_a_proxy_open_beyond_loopback_without_keys_is_warned_about() {
     for (host, warned) in [("localhost", false), ("127.0.0.1", false), ("0.0.0.0", true)] {

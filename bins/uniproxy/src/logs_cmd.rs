@@ -216,6 +216,13 @@ pub fn run_from_process(config: Option<PathBuf>, args: Vec<OsString>) -> ExitCod
         Ok(i) => i,
         Err(e) => return report(&e, &mut out, &mut err),
     };
+    // Help needs no settings: it shows even where the settings are broken.
+    if matches!(invocation.command, Command::Help) {
+        return match out.write_all(USAGE.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&LogsError::from(e), &mut out, &mut err),
+        };
+    }
     let settings = match load(&Sources::from_process(invocation.config.or(config))) {
         Ok(s) => s,
         Err(e) => {
