@@ -311,6 +311,54 @@ async fn a_second_proxy_on_a_port_in_use_exits_1_and_the_first_keeps_serving() {
 }
 
 #[tokio::test]
+async fn an_old_services_database_at_database_url_is_left_alone_and_the_log_kept_beside_it() {
+    // An old `.env`'s DATABASE_URL, with the old service's file there: its own `requests`.
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("proxy.db");
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE requests (id INTEGER PRIMARY KEY, created_at TEXT, prompt TEXT);
+         INSERT INTO requests (created_at, prompt) VALUES ('2025-01-01', 'hi');",
+    )
+    .unwrap();
+    drop(conn);
+    let (proxy, addr) = spawn_ready(dir.path(), &[]).await;
+    let asked =
+        support::send(addr, post_request("/v1/chat/completions", &chat_request("a", false)));
+    assert_eq!(asked.await.status, 200);
+    let own = dir.path().join("proxy.uniproxy.db");
+    let options = uniproxy_logstore::StoreOptions { read_only: true, ..Default::default() };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let stored = uniproxy_logstore::LogStore::open(&own, options.clone())
+            .and_then(|s| s.list(&uniproxy_logstore::Query::default()));
+        if stored.is_ok_and(|page| page.items.len() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no entry in {}", own.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap();
+    assert!(
+        stderr.contains("another program's database") && stderr.contains("requests"),
+        "{stderr}"
+    );
+    // The old file is as it was: one table, one row, no schema version.
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT count(*) FROM sqlite_schema"), 1);
+    assert_eq!(count("SELECT count(*) FROM requests"), 1);
+    assert_eq!(count("PRAGMA user_version"), 0);
+    // The logs commands read the same file as the proxy.
+    let o =
+        command(dir.path(), &[]).args(["logs", "list", "--json"]).stdout(Stdio::piped()).output();
+    let o = o.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    drop(proxy);
+}
+
+#[tokio::test]
 async fn entries_left_in_the_spill_files_are_loaded_at_start() {
     let dir = tempfile::tempdir().unwrap();
     // Left by an earlier run, written as the proxy's writer spills: the spill file, and one

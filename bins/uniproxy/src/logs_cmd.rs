@@ -335,9 +335,11 @@ fn execute(
     }
 }
 
-/// Opens the configured database, never creating it.
+/// Opens the configured database (the proxy's own beside another program's: see
+/// [`database_file`](crate::state::database_file)), never creating it.
 fn open(settings: &Settings, read_only: bool) -> Result<LogStore, LogsError> {
-    let path = &settings.database_path;
+    let (path, _) = crate::state::database_file(&settings.database_path);
+    let path = &path;
     if !path.is_file() {
         return Err(LogsError::NoDatabase { path: path.clone() });
     }

@@ -49,13 +49,16 @@ fn main() -> ExitCode {
             Err(e) => return bad_usage(&e.to_string()),
         }
     }
-    let settings = match load(&Sources::from_process(config_file)) {
+    let mut settings = match load(&Sources::from_process(config_file)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("uniproxy: {e}");
             return ExitCode::from(2);
         }
     };
+    let configured_database = settings.database_path.clone();
+    let (database, foreign) = uniproxy::state::database_file(&configured_database);
+    settings.database_path = database;
     let file = match logging::RotatingFile::open(
         &settings.log_file_path,
         settings.log_file_max_bytes,
@@ -147,6 +150,16 @@ fn main() -> ExitCode {
             "model" => &served.settings.actual_name,
             "threads" => threads,
             "log_store" => served.settings.database_path.display().to_string());
+        if !foreign.is_empty() {
+            warn!(
+                log,
+                "DATABASE_URL names another program's database (the service uniproxy replaces?): \
+                uniproxy keeps its log in a file of its own beside it";
+                "database_url" => configured_database.display().to_string(),
+                "its_tables" => foreign.join(", "),
+                "log_store" => served.settings.database_path.display().to_string()
+            );
+        }
         if exposed && open {
             warn!(
                 log,

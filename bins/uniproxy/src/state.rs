@@ -1,5 +1,6 @@
 //! What every request handler shares, built once at start-up.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -76,10 +77,31 @@ pub enum StartError {
 }
 
 /// Where the log store spills entries it cannot write to the database: beside the JSON log.
-pub fn spill_path(settings: &Settings) -> std::path::PathBuf {
+pub fn spill_path(settings: &Settings) -> PathBuf {
     let mut p = settings.log_file_path.clone().into_os_string();
     p.push(".spill.jsonl");
     p.into()
+}
+
+/// The log database to use for DATABASE_URL's file, and the tables that made it move.
+///
+/// An old `.env` names the database of the service uniproxy replaces, which holds that
+/// service's own tables: uniproxy does not add its tables to another program's file (nor
+/// stop at a table of the same name). It keeps its log in a file of its own beside it,
+/// `NAME.uniproxy.db`, and keeps using that one once the old file is gone. A file that cannot
+/// be read as a database is left for the store's open to report.
+pub fn database_file(configured: &Path) -> (PathBuf, Vec<String>) {
+    let own = {
+        let stem = configured.file_stem().unwrap_or(configured.as_os_str());
+        let mut name = stem.to_os_string();
+        name.push(".uniproxy.db");
+        configured.with_file_name(name)
+    };
+    match LogStore::foreign_tables(configured) {
+        Ok(tables) if !tables.is_empty() => (own, tables),
+        _ if !configured.exists() && own.is_file() => (own, Vec::new()),
+        _ => (configured.to_path_buf(), Vec::new()),
+    }
 }
 
 impl AppState {

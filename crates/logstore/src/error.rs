@@ -74,6 +74,16 @@ pub enum StoreError {
         /// The row id.
         id: i64,
     },
+    /// The database has tables uniproxy did not create: another program's (the service
+    /// uniproxy replaces kept its own database where `DATABASE_URL` pointed).
+    #[error(
+        "the database is another program's: it has tables uniproxy did not create ({})",
+        tables.join(", ")
+    )]
+    Foreign {
+        /// Its tables.
+        tables: Vec<String>,
+    },
     /// Reading file metadata (for the size or the identity of the file) failed.
     #[error("cannot inspect {path}")]
     Io {

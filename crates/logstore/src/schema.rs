@@ -22,6 +22,19 @@ pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
 }
 
+/// The tables of a database that uniproxy did not create: every migration sets
+/// `user_version` in the transaction that creates its tables, so a database with tables
+/// and version 0 is another program's. Empty for a fresh file or one of ours.
+pub(crate) fn foreign_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    if user_version(conn)? != 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )?;
+    stmt.query_map([], |row| row.get(0))?.collect()
+}
+
 /// Brings a writable connection's database up to [`SCHEMA_VERSION`].
 ///
 /// A fresh file first gets 16 KiB pages and `auto_vacuum = INCREMENTAL` (both
@@ -31,6 +44,13 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         user_version(conn).map_err(|source| StoreError::Migration { version: 0, source })?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaVersion { found, expected: SCHEMA_VERSION });
+    }
+    let tables =
+        foreign_tables(conn).map_err(|source| StoreError::Migration { version: 0, source })?;
+    if !tables.is_empty() {
+        // Adding ours beside them would mix two programs' data in one file, and a table of
+        // the same name stops the migration half-way.
+        return Err(StoreError::Foreign { tables });
     }
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))

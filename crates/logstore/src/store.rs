@@ -112,6 +112,23 @@ impl LogStore {
         })
     }
 
+    /// The tables of the database at `path` that uniproxy did not create (see
+    /// [`StoreError::Foreign`]): empty when there is no file, or an empty one, or a uniproxy
+    /// log database. The file is opened read-only and never created.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] if the file exists but cannot be read as a database.
+    pub fn foreign_tables(path: &Path) -> Result<Vec<String>, StoreError> {
+        if !path.is_file() {
+            return Ok(Vec::new());
+        }
+        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(open_err)?;
+        schema::foreign_tables(&conn).map_err(open_err)
+    }
+
     /// Opens a private in-memory database (for tests and tools). It uses one
     /// connection, so readers and writers take turns.
     ///
@@ -391,6 +408,10 @@ fn open_file(path: &Path, options: &StoreOptions) -> Result<Current, StoreError>
     setup.busy_timeout(options.busy_timeout).map_err(open_err)?;
     if options.read_only {
         let found = schema::user_version(&setup).map_err(open_err)?;
+        let tables = schema::foreign_tables(&setup).map_err(open_err)?;
+        if !tables.is_empty() {
+            return Err(StoreError::Foreign { tables });
+        }
         if found != SCHEMA_VERSION {
             return Err(StoreError::SchemaVersion { found, expected: SCHEMA_VERSION });
         }

@@ -573,3 +573,43 @@ fn in_memory_store_works() {
     assert_eq!(store.count().unwrap(), 2);
     assert_eq!(store.list(&Query::default()).unwrap().items[0].request_id, "chatcmpl-000002");
 }
+
+#[test]
+fn another_programs_database_is_refused_whole_not_added_to() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a Python service of its own kind keeps: a `requests` table (uniproxy's name too),
+    // and one that is not.
+    let path = dir.path().join("logs.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE requests (id INTEGER PRIMARY KEY, created_at TEXT, model TEXT, prompt TEXT);
+         CREATE TABLE users (id INTEGER PRIMARY KEY);
+         INSERT INTO requests (created_at, model, prompt) VALUES ('2025-01-01', 'gpt-4o', 'hi');",
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(LogStore::foreign_tables(&path).unwrap(), ["requests", "users"]);
+    for read_only in [false, true] {
+        let options = StoreOptions { read_only, ..StoreOptions::default() };
+        match LogStore::open(&path, options) {
+            Err(StoreError::Foreign { tables }) => assert_eq!(tables, ["requests", "users"]),
+            other => panic!("read_only {read_only}: {:?}", other.map(|_| ())),
+        }
+    }
+    // Nothing of uniproxy's was added, and the other program's rows are as they were.
+    let conn = Connection::open(&path).unwrap();
+    let tables: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).unwrap();
+    assert_eq!(tables, 2);
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 0);
+
+    // A file of uniproxy's own, a fresh one and none at all have no foreign tables.
+    let own = dir.path().join("own.db");
+    drop(LogStore::open(&own, StoreOptions::default()).unwrap());
+    assert!(LogStore::foreign_tables(&own).unwrap().is_empty());
+    let fresh = dir.path().join("fresh.db");
+    drop(Connection::open(&fresh).unwrap());
+    assert!(LogStore::foreign_tables(&fresh).unwrap().is_empty());
+    assert!(LogStore::foreign_tables(&dir.path().join("none.db")).unwrap().is_empty());
+}
