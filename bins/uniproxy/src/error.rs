@@ -290,7 +290,7 @@ impl ProxyError {
     }
 
     /// The error for an upstream's error answer: a 401 is [`ProxyError::UpstreamAuth`], and the
-    /// message is [redacted](redact_key) of the proxy's key, for the client and the log.
+    /// message loses the proxy's key (quoted or masked), for the client and the log.
     pub fn from_upstream(mut e: TranslateError, api_key: &str) -> ProxyError {
         let status = e.status();
         if let TranslateError::Upstream { error, .. } = &mut e {
