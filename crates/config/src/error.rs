@@ -15,36 +15,40 @@ pub enum ConfigError {
         /// Every problem found, in the order of the settings table.
         problems: Vec<Problem>,
     },
-    /// The TOML configuration file could not be read.
-    #[error("cannot read config file {}", path.display())]
+    /// The TOML configuration file could not be read. The message ends with
+    /// the operating system's reason, such as "No such file or directory".
+    #[error("cannot read config file {}: {error}", path.display())]
     ReadFile {
         /// The file named by `--config` or `UNIPROXY_CONFIG`.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
+        /// The I/O error, shown in the message rather than as `source()`.
+        error: io::Error,
     },
-    /// The TOML configuration file is not valid TOML.
-    #[error("cannot parse config file {}", path.display())]
+    /// The TOML configuration file is not valid TOML. The message ends with
+    /// the parser's position and explanation.
+    #[error("cannot parse config file {}: {error}", path.display())]
     ParseFile {
         /// The file named by `--config` or `UNIPROXY_CONFIG`.
         path: PathBuf,
         /// The parser's error, with the quoted source line removed because
-        /// that line may hold a key.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// that line may hold a key; shown in the message rather than as
+        /// `source()`.
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The `.env` file could not be read.
-    #[error("cannot read .env file {}", path.display())]
+    /// The `.env` file could not be read (it is missing, unreadable or not
+    /// UTF-8). The message ends with the reason.
+    #[error("cannot read .env file {}: {error}", path.display())]
     ReadDotenv {
         /// The `.env` file.
         path: PathBuf,
-        /// The error from `dotenvy`.
-        #[source]
-        source: dotenvy::Error,
+        /// The I/O error, shown in the message rather than as `source()`.
+        error: io::Error,
     },
-    /// A line of the `.env` file is not valid `.env` syntax. The line itself
-    /// is not quoted, because it may hold a key.
+    /// A statement of the `.env` file for one of the settings does not parse
+    /// (python-dotenv would skip it: an unterminated quote, or text after a
+    /// closing quote). Statements for other variables that do not parse are
+    /// skipped, as python-dotenv skips them. The line itself is not quoted,
+    /// because it may hold a key.
     #[error(
         ".env file {} has a syntax error{}{}",
         path.display(),

@@ -9,9 +9,39 @@
 //!
 //! Setting names are those of the original Python service (`TYPE`,
 //! `API_KEY`, `BASE_URL`, `ACTUAL_NAME`, `PORT`, …), so an old `.env` works
-//! unchanged. Each may also be written `UNIPROXY_NAME`, which wins over
-//! `NAME` in the same layer. In the TOML file the keys are the lowercase
-//! names. `config/uniproxy.toml` and `.env.example` document every setting.
+//! unchanged. In `.env` and the environment they match in any case, as
+//! pydantic-settings matched them (`type`, `Actual_Name`). Each may also be
+//! written `UNIPROXY_NAME`, which wins over `NAME` in the same layer; and
+//! when one layer has a name in several cases, the upper-case one wins. In
+//! the TOML file the keys are the lowercase names. List settings
+//! (`CORS_ALLOW_ORIGINS`, `PROXY_API_KEYS`) take comma-separated values or,
+//! as pydantic-settings read them, a JSON array of strings. `config/uniproxy.toml`
+//! and `.env.example` document every setting.
+//!
+//! # The `.env` file
+//!
+//! `.env` is read as python-dotenv 1.2.2 reads it (`dotenv_values`), which
+//! is how the Python service read it:
+//!
+//! - Each statement is `[export ]KEY[=VALUE]`, with optional blanks around
+//!   `=` and an optional `# comment` after the value. Blank lines and `#`
+//!   lines are skipped; lines end in LF, CRLF or CR; a leading byte-order
+//!   mark is dropped. A bare `KEY` without `=` sets nothing (and undoes an
+//!   earlier `KEY=…`).
+//! - An unquoted value is the rest of the line, cut before a `#` that
+//!   follows whitespace, without trailing whitespace: `My Old Proxy` keeps
+//!   its spaces and `sk-a#b` its `#`. A `#` right after `=` and its blanks
+//!   starts the value, not a comment: `KEY= # none` sets `# none`.
+//! - A single-quoted value knows the escapes `\\` and `\'`; a double-quoted
+//!   one `\\ \' \" \a \b \f \n \r \t \v`. Quoted values may span lines.
+//! - `${NAME}` and `${NAME:-default}` expand in every value, quoted or not,
+//!   from the values set above in the file, else from the environment
+//!   ([`Sources::env`]), else to the default or nothing. `$NAME` without
+//!   braces is kept as written, so a key like `sk-pa$word` loads unchanged.
+//! - A statement that does not parse (an unterminated quote, text after a
+//!   closing quote) is an error naming its file, line and variable, never
+//!   its value, when it is for one of the settings; otherwise it is skipped,
+//!   as python-dotenv skips it.
 //!
 //! [`load`] reads nothing but what [`Sources`] names, so tests never touch
 //! the real environment; [`Sources::from_process`] takes a snapshot of it.
@@ -46,6 +76,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod dotenv;
 mod error;
 mod parse;
 mod platform;

@@ -181,14 +181,29 @@ pub(crate) fn host(s: &str) -> Parsed<String> {
 /// The SQLite database file from `DATABASE_URL`, in the SQLAlchemy forms the
 /// Python service used (`sqlite:///rel.db`, `sqlite+aiosqlite:///rel.db`,
 /// `sqlite:////abs.db`) or as a plain path. Query parameters are ignored.
+/// An in-memory database (`:memory:`, or a `file:` URI naming one) is
+/// refused: the request log must survive a restart, and `uniproxy logs`
+/// reads it from another process.
 pub(crate) fn database_path(s: &str) -> Parsed<PathBuf> {
     let expected = || {
         "sqlite:///RELATIVE/PATH.db, sqlite:////ABSOLUTE/PATH.db (also sqlite+aiosqlite://), \
          or a plain file path"
             .to_owned()
     };
+    let file = |path: &str| {
+        let in_memory = path == ":memory:"
+            || path.starts_with("file:")
+                && (path.contains(":memory:") || path.contains("mode=memory"));
+        if in_memory {
+            Err("a database file, not an in-memory database: the request log must survive \
+                 a restart, and `uniproxy logs` reads the file"
+                .to_owned())
+        } else {
+            Ok(PathBuf::from(path))
+        }
+    };
     let Some((scheme, rest)) = s.split_once("://") else {
-        return Ok(PathBuf::from(s));
+        return file(s);
     };
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "sqlite" && !scheme.starts_with("sqlite+") {
@@ -200,7 +215,7 @@ pub(crate) fn database_path(s: &str) -> Parsed<PathBuf> {
     if path.is_empty() {
         return Err(expected());
     }
-    Ok(PathBuf::from(path))
+    file(path)
 }
 
 /// Any non-empty text (after trimming), for names and versions.

@@ -1,5 +1,6 @@
 //! A string that must never be printed: API keys and admin keys.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A secret string, such as an upstream API key or a proxy client key.
@@ -70,4 +71,35 @@ impl fmt::Display for Secret {
 /// How a secret value appears in an error message: its length, never its text.
 pub(crate) fn mask(value: &str) -> String {
     format!("**** ({} chars)", value.chars().count())
+}
+
+/// `text` with what a URL in it may carry as credentials replaced by
+/// `****`: the password (`user:****@`, or `****@` for a userinfo without
+/// one, which is often a token) and the query and fragment (`?****`). What
+/// is left (scheme, user, host, path) still shows what is wrong.
+pub(crate) fn redact_url(text: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = text.split_once("://") else { return Cow::Borrowed(text) };
+    let (main, query) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
+    // Up to the last `@`, so that a password with an unescaped `/` or `@` is hidden too.
+    let userinfo = main.rsplit_once('@');
+    if userinfo.is_none() && query.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = format!("{scheme}://");
+    match userinfo {
+        Some((userinfo, host_and_path)) => {
+            if let Some((user, _password)) = userinfo.split_once(':') {
+                out.push_str(user);
+                out.push(':');
+            }
+            out.push_str("****@");
+            out.push_str(host_and_path);
+        }
+        None => out.push_str(main),
+    }
+    if let Some(separator) = query.chars().next() {
+        out.push(separator);
+        out.push_str("****");
+    }
+    Cow::Owned(out)
 }

@@ -9,7 +9,7 @@ use crate::Platform;
 use crate::error::{ConfigError, Origin, Problem, ProblemKind};
 use crate::parse::{self, Parsed};
 use crate::platform::PLATFORM_EXPECTED;
-use crate::secret::{Secret, mask};
+use crate::secret::{Secret, mask, redact_url};
 use crate::sources::{Layers, Raw, RawValue, SECRETS, Sources};
 
 const DEFAULT_MOCK_NAME: &str = "uniproxy-mock";
@@ -30,9 +30,9 @@ const DEFAULT_LOG_FILE_KEEP: u32 = 5;
 /// The proxy's settings, typed and validated.
 ///
 /// Each field names the setting that fills it. Every setting can be given
-/// as `NAME` or `UNIPROXY_NAME` in the environment or `.env`, or as the
-/// lowercase `name` in the TOML file. `Debug` never shows a key, because
-/// keys are [`Secret`]s.
+/// as `NAME` or `UNIPROXY_NAME` (in any case) in the environment or `.env`,
+/// or as the lowercase `name` in the TOML file. `Debug` never shows a key,
+/// because keys are [`Secret`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `TYPE`: the upstream platform. Default: [`Platform::Mock`].
@@ -61,7 +61,8 @@ pub struct Settings {
     /// `PORT`: the listen port; 0 picks a free port. Default: 8000.
     pub port: u16,
     /// `DATABASE_URL`: the SQLite log database. Accepts `sqlite:///rel.db`,
-    /// `sqlite+aiosqlite:///rel.db`, `sqlite:////abs.db` or a plain path.
+    /// `sqlite+aiosqlite:///rel.db`, `sqlite:////abs.db` or a plain path, but
+    /// not an in-memory database (`:memory:`): the log must outlive a restart.
     /// Default: `sqlite:///./data/proxy.db`, that is `./data/proxy.db`.
     pub database_path: PathBuf,
     /// `LOG_FILE_PATH`: the JSON log file. Default: `./logs/proxy.log`.
@@ -80,12 +81,13 @@ pub struct Settings {
     /// `MAX_BODY_SIZE`: the largest request body in bytes; accepts units
     /// such as `10MiB` or `512KB`. Default: 10485760 (10 MiB).
     pub max_body_size: usize,
-    /// `CORS_ALLOW_ORIGINS`: comma-separated origins, or `*`. Empty (the
-    /// default) turns CORS off.
+    /// `CORS_ALLOW_ORIGINS`: comma-separated origins, a JSON array of them
+    /// (`["https://a.example"]`), or `*`. Empty (the default) turns CORS off.
     pub cors_allow_origins: Vec<String>,
-    /// `PROXY_API_KEYS`: keys clients must send, comma-separated, or `@PATH`
-    /// to a file with one key per line (blank lines and `#` lines ignored).
-    /// Empty (the default) means the proxy does not check client keys.
+    /// `PROXY_API_KEYS`: keys clients must send, comma-separated, as a JSON
+    /// array, or `@PATH` to a file with one key per line (blank lines and `#`
+    /// lines ignored). Unset (the default) or `[]` means the proxy does not
+    /// check client keys; any other value that yields no key is an error.
     pub proxy_api_keys: Vec<Secret>,
     /// `MAX_RETRIES`: retries of a failed upstream request. Default: 2.
     pub max_retries: u32,
@@ -174,7 +176,8 @@ impl Settings {
 
 /// Loads settings from `sources`: built-in defaults, then the TOML file,
 /// then `.env`, then the environment, each layer overriding the one before.
-/// Within the environment and within `.env`, `UNIPROXY_NAME` overrides `NAME`.
+/// Within the environment and within `.env`, `UNIPROXY_NAME` overrides `NAME`,
+/// and a name in upper case overrides the same name in another case.
 ///
 /// Nothing else is read: not the process environment, not the current
 /// directory (except the file an `@PATH` in `PROXY_API_KEYS` names).
@@ -185,8 +188,10 @@ impl Settings {
 ///   where each value came from.
 /// - [`ConfigError::ReadFile`] / [`ConfigError::ParseFile`] when the TOML file
 ///   cannot be read or parsed.
-/// - [`ConfigError::ReadDotenv`] / [`ConfigError::DotenvSyntax`] when the
-///   `.env` file cannot be read or parsed.
+/// - [`ConfigError::ReadDotenv`] when the `.env` file cannot be read, and
+///   [`ConfigError::DotenvSyntax`] when a statement in it for one of the
+///   settings does not parse (other statements that do not parse are
+///   skipped, as python-dotenv skips them).
 pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
     let mut problems = Vec::new();
     let layers = Layers::read(sources, &mut problems)?;
@@ -250,11 +255,14 @@ impl Check<'_> {
     fn invalid(&mut self, name: &'static str, raw: &Raw, expected: Cow<'static, str>) {
         let value = match &raw.value {
             RawValue::Text(text) if SECRETS.contains(&name) => mask(text.trim()),
-            RawValue::Text(text) => format!("{text:?}"),
+            RawValue::Text(text) => format!("{:?}", redact_url(text)),
             RawValue::List(items) if SECRETS.contains(&name) => {
                 format!("[{} items, hidden]", items.len())
             }
-            RawValue::List(items) => format!("{items:?}"),
+            RawValue::List(items) => {
+                let items: Vec<_> = items.iter().map(|item| redact_url(item)).collect();
+                format!("{items:?}")
+            }
         };
         self.problems.push(Problem {
             setting: name.to_owned(),
@@ -273,9 +281,32 @@ impl Check<'_> {
         });
     }
 
-    /// A comma-separated list (or a TOML array), each item parsed.
+    /// The raw value of a list setting, where a JSON array of strings
+    /// (`["a","b"]`, the form pydantic-settings reads for lists) becomes a
+    /// list. `None` when it is set nowhere or is not a valid JSON array (the
+    /// problem is recorded).
+    fn list_raw(&mut self, name: &'static str) -> Option<Raw> {
+        let raw = self.layers.get(name)?;
+        let RawValue::Text(text) = &raw.value else { return Some(raw) };
+        if !text.trim_start().starts_with('[') {
+            return Some(raw);
+        }
+        match serde_json::from_str::<Vec<String>>(text) {
+            Ok(items) => Some(Raw { value: RawValue::List(items), origin: raw.origin }),
+            Err(_) => {
+                self.invalid(
+                    name,
+                    &raw,
+                    "a JSON array of strings, or comma-separated values".into(),
+                );
+                None
+            }
+        }
+    }
+
+    /// A comma-separated list, a JSON array or a TOML array, each item parsed.
     fn list<T>(&mut self, name: &'static str, parse: impl Fn(&str) -> Parsed<T>) -> Vec<T> {
-        let Some(raw) = self.layers.get(name) else { return Vec::new() };
+        let Some(raw) = self.list_raw(name) else { return Vec::new() };
         let items: Vec<&str> = match &raw.value {
             RawValue::Text(text) => text.split(',').map(str::trim).collect(),
             RawValue::List(items) => items.iter().map(|s| s.trim()).collect(),
@@ -297,14 +328,17 @@ impl Check<'_> {
     /// `PROXY_API_KEYS`: a list, or `@PATH` to a file of keys.
     fn proxy_api_keys(&mut self) -> Vec<Secret> {
         const NAME: &str = "PROXY_API_KEYS";
-        let Some(raw) = self.layers.get(NAME) else { return Vec::new() };
+        let Some(raw) = self.list_raw(NAME) else { return Vec::new() };
         let (keys, what): (Vec<String>, Cow<'static, str>) = match &raw.value {
             RawValue::Text(text) => match text.trim().strip_prefix('@') {
                 Some(path) => {
                     let path = path.trim();
                     match std::fs::read_to_string(path) {
+                        // An editor on Windows may save a byte-order mark, which is
+                        // not part of the first key.
                         Ok(content) => (
                             content
+                                .trim_start_matches('\u{feff}')
                                 .lines()
                                 .map(str::trim)
                                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -346,7 +380,8 @@ impl Check<'_> {
             ),
         };
         // A value that yields no keys would silently turn client authentication
-        // off; only an explicitly empty TOML array (`proxy_api_keys = []`) may.
+        // off; only an explicitly empty array (`proxy_api_keys = []` in TOML,
+        // `PROXY_API_KEYS=[]` in JSON) may.
         let explicit_empty = matches!(&raw.value, RawValue::List(items) if items.is_empty());
         if keys.is_empty() && !explicit_empty {
             self.invalid(NAME, &raw, what);

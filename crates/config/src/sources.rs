@@ -2,6 +2,10 @@
 //!
 //! Values stay strings (or lists of strings, for TOML arrays) until
 //! `settings.rs` parses them, so every error can say where a value came from.
+//! `.env` is parsed by the `dotenv` module with python-dotenv's grammar
+//! (described in the crate docs), and its `${NAME}` expanded from the values
+//! above it, else from the whole environment. Names in `.env` and the
+//! environment match the settings in any case ([`rank`] orders the spellings).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,11 +13,13 @@ use std::path::{Path, PathBuf};
 
 use config::{FileFormat, Source, ValueKind};
 
+use crate::dotenv::{self, Statement};
 use crate::error::{ConfigError, Origin, Problem, ProblemKind};
 
 /// Every setting, by its environment name. In the TOML file the key is the
-/// lowercase name; in the environment and `.env` the name may also carry
-/// the `UNIPROXY_` prefix, which wins over the bare name.
+/// lowercase name; in the environment and `.env` the name matches in any
+/// case and may also carry the `UNIPROXY_` prefix, which wins over the bare
+/// name.
 pub const SETTINGS: &[&str] = &[
     "TYPE",
     "API_KEY",
@@ -57,9 +63,32 @@ const PREFIX: &str = "UNIPROXY_";
 const CONFIG_VAR: &str = "UNIPROXY_CONFIG";
 
 /// The setting name an environment variable sets, if it is one of ours.
+/// Names match in any case, as pydantic-settings matched them: `type`,
+/// `Type` and `uniproxy_type` all set `TYPE`.
 fn setting_of(var: &str) -> Option<&'static str> {
-    let bare = var.strip_prefix(PREFIX).unwrap_or(var);
-    SETTINGS.iter().copied().find(|name| *name == bare)
+    let bare = strip_prefix(var).unwrap_or(var);
+    SETTINGS.iter().copied().find(|name| name.eq_ignore_ascii_case(bare))
+}
+
+/// `var` without the `UNIPROXY_` prefix, written in any case.
+fn strip_prefix(var: &str) -> Option<&str> {
+    let (head, rest) = var.split_at_checked(PREFIX.len())?;
+    head.eq_ignore_ascii_case(PREFIX).then_some(rest)
+}
+
+/// How strongly `var` names `setting`, strongest first: `UNIPROXY_NAME`,
+/// the prefixed name in another case, `NAME`, then `NAME` in another case.
+/// `None` when `var` names something else.
+fn rank(var: &str, setting: &str) -> Option<u8> {
+    let (bare, prefixed) = match strip_prefix(var) {
+        Some(bare) => (bare, true),
+        None => (var, false),
+    };
+    if !bare.eq_ignore_ascii_case(setting) {
+        return None;
+    }
+    let upper_case = !var.bytes().any(|b| b.is_ascii_lowercase());
+    Some(if prefixed { 0 } else { 2 } + u8::from(!upper_case))
 }
 
 /// The inputs of [`load`](crate::load): an optional TOML file, an optional
@@ -80,37 +109,36 @@ fn setting_of(var: &str) -> Option<&'static str> {
 pub struct Sources {
     /// The TOML file (lowercase keys, flat). It must exist when given.
     pub file: Option<PathBuf>,
-    /// The `.env` file. It must exist when given. It is only read: the
-    /// process environment is never changed.
+    /// The `.env` file, read with python-dotenv's grammar (see the
+    /// [crate docs](crate#the-env-file)). It must exist when given. It is
+    /// only read: the process environment is never changed.
     pub dotenv: Option<PathBuf>,
     /// Environment variables as `(name, value)`; a later entry wins over an
-    /// earlier one of the same name. Names that are not settings are ignored.
+    /// earlier one of the same name. Names that are not settings are ignored
+    /// as settings, but `${NAME}` in a `.env` value may refer to any of them.
     pub env: Vec<(String, String)>,
 }
 
 impl Sources {
-    /// Takes the sources from the running process: the environment variables
-    /// that are settings (with or without the `UNIPROXY_` prefix), the TOML
-    /// file `config_file` or else the one named by `UNIPROXY_CONFIG`, and
-    /// `./.env` if that file exists.
+    /// Takes the sources from the running process: every environment
+    /// variable (settings, with or without the `UNIPROXY_` prefix, and the
+    /// rest for `${NAME}` in `.env`), the TOML file `config_file` or else the
+    /// one named by `UNIPROXY_CONFIG`, and `./.env` if that file exists.
     ///
-    /// A setting whose value is not valid UTF-8 is kept with its invalid bytes
-    /// replaced by U+FFFD, and [`load`](crate::load) then reports it as a problem
-    /// instead of silently using a damaged key. Variables with non-UTF-8
-    /// names cannot be settings and are skipped.
+    /// A value that is not valid UTF-8 is kept with its invalid bytes
+    /// replaced by U+FFFD, and [`load`](crate::load) then reports it as a
+    /// problem when it is a setting, instead of silently using a damaged key.
+    /// Variables with non-UTF-8 names cannot be settings and are skipped.
     #[must_use]
     pub fn from_process(config_file: Option<PathBuf>) -> Self {
         let mut env = Vec::new();
         let mut config_from_env = None;
         for (name, value) in std::env::vars_os() {
             let Some(name) = name.to_str() else { continue };
-            if name == CONFIG_VAR {
-                if !value.is_empty() {
-                    config_from_env = Some(PathBuf::from(value));
-                }
-            } else if setting_of(name).is_some() {
-                env.push((name.to_owned(), value.to_string_lossy().into_owned()));
+            if name == CONFIG_VAR && !value.is_empty() {
+                config_from_env = Some(PathBuf::from(&value));
             }
+            env.push((name.to_owned(), value.to_string_lossy().into_owned()));
         }
         let dotenv = Path::new(".env").is_file().then(|| PathBuf::from(".env"));
         Sources { file: config_file.or(config_from_env), dotenv, env }
@@ -148,8 +176,8 @@ pub(crate) struct Raw {
 /// All layers, read and ready for lookups.
 pub(crate) struct Layers {
     file: Option<(PathBuf, HashMap<String, RawValue>)>,
-    dotenv: Option<(PathBuf, HashMap<String, String>)>,
-    env: HashMap<String, String>,
+    dotenv: Option<(PathBuf, Vars)>,
+    env: Vars,
 }
 
 impl Layers {
@@ -164,38 +192,32 @@ impl Layers {
             None => None,
         };
         let dotenv = match &sources.dotenv {
-            Some(path) => Some((path.clone(), read_dotenv(path)?)),
+            Some(path) => Some((path.clone(), read_dotenv(path, &sources.env)?)),
             None => None,
         };
-        let env = sources
-            .env
-            .iter()
-            .filter(|(name, _)| setting_of(name).is_some())
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
+        let mut env = Vars::default();
+        for (name, value) in &sources.env {
+            env.set(name, Some(value));
+        }
         Ok(Layers { file, dotenv, env })
     }
 
     /// The winning value of a setting: the environment over `.env` over the
-    /// file, `UNIPROXY_NAME` over `NAME` within a layer. An empty value counts
-    /// as not set, except for `API_KEY`, where empty means empty.
+    /// file; within a layer, `UNIPROXY_NAME` over `NAME`, each in upper case
+    /// over other cases. An empty value counts as not set, except for
+    /// `API_KEY`, where empty means empty.
     pub(crate) fn get(&self, name: &'static str) -> Option<Raw> {
         let keep_empty = name == "API_KEY";
         let set = |value: &str| keep_empty || !value.trim().is_empty();
-        let prefixed = format!("{PREFIX}{name}");
-        for var in [prefixed.as_str(), name] {
-            if let Some(value) = self.env.get(var).filter(|v| set(v)) {
-                let origin = Origin::Environment { var: var.to_owned() };
-                return Some(Raw { value: RawValue::Text(value.clone()), origin });
-            }
+        if let Some((var, value)) = self.env.find(name, set) {
+            let origin = Origin::Environment { var: var.clone() };
+            return Some(Raw { value: RawValue::Text(value.clone()), origin });
         }
-        if let Some((path, vars)) = &self.dotenv {
-            for var in [prefixed.as_str(), name] {
-                if let Some(value) = vars.get(var).filter(|v| set(v)) {
-                    let origin = Origin::Dotenv { path: path.clone(), var: var.to_owned() };
-                    return Some(Raw { value: RawValue::Text(value.clone()), origin });
-                }
-            }
+        if let Some((path, vars)) = &self.dotenv
+            && let Some((var, value)) = vars.find(name, set)
+        {
+            let origin = Origin::Dotenv { path: path.clone(), var: var.clone() };
+            return Some(Raw { value: RawValue::Text(value.clone()), origin });
         }
         if let Some((path, keys)) = &self.file {
             let key = name.to_ascii_lowercase();
@@ -212,15 +234,43 @@ impl Layers {
     }
 }
 
+/// The variables of the environment or of `.env` that are settings, as
+/// `(name as written, value)`, in the order they were set.
+#[derive(Default)]
+struct Vars(Vec<(String, String)>);
+
+impl Vars {
+    /// Sets `name`, replacing an earlier variable of exactly that name; a
+    /// bare `.env` key (`value` `None`) only removes it.
+    fn set(&mut self, name: &str, value: Option<&str>) {
+        self.0.retain(|(n, _)| n != name);
+        if let Some(value) = value.filter(|_| setting_of(name).is_some()) {
+            self.0.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// The variable that sets `setting` (see [`rank`]) with a value that
+    /// counts as `set`; the later one when two rank the same.
+    fn find(&self, setting: &str, set: impl Fn(&str) -> bool) -> Option<&(String, String)> {
+        self.0
+            .iter()
+            .rev()
+            .filter(|(_, value)| set(value))
+            .filter_map(|pair| rank(&pair.0, setting).map(|rank| (rank, pair)))
+            .min_by_key(|(rank, _)| *rank)
+            .map(|(_, pair)| pair)
+    }
+}
+
 /// Reads the flat TOML file into raw values, through the `config` crate.
 fn read_toml(
     path: &Path,
     problems: &mut Vec<Problem>,
 ) -> Result<HashMap<String, RawValue>, ConfigError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+        .map_err(|error| ConfigError::ReadFile { path: path.to_owned(), error })?;
     let table = config::File::from_str(&text, FileFormat::Toml).collect().map_err(|e| {
-        ConfigError::ParseFile { path: path.to_owned(), source: redact_toml_error(&e).into() }
+        ConfigError::ParseFile { path: path.to_owned(), error: redact_toml_error(&e).into() }
     })?;
     let mut keys: Vec<(String, config::Value)> = table.into_iter().collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));
@@ -331,44 +381,39 @@ fn redact_toml_error(error: &config::ConfigError) -> TomlSyntaxError {
     TomlSyntaxError(kept.join("; "))
 }
 
-/// Reads `.env` without touching the process environment. A later line wins
-/// over an earlier one, as in python-dotenv.
-fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadDotenv {
-        path: path.to_owned(),
-        source: dotenvy::Error::Io(e),
-    })?;
-    // Editors on Windows may save a byte-order mark, which is not part of the name.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut vars = HashMap::new();
-    for item in dotenvy::from_read_iter(text.as_bytes()) {
-        match item {
-            Ok((name, value)) => {
-                if setting_of(&name).is_some() {
-                    vars.insert(name, value);
-                }
+/// Reads `.env` without touching the process environment, with the grammar
+/// of python-dotenv (see the `dotenv` module): a later line wins over an
+/// earlier one, and `${NAME}` expands from the values above it, else from
+/// `env`. A line python-dotenv cannot parse is an error when its key is a
+/// setting, and skipped otherwise, as python-dotenv skips it.
+fn read_dotenv(path: &Path, env: &[(String, String)]) -> Result<Vars, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError::ReadDotenv { path: path.to_owned(), error })?;
+    let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Every key so far, settings or not, for `${NAME}`; a bare key expands to "".
+    let mut above: HashMap<String, Option<String>> = HashMap::new();
+    let mut vars = Vars::default();
+    for statement in dotenv::parse(&text) {
+        match statement {
+            Statement::Set { key, value } => {
+                let value = value.map(|value| {
+                    dotenv::expand(&value, |name| match above.get(name) {
+                        Some(value) => Some(value.as_deref().unwrap_or_default()),
+                        None => env.get(name).copied(),
+                    })
+                });
+                vars.set(&key, value.as_deref());
+                above.insert(key, value);
             }
-            Err(dotenvy::Error::LineParse(line, _)) => {
-                return Err(dotenv_syntax(path, text, &line));
+            Statement::Invalid { key: Some(key), line } if setting_of(&key).is_some() => {
+                return Err(ConfigError::DotenvSyntax {
+                    path: path.to_owned(),
+                    line: Some(line),
+                    variable: Some(key),
+                });
             }
-            Err(source) => return Err(ConfigError::ReadDotenv { path: path.to_owned(), source }),
+            Statement::Invalid { .. } => {}
         }
     }
     Ok(vars)
-}
-
-/// Builds the syntax error for `.env` without quoting the line.
-fn dotenv_syntax(path: &Path, text: &str, line: &str) -> ConfigError {
-    let first = line.lines().next().unwrap_or_default().trim();
-    let number = text.lines().position(|l| !first.is_empty() && l.trim() == first).map(|i| i + 1);
-    let variable = first
-        .trim_start_matches("export ")
-        .split_once('=')
-        .map(|(name, _)| name.trim())
-        .filter(|name| {
-            !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        })
-        .map(str::to_owned);
-    ConfigError::DotenvSyntax { path: path.to_owned(), line: number, variable }
 }

@@ -68,6 +68,38 @@ fn secret_lists_in_toml_are_masked() {
     assert!(text.contains("not an array"), "{text}");
 }
 
+/// A URL in an error shows neither its password nor its query.
+#[test]
+fn urls_in_errors_hide_passwords_and_queries() {
+    let e = load_env_err(&[("DATABASE_URL", "postgresql://u:pw-secret@h/db")]);
+    let text = e.to_string();
+    assert!(!text.contains("pw-secret"), "{text}");
+    assert!(text.contains("\"postgresql://u:****@h/db\""), "{text}");
+
+    let e = load_env_err(&[
+        ("TYPE", "google"),
+        ("API_KEY", "k"),
+        ("ACTUAL_NAME", "gemini-2.5-flash"),
+        ("BASE_URL", "https://generativelanguage.googleapis.com/v1beta?key=AIzaSECRET1"),
+    ]);
+    let text = e.to_string();
+    assert!(!text.contains("AIzaSECRET1"), "{text}");
+    assert!(text.contains("\"https://generativelanguage.googleapis.com/v1beta?****\""), "{text}");
+    assert!(text.contains("no query"), "{text}");
+
+    // A userinfo without a password is often a token; a fragment may hold one too.
+    let e = load_env_err(&[(
+        "CORS_ALLOW_ORIGINS",
+        "https://tok3n@a.example, https://b.example/#t0ken",
+    )]);
+    let text = e.to_string();
+    assert!(!text.contains("tok3n") && !text.contains("t0ken"), "{text}");
+    assert!(
+        text.contains("https://****@a.example") && text.contains("https://b.example/#****"),
+        "{text}"
+    );
+}
+
 #[test]
 fn debug_of_settings_never_shows_a_key() {
     let s = load_env(&[
@@ -115,29 +147,37 @@ fn unknown_and_misspelled_toml_keys_are_problems() {
     assert!(text.contains("unknown key `server`"), "{text}");
 }
 
+/// The binary prints a configuration error with `{e}`, so the reason is in
+/// the message itself, and not repeated as `source()`.
 #[test]
-fn a_missing_config_file_is_an_error_with_a_source() {
+fn a_missing_config_file_names_the_os_reason() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.toml");
+    let reason = std::fs::read(&path).unwrap_err().to_string();
     let e = load(&Sources { file: Some(path.clone()), ..Sources::default() }).unwrap_err();
     assert!(matches!(&e, ConfigError::ReadFile { path: p, .. } if *p == path), "{e:?}");
-    assert!(e.source().is_some());
+    let text = e.to_string();
+    assert!(text.contains("nope.toml") && text.ends_with(&format!(": {reason}")), "{text}");
+    assert!(e.source().is_none(), "the reason is not repeated by the chain");
 
     let e = load(&Sources { dotenv: Some(path), ..Sources::default() }).unwrap_err();
     assert!(matches!(e, ConfigError::ReadDotenv { .. }), "{e:?}");
-    assert!(e.source().is_some());
+    assert!(e.to_string().ends_with(&format!(": {reason}")), "{e}");
 }
 
 #[test]
-fn a_toml_syntax_error_does_not_quote_the_line() {
+fn a_toml_syntax_error_shows_where_and_why_but_not_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "u.toml", "port = 1\napi_key = sk-unquoted-secret\n");
     let e = load(&Sources { file: Some(file), ..Sources::default() }).unwrap_err();
     assert!(matches!(e, ConfigError::ParseFile { .. }), "{e:?}");
-    let source = e.source().unwrap().to_string();
-    assert!(!source.contains("sk-unquoted-secret"), "{source}");
-    assert!(source.contains("line 2"), "{source}");
+    let text = e.to_string();
+    assert!(text.starts_with("cannot parse config file "), "{text}");
+    assert!(text.contains("u.toml: TOML parse error at line 2, column 11"), "{text}");
+    assert!(text.contains("string"), "the parser's explanation: {text}");
+    assert!(!text.contains("sk-unquoted-secret"), "{text}");
     assert!(!format!("{e:?}").contains("sk-unquoted-secret"));
+    assert!(e.source().is_none(), "the cause is not repeated by the chain");
 }
 
 #[test]

@@ -233,3 +233,55 @@ fn a_string_port_in_toml_is_parsed_like_the_environment() {
     assert_eq!(s.port, 8080);
     assert!(s.enabled);
 }
+
+/// A byte-order mark, as Windows editors may save, is not part of
+/// the first key.
+#[test]
+fn proxy_api_keys_from_a_file_with_a_byte_order_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "keys.txt", "\u{feff}key-a\r\nkey-b\r\n");
+    let s = load_env(&[("PROXY_API_KEYS", &format!("@{}", path.display()))]);
+    let keys: Vec<&str> = s.proxy_api_keys.iter().map(|k| k.expose()).collect();
+    assert_eq!(keys, ["key-a", "key-b"]);
+}
+
+/// List settings also take a JSON array of strings, the form
+/// pydantic-settings read for list settings.
+#[test]
+fn list_settings_accept_a_json_array() {
+    let s = load_env(&[("CORS_ALLOW_ORIGINS", r#"["https://a.example","https://b.example/"]"#)]);
+    assert_eq!(s.cors_allow_origins, ["https://a.example", "https://b.example"]);
+    let s = load_env(&[("PROXY_API_KEYS", r#" ["key-a", "key,b"] "#)]);
+    let keys: Vec<&str> = s.proxy_api_keys.iter().map(|k| k.expose()).collect();
+    assert_eq!(keys, ["key-a", "key,b"]);
+    // An explicitly empty array is no list, as `[]` in the TOML file is.
+    assert!(load_env(&[("PROXY_API_KEYS", "[]")]).proxy_api_keys.is_empty());
+    assert!(load_env(&[("CORS_ALLOW_ORIGINS", "[]")]).cors_allow_origins.is_empty());
+
+    // Items are still checked, and what is not a JSON array of strings is a problem.
+    let e = load_env_err(&[("CORS_ALLOW_ORIGINS", r#"["https://ok.example","app.example"]"#)]);
+    assert_eq!(e.problems().len(), 1, "{e}");
+    for bad in [r#"["https://a.example","#, r#"["https://a.example", 3]"#] {
+        let e = load_env_err(&[("CORS_ALLOW_ORIGINS", bad)]);
+        assert!(e.to_string().contains("a JSON array of strings"), "{e}");
+    }
+    let e = load_env_err(&[("PROXY_API_KEYS", r#"["sk-secret-1", "#)]);
+    assert!(!e.to_string().contains("sk-secret-1"), "{e}");
+}
+
+/// The log must survive a restart and `uniproxy logs` reads its
+/// file, so an in-memory database is refused when the settings load.
+#[test]
+fn an_in_memory_database_is_refused() {
+    for url in [":memory:", "sqlite:///:memory:", "sqlite+aiosqlite:///:memory:", "file::memory:"] {
+        let e = load_env_err(&[("DATABASE_URL", url)]);
+        assert_eq!(e.problems().len(), 1, "{url}");
+        assert_eq!(e.problems()[0].setting, "DATABASE_URL");
+        assert!(e.to_string().contains("not an in-memory database"), "{e}");
+    }
+    // A file whose name merely mentions memory is a file.
+    assert_eq!(
+        load_env(&[("DATABASE_URL", "memory.db")]).database_path,
+        PathBuf::from("memory.db")
+    );
+}

@@ -35,3 +35,10 @@ pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     std::fs::write(&path, content).unwrap();
     path
 }
+
+/// Loads from a `.env` with the given text and the given environment.
+pub fn load_dotenv(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let dotenv = write(dir.path(), ".env", text);
+    load(&Sources { dotenv: Some(dotenv), ..self::env(env) })
+}
