@@ -454,6 +454,9 @@ fn build(check: &mut Check<'_>) -> Settings {
             }
             Ok(None) | Err(()) => {}
         }
+        if let Some(url) = &s.base_url {
+            s.base_url = Some(platform.complete_base_url(url, &s.actual_name));
+        }
     }
 
     s.enabled = check.get("ENABLED", s.enabled, parse::boolean);

@@ -91,6 +91,38 @@ fn base_url_is_validated_and_trailing_slashes_trimmed() {
 }
 
 #[test]
+fn a_bare_host_gets_the_path_the_platforms_sdks_add_to_it() {
+    // As the platforms' own SDKs take their base URLs (ANTHROPIC_BASE_URL, Google's, Azure's
+    // azure_endpoint): what an old .env may hold.
+    let cases = [
+        ("openai", "https://api.openai.com/", "https://api.openai.com/v1"),
+        ("anthropic", "https://api.anthropic.com", "https://api.anthropic.com/v1"),
+        (
+            "google",
+            "https://generativelanguage.googleapis.com/",
+            "https://generativelanguage.googleapis.com/v1beta",
+        ),
+        (
+            "azure_openai",
+            "https://res.openai.azure.com",
+            "https://res.openai.azure.com/openai/deployments/gpt-4o",
+        ),
+        // A custom server may serve at its root; a URL with a path is kept.
+        ("custom", "http://localhost:8080", "http://localhost:8080"),
+        ("anthropic", "https://gateway.example/anthropic", "https://gateway.example/anthropic"),
+    ];
+    for (platform, given, used) in cases {
+        let s = load_env(&[
+            ("TYPE", platform),
+            ("API_KEY", "k"),
+            ("ACTUAL_NAME", "gpt-4o"),
+            ("BASE_URL", given),
+        ]);
+        assert_eq!(s.base_url.as_deref(), Some(used), "{platform} {given}");
+    }
+}
+
+#[test]
 fn azure_requires_base_url() {
     let e = load_env_err(&[("TYPE", "azure_openai"), ("API_KEY", "k"), ("ACTUAL_NAME", "gpt-4o")]);
     let p = &e.problems()[0];
