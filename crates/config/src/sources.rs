@@ -208,7 +208,11 @@ impl Layers {
     /// `API_KEY`, where empty means empty.
     pub(crate) fn get(&self, name: &'static str) -> Option<Raw> {
         let keep_empty = name == "API_KEY";
-        let set = |value: &str| keep_empty || !value.trim().is_empty();
+        // Kubernetes gives every pod `NAME_PORT=tcp://IP:PORT` for each service NAME in its
+        // namespace (Docker's links did the same): for a service called uniproxy, that is
+        // UNIPROXY_PORT, which is no port setting, and would stop the proxy at start-up.
+        let service_link = |value: &str| name == "PORT" && value.trim_start().starts_with("tcp://");
+        let set = |value: &str| (keep_empty || !value.trim().is_empty()) && !service_link(value);
         if let Some((var, value)) = self.env.find(name, set) {
             let origin = Origin::Environment { var: var.clone() };
             return Some(Raw { value: RawValue::Text(value.clone()), origin });

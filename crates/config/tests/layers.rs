@@ -45,6 +45,20 @@ fn prefixed_name_beats_bare_name_in_the_environment() {
 }
 
 #[test]
+fn a_kubernetes_service_link_is_not_a_port() {
+    // A Service named uniproxy gives each pod of its namespace these, beside its own settings.
+    let link = [
+        ("UNIPROXY_PORT", "tcp://10.96.0.12:8000"),
+        ("UNIPROXY_PORT_8000_TCP", "tcp://10.96.0.12:8000"),
+        ("UNIPROXY_SERVICE_HOST", "10.96.0.12"),
+    ];
+    assert_eq!(load_env(&link).port, 8000, "the default");
+    let mut with_port = link.to_vec();
+    with_port.push(("PORT", "9000"));
+    assert_eq!(load_env(&with_port).port, 9000);
+}
+
+#[test]
 fn prefixed_name_beats_bare_name_in_dotenv() {
     let dir = tempfile::tempdir().unwrap();
     let dotenv = write(dir.path(), ".env", "UNIPROXY_PORT=3001\nPORT=3002\n");
