@@ -68,6 +68,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let _mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(|source| StoreError::Migration { version: 0, source })?;
+    if found == SCHEMA_VERSION {
+        // Nothing to do: no write lock taken, so a busy database does not read as a failed
+        // migration (`uniproxy logs prune` while another process writes).
+        return Ok(());
+    }
 
     for (index, sql) in MIGRATIONS.iter().enumerate() {
         let version = u32::try_from(index + 1).expect("the migration list is short");

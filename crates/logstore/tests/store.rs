@@ -613,3 +613,20 @@ fn another_programs_database_is_refused_whole_not_added_to() {
     assert!(LogStore::foreign_tables(&fresh).unwrap().is_empty());
     assert!(LogStore::foreign_tables(&dir.path().join("none.db")).unwrap().is_empty());
 }
+
+#[test]
+fn a_current_database_opens_while_another_process_holds_its_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    drop(LogStore::open(&path, StoreOptions::default()).unwrap());
+    let writer = Connection::open(&path).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let options = StoreOptions {
+        busy_timeout: std::time::Duration::from_millis(50),
+        ..StoreOptions::default()
+    };
+    // Nothing to migrate: no write lock wanted, so no 'cannot migrate ... database is locked'.
+    let store = LogStore::open(&path, options).unwrap();
+    assert_eq!(store.list(&Query::default()).unwrap().items.len(), 0);
+    writer.execute_batch("COMMIT").unwrap();
+}
