@@ -44,7 +44,7 @@ pub struct Bucket {
     pub errors: u64,
     /// Total tokens.
     pub tokens: u64,
-    /// Median latency.
+    /// Median latency of the requests that asked the model (0 without any).
     pub p50_latency_ms: i64,
 }
 
@@ -68,9 +68,11 @@ pub struct Stats {
     pub cached_tokens: u64,
     /// Sum of reasoning tokens.
     pub reasoning_tokens: u64,
-    /// End-to-end latency percentiles, `None` with no requests.
+    /// End-to-end latency percentiles over the requests that asked the model (tried the
+    /// upstream at least once: not the ones the proxy refused itself), `None` without any.
     pub latency: Option<Percentiles>,
-    /// Time-to-first-byte percentiles over requests that sent a first byte.
+    /// Time-to-first-byte percentiles over the requests that asked the model and were
+    /// answered without an error.
     pub ttft: Option<Percentiles>,
     /// Per-bucket figures, oldest first; buckets without requests are left out.
     pub series: Vec<Bucket>,
@@ -139,7 +141,8 @@ impl LogStore {
         let clause = if terms.is_empty() { String::from("1") } else { terms.join(" AND ") };
         let stats_sql = format!(
             "SELECT received_ms, latency_ms, ttft_ms, (status >= 400 OR error_type IS NOT NULL), \
-             prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens \
+             prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens, \
+             attempts > 0 \
              FROM requests WHERE {clause}"
         );
         let bucket_ms = query.bucket_ms.filter(|&b| b > 0);
@@ -161,10 +164,17 @@ impl LogStore {
                     row.get::<_, Option<i64>>(2)?,
                     row.get::<_, bool>(3)?,
                     [row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?, row.get(8)?],
+                    row.get::<_, bool>(9)?,
                 ))
             };
-            let (received, latency, ttft, failed, [prompt, completion, total, cached, reasoning]) =
-                read().map_err(sql("stats"))?;
+            let (
+                received,
+                latency,
+                ttft,
+                failed,
+                [prompt, completion, total, cached, reasoning],
+                asked,
+            ) = read().map_err(sql("stats"))?;
             stats.requests += 1;
             stats.errors += u64::from(failed);
             stats.prompt_tokens += tokens(prompt);
@@ -172,8 +182,13 @@ impl LogStore {
             stats.total_tokens += tokens(total);
             stats.cached_tokens += tokens(cached);
             stats.reasoning_tokens += tokens(reasoning);
-            latencies.push(latency);
-            if let Some(t) = ttft {
+            // A request refused in the proxy (a wrong key, a malformed body) asked nothing of
+            // the model: its time says nothing of the model's, and a flood of them would pull
+            // the percentiles to zero. An error's first byte is not a first token.
+            if asked {
+                latencies.push(latency);
+            }
+            if let Some(t) = ttft.filter(|_| asked && !failed) {
                 ttfts.push(t);
             }
             if let Some(width) = bucket_ms {
@@ -181,7 +196,9 @@ impl LogStore {
                 acc.requests += 1;
                 acc.errors += u64::from(failed);
                 acc.tokens += tokens(total);
-                acc.latencies.push(latency);
+                if asked {
+                    acc.latencies.push(latency);
+                }
             }
         }
         if stats.requests > 0 {

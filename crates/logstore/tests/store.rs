@@ -348,8 +348,9 @@ fn stats_percentiles_on_known_data() {
     assert_eq!(stats.total_tokens, 1_500);
     let latency = stats.latency.unwrap();
     assert_eq!((latency.p50, latency.p90, latency.p99), (50, 90, 99));
+    // TTFT over the 90 answered without error: 1/2..=90/2.
     let ttft = stats.ttft.unwrap();
-    assert_eq!((ttft.p50, ttft.p90, ttft.p99), (25, 45, 49));
+    assert_eq!((ttft.p50, ttft.p90, ttft.p99), (22, 40, 45));
 
     // Entry i arrives at T0 + i s; T0 is a multiple of 10 s, so bucket k holds i in 10k..10k+9.
     assert_eq!(stats.series.len(), 11);
@@ -377,6 +378,36 @@ fn stats_percentiles_on_known_data() {
     assert_eq!(empty.requests, 0);
     assert_eq!(empty.latency, None);
     assert_eq!(empty.error_rate, 0.0);
+}
+
+#[test]
+fn requests_the_proxy_refused_itself_leave_the_percentiles_alone() {
+    let (_dir, store) = temp_store();
+    let mut batch: Vec<_> = (1..=10u64)
+        .map(|i| {
+            let mut e = entry(i);
+            e.finished_ms = e.received_ms + 100 * i64::try_from(i).unwrap();
+            e.first_byte_ms = Some(e.received_ms + 10);
+            e
+        })
+        .collect();
+    // Thirty refused before the upstream was asked (a wrong key): answered at once.
+    batch.extend((11..=40u64).map(|i| {
+        let mut e = entry(i);
+        (e.status, e.attempts) = (401, 0);
+        e.error_type = Some("authentication_error".into());
+        e.finished_ms = e.received_ms;
+        e.first_byte_ms = Some(e.received_ms);
+        e
+    }));
+    store.insert_batch(&batch).unwrap();
+    let stats = store.stats(&StatsQuery { bucket_ms: Some(60_000), ..StatsQuery::default() });
+    let stats = stats.unwrap();
+    assert_eq!((stats.requests, stats.errors), (40, 30), "counted as requests and errors");
+    let latency = stats.latency.unwrap();
+    assert_eq!((latency.p50, latency.p99), (500, 1000), "the ten that asked the model");
+    assert_eq!(stats.ttft.unwrap().p50, 10);
+    assert_eq!(stats.series[0].p50_latency_ms, 500);
 }
 
 fn big_entry(i: u64) -> NewEntry {
