@@ -85,9 +85,12 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
     record.error_type = error.error.kind().map(str::to_owned);
     record.error_message = Some(detail);
     record.response = body.clone();
-    if matches!(e, ProxyError::LogStoreStuck) {
-        // Its record could not be kept either (waiting for room would hold the request
-        // until the disk has space): counted, not written.
+    // A record that could not be kept (waiting for room would hold the request until the disk
+    // has space), or a stranger's refusal while the store can keep nothing: counted, not
+    // written.
+    let stuck = matches!(e, ProxyError::LogStoreStuck)
+        || matches!(e, ProxyError::Unauthorized) && pending.state.recorder.refusing();
+    if stuck {
         pending.count_only();
     } else {
         pending.finish().await;
