@@ -966,14 +966,51 @@ fn make_unwritable(db: &std::path::Path) {
 /// A proxy whose log store has a small queue (four entries, batches of one), so that it fills
 /// within a few requests, and a writer that retries for `shutdown_timeout` at shutdown.
 async fn proxy_with_a_small_store_queue(mock: &MockUpstream, shutdown_timeout: Duration) -> Proxy {
+    small_store_queue(openai_settings(mock), shutdown_timeout).await
+}
+
+async fn small_store_queue(settings: uniproxy_config::Settings, shutdown: Duration) -> Proxy {
     let writer = uniproxy_logstore::WriterOptions {
         queue_capacity: 4,
         batch_max: 1,
-        shutdown_timeout,
+        shutdown_timeout: shutdown,
         ..uniproxy_logstore::WriterOptions::default()
     };
     let launch = Launch { json_log: true, writer: Some(writer), ..Launch::default() };
-    Proxy::launch(openai_settings(mock), launch).await
+    Proxy::launch(settings, launch).await
+}
+
+#[tokio::test]
+async fn a_stranger_is_refused_at_once_while_the_log_store_can_keep_nothing() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ANSWERED"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.proxy_api_keys = vec![uniproxy_config::Secret::new("client-key")];
+    let proxy = small_store_queue(settings, Duration::from_secs(10)).await;
+    fill_the_disk(&proxy);
+    let ask = |key: &'static str| {
+        let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
+        r.headers_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+        send(proxy.addr, r)
+    };
+    let mut answered = 0;
+    while ask("client-key").await.status == 200 {
+        answered += 1;
+        assert!(answered < 50, "never turned away");
+    }
+    // Its record would wait for room that does not come: the 401 comes at once, counted.
+    let started = Instant::now();
+    assert_eq!(ask("wrong-key").await.status, 401);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    let mut scrape = request(Method::GET, "/metrics", Bytes::new());
+    scrape.headers_mut().insert("authorization", "Bearer client-key".parse().unwrap());
+    let metrics = send(proxy.addr, scrape).await.text();
+    assert!(metrics.contains(r#"status="401",stream="false"} 1"#), "{metrics}");
+    // Its latency is none of the upstream's: the histogram counts the answered ones and the
+    // one turned away for the store (it asked no upstream either, so it is left out too).
+    let count = format!(
+        r#"uniproxy_upstream_latency_seconds_count{{platform="openai",stream="false"}} {answered}"#
+    );
+    assert!(metrics.lines().any(|l| l == count), "no {count:?} in\n{metrics}");
 }
 
 /// "The disk is full": nothing can be written where the database and the spill file go (a

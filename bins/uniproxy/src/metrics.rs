@@ -104,8 +104,10 @@ pub struct Observation {
     pub status: u16,
     /// Whether the client asked for a stream.
     pub stream: bool,
-    /// Time spent waiting on the upstream (the whole latency minus the proxy's overhead).
-    pub upstream: Duration,
+    /// Time spent waiting on the upstream (the whole latency minus the proxy's overhead);
+    /// `None` for a request the proxy answered itself without asking it (a wrong key, a
+    /// malformed body), which would pull the histogram towards zero.
+    pub upstream: Option<Duration>,
     /// Time spent in the proxy itself.
     pub overhead: Duration,
     /// Time to the first streamed byte, for successful streams only.
@@ -193,8 +195,8 @@ impl Metrics {
         if let Some(n) = c.requests.get(status_slot(o.status) * 2 + stream) {
             n.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(h) = c.upstream.get(stream) {
-            h.observe(o.upstream);
+        if let (Some(h), Some(upstream)) = (c.upstream.get(stream), o.upstream) {
+            h.observe(upstream);
         }
         if let Some(h) = c.overhead.get(stream) {
             h.observe(o.overhead);
@@ -409,7 +411,7 @@ mod tests {
         m.observe(&Observation {
             status: 200,
             stream: false,
-            upstream: Duration::from_millis(120),
+            upstream: Some(Duration::from_millis(120)),
             overhead: Duration::from_micros(300),
             prompt_tokens: 10,
             completion_tokens: 5,
@@ -418,7 +420,7 @@ mod tests {
         m.observe(&Observation {
             status: 200,
             stream: true,
-            upstream: Duration::from_millis(800),
+            upstream: Some(Duration::from_millis(800)),
             overhead: Duration::from_micros(700),
             ttft: Some(Duration::from_millis(90)),
             prompt_tokens: 7,
@@ -428,11 +430,12 @@ mod tests {
         m.observe(&Observation {
             status: 504,
             stream: false,
-            upstream: Duration::from_secs(40),
+            upstream: Some(Duration::from_secs(40)),
             timed_out: true,
             ..Observation::default()
         });
-        m.observe(&Observation { status: 418, ..Observation::default() });
+        // Answered by the proxy itself: counted, but in no upstream latency.
+        m.observe(&Observation { status: 418, upstream: None, ..Observation::default() });
         m.retried();
         m.retried();
         let text = m.render();
@@ -443,11 +446,11 @@ mod tests {
             r#"uniproxy_requests_total{platform="mock",status="504",stream="false"} 1"#,
             r#"uniproxy_requests_total{platform="mock",status="4xx",stream="false"} 1"#,
             "# TYPE uniproxy_upstream_latency_seconds histogram",
-            r#"uniproxy_upstream_latency_seconds_bucket{platform="mock",stream="false",le="0.25"} 2"#,
-            r#"uniproxy_upstream_latency_seconds_bucket{platform="mock",stream="false",le="30"} 2"#,
-            r#"uniproxy_upstream_latency_seconds_bucket{platform="mock",stream="false",le="60"} 3"#,
-            r#"uniproxy_upstream_latency_seconds_bucket{platform="mock",stream="false",le="+Inf"} 3"#,
-            r#"uniproxy_upstream_latency_seconds_count{platform="mock",stream="false"} 3"#,
+            r#"uniproxy_upstream_latency_seconds_bucket{platform="mock",stream="false",le="0.25"} 1"#,
+            r#"uniproxy_upstream_latency_seconds_bucket{platform="mock",stream="false",le="30"} 1"#,
+            r#"uniproxy_upstream_latency_seconds_bucket{platform="mock",stream="false",le="60"} 2"#,
+            r#"uniproxy_upstream_latency_seconds_bucket{platform="mock",stream="false",le="+Inf"} 2"#,
+            r#"uniproxy_upstream_latency_seconds_count{platform="mock",stream="false"} 2"#,
             r#"uniproxy_upstream_latency_seconds_sum{platform="mock",stream="true"} 0.8"#,
             r#"uniproxy_proxy_overhead_seconds_bucket{platform="mock",stream="true",le="0.001"} 1"#,
             r#"uniproxy_proxy_overhead_seconds_bucket{platform="mock",stream="true",le="0.0005"} 0"#,

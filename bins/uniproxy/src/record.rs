@@ -444,7 +444,7 @@ impl Recorder {
         self.metrics.observe(&Observation {
             status: r.status,
             stream: r.stream,
-            upstream: millis(r.latency_ms()).saturating_sub(r.overhead),
+            upstream: (r.attempts > 0).then(|| millis(r.latency_ms()).saturating_sub(r.overhead)),
             overhead: r.overhead,
             ttft: r.ttft_ms().filter(|_| r.stream && r.status == 200).map(millis),
             prompt_tokens: prompt,
