@@ -139,7 +139,8 @@ pub fn logs_query(query: Option<&str>) -> Result<Query, ProxyError> {
             })
         })
         .transpose()?;
-    let limit: Option<u32> = parsed(&p, "limit", "a whole number")?;
+    // Read wide, then capped: a limit beyond the page's is the page's, as the docs say.
+    let limit: Option<u64> = parsed(&p, "limit", "a whole number")?;
     Ok(Query {
         from_ms: parsed(&p, "from", "unix milliseconds")?,
         to_ms: parsed(&p, "to", "unix milliseconds")?,
@@ -149,7 +150,7 @@ pub fn logs_query(query: Option<&str>) -> Result<Query, ProxyError> {
         stream: parsed(&p, "stream", "`true` or `false`")?,
         search: param(&p, &["search", "q"]).map(str::to_owned),
         before_id: parsed(&p, "before", "an entry id")?,
-        limit: limit.unwrap_or(50).clamp(1, MAX_PAGE),
+        limit: limit.map_or(50, |l| u32::try_from(l).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE)),
         with_total: parsed(&p, "total", "`true` or `false`")?.unwrap_or(false),
     })
 }
@@ -160,7 +161,7 @@ fn default_bucket(from_ms: i64, to_ms: i64) -> i64 {
         1_000, 5_000, 15_000, 60_000, 300_000, 900_000, 1_800_000, 3_600_000, 10_800_000,
         21_600_000, 43_200_000, 86_400_000,
     ];
-    let want = (to_ms - from_ms) / 60;
+    let want = to_ms.saturating_sub(from_ms) / 60;
     STEPS.iter().copied().find(|&s| s >= want).unwrap_or(86_400_000)
 }
 
@@ -172,11 +173,12 @@ fn default_bucket(from_ms: i64, to_ms: i64) -> i64 {
 pub fn stats_query(query: Option<&str>, now: i64) -> Result<StatsQuery, ProxyError> {
     let p = params(query);
     let to = parsed(&p, "to", "unix milliseconds")?.unwrap_or(now);
-    let from = parsed(&p, "from", "unix milliseconds")?.unwrap_or(to - 86_400_000);
+    // Saturating: a client's extreme values (i64::MIN) must neither wrap nor panic.
+    let from = parsed(&p, "from", "unix milliseconds")?.unwrap_or(to.saturating_sub(86_400_000));
     let bucket: Option<i64> = parsed(&p, "bucket", "milliseconds")?;
     // At most about 2 000 buckets, whatever was asked, so a tiny bucket cannot blow up the
     // answer on a wide range.
-    let floor = ((to - from) / 2_000).max(1_000);
+    let floor = (to.saturating_sub(from) / 2_000).max(1_000);
     let bucket = bucket.unwrap_or_else(|| default_bucket(from, to)).max(floor);
     Ok(StatsQuery {
         from_ms: Some(from),
@@ -307,6 +309,26 @@ mod tests {
         // A tiny bucket over a wide range is widened.
         let q = stats_query(Some("from=0&to=86400000&bucket=1"), 0).unwrap();
         assert_eq!(q.bucket_ms, Some(43_200));
+        // The widest range a client can name: no overflow (a panic in a debug build), and
+        // still at most about 2 000 buckets.
+        let (min, max) = (i64::MIN, i64::MAX);
+        for query in
+            [format!("from={min}"), format!("to={min}"), format!("from={min}&to={max}&bucket=1")]
+        {
+            let q = stats_query(Some(&query), 100_000_000).unwrap();
+            let (from, to) = (q.from_ms.unwrap(), q.to_ms.unwrap());
+            let buckets = to.saturating_sub(from) / q.bucket_ms.unwrap();
+            assert!(buckets <= 2_000, "{query}: {buckets} buckets");
+        }
+    }
+
+    #[test]
+    fn a_limit_beyond_the_page_is_the_page() {
+        for limit in ["900", "4294967296", "18446744073709551615"] {
+            let q = logs_query(Some(&format!("limit={limit}"))).unwrap();
+            assert_eq!(q.limit, MAX_PAGE, "{limit}");
+        }
+        assert_eq!(logs_query(Some("limit=0")).unwrap().limit, 1);
     }
 
     #[test]
