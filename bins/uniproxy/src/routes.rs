@@ -265,7 +265,11 @@ pub fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            // The scheme name is case-insensitive (RFC 9110, 11.1): `BEARER` is `Bearer`.
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(str::trim)
 }
 
@@ -343,4 +347,24 @@ fn preflight(state: &AppState, req: &Request<Incoming>, route: Route) -> Respons
         h.append(header::VARY, header::HeaderValue::from_static("origin"));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        let token = |value: &str| {
+            let mut h = hyper::HeaderMap::new();
+            h.insert(header::AUTHORIZATION, value.parse().unwrap());
+            bearer(&h).map(str::to_owned)
+        };
+        for value in ["Bearer k1", "bearer k1", "BEARER k1", "Bearer  k1 "] {
+            assert_eq!(token(value).as_deref(), Some("k1"), "{value}");
+        }
+        for value in ["Basic azE=", "Bearerk1", "k1"] {
+            assert_eq!(token(value), None, "{value}");
+        }
+    }
 }
