@@ -388,7 +388,29 @@ fn write_row(out: &mut dyn Write, e: &EntrySummary) -> io::Result<()> {
 }
 
 fn models(client: &str, actual: &str) -> String {
-    if client == actual { client.to_owned() } else { format!("{client} → {actual}") }
+    let models =
+        if client == actual { client.to_owned() } else { format!("{client} → {actual}") };
+    shown(&models, false).into_owned()
+}
+
+/// Text a client wrote, made safe for the operator's terminal: every control character but
+/// (with `lines`) newline and tab is written as its escape (`\x1b`), so a client's model
+/// name or body cannot recolour the output, retitle the terminal, or split a table row.
+fn shown(text: &str, lines: bool) -> std::borrow::Cow<'_, str> {
+    let kept = |c: char| !c.is_control() || (lines && (c == '\n' || c == '\t'));
+    if text.chars().all(kept) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if kept(c) {
+            out.push(c);
+        } else {
+            // Control characters are all below U+0100 (C0, DEL, C1).
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The error class and the start of the message, on one line.
@@ -573,7 +595,7 @@ fn show(
         fields.push(("dropped fields", e.dropped_fields.join(", ")));
     }
     for (key, value) in fields {
-        writeln!(out, "{key:<15}{value}")?;
+        writeln!(out, "{key:<15}{}", shown(&value, false))?;
     }
     let mut bodies = vec![
         ("client request", e.client_request.as_str()),
@@ -592,7 +614,7 @@ fn show(
         }
         let pretty = if raw { None } else { pretty::pretty_json(body) };
         let text = pretty.as_deref().unwrap_or(body);
-        writeln!(out, "{}", text.trim_end_matches('\n'))?;
+        writeln!(out, "{}", shown(text.trim_end_matches('\n'), true))?;
     }
     Ok(())
 }

@@ -722,3 +722,24 @@ fn import_loads_spilled_entries_once_and_keeps_what_it_cannot_read() {
     assert_eq!(run(&settings, &["import", "a", "b"]).code, ExitCode::from(2));
     assert_eq!(run(&settings, &["import", "--json"]).code, ExitCode::from(2));
 }
+
+#[test]
+fn what_a_client_wrote_cannot_drive_the_terminal_or_the_spreadsheet() {
+    // A model name with a colour, a terminal title and a line break, and a body that was no
+    // JSON (stored as it came) with an escape in it.
+    let model = "\u{1b}[31mRED\u{1b}[0m\u{1b}]0;pwned\u{7}\nnl";
+    let mut e = entry(1, NOW - 1_000, [model, "claude"], (100, None), false, 400);
+    e.client_request = "not json \u{1b}[2J".into();
+    let formula = entry(2, NOW - 500, ["=cmd|' /C calc'!A0", "claude"], (100, None), false, 200);
+    let f = fixture_with(&[e, formula]);
+    for args in [&["list"][..], &["tail"][..], &["show", "1"][..]] {
+        let o = run(&f.settings, args);
+        assert_eq!(o.code, ExitCode::SUCCESS, "{args:?}: {}", o.err);
+        assert!(!o.out.contains(['\u{1b}', '\u{7}']), "{args:?}: {:?}", o.out);
+        assert!(o.out.contains("\\x1b[31mRED"), "{args:?}: {:?}", o.out);
+    }
+    // One row a line: the header and the two entries.
+    assert_eq!(run(&f.settings, &["list"]).out.lines().count(), 3);
+    let o = run(&f.settings, &["export", "--format", "csv"]);
+    assert!(o.out.contains(",'=cmd|' /C calc'!A0,"), "{}", o.out);
+}
