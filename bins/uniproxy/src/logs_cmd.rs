@@ -170,6 +170,14 @@ pub enum LogsError {
         #[source]
         source: io::Error,
     },
+    /// Lines of an imported file were not log entries: the rest was stored, and the file kept.
+    #[error("{count} lines of {} are not log entries; the file is kept", path.display())]
+    Unreadable {
+        /// How many.
+        count: u64,
+        /// The file.
+        path: PathBuf,
+    },
     /// The log store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -292,6 +300,7 @@ fn report(e: &LogsError, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         | LogsError::NotFound(_)
         | LogsError::CreateOutput { .. }
         | LogsError::ImportFile { .. }
+        | LogsError::Unreadable { .. }
         | LogsError::Store(_)
         | LogsError::Write(_) => {
             let _ = writeln!(err, "uniproxy logs: {}", error_chain(e));
@@ -881,6 +890,11 @@ fn import(
     let nothing =
         |out: &mut dyn Write| writeln!(out, "nothing to import: no file at {}", path.display());
     if !path.exists() {
+        if path != live {
+            // A file named on the command line that is not there is a mistake, not nothing.
+            let source = io::Error::from(io::ErrorKind::NotFound);
+            return Err(LogsError::ImportFile { action: "read", path, source });
+        }
         nothing(out)?;
         return Ok(());
     }
@@ -919,6 +933,8 @@ fn import(
     }
     if report.unreadable > 0 {
         writeln!(out, "; {} unreadable lines, kept in {}", report.unreadable, aside.display())?;
+        // Stored what it could, but not all: a script must see that.
+        return Err(LogsError::Unreadable { count: report.unreadable as u64, path: aside });
     } else {
         match std::fs::remove_file(&aside) {
             // Removed by the proxy's own replay of the same file meanwhile.

@@ -676,7 +676,8 @@ fn import_loads_spilled_entries_once_and_keeps_what_it_cannot_read() {
     drop(file);
 
     let o = run(&settings, &["import"]);
-    assert_eq!(o.code, ExitCode::SUCCESS, "{}", o.err);
+    // What could be read is stored; the rest is kept, and the exit says it was not all.
+    assert_eq!(o.code, ExitCode::FAILURE, "{}", o.err);
     let kept = format!("{}.importing-{NOW}", spill.display());
     assert_eq!(
         o.out,
@@ -687,6 +688,7 @@ fn import_loads_spilled_entries_once_and_keeps_what_it_cannot_read() {
         )
     );
     assert!(o.err.starts_with(&format!("line 4 of {kept} is not a log entry")), "{}", o.err);
+    assert!(o.err.contains(&format!("1 lines of {kept} are not log entries")), "{}", o.err);
     assert_eq!(count(&f.path), 7);
     let shown = run(&settings, &["show", "7", "--json"]);
     let e: Value = serde_json::from_str(&shown.out).unwrap();
@@ -695,8 +697,12 @@ fn import_loads_spilled_entries_once_and_keeps_what_it_cannot_read() {
 
     // Again, from the kept file: everything readable is stored already.
     let o = run(&settings, &["import", &kept]);
-    assert_eq!(o.code, ExitCode::SUCCESS, "{}", o.err);
+    assert_eq!(o.code, ExitCode::FAILURE, "{}", o.err);
     assert!(o.out.starts_with(&format!("imported 0 entries from {kept}; 3 were stored already")));
+    // A file named that is not there is an error, not "nothing to import".
+    let o = run(&settings, &["import", "/nonexistent/spill.jsonl"]);
+    assert_eq!(o.code, ExitCode::FAILURE);
+    assert!(o.err.contains("cannot read /nonexistent/spill.jsonl"), "{}", o.err);
     assert_eq!(count(&f.path), 7);
 
     // A clean file is removed once it is stored (and moved aside beside the kept one, not
