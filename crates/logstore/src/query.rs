@@ -125,62 +125,119 @@ fn like_pattern(text: &str) -> String {
     out
 }
 
+/// The forms `text` takes inside a JSON string, for searching bodies, which are JSON text:
+/// as written, JSON-escaped (`"`, `\`, control characters: what a phrase with a quote or a
+/// line break is in a body), and JSON-escaped with every non-ASCII character as `\uXXXX`
+/// (Python's `json.dumps` and others write `Grüße` as `Gr\u00fc\u00dfe`; LIKE's case
+/// folding takes `\u00FC` too). Each once.
+fn json_forms(text: &str) -> Vec<String> {
+    let escaped = |ascii: bool| {
+        let mut out = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if c.is_control() || (ascii && !c.is_ascii()) => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    let mut forms = vec![text.to_owned()];
+    for form in [escaped(false), escaped(true)] {
+        if !forms.contains(&form) {
+            forms.push(form);
+        }
+    }
+    forms
+}
+
 /// Builds the WHERE clause (without the cursor) and its parameters.
 pub(crate) fn filter_clause(q: &Query) -> (String, Vec<Value>) {
-    let mut terms: Vec<&str> = Vec::new();
+    let mut terms: Vec<std::borrow::Cow<'static, str>> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
     if let Some(from) = q.from_ms {
-        terms.push("r.received_ms >= ?");
+        terms.push("r.received_ms >= ?".into());
         args.push(Value::Integer(from));
     }
     if let Some(to) = q.to_ms {
-        terms.push("r.received_ms < ?");
+        terms.push("r.received_ms < ?".into());
         args.push(Value::Integer(to));
     }
     match q.status {
         None => {}
-        Some(StatusFilter::Exact(200)) => terms.push("r.status = 200"),
+        Some(StatusFilter::Exact(200)) => terms.push("r.status = 200".into()),
         Some(StatusFilter::Exact(code)) => {
             // The second term, in the index's own words, lets the planner use the partial
             // index of failures (requests_failed).
-            terms.push("r.status = ? AND r.status <> 200");
+            terms.push("r.status = ? AND r.status <> 200".into());
             args.push(Value::Integer(i64::from(code)));
         }
         Some(StatusFilter::Class(digit)) => {
             // Unary `+` keeps the planner off the status index: a range on it
             // would need a sort of every match to get the time order.
-            terms.push("+r.status BETWEEN ? AND ?");
+            terms.push("+r.status BETWEEN ? AND ?".into());
             args.push(Value::Integer(i64::from(digit) * 100));
             args.push(Value::Integer(i64::from(digit) * 100 + 99));
         }
-        Some(StatusFilter::Error) => terms.push("(+r.status >= 400 OR r.error_type IS NOT NULL)"),
+        Some(StatusFilter::Error) => {
+            terms.push("(+r.status >= 400 OR r.error_type IS NOT NULL)".into())
+        }
     }
     if let Some(model) = &q.model {
         // Unary `+`: the OR over two indexes would sort every match.
-        terms.push("(+r.client_model = ? OR +r.actual_model = ?)");
+        terms.push("(+r.client_model = ? OR +r.actual_model = ?)".into());
         args.push(Value::Text(model.clone()));
         args.push(Value::Text(model.clone()));
     }
     if let Some(platform) = &q.platform {
-        terms.push("r.platform = ?");
+        terms.push("r.platform = ?".into());
         args.push(Value::Text(platform.clone()));
     }
     if let Some(stream) = q.stream {
-        terms.push("r.stream = ?");
+        terms.push("r.stream = ?".into());
         args.push(Value::Integer(i64::from(stream)));
     }
     if let Some(text) = q.search.as_deref().filter(|t| !t.is_empty()) {
+        // The ids and the error message are plain text; the bodies JSON, in any of its forms.
+        let forms = json_forms(text);
+        let upstream = "(CASE WHEN b.upstream_copies IS NULL THEN b.upstream_request \
+             ELSE uniproxy_upstream_request(b.upstream_request, b.upstream_copies, b.client_request) END)";
+        let in_bodies: Vec<String> = forms
+            .iter()
+            .map(|_| {
+                format!(
+                    "b.client_request LIKE ? ESCAPE '\\' OR {upstream} LIKE ? ESCAPE '\\' \
+                     OR b.response LIKE ? ESCAPE '\\'"
+                )
+            })
+            .collect();
         terms.push(
-            "(r.request_id LIKE ? ESCAPE '\\' OR r.error_message LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM bodies b WHERE b.id = r.id AND \
-             (b.client_request LIKE ? ESCAPE '\\' \
-             OR (CASE WHEN b.upstream_copies IS NULL THEN b.upstream_request \
-             ELSE uniproxy_upstream_request(b.upstream_request, b.upstream_copies, b.client_request) END) \
-             LIKE ? ESCAPE '\\' \
-             OR b.response LIKE ? ESCAPE '\\')))",
+            format!(
+                "(r.request_id LIKE ? ESCAPE '\\' OR r.error_message LIKE ? ESCAPE '\\' OR EXISTS \
+                 (SELECT 1 FROM bodies b WHERE b.id = r.id AND ({})))",
+                in_bodies.join(" OR ")
+            )
+            .into(),
         );
-        let pattern = like_pattern(text);
-        for _ in 0..5 {
-            args.push(Value::Text(pattern.clone()));
+        let plain = like_pattern(text);
+        args.push(Value::Text(plain.clone()));
+        args.push(Value::Text(plain));
+        for form in &forms {
+            let pattern = like_pattern(form);
+            for _ in 0..3 {
+                args.push(Value::Text(pattern.clone()));
+            }
         }
     }
     // Anonymous `?` parameters are numbered in push order.

@@ -661,3 +661,33 @@ fn a_current_database_opens_while_another_process_holds_its_write_lock() {
     assert_eq!(store.list(&Query::default()).unwrap().items.len(), 0);
     writer.execute_batch("COMMIT").unwrap();
 }
+
+#[test]
+fn search_finds_text_as_a_json_body_writes_it() {
+    let (_dir, store) = temp_store();
+    let mut quoted = entry(1);
+    quoted.client_request =
+        r#"{"messages":[{"role":"user","content":"Er sagte \"Anna\",\nund ging"}]}"#.into();
+    let mut escaped = entry(2);
+    // Python's json.dumps writes non-ASCII as \u escapes.
+    escaped.client_request =
+        r#"{"messages":[{"role":"user","content":"Gr\u00fc\u00dfe aus Z\u00fcrich \ud83d\ude00"}]}"#
+            .into();
+    let mut raw = entry(3);
+    raw.response = r#"{"content":"Grüße, C:\\temp"}"#.into();
+    store.insert_batch(&[quoted, escaped, raw]).unwrap();
+    let found = |text: &str| -> Vec<String> {
+        let page = store.list(&Query { search: Some(text.into()), ..Query::default() }).unwrap();
+        let mut ids: Vec<String> = page.items.into_iter().map(|e| e.request_id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(found(r#"sagte "Anna""#), ["chatcmpl-000001"]);
+    assert_eq!(found("Anna\",\nund"), ["chatcmpl-000001"]);
+    assert_eq!(found("Grüße"), ["chatcmpl-000002", "chatcmpl-000003"]);
+    assert_eq!(found("zürich 😀"), ["chatcmpl-000002"]);
+    assert_eq!(found(r"C:\temp"), ["chatcmpl-000003"]);
+    // As before: the plain text of plain bodies, and nothing that is not there.
+    assert_eq!(found("ging"), ["chatcmpl-000001"]);
+    assert!(found("Grüsse").is_empty());
+}
