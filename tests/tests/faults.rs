@@ -651,6 +651,9 @@ async fn malformed_requests_are_4xx_naming_the_field() {
     assert!(mock.requests().is_empty(), "nothing malformed goes upstream");
     let entries = proxy.entries(cases.len() + 1).await;
     assert!(entries.iter().all(|e| e.entry.status == 400), "every bad request is logged");
+    // Filed under the model each asked for, where the body says it plainly (not `7`).
+    let models: Vec<&str> = entries.iter().map(|e| e.entry.client_model.as_str()).collect();
+    assert_eq!(models, ["a", "a", "", "a", "a", "a", "a", "a"]);
     assert_eq!(proxy.get("/health").await.status, 200);
 }
 

@@ -533,7 +533,18 @@ fn prepare(
         let up = state.provider.build_request_head(head)?;
         return Ok(prepared(record, up, ctx, client_stream, upstream_stream));
     }
-    let mut request: ChatCompletionRequest = from_slice(body).map_err(ProxyError::InvalidBody)?;
+    let mut request: ChatCompletionRequest = match from_slice(body) {
+        Ok(request) => request,
+        Err(e) => {
+            // Refused, but still filed under the model and stream flag it asked for, when the
+            // body says them plainly: what an operator filters the log by.
+            if let Ok(head) = serde_json::from_slice::<BodyHead>(body) {
+                record.client_model = head.model.unwrap_or_default();
+                record.stream = head.stream.unwrap_or(false);
+            }
+            return Err(ProxyError::InvalidBody(e));
+        }
+    };
     let (client_stream, upstream_stream) =
         admit(state, record, &request.model, request.is_stream(), request.has_tools())?;
     let ctx = context(state, record, request.wants_stream_usage(), request.wants_json_object());
@@ -543,6 +554,27 @@ fn prepare(
     }
     let up = state.provider.build_request_from(request, body)?;
     Ok(prepared(record, up, ctx, client_stream, upstream_stream))
+}
+
+/// The model and stream flag of a body that is JSON but not a valid request; any member of
+/// another type counts as absent.
+#[derive(serde::Deserialize)]
+struct BodyHead {
+    #[serde(default, deserialize_with = "string_or_none")]
+    model: Option<String>,
+    #[serde(default, deserialize_with = "bool_or_none")]
+    stream: Option<bool>,
+}
+
+fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde::Deserialize::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn bool_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    serde::Deserialize::deserialize(d).map(|v: serde_json::Value| v.as_bool())
 }
 
 /// Notes the parsed request's model and stream flag in the record and checks the request
