@@ -23,10 +23,18 @@ pub fn retryable_status(status: u16) -> bool {
     matches!(status, 429 | 500 | 502 | 503 | 504 | 529)
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare from API servers and is ignored).
+/// The upstream's word on when to try again: `retry-after-ms` (Azure's, the finer one, which the
+/// OpenAI SDKs read first), else `Retry-After` in seconds (the HTTP-date form is rare from API
+/// servers and is ignored).
 fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
-    let v = headers.get(hyper::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    let number = |name: &str| -> Option<f64> {
+        let v = headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok()?;
+        (v.is_finite() && v >= 0.0).then_some(v)
+    };
+    match number("retry-after-ms") {
+        Some(ms) => Some(Duration::from_secs_f64(ms / 1000.0)),
+        None => number("retry-after").map(Duration::from_secs_f64),
+    }
 }
 
 /// The wait before retry number `attempt` (1-based): `BASE·2^(attempt-1)`, scaled by a jitter
@@ -115,6 +123,13 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_millis(500)));
         h.insert(hyper::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+        // Azure's milliseconds come first, beside the seconds or alone.
+        h.insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+        h.insert(hyper::header::RETRY_AFTER, "1".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+        h.insert("retry-after-ms", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -94,10 +94,12 @@ impl Assembled {
             calls.resize_with(index + 1, AssembledToolCall::default);
         }
         let call = &mut calls[index];
-        if let Some(id) = id {
+        // The id comes whole, in the first fragment; some servers repeat it (and the name) in
+        // every one, which must not grow it.
+        if let Some(id) = id.filter(|_| call.id.is_empty()) {
             call.id.push_str(id);
         }
-        if let Some(name) = name {
+        if let Some(name) = name.filter(|&n| call.name != n) {
             call.name.push_str(name);
         }
         if let Some(args) = arguments {
@@ -317,6 +319,21 @@ mod tests {
     use uniproxy_wire::{ChunkChoice, Delta};
 
     use super::*;
+
+    #[test]
+    fn an_id_and_name_repeated_in_every_fragment_are_kept_once() {
+        let mut a = Assembled::default();
+        a.tool_call_fragment(0, 0, Some("call_A"), Some("get_w"), Some("{\"ci"));
+        a.tool_call_fragment(0, 0, Some("call_A"), Some("get_w"), Some("ty\":\"Paris\"}"));
+        a.tool_call_fragment(0, 0, Some("call_A"), None, Some(""));
+        // As OpenAI sends them: the id and name in the first fragment only.
+        a.tool_call_fragment(0, 1, Some("call_B"), Some("now"), Some(""));
+        a.tool_call_fragment(0, 1, None, None, Some("{}"));
+        let calls = &a.choices[0].tool_calls;
+        let got: Vec<_> =
+            calls.iter().map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str())).collect();
+        assert_eq!(got, [("call_A", "get_w", "{\"city\":\"Paris\"}"), ("call_B", "now", "{}")]);
+    }
 
     #[test]
     fn content_added_without_a_chunk_is_the_chunk_added() {
