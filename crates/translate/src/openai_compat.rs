@@ -1130,6 +1130,18 @@ impl OpenAiStream {
                 a.created = head.created.unwrap_or(0);
             }
         }
+        // What the chunk did not say, the client got from the context (`with_required_members`):
+        // the record says the same.
+        let (id, created, model) = &self.fallback;
+        if a.id.is_empty() {
+            a.id.clone_from(id);
+        }
+        if a.created == 0 {
+            a.created = *created;
+        }
+        if a.model.is_empty() {
+            a.model.clone_from(model);
+        }
         for c in &view.choices {
             if let Some(d) = &c.delta {
                 let choice = a.choice(c.index);
@@ -1995,6 +2007,9 @@ mod tests {
             &frame[..],
             b"data: {\"id\":\"chatcmpl-local\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
         );
+        // And the record says what the client got.
+        let a = stream.assembled();
+        assert_eq!((a.id.as_str(), a.created, a.model.as_str()), ("chatcmpl-local", 1, "m"));
     }
 
     #[test]
