@@ -204,11 +204,8 @@ impl OpenAiCompat {
     /// and the configured model may be one whatever the client thinks it talks to.
     fn limits(&self, max_tokens: &mut Option<u32>, max_completion_tokens: &mut Option<u32>) {
         let max = self.config.max_tokens;
-        let field = if self.left_out.load(Ordering::Relaxed) & NEW_LIMIT == 0 {
-            self.limit_field
-        } else {
-            LimitField::MaxTokens
-        };
+        let learned = self.left_out.load(Ordering::Relaxed) & NEW_LIMIT != 0;
+        let field = if learned { LimitField::MaxTokens } else { self.limit_field };
         if !cap_limits(max_tokens, max_completion_tokens, max) {
             match field {
                 LimitField::MaxTokens => *max_tokens = Some(max),
@@ -218,6 +215,10 @@ impl OpenAiCompat {
             && let Some(old) = max_tokens.take()
         {
             *max_completion_tokens = Some(max_completion_tokens.map_or(old, |new| new.min(old)));
+        }
+        // The upstream refused `max_completion_tokens`: a client's goes as `max_tokens` too.
+        if learned && let Some(new) = max_completion_tokens.take() {
+            *max_tokens = Some(max_tokens.map_or(new, |old| old.min(new)));
         }
     }
 }
@@ -493,12 +494,12 @@ impl Provider for OpenAiCompat {
             // Mistral answers 422 (`extra_forbidden` at `stream_options.include_usage`), older
             // Azure API versions 400 ("Unrecognized request argument supplied: stream_options").
             STREAM_USAGE
-        } else if matches!(self.limit_field, LimitField::MaxCompletionTokens)
-            && names(b"max_completion_tokens")
-        {
+        } else if names(b"max_completion_tokens") {
             // Older Azure API versions: "Unrecognized request argument supplied:
-            // max_completion_tokens". Once only: a client that sent the member itself gets
-            // the refusal after one more try.
+            // max_completion_tokens"; servers that know only `max_tokens` (a client sent the
+            // newer member to a custom one), 422 `extra_forbidden`. The limit goes as
+            // `max_tokens` from then on, the client's own included. Once only: refused again,
+            // the refusal reaches the client.
             let before = self.left_out.fetch_or(NEW_LIMIT, Ordering::Relaxed);
             return before & NEW_LIMIT == 0;
         } else {
@@ -1568,13 +1569,33 @@ mod tests {
         assert!(azure.refused(400, refusal, false));
         assert_eq!(limits(unset), (Some(4096.into()), None));
         assert_eq!(limits(clients), (Some(50.into()), None));
-        // Learned once: a client's own member, refused again, reaches the client.
+        // A client's own `max_completion_tokens` goes as `max_tokens` too.
+        let newer = br#"{"model":"a","messages":[{"role":"user","content":"Hi"}],"max_completion_tokens":70}"#;
+        assert_eq!(limits(newer), (Some(70.into()), None));
+        // Learned once: refused again, the refusal reaches the client.
         assert!(!azure.refused(400, refusal, false));
 
-        // Custom servers get `max_tokens` from the start, and learn nothing from such a body.
+        // A custom server gets `max_tokens` from the start, and the client's newer member as
+        // sent, until it refuses it (FastAPI servers: 422 `extra_forbidden`).
         let config = ProviderConfig::new(ProviderKind::Custom, "http://h/v1", "", "m");
         let custom = OpenAiCompat::new(config).unwrap();
-        assert!(!custom.refused(400, refusal, false));
+        let custom_limits = |raw: &[u8]| {
+            let request = || from_slice::<ChatCompletionRequest>(raw).unwrap();
+            let copied = custom.build_request_from(request(), raw).unwrap();
+            let typed = custom.build_request(request()).unwrap();
+            let [copied, typed] = [copied, typed].map(|up| {
+                let body: serde_json::Value = serde_json::from_slice(&up.body).unwrap();
+                (body.get("max_tokens").cloned(), body.get("max_completion_tokens").cloned())
+            });
+            assert_eq!(copied, typed, "both ways of building agree");
+            copied
+        };
+        assert_eq!(custom_limits(newer), (None, Some(70.into())));
+        let extra = br#"{"detail":[{"type":"extra_forbidden","loc":["body","max_completion_tokens"],"msg":"Extra inputs are not permitted","input":70}]}"#;
+        assert!(custom.refused(422, extra, false));
+        assert_eq!(custom_limits(newer), (Some(70.into()), None));
+        assert_eq!(custom_limits(clients), (Some(50.into()), None));
+        assert!(!custom.refused(422, extra, false));
     }
 
     #[test]
