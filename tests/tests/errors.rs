@@ -685,6 +685,35 @@ async fn upstream_success_that_is_not_a_completion_is_502() {
 }
 
 #[tokio::test]
+async fn the_ui_session_cookie_is_secure_behind_an_https_front() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.admin_key = Some(uniproxy_config::Secret::new("admin-key-1"));
+    let proxy = Proxy::start(settings).await;
+    let login = |forwarded: Option<(&'static str, &'static str)>| {
+        let mut r = request(Method::POST, "/ui/login", Bytes::from_static(b"key=admin-key-1"));
+        r.headers_mut()
+            .insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
+        if let Some((name, value)) = forwarded {
+            r.headers_mut().insert(name, value.parse().unwrap());
+        }
+        send(proxy.addr, r)
+    };
+    for (forwarded, secure) in [
+        (None, false),
+        (Some(("x-forwarded-proto", "https")), true),
+        (Some(("forwarded", "for=10.0.0.1;proto=https;host=logs.example")), true),
+        (Some(("x-forwarded-proto", "http")), false),
+    ] {
+        let resp = login(forwarded).await;
+        assert_eq!(resp.status, 303, "{forwarded:?}: {}", resp.text());
+        let cookie = resp.header("set-cookie").unwrap_or_default().to_owned();
+        assert!(cookie.contains("HttpOnly; SameSite=Strict"), "{cookie}");
+        assert_eq!(cookie.ends_with("; Secure"), secure, "{forwarded:?}: {cookie}");
+    }
+}
+
+#[tokio::test]
 async fn proxy_keys_are_required_and_never_forwarded() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
     let mut settings = openai_settings(&mock);

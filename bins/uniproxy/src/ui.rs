@@ -97,6 +97,7 @@ fn redirect_to_ui(cookie: Option<String>) -> Response<ProxyBody> {
 /// `POST /ui/login` with a form field `key`: on a valid key, the session cookie and a redirect
 /// to `/ui`; otherwise the login form again (401).
 pub async fn login(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> {
+    let secure = secure_cookie(req.headers());
     let Ok(body) = Limited::new(req.into_body(), MAX_LOGIN_BODY).collect().await else {
         return login_page(StatusCode::BAD_REQUEST);
     };
@@ -111,9 +112,25 @@ pub async fn login(state: &AppState, req: Request<Incoming>) -> Response<ProxyBo
     };
     let token = admin::session_token(state, &uniproxy_config::Secret::new(key));
     redirect_to_ui(Some(format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200",
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}",
         admin::SESSION_COOKIE
     )))
+}
+
+/// `; Secure` for a login that came through an HTTPS front (`X-Forwarded-Proto: https`, or
+/// `Forwarded: proto=https`), so that the browser never sends the session over plain HTTP. A
+/// header that lies can only keep the cookie off plain HTTP, which is no harm.
+fn secure_cookie(headers: &hyper::HeaderMap) -> &'static str {
+    let says_https = |name: &str, https: &dyn Fn(&str) -> bool| {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).any(https)
+    };
+    let proto = says_https("x-forwarded-proto", &|v| {
+        v.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+    });
+    let forwarded = says_https("forwarded", &|v| {
+        v.split([';', ',']).any(|p| p.trim().eq_ignore_ascii_case("proto=https"))
+    });
+    if proto || forwarded { "; Secure" } else { "" }
 }
 
 /// `POST /ui/logout`: clears the session cookie.
