@@ -1546,10 +1546,11 @@ mod tests {
         let mut config = ProviderConfig::new(ProviderKind::AzureOpenAi, base, "k", "gpt-4o");
         config.api_version = "2024-06-01".to_owned();
         let azure = OpenAiCompat::new(config).unwrap();
-        let limits = |raw: &[u8]| {
+        // `max_tokens` and `max_completion_tokens` as `provider` sends them, built both ways.
+        let limits_of = |provider: &OpenAiCompat, raw: &[u8]| {
             let request = || from_slice::<ChatCompletionRequest>(raw).unwrap();
-            let copied = azure.build_request_from(request(), raw).unwrap();
-            let typed = azure.build_request(request()).unwrap();
+            let copied = provider.build_request_from(request(), raw).unwrap();
+            let typed = provider.build_request(request()).unwrap();
             let [copied, typed] = [copied, typed].map(|up| {
                 let body: serde_json::Value = serde_json::from_slice(&up.body).unwrap();
                 (body.get("max_tokens").cloned(), body.get("max_completion_tokens").cloned())
@@ -1557,6 +1558,7 @@ mod tests {
             assert_eq!(copied, typed, "both ways of building agree");
             copied
         };
+        let limits = |raw: &[u8]| limits_of(&azure, raw);
         let unset = br#"{"model":"a","messages":[{"role":"user","content":"Hi"}]}"#;
         let clients =
             br#"{"model":"a","messages":[{"role":"user","content":"Hi"}],"max_tokens":50}"#;
@@ -1579,17 +1581,7 @@ mod tests {
         // sent, until it refuses it (FastAPI servers: 422 `extra_forbidden`).
         let config = ProviderConfig::new(ProviderKind::Custom, "http://h/v1", "", "m");
         let custom = OpenAiCompat::new(config).unwrap();
-        let custom_limits = |raw: &[u8]| {
-            let request = || from_slice::<ChatCompletionRequest>(raw).unwrap();
-            let copied = custom.build_request_from(request(), raw).unwrap();
-            let typed = custom.build_request(request()).unwrap();
-            let [copied, typed] = [copied, typed].map(|up| {
-                let body: serde_json::Value = serde_json::from_slice(&up.body).unwrap();
-                (body.get("max_tokens").cloned(), body.get("max_completion_tokens").cloned())
-            });
-            assert_eq!(copied, typed, "both ways of building agree");
-            copied
-        };
+        let custom_limits = |raw: &[u8]| limits_of(&custom, raw);
         assert_eq!(custom_limits(newer), (None, Some(70.into())));
         let extra = br#"{"detail":[{"type":"extra_forbidden","loc":["body","max_completion_tokens"],"msg":"Extra inputs are not permitted","input":70}]}"#;
         assert!(custom.refused(422, extra, false));
