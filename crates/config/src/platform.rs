@@ -63,13 +63,13 @@ impl Platform {
         }
     }
 
-    /// A `BASE_URL` given as a bare host, as the platforms' own SDKs take theirs
-    /// (`https://api.anthropic.com`, `https://generativelanguage.googleapis.com`, Azure's
-    /// `azure_endpoint` `https://RESOURCE.openai.azure.com`), completed with the path the
-    /// proxy's requests go under: `/v1` (OpenAI, Anthropic), `/v1beta` (Google), or
-    /// `/openai/deployments/DEPLOYMENT` (Azure OpenAI, the deployment being `deployment`,
-    /// `ACTUAL_NAME`). A URL with a path, and any URL of a custom server (which may serve at
-    /// its root), is kept as it is.
+    /// A `BASE_URL` given as a bare host, as the platforms' own SDKs take theirs and add the
+    /// path to (`https://api.anthropic.com`, `https://generativelanguage.googleapis.com`,
+    /// Azure's `azure_endpoint` `https://RESOURCE.openai.azure.com`), completed with that path:
+    /// `/v1` (Anthropic), `/v1beta` (Google), or `/openai/deployments/DEPLOYMENT` (Azure
+    /// OpenAI, the deployment being `deployment`, `ACTUAL_NAME`). The OpenAI SDK adds nothing to
+    /// its base URL, so an OpenAI `BASE_URL` is completed only for `api.openai.com` itself (a
+    /// gateway may serve at its root). A URL with a path, and a custom server's, is kept.
     #[must_use]
     pub fn complete_base_url(self, url: &str, deployment: &str) -> String {
         let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -77,12 +77,17 @@ impl Platform {
             return url.to_owned();
         }
         let path = match self {
-            Platform::OpenAi | Platform::Anthropic => "/v1".to_owned(),
+            Platform::OpenAi if after_scheme.eq_ignore_ascii_case("api.openai.com") => {
+                "/v1".to_owned()
+            }
+            Platform::Anthropic => "/v1".to_owned(),
             Platform::Google => "/v1beta".to_owned(),
             Platform::AzureOpenAi if !deployment.is_empty() => {
                 format!("/openai/deployments/{deployment}")
             }
-            Platform::AzureOpenAi | Platform::Custom | Platform::Mock => String::new(),
+            Platform::OpenAi | Platform::AzureOpenAi | Platform::Custom | Platform::Mock => {
+                String::new()
+            }
         };
         format!("{url}{path}")
     }

@@ -107,8 +107,10 @@ fn a_bare_host_gets_the_path_the_platforms_sdks_add_to_it() {
             "https://res.openai.azure.com",
             "https://res.openai.azure.com/openai/deployments/gpt-4o",
         ),
-        // A custom server may serve at its root; a URL with a path is kept.
+        // A custom server, or an OpenAI gateway, may serve at its root (the OpenAI SDK adds no
+        // path to its base URL); a URL with a path is kept.
         ("custom", "http://localhost:8080", "http://localhost:8080"),
+        ("openai", "https://gateway.example", "https://gateway.example"),
         ("anthropic", "https://gateway.example/anthropic", "https://gateway.example/anthropic"),
     ];
     for (platform, given, used) in cases {
