@@ -606,6 +606,8 @@ async fn every_answer_names_its_log_entry_in_x_request_id() {
         let resp = proxy.post("/v1/chat/completions", &req).await;
         assert_eq!(resp.status, status, "{}", resp.text());
         ids.push(resp.header("x-request-id").expect("x-request-id").to_owned());
+        let overhead = resp.header("x-uniproxy-overhead-ms").expect("overhead, errors too");
+        assert!(overhead.parse::<f64>().is_ok_and(f64::is_finite), "{overhead}");
     }
     // The entry the id names, not the upstream's `id` in the body.
     let logged: Vec<String> =

@@ -80,6 +80,7 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
     if let Some(answer) = pending.upstream_answer.take() {
         answer_start(&mut detail, &answer);
     }
+    let overhead = overhead_header(pending.overhead());
     let record = &mut pending.record;
     record.status = e.status();
     record.error_type = error.error.kind().map(str::to_owned);
@@ -99,6 +100,7 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
     for (name, value) in pending.retry_headers.drain(..) {
         response.headers_mut().insert(name, value);
     }
+    response.headers_mut().insert("x-uniproxy-overhead-ms", overhead);
     response
 }
 
