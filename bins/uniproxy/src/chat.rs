@@ -42,12 +42,20 @@ pub async fn chat(
     let record = arrival_record(&state, &req, client_addr, true);
     let request_id = header::HeaderValue::from_str(&record.request_id).ok();
     let mut pending = Pending::new(&state, record, started);
-    let mut response = match handle(&state, client, req, &mut pending).await {
+    let response = match handle(&state, client, req, &mut pending).await {
         // The record is written (or, for a stream, carried by the relay).
         Ok(response) => response,
         Err(e) => fail(pending, &e).await,
     };
-    if let Some(id) = request_id {
+    named(response, request_id)
+}
+
+/// The answer with its entry's id as `x-request-id`.
+fn named(
+    mut response: Response<ProxyBody>,
+    id: Option<header::HeaderValue>,
+) -> Response<ProxyBody> {
+    if let Some(id) = id {
         response.headers_mut().insert(X_REQUEST_ID, id);
     }
     response
@@ -63,12 +71,9 @@ pub async fn refused(
 ) -> Response<ProxyBody> {
     let record = arrival_record(state, req, client_addr, false);
     let request_id = header::HeaderValue::from_str(&record.request_id).ok();
-    let mut response =
+    let response =
         fail(Pending::new(state, record, Instant::now()), &ProxyError::Unauthorized).await;
-    if let Some(id) = request_id {
-        response.headers_mut().insert(X_REQUEST_ID, id);
-    }
-    response
+    named(response, request_id)
 }
 
 /// Records a failed request and gives the client its error.
@@ -541,8 +546,10 @@ fn prepare(
             // Refused, but still filed under the model and stream flag it asked for, when the
             // body says them plainly: what an operator filters the log by.
             if let Ok(head) = serde_json::from_slice::<BodyHead>(body) {
-                record.client_model = head.model.unwrap_or_default();
-                record.stream = head.stream.unwrap_or(false);
+                let model = head.model.as_ref().and_then(serde_json::Value::as_str);
+                record.client_model = model.unwrap_or_default().to_owned();
+                record.stream =
+                    head.stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true);
             }
             return Err(ProxyError::InvalidBody(e));
         }
@@ -558,25 +565,12 @@ fn prepare(
     Ok(prepared(record, up, ctx, client_stream, upstream_stream))
 }
 
-/// The model and stream flag of a body that is JSON but not a valid request; any member of
-/// another type counts as absent.
+/// The model and stream flag of a body that is JSON but not a valid request, as any values
+/// (one of another type counts as absent where it is read).
 #[derive(serde::Deserialize)]
 struct BodyHead {
-    #[serde(default, deserialize_with = "string_or_none")]
-    model: Option<String>,
-    #[serde(default, deserialize_with = "bool_or_none")]
-    stream: Option<bool>,
-}
-
-fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match serde::Deserialize::deserialize(d)? {
-        serde_json::Value::String(s) => Some(s),
-        _ => None,
-    })
-}
-
-fn bool_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    serde::Deserialize::deserialize(d).map(|v: serde_json::Value| v.as_bool())
+    model: Option<serde_json::Value>,
+    stream: Option<serde_json::Value>,
 }
 
 /// Notes the parsed request's model and stream flag in the record and checks the request

@@ -283,8 +283,7 @@ fn served_model(state: &AppState) -> Model {
 }
 
 fn models(state: &AppState) -> Response<ProxyBody> {
-    let Model { id, created, owned_by, .. } = served_model(state);
-    let list = ModelList::single(id, created, owned_by);
+    let list = ModelList::from(served_model(state));
     json_response(200, Bytes::from(serde_json::to_vec(&list).unwrap_or_default()))
 }
 

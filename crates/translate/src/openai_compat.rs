@@ -1073,8 +1073,8 @@ fn content_view(index: u32, content: Text<'_>, required: [bool; 4]) -> ChunkView
 #[derive(Debug)]
 pub(crate) struct OpenAiStream {
     include_usage: bool,
-    /// The id, creation time and model written into a chunk that has none, when the stream's
-    /// chunks have not said them either.
+    /// The context's id, creation time and model: the record's head takes them where the
+    /// stream's first chunk does not say them.
     fallback: (String, u64, String),
     assembled: Assembled,
     done: bool,
@@ -1101,14 +1101,12 @@ impl OpenAiStream {
     }
 
     /// A chunk without some of the members every chunk has, with them written in (as for an
-    /// answer: see [`with_required_members`]): the stream's own values where an earlier chunk
-    /// gave them, so that all its chunks agree, else the context's.
+    /// answer: see [`with_required_members`]): the record's head, which [`record`](Self::record)
+    /// has filled by then, from the stream's own values where a chunk gave them, so that all
+    /// its chunks agree, else the context's.
     fn with_required_members(&self, data: &[u8], has: [bool; 4]) -> Option<Vec<u8>> {
-        let (a, (id, created, model)) = (&self.assembled, &self.fallback);
-        let id = if a.id.is_empty() { id } else { &a.id };
-        let created = if a.created == 0 { *created } else { a.created };
-        let model = if a.model.is_empty() { model } else { &a.model };
-        let members = required_members(has, "chat.completion.chunk", (id, created, model));
+        let a = &self.assembled;
+        let members = required_members(has, "chat.completion.chunk", (&a.id, a.created, &a.model));
         members_first(data, &members)
     }
 

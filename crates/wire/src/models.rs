@@ -33,11 +33,14 @@ pub struct Model {
 impl ModelList {
     /// A list with one model.
     pub fn single(id: impl Into<String>, created: u64, owned_by: impl Into<String>) -> Self {
-        ModelList {
-            object: "list".to_owned(),
-            data: vec![Model::new(id, created, owned_by)],
-            extra: Map::new(),
-        }
+        Model::new(id, created, owned_by).into()
+    }
+}
+
+impl From<Model> for ModelList {
+    /// A list of that one model.
+    fn from(model: Model) -> Self {
+        ModelList { object: "list".to_owned(), data: vec![model], extra: Map::new() }
     }
 }
 
