@@ -78,6 +78,32 @@ fn refused_sampling(status: u16, body: &[u8]) -> Option<usize> {
     LEAVABLE.iter().position(|name| param.as_deref() == Some(*name))
 }
 
+/// Whether an error (`status`, `body`) says the upstream does not know the member
+/// `max_completion_tokens` at all: a 400 or 422 that names it, says it is unknown, and names
+/// no `max_tokens` of its own. Not a refusal of its value ("Invalid 'max_completion_tokens':
+/// integer below minimum value", a client's 0), which `max_tokens` would get too, nor a
+/// reasoning model refusing `max_tokens` ("Use 'max_completion_tokens' instead"): either would
+/// switch the proxy to `max_tokens` for good, and every later request to such a model would
+/// be refused.
+fn refuses_new_limit(status: u16, body: &[u8]) -> bool {
+    const NEWER: &[u8] = b"max_completion_tokens";
+    const UNKNOWN: [&[u8]; 7] = [
+        b"unrecognized",
+        b"unsupported",
+        b"unknown",
+        b"extra_forbidden",
+        b"extra inputs",
+        b"not permitted",
+        b"not allowed",
+    ];
+    if !matches!(status, 400 | 422) {
+        return false;
+    }
+    let text = body.to_ascii_lowercase();
+    let find = |needle: &[u8]| text.windows(needle.len()).any(|w| w == needle);
+    find(NEWER) && !find(b"max_tokens") && UNKNOWN.iter().any(|phrase| find(phrase))
+}
+
 /// The member of [`LEAVABLE`] that `key` (as written between quotes) is, when its bit is set
 /// in `mask`.
 fn left_out(mask: u8, key: &[u8]) -> Option<&'static str> {
@@ -494,7 +520,7 @@ impl Provider for OpenAiCompat {
             // Mistral answers 422 (`extra_forbidden` at `stream_options.include_usage`), older
             // Azure API versions 400 ("Unrecognized request argument supplied: stream_options").
             STREAM_USAGE
-        } else if names(b"max_completion_tokens") {
+        } else if refuses_new_limit(status, body) {
             // Older Azure API versions: "Unrecognized request argument supplied:
             // max_completion_tokens"; servers that know only `max_tokens` (a client sent the
             // newer member to a custom one), 422 `extra_forbidden`. The limit goes as
@@ -1586,6 +1612,30 @@ mod tests {
         assert_eq!(custom_limits(newer), (Some(70.into()), None));
         assert_eq!(custom_limits(clients), (Some(50.into()), None));
         assert!(!custom.refused(422, extra, false));
+    }
+
+    #[test]
+    fn a_refused_value_of_the_limit_does_not_switch_the_member() {
+        // OpenAI's answers to a client's `max_tokens: 0` (sent as `max_completion_tokens`) and a
+        // reasoning model's refusal of `max_tokens`: neither says the member is unknown, and
+        // switching to `max_tokens` would have every later request to the model refused.
+        let config =
+            ProviderConfig::new(ProviderKind::OpenAi, "https://api.openai.com/v1", "k", "o3");
+        let openai = OpenAiCompat::new(config).unwrap();
+        let value = br#"{"error":{"message":"Invalid 'max_completion_tokens': integer below minimum value. Expected a value >= 1, but got 0 instead.","type":"invalid_request_error","param":"max_completion_tokens","code":"integer_below_min_value"}}"#;
+        let older = br#"{"error":{"message":"Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.","type":"invalid_request_error","param":"max_tokens","code":"unsupported_parameter"}}"#;
+        for refusal in [&value[..], &older[..]] {
+            assert!(!openai.refused(400, refusal, false));
+        }
+        let unset = br#"{"model":"a","messages":[{"role":"user","content":"Hi"}]}"#;
+        let request = from_slice::<ChatCompletionRequest>(unset).unwrap();
+        let up = openai.build_request_from(request, unset).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(body.get("max_completion_tokens"), Some(&4096.into()));
+        assert_eq!(body.get("max_tokens"), None);
+        // What does say the member is unknown, from OpenAI's side.
+        let unknown = br#"{"error":{"message":"Unrecognized request argument supplied: max_completion_tokens","type":"invalid_request_error","param":null,"code":null}}"#;
+        assert!(openai.refused(400, unknown, false));
     }
 
     #[test]
