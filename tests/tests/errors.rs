@@ -201,6 +201,77 @@ async fn an_upstream_that_refuses_the_proxys_key_is_502_and_its_masked_key_stays
 }
 
 #[tokio::test]
+async fn an_upstream_error_loses_the_key_in_any_member_and_what_stands_beside_it() {
+    // Google's OpenAI-compatible endpoint (a `custom` upstream; its errors come as a
+    // one-element array) quotes the key in a detail and gives the HTTP status as `code`;
+    // OpenRouter answers 200 with an error once the model has
+    // started, beside the operator's account id.
+    let google = json!([{"error": {
+        "code": 400,
+        "message": "API key not valid. Please pass a valid API key.",
+        "status": "INVALID_ARGUMENT",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+             "domain": "googleapis.com"},
+            {"@type": "type.googleapis.com/google.rpc.DebugInfo",
+             "detail": format!("Invalid API key: {UPSTREAM_KEY}")}
+        ]
+    }}]);
+    let openrouter = json!({"error": {"code": 429, "message": format!("Rate limited for {UPSTREAM_KEY}"),
+        "metadata": {"provider_name": "Groq"}}, "user_id": "user_2abcOperator"});
+    let mock = MockUpstream::start(move |r| {
+        if r.json()["user"] == "google" {
+            Reply::json(400, &google)
+        } else {
+            Reply::json(200, &openrouter)
+        }
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Custom;
+    let proxy = Proxy::start(settings).await;
+    for (user, status, code) in [("google", 400, "400"), ("openrouter", 429, "429")] {
+        let mut request = chat_request("a", false);
+        request["user"] = json!(user);
+        let resp = proxy.post("/v1/chat/completions", &request).await;
+        let e = expect_error(&resp, status);
+        assert_eq!(e["code"], code, "the spec's code is a string: {e}");
+        let text = resp.text();
+        assert!(!text.contains("upstream-secret"), "{text}");
+        assert!(!text.contains("user_2abc"), "{text}");
+        if user == "google" {
+            assert_eq!(e["details"][1]["detail"], "Invalid API key: [redacted]", "{e}");
+        }
+    }
+    for e in proxy.entries(2).await {
+        let logged = format!("{:?} {}", e.entry.error_message, e.entry.response);
+        assert!(!logged.contains("upstream-secret"), "{logged}");
+    }
+}
+
+#[tokio::test]
+async fn google_refusing_the_proxys_key_is_502_as_any_upstreams_401() {
+    // Google refuses a bad key with 400 INVALID_ARGUMENT, not 401.
+    let refusal = json!({"error": {
+        "code": 400,
+        "message": "API key not valid. Please pass a valid API key.",
+        "status": "INVALID_ARGUMENT",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                     "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]
+    }});
+    let mock = MockUpstream::always(Reply::json(400, &refusal)).await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Google;
+    settings.base_url = Some(format!("{}/v1beta", mock.url()));
+    let proxy = Proxy::start(settings).await;
+    for stream in [false, true] {
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", stream)).await;
+        let e = expect_error(&resp, 502);
+        assert_eq!(e["code"], "upstream_auth_failed", "{e}");
+    }
+}
+
+#[tokio::test]
 async fn upstream_error_that_is_not_openai_shaped_still_reaches_the_client_in_that_shape() {
     // A load balancer's HTML page, and a terse error with only a message and a type.
     let html = "<html><body><h1>502 Bad Gateway</h1></body></html>";

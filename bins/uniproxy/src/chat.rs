@@ -8,10 +8,10 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, header};
-use uniproxy_translate::{ResponseContext, UpstreamRequest, completion_to_frames};
+use uniproxy_translate::{ResponseContext, TranslateError, UpstreamRequest, completion_to_frames};
 use uniproxy_wire::{ChatCompletionRequest, from_slice};
 
-use crate::error::ProxyError;
+use crate::error::{ProxyError, redact_key};
 use crate::record::{RequestRecord, ended_early, key_hash, now_ms, redacted_headers};
 use crate::relay::{SseRelay, UpstreamBody};
 use crate::retry::send_with_retries;
@@ -82,8 +82,15 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
     let error = e.to_error_response();
     let body = serde_json::to_vec(&error).map(Bytes::from).unwrap_or_default();
     let mut detail = e.detail();
-    if let Some(answer) = pending.upstream_answer.take() {
-        answer_start(&mut detail, &answer);
+    // An answer that is an error says all in the error; one that did not read, its start.
+    let answered_error = matches!(
+        e,
+        ProxyError::UpstreamAuth(_) | ProxyError::Translate(TranslateError::Upstream { .. })
+    );
+    if let Some(answer) = pending.upstream_answer.take()
+        && !answered_error
+    {
+        answer_start(&mut detail, &answer, pending.state.settings.api_key.expose());
     }
     let overhead = overhead_header(pending.overhead());
     let record = &mut pending.record;
@@ -113,9 +120,11 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
 const ANSWER_START: usize = 512;
 
 /// Adds the start of an upstream's answer that did not read as its platform's to the record's
-/// error: what the upstream sent is the first thing to look at.
-fn answer_start(detail: &mut String, answer: &[u8]) {
-    let text = String::from_utf8_lossy(&answer[..answer.len().min(ANSWER_START)]);
+/// error: what the upstream sent is the first thing to look at. The proxy's key (`key`) stays
+/// out of it.
+fn answer_start(detail: &mut String, answer: &[u8], key: &str) {
+    let mut text = String::from_utf8_lossy(&answer[..answer.len().min(ANSWER_START)]).into_owned();
+    redact_key(&mut text, key);
     let more = if answer.len() > ANSWER_START { "…" } else { "" };
     detail.push_str(&format!("; the upstream's answer began: {}{more}", text.trim_end()));
 }
@@ -438,9 +447,11 @@ async fn handle(
         let own_usage = upstream_stream && !ctx.include_usage;
         let resend = resends < MAX_RESENDS && state.provider.refused(status, &error, own_usage);
         if resend {
+            let mut said = String::from_utf8_lossy(&error[..error.len().min(300)]).into_owned();
+            redact_key(&mut said, state.settings.api_key.expose());
             slog::warn!(state.log, "the upstream refuses a member the proxy leaves out from now on; sending again";
                 "id" => &pending.record.request_id, "status" => status,
-                "error" => String::from_utf8_lossy(&error[..error.len().min(300)]).into_owned());
+                "error" => said);
             resends += 1;
             earlier_attempts = pending.record.attempts;
             pending.retry_headers.clear();
@@ -482,7 +493,10 @@ async fn handle(
     let mut response = if client_stream {
         // SUPPORTS_STREAMING=false, or the whole answer to a stream request: replayed as a
         // valid stream.
-        let translated = state.provider.translate_response(status, body, &ctx)?;
+        let translated = state
+            .provider
+            .translate_response(status, body, &ctx)
+            .map_err(|e| ProxyError::from_upstream(e, state.settings.api_key.expose()))?;
         pending.record.usage.clone_from(&translated.completion.usage);
         let mut sse = BytesMut::new();
         for frame in completion_to_frames(&translated.completion, ctx.include_usage) {
@@ -496,7 +510,11 @@ async fn handle(
         r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
         r
     } else {
-        let answer = state.provider.translate_answer(status, body, &ctx)?;
+        // An answer can be an error (OpenRouter answers 200 once the model has started).
+        let answer = state
+            .provider
+            .translate_answer(status, body, &ctx)
+            .map_err(|e| ProxyError::from_upstream(e, state.settings.api_key.expose()))?;
         pending.record.usage = answer.usage;
         pending.record.response = answer.body.clone();
         json_response(200, answer.body)

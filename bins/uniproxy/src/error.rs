@@ -1,5 +1,6 @@
 //! The proxy's errors and the one place that turns them into responses.
 
+use serde_json::Value;
 use uniproxy_translate::TranslateError;
 use uniproxy_wire::{ErrorResponse, WireError};
 
@@ -290,11 +291,11 @@ impl ProxyError {
     }
 
     /// The error for an upstream's error answer: a 401 is [`ProxyError::UpstreamAuth`], and the
-    /// message loses the proxy's key (quoted or masked), for the client and the log.
+    /// error is [`sanitized`](sanitize) for the client and the log.
     pub fn from_upstream(mut e: TranslateError, api_key: &str) -> ProxyError {
         let status = e.status();
         if let TranslateError::Upstream { error, .. } = &mut e {
-            redact_key(&mut error.error.message, api_key);
+            sanitize(error, api_key);
         }
         if status == 401 { ProxyError::UpstreamAuth(e) } else { ProxyError::Translate(e) }
     }
@@ -316,6 +317,49 @@ impl ProxyError {
     }
 }
 
+/// An upstream's error as the client and the log get it. The `error` object keeps what the
+/// upstream put in it beside the four members (Azure's `innererror` with its content-filter
+/// results), but the proxy's key leaves every string of it, quoted whole or masked (Google's
+/// errors quote the key in a `DebugInfo` detail, and a `custom` upstream may be Google's
+/// OpenAI-compatible endpoint); a number as `code` becomes its text, since the spec's `code`
+/// is a string and some servers send the HTTP status (OpenRouter's 429); and what stands
+/// beside `error` goes (OpenRouter's `user_id` names the operator's account).
+fn sanitize(response: &mut ErrorResponse, key: &str) {
+    response.extra.clear();
+    let e = &mut response.error;
+    redact_key(&mut e.message, key);
+    if let Some(Some(param)) = &mut e.param {
+        redact_key(param, key);
+    }
+    if let Some(code) = &mut e.code {
+        *code = match code.take() {
+            Some(Value::String(mut text)) => {
+                redact_key(&mut text, key);
+                Some(Value::String(text))
+            }
+            Some(Value::Null) | None => None,
+            Some(other) => {
+                let mut text = other.to_string();
+                redact_key(&mut text, key);
+                Some(Value::String(text))
+            }
+        };
+    }
+    for value in e.extra.values_mut() {
+        redact_strings(value, key);
+    }
+}
+
+/// [`redact_key`] on every string in `value`.
+fn redact_strings(value: &mut Value, key: &str) {
+    match value {
+        Value::String(text) => redact_key(text, key),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_strings(v, key)),
+        Value::Object(members) => members.values_mut().for_each(|v| redact_strings(v, key)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 /// The shortest key [`redact_key`] looks for verbatim: a shorter one (a placeholder such as
 /// `x` for a local server that needs none) would match ordinary words.
 const MIN_KEY_LEN: usize = 8;
@@ -323,7 +367,7 @@ const MIN_KEY_LEN: usize = 8;
 /// Takes the proxy's key out of an upstream's error message: the key itself where an upstream
 /// quotes it, and any masked key (OpenAI's 401 says "Incorrect API key provided:
 /// sk-proj-ab\*\*\*…\*\*\*wxyz.", a prefix and the last four characters) whole.
-fn redact_key(message: &mut String, key: &str) {
+pub(crate) fn redact_key(message: &mut String, key: &str) {
     if key.len() >= MIN_KEY_LEN && message.contains(key) {
         *message = message.replace(key, "[redacted]");
     }

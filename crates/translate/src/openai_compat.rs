@@ -542,9 +542,15 @@ impl Provider for OpenAiCompat {
 
 /// An OpenAI-shaped error body, or the body's text when it is not one.
 pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError {
-    let error = match from_slice::<ErrorResponse>(body) {
-        Ok(e) => complete_error(e, status),
-        Err(_) => fallback_error(status, body),
+    // Google's OpenAI-compatible endpoint sends its errors as a one-element array.
+    let parsed = if body.trim_ascii_start().starts_with(b"[") {
+        from_slice::<Vec<ErrorResponse>>(body).ok().and_then(|v| v.into_iter().next())
+    } else {
+        from_slice::<ErrorResponse>(body).ok()
+    };
+    let error = match parsed {
+        Some(e) => complete_error(e, status),
+        None => fallback_error(status, body),
     };
     TranslateError::Upstream { status, error: Box::new(error) }
 }

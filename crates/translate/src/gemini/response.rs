@@ -225,9 +225,22 @@ pub(crate) fn translate_error(status: u16, body: &[u8]) -> TranslateError {
     } else {
         serde_json::from_slice::<GoogleErrorBody>(body).ok()
     };
-    let error = match parsed {
-        Some(b) => error_response(&b.error, status),
-        None => fallback_error(status, body),
+    let (status, error) = match parsed {
+        Some(b) => {
+            // Google refuses a bad key with 400 `INVALID_ARGUMENT`, its reason in the details:
+            // it stands for the 401 it is, so that a caller tells it from a bad request.
+            let status = if refuses_key(&b.error) { 401 } else { status };
+            (status, error_response(&b.error, status))
+        }
+        None => (status, fallback_error(status, body)),
     };
     TranslateError::Upstream { status, error: Box::new(error) }
+}
+
+/// Whether a Google error says the API key is not valid (reason `API_KEY_INVALID`).
+fn refuses_key(error: &GoogleError) -> bool {
+    let Some(serde_json::Value::Array(details)) = error.extra.get("details") else { return false };
+    details
+        .iter()
+        .any(|d| d.get("reason").and_then(serde_json::Value::as_str) == Some("API_KEY_INVALID"))
 }
