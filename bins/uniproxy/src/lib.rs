@@ -160,7 +160,13 @@ const STORE_WATCH_EVERY: Duration = Duration::from_secs(1);
 /// ([`SpillReplay`]).
 async fn watch_store(state: Arc<AppState>) {
     let spill = state::spill_path(&state.settings).display().to_string();
-    let (mut db_ok, mut stalled) = (true, false);
+    let (mut db_ok, mut stalled, mut reopens) = (true, false, 0);
+    let store_path = state
+        .recorder
+        .db()
+        .and_then(|db| db.path())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let mut replay = SpillReplay::default();
     replay.request(&state);
     loop {
@@ -183,8 +189,14 @@ async fn watch_store(state: Arc<AppState>) {
                 "written" => s.written, "spilled" => s.spilled);
             replay.request(&state);
         }
+        if s.reopens > reopens {
+            warn!(state.log, "the log store's database file was deleted, moved or replaced: \
+                entries go to the file at its path again (a new one if none was there); a file \
+                moved away keeps what was written to it";
+                "database" => store_path.as_str());
+        }
         replay.poll(&state);
-        (db_ok, stalled) = (s.db_ok, s.stalled);
+        (db_ok, stalled, reopens) = (s.db_ok, s.stalled, s.reopens);
     }
 }
 

@@ -61,6 +61,24 @@ pub(crate) fn file_id(_meta: &std::fs::Metadata) -> FileId {}
 struct Current {
     pool: Pool<SqliteConnectionManager>,
     file: Option<FileId>,
+    /// The `-wal` and `-shm` files the pool's connections opened beside `file`, as they were
+    /// once it was open: what [`LogStore::reopen_if_replaced`] may remove is only these.
+    sides: [Option<FileId>; 2],
+}
+
+/// The files SQLite keeps beside a database in WAL mode.
+const SIDE_SUFFIXES: [&str; 2] = ["-wal", "-shm"];
+
+/// `path` with `suffix` appended (`log.db` → `log.db-wal`).
+fn side_path(path: &Path, suffix: &str) -> PathBuf {
+    let mut side = path.as_os_str().to_owned();
+    side.push(suffix);
+    side.into()
+}
+
+/// The ids of the `-wal` and `-shm` files beside `path`, where they exist.
+fn side_ids(path: &Path) -> [Option<FileId>; 2] {
+    SIDE_SUFFIXES.map(|suffix| std::fs::metadata(side_path(path, suffix)).ok().map(|m| file_id(&m)))
 }
 
 struct Inner {
@@ -152,7 +170,7 @@ impl LogStore {
             inner: Arc::new(Inner {
                 path: None,
                 options,
-                current: RwLock::new(Current { pool, file: None }),
+                current: RwLock::new(Current { pool, file: None, sides: [None, None] }),
             }),
         })
     }
@@ -175,15 +193,24 @@ impl LogStore {
     }
 
     /// Checks that the path still names the file the pool opened, and if it
-    /// does not (deleted, or replaced by another file), removes the `-wal` and
-    /// `-shm` files beside it (they belong to the old file), opens the path
-    /// again, creating and migrating a fresh database if it is missing, and
-    /// switches every clone of this store to the new pool. Connections already
-    /// checked out finish on the old file.
+    /// does not (deleted, moved away, or replaced by another file), opens the
+    /// path again, creating and migrating a fresh database if it is missing,
+    /// and switches every clone of this store to the new pool. Connections
+    /// already checked out finish on the old file.
     ///
     /// SQLite keeps writing happily into a file that was unlinked, so without
     /// this check the log would silently vanish. Returns `true` if it reopened.
     /// In-memory stores always return `false`.
+    ///
+    /// Before it switches, the old file gets what its WAL holds (a checkpoint
+    /// through the old pool, which still has both open): SQLite skips that
+    /// checkpoint when it closes a file that was moved, so a database moved
+    /// away (`mv log.db archive.db`) would lose its last entries. Then the
+    /// `-wal` and `-shm` at the path are removed if they are the old file's
+    /// (SQLite would replay an old WAL into the new file), and left alone if
+    /// they are another file's: another process may be using the new file.
+    /// An old WAL that could not be checkpointed is kept beside, renamed
+    /// `NAME-wal.orphaned-MS`, rather than lost.
     ///
     /// # Errors
     ///
@@ -192,28 +219,63 @@ impl LogStore {
     pub fn reopen_if_replaced(&self) -> Result<bool, StoreError> {
         let Some(path) = &self.inner.path else { return Ok(false) };
         let now = std::fs::metadata(path).ok().map(|meta| file_id(&meta));
-        let opened = self.inner.current.read().unwrap_or_else(PoisonError::into_inner).file;
+        let (opened, sides, old_pool) = {
+            let current = self.inner.current.read().unwrap_or_else(PoisonError::into_inner);
+            (current.file, current.sides, current.pool.clone())
+        };
         if now.is_some() && now == opened {
             return Ok(false);
         }
-        // The old pool's connections keep the unlinked file (and its WAL) open.
-        // A `-wal` or `-shm` still at the path belongs to that old file; SQLite
-        // would replay it into the new one, so remove it first. (SQLite itself
-        // skips the checkpoint and WAL deletion on close for a moved file.)
         if !self.inner.options.read_only {
-            for suffix in ["-wal", "-shm"] {
-                let mut side = path.clone().into_os_string();
-                side.push(suffix);
+            let checkpointed = old_pool.get().ok().is_some_and(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
+                    .is_ok_and(|busy| busy == 0)
+            });
+            let [wal_id, shm_id] = side_ids(path);
+            if wal_id.is_some() && wal_id == sides[0] && !checkpointed {
+                let wal = side_path(path, "-wal");
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                let aside = side_path(path, &format!("-wal.orphaned-{ms}"));
+                std::fs::rename(&wal, &aside)
+                    .map_err(|source| StoreError::Io { path: wal, source })?;
+            }
+            for (suffix, (id, ours)) in
+                SIDE_SUFFIXES.iter().zip([wal_id, shm_id].into_iter().zip(sides))
+            {
+                if id.is_none() || id != ours {
+                    continue;
+                }
+                let side = side_path(path, suffix);
                 match std::fs::remove_file(&side) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(StoreError::Io { path: side.into(), source }),
+                    Err(source) => return Err(StoreError::Io { path: side, source }),
                 }
             }
         }
+        drop(old_pool);
         let fresh = open_file(path, &self.inner.options)?;
         *self.inner.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         Ok(true)
+    }
+
+    /// Writes to the database without storing anything, to learn whether it takes writes
+    /// again (after a full disk or a lock held elsewhere): a committed transaction that sets
+    /// the schema version to the one the file has.
+    ///
+    /// # Errors
+    ///
+    /// As [`LogStore::insert`].
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx =
+            conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("probe"))?;
+        let version: i64 =
+            tx.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(sql("probe"))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {version}")).map_err(sql("probe"))?;
+        tx.commit().map_err(sql("probe"))
     }
 
     /// Stores one entry and returns its row id.
@@ -434,7 +496,12 @@ fn open_file(path: &Path, options: &StoreOptions) -> Result<Current, StoreError>
         .test_on_check_out(false)
         .build(manager)
         .map_err(StoreError::Pool)?;
-    Ok(Current { pool, file: Some(file) })
+    // A read makes SQLite open (and create) the WAL and its index.
+    pool.get()
+        .map_err(StoreError::Pool)?
+        .query_row("PRAGMA schema_version", [], |row| row.get::<_, i64>(0))
+        .map_err(open_err)?;
+    Ok(Current { pool, file: Some(file), sides: side_ids(path) })
 }
 
 /// Per-connection settings (pragmas that do not persist in the file).

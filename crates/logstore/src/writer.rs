@@ -2,7 +2,7 @@
 //! spill when the database cannot take them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -327,13 +327,15 @@ impl WriterHandle {
 ///
 /// Nothing is dropped. When a batch cannot be written (locked past the busy
 /// timeout, disk full, read-only, file gone) it goes whole to the [`Spill`],
-/// and [`WriterStats::db_ok`] turns `false` until a later batch succeeds. If
+/// and [`WriterStats::db_ok`] turns `false` until a later batch succeeds, or,
+/// while no entry comes, a write without one (every second). If
 /// the spill fails too, the batch is retried (database, then spill) with
 /// backoff up to 5 s, while the queue fills and senders wait.
 ///
 /// Before every batch the writer calls [`LogStore::reopen_if_replaced`]: if
-/// the database file was deleted or replaced, a fresh database is created at
-/// the same path and writing continues there.
+/// the database file was deleted, moved away or replaced, a fresh database is
+/// created at the same path (or the new file there is used) and writing
+/// continues there; a moved file keeps every entry written to it.
 ///
 /// Dropping a `Writer` shuts it down like [`Writer::shutdown`], discarding the report.
 pub struct Writer {
@@ -461,6 +463,9 @@ struct Worker {
     unwritten: Vec<NewEntry>,
 }
 
+/// How often an idle writer whose database fails tries it again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// How long the writer sleeps between looks at the queue while it gathers a batch.
 const NAP: Duration = Duration::from_millis(5);
 
@@ -469,10 +474,24 @@ impl Worker {
         let mut batch = Vec::with_capacity(self.batch_max);
         let mut stopping = false;
         while !stopping {
-            // Block for the first entry of a batch.
-            match rx.recv() {
-                Ok(Some(entry)) => self.push(&mut batch, entry),
-                Ok(None) | Err(_) => break,
+            // Block for the first entry of a batch; while the database fails, look at it again
+            // now and then, so that it counts as written again (and the spill is loaded back)
+            // without waiting for the next entry.
+            let first = if self.shared.db_failing.load(Ordering::Relaxed) {
+                match rx.recv_timeout(PROBE_EVERY) {
+                    Ok(first) => first,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.probe();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            } else {
+                rx.recv().ok().flatten()
+            };
+            match first {
+                Some(entry) => self.push(&mut batch, entry),
+                None => break,
             }
             // Gather the rest of the batch by draining and napping rather than by waiting on
             // the channel: a thread blocked in `recv` is woken by every send, which under load
@@ -530,6 +549,21 @@ impl Worker {
             }
         }
         self.unwritten
+    }
+
+    /// Writes to the failing database without an entry (see [`LogStore::probe_write`]); if it
+    /// takes the write, it counts as written again.
+    fn probe(&self) {
+        let probed = self.store.reopen_if_replaced().and_then(|reopened| {
+            if reopened {
+                self.shared.reopens.fetch_add(1, Ordering::Relaxed);
+            }
+            self.store.probe_write()
+        });
+        match probed {
+            Ok(()) => self.shared.db_failing.store(false, Ordering::Relaxed),
+            Err(error) => self.shared.set_error(&error),
+        }
     }
 
     /// Shutdown bounds how long a failing batch is retried.

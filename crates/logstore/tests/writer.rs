@@ -191,6 +191,34 @@ fn locked_database_spills_then_recovers() {
 }
 
 #[test]
+fn an_idle_writer_finds_its_database_writable_again_without_a_new_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let store_options =
+        StoreOptions { busy_timeout: Duration::from_millis(50), ..StoreOptions::default() };
+    let store = LogStore::open(&path, store_options).unwrap();
+    let spill_path = dir.path().join("spill.jsonl");
+    let writer =
+        Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(&spill_path)), options())
+            .unwrap();
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    send_range(&writer, 0, 10);
+    assert!(wait_until(WAIT, || writer.stats().spilled == 10), "{:?}", writer.stats());
+    assert!(!writer.stats().db_ok);
+
+    // The lock goes; nothing more is sent, and the database counts as writable again (which
+    // is what starts the spill's replay in the server).
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    assert!(wait_until(WAIT, || writer.stats().db_ok), "{:?}", writer.stats());
+    let report = writer.shutdown().unwrap();
+    assert_eq!(report.stats.written, 0);
+    assert_eq!(store.count().unwrap(), 0, "the probe stores nothing");
+    assert!(store.integrity_check().unwrap());
+}
+
+#[test]
 fn read_only_database_spills_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.db");
@@ -269,6 +297,73 @@ fn deleted_database_is_recreated() {
     got.extend(spilled_ids(&spill_path));
     got.sort();
     assert_eq!(got, sent_after);
+}
+
+#[test]
+fn a_database_moved_away_keeps_every_entry_and_the_path_gets_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let store = LogStore::open(&path, StoreOptions::default()).unwrap();
+    let spill_path = dir.path().join("spill.jsonl");
+    let writer =
+        Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(&spill_path)), options())
+            .unwrap();
+    send_range(&writer, 0, 100);
+    assert!(wait_until(WAIT, || writer.stats().written == 100));
+
+    // An operator archives the log; its last entries are still in the WAL beside the path.
+    let archive = dir.path().join("archive.db");
+    std::fs::rename(&path, &archive).unwrap();
+    send_range(&writer, 100, 30);
+    let report = writer.shutdown().unwrap();
+    assert_eq!(report.stats.reopens, 1, "{:?}", report.stats);
+    assert_eq!(report.stats.written, 130, "{:?}", report.stats);
+    drop(store);
+
+    let moved = LogStore::open(&archive, StoreOptions::default()).unwrap();
+    assert!(moved.integrity_check().unwrap());
+    let mut ids = stored_ids(&moved);
+    ids.sort();
+    assert_eq!(ids, (0..100).map(|i| entry(i).request_id).collect::<Vec<_>>());
+    let fresh = LogStore::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(fresh.count().unwrap(), 30);
+}
+
+#[test]
+fn the_wal_of_another_store_on_a_new_file_at_the_path_is_left_alone() {
+    // Two proxies on one DATABASE_URL, and the file removed with its WAL: the first to write
+    // again makes a new file, whose WAL the second must not remove when it notices.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let first = LogStore::open(&path, StoreOptions::default()).unwrap();
+    let writer = Writer::spawn(
+        first.clone(),
+        Box::new(JsonLinesSpill::new(dir.path().join("spill.jsonl"))),
+        options(),
+    )
+    .unwrap();
+    send_range(&writer, 0, 10);
+    assert!(wait_until(WAIT, || writer.stats().written == 10));
+    for suffix in ["", "-wal", "-shm"] {
+        std::fs::remove_file(dir.path().join(format!("log.db{suffix}"))).unwrap();
+    }
+    let second = LogStore::open(&path, StoreOptions::default()).unwrap();
+    for i in 10..15 {
+        second.insert(&entry(i)).unwrap();
+    }
+    assert!(dir.path().join("log.db-wal").exists(), "the second store's entries are in its WAL");
+
+    send_range(&writer, 15, 5);
+    let report = writer.shutdown().unwrap();
+    assert_eq!(report.stats.reopens, 1, "{:?}", report.stats);
+    assert_eq!(report.stats.written, 15, "{:?}", report.stats);
+    assert_eq!(second.count().unwrap(), 10, "the second store sees both stores' entries");
+    drop((first, second));
+    let after = LogStore::open(&path, StoreOptions::default()).unwrap();
+    assert!(after.integrity_check().unwrap());
+    let mut ids = stored_ids(&after);
+    ids.sort();
+    assert_eq!(ids, (10..20).map(|i| entry(i).request_id).collect::<Vec<_>>());
 }
 
 /// A spill that fails while `failures_left` (shared, so a test can change it) is above zero,
