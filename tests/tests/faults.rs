@@ -540,6 +540,11 @@ async fn slowloris_is_disconnected_after_the_header_read_timeout() {
 
     let took = stall_after(&proxy, b"").await;
     assert!(took < Duration::from_secs(3), "a silent connection is closed too: {took:?}");
+    // The start of HTTP/2's preface, which leaves the version untold.
+    for start in [&b"P"[..], b"PRI * HTTP/2.0\r\n"] {
+        let took = stall_after(&proxy, start).await;
+        assert!(took < Duration::from_secs(3), "{took:?} after {start:?}");
+    }
 
     serves_next(&proxy, &mock).await;
 }

@@ -115,11 +115,11 @@ pub async fn serve_with(
         connections.spawn(async move {
             // hyper's header read timeout starts only once it knows the HTTP version, and the
             // auto builder waits for the bytes that tell with no timeout at all: a client that
-            // connects and sends nothing would hold its socket for ever.
-            let mut probe = [0u8; 1];
+            // connects and sends nothing, or only the start of HTTP/2's preface, would hold
+            // its socket for ever.
             tokio::select! {
-                first = tokio::time::timeout(first_byte_within, stream.peek(&mut probe)) => {
-                    if !matches!(first, Ok(Ok(n)) if n > 0) {
+                told = tokio::time::timeout(first_byte_within, version_told(&stream)) => {
+                    if !matches!(told, Ok(Ok(true))) {
                         return;
                     }
                 }
@@ -148,6 +148,27 @@ pub async fn serve_with(
         }
     }
     Ok(())
+}
+
+/// HTTP/2's connection preface, which a client speaking HTTP/2 without TLS sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits until the bytes at the start of `stream` tell its HTTP version, as hyper's auto
+/// builder reads it: the whole HTTP/2 preface, or a first byte that is not the preface's.
+/// `false` when the client closes first. Any HTTP/1 request tells at its first byte; only a
+/// client that stops within the preface waits here, looked at again every 10 ms.
+async fn version_told(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut start = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut start).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if n == start.len() || start[..n] != H2_PREFACE[..n] {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// How often the log store's state is read, to log its changes.
