@@ -435,7 +435,7 @@ fn summary_text(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
         [("client_model", &*r.client_model), ("model", &*r.actual_model), ("platform", r.platform)]
     {
         name(out, key);
-        out.extend_from_slice(value.as_bytes());
+        one_line(out, value);
     }
     name(out, "latency_ms");
     digits(out, r.latency_ms(), 1);
@@ -454,9 +454,30 @@ fn summary_text(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
     digits(out, i64::from(r.attempts), 1);
     if let Some(e) = &r.error_message {
         name(out, "error");
-        out.extend_from_slice(e.as_bytes());
+        one_line(out, e);
     }
     out.push(b'\n');
+}
+
+/// Appends `text` with its control characters escaped (`\n`, `\x1b`): a client's model name
+/// or an upstream's error text cannot start a forged line or recolour the operator's terminal.
+fn one_line(out: &mut Vec<u8>, text: &str) {
+    if !text.chars().any(char::is_control) {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            // Control characters are all below U+0100 (C0, DEL, C1).
+            c if c.is_control() => {
+                out.extend_from_slice(format!("\\x{:02x}", u32::from(c)).as_bytes())
+            }
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -630,6 +651,22 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains(" WARN request, id: chatcmpl-1, status: 502,"), "{text}");
         assert!(text.ends_with("error: upstream \"down\"\n"), "{text}");
+    }
+
+    #[test]
+    fn a_summary_line_stays_one_line_whatever_the_client_or_upstream_wrote() {
+        let mut r = record();
+        r.status = 502;
+        r.client_model = "x\nNov 28 05:00:00.000 INFO forged line\u{1b}[31m".into();
+        r.error_message = Some("upstream answered 500: line one\r\nline two\u{9b}".into());
+        let mut text = Vec::new();
+        summary_text(&mut text, &r, &Clock::default().now());
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert!(text.ends_with('\n'), "{text}");
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{9b}'), "{text}");
+        assert!(text.contains("client_model: x\\nNov 28 05:00:00.000 INFO forged line\\x1b[31m,"));
+        assert!(text.contains("error: upstream answered 500: line one\\r\\nline two\\x9b\n"));
     }
 
     #[test]
