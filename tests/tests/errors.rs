@@ -370,6 +370,26 @@ async fn stream_that_breaks_midway_ends_with_an_error_event() {
 }
 
 #[tokio::test]
+async fn an_error_in_a_stream_loses_the_proxys_key() {
+    // Groq and OpenRouter report an error inside the stream, as an event of its own.
+    let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
+    let error = json!({"error": {"message": format!("key {UPSTREAM_KEY} is over quota"),
+        "type": "rate_limit_error", "code": "rate_limit_exceeded"}});
+    steps.push(Step::raw(&format!("data: {error}\n\n")));
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    let text = resp.text();
+    assert!(text.contains("is over quota"), "the error reaches the client: {text}");
+    assert!(!text.contains(UPSTREAM_KEY), "{text}");
+    let entry = proxy.only_entry().await;
+    let logged = format!("{:?} {}", entry.entry.error_message, entry.entry.response);
+    assert!(logged.contains("is over quota"), "{logged}");
+    assert!(!logged.contains(UPSTREAM_KEY), "{logged}");
+}
+
+#[tokio::test]
 async fn unknown_path_is_404_and_wrong_method_is_405() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
     let proxy = Proxy::start(openai_settings(&mock)).await;

@@ -19,6 +19,7 @@ use tokio::time::Sleep;
 use uniproxy_translate::{StreamTranslator, sse};
 use uniproxy_wire::ErrorResponse;
 
+use crate::error::redact_key;
 use crate::record::{RequestRecord, Waiting, ended_early, now_ms};
 use crate::state::{AppState, InFlightGuard};
 
@@ -51,6 +52,14 @@ pub struct SseRelay {
     busy: std::time::Duration,
     /// The request's place under CONCURRENCY_LIMIT, held until the stream ends.
     _guard: InFlightGuard,
+}
+
+/// `bytes` without the proxy's key (`key`), quoted or masked (see [`redact_key`]).
+fn redacted(bytes: Bytes, key: &str) -> Bytes {
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out = text.clone().into_owned();
+    redact_key(&mut out, key);
+    if out == text { bytes } else { Bytes::from(out) }
 }
 
 impl SseRelay {
@@ -87,8 +96,19 @@ impl SseRelay {
 
     fn take_events(&mut self, events: Vec<sse::SseEvent>) {
         for ev in events {
+            let erred = self.translator.assembled().error.is_some();
             match self.translator.push_into(&ev, &mut self.out) {
-                Ok(()) => self.pending.extend(self.out.drain(..)),
+                Ok(()) => {
+                    if !erred && self.translator.assembled().error.is_some() {
+                        // An error the upstream reported in the stream: its frame may quote
+                        // the proxy's key, as its error answers may.
+                        let key = self.state.settings.api_key.expose();
+                        for frame in &mut self.out {
+                            *frame = redacted(std::mem::take(frame), key);
+                        }
+                    }
+                    self.pending.extend(self.out.drain(..));
+                }
                 Err(e) => {
                     self.fail(e.to_error_response(), e.to_string());
                     return;
@@ -138,12 +158,17 @@ impl SseRelay {
             && r.error_message.is_none()
         {
             r.error_type = e.error.kind().map(str::to_owned);
-            r.error_message = Some(e.error.message.clone());
+            let mut message = e.error.message.clone();
+            redact_key(&mut message, self.state.settings.api_key.expose());
+            r.error_message = Some(message);
         }
         if client_gone {
             ended_early(&mut r, self.state.cutting_off(), "the end of the stream");
         }
         r.response = serde_json::to_vec(a).map(Bytes::from).unwrap_or_default();
+        if a.error.is_some() {
+            r.response = redacted(r.response.clone(), self.state.settings.api_key.expose());
+        }
         r.raw_chunks = self.raw.take().map(BytesMut::freeze);
         r.overhead += self.busy;
         Some(r)
