@@ -113,8 +113,10 @@ async fn body_over_max_body_size_is_413() {
 
     let mut big = chat_request("a", false);
     big["messages"][1]["content"] = json!("x".repeat(2048));
-    let e = expect_error(&proxy.post("/v1/chat/completions", &big).await, 413);
+    let resp = proxy.post("/v1/chat/completions", &big).await;
+    let e = expect_error(&resp, 413);
     assert!(e["message"].as_str().unwrap().contains("MAX_BODY_SIZE"), "{e}");
+    assert_eq!(resp.header("connection"), Some("close"), "the body is left unread");
 
     // The same without a Content-Length (chunked): the limit holds while reading.
     let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -823,6 +825,8 @@ async fn proxy_keys_are_required_and_never_forwarded() {
         let e = expect_error(&resp, 401);
         assert_eq!(e["type"], "authentication_error", "{key:?}");
         assert!(resp.header("x-request-id").is_some(), "{key:?}");
+        // Refused before its body was read: the connection is not kept, and the client is told.
+        assert_eq!(resp.header("connection"), Some("close"), "{key:?}");
     }
     assert!(mock.requests().is_empty());
     for path in ["/v1/models", "/v1/models/gpt-4o"] {
@@ -833,6 +837,7 @@ async fn proxy_keys_are_required_and_never_forwarded() {
 
     let ok = send(proxy.addr, with_key(Some("proxy-key-1"))).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.header("connection"), None);
     // The three refused chat requests are recorded (the admin and models ones are not), with
     // nothing of the key sent; the one let in has its key's hash.
     let entries = proxy.entries(4).await;

@@ -300,6 +300,23 @@ impl ProxyError {
         if status == 401 { ProxyError::UpstreamAuth(e) } else { ProxyError::Translate(e) }
     }
 
+    /// Whether the error is answered before the request's body is read to its end (the key
+    /// refused, the proxy too busy or its log stuck, a body too large, slow, compressed or
+    /// broken), so the connection cannot carry another request.
+    pub fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Unauthorized
+                | ProxyError::BodyTooLarge { .. }
+                | ProxyError::UnsupportedEncoding { .. }
+                | ProxyError::BodyRead(_)
+                | ProxyError::BodyCut(_)
+                | ProxyError::BodyTimeout
+                | ProxyError::LogStoreStuck
+                | ProxyError::Overloaded { .. }
+        )
+    }
+
     /// The full chain of causes, for the log.
     pub fn detail(&self) -> String {
         let mut out = self.to_string();

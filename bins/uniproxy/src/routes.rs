@@ -47,6 +47,11 @@ pub fn error_response_with(e: &ProxyError, body: Bytes) -> Response<ProxyBody> {
     if let ProxyError::Overloaded { .. } = e {
         r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
+    if e.leaves_body_unread() {
+        // hyper closes a connection whose request body was not read to its end: said, so
+        // that the client sends its next request on a new one instead of into a closed one.
+        r.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
     r
 }
 
