@@ -205,6 +205,28 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 }
 
 #[tokio::test]
+async fn sighup_stops_it_as_gracefully_as_sigterm() {
+    // A closed terminal or SSH session sends SIGHUP: the records must not go with it.
+    let mock = MockUpstream::always(Reply::json(200, &completion("answered"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base_url = format!("{}/v1", mock.url());
+    let env = [("TYPE", "openai"), ("BASE_URL", &base_url), ("API_KEY", "k"), ("ACTUAL_NAME", "m")];
+    let (mut child, addr) = spawn_ready(dir.path(), &env).await;
+    let resp =
+        support::send(addr, post_request("/v1/chat/completions", &chat_request("x", false))).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let status = wait_exit(&mut child.0, PATIENCE).await;
+    assert_eq!(status.code(), Some(0), "{status}");
+    let options = uniproxy_logstore::StoreOptions { read_only: true, ..Default::default() };
+    let store = uniproxy_logstore::LogStore::open(&dir.path().join("proxy.db"), options).unwrap();
+    assert_eq!(store.count().unwrap(), 1);
+    let log = std::fs::read_to_string(dir.path().join("logs").join("proxy.log")).unwrap();
+    assert!(log.contains("answered"), "the JSON log has the request: {log}");
+}
+
+#[tokio::test]
 async fn bad_settings_exit_2_naming_each_setting_before_binding() {
     let dir = tempfile::tempdir().unwrap();
     let child = command(

@@ -210,21 +210,25 @@ fn bad_usage(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Resolves on SIGINT or SIGTERM. The handlers are registered when this is called, not when
-/// the future is first polled, so a signal that arrives while the server is still starting
-/// already counts as a request to shut down gracefully.
+/// Resolves on SIGINT, SIGTERM or SIGHUP (the terminal or SSH session the proxy runs in
+/// closed; the settings are read at start only, so it is no reload). The handlers are
+/// registered when this is called, not when the future is first polled, so a signal that
+/// arrives while the server is still starting already counts as a request to shut down
+/// gracefully.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let term = signal(SignalKind::terminate());
         let int = signal(SignalKind::interrupt());
+        let hup = signal(SignalKind::hangup());
         async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
+            match (term, int, hup) {
+                (Ok(mut term), Ok(mut int), Ok(mut hup)) => {
                     tokio::select! {
                         _ = term.recv() => {},
                         _ = int.recv() => {},
+                        _ = hup.recv() => {},
                     }
                 }
                 _ => {
