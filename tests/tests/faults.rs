@@ -550,6 +550,41 @@ async fn slowloris_is_disconnected_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_stream_its_client_stops_reading_is_cut_at_the_request_timeout() {
+    // An endless fast stream; the client sends its request and never reads. Once the socket
+    // buffers are full the relay is not polled, so only the watchdog can end it.
+    let mock = MockUpstream::start(|r| {
+        if r.json()["stream"] != true {
+            return Reply::json(200, &completion("ok"));
+        }
+        let piece = chunk(json!({"content": "x".repeat(16 * 1024)}), None);
+        let mut steps = text_stream(&[]).into_iter().take(1).collect::<Vec<_>>();
+        let piece = Bytes::from(format!("data: {piece}\n\n"));
+        steps.push(Step::Forever(Duration::from_millis(1), piece));
+        Reply::sse(steps)
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.request_timeout = Duration::from_millis(800);
+    let proxy = Proxy::start(settings).await;
+
+    let body = chat_request("a", true).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let entry = proxy.only_entry().await;
+    assert_eq!(entry.entry.status, 504, "{entry:#?}");
+    assert!(entry.entry.error_message.unwrap_or_default().contains("did not read"));
+    // Its place under CONCURRENCY_LIMIT and its upstream connection are free again.
+    drop(conn);
+    serves_next(&proxy, &mock).await;
+}
+
+#[tokio::test]
 async fn an_oversized_request_head_is_refused_and_nothing_reaches_the_upstream() {
     let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
     let proxy = Proxy::start(openai_settings(&mock)).await;

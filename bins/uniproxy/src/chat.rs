@@ -13,7 +13,7 @@ use uniproxy_wire::{ChatCompletionRequest, from_slice};
 
 use crate::error::{ProxyError, redact_key};
 use crate::record::{RequestRecord, ended_early, key_hash, now_ms, redacted_headers};
-use crate::relay::{SseRelay, UpstreamBody};
+use crate::relay::{ConnectionCut, SseRelay, UpstreamBody};
 use crate::retry::send_with_retries;
 use crate::routes::{ProxyBody, error_response_with, json_response};
 use crate::state::AppState;
@@ -394,6 +394,7 @@ async fn handle(
     if state.recorder.refusing() {
         return Err(ProxyError::LogStoreStuck);
     }
+    let cut = req.extensions().get::<ConnectionCut>().cloned();
     // A client that trickles its body holds a place under CONCURRENCY_LIMIT: it gets the
     // request's deadline like everything else.
     let body = tokio::time::timeout_at(deadline.into(), read_body(req, settings.max_body_size))
@@ -476,6 +477,7 @@ async fn handle(
             pending.hand_on(),
             deadline,
             guard,
+            cut,
         );
         let mut response = Response::new(Either::Right(Box::new(relay)));
         let headers = response.headers_mut();

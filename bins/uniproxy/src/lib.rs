@@ -104,7 +104,10 @@ pub async fn serve_with(
         let state = state.clone();
         let client = client.clone();
         let peer = peer.to_string();
-        let service = service_fn(move |req| {
+        let cut = relay::ConnectionCut::default();
+        let cut_here = cut.clone();
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(cut_here.clone());
             let arrival = routes::Arrival::new(state.clone(), req, Some(peer.clone()));
             let client = client.clone();
             async move { Ok::<_, std::convert::Infallible>(arrival.handle(&client).await) }
@@ -126,8 +129,12 @@ pub async fn serve_with(
                 _ = closing.wait_for(|c| *c) => return,
             }
             let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            // A client that resets its connection is not the server's problem.
-            let _ = watcher.watch(conn).await;
+            // A client that resets its connection is not the server's problem. A stream
+            // whose client stopped reading past its deadline is cut (dropping the connection).
+            tokio::select! {
+                _ = watcher.watch(conn) => {}
+                () = cut.wait() => {}
+            }
         });
     }
     let _ = closing.send(true);

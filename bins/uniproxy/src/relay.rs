@@ -52,6 +52,27 @@ pub struct SseRelay {
     busy: std::time::Duration,
     /// The request's place under CONCURRENCY_LIMIT, held until the stream ends.
     _guard: InFlightGuard,
+    /// Ends the deadline's watchdog (see [`ConnectionCut`]) when the relay goes.
+    _watchdog: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// How long after the request's deadline a stream that its client does not read is cut.
+/// A client that reads gets the deadline's error event on time; this is for one that doesn't.
+const UNREAD_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Closes a client's connection from outside hyper: the server's connection task waits on
+/// it beside the connection (`serve_with`), and drops the connection when it fires. A stream
+/// whose client stops reading is not polled, so its own timers never fire, and it would hold
+/// its place under CONCURRENCY_LIMIT, its upstream connection and its record until the
+/// client closed: a watchdog cuts the connection at the request's deadline instead.
+#[derive(Clone, Default)]
+pub struct ConnectionCut(Arc<tokio::sync::Notify>);
+
+impl ConnectionCut {
+    /// Resolves once the connection is to be cut.
+    pub async fn wait(&self) {
+        self.0.notified().await;
+    }
 }
 
 /// `bytes` without the proxy's key (`key`), quoted or masked (see [`redact_key`]).
@@ -72,7 +93,19 @@ impl SseRelay {
         record: RequestRecord,
         deadline: Instant,
         guard: InFlightGuard,
+        cut: Option<ConnectionCut>,
     ) -> Self {
+        let watchdog = cut.map(|cut| {
+            let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let at = tokio::time::Instant::from_std(deadline) + UNREAD_GRACE;
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => cut.0.notify_one(),
+                    _ = done_rx => {}
+                }
+            });
+            done
+        });
         let idle_for = state.settings.stream_idle_timeout;
         let raw = state.settings.log_raw_chunks.then(BytesMut::new);
         SseRelay {
@@ -91,6 +124,7 @@ impl SseRelay {
             raw,
             busy: std::time::Duration::ZERO,
             _guard: guard,
+            _watchdog: watchdog,
         }
     }
 
@@ -292,7 +326,18 @@ impl Drop for SseRelay {
     fn drop(&mut self) {
         // Gone while the finished record waited for room: `waiting`, dropped with the relay,
         // queues it. Still holding the record: the client went away before the end.
-        if let Some(r) = self.finished_record(true) {
+        if let Some(mut r) = self.finished_record(true) {
+            if self.deadline.deadline() <= tokio::time::Instant::now() && !self.state.cutting_off()
+            {
+                // Cut by the watchdog: the client stopped reading.
+                r.status = 504;
+                r.error_type = Some("timeout_error".to_owned());
+                r.error_message = Some(
+                    "the client did not read the stream within the request timeout \
+                     (REQUEST_TIMEOUT): its connection was closed"
+                        .to_owned(),
+                );
+            }
             self.state.recorder.record_now(r);
         }
     }
