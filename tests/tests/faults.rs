@@ -109,6 +109,46 @@ async fn connection_refused_is_retried_then_502_and_logged() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_closes_after_reading_the_request_is_not_asked_again() {
+    // The request reached the upstream (a model that died mid-generation, a proxy in front
+    // that gave up): sending it again could run, and bill, the model twice.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read until the JSON body's end, then close without a word.
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.ends_with(b"}") {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut settings = Settings::mock_defaults();
+    settings.platform = uniproxy_config::Platform::OpenAi;
+    settings.base_url = Some(format!("http://{addr}/v1"));
+    let proxy = Proxy::start(settings).await;
+    let e = expect_error(&chat(&proxy, false).await, 502);
+    assert_eq!(e["code"], "bad_upstream_response", "{e}");
+    let entry = proxy.only_entry().await;
+    assert_entry(&entry, 502, "upstream_error");
+    assert_eq!(entry.entry.attempts, 1, "{:#?}", entry.entry);
+    assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn reset_mid_stream_ends_with_an_error_event_and_keeps_what_arrived() {
     let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
     // The pause lets the mock flush what it wrote before it breaks the connection.

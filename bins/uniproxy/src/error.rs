@@ -86,6 +86,10 @@ pub enum ProxyError {
     /// The upstream could not be reached.
     #[error("could not reach the upstream")]
     UpstreamConnect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The upstream's connection failed once the request may have reached it (closed or
+    /// reset before an answer began): not retried, as the model may have run.
+    #[error("the upstream closed the connection without answering")]
+    UpstreamDropped(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The upstream took too long.
     #[error("the upstream did not answer within {phase} ({setting})")]
     UpstreamTimeout {
@@ -157,7 +161,9 @@ impl ProxyError {
             ProxyError::FunctionCallingDisabled => 400,
             ProxyError::Overloaded { .. } => 429,
             ProxyError::Translate(e) => e.status(),
-            ProxyError::UpstreamAuth(_) | ProxyError::UpstreamConnect(_) => 502,
+            ProxyError::UpstreamAuth(_)
+            | ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamDropped(_) => 502,
             ProxyError::UpstreamTimeout { .. } => 504,
             ProxyError::UpstreamBody(_) | ProxyError::UpstreamTooLarge { .. } => 502,
             ProxyError::InvalidParam { .. } => 400,
@@ -192,6 +198,7 @@ impl ProxyError {
             ProxyError::Translate(_)
             | ProxyError::UpstreamAuth(_)
             | ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamDropped(_)
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::UpstreamBody(_)
             | ProxyError::UpstreamTooLarge { .. } => Fault::Upstream,
@@ -267,7 +274,9 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => {
                 ErrorResponse::new(self.to_string(), "timeout_error").with_code("upstream_timeout")
             }
-            ProxyError::UpstreamBody(_) | ProxyError::UpstreamTooLarge { .. } => {
+            ProxyError::UpstreamBody(_)
+            | ProxyError::UpstreamDropped(_)
+            | ProxyError::UpstreamTooLarge { .. } => {
                 ErrorResponse::new(self.to_string(), "upstream_error")
                     .with_code("bad_upstream_response")
             }

@@ -212,13 +212,17 @@ impl Plain {
 }
 
 /// A send that got no answer head: the connect timeout when that is what ran out, the
-/// upstream unreachable otherwise.
+/// upstream unreachable when it could not be connected to, and dropped when the connection
+/// failed after that, once the request may have reached the upstream. (A pooled connection
+/// that turns out closed before the request went out is retried by the pool itself.)
 fn unreached(connect: bool, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ProxyError {
     let e = e.into();
-    if connect && is_timeout(&*e) {
-        ProxyError::UpstreamTimeout { phase: "the connect timeout", setting: "CONNECT_TIMEOUT" }
-    } else {
-        ProxyError::UpstreamConnect(e)
+    match (connect, is_timeout(&*e)) {
+        (true, true) => {
+            ProxyError::UpstreamTimeout { phase: "the connect timeout", setting: "CONNECT_TIMEOUT" }
+        }
+        (true, false) => ProxyError::UpstreamConnect(e),
+        (false, _) => ProxyError::UpstreamDropped(e),
     }
 }
 
