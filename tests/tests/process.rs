@@ -227,6 +227,50 @@ async fn sighup_stops_it_as_gracefully_as_sigterm() {
 }
 
 #[tokio::test]
+async fn the_open_files_limit_is_raised_to_the_hard_one() {
+    // The usual soft limit (1,024) lets a thousand idle clients lock everyone else out.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().await.to_string();
+    let stderr = std::fs::File::create(dir.path().join("stderr.txt")).unwrap();
+    let script =
+        r#"hard=$(ulimit -Hn); ulimit -Sn 256 || exit 3; echo "hard=$hard" >&2; exec "$0""#;
+    let child = Command::new("/bin/sh")
+        .args(["-c", script, binary().to_str().unwrap()])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("DATABASE_URL", dir.path().join("proxy.db"))
+        .env("LOG_FILE_PATH", dir.path().join("logs").join("proxy.log"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", &port)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let text = || std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
+    let deadline = Instant::now() + PATIENCE;
+    while !text().contains("uniproxy listening") {
+        assert!(child.0.try_wait().unwrap().is_none(), "exited: {}", text());
+        assert!(Instant::now() < deadline, "did not start: {}", text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = text();
+    let number = |after: &str| -> Option<u64> {
+        let rest = &text[text.find(after)? + after.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let open = number("open_files: ").unwrap_or_else(|| panic!("no open_files in {text}"));
+    match number("hard=") {
+        Some(hard) => assert_eq!(open, hard, "{text}"),
+        None => assert!(text.contains("hard=unlimited") && open > 256, "{text}"),
+    }
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(wait_exit(&mut child.0, PATIENCE).await.success());
+}
+
+#[tokio::test]
 async fn bad_settings_exit_2_naming_each_setting_before_binding() {
     let dir = tempfile::tempdir().unwrap();
     let child = command(

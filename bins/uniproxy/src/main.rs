@@ -104,6 +104,7 @@ fn main() -> ExitCode {
         eprintln!("uniproxy: cannot listen on {addr}: no socket");
         return ExitCode::FAILURE;
     };
+    let open_files = raise_open_files_limit();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = Arc::new(stop);
     let mut workers = Vec::new();
@@ -149,7 +150,13 @@ fn main() -> ExitCode {
             "platform" => served.provider.kind().as_str(),
             "model" => &served.settings.actual_name,
             "threads" => threads,
+            "open_files" => open_files,
             "log_store" => served.settings.database_path.display().to_string());
+        if open_files.is_some_and(|n| n < FEW_OPEN_FILES) {
+            warn!(log, "the open-files limit is low: every connection takes one, so a few \
+                hundred idle clients could lock every other one out; raise it (ulimit -n, \
+                LimitNOFILE=)"; "open_files" => open_files);
+        }
         if !foreign.is_empty() {
             warn!(
                 log,
@@ -203,6 +210,35 @@ fn main() -> ExitCode {
     state.recorder.shutdown();
     drop(state);
     code
+}
+
+/// Below this many open files, the start says the limit is low.
+const FEW_OPEN_FILES: u64 = 4096;
+
+/// Raises the soft limit of open files to the hard one, as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do: every connection takes a file, and the usual soft limit of
+/// 1,024 lets about a thousand idle clients (each held up to the header read timeout) lock
+/// every other one out. Returns the limit in force, when it can be read.
+fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        // `None` is no limit at all; the kernel caps open files anyway (Linux's `nr_open` is
+        // 2^20 by default, and it refuses an unlimited soft limit).
+        let target = limit.maximum.unwrap_or(1 << 20);
+        if limit.current.is_some_and(|current| current < target) {
+            let raised = rustix::process::Rlimit { current: Some(target), ..limit };
+            if setrlimit(Resource::Nofile, raised).is_ok() {
+                limit = getrlimit(Resource::Nofile);
+            }
+        }
+        Some(limit.current.unwrap_or(u64::MAX))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 fn bad_usage(message: &str) -> ExitCode {
