@@ -79,7 +79,14 @@ impl RotatingFile {
         }
         self.checked = Instant::now();
         let same = match std::fs::metadata(&self.path) {
-            Ok(meta) => self.id.is_none() || file_id(&meta) == self.id,
+            Ok(meta) => {
+                let same = self.id.is_none() || file_id(&meta) == self.id;
+                // Emptied in place (logrotate's `copytruncate`): its size starts over.
+                if same && meta.len() < self.written {
+                    self.written = meta.len();
+                }
+                same
+            }
             Err(_) => false,
         };
         if !same {
@@ -96,6 +103,15 @@ impl RotatingFile {
         self.id = file_id(&meta);
         self.written = meta.len();
         Ok(())
+    }
+
+    /// Cuts the last `n` bytes written off the file (a write that failed part-way).
+    fn take_back(&mut self, n: usize) {
+        if n > 0
+            && let Ok(meta) = self.file.metadata()
+        {
+            let _ = self.file.set_len(meta.len().saturating_sub(n as u64));
+        }
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -118,6 +134,20 @@ impl RotatingFile {
     }
 }
 
+/// Writes all of `buf` to `out`; on an error, gives it with how many bytes went out first.
+fn write_whole(out: &mut impl Write, buf: &[u8]) -> Result<(), (io::Error, usize)> {
+    let mut done = 0;
+    while done < buf.len() {
+        match out.write(&buf[done..]) {
+            Ok(0) => return Err((io::ErrorKind::WriteZero.into(), done)),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((e, done)),
+        }
+    }
+    Ok(())
+}
+
 fn ignore_missing(e: io::Error) -> io::Result<()> {
     if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
 }
@@ -131,9 +161,18 @@ impl Write for RotatingFile {
         {
             self.rotate()?;
         }
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
+        // All or nothing: a write cut short (a full disk) is taken back, so the file holds
+        // whole lines only, and the caller (a `BufWriter`) keeps the bytes to write again.
+        match write_whole(&mut self.file, buf) {
+            Ok(()) => {
+                self.written += buf.len() as u64;
+                Ok(buf.len())
+            }
+            Err((e, done)) => {
+                self.take_back(done);
+                Err(e)
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -307,6 +346,62 @@ mod tests {
         assert_eq!(read(&numbered(&path, 1)), "a line over twenty bytes\n");
         assert_eq!(read(&numbered(&path, 2)), "line-007\n");
         assert_eq!(read(&path), "line-008\n");
+    }
+
+    /// Takes `room` bytes, then says the disk is full.
+    struct FillsUp {
+        room: usize,
+        taken: Vec<u8>,
+    }
+
+    impl Write for FillsUp {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "No space left on device"));
+            }
+            let n = buf.len().min(self.room).min(5);
+            self.room -= n;
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_the_disk_cuts_short_is_taken_back_whole() {
+        // The disk fills part-way through a batch of lines: what went out is counted…
+        let mut disk = FillsUp { room: 12, taken: Vec::new() };
+        let (e, done) = write_whole(&mut disk, b"line-1\nline-2\n").unwrap_err();
+        assert_eq!((e.kind(), done), (io::ErrorKind::StorageFull, 12));
+        let mut roomy = FillsUp { room: 100, taken: Vec::new() };
+        assert!(write_whole(&mut roomy, b"line-1\nline-2\n").is_ok(), "short writes go on");
+        assert_eq!(roomy.taken, b"line-1\nline-2\n");
+        // …and cut off the file again, which keeps its whole lines only.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.log");
+        let mut file = RotatingFile::open(&path, 0, 0).unwrap();
+        file.write_all(b"line-0\n").unwrap();
+        file.file.write_all(b"line-1\nline").unwrap();
+        file.take_back(11);
+        file.write_all(b"line-3\n").unwrap();
+        assert_eq!(read(&path), "line-0\nline-3\n");
+    }
+
+    #[test]
+    fn a_file_emptied_in_place_is_not_rotated_early() {
+        // logrotate's `copytruncate` empties the file under the proxy.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.log");
+        let mut file = RotatingFile::open(&path, 30, 2).unwrap();
+        file.write_all(b"line-1 of twenty\n").unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        file.checked = Instant::now().checked_sub(CHECK_PATH_EVERY).unwrap();
+        file.write_all(b"line-2 of twenty\n").unwrap();
+        assert_eq!(read(&path), "line-2 of twenty\n");
+        assert!(!numbered(&path, 1).exists(), "nothing to rotate yet");
     }
 
     #[test]

@@ -144,9 +144,12 @@ impl Sink {
             && !json.is_empty()
         {
             match out.write_all(json) {
+                // Taken by the buffer is not written yet: written again once it reaches the file.
                 Ok(()) if self.json_failing => {
-                    self.json_failing = false;
-                    slog::info!(self.log, "the JSON log is written again");
+                    if out.flush_now().is_ok() {
+                        self.json_failing = false;
+                        slog::info!(self.log, "the JSON log is written again");
+                    }
                 }
                 Ok(()) => {}
                 Err(e) if !self.json_failing => {
