@@ -108,6 +108,45 @@ async fn an_answer_without_object_reaches_the_client_with_it() {
 }
 
 #[tokio::test]
+async fn a_custom_tool_call_goes_back_to_an_openai_upstream_as_the_client_sent_it() {
+    // The spec's ChatCompletionMessageCustomToolCall, as the proxy passes it in an answer: the
+    // client sends it back in the history, and the proxy used to refuse it (400, missing field
+    // `function`).
+    let answer = r#"{"id":"chatcmpl-C1","object":"chat.completion","created":1754000000,"model":"gpt-5","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_2","type":"custom","custom":{"name":"code_exec","input":"print(2)"}}],"refusal":null},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":60,"completion_tokens":12,"total_tokens":72}}"#;
+    for platform in [Platform::OpenAi, Platform::AzureOpenAi, Platform::Custom] {
+        let mock = MockUpstream::always(Reply::raw_json(200, answer)).await;
+        let mut settings = openai_settings(&mock);
+        settings.platform = platform;
+        if platform == Platform::AzureOpenAi {
+            settings = azure_settings(&mock, "/openai/v1");
+        }
+        let proxy = Proxy::start(settings).await;
+        // Read by the fast path, and (an audio part) by the typed parse.
+        let audio =
+            json!({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}});
+        for question in [json!("Print 1."), json!([{"type": "text", "text": "Print 1."}, audio])] {
+            let req = json!({
+                "model": "gpt-5",
+                "messages": [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "call_1", "type": "custom", "custom": {"name": "code_exec", "input": "print(1)"}}
+                    ]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "1"}
+                ],
+                "tools": [{"type": "custom", "custom": {"name": "code_exec"}}]
+            });
+            let resp = proxy.post("/v1/chat/completions", &req).await;
+            assert_eq!(resp.status, 200, "{platform:?}: {}", resp.text());
+            assert_eq!(resp.text(), answer, "{platform:?}: the answer's custom call as sent");
+            let sent = mock.requests().pop().unwrap().json();
+            assert_eq!(sent["messages"], req["messages"], "{platform:?}");
+            assert_eq!(sent["tools"], req["tools"], "{platform:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn stream_is_relayed_before_the_upstream_finishes() {
     let release = Arc::new(Notify::new());
     let mut steps = vec![

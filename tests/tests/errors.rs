@@ -72,6 +72,10 @@ async fn a_missing_member_is_400_naming_it_as_openai_does() {
     let cases = [
         (r#"{"model":"a"}"#, "messages"),
         (r#"{"model":"a","messages":[{"content":"hi"}]}"#, "messages[0].role"),
+        (
+            r#"{"model":"a","messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function"}]}]}"#,
+            "messages[0].tool_calls[0].function",
+        ),
     ];
     for (body, param) in cases {
         let e = expect_error(&post_raw(&proxy, body).await, 400);

@@ -191,11 +191,11 @@ impl Assembled {
                     .map(|t| ToolCall {
                         id: t.id.clone(),
                         kind: "function".to_owned(),
-                        function: FunctionCall {
+                        function: Some(FunctionCall {
                             name: t.name.clone(),
                             arguments: t.arguments.clone(),
                             extra: Map::new(),
-                        },
+                        }),
                         extra: Map::new(),
                     })
                     .collect();
@@ -269,12 +269,13 @@ pub fn completion_to_frames(completion: &ChatCompletion, include_usage: bool) ->
                     index: u32::try_from(i).unwrap_or(u32::MAX),
                     id: Some(t.id.clone()),
                     kind: Some(t.kind.clone()),
-                    function: Some(FunctionCallDelta {
-                        name: Some(t.function.name.clone()),
-                        arguments: Some(t.function.arguments.clone()),
+                    // A custom call goes whole, its `custom` member with it.
+                    function: t.function.as_ref().map(|f| FunctionCallDelta {
+                        name: Some(f.name.clone()),
+                        arguments: Some(f.arguments.clone()),
                         extra: Map::new(),
                     }),
-                    extra: Map::new(),
+                    extra: t.extra.clone(),
                 })
                 .collect()
         });
@@ -333,6 +334,20 @@ mod tests {
         let got: Vec<_> =
             calls.iter().map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str())).collect();
         assert_eq!(got, [("call_A", "get_w", "{\"city\":\"Paris\"}"), ("call_B", "now", "{}")]);
+    }
+
+    #[test]
+    fn a_custom_tool_call_replayed_as_a_stream_goes_whole() {
+        let answer = br#"{"id":"chatcmpl-C1","object":"chat.completion","created":1754000000,"model":"gpt-5","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"custom","custom":{"name":"code_exec","input":"print(1)"}}]},"finish_reason":"tool_calls"}]}"#;
+        let completion: ChatCompletion = uniproxy_wire::from_slice(answer).unwrap();
+        let frames = completion_to_frames(&completion, false);
+        let first = std::str::from_utf8(&frames[0]).unwrap();
+        let chunk: serde_json::Value =
+            serde_json::from_str(first.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert_eq!(
+            chunk["choices"][0]["delta"]["tool_calls"],
+            serde_json::json!([{"index":0,"id":"call_1","type":"custom","custom":{"name":"code_exec","input":"print(1)"}}])
+        );
     }
 
     #[test]

@@ -376,16 +376,32 @@ fn function_call(r: &mut Reader<'_>) -> Option<()> {
     )
 }
 
-/// A tool call: an id, a type and a function call.
+/// A tool call: an id, a type, and for a `function` call the function call. A call of another
+/// type (`custom`, whose `custom` member the typed parse keeps as a value) needs none; its
+/// type is read to know which it is.
 fn tool_call(r: &mut Reader<'_>) -> Option<()> {
-    object_with(
-        r,
-        &[
-            (b"id", true, |r| r.kept_string()),
-            (b"type", true, |r| r.kept_string()),
-            (b"function", true, function_call),
-        ],
-    )
+    let mut kind = None;
+    let mut function = false;
+    let mut seen = 0;
+    r.members(|r, key| match key {
+        b"id" => {
+            once(&mut seen, 0)?;
+            r.kept_string()
+        }
+        b"type" => {
+            once(&mut seen, 1)?;
+            kind = Some(r.string()?);
+            Some(())
+        }
+        b"function" => {
+            once(&mut seen, 2)?;
+            function = r.nullable(function_call)?.is_some();
+            Some(())
+        }
+        _ => r.skip_kept(),
+    })?;
+    let kind = kind?;
+    (seen & 1 != 0 && (function || kind != "function")).then_some(())
 }
 
 /// A content part. The typed parse takes any value as a part of a type it does not know and
@@ -540,6 +556,15 @@ mod tests {
                     Bad,
                 ),
                 (r#"[{"id":"c","type":"function","function":null}]"#, Bad),
+                (
+                    r#"[{"id":"call_1","type":"custom","custom":{"name":"code_exec","input":"print(1)"}}]"#,
+                    Read,
+                ),
+                (r#"[{"id":"c","type":"custom","function":null}]"#, Read),
+                (r#"[{"id":"c","type":"future","future":{"x":[1,null]}}]"#, Read),
+                (r#"[{"id":"c","type":"func\u0074ion"}]"#, Bad),
+                (r#"[{"type":"custom","custom":{"name":"c","input":""}}]"#, Bad),
+                (r#"[{"id":"c","type":"custom","custom":{"input":1e400}}]"#, Bad),
                 ("{}", Bad),
             ],
         ),
@@ -925,6 +950,28 @@ mod tests {
         for kind in [ProviderKind::OpenAi, ProviderKind::Custom, ProviderKind::AzureOpenAi] {
             assert_builds_alike(kind, raw);
         }
+    }
+
+    #[test]
+    fn a_custom_tool_call_is_read_and_builds_what_the_typed_parse_builds() {
+        // The spec's ChatCompletionMessageCustomToolCall: the proxy passes such calls in
+        // answers, so a client sends them back; the fast read and the typed parse both take it.
+        let raw = br#"{"model":"gpt-5","messages":[
+{"role":"user","content":"Run print(1)."},
+{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"custom","custom":{"name":"code_exec","input":"print(1)"}}]},
+{"role":"tool","tool_call_id":"call_1","content":"1"}],
+"tools":[{"type":"custom","custom":{"name":"code_exec","description":"Runs Python."}}]}"#;
+        assert!(RequestHead::read(raw).is_some());
+        for kind in [ProviderKind::OpenAi, ProviderKind::Custom, ProviderKind::AzureOpenAi] {
+            assert_builds_alike(kind, raw);
+        }
+        // And the typed build alone (a body `raw_members` cannot split) writes the call as sent.
+        let config = ProviderConfig::new(ProviderKind::OpenAi, "http://127.0.0.1:1/v1", "k", "m");
+        let openai = crate::provider(&config).unwrap();
+        let up = openai.build_request(from_slice(raw).unwrap()).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&up.body).unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        assert_eq!(body["messages"], sent["messages"]);
     }
 
     #[test]

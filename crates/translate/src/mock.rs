@@ -188,11 +188,11 @@ impl Provider for Mock {
                     m.tool_calls = Some(vec![ToolCall {
                         id: id.clone(),
                         kind: "function".to_owned(),
-                        function: FunctionCall {
+                        function: Some(FunctionCall {
                             name: name.clone(),
                             arguments: arguments.clone(),
                             extra: Map::new(),
-                        },
+                        }),
                         extra: Map::new(),
                     }]);
                     (m, FinishReason::ToolCalls, split_words(arguments).len())

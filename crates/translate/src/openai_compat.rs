@@ -1526,6 +1526,40 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_tool_call_passes_in_an_answer_and_in_a_stream_as_sent() {
+        // The spec's ChatCompletionMessageCustomToolCall: no `function`, a `custom` member.
+        let answer = br#"{"id":"chatcmpl-C1","object":"chat.completion","created":1754000000,"model":"gpt-5","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"custom","custom":{"name":"code_exec","input":"print(1)"}}],"refusal":null},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":60,"completion_tokens":12,"total_tokens":72}}"#;
+        let (answer_only, response) = answer_and_response(200, answer);
+        assert_eq!(&answer_only.unwrap().body[..], &answer[..]);
+        let response = response.unwrap();
+        assert_eq!(&response.body[..], &answer[..]);
+        let call = &response.completion.choices[0].message.tool_calls.as_ref().unwrap()[0];
+        assert_eq!((call.kind.as_str(), call.function.as_ref()), ("custom", None));
+        assert_eq!(call.extra["custom"]["input"], "print(1)");
+
+        let ctx = ResponseContext {
+            id: "chatcmpl-local".into(),
+            created: 1,
+            model: "m".into(),
+            include_usage: false,
+            json_object: false,
+        };
+        let mut stream = OpenAiStream::new(&ctx);
+        let chunks = [
+            r#"{"id":"chatcmpl-C2","object":"chat.completion.chunk","created":1754000000,"model":"gpt-5","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"custom","custom":{"name":"code_exec","input":""}}]},"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-C2","object":"chat.completion.chunk","created":1754000000,"model":"gpt-5","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"custom":{"input":"print(1)"}}]},"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-C2","object":"chat.completion.chunk","created":1754000000,"model":"gpt-5","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ];
+        for chunk in chunks {
+            let frames = stream.push(&SseEvent::new(None, chunk.to_owned())).unwrap();
+            assert_eq!(frames, [sse::frame_raw(chunk.as_bytes())], "{chunk}");
+        }
+        let choice = &stream.assembled().choices[0];
+        assert_eq!(choice.tool_calls[0].id, "call_1");
+        assert_eq!(choice.finish_reason, Some(uniproxy_wire::FinishReason::ToolCalls));
+    }
+
+    #[test]
     fn a_refused_sampling_member_is_left_out_of_both_ways_of_building() {
         let config =
             ProviderConfig::new(ProviderKind::OpenAi, "https://api.openai.com/v1", "k", "o3");

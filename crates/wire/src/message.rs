@@ -304,19 +304,53 @@ pub struct FileData {
     pub extra: Map,
 }
 
-/// A tool call made by the model.
+/// A tool call made by the model: a `function` call, or a call of another type (`custom`,
+/// whose `custom` member holds the tool's name and its free-form `input`; or a type newer than
+/// this version), kept with its members in `extra` so that it goes back to an upstream as
+/// the client sent it.
+// `remote = "Self"` turns the derives into inherent functions, which the trait impls below
+// call: a `function` call must have its function, which serde's attributes cannot say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ToolCall {
     /// The call id, echoed by the tool message that answers it.
     pub id: String,
-    /// Always `function` for function tools.
+    /// `function`, `custom`, or a newer type.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The function and its arguments.
-    pub function: FunctionCall,
-    /// Fields this version does not model.
+    /// The function and its arguments: always there for a `function` call (the parse refuses
+    /// one without); the spec gives the other types none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCall>,
+    /// Fields this version does not model (a custom call's `custom`).
     #[serde(flatten)]
     pub extra: Map,
+}
+
+impl ToolCall {
+    /// The function called, for a `function` call; `None` for the other types, which
+    /// translators to platforms that have only function calls refuse.
+    pub fn as_function(&self) -> Option<&FunctionCall> {
+        self.function.as_ref().filter(|_| self.kind == "function")
+    }
+}
+
+impl Serialize for ToolCall {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ToolCall::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolCall {
+    // A call whose `type` says `function` must have the function, as OpenAI requires: the
+    // error names `function` as missing, at the call's path.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let call = ToolCall::deserialize(deserializer)?;
+        if call.kind == "function" && call.function.is_none() {
+            return Err(serde::de::Error::missing_field("function"));
+        }
+        Ok(call)
+    }
 }
 
 /// A function name and its arguments as a JSON string.

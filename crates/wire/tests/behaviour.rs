@@ -147,9 +147,42 @@ fn every_known_role_parses_to_its_variant() {
     );
     let tool_call = &parsed.messages[3];
     assert_eq!(tool_call.content, Some(None));
-    assert_eq!(tool_call.tool_calls.as_ref().unwrap()[0].function.name, "get_capital");
+    assert_eq!(
+        tool_call.tool_calls.as_ref().unwrap()[0].as_function().unwrap().name,
+        "get_capital"
+    );
     assert_eq!(parsed.messages[4].tool_call_id.as_deref(), Some("call_ZR5UUuTt3pf61kjwAJIYdVMj"));
     assert_eq!(parsed.messages[6].name.as_deref(), Some("get_weather"));
+}
+
+#[test]
+fn a_custom_tool_call_is_kept_and_a_function_call_needs_its_function() {
+    // The spec's ChatCompletionMessageCustomToolCall, sent back in the history.
+    let (input, parsed) = request_fixture("custom-tool-call-history.json");
+    let call = &parsed.messages[1].tool_calls.as_ref().unwrap()[0];
+    assert_eq!((call.id.as_str(), call.kind.as_str()), ("call_1", "custom"));
+    assert_eq!(call.function, None);
+    assert_eq!(call.as_function(), None);
+    assert_eq!(
+        Value::Object(call.extra.clone()),
+        json!({"custom": input["messages"][1]["tool_calls"][0]["custom"]})
+    );
+
+    // A call of a type this version does not know is kept as well.
+    let future = json!({"id":"call_2","type":"future","future":{"x":[1]}});
+    let parsed = request(json!({"messages":[{"role":"assistant","tool_calls":[future]}]}));
+    let out = serde_json::to_value(&parsed.messages[0].tool_calls).unwrap();
+    assert_eq!(out, json!([future]));
+
+    // A `function` call without its function is refused, naming the member as OpenAI does.
+    for call in
+        [json!({"id":"c","type":"function"}), json!({"id":"c","type":"function","function":null})]
+    {
+        let body = json!({"messages":[{"role":"user","content":"a"},{"role":"assistant","tool_calls":[call]}]});
+        let err = from_slice::<ChatCompletionRequest>(body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.path(), "messages[1].tool_calls[0]", "{call}");
+        assert_eq!(err.missing().as_deref(), Some("messages[1].tool_calls[0].function"), "{call}");
+    }
 }
 
 #[test]

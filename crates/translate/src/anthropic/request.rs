@@ -660,9 +660,11 @@ impl RequestBuilder {
 
     fn tool_use(&mut self, path: &str, call: ToolCall) -> Result<InputBlock, TranslateError> {
         let ToolCall { id, kind, function, extra } = call;
-        if kind != "function" {
+        // A custom call (or a newer type) has no tool_use block to become: refused as its
+        // tool is (`tools[i].type`).
+        let Some(function) = function.filter(|_| kind == "function") else {
             return Err(unsupported(format!("{path}.type")));
-        }
+        };
         self.drop_extra(path, &extra);
         self.drop_extra(&format!("{path}.function"), &function.extra);
         let args_path = format!("{path}.function.arguments");

@@ -149,11 +149,11 @@ pub(crate) fn completion(
             ContentBlock::ToolUse { id, name, input } => calls.push(ToolCall {
                 id,
                 kind: "function".to_owned(),
-                function: FunctionCall {
+                function: Some(FunctionCall {
                     name,
                     arguments: tool_arguments(&input),
                     extra: Map::new(),
-                },
+                }),
                 extra: Map::new(),
             }),
             ContentBlock::Unknown => {}

@@ -288,10 +288,12 @@ impl Builder {
         }
         for (j, call) in m.tool_calls.iter().flatten().enumerate() {
             let path = format!("{at}.tool_calls[{j}]");
-            if call.kind != "function" {
+            // A custom call (or a newer type) has no functionCall to become: refused as its
+            // tool is (`tools[i].type`).
+            let Some(function) = call.as_function() else {
                 return Err(unsupported(format!("{path}.type")));
-            }
-            parts.push(self.call_part(call, &path)?);
+            };
+            parts.push(self.call_part(call, function, &path)?);
         }
         if let Some(fc) = &m.function_call {
             let path = format!("{at}.function_call.arguments");
@@ -307,13 +309,19 @@ impl Builder {
         Ok(parts)
     }
 
-    fn call_part(&mut self, call: &ToolCall, path: &str) -> Result<Part, TranslateError> {
-        let args = parse_args(&call.function.arguments, &format!("{path}.function.arguments"))?;
-        self.call_names.insert(call.id.clone(), call.function.name.clone());
+    /// The part for `call`, a function call of `function`.
+    fn call_part(
+        &mut self,
+        call: &ToolCall,
+        function: &uniproxy_wire::FunctionCall,
+        path: &str,
+    ) -> Result<Part, TranslateError> {
+        let args = parse_args(&function.arguments, &format!("{path}.function.arguments"))?;
+        self.call_names.insert(call.id.clone(), function.name.clone());
         Ok(Part {
             function_call: Some(FunctionCall {
                 id: (!call.id.is_empty()).then(|| call.id.clone()),
-                name: call.function.name.clone(),
+                name: function.name.clone(),
                 args: Some(args),
                 extra: Map::new(),
             }),

@@ -114,7 +114,11 @@ pub(crate) fn candidate_parts(c: &Candidate, ids: &mut CallIds) -> CandidatePart
             out.calls.push(ToolCall {
                 id: ids.id(call.id.as_deref()),
                 kind: "function".to_owned(),
-                function: FunctionCall { name: call.name.clone(), arguments, extra: Map::new() },
+                function: Some(FunctionCall {
+                    name: call.name.clone(),
+                    arguments,
+                    extra: Map::new(),
+                }),
                 extra: part.thought_signature.as_deref().map(signature_extra).unwrap_or_default(),
             });
         } else if let Some(text) = &part.text {

@@ -224,9 +224,9 @@ impl GeminiStream {
                     index: i,
                     id: Some(call.id),
                     kind: Some(call.kind),
-                    function: Some(FunctionCallDelta {
-                        name: Some(call.function.name),
-                        arguments: Some(call.function.arguments),
+                    function: call.function.map(|f| FunctionCallDelta {
+                        name: Some(f.name),
+                        arguments: Some(f.arguments),
                         extra: Map::new(),
                     }),
                     extra: call.extra,
