@@ -147,6 +147,69 @@ async fn a_custom_tool_call_goes_back_to_an_openai_upstream_as_the_client_sent_i
 }
 
 #[tokio::test]
+async fn google_answers_a_legacy_functions_request_with_a_function_call() {
+    // Gemini calls two functions at once; a client that offered `functions` looks for one
+    // `function_call`, as OpenAI answers it, and used to get `tool_calls`.
+    let call =
+        |city: &str| json!({"functionCall": {"name": "get_weather", "args": {"city": city}}});
+    let candidate = |parts: Value, finish: Option<&str>| {
+        let mut c = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        if let Some(finish) = finish {
+            c["finishReason"] = json!(finish);
+        }
+        json!({"candidates": [c], "modelVersion": "gemini-2.5-flash"})
+    };
+    let whole = candidate(json!([call("Paris"), call("Lyon")]), Some("STOP"));
+    let events = vec![
+        Step::event(&candidate(json!([call("Paris")]), None)),
+        Step::event(&candidate(json!([call("Lyon")]), None)),
+        Step::event(&candidate(json!([{"text": ""}]), Some("STOP"))),
+    ];
+    let mock = MockUpstream::start(move |r| {
+        if r.path_and_query.contains("streamGenerateContent") {
+            Reply::sse(events.clone())
+        } else {
+            Reply::json(200, &whole)
+        }
+    })
+    .await;
+    let mut req = chat_request("a", false);
+    req["functions"] = json!([{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let paris = json!({"name": "get_weather", "arguments": r#"{"city":"Paris"}"#});
+
+    for supports_streaming in [true, false] {
+        let mut settings = openai_settings(&mock);
+        settings.platform = Platform::Google;
+        settings.base_url = Some(format!("{}/v1beta", mock.url()));
+        settings.supports_streaming = supports_streaming;
+        let proxy = Proxy::start(settings).await;
+
+        let resp = proxy.post("/v1/chat/completions", &req).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let choice = &resp.json()["choices"][0];
+        assert_eq!(choice["message"]["function_call"], paris, "{choice}");
+        assert_eq!(choice["message"].get("tool_calls"), None, "{choice}");
+        assert_eq!(choice["finish_reason"], "function_call");
+
+        req["stream"] = json!(true);
+        let resp = proxy.post("/v1/chat/completions", &req).await;
+        req["stream"] = json!(false);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let chunks = sse_json(&resp.body);
+        let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["delta"]).collect();
+        let calls: Vec<&Value> = deltas.iter().filter_map(|d| d.get("function_call")).collect();
+        assert_eq!(calls, [&paris], "streaming: {supports_streaming}: {chunks:?}");
+        assert!(deltas.iter().all(|d| d.get("tool_calls").is_none()), "{chunks:?}");
+        let finishes: Vec<&Value> = chunks
+            .iter()
+            .map(|c| &c["choices"][0]["finish_reason"])
+            .filter(|f| f.is_string())
+            .collect();
+        assert_eq!(finishes, [&json!("function_call")], "{chunks:?}");
+    }
+}
+
+#[tokio::test]
 async fn stream_is_relayed_before_the_upstream_finishes() {
     let release = Arc::new(Notify::new());
     let mut steps = vec![

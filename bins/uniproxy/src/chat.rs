@@ -552,7 +552,7 @@ fn prepare(
     if let Some(mut head) = state.provider.read_head(body) {
         let (client_stream, upstream_stream) =
             admit(state, record, &head.model, head.is_stream(), head.has_tools())?;
-        let ctx = context(state, record, head.wants_stream_usage(), false);
+        let ctx = context(state, record, head.wants_stream_usage(), false, false);
         if client_stream && !upstream_stream {
             head.stream = None;
             head.stream_options = None;
@@ -576,7 +576,13 @@ fn prepare(
     };
     let (client_stream, upstream_stream) =
         admit(state, record, &request.model, request.is_stream(), request.has_tools())?;
-    let ctx = context(state, record, request.wants_stream_usage(), request.wants_json_object());
+    let ctx = context(
+        state,
+        record,
+        request.wants_stream_usage(),
+        request.wants_json_object(),
+        request.offers_only_functions(),
+    );
     if client_stream && !upstream_stream {
         request.stream = None;
         request.stream_options = None;
@@ -617,12 +623,14 @@ fn admit(
 }
 
 /// What the answer's translation needs to know of the request. A head is read only for a
-/// platform that takes the OpenAI format, which needs nothing done for a JSON object.
+/// platform that takes the OpenAI format, which needs nothing done for a JSON object or for
+/// legacy functions.
 fn context(
     state: &AppState,
     record: &RequestRecord,
     include_usage: bool,
     json_object: bool,
+    legacy_functions: bool,
 ) -> ResponseContext {
     ResponseContext {
         id: record.request_id.clone(),
@@ -630,6 +638,7 @@ fn context(
         model: state.settings.actual_name.clone(),
         include_usage,
         json_object,
+        legacy_functions,
     }
 }
 

@@ -86,6 +86,7 @@ fn ctx(include_usage: bool) -> ResponseContext {
         model: "bench-model".into(),
         include_usage,
         json_object: false,
+        legacy_functions: false,
     }
 }
 

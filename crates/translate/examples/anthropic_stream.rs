@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model: "claude".to_owned(),
         include_usage,
         json_object: false,
+        legacy_functions: false,
     };
     let mut stream = anthropic.stream(&ctx);
     let mut decoder = sse::Decoder::new();

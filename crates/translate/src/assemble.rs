@@ -45,6 +45,9 @@ pub struct AssembledChoice {
     /// The tool calls, by index.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<AssembledToolCall>,
+    /// The legacy function call, given to a client that offered only `functions`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_call: Option<FunctionCall>,
     /// Why the model stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<FinishReason>,
@@ -154,6 +157,15 @@ impl Assembled {
                 if let Some(Some(text)) = &delta.refusal {
                     choice.refusal.push_str(text);
                 }
+                if let Some(f) = &delta.function_call {
+                    let call = choice.function_call.get_or_insert_with(|| FunctionCall {
+                        name: String::new(),
+                        arguments: String::new(),
+                        extra: Map::new(),
+                    });
+                    call.name.push_str(f.name.as_deref().unwrap_or_default());
+                    call.arguments.push_str(f.arguments.as_deref().unwrap_or_default());
+                }
                 for tc in delta.tool_calls.iter().flatten() {
                     let f = tc.function.as_ref();
                     self.tool_call_fragment(
@@ -200,9 +212,10 @@ impl Assembled {
                     })
                     .collect();
                 let mut message = Message::text(Role::Assistant, c.content.clone());
-                if c.content.is_empty() && !tool_calls.is_empty() {
+                if c.content.is_empty() && (!tool_calls.is_empty() || c.function_call.is_some()) {
                     message.content = Some(None);
                 }
+                message.function_call.clone_from(&c.function_call);
                 if !c.reasoning_content.is_empty() {
                     message.reasoning_content = Some(Some(c.reasoning_content.clone()));
                 }
@@ -294,7 +307,11 @@ pub fn completion_to_frames(completion: &ChatCompletion, include_usage: bool) ->
                     .collect()
             }),
             tool_calls,
-            function_call: None,
+            function_call: m.function_call.as_ref().map(|f| FunctionCallDelta {
+                name: Some(f.name.clone()),
+                arguments: Some(f.arguments.clone()),
+                extra: Map::new(),
+            }),
             extra: Map::new(),
         };
         let mut chunk = new_chunk();
@@ -348,6 +365,36 @@ mod tests {
             chunk["choices"][0]["delta"]["tool_calls"],
             serde_json::json!([{"index":0,"id":"call_1","type":"custom","custom":{"name":"code_exec","input":"print(1)"}}])
         );
+    }
+
+    #[test]
+    fn a_legacy_function_call_is_assembled_and_replayed_as_one() {
+        let mut a = Assembled::new("chatcmpl-1", 7, "gemini");
+        for (name, arguments) in [(Some("get_weather"), "{\"city\""), (None, ":\"Paris\"}")] {
+            let mut chunk = ChatCompletionChunk::new("chatcmpl-1", 7, "gemini");
+            let call = uniproxy_wire::FunctionCallDelta {
+                name: name.map(str::to_owned),
+                arguments: Some(arguments.to_owned()),
+                extra: Map::new(),
+            };
+            let delta = Delta { function_call: Some(call), ..Default::default() };
+            chunk.choices.push(ChunkChoice::new(0, delta));
+            a.add_chunk(&chunk);
+        }
+        a.choice(0).finish_reason = Some(FinishReason::FunctionCall);
+        let completion = a.to_completion();
+        let message = serde_json::to_value(&completion.choices[0].message).unwrap();
+        assert_eq!(
+            message,
+            serde_json::json!({"role":"assistant","content":null,"function_call":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}})
+        );
+
+        // Replayed as a stream (SUPPORTS_STREAMING=false): the call goes as `function_call`.
+        let frames = completion_to_frames(&completion, false);
+        let first = std::str::from_utf8(&frames[0]).unwrap();
+        let chunk: serde_json::Value =
+            serde_json::from_str(first.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert_eq!(chunk["choices"][0]["delta"]["function_call"], message["function_call"]);
     }
 
     #[test]

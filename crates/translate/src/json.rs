@@ -647,6 +647,7 @@ pub(crate) mod tests {
             model: "m".into(),
             include_usage: false,
             json_object: false,
+            legacy_functions: false,
         };
         for (platform, kind) in
             [("anthropic", ProviderKind::Anthropic), ("gemini", ProviderKind::Google)]

@@ -318,6 +318,11 @@ pub struct ResponseContext {
     /// platform asked for one through a tool (Anthropic) gives the tool's input as the
     /// answer's content.
     pub json_object: bool,
+    /// Whether the client offered only legacy `functions` (no `tools`): OpenAI answers such a
+    /// request with one `function_call` and finish reason `function_call`, and a platform
+    /// whose calls are translated (Gemini) answers so too; a legacy client looks for nothing
+    /// else.
+    pub legacy_functions: bool,
 }
 
 impl ResponseContext {
@@ -334,6 +339,7 @@ impl ResponseContext {
             model: model.into(),
             include_usage: request.wants_stream_usage(),
             json_object: request.wants_json_object(),
+            legacy_functions: request.offers_only_functions(),
         }
     }
 }

@@ -1543,6 +1543,7 @@ mod tests {
             model: "m".into(),
             include_usage: false,
             json_object: false,
+            legacy_functions: false,
         };
         let mut stream = OpenAiStream::new(&ctx);
         let chunks = [
@@ -1933,6 +1934,7 @@ mod tests {
             model: "m".into(),
             include_usage: true,
             json_object: false,
+            legacy_functions: false,
         };
         let mut fast = OpenAiStream::new(&ctx);
         let mut full = OpenAiStream::new(&ctx);
@@ -2067,6 +2069,7 @@ mod tests {
             model: "m".into(),
             include_usage: true,
             json_object: false,
+            legacy_functions: false,
         });
         let frames: Vec<String> = chunks
             .iter()
@@ -2102,6 +2105,7 @@ mod tests {
             model: "m".into(),
             include_usage: true,
             json_object: false,
+            legacy_functions: false,
         });
         let frame = stream.push(&SseEvent::new(None, chunks[5].clone())).unwrap().remove(0);
         assert_eq!(

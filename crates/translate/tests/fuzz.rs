@@ -53,6 +53,7 @@ fn ctx(input: &[u8]) -> ResponseContext {
         model: "fuzz-model".to_owned(),
         include_usage: flags & 1 == 1,
         json_object: flags & 2 == 2,
+        legacy_functions: flags & 4 == 4,
     }
 }
 

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::{
-    build, cases, check, context, pretty, replay, replay_every_way, report, respond, sibling,
-    test_provider,
+    build, cases, check, context, context_of, pretty, replay, replay_every_way, report, respond,
+    sibling, test_provider,
 };
 use uniproxy_translate::{Provider, ProviderKind, sse};
 use uniproxy_wire::{ChatCompletionRequest, from_slice};
@@ -79,7 +79,7 @@ fn gemini_responses() {
     for case in cases("tests/data/gemini/responses", ".response.json") {
         let body = std::fs::read(&case).unwrap();
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let out = respond(p.as_ref(), status_of(&name), &body, &context(false));
+        let out = respond(p.as_ref(), status_of(&name), &body, &context_of(&case));
         if let Some(f) = check(&sibling(&case, ".response.json", ".expected.json"), &pretty(&out)) {
             failures.push(f);
         }
@@ -93,8 +93,7 @@ fn gemini_streams() {
     let mut failures = Vec::new();
     for case in cases("tests/data/gemini/streams", ".sse") {
         let bytes = std::fs::read(&case).unwrap();
-        let include_usage = case.to_string_lossy().ends_with(".usage.sse");
-        let out = replay_every_way(p.as_ref(), &bytes, &context(include_usage));
+        let out = replay_every_way(p.as_ref(), &bytes, &context_of(&case));
         if let Some(f) = check(&sibling(&case, ".sse", ".expected.jsonl"), &out) {
             failures.push(f);
         }

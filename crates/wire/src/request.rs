@@ -125,6 +125,13 @@ impl ChatCompletionRequest {
         self.tools.as_ref().is_some_and(|t| !t.is_empty())
             || self.functions.as_ref().is_some_and(|f| !f.is_empty())
     }
+
+    /// Whether the request offers legacy functions and no tools: the answer's call is then a
+    /// legacy `function_call`, as OpenAI gives it.
+    pub fn offers_only_functions(&self) -> bool {
+        self.functions.as_ref().is_some_and(|f| !f.is_empty())
+            && self.tools.as_ref().is_none_or(Vec::is_empty)
+    }
 }
 
 /// Stop sequences: one string or several.

@@ -472,6 +472,14 @@ fn request_helpers() {
     assert!(tools.has_tools());
     let (_, functions) = request_fixture("legacy-functions-call-string.json");
     assert!(functions.has_tools());
+    // The legacy shape of the answer's call is for a request that offers functions alone.
+    assert!(functions.offers_only_functions());
+    assert!(!tools.offers_only_functions());
+    let f = json!([{"name":"f"}]);
+    let t = json!([{"type":"function","function":{"name":"g"}}]);
+    assert!(!request(json!({"messages":[],"functions":f,"tools":t})).offers_only_functions());
+    assert!(request(json!({"messages":[],"functions":f,"tools":[]})).offers_only_functions());
+    assert!(!request(json!({"messages":[],"functions":[]})).offers_only_functions());
 }
 
 #[test]

@@ -528,6 +528,7 @@ mod tests {
             model: model.to_owned(),
             include_usage: false,
             json_object: false,
+            legacy_functions: false,
         };
         AnthropicStream::new(&ctx)
     }

@@ -45,11 +45,15 @@
 //! Text parts make `content`, `thought: true` parts make `reasoning_content`, `functionCall`
 //! parts make `tool_calls` (Gemini's id when it gives one, else `call_<context id>_<n>`,
 //! unique within the response; `thoughtSignature` rides along in
-//! `extra_content.google.thought_signature`). Other output parts (images, code) have no
-//! OpenAI counterpart and are left out. Finish reasons: `STOP` → `stop`, or `tool_calls` when
-//! the candidate called functions; `MAX_TOKENS` → `length`; `SAFETY`, `RECITATION`,
-//! `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII` and the `IMAGE_*` filters → `content_filter`; any
-//! other reason → `stop` (or `tool_calls`). A candidate without content still makes a choice.
+//! `extra_content.google.thought_signature`). A client that offered only legacy `functions`
+//! gets the legacy shape, as OpenAI answers it: the candidate's first call as
+//! `function_call {name, arguments}` (no id, no signature) and finish reason `function_call`;
+//! the shape holds one call, OpenAI makes no parallel calls for `functions` and Gemini cannot
+//! be told not to, so its other calls are left out. Other output parts (images, code) have no
+//! OpenAI counterpart and are left out. Finish reasons: `STOP` → `stop`, or `tool_calls`
+//! (`function_call`) when the candidate called functions; `MAX_TOKENS` → `length`; `SAFETY`,
+//! `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII` and the `IMAGE_*` filters →
+//! `content_filter`; any other reason → `stop` (or the calls' reason). A candidate without content still makes a choice.
 //! A blocked prompt (no candidates, `promptFeedback.blockReason`) makes one choice with
 //! `finish_reason: content_filter`, `content: null` and a `refusal` naming the block reason.
 //! Usage: `promptTokenCount` → `prompt_tokens`, `candidatesTokenCount + thoughtsTokenCount` →
@@ -67,7 +71,8 @@
 //! # Stream
 //!
 //! See [`stream`](self::stream): deltas per event, function calls whole (one tool call index
-//! each, arguments in one fragment), finish and usage chunks and `[DONE]` when the body ends.
+//! each, arguments in one fragment; for legacy `functions`, the first as `delta.function_call`
+//! and no other), finish and usage chunks and `[DONE]` when the body ends.
 //! A `{"error":…}` event becomes an OpenAI error frame. Vertex may instead write a bare JSON
 //! error object, not `data:`-prefixed: the SSE decoder cannot see it, so the stream ends as
 //! though the body was cut; when no finish reason arrived before, the client gets an

@@ -13,11 +13,50 @@ use super::wire::{
 };
 use crate::{ResponseContext, TranslateError, error_type_for_status, fallback_error};
 
-/// The OpenAI finish reason for Gemini's, before looking at the parts: `STOP` becomes
-/// `tool_calls` only when the candidate called functions, which the caller knows.
-pub(crate) fn finish_reason(reason: &GeminiFinishReason, called: bool) -> FinishReason {
+/// How the client takes the model's function calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallShape {
+    /// As `tool_calls`, each with its id.
+    Tools,
+    /// As one legacy `function_call` (the client offered only `functions`), as OpenAI answers
+    /// such a request. The shape holds one call, and OpenAI never makes parallel calls for
+    /// `functions`; Gemini has no switch for them, so a candidate's first call is given and
+    /// any others are left out.
+    Legacy,
+}
+
+impl CallShape {
+    /// The shape the client of `ctx` takes.
+    pub(crate) fn of(ctx: &ResponseContext) -> Self {
+        if ctx.legacy_functions { CallShape::Legacy } else { CallShape::Tools }
+    }
+
+    /// The finish reason of a candidate that stopped having called functions.
+    pub(crate) fn finish_reason(self) -> FinishReason {
+        match self {
+            CallShape::Tools => FinishReason::ToolCalls,
+            CallShape::Legacy => FinishReason::FunctionCall,
+        }
+    }
+}
+
+/// The OpenAI finish reason for Gemini's. A candidate that stopped having called functions
+/// (`called`, with the shape the client takes them in, when the caller knows it did) stopped
+/// to have them run: `tool_calls`, or `function_call` for a legacy client.
+pub(crate) fn finish_reason(
+    reason: &GeminiFinishReason,
+    called: Option<CallShape>,
+) -> FinishReason {
+    let reason = stop_reason(reason);
+    match called {
+        Some(shape) if reason == FinishReason::Stop => shape.finish_reason(),
+        _ => reason,
+    }
+}
+
+/// The OpenAI finish reason for Gemini's, as if no function was called.
+fn stop_reason(reason: &GeminiFinishReason) -> FinishReason {
     match reason {
-        GeminiFinishReason::Stop if called => FinishReason::ToolCalls,
         GeminiFinishReason::Stop => FinishReason::Stop,
         GeminiFinishReason::MaxTokens => FinishReason::Length,
         GeminiFinishReason::Safety
@@ -30,8 +69,8 @@ pub(crate) fn finish_reason(reason: &GeminiFinishReason, called: bool) -> Finish
         | GeminiFinishReason::ImageRecitation => FinishReason::ContentFilter,
         // OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL, … and reasons newer
         // than this code: the model stopped for a reason OpenAI has no word for. `stop` keeps
-        // strict clients working; the answer is whatever the candidate holds.
-        GeminiFinishReason::Other(_) if called => FinishReason::ToolCalls,
+        // strict clients working (or the calls' reason, when it called functions); the answer
+        // is whatever the candidate holds.
         GeminiFinishReason::Other(_) => FinishReason::Stop,
     }
 }
@@ -135,6 +174,7 @@ pub(crate) fn candidate_parts(c: &Candidate, ids: &mut CallIds) -> CandidatePart
 /// A whole Gemini answer as a `chat.completion`.
 pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) -> ChatCompletion {
     let mut ids = CallIds::new(ctx);
+    let shape = CallShape::of(ctx);
     let mut choices = Vec::new();
     for (pos, c) in r.candidates().iter().enumerate() {
         let parts = candidate_parts(c, &mut ids);
@@ -147,8 +187,16 @@ pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) 
             message.reasoning_content = Some(Some(parts.reasoning));
         }
         if called {
-            message.tool_calls = Some(parts.calls);
+            match shape {
+                CallShape::Tools => message.tool_calls = Some(parts.calls),
+                // The first call, without its id (the legacy shape has none; the `function`
+                // message that answers it names the function).
+                CallShape::Legacy => {
+                    message.function_call = parts.calls.into_iter().next().and_then(|c| c.function);
+                }
+            }
         }
+        let called = called.then_some(shape);
         choices.push(Choice {
             index: c.index.unwrap_or(pos as u32),
             message,

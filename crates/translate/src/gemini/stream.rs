@@ -16,7 +16,7 @@ use uniproxy_wire::{
 };
 
 use super::response::{
-    CallIds, block_message, candidate_parts, error_response, finish_reason, usage,
+    CallIds, CallShape, block_message, candidate_parts, error_response, finish_reason, usage,
 };
 use super::wire::{GenerateContentResponse, UsageMetadata};
 use crate::scan::{
@@ -104,6 +104,8 @@ fn read_usage(r: &mut Reader<'_>) -> Option<UsageMetadata> {
 #[derive(Debug)]
 pub(crate) struct GeminiStream {
     ctx: ResponseContext,
+    /// How the client takes the calls.
+    shape: CallShape,
     /// `modelVersion`, once an event has named it.
     model: Option<String>,
     ids: CallIds,
@@ -119,6 +121,7 @@ impl GeminiStream {
     pub(crate) fn new(ctx: &ResponseContext) -> Self {
         GeminiStream {
             ctx: ctx.clone(),
+            shape: CallShape::of(ctx),
             model: None,
             ids: CallIds::new(ctx),
             candidates: Vec::new(),
@@ -216,7 +219,19 @@ impl GeminiStream {
         if !text.is_empty() {
             delta.content = Some(Some(text.to_owned()));
         }
-        if !calls.is_empty() {
+        if self.shape == CallShape::Legacy {
+            // One call, whole, and none after it (see `CallShape::Legacy`).
+            if first_call == 0
+                && let Some(f) = calls.into_iter().next().and_then(|c| c.function)
+            {
+                delta.function_call = Some(FunctionCallDelta {
+                    name: Some(f.name),
+                    arguments: Some(f.arguments),
+                    extra: Map::new(),
+                });
+                self.candidate(index).calls = 1;
+            }
+        } else if !calls.is_empty() {
             let calls: Vec<ToolCallDelta> = calls
                 .into_iter()
                 .zip(first_call..)
@@ -309,7 +324,7 @@ impl GeminiStream {
             let index = c.index.unwrap_or(pos as u32);
             let parts = candidate_parts(c, &mut self.ids);
             if let Some(f) = &c.finish_reason {
-                self.candidate(index).finish = Some(finish_reason(f, false));
+                self.candidate(index).finish = Some(finish_reason(f, None));
             }
             self.parts_chunk(index, &parts.text, &parts.reasoning, parts.calls, &mut out);
         }
@@ -376,7 +391,7 @@ impl StreamTranslator for GeminiStream {
                 chunks.push(self.delta_chunk(state.index, Delta::default()));
             }
             let reason = match state.finish.unwrap_or(FinishReason::Stop) {
-                FinishReason::Stop if state.calls > 0 => FinishReason::ToolCalls,
+                FinishReason::Stop if state.calls > 0 => self.shape.finish_reason(),
                 other => other,
             };
             let mut choice = ChunkChoice::new(state.index, Delta::default());
@@ -419,6 +434,7 @@ mod tests {
             model: "asked".to_owned(),
             include_usage: false,
             json_object: false,
+            legacy_functions: false,
         }
     }
 

@@ -100,15 +100,21 @@ pub fn context(include_usage: bool) -> ResponseContext {
         model: "test-model".to_owned(),
         include_usage,
         json_object: false,
+        legacy_functions: false,
     }
 }
 
 /// The context a case file is answered with: as if the client asked for the usage chunk when
-/// its name has `.usage.`, for a JSON object when it has `.json-object.`.
+/// its name has `.usage.`, for a JSON object when it has `.json-object.`, and offered only
+/// legacy functions when it has `.functions.`.
 pub fn context_of(case: &Path) -> ResponseContext {
     let name = case.file_name().unwrap().to_string_lossy();
     let usage = name.contains(".usage.");
-    ResponseContext { json_object: name.contains(".json-object."), ..context(usage) }
+    ResponseContext {
+        json_object: name.contains(".json-object."),
+        legacy_functions: name.contains(".functions."),
+        ..context(usage)
+    }
 }
 
 /// Translates a non-stream answer: `{"status", "completion"}` or `{"status", "error"}`.
