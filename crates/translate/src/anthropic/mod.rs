@@ -70,8 +70,9 @@
 //! Claude thinking through a tool loop. Other blocks (server tool blocks) carry nothing the
 //! OpenAI shape can hold and are skipped. `stop_reason` `end_turn` / `stop_sequence` / `pause_turn`
 //! → `stop`; `max_tokens` / `model_context_window_exceeded` → `length`; `tool_use` →
-//! `tool_calls`; `refusal` → `content_filter`; a reason this version does not know is passed on
-//! as it is. Usage: `prompt_tokens` = `input_tokens` + cache creation + cache read (Anthropic's
+//! `tool_calls`; `refusal` → `content_filter`; a reason this version does not know
+//! (`compaction`, …) → `stop`, or `tool_calls` when the answer called tools, as OpenAI's finish
+//! reasons are a closed set. Usage: `prompt_tokens` = `input_tokens` + cache creation + cache read (Anthropic's
 //! `input_tokens` leaves the cache out), `prompt_tokens_details.cached_tokens` = cache read.
 //! The id and time come from the [`ResponseContext`].
 //!

@@ -9,18 +9,26 @@ use super::request::JSON_TOOL;
 use super::wire::{ContentBlock, ErrorBody, ErrorEnvelope, MessagesResponse, Usage};
 use crate::{ProviderKind, ResponseContext, TranslateError, error_type_for_status, fallback_error};
 
-/// The OpenAI finish reason for an Anthropic `stop_reason`, in an answer that called no tool
-/// of the client's but the JSON object's when `json_answer_only`. A reason this version does
-/// not know is passed on as it is rather than failing an answer that is otherwise fine.
-pub(crate) fn finish_reason(stop_reason: &str, json_answer_only: bool) -> FinishReason {
+/// The OpenAI finish reason for an Anthropic `stop_reason`, in an answer that called tools of
+/// the client's when `called`, and asked for a JSON object (through a tool) when
+/// `json_object`.
+///
+/// A reason this version does not know (`compaction`, or one newer than this code) is `stop`,
+/// or `tool_calls` when the answer called tools, as the Gemini translator maps its unknown
+/// reasons: OpenAI's finish reasons are a closed set that strict clients check, and the answer
+/// is whatever the message holds.
+pub(crate) fn finish_reason(stop_reason: &str, json_object: bool, called: bool) -> FinishReason {
     match stop_reason {
+        // `pause_turn`: a server tool's long turn paused; the client may send the answer back
+        // to go on, and has what came so far.
         "end_turn" | "stop_sequence" | "pause_turn" => FinishReason::Stop,
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
         // The call of the tool a JSON object was asked through is no call of the client's.
-        "tool_use" if json_answer_only => FinishReason::Stop,
+        "tool_use" if json_object && !called => FinishReason::Stop,
         "tool_use" => FinishReason::ToolCalls,
         "refusal" => FinishReason::ContentFilter,
-        other => FinishReason::Other(other.to_owned()),
+        _ if called => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
     }
 }
 
@@ -175,7 +183,7 @@ pub(crate) fn completion(
         // For the client to give back: Claude wants them in a tool loop with thinking on.
         message.thinking_blocks = Some(thinking_blocks);
     }
-    let json_answer_only = ctx.json_object && message.tool_calls.is_none();
+    let called = message.tool_calls.is_some();
     let model = if response.model.is_empty() { ctx.model.clone() } else { response.model };
     Ok(ChatCompletion {
         id: ctx.id.clone(),
@@ -186,7 +194,7 @@ pub(crate) fn completion(
             index: 0,
             message,
             finish_reason: Some(
-                response.stop_reason.as_deref().map(|r| finish_reason(r, json_answer_only)),
+                response.stop_reason.as_deref().map(|r| finish_reason(r, ctx.json_object, called)),
             ),
             logprobs: Some(None),
             extra: Map::new(),

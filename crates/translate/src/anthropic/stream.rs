@@ -189,8 +189,8 @@ impl AnthropicStream {
                     self.usage.update(usage);
                 }
                 if let Some(reason) = delta.stop_reason {
-                    let json_answer_only = self.json_object && self.next_call == 0;
-                    self.finish_chunk(finish_reason(&reason, json_answer_only), out);
+                    let called = self.next_call > 0;
+                    self.finish_chunk(finish_reason(&reason, self.json_object, called), out);
                 }
             }
             StreamEvent::MessageStop => {
