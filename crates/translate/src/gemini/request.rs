@@ -223,6 +223,11 @@ impl Builder {
                 ContentPart::Text { text, .. } if text.is_empty() => continue,
                 ContentPart::Text { text, .. } => Part::text(text.clone()),
                 ContentPart::ImageUrl { image_url, .. } => {
+                    if image_url.detail.is_some() {
+                        // Gemini sets the resolution per request (`mediaResolution`), not per
+                        // image.
+                        self.drop(format!("{path}.image_url.detail"));
+                    }
                     media_part(&image_url.url, &format!("{path}.image_url.url"))?
                 }
                 ContentPart::InputAudio { input_audio, .. } => {
