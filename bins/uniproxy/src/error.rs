@@ -300,7 +300,8 @@ impl ProxyError {
     }
 
     /// The error for an upstream's error answer: a 401 is [`ProxyError::UpstreamAuth`], and the
-    /// error is [`sanitized`](sanitize) for the client and the log.
+    /// error loses the proxy's key in every member and what stands beside it, and a numeric
+    /// code becomes its text, for the client and the log (see `sanitize`).
     pub fn from_upstream(mut e: TranslateError, api_key: &str) -> ProxyError {
         let status = e.status();
         if let TranslateError::Upstream { error, .. } = &mut e {
