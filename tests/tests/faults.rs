@@ -522,6 +522,32 @@ async fn time_lost_to_a_failing_upstream_is_not_counted_as_the_proxys_own() {
 }
 
 #[tokio::test]
+async fn time_a_client_takes_to_send_its_body_is_not_counted_as_the_proxys_own() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let body = chat_request("a", false).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    conn.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let overhead: f64 = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-uniproxy-overhead-ms: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no overhead in {answer}"));
+    assert!(overhead < 200.0, "the 400 ms upload counted: {overhead} ms");
+}
+
+#[tokio::test]
 async fn stream_idle_timeout_is_an_error_event_and_logged() {
     let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();
     steps.push(Step::Sleep(Duration::from_secs(30)));

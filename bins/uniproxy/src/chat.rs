@@ -187,7 +187,7 @@ pub fn record_unhandled(
 }
 
 /// A request's record until it is handed on (to the recorder, or to a stream's relay), with
-/// the time spent waiting on the upstream so far.
+/// the time spent waiting on the client's body and the upstream so far.
 ///
 /// hyper drops a request's future when its client hangs up before the answer: it reads the
 /// connection while the handler runs (and `serve` drops it when the shutdown's grace period
@@ -197,7 +197,9 @@ struct Pending<'a> {
     state: &'a AppState,
     started: Instant,
     record: RequestRecord,
-    upstream_wait: Duration,
+    waiting: Duration,
+    /// The part of `waiting` spent on the client's body.
+    client_wait: Duration,
     handed_on: bool,
     /// The [`RETRY_HEADERS`] of the upstream's error answer, for the client's.
     retry_headers: Vec<(header::HeaderName, header::HeaderValue)>,
@@ -212,7 +214,8 @@ impl<'a> Pending<'a> {
             state,
             started,
             record,
-            upstream_wait: Duration::ZERO,
+            waiting: Duration::ZERO,
+            client_wait: Duration::ZERO,
             handed_on: false,
             retry_headers: Vec::new(),
             upstream_answer: None,
@@ -225,9 +228,10 @@ impl<'a> Pending<'a> {
         std::mem::take(&mut self.record)
     }
 
-    /// The time spent so far in the proxy itself: all of it but the waits on the upstream.
+    /// The time spent so far in the proxy itself: all of it but the waits on the client's
+    /// body and the upstream.
     fn overhead(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.upstream_wait)
+        self.started.elapsed().saturating_sub(self.waiting).saturating_sub(self.client_wait)
     }
 
     /// Counts the record in the metrics without writing it (see [`ProxyError::LogStoreStuck`]).
@@ -322,9 +326,9 @@ fn hung_up(e: &hyper::Error) -> bool {
     false
 }
 
-/// Awaits a wait on the upstream (a send with its retries and their backoff, or the reading of
-/// an answer), adding the time it took to `upstream_wait` whatever its outcome: a request that
-/// fails there did not spend that time in the proxy.
+/// Awaits a wait on the client (its body) or the upstream (a send with its retries and their
+/// backoff, or the reading of an answer), adding the time it took to `waiting` whatever its
+/// outcome: a request that fails there did not spend that time in the proxy.
 ///
 /// The wait comes pinned where the caller keeps it: taken by value, an `async fn` keeps its
 /// argument and the future it awaits as two copies in its state, and the send's 1.9 KB,
@@ -333,8 +337,8 @@ fn hung_up(e: &hyper::Error) -> bool {
 ///
 /// The time is added when the wait ends or is dropped: a request whose client leaves
 /// mid-wait is recorded with the time it waited (see [`Pending`]).
-async fn waited<F: Future>(upstream_wait: &mut Duration, wait: Pin<&mut F>) -> F::Output {
-    let _clock = WaitClock { total: upstream_wait, started: Instant::now() };
+async fn waited<F: Future>(waiting: &mut Duration, wait: Pin<&mut F>) -> F::Output {
+    let _clock = WaitClock { total: waiting, started: Instant::now() };
     wait.await
 }
 
@@ -397,9 +401,12 @@ async fn handle(
     let cut = req.extensions().get::<ConnectionCut>().cloned();
     // A client that trickles its body holds a place under CONCURRENCY_LIMIT: it gets the
     // request's deadline like everything else.
-    let body = tokio::time::timeout_at(deadline.into(), read_body(req, settings.max_body_size))
-        .await
-        .map_err(|_| ProxyError::BodyTimeout)??;
+    // The time the client takes to send it is not the proxy's (`x-uniproxy-overhead-ms`).
+    let read =
+        pin!(tokio::time::timeout_at(deadline.into(), read_body(req, settings.max_body_size)));
+    let body =
+        waited(&mut pending.client_wait, read).await.map_err(|_| ProxyError::BodyTimeout)??;
+    pending.record.client_wait = pending.client_wait;
     pending.record.client_request = body.clone();
     let Prepared { mut up, ctx, client_stream, upstream_stream } =
         prepare(state, &body, &mut pending.record)?;
@@ -423,7 +430,7 @@ async fn handle(
                     &record.request_id,
                     &mut record.attempts,
                 ));
-                let response = waited(&mut pending.upstream_wait, sent).await?;
+                let response = waited(&mut pending.waiting, sent).await?;
                 if !response.status().is_success() {
                     pending.retry_headers = RETRY_HEADERS
                         .iter()
@@ -439,7 +446,7 @@ async fn handle(
             break (status, upstream_body, whole);
         }
         let read = pin!(read_upstream(upstream_body, deadline));
-        let error = waited(&mut pending.upstream_wait, read).await?;
+        let error = waited(&mut pending.waiting, read).await?;
         // What the provider can leave out and the upstream refused goes again without it
         // (see `Provider::refused`): the usage a stream asks for (the proxy's own addition,
         // unless the client asked for it too), a sampling member the configured model takes
@@ -489,7 +496,7 @@ async fn handle(
     }
 
     let read = pin!(read_upstream(upstream_body, deadline));
-    let body = waited(&mut pending.upstream_wait, read).await?;
+    let body = waited(&mut pending.waiting, read).await?;
     // Kept for the record's error, should the answer not read as its platform's.
     pending.upstream_answer = Some(body.clone());
     let mut response = if client_stream {

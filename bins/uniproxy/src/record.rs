@@ -77,8 +77,11 @@ pub struct RequestRecord {
     pub key_hash: Option<String>,
     /// How many times the upstream was tried.
     pub attempts: u32,
-    /// Time spent in the proxy itself, upstream wait excluded.
+    /// Time spent in the proxy itself, the waits on the upstream and the client's body
+    /// excluded.
     pub overhead: Duration,
+    /// Time spent waiting for the client's body.
+    pub client_wait: Duration,
 }
 
 /// Marks a record whose request was dropped before `unfinished` was (its future or its
@@ -444,7 +447,8 @@ impl Recorder {
         self.metrics.observe(&Observation {
             status: r.status,
             stream: r.stream,
-            upstream: (r.attempts > 0).then(|| millis(r.latency_ms()).saturating_sub(r.overhead)),
+            upstream: (r.attempts > 0)
+                .then(|| millis(r.latency_ms()).saturating_sub(r.overhead + r.client_wait)),
             overhead: r.overhead,
             ttft: r.ttft_ms().filter(|_| r.stream && r.status == 200).map(millis),
             prompt_tokens: prompt,
