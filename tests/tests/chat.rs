@@ -788,15 +788,44 @@ async fn cors_preflight_answers_only_allowed_origins() {
         assert!(denied.headers.get(name).is_none(), "{name} sent to a disallowed origin");
     }
 
-    // The actual request from the allowed origin carries the CORS header too; from the
-    // other origin it does not.
-    for (origin, allowed) in [("https://app.example", true), ("https://evil.example", false)] {
+    // The actual request from the allowed origin carries the CORS header too.
+    let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
+    r.headers_mut().insert("origin", "https://app.example".parse().unwrap());
+    let resp = send(proxy.addr, r).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("access-control-allow-origin"), Some("https://app.example"));
+
+    // A page of another origin posts without asking first (a form, or a `text/plain`
+    // fetch): refused before anything reaches the upstream, and recorded.
+    let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
+    r.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+    r.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+    let resp = send(proxy.addr, r).await;
+    let e = expect_error(&resp, 403);
+    assert_eq!(e["code"], "cross_origin_refused", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("CORS_ALLOW_ORIGINS"), "{e}");
+    assert!(resp.header("access-control-allow-origin").is_none());
+    assert_eq!(mock.requests().len(), 1, "only the allowed origin's request went upstream");
+
+    // The proxy's own origin (the Host it is reached at), and no Origin at all (every client
+    // but a browser), are served.
+    let own = format!("http://{}", proxy.addr);
+    let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
+    r.headers_mut().insert("origin", own.parse().unwrap());
+    r.headers_mut().insert("host", proxy.addr.to_string().parse().unwrap());
+    assert_eq!(send(proxy.addr, r).await.status, 200);
+    let plain = send(proxy.addr, post_request("/v1/chat/completions", &chat_request("a", false)));
+    assert_eq!(plain.await.status, 200);
+    // The log viewer's login form, as Chrome posts it under a `no-referrer` policy; a
+    // sandboxed page of another site says `null` too, and its browser says where it is.
+    for (site, status) in [("same-origin", 200), ("cross-site", 403)] {
         let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
-        r.headers_mut().insert("origin", origin.parse().unwrap());
-        let resp = send(proxy.addr, r).await;
-        assert_eq!(resp.status, 200);
-        assert_eq!(resp.header("access-control-allow-origin").is_some(), allowed, "{origin}");
+        r.headers_mut().insert("origin", "null".parse().unwrap());
+        r.headers_mut().insert("sec-fetch-site", site.parse().unwrap());
+        assert_eq!(send(proxy.addr, r).await.status, status, "{site}");
     }
+    let statuses: Vec<u16> = proxy.entries(6).await.iter().map(|e| e.entry.status).collect();
+    assert_eq!(statuses, [200, 403, 200, 200, 200, 403]);
 }
 
 #[tokio::test]

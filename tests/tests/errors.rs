@@ -24,13 +24,6 @@ async fn post_raw(proxy: &Proxy, body: &'static str) -> HttpResponse {
     send(proxy.addr, req).await
 }
 
-/// Asserts status and OpenAI shape; returns the `error` object.
-fn expect_error(resp: &HttpResponse, status: u16) -> Value {
-    assert_eq!(resp.status, status, "{}", resp.text());
-    assert_eq!(resp.header("content-type"), Some("application/json"));
-    assert_openai_error(&resp.json()).clone()
-}
-
 #[tokio::test]
 async fn invalid_json_is_400() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;

@@ -23,13 +23,6 @@ use tokio::net::TcpStream;
 use uniproxy_config::Settings;
 use uniproxy_logstore::Entry;
 
-/// Asserts status and OpenAI shape; returns the `error` object.
-fn expect_error(resp: &HttpResponse, status: u16) -> Value {
-    assert_eq!(resp.status, status, "{}", resp.text());
-    assert_eq!(resp.header("content-type"), Some("application/json"));
-    assert_openai_error(&resp.json()).clone()
-}
-
 /// Asserts that a stream answered 200 and ended with an error event (no `[DONE]`); returns
 /// the event's `error` object.
 fn expect_error_event(resp: &HttpResponse) -> Value {

@@ -61,18 +61,19 @@ fn named(
     response
 }
 
-/// Records a chat request refused for its key (none, or not one of PROXY_API_KEYS), as any
-/// other failure, and gives its answer: the log shows who knocked, from where, how often.
+/// Records a chat request refused for its key (none, or not one of PROXY_API_KEYS) or for
+/// the web page it came from (`e`), as any other failure, and gives its answer: the log
+/// shows who knocked, from where, how often.
 /// Nothing of the key sent is kept, not even its hash (it may be an upstream's key).
 pub async fn refused(
     state: &AppState,
     req: &Request<Incoming>,
     client_addr: Option<String>,
+    e: &ProxyError,
 ) -> Response<ProxyBody> {
     let record = arrival_record(state, req, client_addr, false);
     let request_id = header::HeaderValue::from_str(&record.request_id).ok();
-    let response =
-        fail(Pending::new(state, record, Instant::now()), &ProxyError::Unauthorized).await;
+    let response = fail(Pending::new(state, record, Instant::now()), e).await;
     named(response, request_id)
 }
 
@@ -102,7 +103,8 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
     // has space), or a stranger's refusal while the store can keep nothing: counted, not
     // written.
     let stuck = matches!(e, ProxyError::LogStoreStuck)
-        || matches!(e, ProxyError::Unauthorized) && pending.state.recorder.refusing();
+        || matches!(e, ProxyError::Unauthorized | ProxyError::CrossOrigin { .. })
+            && pending.state.recorder.refusing();
     if stuck {
         pending.count_only();
     } else {

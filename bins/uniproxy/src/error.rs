@@ -28,6 +28,17 @@ pub enum ProxyError {
         "missing or invalid API key: send one of the proxy's keys as `Authorization: Bearer KEY`"
     )]
     Unauthorized,
+    /// A web page of another origin (not in CORS_ALLOW_ORIGINS) posted to the proxy: a
+    /// browser sends such a form or `text/plain` fetch without asking first, so without this
+    /// any page its user visits could spend the upstream key through an open proxy.
+    #[error(
+        "requests from web pages of origin {origin} are refused: add it to CORS_ALLOW_ORIGINS \
+         to let that page use the proxy"
+    )]
+    CrossOrigin {
+        /// The page's origin.
+        origin: String,
+    },
     /// The body is larger than MAX_BODY_SIZE.
     #[error("request body is larger than the limit of {limit} bytes (MAX_BODY_SIZE)")]
     BodyTooLarge {
@@ -152,6 +163,7 @@ impl ProxyError {
             ProxyError::NotFound { .. } => 404,
             ProxyError::MethodNotAllowed { .. } => 405,
             ProxyError::Unauthorized => 401,
+            ProxyError::CrossOrigin { .. } => 403,
             ProxyError::BodyTooLarge { .. } => 413,
             ProxyError::UnsupportedEncoding { .. } => 415,
             ProxyError::BodyRead(_) | ProxyError::InvalidBody(_) => 400,
@@ -179,6 +191,7 @@ impl ProxyError {
             ProxyError::NotFound { .. }
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::Unauthorized
+            | ProxyError::CrossOrigin { .. }
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::UnsupportedEncoding { .. }
             | ProxyError::BodyRead(_)
@@ -223,6 +236,10 @@ impl ProxyError {
             ProxyError::Unauthorized => {
                 ErrorResponse::new(self.to_string(), "authentication_error")
                     .with_code("invalid_api_key")
+            }
+            ProxyError::CrossOrigin { .. } => {
+                ErrorResponse::new(self.to_string(), "permission_error")
+                    .with_code("cross_origin_refused")
             }
             ProxyError::BodyTooLarge { .. } => {
                 ErrorResponse::new(self.to_string(), "invalid_request_error")
@@ -317,6 +334,7 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::Unauthorized
+                | ProxyError::CrossOrigin { .. }
                 | ProxyError::BodyTooLarge { .. }
                 | ProxyError::UnsupportedEncoding { .. }
                 | ProxyError::BodyRead(_)

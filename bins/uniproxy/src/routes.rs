@@ -226,6 +226,15 @@ async fn dispatch(
         }
         return r;
     }
+    if req.method() == Method::POST
+        && let Some(origin) = foreign_origin(state, req.headers())
+    {
+        let e = ProxyError::CrossOrigin { origin };
+        if route == Route::Chat {
+            return chat::refused(state, &req, client_addr, &e).await;
+        }
+        return error_response(&e);
+    }
     let permitted = match access(route) {
         Access::Open => true,
         Access::Client => authorized(state, &req),
@@ -233,7 +242,7 @@ async fn dispatch(
     };
     if !permitted {
         if route == Route::Chat {
-            return chat::refused(state, &req, client_addr).await;
+            return chat::refused(state, &req, client_addr, &ProxyError::Unauthorized).await;
         }
         return error_response(&ProxyError::Unauthorized);
     }
@@ -318,6 +327,25 @@ fn origin_allowed(state: &AppState, origin: &header::HeaderValue) -> Option<head
     }
     let o = origin.to_str().ok()?;
     allowed.iter().any(|a| a.eq_ignore_ascii_case(o)).then(|| origin.clone())
+}
+
+/// The origin of a web page that sent this request, when the proxy does not serve that
+/// origin: neither allowed by CORS_ALLOW_ORIGINS nor the proxy's own (the log viewer's own
+/// login form: the browser says `Sec-Fetch-Site: same-origin`, or, an older one, an `Origin`
+/// naming the `Host` the request came to; with the viewer's `no-referrer` policy Chrome's
+/// form posts say `Origin: null`). `None` for a request with no `Origin`, which is what
+/// every client but a browser sends.
+fn foreign_origin(state: &AppState, headers: &hyper::HeaderMap) -> Option<String> {
+    let origin = headers.get(header::ORIGIN)?;
+    let same_origin = headers.get("sec-fetch-site").is_some_and(|site| site == "same-origin");
+    if same_origin || origin_allowed(state, origin).is_some() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+    let authority = text.split_once("://").map(|(_, rest)| rest);
+    let host = headers.get(header::HOST).map(header::HeaderValue::as_bytes);
+    let own = authority.zip(host).is_some_and(|(a, h)| a.as_bytes().eq_ignore_ascii_case(h));
+    (!own).then_some(text)
 }
 
 fn cors_headers(state: &AppState, origin: &header::HeaderValue, headers: &mut hyper::HeaderMap) {

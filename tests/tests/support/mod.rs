@@ -656,6 +656,13 @@ pub fn chat_request(model: &str, stream: bool) -> Value {
     r
 }
 
+/// Asserts an error answer: `status`, JSON, in the OpenAI error shape; returns its `error`.
+pub fn expect_error(resp: &HttpResponse, status: u16) -> Value {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    assert_openai_error(&resp.json()).clone()
+}
+
 /// Asserts that `body` is an OpenAI error with all four keys, and returns its `error`.
 pub fn assert_openai_error(body: &Value) -> &Value {
     let error = body.get("error").unwrap_or_else(|| panic!("no `error` in {body}"));
