@@ -829,6 +829,55 @@ async fn cors_preflight_answers_only_allowed_origins() {
 }
 
 #[tokio::test]
+async fn on_loopback_with_no_keys_only_local_host_names_are_answered() {
+    // A page at http://attacker.example:8000, its name rebound to 127.0.0.1, is of the same
+    // origin as what it reaches there: only the Host it names tells it apart.
+    let mock = MockUpstream::always(Reply::json(200, &completion("hi"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.allowed_hosts = vec!["api.example.com".to_owned()];
+    let proxy = Proxy::start(settings).await;
+    let with_host = |method: Method, path: &str, host: &str| {
+        let body = if method == Method::POST {
+            bytes::Bytes::from(chat_request("a", false).to_string())
+        } else {
+            bytes::Bytes::new()
+        };
+        let mut r = request(method, path, body);
+        r.headers_mut().insert("host", host.parse().unwrap());
+        r
+    };
+    for (method, path) in [
+        (Method::GET, "/api/logs"),
+        (Method::GET, "/v1/models"),
+        (Method::POST, "/v1/chat/completions"),
+    ] {
+        let resp = send(proxy.addr, with_host(method.clone(), path, "attacker.example:8000")).await;
+        let e = expect_error(&resp, 403);
+        assert_eq!(e["code"], "host_not_allowed", "{path}: {e}");
+        assert!(e["message"].as_str().unwrap().contains("ALLOWED_HOSTS"), "{e}");
+    }
+    assert!(mock.requests().is_empty());
+    for host in ["localhost:8000", "LOCALHOST", "127.0.0.1:9", "[::1]:8000", "API.example.com"] {
+        let resp = send(proxy.addr, with_host(Method::GET, "/v1/models", host)).await;
+        assert_eq!(resp.status, 200, "{host}: {}", resp.text());
+    }
+    let health = send(proxy.addr, with_host(Method::GET, "/health", "attacker.example")).await;
+    assert_eq!(health.status, 200, "health answers any name");
+    // The refused chat request is recorded, as every chat request is.
+    assert_eq!(proxy.only_entry().await.entry.status, 403);
+
+    // With a key, the page cannot use the proxy anyway: any name is answered.
+    let mut settings = openai_settings(&mock);
+    settings.proxy_api_keys = vec![uniproxy_config::Secret::new("client-key")];
+    let keyed = Proxy::start(settings).await;
+    let resp = send(keyed.addr, with_host(Method::GET, "/health", "proxy.internal")).await;
+    assert_eq!(resp.status, 200);
+    let mut r = with_host(Method::GET, "/v1/models", "proxy.internal");
+    r.headers_mut().insert("authorization", "Bearer client-key".parse().unwrap());
+    assert_eq!(send(keyed.addr, r).await.status, 200);
+}
+
+#[tokio::test]
 async fn shutdown_refuses_new_connections_and_lets_a_stream_finish() {
     let release = Arc::new(Notify::new());
     let mut steps: Vec<Step> = text_stream(&["Hel"]).into_iter().take(2).collect();

@@ -548,7 +548,7 @@ async fn post_on_a_socket(addr: std::net::SocketAddr, body: &Value) -> tokio::ne
     let body = serde_json::to_vec(body).unwrap();
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\n\
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
          content-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
@@ -636,7 +636,7 @@ async fn client_that_leaves_mid_body_is_recorded_as_499_and_a_broken_body_is_400
     let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     socket
         .write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\n\
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
               content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"model\": \"a\"",
         )
         .await
@@ -655,7 +655,7 @@ async fn client_that_leaves_mid_body_is_recorded_as_499_and_a_broken_body_is_400
     let mut socket = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     socket
         .write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: proxy\r\n\
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
               content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n",
         )
         .await

@@ -103,8 +103,12 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
     // has space), or a stranger's refusal while the store can keep nothing: counted, not
     // written.
     let stuck = matches!(e, ProxyError::LogStoreStuck)
-        || matches!(e, ProxyError::Unauthorized | ProxyError::CrossOrigin { .. })
-            && pending.state.recorder.refusing();
+        || matches!(
+            e,
+            ProxyError::Unauthorized
+                | ProxyError::CrossOrigin { .. }
+                | ProxyError::HostNotAllowed { .. }
+        ) && pending.state.recorder.refusing();
     if stuck {
         pending.count_only();
     } else {

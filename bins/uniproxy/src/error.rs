@@ -39,6 +39,16 @@ pub enum ProxyError {
         /// The page's origin.
         origin: String,
     },
+    /// The request names a host the proxy does not answer to (see `AppState::answers_to`).
+    #[error(
+        "this proxy listens on loopback with no keys, and answers only requests for localhost \
+         or an IP address, not for {host:?} (a web page could reach it under a name of its own: \
+         DNS rebinding): add the name to ALLOWED_HOSTS, or set PROXY_API_KEYS"
+    )]
+    HostNotAllowed {
+        /// The `Host` asked for.
+        host: String,
+    },
     /// The body is larger than MAX_BODY_SIZE.
     #[error("request body is larger than the limit of {limit} bytes (MAX_BODY_SIZE)")]
     BodyTooLarge {
@@ -163,7 +173,7 @@ impl ProxyError {
             ProxyError::NotFound { .. } => 404,
             ProxyError::MethodNotAllowed { .. } => 405,
             ProxyError::Unauthorized => 401,
-            ProxyError::CrossOrigin { .. } => 403,
+            ProxyError::CrossOrigin { .. } | ProxyError::HostNotAllowed { .. } => 403,
             ProxyError::BodyTooLarge { .. } => 413,
             ProxyError::UnsupportedEncoding { .. } => 415,
             ProxyError::BodyRead(_) | ProxyError::InvalidBody(_) => 400,
@@ -192,6 +202,7 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::Unauthorized
             | ProxyError::CrossOrigin { .. }
+            | ProxyError::HostNotAllowed { .. }
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::UnsupportedEncoding { .. }
             | ProxyError::BodyRead(_)
@@ -240,6 +251,10 @@ impl ProxyError {
             ProxyError::CrossOrigin { .. } => {
                 ErrorResponse::new(self.to_string(), "permission_error")
                     .with_code("cross_origin_refused")
+            }
+            ProxyError::HostNotAllowed { .. } => {
+                ErrorResponse::new(self.to_string(), "permission_error")
+                    .with_code("host_not_allowed")
             }
             ProxyError::BodyTooLarge { .. } => {
                 ErrorResponse::new(self.to_string(), "invalid_request_error")
@@ -335,6 +350,7 @@ impl ProxyError {
             self,
             ProxyError::Unauthorized
                 | ProxyError::CrossOrigin { .. }
+                | ProxyError::HostNotAllowed { .. }
                 | ProxyError::BodyTooLarge { .. }
                 | ProxyError::UnsupportedEncoding { .. }
                 | ProxyError::BodyRead(_)

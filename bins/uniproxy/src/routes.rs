@@ -226,10 +226,16 @@ async fn dispatch(
         }
         return r;
     }
-    if req.method() == Method::POST
-        && let Some(origin) = foreign_origin(state, req.headers())
-    {
-        let e = ProxyError::CrossOrigin { origin };
+    let host = req.headers().get(header::HOST).map(header::HeaderValue::as_bytes);
+    let refused = if route != Route::Health && !state.answers_to(host) {
+        let host = String::from_utf8_lossy(host.unwrap_or_default()).into_owned();
+        Some(ProxyError::HostNotAllowed { host })
+    } else if req.method() == Method::POST {
+        foreign_origin(state, req.headers()).map(|origin| ProxyError::CrossOrigin { origin })
+    } else {
+        None
+    };
+    if let Some(e) = refused {
         if route == Route::Chat {
             return chat::refused(state, &req, client_addr, &e).await;
         }

@@ -48,8 +48,24 @@ pub struct AppState {
     /// Set once a shutdown's grace period is over: the requests still in flight are being cut
     /// off, and are recorded as such rather than as clients that left.
     cutting_off: AtomicBool,
+    /// Whether requests must name a host the proxy answers to ([`AppState::answers_to`]).
+    guards_hosts: bool,
     ids: AtomicU64,
     id_seed: u64,
+}
+
+/// Whether a proxy with `settings` answers only requests addressed to a host it knows: it
+/// listens on loopback, where its operator takes it to be private, and no key protects it.
+/// A web page can reach such a proxy under a name of its own that resolves to 127.0.0.1 (DNS
+/// rebinding), and then read its log and spend its upstream key as a page of the proxy's own
+/// origin; its requests name the page's host, which is how they are told apart.
+fn guards_hosts(settings: &Settings) -> bool {
+    let loopback = settings.host.eq_ignore_ascii_case("localhost")
+        || settings.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    loopback
+        && settings.proxy_api_keys.is_empty()
+        && settings.admin_key.is_none()
+        && !settings.allowed_hosts.iter().any(|h| h == "*")
 }
 
 /// One request in flight; dropping it frees the place.
@@ -164,6 +180,7 @@ impl AppState {
             header_read_timeout: crate::HEADER_READ_TIMEOUT,
             grace_period: crate::GRACE_PERIOD,
             cutting_off: AtomicBool::new(false),
+            guards_hosts: guards_hosts(&settings),
             ids: AtomicU64::new(0),
             // Ids must differ across restarts; the start time's nanoseconds mixed with the
             // process id are enough for that (they are ids, not secrets).
@@ -196,6 +213,27 @@ impl AppState {
     /// than left by its client).
     pub fn cutting_off(&self) -> bool {
         self.cutting_off.load(Ordering::Acquire)
+    }
+
+    /// Whether the proxy answers a request whose `Host` is `host` (`None`: sent without one, as
+    /// HTTP/1.0 and HTTP/2 may): always, unless it guards its hosts (see `guards_hosts`); then
+    /// only `localhost`, an IP address, or a name in ALLOWED_HOSTS, with any port.
+    pub fn answers_to(&self, host: Option<&[u8]>) -> bool {
+        let Some(host) = host.filter(|_| self.guards_hosts) else { return true };
+        let Ok(host) = std::str::from_utf8(host) else { return false };
+        if host.starts_with('[') {
+            // An IPv6 address, the only host with colons in it.
+            return true;
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        name == "localhost"
+            || name.ends_with(".localhost")
+            || name.parse::<std::net::IpAddr>().is_ok()
+            || self.settings.allowed_hosts.contains(&name)
     }
 
     /// A pseudo-random number for backoff jitter (not for secrets).

@@ -156,6 +156,19 @@ pub(crate) fn cors_origin(s: &str) -> Parsed<String> {
     Ok(url)
 }
 
+/// An `ALLOWED_HOSTS` entry: `*`, or a host name, in lower case (`Host` is not case-sensitive).
+pub(crate) fn allowed_host(s: &str) -> Parsed<String> {
+    if s == "*" {
+        return Ok(s.to_owned());
+    }
+    let expected =
+        || "`*` or host names like api.example.com (no port), comma-separated".to_owned();
+    match host(s) {
+        Ok(name) if !name.contains(':') => Ok(name.to_ascii_lowercase()),
+        _ => Err(expected()),
+    }
+}
+
 /// A listen address: an IP address (IPv6 optionally in brackets) or a
 /// host name. IPv6 is returned without brackets.
 pub(crate) fn host(s: &str) -> Parsed<String> {

@@ -84,6 +84,10 @@ pub struct Settings {
     /// `CORS_ALLOW_ORIGINS`: comma-separated origins, a JSON array of them
     /// (`["https://a.example"]`), or `*`. Empty (the default) turns CORS off.
     pub cors_allow_origins: Vec<String>,
+    /// `ALLOWED_HOSTS`: host names (lower case, no port), comma-separated, a JSON array of
+    /// them, or `*`, that a proxy listening on loopback with no keys answers to besides
+    /// `localhost` and IP addresses (a reverse proxy's public name). Empty by default.
+    pub allowed_hosts: Vec<String>,
     /// `PROXY_API_KEYS`: keys clients must send, comma-separated, as a JSON
     /// array, or `@PATH` to a file with one key per line (blank lines and `#`
     /// lines ignored). Unset (the default) or `[]` means the proxy does not
@@ -140,6 +144,7 @@ impl Settings {
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             cors_allow_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             proxy_api_keys: Vec::new(),
             max_retries: DEFAULT_MAX_RETRIES,
             concurrency_limit: 0,
@@ -481,6 +486,7 @@ fn build(check: &mut Check<'_>) -> Settings {
         })
     });
     s.cors_allow_origins = check.list("CORS_ALLOW_ORIGINS", parse::cors_origin);
+    s.allowed_hosts = check.list("ALLOWED_HOSTS", parse::allowed_host);
     s.proxy_api_keys = check.proxy_api_keys();
     s.max_retries = check.get("MAX_RETRIES", s.max_retries, |v| parse::integer(v, 0));
     s.concurrency_limit =

@@ -40,6 +40,7 @@ pub const SETTINGS: &[&str] = &[
     "STREAM_IDLE_TIMEOUT",
     "MAX_BODY_SIZE",
     "CORS_ALLOW_ORIGINS",
+    "ALLOWED_HOSTS",
     "PROXY_API_KEYS",
     "MAX_RETRIES",
     "CONCURRENCY_LIMIT",

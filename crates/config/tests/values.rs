@@ -135,6 +135,16 @@ fn cors_origins() {
 }
 
 #[test]
+fn allowed_hosts_are_names_in_lower_case_or_a_star() {
+    assert!(load_env(&[]).allowed_hosts.is_empty());
+    assert_eq!(load_env(&[("ALLOWED_HOSTS", "*")]).allowed_hosts, ["*"]);
+    let s = load_env(&[("ALLOWED_HOSTS", "API.example.com, proxy.internal")]);
+    assert_eq!(s.allowed_hosts, ["api.example.com", "proxy.internal"]);
+    let e = load_env_err(&[("ALLOWED_HOSTS", "ok.example, bad.example:8000, http://x.example")]);
+    assert_eq!(e.problems().len(), 2, "{e}");
+}
+
+#[test]
 fn timeouts_accept_seconds_and_units() {
     let s = load_env(&[
         ("CONNECT_TIMEOUT", "2.5"),
