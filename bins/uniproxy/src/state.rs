@@ -229,11 +229,12 @@ impl AppState {
             Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
             _ => host,
         };
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        name == "localhost"
-            || name.ends_with(".localhost")
-            || name.parse::<std::net::IpAddr>().is_ok()
-            || self.settings.allowed_hosts.contains(&name)
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let local = |n: &str| n.eq_ignore_ascii_case("localhost");
+        name.parse::<std::net::IpAddr>().is_ok()
+            || local(name)
+            || name.rsplit_once('.').is_some_and(|(_, last)| local(last))
+            || self.settings.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
     }
 
     /// A pseudo-random number for backoff jitter (not for secrets).
