@@ -64,6 +64,92 @@ fn gemini_url_and_key() {
     }
 }
 
+/// A schema whose `$defs` `d0` … `dN` each use the next one twice: 2^N copies, once inlined.
+fn doubling(n: usize) -> Value {
+    let mut defs: serde_json::Map<String, Value> = (0..n)
+        .map(|k| {
+            let next = json!({"$ref": format!("#/$defs/d{}", k + 1)});
+            (format!("d{k}"), json!({"type": "object", "properties": {"l": next, "r": next}}))
+        })
+        .collect();
+    defs.insert(format!("d{n}"), json!({"type": "string"}));
+    json!({"type": "object", "properties": {"root": {"$ref": "#/$defs/d0"}}, "$defs": defs})
+}
+
+/// The `param` of the error that refuses the request, or the size of the body it makes.
+fn refused_at(request: Value) -> Result<String, usize> {
+    let request: ChatCompletionRequest = from_slice(request.to_string().as_bytes()).unwrap();
+    match gemini().build_request(request) {
+        Ok(up) => Err(up.body.len()),
+        Err(e) => Ok(e.to_error_response().error.param.flatten().unwrap_or_default()),
+    }
+}
+
+/// A 2 KB request asked for gigabytes: inlining copies, and these copies double at each step.
+/// The reduction stops once a request's schemas have copied 4 MiB between them (for
+/// `tools[].function.parameters`, see the case `tools-schema-ref-fan-out`).
+#[test]
+fn schemas_that_double_at_each_step_are_refused_before_they_are_copied() {
+    let tool = |name: &str, parameters: Value| json!({"type": "function", "function": {"name": name, "parameters": parameters}});
+    let request = |extra: Value| {
+        let mut r = json!({"model": "x", "messages": [{"role": "user", "content": "Hi"}]});
+        r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        r
+    };
+    let format =
+        json!({"type": "json_schema", "json_schema": {"name": "s", "schema": doubling(16)}});
+    assert_eq!(
+        refused_at(request(json!({"response_format": format}))).as_deref(),
+        Ok("response_format.json_schema.schema.properties.root.$ref")
+    );
+    // Each of these fits alone (1.6 MiB copied); the request's schemas share the allowance.
+    let tools: Vec<Value> = (0..3).map(|i| tool(&format!("t{i}"), doubling(14))).collect();
+    assert!(refused_at(request(json!({"tools": &tools[..1]}))).is_err());
+    assert_eq!(
+        refused_at(request(json!({"tools": tools}))).as_deref(),
+        Ok("tools[2].function.parameters.properties.root.$ref")
+    );
+    // A type list copies the schema's other keywords into each alternative: nested, it doubles.
+    let mut nested = json!({"type": "string"});
+    for _ in 0..16 {
+        nested = json!({"type": ["string", "number"], "items": nested});
+    }
+    let parameters = json!({"type": "object", "properties": {"a": nested}});
+    let refused = refused_at(request(json!({"tools": [tool("f", parameters)]}))).unwrap();
+    assert!(refused.starts_with("tools[0].function.parameters.properties.a.items."), "{refused}");
+    assert!(refused.ends_with(".type"), "{refused}");
+}
+
+/// Inlining is refused only past what real schemas copy (the `*-fan-out` request cases are the
+/// refused ones): a definition of a dozen fields used by two thousand properties, 1.3 MB of
+/// Gemini schema, still goes.
+#[test]
+fn a_definition_used_in_two_thousand_places_is_inlined_in_each() {
+    let fields: serde_json::Map<String, Value> = (0..12)
+        .map(|i| (format!("field_{i}"), json!({"type": "string", "description": "A line."})))
+        .collect();
+    let uses: serde_json::Map<String, Value> =
+        (0..2000).map(|i| (format!("p{i}"), json!({"$ref": "#/$defs/Address"}))).collect();
+    let schema = json!({
+        "type": "object",
+        "properties": uses,
+        "$defs": {"Address": {"type": "object", "properties": fields}},
+    });
+    let body = json!({
+        "model": "x",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+    });
+    let request: ChatCompletionRequest = from_slice(body.to_string().as_bytes()).unwrap();
+    let up = gemini().build_request(request).unwrap();
+    let sent: Value = serde_json::from_slice(&up.body).unwrap();
+    let parameters = &sent["tools"][0]["functionDeclarations"][0]["parameters"];
+    let inlined = parameters["properties"].as_object().unwrap();
+    assert_eq!(inlined.len(), 2000);
+    assert!(inlined.values().all(|p| p["properties"]["field_11"]["type"] == "STRING"));
+    assert!(up.body.len() > 1_000_000, "{} bytes", up.body.len());
+}
+
 /// `error-<status>-….response.json` answers with that status; the rest with 200.
 fn status_of(name: &str) -> u16 {
     name.strip_prefix("error-")

@@ -69,6 +69,8 @@ struct Builder {
     call_names: HashMap<String, String>,
     /// Whether the last content holds only function responses (more may join it).
     in_tool_results: bool,
+    /// What reducing the request's schemas may still copy, for all of them together.
+    schema_budget: schema::Budget,
 }
 
 impl Builder {
@@ -382,8 +384,8 @@ impl Builder {
         }
         let (mut parameters, mut parameters_json_schema) = (None, None);
         if let Some(p) = &f.parameters {
-            let reduced =
-                schema::reduce(p).map_err(|e| unsupported(format!("{at}.parameters{}", e.path)))?;
+            let reduced = schema::reduce(p, &mut self.schema_budget)
+                .map_err(|e| unsupported(format!("{at}.parameters{}", e.path)))?;
             // Gemini refuses an OBJECT without properties. A function without parameters is
             // said by leaving them out; one that takes any keys (`additionalProperties`), or
             // an object of that kind inside, goes as JSON Schema, which can say it.
@@ -438,7 +440,7 @@ impl Builder {
             Some(ResponseFormat::JsonSchema { json_schema, .. }) => {
                 g.response_mime_type = Some("application/json".to_owned());
                 if let Some(s) = &json_schema.schema {
-                    let reduced = schema::reduce(s).map_err(|e| {
+                    let reduced = schema::reduce(s, &mut self.schema_budget).map_err(|e| {
                         unsupported(format!("response_format.json_schema.schema{}", e.path))
                     })?;
                     // An object without properties (a map) anywhere: as JSON Schema.

@@ -22,6 +22,12 @@
 //!   without changing what a property means.
 //! - `true` is the empty schema; `false`, or a schema that is not an object, is refused.
 //!
+//! Inlining copies: a definition used twice is there twice, and one whose properties use the
+//! next definition twice, and so on, doubles at each step (2 KB of `$defs` asked for gigabytes).
+//! So a request's schemas may copy at most [`MAX_COPIED`] bytes of JSON text between them, for
+//! `$ref`s, for the alternatives of a type list (each takes the schema's other keywords) and
+//! for an `allOf`'s merge; the `$ref` (or `type`, or `allOf`) where they run over is refused.
+//!
 //! One thing the subset cannot say at all: an object whose keys are not listed (a map,
 //! `additionalProperties`, or `{"type": "object"}` alone). Gemini refuses an `OBJECT` without
 //! properties ("properties: should be non-empty for OBJECT type"). A schema with such an object
@@ -32,6 +38,25 @@ use serde_json::{Map, Value, json};
 
 /// How deep schemas and `$ref` chains may nest before the reduction gives up.
 const MAX_DEPTH: usize = 64;
+
+/// How many bytes of JSON text the reduction of one request's schemas may copy (see the module
+/// docs). Real tool schemas are a few thousand nodes, tens of kilobytes even with every `$ref`
+/// inlined, so 4 MiB refuses none of them; and the largest body a 2 KB request can make is then
+/// about 2 MB (2^15 copies), where it was gigabytes.
+pub(crate) const MAX_COPIED: usize = 4 << 20;
+
+/// What is left of [`MAX_COPIED`] for one request: shared by all its schemas, so that many
+/// tools cannot each copy the whole of it.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    left: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget { left: MAX_COPIED }
+    }
+}
 
 /// Why a schema cannot be reduced: the JSON path (relative to the schema) of the culprit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,16 +69,20 @@ pub(crate) struct SchemaError {
 ///
 /// # Errors
 /// [`SchemaError`] naming the part that cannot be expressed: a recursive or external `$ref`, a
-/// `false` schema, a value that is not a schema, or nesting deeper than 64.
-pub(crate) fn reduce(schema: &Value) -> Result<Value, SchemaError> {
-    let mut r = Reducer { root: schema, refs: Vec::new() };
+/// `false` schema, a value that is not a schema, nesting deeper than 64, or the `$ref`, type
+/// list or `allOf` whose copy would overrun `budget`.
+pub(crate) fn reduce(schema: &Value, budget: &mut Budget) -> Result<Value, SchemaError> {
+    let mut r = Reducer { root: schema, refs: Vec::new(), budget };
     r.reduce(schema, String::new(), 0)
 }
 
 struct Reducer<'a> {
     root: &'a Value,
-    /// The `$ref`s being inlined, outermost first: meeting one again means recursion.
-    refs: Vec<String>,
+    /// The `$ref`s being inlined, outermost first, with their paths: meeting one again means
+    /// recursion.
+    refs: Vec<(String, String)>,
+    /// What copies may still cost, checked before each copy is made.
+    budget: &'a mut Budget,
 }
 
 const KEPT: &[&str] = &[
@@ -77,6 +106,23 @@ const KEPT: &[&str] = &[
 const FORMATS: &[&str] = &["enum", "date-time", "int32", "int64", "float", "double"];
 
 impl Reducer<'_> {
+    /// Takes the size of a copy of `value` from the budget. When it runs out, the error names
+    /// the outermost `$ref` being inlined, the one that asked for all the copies below it (a
+    /// path down the doubling definitions says less, and is long), else `path`.
+    fn spend(&mut self, value: &Value, path: &str) -> Result<(), SchemaError> {
+        let cost = text_len(value);
+        match self.budget.left.checked_sub(cost) {
+            Some(left) => {
+                self.budget.left = left;
+                Ok(())
+            }
+            None => {
+                let outermost = self.refs.first().map(|(_, at)| at.as_str());
+                Err(SchemaError { path: outermost.unwrap_or(path).to_owned() })
+            }
+        }
+    }
+
     fn reduce(&mut self, schema: &Value, path: String, depth: usize) -> Result<Value, SchemaError> {
         if depth > MAX_DEPTH {
             return Err(SchemaError { path });
@@ -90,6 +136,8 @@ impl Reducer<'_> {
             return self.inline_ref(obj, reference, path, depth);
         }
         if let Some(Value::Array(all)) = obj.get("allOf") {
+            // The merge copies the schema, and reduces again what its members reduced to.
+            self.spend(schema, &format!("{path}.allOf"))?;
             let mut merged = obj.clone();
             merged.remove("allOf");
             for (i, sub) in all.iter().enumerate() {
@@ -123,6 +171,7 @@ impl Reducer<'_> {
                         // Each alternative carries the keywords that apply to its type.
                         let mut alts = Vec::new();
                         for t in many {
+                            self.spend(schema, &format!("{path}.type"))?;
                             let mut single = obj.clone();
                             single.insert("type".into(), json!(t));
                             single.remove("nullable");
@@ -262,18 +311,22 @@ impl Reducer<'_> {
             self.root.get(defs)?.get(name)
         });
         let Some(target) = target else { return Err(SchemaError { path: here }) };
-        if self.refs.iter().any(|r| r == reference) {
+        if self.refs.iter().any(|(r, _)| r == reference) {
             return Err(SchemaError { path: here });
         }
-        self.refs.push(reference.to_owned());
         let mut merged = match target {
-            Value::Object(t) => t.clone(),
+            Value::Object(t) => {
+                self.spend(target, &here)?;
+                t.clone()
+            }
             other => {
+                self.refs.push((reference.to_owned(), here.clone()));
                 let reduced = self.reduce(other, here, depth + 1);
                 self.refs.pop();
                 return reduced;
             }
         };
+        self.refs.push((reference.to_owned(), here));
         // Keywords next to the `$ref` (a description, `nullable`) override the target's.
         for (k, v) in obj {
             if k != "$ref" {
@@ -366,6 +419,20 @@ pub(crate) fn for_json_schema(schema: &Value) -> Value {
         out.insert(key.clone(), kept);
     }
     Value::Object(out)
+}
+
+/// About the length of `value` as compact JSON text (a number counts 8, escapes are not
+/// counted): what copying it costs, near enough, found without writing it.
+fn text_len(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => items.iter().map(|v| text_len(v) + 1).sum::<usize>() + 1,
+        Value::Object(members) => {
+            members.iter().map(|(k, v)| k.len() + 4 + text_len(v)).sum::<usize>() + 1
+        }
+    }
 }
 
 fn set_type(out: &mut Map<String, Value>, t: &str) {
