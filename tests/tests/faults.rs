@@ -189,6 +189,37 @@ async fn garbage_sse_ends_with_an_error_event() {
     assert_entry(&entry, 200, "upstream_error");
 }
 
+/// A tool call numbered 4000000000 made room for four billion calls in the record ("memory
+/// allocation of 288000000072 bytes failed"): the process aborted, and with it every request in
+/// flight and every record not yet written.
+#[tokio::test]
+async fn a_tool_call_numbered_four_billion_is_relayed_and_recorded() {
+    let fragment = |first: bool, arguments: &str| {
+        let mut call = json!({"index": 4_000_000_000u32, "function": {"arguments": arguments}});
+        if first {
+            call["id"] = json!("call_1");
+            call["type"] = json!("function");
+            call["function"]["name"] = json!("f");
+        }
+        Step::event(&chunk(json!({"tool_calls": [call]}), None))
+    };
+    let steps = vec![
+        fragment(true, "{\"a\":"),
+        fragment(false, "1}"),
+        Step::event(&chunk(json!({}), Some("tool_calls"))),
+        Step::done(),
+    ];
+    let (resp, entry) = run_fault(Reply::sse(steps), true, |_| {}).await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.text().contains("4000000000"), "relayed as it came: {}", resp.text());
+    assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+    let recorded: Value = serde_json::from_str(&entry.entry.response).unwrap();
+    assert_eq!(
+        recorded["choices"][0]["tool_calls"],
+        json!([{"id": "call_1", "name": "f", "arguments": "{\"a\":1}"}])
+    );
+}
+
 #[tokio::test]
 async fn stream_that_never_ends_is_cut_at_the_request_timeout() {
     // The upstream keeps the connection busy with SSE comments, so the idle timeout never

@@ -1,5 +1,7 @@
 //! The message a stream added up to, for the log store.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use uniproxy_wire::{
     ChatCompletion, ChatCompletionChunk, Choice, ErrorResponse, FinishReason, FunctionCall, Map,
@@ -16,8 +18,11 @@ pub struct Assembled {
     pub model: String,
     /// Unix seconds.
     pub created: u64,
-    /// The choices, by index.
+    /// The choices, in the order they first came.
     pub choices: Vec<AssembledChoice>,
+    /// Where the choices not at the place of their index are.
+    #[serde(skip)]
+    choices_at: Places,
     /// The usage, when the upstream reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -42,12 +47,16 @@ pub struct AssembledChoice {
     /// The refusal text.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub refusal: String,
-    /// The tool calls, by index.
+    /// The tool calls: by index when the upstream numbers them 0, 1, 2…, as they all do;
+    /// otherwise in the order they first came.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<AssembledToolCall>,
     /// The legacy function call, given to a client that offered only `functions`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function_call: Option<FunctionCall>,
+    /// Where the tool calls not at the place of their index are.
+    #[serde(skip)]
+    tool_calls_at: Places,
     /// Why the model stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<FinishReason>,
@@ -72,14 +81,8 @@ impl Assembled {
 
     /// The choice with this index, created on first use.
     pub fn choice(&mut self, index: u32) -> &mut AssembledChoice {
-        let pos = match self.choices.iter().position(|c| c.index == index) {
-            Some(pos) => pos,
-            None => {
-                self.choices.push(AssembledChoice { index, ..Default::default() });
-                self.choices.len() - 1
-            }
-        };
-        &mut self.choices[pos]
+        let new = || AssembledChoice { index, ..Default::default() };
+        self.choices_at.find_or_push(&mut self.choices, index, new)
     }
 
     /// Adds a tool call fragment: the first fragment of a call brings its id and name.
@@ -91,12 +94,9 @@ impl Assembled {
         name: Option<&str>,
         arguments: Option<&str>,
     ) {
-        let calls = &mut self.choice(choice).tool_calls;
-        let index = index as usize;
-        if calls.len() <= index {
-            calls.resize_with(index + 1, AssembledToolCall::default);
-        }
-        let call = &mut calls[index];
+        let choice = self.choice(choice);
+        let call =
+            choice.tool_calls_at.find_or_push(&mut choice.tool_calls, index, Default::default);
         // The id comes whole, in the first fragment; some servers repeat it (and the name) in
         // every one, which must not grow it.
         if let Some(id) = id.filter(|_| call.id.is_empty()) {
@@ -252,6 +252,45 @@ impl Assembled {
     }
 }
 
+/// Where the entries of a list numbered by the upstream are (choices, tool calls): the index is
+/// the upstream's number, which a stream can set to anything (an `"index": 4000000000` once made
+/// room for four billion tool calls, 288 GB, and aborted the process). Entries are pushed as
+/// they first come, so memory follows what the upstream sent; while it numbers them 0, 1, 2…
+/// in order, as every platform does, entry `i` is at place `i` and found with one comparison,
+/// and only the entries after the first other number are looked up in a map.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Places {
+    /// Index → place, for the entries from the first that was not at its index's place on.
+    elsewhere: BTreeMap<u32, usize>,
+}
+
+impl Places {
+    /// The entry for `index` in `entries`, pushed (made by `new`) when there is none.
+    fn find_or_push<'a, T>(
+        &mut self,
+        entries: &'a mut Vec<T>,
+        index: u32,
+        new: impl FnOnce() -> T,
+    ) -> &'a mut T {
+        // Entries before the first in `elsewhere` are at their index's place.
+        let in_place = entries.len().saturating_sub(self.elsewhere.len());
+        let at = usize::try_from(index).ok().filter(|&i| i < in_place);
+        let at = at.or_else(|| self.elsewhere.get(&index).copied()).filter(|&i| i < entries.len());
+        let at = match at {
+            Some(at) => at,
+            None => {
+                let at = entries.len();
+                if !self.elsewhere.is_empty() || usize::try_from(index).ok() != Some(at) {
+                    self.elsewhere.insert(index, at);
+                }
+                entries.push(new());
+                at
+            }
+        };
+        &mut entries[at]
+    }
+}
+
 /// The text of a message's content, for translators that need plain text.
 pub fn content_text(content: Option<&MessageContent>) -> String {
     content.map(MessageContent::joined_text).unwrap_or_default()
@@ -351,6 +390,57 @@ mod tests {
         let got: Vec<_> =
             calls.iter().map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str())).collect();
         assert_eq!(got, [("call_A", "get_w", "{\"city\":\"Paris\"}"), ("call_B", "now", "{}")]);
+    }
+
+    /// An upstream's `"index": 4000000000` made room for four billion calls (288 GB): the
+    /// allocation failed and aborted the process, with every stream in flight.
+    #[test]
+    fn a_tool_call_index_far_beyond_the_calls_sent_takes_one_place() {
+        let mut a = Assembled::default();
+        a.tool_call_fragment(0, 0, Some("call_A"), Some("a"), Some("{}"));
+        a.tool_call_fragment(0, 1000, Some("call_B"), Some("b"), Some("{\"x\":"));
+        assert_eq!(a.choices[0].tool_calls.len(), 2, "no room made for indexes never sent");
+        a.tool_call_fragment(0, 4_000_000_000, Some("call_C"), Some("c"), Some("{}"));
+        a.tool_call_fragment(0, 1000, None, None, Some("1}"));
+        // After a number out of line, even the next one in line is found through the map.
+        a.tool_call_fragment(0, 1, Some("call_D"), Some("d"), Some("{}"));
+        a.tool_call_fragment(0, 4_000_000_000, Some("call_C"), Some("c"), None);
+        let calls = &a.choices[0].tool_calls;
+        let got: Vec<_> = calls.iter().map(|c| (c.name.as_str(), c.arguments.as_str())).collect();
+        assert_eq!(got, [("a", "{}"), ("b", "{\"x\":1}"), ("c", "{}"), ("d", "{}")]);
+        let completion = a.to_completion();
+        let sent = completion.choices[0].message.tool_calls.as_ref().unwrap();
+        assert_eq!(
+            sent.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["call_A", "call_B", "call_C", "call_D"]
+        );
+    }
+
+    #[test]
+    fn choices_and_tool_calls_are_found_whatever_their_numbers() {
+        // Choices numbered 0, 1, 2… in any order of arrival, and far out.
+        let mut a = Assembled::default();
+        for (choice, text) in [(1, "b"), (0, "a"), (u32::MAX, "z"), (2, "c"), (0, "a"), (1, "b")] {
+            a.choice(choice).content.push_str(text);
+        }
+        let got: Vec<_> = a.choices.iter().map(|c| (c.index, c.content.as_str())).collect();
+        assert_eq!(got, [(1, "bb"), (0, "aa"), (u32::MAX, "z"), (2, "c")]);
+        // Tool calls as every platform numbers them: each at its index's place, none looked up.
+        let mut a = Assembled::default();
+        for round in 0..2 {
+            for index in 0..5 {
+                a.tool_call_fragment(
+                    0,
+                    index,
+                    None,
+                    None,
+                    Some(if round == 0 { "{" } else { "}" }),
+                );
+            }
+        }
+        assert!(a.choices[0].tool_calls.iter().all(|c| c.arguments == "{}"));
+        assert_eq!(a.choices[0].tool_calls.len(), 5);
+        assert!(a.choices[0].tool_calls_at.elsewhere.is_empty());
     }
 
     #[test]
