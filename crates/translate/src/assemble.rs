@@ -29,7 +29,19 @@ pub struct Assembled {
     /// The error that ended the stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorResponse>,
+    /// Whether text was left out, past [`MAX_KEPT`] bytes (the client got it all).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// The bytes of text kept so far.
+    #[serde(skip)]
+    kept: usize,
 }
+
+/// The most text (content, reasoning, refusal, thinking, tool calls' names and arguments) an
+/// assembled stream keeps, as much as a whole answer may hold: an endless or huge stream would
+/// otherwise grow its record, in memory and then in the log, without bound. A chunk is kept
+/// whole or not at all, so the record ends at most a chunk past it.
+pub const MAX_KEPT: usize = 64 << 20;
 
 /// One choice of an assembled stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -79,6 +91,18 @@ impl Assembled {
         Assembled { id: id.into(), model: model.into(), created, ..Default::default() }
     }
 
+    /// Whether a chunk's text is still kept ([`MAX_KEPT`]); once not, the record says it was
+    /// truncated.
+    pub(crate) fn keeps_text(&mut self) -> bool {
+        self.truncated |= self.kept >= MAX_KEPT;
+        !self.truncated
+    }
+
+    /// Counts `bytes` more of text kept.
+    pub(crate) fn kept(&mut self, bytes: usize) {
+        self.kept = self.kept.saturating_add(bytes);
+    }
+
     /// The choice with this index, created on first use.
     pub fn choice(&mut self, index: u32) -> &mut AssembledChoice {
         let new = || AssembledChoice { index, ..Default::default() };
@@ -94,6 +118,8 @@ impl Assembled {
         name: Option<&str>,
         arguments: Option<&str>,
     ) {
+        let kept = [id, name, arguments].iter().flatten().map(|t| t.len()).sum();
+        self.kept(kept);
         let choice = self.choice(choice);
         let call =
             choice.tool_calls_at.find_or_push(&mut choice.tool_calls, index, Default::default);
@@ -121,7 +147,10 @@ impl Assembled {
         text: &str,
     ) {
         self.head(id, created, model);
-        self.choice(choice).content.push_str(text);
+        if self.keeps_text() {
+            self.kept(text.len());
+            self.choice(choice).content.push_str(text);
+        }
     }
 
     /// Takes a chunk's id, creation time and model where they are not known yet.
@@ -140,22 +169,35 @@ impl Assembled {
     /// Adds everything a chunk carries.
     pub fn add_chunk(&mut self, chunk: &ChatCompletionChunk) {
         self.head(&chunk.id, chunk.created, &chunk.model);
+        let keep = self.keeps_text();
         for c in &chunk.choices {
-            if let Some(delta) = &c.delta {
+            if let Some(delta) = &c.delta
+                && keep
+            {
+                let mut kept = 0;
                 let choice = self.choice(c.index);
                 if let Some(Some(text)) = &delta.content {
                     choice.content.push_str(text);
+                    kept += text.len();
                 }
                 if let Some(Some(text)) = &delta.reasoning_content {
                     choice.reasoning_content.push_str(text);
+                    kept += text.len();
                 }
                 for b in delta.thinking_blocks.iter().flatten() {
                     let at = usize::try_from(b.index).unwrap_or(usize::MAX);
                     let at = at.min(choice.thinking_blocks.len());
+                    kept += match &b.block {
+                        ThinkingBlock::Thinking { thinking, signature } => {
+                            thinking.len() + signature.as_ref().map_or(0, String::len)
+                        }
+                        ThinkingBlock::RedactedThinking { data } => data.len(),
+                    };
                     choice.thinking_blocks.insert(at, b.block.clone());
                 }
                 if let Some(Some(text)) = &delta.refusal {
                     choice.refusal.push_str(text);
+                    kept += text.len();
                 }
                 if let Some(f) = &delta.function_call {
                     let call = choice.function_call.get_or_insert_with(|| FunctionCall {
@@ -163,9 +205,12 @@ impl Assembled {
                         arguments: String::new(),
                         extra: Map::new(),
                     });
-                    call.name.push_str(f.name.as_deref().unwrap_or_default());
-                    call.arguments.push_str(f.arguments.as_deref().unwrap_or_default());
+                    let (name, arguments) = (f.name.as_deref(), f.arguments.as_deref());
+                    call.name.push_str(name.unwrap_or_default());
+                    call.arguments.push_str(arguments.unwrap_or_default());
+                    kept += name.map_or(0, str::len) + arguments.map_or(0, str::len);
                 }
+                self.kept(kept);
                 for tc in delta.tool_calls.iter().flatten() {
                     let f = tc.function.as_ref();
                     self.tool_call_fragment(
@@ -485,6 +530,34 @@ mod tests {
         let chunk: serde_json::Value =
             serde_json::from_str(first.strip_prefix("data: ").unwrap().trim_end()).unwrap();
         assert_eq!(chunk["choices"][0]["delta"]["function_call"], message["function_call"]);
+    }
+
+    #[test]
+    fn an_endless_stream_keeps_a_bounded_record_and_says_so() {
+        let piece = "x".repeat(1 << 20);
+        let chunk = |delta: Delta, reason: Option<FinishReason>| {
+            let mut c = ChatCompletionChunk::new("chatcmpl-1", 1, "m");
+            let mut choice = ChunkChoice::new(0, delta);
+            choice.finish_reason = reason.map(Some);
+            c.choices.push(choice);
+            c
+        };
+        let text = Delta { content: Some(Some(piece.clone())), ..Default::default() };
+        let mut a = Assembled::default();
+        for _ in 0..(MAX_KEPT >> 20) + 8 {
+            a.add_chunk(&chunk(text.clone(), None));
+            a.add_content("chatcmpl-1", 1, "m", 0, &piece);
+        }
+        let kept = a.choices[0].content.len();
+        assert!((MAX_KEPT..=MAX_KEPT + (1 << 20)).contains(&kept), "{kept}");
+        assert!(a.truncated);
+        // What ends the stream is still taken; the record says it is not whole.
+        a.add_chunk(&chunk(Delta::default(), Some(FinishReason::Stop)));
+        assert_eq!(a.choices[0].finish_reason, Some(FinishReason::Stop));
+        a.choices[0].content.clear();
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["truncated"], true);
+        assert_eq!(serde_json::to_value(Assembled::default()).unwrap().get("truncated"), None);
     }
 
     #[test]

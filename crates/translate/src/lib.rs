@@ -58,7 +58,7 @@ pub mod sse;
 
 pub use anthropic::Anthropic;
 pub use assemble::{
-    Assembled, AssembledChoice, AssembledToolCall, completion_to_frames, content_text,
+    Assembled, AssembledChoice, AssembledToolCall, MAX_KEPT, completion_to_frames, content_text,
 };
 use bytes::Bytes;
 pub use error::{TranslateError, complete_error, error_type_for_status, fallback_error};

@@ -1173,18 +1173,26 @@ impl OpenAiStream {
         if a.model.is_empty() {
             a.model.clone_from(model);
         }
+        let keep = a.keeps_text();
         for c in &view.choices {
-            if let Some(d) = &c.delta {
+            if let Some(d) = &c.delta
+                && keep
+            {
+                let mut kept = 0;
                 let choice = a.choice(c.index);
                 if let Some(t) = &d.content {
                     choice.content.push_str(t);
+                    kept += t.len();
                 }
                 if let Some(t) = d.reasoning_content.as_ref().or(d.reasoning.as_ref()) {
                     choice.reasoning_content.push_str(t);
+                    kept += t.len();
                 }
                 if let Some(t) = &d.refusal {
                     choice.refusal.push_str(t);
+                    kept += t.len();
                 }
+                a.kept(kept);
                 for tc in d.tool_calls.iter().flatten() {
                     let f = tc.function.as_ref();
                     a.tool_call_fragment(
@@ -1558,6 +1566,30 @@ mod tests {
         let choice = &stream.assembled().choices[0];
         assert_eq!(choice.tool_calls[0].id, "call_1");
         assert_eq!(choice.finish_reason, Some(uniproxy_wire::FinishReason::ToolCalls));
+    }
+
+    #[test]
+    fn a_huge_stream_is_relayed_whole_and_recorded_up_to_the_limit() {
+        let ctx = ResponseContext {
+            id: "chatcmpl-local".into(),
+            created: 1,
+            model: "m".into(),
+            include_usage: false,
+            json_object: false,
+            legacy_functions: false,
+        };
+        let mut stream = OpenAiStream::new(&ctx);
+        let piece = "y".repeat(1 << 20);
+        let chunk = format!(
+            r#"{{"id":"chatcmpl-H","object":"chat.completion.chunk","created":1754000000,"model":"m","choices":[{{"index":0,"delta":{{"content":"{piece}"}},"finish_reason":null}}]}}"#
+        );
+        for _ in 0..(crate::MAX_KEPT >> 20) + 4 {
+            let frames = stream.push(&SseEvent::new(None, chunk.clone())).unwrap();
+            assert_eq!(frames.len(), 1, "the client gets every chunk");
+        }
+        let kept = stream.assembled().choices[0].content.len();
+        assert!((crate::MAX_KEPT..=crate::MAX_KEPT + (1 << 20)).contains(&kept), "{kept}");
+        assert!(stream.assembled().truncated);
     }
 
     #[test]
