@@ -220,6 +220,24 @@ async fn a_tool_call_numbered_four_billion_is_relayed_and_recorded() {
     );
 }
 
+/// One line of 10 MB from the upstream took 14 s to decode (40 MB: 221 s), a runtime thread
+/// pinned all along, and nothing bounded what it buffered. An event may be as large as a whole
+/// answer may (64 MiB); one larger ends the stream with an error event.
+#[tokio::test]
+async fn an_event_over_64_mib_ends_the_stream_with_an_error_event() {
+    let mut steps = text_stream(&["Hel"]).into_iter().take(2).collect::<Vec<_>>();
+    steps.push(Step::raw("data: "));
+    let line = Bytes::from(vec![b'x'; 1 << 20]);
+    steps.extend(std::iter::repeat_n(Step::Data(line), 65));
+    let (resp, entry) = run_fault(Reply::sse(steps), true, |_| {}).await;
+    let e = expect_error_event(&resp);
+    assert_eq!(e["code"], "bad_upstream_response");
+    let message = e["message"].as_str().unwrap();
+    assert_eq!(message, "upstream stream event larger than 67108864 bytes");
+    assert!(resp.text().contains("Hel"));
+    assert_entry(&entry, 200, "upstream_error");
+}
+
 #[tokio::test]
 async fn stream_that_never_ends_is_cut_at_the_request_timeout() {
     // The upstream keeps the connection busy with SSE comments, so the idle timeout never

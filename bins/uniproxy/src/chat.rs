@@ -19,8 +19,9 @@ use crate::routes::{ProxyBody, error_response_with, json_response};
 use crate::state::AppState;
 use crate::upstream::Client;
 
-/// The most of an upstream's non-stream answer the proxy will buffer.
-const MAX_UPSTREAM_BODY: usize = 64 << 20;
+/// The most of an upstream's non-stream answer the proxy will buffer, and of one event of a
+/// stream.
+pub(crate) const MAX_UPSTREAM_BODY: usize = 64 << 20;
 
 /// The headers of an upstream's error answer that say when to try again, passed on with the
 /// error: the OpenAI SDKs wait as `retry-after-ms` or `retry-after` say before they retry

@@ -19,6 +19,7 @@ use tokio::time::Sleep;
 use uniproxy_translate::{StreamTranslator, sse};
 use uniproxy_wire::ErrorResponse;
 
+use crate::chat::MAX_UPSTREAM_BODY;
 use crate::error::redact_key;
 use crate::record::{RequestRecord, Waiting, ended_early, now_ms};
 use crate::state::{AppState, InFlightGuard};
@@ -110,7 +111,8 @@ impl SseRelay {
         let raw = state.settings.log_raw_chunks.then(BytesMut::new);
         SseRelay {
             upstream: Some(upstream),
-            decoder: sse::Decoder::new(),
+            // An event may be as large as a whole answer may be; one larger ends the stream.
+            decoder: sse::Decoder::with_max_event(MAX_UPSTREAM_BODY),
             translator,
             pending: VecDeque::new(),
             out: Vec::new(),
@@ -266,8 +268,14 @@ impl Body for SseRelay {
                 Poll::Ready(Some(Ok(frame))) => {
                     let started = Instant::now();
                     if let Ok(data) = frame.into_data() {
-                        let events = this.decoder.feed(&data);
+                        let mut events = Vec::new();
+                        let fed = this.decoder.feed_into(&data, &mut events);
                         this.take_events(events);
+                        if let Err(e) = fed
+                            && !this.ended
+                        {
+                            this.fail(e.to_error_response(), e.to_string());
+                        }
                     }
                     let idle_until = tokio::time::Instant::now() + this.idle_for;
                     this.idle.as_mut().reset(idle_until);

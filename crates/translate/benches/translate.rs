@@ -117,6 +117,38 @@ fn openai_stream() -> Vec<u8> {
     out.into_bytes()
 }
 
+/// An OpenAI stream of tool calls: role chunk, three calls of 32 argument fragments each
+/// (the first brings the id and name), finish chunk, usage chunk, [DONE].
+fn openai_tool_call_stream() -> Vec<u8> {
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+        json!({"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1_700_000_000u64,
+               "model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1",
+               "choices":[{"index":0,"delta":delta,"logprobs":null,"finish_reason":finish}],
+               "usage":null,"obfuscation":"aB3dE"})
+    };
+    let mut out = String::new();
+    let mut push = |v: serde_json::Value| out.push_str(&format!("data: {v}\n\n"));
+    push(chunk(json!({"role":"assistant","content":null,"refusal":null}), json!(null)));
+    for call in 0..3 {
+        let first = json!({"tool_calls":[{"index":call,"id":format!("call_{call}"),"type":"function",
+            "function":{"name":"get_weather","arguments":""}}]});
+        push(chunk(first, json!(null)));
+        for i in 0..31 {
+            let fragment =
+                json!({"tool_calls":[{"index":call,"function":{"arguments":WORDS[i % 8]}}]});
+            push(chunk(fragment, json!(null)));
+        }
+    }
+    push(chunk(json!({}), json!("tool_calls")));
+    push(
+        json!({"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1_700_000_000u64,
+                "model":"gpt-4o-mini-2024-07-18","choices":[],
+                "usage":{"prompt_tokens":250,"completion_tokens":96,"total_tokens":346}}),
+    );
+    out.push_str("data: [DONE]\n\n");
+    out.into_bytes()
+}
+
 /// An Anthropic stream with 96 text deltas (padded JSON and a ping, as recorded streams have).
 fn anthropic_stream() -> Vec<u8> {
     let mut out = String::new();
@@ -284,12 +316,13 @@ fn streams(c: &mut Criterion) {
     let mut g = c.benchmark_group("stream_100_events");
     for (name, kind, bytes) in [
         ("openai", ProviderKind::OpenAi, openai_stream()),
+        ("openai_tool_calls", ProviderKind::OpenAi, openai_tool_call_stream()),
         ("anthropic", ProviderKind::Anthropic, anthropic_stream()),
         ("gemini", ProviderKind::Google, gemini_stream()),
     ] {
         let p: Box<dyn Provider> = provider(&config(kind)).unwrap();
         let ctx = ctx(true);
-        let events = sse::Decoder::new().feed(&bytes).len() as u64;
+        let events = sse::Decoder::new().feed(&bytes).unwrap().len() as u64;
         g.throughput(Throughput::Elements(events));
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -298,7 +331,7 @@ fn streams(c: &mut Criterion) {
                 let mut frames = 0usize;
                 // Network reads of ~4 KB, as a socket delivers them.
                 for piece in bytes.chunks(4096) {
-                    for ev in decoder.feed(piece) {
+                    for ev in decoder.feed(piece).unwrap() {
                         frames += stream.push(&ev).unwrap().len();
                     }
                 }
@@ -312,11 +345,22 @@ fn streams(c: &mut Criterion) {
     let mut g = c.benchmark_group("sse_decoder");
     let bytes = openai_stream();
     g.throughput(Throughput::Bytes(bytes.len() as u64));
-    g.bench_function("whole", |b| b.iter(|| sse::Decoder::new().feed(black_box(&bytes)).len()));
+    g.bench_function("whole", |b| {
+        b.iter(|| sse::Decoder::new().feed(black_box(&bytes)).unwrap().len())
+    });
     g.bench_function("4k_reads", |b| {
         b.iter(|| {
             let mut d = sse::Decoder::new();
-            bytes.chunks(4096).map(|p| d.feed(black_box(p)).len()).sum::<usize>()
+            bytes.chunks(4096).map(|p| d.feed(black_box(p)).unwrap().len()).sum::<usize>()
+        })
+    });
+    // One event of 1 MiB (an image, a long tool call), in the reads a socket gives.
+    let long = format!("data: {}\n\n", "x".repeat(1 << 20)).into_bytes();
+    g.throughput(Throughput::Bytes(long.len() as u64));
+    g.bench_function("1mib_event_4k_reads", |b| {
+        b.iter(|| {
+            let mut d = sse::Decoder::new();
+            long.chunks(4096).map(|p| d.feed(black_box(p)).unwrap().len()).sum::<usize>()
         })
     });
     g.finish();

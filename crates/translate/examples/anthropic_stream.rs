@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut stream = anthropic.stream(&ctx);
     let mut decoder = sse::Decoder::new();
     let mut out = std::io::stdout().lock();
-    for event in decoder.feed(&bytes).into_iter().chain(decoder.finish()) {
+    for event in decoder.feed(&bytes)?.into_iter().chain(decoder.finish()) {
         for frame in stream.push(&event)? {
             out.write_all(&frame)?;
         }

@@ -57,6 +57,13 @@ pub enum TranslateError {
         /// The upstream's block index.
         index: u32,
     },
+    /// A stream event is larger than the SSE decoder takes ([`crate::sse::MAX_EVENT`] unless
+    /// set otherwise): an upstream that sends one line without end is not buffered for ever.
+    #[error("upstream stream event larger than {limit} bytes")]
+    EventTooLarge {
+        /// The decoder's limit, in bytes.
+        limit: usize,
+    },
 }
 
 impl TranslateError {
@@ -68,7 +75,9 @@ impl TranslateError {
             | TranslateError::InvalidRequest { .. }
             | TranslateError::InvalidToolArguments { .. } => 400,
             TranslateError::Upstream { status, .. } => *status,
-            TranslateError::Malformed { .. } | TranslateError::OutOfOrder { .. } => 502,
+            TranslateError::Malformed { .. }
+            | TranslateError::OutOfOrder { .. }
+            | TranslateError::EventTooLarge { .. } => 502,
         }
     }
 
@@ -95,7 +104,7 @@ impl TranslateError {
                 ErrorResponse::new(format!("{self}: {source}"), "upstream_error")
                     .with_code("bad_upstream_response")
             }
-            TranslateError::OutOfOrder { .. } => {
+            TranslateError::OutOfOrder { .. } | TranslateError::EventTooLarge { .. } => {
                 ErrorResponse::new(self.to_string(), "upstream_error")
                     .with_code("bad_upstream_response")
             }

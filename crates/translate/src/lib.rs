@@ -30,7 +30,7 @@
 //! let mut frames = Vec::new();
 //! for piece in [&b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choi"[..],
 //!               b"ces\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"] {
-//!     for event in decoder.feed(piece) {
+//!     for event in decoder.feed(piece)? {
 //!         frames.extend(stream.push(&event)?);
 //!     }
 //! }

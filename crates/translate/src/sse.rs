@@ -7,6 +7,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use uniproxy_wire::{ChatCompletionChunk, ChunkChoice, Delta};
 
+use crate::TranslateError;
+
 /// One server-sent event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
@@ -40,47 +42,104 @@ enum Data {
     Many(BytesMut),
 }
 
+/// How large one event may be by default, in bytes from its start to its blank line: as large
+/// as a whole answer that the server reads without a stream may be.
+pub const MAX_EVENT: usize = 64 << 20;
+
 /// An incremental SSE decoder (WHATWG event-stream rules).
 ///
 /// It buffers partial lines, so an event may be split across reads anywhere, even inside a
 /// UTF-8 character; it accepts `\n`, `\r\n` and `\r` line ends, skips comments (`: …`) and a
 /// leading byte-order mark, and dispatches an event at each blank line. Events without data
-/// (keep-alives) are not dispatched. Lines are found with SIMD (`memchr`), and an event with
-/// one data line is cut out of the buffer without copying.
-#[derive(Debug, Default)]
+/// (keep-alives) are not dispatched. Lines are found with SIMD (`memchr`), each byte searched
+/// once however the line is split, and an event with one data line is cut out of the buffer
+/// without copying. An event larger than its limit ([`MAX_EVENT`] unless set with
+/// [`with_max_event`](Self::with_max_event)) is an error, not a buffer that grows without end.
+#[derive(Debug)]
 pub struct Decoder {
     /// Bytes from the start of the current event (or of a line not yet complete).
     buf: BytesMut,
     /// Where the next line starts in `buf`.
     pos: usize,
+    /// How many bytes from `pos` on are known to hold no line end: a line that comes in many
+    /// reads is searched once, not once per read (which took 221 s for one line of 40 MB).
+    searched: usize,
     event: Option<String>,
     data: Option<Data>,
     started: bool,
     /// The previous line ended in a `\r` at the end of the input: a `\n` next belongs to it.
     after_cr: bool,
+    /// The largest event, in bytes.
+    max_event: usize,
+    /// An event was larger than `max_event`: the stream cannot be read on.
+    failed: bool,
+    /// Bytes searched for line ends, in all: what the tests count.
+    #[cfg(test)]
+    searched_in_all: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::with_max_event(MAX_EVENT)
+    }
 }
 
 const BOM: &[u8] = "\u{feff}".as_bytes();
 
 impl Decoder {
-    /// A new decoder.
+    /// A new decoder, for events of up to [`MAX_EVENT`] bytes.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A new decoder for events of up to `max_event` bytes, each counted from its start to its
+    /// blank line (line ends inside it included).
+    pub fn with_max_event(max_event: usize) -> Self {
+        Decoder {
+            buf: BytesMut::new(),
+            pos: 0,
+            searched: 0,
+            event: None,
+            data: None,
+            started: false,
+            after_cr: false,
+            max_event,
+            failed: false,
+            #[cfg(test)]
+            searched_in_all: 0,
+        }
+    }
+
     /// Feeds bytes and returns the events they complete.
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+    ///
+    /// # Errors
+    /// [`TranslateError::EventTooLarge`] once an event is larger than the decoder's limit; the
+    /// events completed before it are lost with this method (not with
+    /// [`feed_into`](Self::feed_into)), and every later call fails the same way.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, TranslateError> {
         let mut events = Vec::new();
-        self.feed_into(chunk, &mut events);
-        events
+        self.feed_into(chunk, &mut events)?;
+        Ok(events)
     }
 
     /// Feeds bytes and appends the events they complete to `out`.
-    pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
+    ///
+    /// # Errors
+    /// [`TranslateError::EventTooLarge`] once an event is larger than the decoder's limit: the
+    /// events completed before it are in `out`, the event's bytes are dropped, and every later
+    /// call fails the same way.
+    pub fn feed_into(
+        &mut self,
+        chunk: &[u8],
+        out: &mut Vec<SseEvent>,
+    ) -> Result<(), TranslateError> {
+        if self.failed {
+            return Err(self.error());
+        }
         self.buf.extend_from_slice(chunk);
         if !self.started {
             if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
-                return; // Maybe a byte-order mark, split; wait for more.
+                return Ok(()); // Maybe a byte-order mark, split; wait for more.
             }
             if self.buf.starts_with(BOM) {
                 self.buf.advance(BOM.len());
@@ -99,14 +158,37 @@ impl Decoder {
                     }
                 }
             }
-            // A blank line (the end of most events) is known without a search.
+            // A blank line (the end of most events) is known without a search; otherwise the
+            // search starts where the last one stopped.
+            let from = self.pos + self.searched;
             let found = match self.buf.get(self.pos) {
-                Some(b'\n') => Some(0),
-                _ => memchr::memchr2(b'\n', b'\r', &self.buf[self.pos..]),
+                Some(b'\n') => Some(self.pos),
+                _ => {
+                    let rest = self.buf.get(from..).unwrap_or_default();
+                    #[cfg(test)]
+                    {
+                        self.searched_in_all += rest.len();
+                    }
+                    memchr::memchr2(b'\n', b'\r', rest).map(|i| from + i)
+                }
             };
-            let Some(rel) = found else { return };
+            let Some(end) = found else {
+                self.searched = self.buf.len().saturating_sub(self.pos);
+                // `buf` holds the event so far and nothing else; a line end at its end was
+                // measured with its line.
+                let partial = self.pos < self.buf.len();
+                return if partial && self.buf.len() > self.max_event {
+                    Err(self.fail())
+                } else {
+                    Ok(())
+                };
+            };
+            // The event so far, up to this line's end (events before it were split off).
+            if end > self.max_event {
+                return Err(self.fail());
+            }
+            self.searched = 0;
             let start = self.pos;
-            let end = start + rel;
             let next = if self.buf[end] == b'\r' {
                 match self.buf.get(end + 1) {
                     Some(b'\n') => end + 2,
@@ -127,8 +209,23 @@ impl Decoder {
         }
     }
 
+    /// The error for an event over the limit, from now on: what was buffered is dropped.
+    #[cold]
+    fn fail(&mut self) -> TranslateError {
+        self.failed = true;
+        self.buf = BytesMut::new();
+        (self.pos, self.searched) = (0, 0);
+        (self.event, self.data) = (None, None);
+        self.error()
+    }
+
+    fn error(&self) -> TranslateError {
+        TranslateError::EventTooLarge { limit: self.max_event }
+    }
+
     /// Ends the stream: an event left without its blank line is dispatched, as servers that
-    /// close the connection right after the last `data:` line expect.
+    /// close the connection right after the last `data:` line expect. (After an event too
+    /// large, there is none.)
     pub fn finish(&mut self) -> Option<SseEvent> {
         if !self.started && !self.buf.is_empty() {
             self.started = true;
@@ -205,7 +302,7 @@ impl Decoder {
         let event = self.event.take();
         let data = self.data.take();
         let raw = self.buf.split_to(end.min(self.buf.len())).freeze();
-        self.pos = 0;
+        (self.pos, self.searched) = (0, 0);
         let data = data?;
         Some(match data {
             Data::One(value) => {
@@ -307,7 +404,7 @@ mod tests {
 
     fn all(bytes: &[u8]) -> Vec<SseEvent> {
         let mut d = Decoder::new();
-        let mut v = d.feed(bytes);
+        let mut v = d.feed(bytes).unwrap();
         v.extend(d.finish());
         v
     }
@@ -388,8 +485,8 @@ mod tests {
         let whole = all(input);
         let cut = input.iter().position(|&b| b == b'\r').map(|i| i + 3).unwrap_or(0);
         let mut d = Decoder::new();
-        let mut split = d.feed(&input[..cut]);
-        split.extend(d.feed(&input[cut..]));
+        let mut split = d.feed(&input[..cut]).unwrap();
+        split.extend(d.feed(&input[cut..]).unwrap());
         split.extend(d.finish());
         assert_eq!(whole, split);
         assert_eq!(split[1].frame.as_deref(), Some(&b"data: b\n\n"[..]));
@@ -404,7 +501,7 @@ mod tests {
             let mut d = Decoder::new();
             let mut got = Vec::new();
             for piece in input.as_bytes().chunks(step) {
-                got.extend(d.feed(piece));
+                got.extend(d.feed(piece).unwrap());
             }
             got.extend(d.finish());
             let strip = |v: &[SseEvent]| -> Vec<(Option<String>, Bytes)> {
@@ -414,5 +511,73 @@ mod tests {
         }
         assert_eq!(&whole[3].data[..], b"last");
         assert_eq!(&whole[2].data[..], b"c\nd");
+    }
+
+    /// One line of 10 MB from the upstream took 14 s to decode, 40 MB 221 s, a runtime thread
+    /// pinned all along: each read searched the whole line again for its end.
+    #[test]
+    fn a_line_that_comes_in_many_reads_is_searched_once() {
+        let mut d = Decoder::new();
+        let piece = [b'x'; 1024];
+        assert_eq!(d.feed(b"data: ").unwrap(), []);
+        for _ in 0..1024 {
+            assert_eq!(d.feed(&piece).unwrap(), []);
+        }
+        let events = d.feed(b"\r\n\r\n").unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data.len(), 1 << 20);
+        // Each byte once, but for the blank line, searched again after the line before it.
+        let fed = 6 + (1 << 20) + 4;
+        let searched = d.searched_in_all;
+        assert!(searched <= fed + 2, "{searched} bytes searched in {fed} (the old way: 2^29)");
+    }
+
+    #[test]
+    fn an_event_larger_than_the_limit_is_an_error_and_the_events_before_it_are_kept() {
+        // One line without end, an event of many short lines, an event of a long line, each
+        // in one read and in reads of 7 bytes.
+        let inputs = [
+            format!("data: a\n\ndata: {}", "x".repeat(100)),
+            format!("data: a\n\n{}", ": ping\n".repeat(20)),
+            format!("data: a\n\nevent: e\r\ndata: {}\r\n\r\n", "x".repeat(100)),
+        ];
+        for input in &inputs {
+            for step in [input.len(), 7] {
+                let mut d = Decoder::with_max_event(64);
+                let mut events = Vec::new();
+                let error = input
+                    .as_bytes()
+                    .chunks(step)
+                    .find_map(|piece| d.feed_into(piece, &mut events).err());
+                assert!(
+                    matches!(error, Some(TranslateError::EventTooLarge { limit: 64 })),
+                    "{input:?}"
+                );
+                let a = SseEvent {
+                    event: None,
+                    data: Bytes::from_static(b"a"),
+                    frame: Some(Bytes::from_static(b"data: a\n\n")),
+                };
+                assert_eq!(events, [a]);
+                // Nothing of the event is kept, and the decoder stays failed.
+                assert!(d.buf.is_empty());
+                assert!(d.feed(b"data: b\n\n").is_err());
+                assert_eq!(d.finish(), None);
+            }
+        }
+        // At the limit, counted from the event's start to its blank line, an event goes.
+        let at_limit = format!("data: {}\n", "x".repeat(57));
+        assert_eq!(at_limit.len(), 64);
+        for step in [1, 5, 66] {
+            let mut d = Decoder::with_max_event(64);
+            let mut events = Vec::new();
+            for piece in format!("{at_limit}\n{at_limit}\r\n").as_bytes().chunks(step) {
+                d.feed_into(piece, &mut events).unwrap();
+            }
+            events.extend(d.finish());
+            assert_eq!(events.len(), 2, "split every {step} bytes");
+        }
+        let mut d = Decoder::with_max_event(64);
+        assert!(d.feed(format!("data: {}\n\n", "x".repeat(58)).as_bytes()).is_err());
     }
 }

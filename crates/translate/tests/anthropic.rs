@@ -144,7 +144,7 @@ proptest! {
         let p = anthropic();
         let mut stream = p.stream(&support::context(true));
         let mut decoder = sse::Decoder::new();
-        for event in decoder.feed(&bytes).into_iter().chain(decoder.finish()) {
+        for event in decoder.feed(&bytes).unwrap().into_iter().chain(decoder.finish()) {
             let _ = stream.push(&event);
         }
         let _ = stream.finish();

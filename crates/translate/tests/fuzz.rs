@@ -77,7 +77,7 @@ fn sse_decoder_split_invariance() {
         let Some((&k, bytes)) = input.split_first() else { return };
         let whole = {
             let mut d = sse::Decoder::new();
-            let mut events = d.feed(bytes);
+            let mut events = d.feed(bytes).unwrap();
             events.extend(d.finish());
             events
         };
@@ -85,10 +85,24 @@ fn sse_decoder_split_invariance() {
         let mut d = sse::Decoder::new();
         let mut split = Vec::new();
         for piece in bytes.chunks(step) {
-            split.extend(d.feed(piece));
+            split.extend(d.feed(piece).unwrap());
         }
         split.extend(d.finish());
         assert_eq!(whole, split, "split every {step} bytes");
+        // With a limit the input reaches, split or not: the same events before the same error.
+        let max_event = usize::from(k % 32) + 1;
+        let read = |step: usize| {
+            let mut d = sse::Decoder::with_max_event(max_event);
+            let mut events = Vec::new();
+            let failed = bytes.chunks(step).any(|piece| d.feed_into(piece, &mut events).is_err());
+            events.extend(d.finish());
+            (events, failed)
+        };
+        assert_eq!(
+            read(bytes.len().max(1)),
+            read(step),
+            "limit {max_event}, split every {step} bytes"
+        );
     });
 }
 
@@ -100,7 +114,8 @@ fn stream_translators() {
         for p in &providers {
             let mut stream = p.stream(&ctx(input));
             let mut decoder = sse::Decoder::new();
-            for event in decoder.feed(input).into_iter().chain(decoder.finish()) {
+            let events = decoder.feed(input).unwrap_or_default();
+            for event in events.into_iter().chain(decoder.finish()) {
                 let _ = stream.push(&event);
             }
             let _ = stream.finish();

@@ -151,7 +151,7 @@ const API_VERSION: &str = "2023-06-01";
 /// let mut stream = anthropic.stream(&ctx);
 /// let mut decoder = sse::Decoder::new();
 /// let mut frames = Vec::new();
-/// for event in decoder.feed(recorded.as_bytes()) {
+/// for event in decoder.feed(recorded.as_bytes())? {
 ///     frames.extend(stream.push(&event)?);
 /// }
 /// frames.extend(stream.finish()?);

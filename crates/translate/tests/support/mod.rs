@@ -150,7 +150,7 @@ pub fn replay(p: &dyn Provider, bytes: &[u8], ctx: &ResponseContext, cuts: &[usi
     };
     for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
         let cut = cut.min(bytes.len()).max(start);
-        push(decoder.feed(&bytes[start..cut]), &mut frames);
+        push(decoder.feed(&bytes[start..cut]).unwrap(), &mut frames);
         start = cut;
     }
     push(decoder.finish().into_iter().collect(), &mut frames);
