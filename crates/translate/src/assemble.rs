@@ -79,9 +79,13 @@ pub struct AssembledChoice {
 pub struct AssembledToolCall {
     /// The call id.
     pub id: String,
+    /// The call's type when it is not `function`: `custom`, whose name and input are `name`
+    /// and `arguments` here.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// The function name.
     pub name: String,
-    /// The arguments' JSON text.
+    /// The arguments' JSON text (a custom call's input).
     pub arguments: String,
 }
 
@@ -107,6 +111,42 @@ impl Assembled {
     pub fn choice(&mut self, index: u32) -> &mut AssembledChoice {
         let new = || AssembledChoice { index, ..Default::default() };
         self.choices_at.find_or_push(&mut self.choices, index, new)
+    }
+
+    /// Adds a fragment of a custom tool call (OpenAI's `custom` tools): its name, and a piece
+    /// of its input, assembled as a function call's are.
+    pub fn custom_call_fragment(
+        &mut self,
+        choice: u32,
+        index: u32,
+        id: Option<&str>,
+        name: Option<&str>,
+        input: Option<&str>,
+    ) {
+        self.tool_call_fragment(choice, index, id, name, input);
+        let choice = self.choice(choice);
+        let call =
+            choice.tool_calls_at.find_or_push(&mut choice.tool_calls, index, Default::default);
+        call.kind.get_or_insert_with(|| "custom".to_owned());
+    }
+
+    /// Adds a piece of a legacy function call (`delta.function_call`, to a client that offered
+    /// `functions`).
+    pub(crate) fn function_call_fragment(
+        &mut self,
+        choice: u32,
+        name: Option<&str>,
+        arguments: Option<&str>,
+    ) {
+        let (name, arguments) = (name.unwrap_or_default(), arguments.unwrap_or_default());
+        self.kept(name.len() + arguments.len());
+        let call = self.choice(choice).function_call.get_or_insert_with(|| FunctionCall {
+            name: String::new(),
+            arguments: String::new(),
+            extra: Map::new(),
+        });
+        call.name.push_str(name);
+        call.arguments.push_str(arguments);
     }
 
     /// Adds a tool call fragment: the first fragment of a call brings its id and name.
@@ -245,15 +285,26 @@ impl Assembled {
                 let tool_calls: Vec<ToolCall> = c
                     .tool_calls
                     .iter()
-                    .map(|t| ToolCall {
-                        id: t.id.clone(),
-                        kind: "function".to_owned(),
-                        function: Some(FunctionCall {
-                            name: t.name.clone(),
-                            arguments: t.arguments.clone(),
+                    .map(|t| match &t.kind {
+                        Some(kind) => {
+                            let custom = serde_json::json!({"name": t.name, "input": t.arguments});
+                            ToolCall {
+                                id: t.id.clone(),
+                                kind: kind.clone(),
+                                function: None,
+                                extra: Map::from_iter([(kind.clone(), custom)]),
+                            }
+                        }
+                        None => ToolCall {
+                            id: t.id.clone(),
+                            kind: "function".to_owned(),
+                            function: Some(FunctionCall {
+                                name: t.name.clone(),
+                                arguments: t.arguments.clone(),
+                                extra: Map::new(),
+                            }),
                             extra: Map::new(),
-                        }),
-                        extra: Map::new(),
+                        },
                     })
                     .collect();
                 let mut message = Message::text(Role::Assistant, c.content.clone());

@@ -870,6 +870,9 @@ struct DeltaView<'a> {
     refusal: Option<Text<'a>>,
     #[serde(default, borrow)]
     tool_calls: Option<Vec<ToolCallView<'a>>>,
+    /// The legacy call, to a client that offered `functions` (taken by the full parse only).
+    #[serde(default, borrow)]
+    function_call: Option<FunctionView<'a>>,
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -880,6 +883,17 @@ struct ToolCallView<'a> {
     id: Option<Text<'a>>,
     #[serde(default, borrow)]
     function: Option<FunctionView<'a>>,
+    /// A custom tool call's name and input (taken by the full parse only).
+    #[serde(default, borrow)]
+    custom: Option<CustomView<'a>>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+struct CustomView<'a> {
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    input: Option<Text<'a>>,
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -984,6 +998,10 @@ fn read_delta<'a>(r: &mut Reader<'a>) -> Option<DeltaView<'a>> {
         (b"refusal", &mut delta.refusal),
     ];
     named_fields(r, texts, text, |r, key| {
+        if key == b"function_call" {
+            // Rare (legacy clients): the full parse takes it.
+            return None;
+        }
         if key != b"tool_calls" {
             return r.skip();
         }
@@ -1018,6 +1036,8 @@ fn read_tool_call<'a>(r: &mut Reader<'a>) -> Option<ToolCallView<'a>> {
                 once(&mut seen[2])?;
                 call.function = r.nullable(read_function)?;
             }
+            // Rare: the full parse takes it.
+            b"custom" => return None,
             _ => r.skip()?,
         }
         Some(())
@@ -1194,14 +1214,23 @@ impl OpenAiStream {
                 }
                 a.kept(kept);
                 for tc in d.tool_calls.iter().flatten() {
+                    let id = tc.id.as_deref();
+                    if let Some(custom) = &tc.custom {
+                        let (name, input) = (custom.name.as_deref(), custom.input.as_deref());
+                        a.custom_call_fragment(c.index, tc.index, id, name, input);
+                        continue;
+                    }
                     let f = tc.function.as_ref();
                     a.tool_call_fragment(
                         c.index,
                         tc.index,
-                        tc.id.as_deref(),
+                        id,
                         f.and_then(|f| f.name.as_deref()),
                         f.and_then(|f| f.arguments.as_deref()),
                     );
+                }
+                if let Some(f) = &d.function_call {
+                    a.function_call_fragment(c.index, f.name.as_deref(), f.arguments.as_deref());
                 }
             }
             if let Some(r) = &c.finish_reason {
@@ -1566,6 +1595,35 @@ mod tests {
         let choice = &stream.assembled().choices[0];
         assert_eq!(choice.tool_calls[0].id, "call_1");
         assert_eq!(choice.finish_reason, Some(uniproxy_wire::FinishReason::ToolCalls));
+        // The record has the call as it was: custom, its name and its input.
+        let call = &choice.tool_calls[0];
+        assert_eq!(
+            (call.kind.as_deref(), call.name.as_str(), call.arguments.as_str()),
+            (Some("custom"), "code_exec", "print(1)")
+        );
+        let completion = stream.assembled().to_completion();
+        let calls = completion.choices[0].message.tool_calls.clone().unwrap_or_default();
+        assert_eq!(calls[0].kind, "custom");
+        assert_eq!(
+            calls[0].extra["custom"],
+            serde_json::json!({"name": "code_exec", "input": "print(1)"})
+        );
+
+        // A legacy call, to a client that offered `functions`.
+        let mut stream = OpenAiStream::new(&ctx);
+        let chunks = [
+            r#"{"id":"chatcmpl-L","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":null,"function_call":{"name":"get_weather","arguments":""}},"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-L","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"function_call":{"arguments":"{\"city\":\"Paris\"}"}},"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-L","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"function_call"}]}"#,
+        ];
+        for chunk in chunks {
+            stream.push(&SseEvent::new(None, chunk.to_owned())).unwrap();
+        }
+        let call = stream.assembled().choices[0].function_call.clone().unwrap();
+        assert_eq!(
+            (call.name.as_str(), call.arguments.as_str()),
+            ("get_weather", r#"{"city":"Paris"}"#)
+        );
     }
 
     #[test]
