@@ -355,14 +355,14 @@ impl Assembled {
 /// in order, as every platform does, entry `i` is at place `i` and found with one comparison,
 /// and only the entries after the first other number are looked up in a map.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Places {
+pub(crate) struct Places {
     /// Index → place, for the entries from the first that was not at its index's place on.
     elsewhere: BTreeMap<u32, usize>,
 }
 
 impl Places {
     /// The entry for `index` in `entries`, pushed (made by `new`) when there is none.
-    fn find_or_push<'a, T>(
+    pub(crate) fn find_or_push<'a, T>(
         &mut self,
         entries: &'a mut Vec<T>,
         index: u32,

@@ -19,6 +19,7 @@ use super::response::{
     CallIds, CallShape, block_message, candidate_parts, error_response, finish_reason, usage,
 };
 use super::wire::{GenerateContentResponse, UsageMetadata};
+use crate::assemble::Places;
 use crate::scan::{
     Fill, Holes, Reader, TemplateSlot, count, member_value, named_fields, string_at, unique_string,
 };
@@ -110,6 +111,9 @@ pub(crate) struct GeminiStream {
     model: Option<String>,
     ids: CallIds,
     candidates: Vec<CandidateState>,
+    /// Where the candidates not at the place of their index are (an upstream's numbers are
+    /// its own: found without a scan, whatever they are).
+    candidates_at: Places,
     usage: Option<Usage>,
     assembled: Assembled,
     done: bool,
@@ -125,6 +129,7 @@ impl GeminiStream {
             model: None,
             ids: CallIds::new(ctx),
             candidates: Vec::new(),
+            candidates_at: Places::default(),
             usage: None,
             assembled: Assembled::new(ctx.id.clone(), ctx.created, String::new()),
             done: false,
@@ -133,20 +138,9 @@ impl GeminiStream {
     }
 
     fn candidate(&mut self, index: u32) -> &mut CandidateState {
-        let pos = match self.candidates.iter().position(|c| c.index == index) {
-            Some(pos) => pos,
-            None => {
-                self.candidates.push(CandidateState {
-                    index,
-                    started: false,
-                    calls: 0,
-                    finish: None,
-                    text_frame: None,
-                });
-                self.candidates.len() - 1
-            }
-        };
-        &mut self.candidates[pos]
+        let new =
+            || CandidateState { index, started: false, calls: 0, finish: None, text_frame: None };
+        self.candidates_at.find_or_push(&mut self.candidates, index, new)
     }
 
     fn chunk(&self) -> ChatCompletionChunk {
