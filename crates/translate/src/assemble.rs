@@ -239,18 +239,11 @@ impl Assembled {
                     choice.refusal.push_str(text);
                     kept += text.len();
                 }
-                if let Some(f) = &delta.function_call {
-                    let call = choice.function_call.get_or_insert_with(|| FunctionCall {
-                        name: String::new(),
-                        arguments: String::new(),
-                        extra: Map::new(),
-                    });
-                    let (name, arguments) = (f.name.as_deref(), f.arguments.as_deref());
-                    call.name.push_str(name.unwrap_or_default());
-                    call.arguments.push_str(arguments.unwrap_or_default());
-                    kept += name.map_or(0, str::len) + arguments.map_or(0, str::len);
-                }
                 self.kept(kept);
+                if let Some(f) = &delta.function_call {
+                    let (name, arguments) = (f.name.as_deref(), f.arguments.as_deref());
+                    self.function_call_fragment(c.index, name, arguments);
+                }
                 for tc in delta.tool_calls.iter().flatten() {
                     let f = tc.function.as_ref();
                     self.tool_call_fragment(
