@@ -696,13 +696,22 @@ async fn requests_in_flight_when_the_grace_period_ends_are_recorded_as_cut_off()
     }
     mock.wait_for_requests(2).await;
 
-    // Shutdown: neither finishes within the grace period, so the proxy cuts both off.
+    // Shutdown: neither finishes within the grace period, so the proxy cuts both off. The
+    // waiting client gets a 503, and the stream an error event, not a dropped connection.
     let stopping = Instant::now();
     proxy.finish().await;
     assert!(stopping.elapsed() < Duration::from_secs(10), "took {:?}", stopping.elapsed());
     let mut rest = Vec::new();
     socket.read_to_end(&mut rest).await.unwrap();
-    assert!(rest.is_empty(), "the waiting client got no answer: {rest:?}");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 503"), "{rest}");
+    assert!(rest.contains(r#""code":"server_shutdown""#), "{rest}");
+    while let Some((chunk, _)) = s.next_chunk().await {
+        seen.extend_from_slice(&chunk);
+    }
+    let events = sse_data(&seen);
+    let last = events.last().map(String::as_str).unwrap_or_default();
+    assert!(last.contains(r#""code":"server_shutdown""#), "{events:?}");
 
     let entries = proxy.entries(2).await;
     assert_eq!(entries.len(), 2, "{entries:#?}");

@@ -49,6 +49,9 @@ pub enum ProxyError {
         /// The `Host` asked for.
         host: String,
     },
+    /// The proxy is shutting down, and its grace period for requests in flight is over.
+    #[error("the proxy is shutting down and could not finish this request in time; retry")]
+    ShuttingDown,
     /// The body is larger than MAX_BODY_SIZE.
     #[error("request body is larger than the limit of {limit} bytes (MAX_BODY_SIZE)")]
     BodyTooLarge {
@@ -191,7 +194,7 @@ impl ProxyError {
             ProxyError::InvalidParam { .. } => 400,
             ProxyError::EntryNotFound { .. } => 404,
             ProxyError::Store(_) | ProxyError::Task(_) => 500,
-            ProxyError::NoStore | ProxyError::LogStoreStuck => 503,
+            ProxyError::NoStore | ProxyError::LogStoreStuck | ProxyError::ShuttingDown => 503,
         }
     }
 
@@ -229,7 +232,8 @@ impl ProxyError {
             ProxyError::Store(_)
             | ProxyError::Task(_)
             | ProxyError::NoStore
-            | ProxyError::LogStoreStuck => Fault::Internal,
+            | ProxyError::LogStoreStuck
+            | ProxyError::ShuttingDown => Fault::Internal,
         }
     }
 
@@ -328,6 +332,9 @@ impl ProxyError {
             }
             ProxyError::LogStoreStuck => ErrorResponse::new(self.to_string(), "server_error")
                 .with_code("log_store_unavailable"),
+            ProxyError::ShuttingDown => {
+                ErrorResponse::new(self.to_string(), "server_error").with_code("server_shutdown")
+            }
         }
     }
 
@@ -357,6 +364,7 @@ impl ProxyError {
                 | ProxyError::BodyCut(_)
                 | ProxyError::BodyTimeout
                 | ProxyError::LogStoreStuck
+                | ProxyError::ShuttingDown
                 | ProxyError::Overloaded { .. }
         )
     }

@@ -148,14 +148,23 @@ pub async fn serve_with(
         () = graceful.shutdown() => info!(state.log, "all connections closed"),
         () = tokio::time::sleep(state.grace_period) => {
             warn!(state.log, "grace period over; closing the remaining connections");
-            // Dropping a request's future records it (`chat::Pending`, `SseRelay`): as cut off.
+            // A request waiting on the upstream answers 503 and a stream ends with an error
+            // event, recorded as cut off (`chat::Pending`, `SseRelay`); a moment to write
+            // them, then what is left is dropped (a request's dropped future records it too).
             state.cut_off_in_flight();
+            let _ = tokio::time::timeout(CUT_OFF_WRITES, async {
+                while connections.join_next().await.is_some() {}
+            })
+            .await;
             connections.abort_all();
             while connections.join_next().await.is_some() {}
         }
     }
     Ok(())
 }
+
+/// How long the answers of requests cut off at the end of the grace period get to be written.
+const CUT_OFF_WRITES: Duration = Duration::from_millis(500);
 
 /// HTTP/2's connection preface, which a client speaking HTTP/2 without TLS sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -55,6 +55,8 @@ pub struct SseRelay {
     _guard: InFlightGuard,
     /// Ends the deadline's watchdog (see [`ConnectionCut`]) when the relay goes.
     _watchdog: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Resolves when the shutdown's grace period is over ([`AppState::cut_off`]).
+    cut_off: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// How long after the request's deadline a stream that its client does not read is cut.
@@ -109,6 +111,8 @@ impl SseRelay {
         });
         let idle_for = state.settings.stream_idle_timeout;
         let raw = state.settings.log_raw_chunks.then(BytesMut::new);
+        let cut_state = state.clone();
+        let cut_off = Box::pin(async move { cut_state.cut_off().await });
         SseRelay {
             upstream: Some(upstream),
             // An event may be as large as a whole answer may be; one larger ends the stream.
@@ -127,6 +131,7 @@ impl SseRelay {
             busy: std::time::Duration::ZERO,
             _guard: guard,
             _watchdog: watchdog,
+            cut_off,
         }
     }
 
@@ -295,6 +300,23 @@ impl Body for SseRelay {
                     this.busy += started.elapsed();
                 }
                 Poll::Pending => {
+                    if this.cut_off.as_mut().poll(cx).is_ready() {
+                        let error = ErrorResponse::new(
+                            "the proxy is shutting down and could not finish this stream in time",
+                            "server_error",
+                        )
+                        .with_code("server_shutdown");
+                        let detail = "the proxy shut down (its grace period was over) before \
+                                      the end of the stream"
+                            .to_owned();
+                        this.fail(error, detail);
+                        // Recorded as every request the shutdown cut off is (`ended_early`).
+                        if let Some(r) = this.record.as_mut() {
+                            r.status = 503;
+                            r.error_type = Some("server_shutdown".to_owned());
+                        }
+                        continue;
+                    }
                     if this.deadline.as_mut().poll(cx).is_ready() {
                         let error = ErrorResponse::new(
                             "the upstream stream exceeded the request timeout (REQUEST_TIMEOUT)",

@@ -254,7 +254,15 @@ async fn dispatch(
     }
     let query = req.uri().query().map(str::to_owned);
     match route {
-        Route::Chat => chat::chat(state.clone(), client, req, client_addr).await,
+        Route::Chat => {
+            // Cut off at the end of the shutdown's grace period: the request's record says so
+            // (`chat::Pending`), and the client gets a 503 rather than a dropped connection.
+            tokio::select! {
+                biased;
+                response = chat::chat(state.clone(), client, req, client_addr) => response,
+                () = state.cut_off() => error_response(&ProxyError::ShuttingDown),
+            }
+        }
         Route::Models => models(state),
         Route::Model => model(state),
         Route::Health => health(state),

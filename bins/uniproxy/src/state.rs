@@ -48,6 +48,8 @@ pub struct AppState {
     /// Set once a shutdown's grace period is over: the requests still in flight are being cut
     /// off, and are recorded as such rather than as clients that left.
     cutting_off: AtomicBool,
+    /// Turns `true` with `cutting_off`, for the requests that wait on it ([`AppState::cut_off`]).
+    cut_off: tokio::sync::watch::Sender<bool>,
     /// Whether requests must name a host the proxy answers to ([`AppState::answers_to`]).
     guards_hosts: bool,
     ids: AtomicU64,
@@ -180,6 +182,7 @@ impl AppState {
             header_read_timeout: crate::HEADER_READ_TIMEOUT,
             grace_period: crate::GRACE_PERIOD,
             cutting_off: AtomicBool::new(false),
+            cut_off: tokio::sync::watch::Sender::new(false),
             guards_hosts: guards_hosts(&settings),
             ids: AtomicU64::new(0),
             // Ids must differ across restarts; the start time's nanoseconds mixed with the
@@ -207,6 +210,15 @@ impl AppState {
     /// Says that the grace period is over and the requests still in flight are cut off.
     pub fn cut_off_in_flight(&self) {
         self.cutting_off.store(true, Ordering::Release);
+        self.cut_off.send_replace(true);
+    }
+
+    /// Resolves once the requests in flight are cut off ([`AppState::cut_off_in_flight`]): a
+    /// request waiting on it answers 503, a stream ends with an error event, rather than their
+    /// connections being dropped without a word.
+    pub async fn cut_off(&self) {
+        let mut cut = self.cut_off.subscribe();
+        let _ = cut.wait_for(|c| *c).await;
     }
 
     /// Whether a request that ends before its answer was cut off by the shutdown (rather
