@@ -284,6 +284,46 @@ async fn stream_usage_chunk_reaches_a_client_that_asked_for_it() {
 }
 
 #[tokio::test]
+async fn a_token_count_written_as_null_loses_no_answer() {
+    // Some OpenAI-compatible servers write counts they do not know as null.
+    let odd = json!({"prompt_tokens": 10, "completion_tokens": null, "total_tokens": null});
+    let mut answer = completion("counted oddly");
+    answer["usage"] = odd.clone();
+    let mut usage = usage_chunk();
+    usage["usage"] = odd;
+    let mut steps: Vec<Step> = text_stream(&["Hi"]).into_iter().take(3).collect();
+    steps.push(Step::event(&usage));
+    steps.push(Step::done());
+    let mock = MockUpstream::start(move |r| {
+        if r.json()["stream"] == true {
+            Reply::sse(steps.clone())
+        } else {
+            Reply::json(200, &answer)
+        }
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Custom;
+    let proxy = Proxy::start(settings).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["choices"][0]["message"]["content"], "counted oddly");
+    // The stream asks for usage only because the proxy does: the odd count must not end it.
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    let data = sse_data(&resp.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    assert!(!resp.text().contains("\"error\""), "{}", resp.text());
+    for e in proxy.entries(2).await {
+        let u = &e.entry.usage;
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (Some(10), Some(0), Some(10))
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_upstream_that_refuses_stream_options_gets_streams_without_them() {
     // Mistral's API refuses the usage the proxy asks for on its own.
     let refusal = r#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","stream_options","include_usage"],"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}"#;

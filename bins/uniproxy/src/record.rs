@@ -176,10 +176,12 @@ impl RequestRecord {
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
         let usage = self.usage.as_ref().map_or_else(uniproxy_logstore::Usage::default, |u| {
+            // A server that left the total out (or wrote `null`) still used its tokens.
+            let sum = u.prompt_tokens.saturating_add(u.completion_tokens);
             uniproxy_logstore::Usage {
                 prompt_tokens: Some(u.prompt_tokens),
                 completion_tokens: Some(u.completion_tokens),
-                total_tokens: Some(u.total_tokens),
+                total_tokens: Some(if u.total_tokens == 0 { sum } else { u.total_tokens }),
                 cached_tokens: u.cached_tokens(),
                 reasoning_tokens: u.reasoning_tokens(),
             }

@@ -3,16 +3,22 @@ use serde::{Deserialize, Serialize};
 use crate::Map;
 
 /// Token usage of a completion.
+///
+/// The three counts are read leniently: `null`, a float, a negative number or a string of
+/// digits is read as what it says or 0, never an error. Some OpenAI-compatible servers send
+/// `"completion_tokens": null`, and an answer must not be lost over its bookkeeping (the
+/// proxy asks for a stream's usage itself, so a refused count would break a stream the client
+/// never asked it of).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens in the prompt, cached ones included.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub prompt_tokens: u64,
     /// Tokens generated, reasoning included.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub completion_tokens: u64,
     /// Prompt plus completion.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub total_tokens: u64,
     /// Breakdown of the prompt tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,4 +75,92 @@ pub struct CompletionTokensDetails {
     /// Fields this version does not model.
     #[serde(flatten)]
     pub extra: Map,
+}
+
+/// A token count as a server may write it: an integer, or `null`, a float, a negative number,
+/// a string of digits (as what it says, or 0), or anything else (0).
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct Count;
+
+    impl<'de> serde::de::Visitor<'de> for Count {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a token count")
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<u64, E> {
+            Ok(u64::try_from(v).unwrap_or(0))
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<u64, E> {
+            // `as` saturates, and makes NaN 0.
+            Ok(if v > 0.0 { v.round() as u64 } else { 0 })
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<u64, E> {
+            Ok(v.trim().parse().unwrap_or(0))
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<u64, E> {
+            Ok(0)
+        }
+
+        fn visit_unit<E>(self) -> Result<u64, E> {
+            Ok(0)
+        }
+
+        fn visit_none<E>(self) -> Result<u64, E> {
+            Ok(0)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+            d.deserialize_any(Count)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(0)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+            while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            Ok(0)
+        }
+    }
+
+    d.deserialize_any(Count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Usage;
+
+    #[test]
+    fn a_count_a_server_wrote_oddly_is_read_not_refused() {
+        let read = |json: &str| {
+            serde_json::from_str::<Usage>(json)
+                .map(|u| (u.prompt_tokens, u.completion_tokens, u.total_tokens))
+        };
+        assert_eq!(
+            read(r#"{"prompt_tokens":10,"completion_tokens":null,"total_tokens":null}"#).unwrap(),
+            (10, 0, 0)
+        );
+        assert_eq!(
+            read(r#"{"prompt_tokens":10.0,"completion_tokens":-3,"total_tokens":"12"}"#).unwrap(),
+            (10, 0, 12)
+        );
+        assert_eq!(
+            read(r#"{"prompt_tokens":true,"completion_tokens":[1],"total_tokens":{"a":1}}"#)
+                .unwrap(),
+            (0, 0, 0)
+        );
+        assert_eq!(read(r#"{}"#).unwrap(), (0, 0, 0));
+        // The usage itself must still be an object (a list is no usage).
+        assert!(serde_json::from_str::<Option<Usage>>("null").unwrap().is_none());
+    }
 }
