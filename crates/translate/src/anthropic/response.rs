@@ -193,9 +193,13 @@ pub(crate) fn completion(
         choices: vec![Choice {
             index: 0,
             message,
-            finish_reason: Some(
-                response.stop_reason.as_deref().map(|r| finish_reason(r, ctx.json_object, called)),
-            ),
+            // No stop reason (a proxy in front that dropped it): the answer is whole, as a
+            // stream's `message_stop` says; `finish_reason` is never null in a completion.
+            finish_reason: Some(Some(finish_reason(
+                response.stop_reason.as_deref().unwrap_or("end_turn"),
+                ctx.json_object,
+                called,
+            ))),
             logprobs: Some(None),
             extra: Map::new(),
         }],

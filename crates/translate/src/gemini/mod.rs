@@ -183,6 +183,15 @@ impl Provider for Gemini {
             return Err(TranslateError::Upstream { status, error: Box::new(error) });
         }
         let completion = response::to_completion(&answer, ctx);
+        if completion.choices.is_empty() {
+            // No candidate and no block reason: nothing to answer with, as the stream says too.
+            let error = uniproxy_wire::ErrorResponse::new(
+                "Google answered with no candidates and no reason for it",
+                "upstream_error",
+            )
+            .with_code("bad_upstream_response");
+            return Err(TranslateError::Upstream { status: 502, error: Box::new(error) });
+        }
         let body = json_bytes(ProviderKind::Google, &completion, body.len())?;
         Ok(Translated { completion, body })
     }

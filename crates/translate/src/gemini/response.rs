@@ -200,7 +200,12 @@ pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) 
         choices.push(Choice {
             index: c.index.unwrap_or(pos as u32),
             message,
-            finish_reason: Some(c.finish_reason.as_ref().map(|f| finish_reason(f, called))),
+            // No finish reason on a whole answer: it is whole (`finish_reason` is never null
+            // in a completion).
+            finish_reason: Some(Some(finish_reason(
+                c.finish_reason.as_ref().unwrap_or(&GeminiFinishReason::Stop),
+                called,
+            ))),
             logprobs: Some(None),
             extra: Map::new(),
         });
