@@ -159,7 +159,7 @@ impl AnthropicStream {
                     self.text_frame = None;
                 }
                 if let Some(usage) = &message.usage {
-                    self.usage.update(usage);
+                    self.take_usage(usage);
                 }
                 self.start(out);
             }
@@ -186,7 +186,7 @@ impl AnthropicStream {
             }
             StreamEvent::MessageDelta { delta, usage } => {
                 if let Some(usage) = &usage {
-                    self.usage.update(usage);
+                    self.take_usage(usage);
                 }
                 if let Some(reason) = delta.stop_reason {
                     let called = self.next_call > 0;
@@ -200,13 +200,14 @@ impl AnthropicStream {
                 // Blocks started after `message_delta` (a broken upstream) still end whole.
                 self.close_open(out);
                 self.flush_thinking(out);
-                let usage = openai_usage(&self.usage);
-                if self.include_usage {
+                // The usage as it stands (the record has it already); none made up when the
+                // upstream sent none.
+                if let Some(usage) = self.assembled.usage.clone()
+                    && self.include_usage
+                {
                     let mut chunk = self.chunk();
                     chunk.usage = Some(Some(usage));
                     out.push(self.emit(&chunk));
-                } else {
-                    self.assembled.usage = Some(usage);
                 }
                 out.push(Bytes::from_static(sse::DONE_FRAME));
                 self.done = true;
@@ -440,6 +441,14 @@ impl AnthropicStream {
     fn emit(&mut self, chunk: &ChatCompletionChunk) -> Bytes {
         self.assembled.add_chunk(chunk);
         sse::encode(chunk)
+    }
+
+    /// Takes an event's usage (cumulative, as Anthropic reports it), and keeps the record's up
+    /// to date with it: a stream that ends early (an error, a cut, a client that leaves) still
+    /// records the tokens it was billed.
+    fn take_usage(&mut self, usage: &Usage) {
+        self.usage.update(usage);
+        self.assembled.usage = Some(openai_usage(&self.usage));
     }
 
     /// Ends the stream with an error frame.
