@@ -324,6 +324,36 @@ async fn a_token_count_written_as_null_loses_no_answer() {
 }
 
 #[tokio::test]
+async fn a_stream_its_client_leaves_keeps_the_tokens_already_reported() {
+    // Anthropic reports the input at message_start, Google its running count in each event:
+    // billed whether or not the client stays to the end.
+    let anthropic = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5-20250929\",\"id\":\"msg_01Left\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":50,\"cache_read_input_tokens\":30,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"LEFT-A\"}}\n\n";
+    let google = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"LEFT-G\"}],\"role\": \"model\"}}],\"usageMetadata\": {\"promptTokenCount\": 12,\"candidatesTokenCount\": 2,\"totalTokenCount\": 14},\"modelVersion\": \"gemini-2.0-flash\"}\n\n";
+    for (platform, base, events, marker, prompt) in [
+        (Platform::Anthropic, "/v1", anthropic, "LEFT-A", 80),
+        (Platform::Google, "/v1beta", google, "LEFT-G", 12),
+    ] {
+        let steps = vec![Step::raw(events), Step::Sleep(Duration::from_secs(30))];
+        let mock = MockUpstream::always(Reply::sse(steps)).await;
+        let mut settings = openai_settings(&mock);
+        settings.platform = platform;
+        settings.base_url = Some(format!("{}{base}", mock.url()));
+        let proxy = Proxy::start(settings).await;
+        let mut s =
+            open_stream(proxy.addr, post_request("/v1/chat/completions", &chat_request("a", true)))
+                .await;
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains(marker) {
+            seen.extend_from_slice(&s.next_chunk().await.expect("the first piece").0);
+        }
+        drop(s);
+        let e = proxy.only_entry().await;
+        assert_eq!(e.entry.status, 499, "{platform:?}: {e:#?}");
+        assert_eq!(e.entry.usage.prompt_tokens, Some(prompt), "{platform:?}: {e:#?}");
+    }
+}
+
+#[tokio::test]
 async fn an_upstream_that_refuses_stream_options_gets_streams_without_them() {
     // Mistral's API refuses the usage the proxy asks for on its own.
     let refusal = r#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","stream_options","include_usage"],"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}"#;

@@ -282,7 +282,7 @@ impl GeminiStream {
         usage_metadata: Option<UsageMetadata>,
     ) -> Vec<Bytes> {
         if let Some(u) = &usage_metadata {
-            self.usage = Some(usage(u));
+            self.take_usage(u);
         }
         let (text, reasoning) = if thought { ("", text) } else { (text, "") };
         let mut out = Vec::with_capacity(1);
@@ -290,11 +290,15 @@ impl GeminiStream {
         out
     }
 
+    /// Takes an event's usage (cumulative, as Google reports it), and keeps the record's up to
+    /// date with it: a stream that ends early (a client that leaves) still records its tokens.
+    fn take_usage(&mut self, u: &UsageMetadata) {
+        self.usage = Some(usage(u));
+        self.assembled.usage.clone_from(&self.usage);
+    }
+
     fn fail(&mut self, error: ErrorResponse) -> Vec<Bytes> {
         let frame = sse::encode(&error);
-        if self.assembled.usage.is_none() {
-            self.assembled.usage.clone_from(&self.usage);
-        }
         self.assembled.error = Some(error);
         self.done = true;
         vec![frame]
@@ -311,7 +315,7 @@ impl GeminiStream {
             self.candidates.iter_mut().for_each(|c| c.text_frame = None);
         }
         if let Some(u) = &r.usage_metadata {
-            self.usage = Some(usage(u));
+            self.take_usage(u);
         }
         let mut out = Vec::new();
         for (pos, c) in r.candidates().iter().enumerate() {
