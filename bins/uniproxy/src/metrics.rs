@@ -204,8 +204,14 @@ impl Metrics {
         if let Some(t) = o.ttft {
             c.ttft.observe(t);
         }
-        c.prompt_tokens.fetch_add(o.prompt_tokens, Ordering::Relaxed);
-        c.completion_tokens.fetch_add(o.completion_tokens, Ordering::Relaxed);
+        // Saturating, not wrapping: the counts are the upstream's to say.
+        for (counter, n) in
+            [(&c.prompt_tokens, o.prompt_tokens), (&c.completion_tokens, o.completion_tokens)]
+        {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sum| {
+                Some(sum.saturating_add(n))
+            });
+        }
         if o.timed_out {
             c.timeouts.fetch_add(1, Ordering::Relaxed);
         }

@@ -177,11 +177,14 @@ impl LogStore {
             ) = read().map_err(sql("stats"))?;
             stats.requests += 1;
             stats.errors += u64::from(failed);
-            stats.prompt_tokens += tokens(prompt);
-            stats.completion_tokens += tokens(completion);
-            stats.total_tokens += tokens(total);
-            stats.cached_tokens += tokens(cached);
-            stats.reasoning_tokens += tokens(reasoning);
+            // Saturating: a count is what an upstream said, and a few near u64::MAX (a broken
+            // or hostile server) must not overflow the sums.
+            let add = |sum: &mut u64, n| *sum = sum.saturating_add(tokens(n));
+            add(&mut stats.prompt_tokens, prompt);
+            add(&mut stats.completion_tokens, completion);
+            add(&mut stats.total_tokens, total);
+            add(&mut stats.cached_tokens, cached);
+            add(&mut stats.reasoning_tokens, reasoning);
             // A request refused in the proxy (a wrong key, a malformed body) asked nothing of
             // the model: its time says nothing of the model's, and a flood of them would pull
             // the percentiles to zero. An error's first byte is not a first token.
@@ -195,7 +198,7 @@ impl LogStore {
                 let acc = buckets.entry(received.div_euclid(width) * width).or_default();
                 acc.requests += 1;
                 acc.errors += u64::from(failed);
-                acc.tokens += tokens(total);
+                acc.tokens = acc.tokens.saturating_add(tokens(total));
                 if asked {
                     acc.latencies.push(latency);
                 }

@@ -410,6 +410,26 @@ fn requests_the_proxy_refused_itself_leave_the_percentiles_alone() {
     assert_eq!(stats.series[0].p50_latency_ms, 500);
 }
 
+#[test]
+fn token_counts_an_upstream_made_huge_saturate_the_sums() {
+    // Stored saturated at i64::MAX each (a broken or hostile server said 2^63 + 5): three of
+    // them are more than a u64 holds.
+    let (_dir, store) = temp_store();
+    let batch: Vec<_> = (1..=3u64)
+        .map(|i| {
+            let mut e = entry(i);
+            e.usage.prompt_tokens = Some(u64::MAX);
+            e.usage.total_tokens = Some(u64::MAX);
+            e
+        })
+        .collect();
+    store.insert_batch(&batch).unwrap();
+    let stats = store.stats(&StatsQuery { bucket_ms: Some(60_000), ..StatsQuery::default() });
+    let stats = stats.unwrap();
+    assert_eq!((stats.prompt_tokens, stats.total_tokens), (u64::MAX, u64::MAX));
+    assert_eq!(stats.series[0].tokens, u64::MAX);
+}
+
 fn big_entry(i: u64) -> NewEntry {
     let mut e = entry(i);
     e.response = "x".repeat(20_000);

@@ -36,14 +36,18 @@ pub(crate) fn finish_reason(stop_reason: &str, json_object: bool, called: bool) 
 /// to and read from the cache, OpenAI's `prompt_tokens` counts them.
 pub(crate) fn openai_usage(usage: &Usage) -> OpenAiUsage {
     let read = usage.cache_read_input_tokens;
-    let prompt = usage.input_tokens.unwrap_or(0)
-        + usage.cache_creation_input_tokens.unwrap_or(0)
-        + read.unwrap_or(0);
+    // Saturating: the counts are the upstream's to say, and must not overflow (a panic in a
+    // debug build, a wrong total in a release one).
+    let prompt = usage
+        .input_tokens
+        .unwrap_or(0)
+        .saturating_add(usage.cache_creation_input_tokens.unwrap_or(0))
+        .saturating_add(read.unwrap_or(0));
     let completion = usage.output_tokens.unwrap_or(0);
     OpenAiUsage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: prompt + completion,
+        total_tokens: prompt.saturating_add(completion),
         prompt_tokens_details: read.map(|cached| PromptTokensDetails {
             cached_tokens: Some(cached),
             ..Default::default()
@@ -213,4 +217,21 @@ pub(crate) fn completion(
 /// A tool call's input as the arguments' JSON text; a missing input is no arguments.
 pub(crate) fn tool_arguments(input: &serde_json::Value) -> String {
     if input.is_null() { "{}".to_owned() } else { input.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_an_upstream_made_huge_saturate() {
+        let usage = Usage {
+            input_tokens: Some(u64::MAX),
+            output_tokens: Some(7),
+            cache_creation_input_tokens: Some(1),
+            cache_read_input_tokens: Some(1),
+        };
+        let u = openai_usage(&usage);
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (u64::MAX, 7, u64::MAX));
+    }
 }

@@ -79,11 +79,11 @@ fn stop_reason(reason: &GeminiFinishReason) -> FinishReason {
 pub(crate) fn usage(u: &UsageMetadata) -> Usage {
     let prompt = u.prompt_token_count.unwrap_or(0);
     let thoughts = u.thoughts_token_count.unwrap_or(0);
-    let completion = u.candidates_token_count.unwrap_or(0) + thoughts;
+    let completion = u.candidates_token_count.unwrap_or(0).saturating_add(thoughts);
     Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: u.total_token_count.unwrap_or(prompt + completion),
+        total_tokens: u.total_token_count.unwrap_or(prompt.saturating_add(completion)),
         prompt_tokens_details: u
             .cached_content_token_count
             .map(|c| PromptTokensDetails { cached_tokens: Some(c), ..Default::default() }),
