@@ -75,9 +75,13 @@ fn stop_reason(reason: &GeminiFinishReason) -> FinishReason {
     }
 }
 
-/// OpenAI usage from Gemini's counts: thoughts count as completion (reasoning) tokens.
+/// OpenAI usage from Gemini's counts: thoughts count as completion (reasoning) tokens, and
+/// tool use's input as prompt tokens, so that prompt plus completion is Gemini's total.
 pub(crate) fn usage(u: &UsageMetadata) -> Usage {
-    let prompt = u.prompt_token_count.unwrap_or(0);
+    let prompt = u
+        .prompt_token_count
+        .unwrap_or(0)
+        .saturating_add(u.tool_use_prompt_token_count.unwrap_or(0));
     let thoughts = u.thoughts_token_count.unwrap_or(0);
     let completion = u.candidates_token_count.unwrap_or(0).saturating_add(thoughts);
     Usage {

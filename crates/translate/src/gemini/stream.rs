@@ -95,6 +95,7 @@ fn read_usage(r: &mut Reader<'_>) -> Option<UsageMetadata> {
         (b"candidatesTokenCount", &mut usage.candidates_token_count),
         (b"thoughtsTokenCount", &mut usage.thoughts_token_count),
         (b"cachedContentTokenCount", &mut usage.cached_content_token_count),
+        (b"toolUsePromptTokenCount", &mut usage.tool_use_prompt_token_count),
         (b"totalTokenCount", &mut usage.total_token_count),
     ];
     named_fields(r, counts, count, |r, _| r.skip_kept())?;

@@ -357,6 +357,9 @@ pub(crate) struct UsageMetadata {
     /// Prompt tokens read from the cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cached_content_token_count: Option<u64>,
+    /// Input tokens of tool use (built-in tools' results), billed as input beside the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tool_use_prompt_token_count: Option<u64>,
     /// Everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) total_token_count: Option<u64>,
