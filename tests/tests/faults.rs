@@ -665,7 +665,7 @@ async fn a_stream_its_client_stops_reading_is_cut_at_the_request_timeout() {
         if r.json()["stream"] != true {
             return Reply::json(200, &completion("ok"));
         }
-        let piece = chunk(json!({"content": "x".repeat(16 * 1024)}), None);
+        let piece = chunk(json!({"content": "x".repeat(256 * 1024)}), None);
         let mut steps = text_stream(&[]).into_iter().take(1).collect::<Vec<_>>();
         let piece = Bytes::from(format!("data: {piece}\n\n"));
         steps.push(Step::Forever(Duration::from_millis(1), piece));
@@ -673,7 +673,7 @@ async fn a_stream_its_client_stops_reading_is_cut_at_the_request_timeout() {
     })
     .await;
     let mut settings = openai_settings(&mock);
-    settings.request_timeout = Duration::from_millis(800);
+    settings.request_timeout = Duration::from_millis(1500);
     let proxy = Proxy::start(settings).await;
 
     let body = chat_request("a", true).to_string();
