@@ -19,9 +19,9 @@ use crate::routes::{ProxyBody, error_response_with, json_response};
 use crate::state::AppState;
 use crate::upstream::Client;
 
-/// The most of an upstream's non-stream answer the proxy will buffer, and of one event of a
-/// stream.
-pub(crate) const MAX_UPSTREAM_BODY: usize = 64 << 20;
+/// The most of an upstream's non-stream answer the proxy will buffer, as much as one event of
+/// a stream may hold (`sse::MAX_EVENT`).
+const MAX_UPSTREAM_BODY: usize = uniproxy_translate::sse::MAX_EVENT;
 
 /// The headers of an upstream's error answer that say when to try again, passed on with the
 /// error: the OpenAI SDKs wait as `retry-after-ms` or `retry-after` say before they retry
@@ -104,12 +104,7 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
     // has space), or a stranger's refusal while the store can keep nothing: counted, not
     // written.
     let stuck = matches!(e, ProxyError::LogStoreStuck)
-        || matches!(
-            e,
-            ProxyError::Unauthorized
-                | ProxyError::CrossOrigin { .. }
-                | ProxyError::HostNotAllowed { .. }
-        ) && pending.state.recorder.refusing();
+        || e.turns_away() && pending.state.recorder.refusing();
     if stuck {
         pending.count_only();
     } else {
@@ -194,7 +189,7 @@ pub fn record_unhandled(
 }
 
 /// A request's record until it is handed on (to the recorder, or to a stream's relay), with
-/// the time spent waiting on the client's body and the upstream so far.
+/// the time spent waiting on the upstream so far (the client's body's is the record's).
 ///
 /// hyper drops a request's future when its client hangs up before the answer: it reads the
 /// connection while the handler runs (and `serve` drops it when the shutdown's grace period
@@ -204,9 +199,7 @@ struct Pending<'a> {
     state: &'a AppState,
     started: Instant,
     record: RequestRecord,
-    waiting: Duration,
-    /// The part of `waiting` spent on the client's body.
-    client_wait: Duration,
+    upstream_wait: Duration,
     handed_on: bool,
     /// The [`RETRY_HEADERS`] of the upstream's error answer, for the client's.
     retry_headers: Vec<(header::HeaderName, header::HeaderValue)>,
@@ -221,8 +214,7 @@ impl<'a> Pending<'a> {
             state,
             started,
             record,
-            waiting: Duration::ZERO,
-            client_wait: Duration::ZERO,
+            upstream_wait: Duration::ZERO,
             handed_on: false,
             retry_headers: Vec::new(),
             upstream_answer: None,
@@ -238,7 +230,8 @@ impl<'a> Pending<'a> {
     /// The time spent so far in the proxy itself: all of it but the waits on the client's
     /// body and the upstream.
     fn overhead(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.waiting).saturating_sub(self.client_wait)
+        let waits = self.upstream_wait + self.record.client_wait;
+        self.started.elapsed().saturating_sub(waits)
     }
 
     /// Counts the record in the metrics without writing it (see [`ProxyError::LogStoreStuck`]).
@@ -334,7 +327,7 @@ fn hung_up(e: &hyper::Error) -> bool {
 }
 
 /// Awaits a wait on the client (its body) or the upstream (a send with its retries and their
-/// backoff, or the reading of an answer), adding the time it took to `waiting` whatever its
+/// backoff, or the reading of an answer), adding the time it took to `total` whatever its
 /// outcome: a request that fails there did not spend that time in the proxy.
 ///
 /// The wait comes pinned where the caller keeps it: taken by value, an `async fn` keeps its
@@ -344,8 +337,8 @@ fn hung_up(e: &hyper::Error) -> bool {
 ///
 /// The time is added when the wait ends or is dropped: a request whose client leaves
 /// mid-wait is recorded with the time it waited (see [`Pending`]).
-async fn waited<F: Future>(waiting: &mut Duration, wait: Pin<&mut F>) -> F::Output {
-    let _clock = WaitClock { total: waiting, started: Instant::now() };
+async fn waited<F: Future>(total: &mut Duration, wait: Pin<&mut F>) -> F::Output {
+    let _clock = WaitClock { total, started: Instant::now() };
     wait.await
 }
 
@@ -411,9 +404,9 @@ async fn handle(
     // The time the client takes to send it is not the proxy's (`x-uniproxy-overhead-ms`).
     let read =
         pin!(tokio::time::timeout_at(deadline.into(), read_body(req, settings.max_body_size)));
-    let body =
-        waited(&mut pending.client_wait, read).await.map_err(|_| ProxyError::BodyTimeout)??;
-    pending.record.client_wait = pending.client_wait;
+    let body = waited(&mut pending.record.client_wait, read)
+        .await
+        .map_err(|_| ProxyError::BodyTimeout)??;
     pending.record.client_request = body.clone();
     let Prepared { mut up, ctx, client_stream, upstream_stream } =
         prepare(state, &body, &mut pending.record)?;
@@ -437,7 +430,7 @@ async fn handle(
                     &record.request_id,
                     &mut record.attempts,
                 ));
-                let response = waited(&mut pending.waiting, sent).await?;
+                let response = waited(&mut pending.upstream_wait, sent).await?;
                 if !response.status().is_success() {
                     pending.retry_headers = RETRY_HEADERS
                         .iter()
@@ -453,7 +446,7 @@ async fn handle(
             break (status, upstream_body, whole);
         }
         let read = pin!(read_upstream(upstream_body, deadline));
-        let error = waited(&mut pending.waiting, read).await?;
+        let error = waited(&mut pending.upstream_wait, read).await?;
         // What the provider can leave out and the upstream refused goes again without it
         // (see `Provider::refused`): the usage a stream asks for (the proxy's own addition,
         // unless the client asked for it too), a sampling member the configured model takes
@@ -503,7 +496,7 @@ async fn handle(
     }
 
     let read = pin!(read_upstream(upstream_body, deadline));
-    let body = waited(&mut pending.waiting, read).await?;
+    let body = waited(&mut pending.upstream_wait, read).await?;
     // Kept for the record's error, should the answer not read as its platform's.
     pending.upstream_answer = Some(body.clone());
     let mut response = if client_stream {

@@ -349,24 +349,33 @@ impl ProxyError {
         if status == 401 { ProxyError::UpstreamAuth(e) } else { ProxyError::Translate(e) }
     }
 
-    /// Whether the error is answered before the request's body is read to its end (the key
-    /// refused, the proxy too busy or its log stuck, a body too large, slow, compressed or
-    /// broken), so the connection cannot carry another request.
-    pub fn leaves_body_unread(&self) -> bool {
+    /// Whether the request is turned away for who sent it (no valid key, a foreign web page,
+    /// a host name the proxy does not answer to), before anything of it is read.
+    pub fn turns_away(&self) -> bool {
         matches!(
             self,
             ProxyError::Unauthorized
                 | ProxyError::CrossOrigin { .. }
                 | ProxyError::HostNotAllowed { .. }
-                | ProxyError::BodyTooLarge { .. }
-                | ProxyError::UnsupportedEncoding { .. }
-                | ProxyError::BodyRead(_)
-                | ProxyError::BodyCut(_)
-                | ProxyError::BodyTimeout
-                | ProxyError::LogStoreStuck
-                | ProxyError::ShuttingDown
-                | ProxyError::Overloaded { .. }
         )
+    }
+
+    /// Whether the error is answered before the request's body is read to its end (the
+    /// request turned away, the proxy too busy or its log stuck, a body too large, slow,
+    /// compressed or broken), so the connection cannot carry another request.
+    pub fn leaves_body_unread(&self) -> bool {
+        self.turns_away()
+            || matches!(
+                self,
+                ProxyError::BodyTooLarge { .. }
+                    | ProxyError::UnsupportedEncoding { .. }
+                    | ProxyError::BodyRead(_)
+                    | ProxyError::BodyCut(_)
+                    | ProxyError::BodyTimeout
+                    | ProxyError::LogStoreStuck
+                    | ProxyError::ShuttingDown
+                    | ProxyError::Overloaded { .. }
+            )
     }
 
     /// The full chain of causes, for the log.
@@ -401,18 +410,15 @@ fn sanitize(response: &mut ErrorResponse, key: &str) {
         redact_key(param, key);
     }
     if let Some(code) = &mut e.code {
-        *code = match code.take() {
-            Some(Value::String(mut text)) => {
-                redact_key(&mut text, key);
-                Some(Value::String(text))
-            }
+        let text = match code.take() {
             Some(Value::Null) | None => None,
-            Some(other) => {
-                let mut text = other.to_string();
-                redact_key(&mut text, key);
-                Some(Value::String(text))
-            }
+            Some(Value::String(text)) => Some(text),
+            Some(other) => Some(other.to_string()),
         };
+        *code = text.map(|mut text| {
+            redact_key(&mut text, key);
+            Value::String(text)
+        });
     }
     for value in e.extra.values_mut() {
         redact_strings(value, key);

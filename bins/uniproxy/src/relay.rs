@@ -19,7 +19,6 @@ use tokio::time::Sleep;
 use uniproxy_translate::{StreamTranslator, sse};
 use uniproxy_wire::ErrorResponse;
 
-use crate::chat::MAX_UPSTREAM_BODY;
 use crate::error::redact_key;
 use crate::record::{RequestRecord, Waiting, ended_early, now_ms};
 use crate::state::{AppState, InFlightGuard};
@@ -115,8 +114,9 @@ impl SseRelay {
         let cut_off = Box::pin(async move { cut_state.cut_off().await });
         SseRelay {
             upstream: Some(upstream),
-            // An event may be as large as a whole answer may be; one larger ends the stream.
-            decoder: sse::Decoder::with_max_event(MAX_UPSTREAM_BODY),
+            // An event may be as large as a whole answer may be (`sse::MAX_EVENT`); one larger
+            // ends the stream.
+            decoder: sse::Decoder::new(),
             translator,
             pending: VecDeque::new(),
             out: Vec::new(),

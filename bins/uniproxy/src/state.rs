@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use slog::Logger;
@@ -45,10 +45,9 @@ pub struct AppState {
     /// How long requests in flight get to finish after a shutdown signal
     /// ([`crate::GRACE_PERIOD`]). Not a setting either; tests shorten it.
     pub grace_period: std::time::Duration,
-    /// Set once a shutdown's grace period is over: the requests still in flight are being cut
-    /// off, and are recorded as such rather than as clients that left.
-    cutting_off: AtomicBool,
-    /// Turns `true` with `cutting_off`, for the requests that wait on it ([`AppState::cut_off`]).
+    /// Turns `true` once a shutdown's grace period is over: the requests still in flight are
+    /// being cut off, and are recorded as such rather than as clients that left; those that
+    /// wait on it answer so ([`AppState::cut_off`]).
     cut_off: tokio::sync::watch::Sender<bool>,
     /// Whether requests must name a host the proxy answers to ([`AppState::answers_to`]).
     guards_hosts: bool,
@@ -181,7 +180,6 @@ impl AppState {
             session_salt: crate::admin::session_salt(),
             header_read_timeout: crate::HEADER_READ_TIMEOUT,
             grace_period: crate::GRACE_PERIOD,
-            cutting_off: AtomicBool::new(false),
             cut_off: tokio::sync::watch::Sender::new(false),
             guards_hosts: guards_hosts(&settings),
             ids: AtomicU64::new(0),
@@ -209,7 +207,6 @@ impl AppState {
 
     /// Says that the grace period is over and the requests still in flight are cut off.
     pub fn cut_off_in_flight(&self) {
-        self.cutting_off.store(true, Ordering::Release);
         self.cut_off.send_replace(true);
     }
 
@@ -224,7 +221,7 @@ impl AppState {
     /// Whether a request that ends before its answer was cut off by the shutdown (rather
     /// than left by its client).
     pub fn cutting_off(&self) -> bool {
-        self.cutting_off.load(Ordering::Acquire)
+        *self.cut_off.borrow()
     }
 
     /// Whether the proxy answers a request whose `Host` is `host` (`None`: sent without one, as

@@ -231,24 +231,20 @@ impl LogStore {
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
                     .is_ok_and(|busy| busy == 0)
             });
-            let [wal_id, shm_id] = side_ids(path);
-            if wal_id.is_some() && wal_id == sides[0] && !checkpointed {
-                let wal = side_path(path, "-wal");
-                let ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis());
-                let aside = side_path(path, &format!("-wal.orphaned-{ms}"));
-                std::fs::rename(&wal, &aside)
-                    .map_err(|source| StoreError::Io { path: wal, source })?;
-            }
-            for (suffix, (id, ours)) in
-                SIDE_SUFFIXES.iter().zip([wal_id, shm_id].into_iter().zip(sides))
-            {
-                if id.is_none() || id != ours {
+            for ((suffix, now), ours) in SIDE_SUFFIXES.iter().zip(side_ids(path)).zip(sides) {
+                if now.is_none() || now != ours {
                     continue;
                 }
                 let side = side_path(path, suffix);
-                match std::fs::remove_file(&side) {
+                let gone = if *suffix == "-wal" && !checkpointed {
+                    let ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis());
+                    std::fs::rename(&side, side_path(path, &format!("-wal.orphaned-{ms}")))
+                } else {
+                    std::fs::remove_file(&side)
+                };
+                match gone {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => return Err(StoreError::Io { path: side, source }),

@@ -554,13 +554,7 @@ impl Worker {
     /// Writes to the failing database without an entry (see [`LogStore::probe_write`]); if it
     /// takes the write, it counts as written again.
     fn probe(&self) {
-        let probed = self.store.reopen_if_replaced().and_then(|reopened| {
-            if reopened {
-                self.shared.reopens.fetch_add(1, Ordering::Relaxed);
-            }
-            self.store.probe_write()
-        });
-        match probed {
+        match self.reopen_if_replaced().and_then(|()| self.store.probe_write()) {
             Ok(()) => self.shared.db_failing.store(false, Ordering::Relaxed),
             Err(error) => self.shared.set_error(&error),
         }
@@ -579,10 +573,16 @@ impl Worker {
         batch.push(entry);
     }
 
-    fn write_db(&self, batch: &[NewEntry]) -> Result<(), StoreError> {
+    /// [`LogStore::reopen_if_replaced`], counted in [`WriterStats::reopens`].
+    fn reopen_if_replaced(&self) -> Result<(), StoreError> {
         if self.store.reopen_if_replaced()? {
             self.shared.reopens.fetch_add(1, Ordering::Relaxed);
         }
+        Ok(())
+    }
+
+    fn write_db(&self, batch: &[NewEntry]) -> Result<(), StoreError> {
+        self.reopen_if_replaced()?;
         // A full batch means the writer is behind: it keeps its core until it catches up.
         match self.yield_every.filter(|_| batch.len() < self.batch_max) {
             Some(every) => {

@@ -123,10 +123,7 @@ impl Assembled {
         name: Option<&str>,
         input: Option<&str>,
     ) {
-        self.tool_call_fragment(choice, index, id, name, input);
-        let choice = self.choice(choice);
-        let call =
-            choice.tool_calls_at.find_or_push(&mut choice.tool_calls, index, Default::default);
+        let call = self.call_fragment(choice, index, id, name, input);
         call.kind.get_or_insert_with(|| "custom".to_owned());
     }
 
@@ -158,6 +155,18 @@ impl Assembled {
         name: Option<&str>,
         arguments: Option<&str>,
     ) {
+        self.call_fragment(choice, index, id, name, arguments);
+    }
+
+    /// [`tool_call_fragment`](Self::tool_call_fragment), giving back the call.
+    fn call_fragment(
+        &mut self,
+        choice: u32,
+        index: u32,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+    ) -> &mut AssembledToolCall {
         let kept = [id, name, arguments].iter().flatten().map(|t| t.len()).sum();
         self.kept(kept);
         let choice = self.choice(choice);
@@ -174,6 +183,7 @@ impl Assembled {
         if let Some(args) = arguments {
             call.arguments.push_str(args);
         }
+        call
     }
 
     /// What [`add_chunk`](Self::add_chunk) does with a chunk of this head whose one choice

@@ -181,6 +181,17 @@ fn string_or_skip<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
     })
 }
 
+/// An error envelope read from `body`, alone or as the first element of a JSON array, as
+/// Google sends its errors (its native stream endpoint, and its OpenAI-compatible one).
+/// Told apart by the first byte: serde would read a one-element array as the struct itself.
+pub(crate) fn first_or_only<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+    if body.trim_ascii_start().starts_with(b"[") {
+        serde_json::from_slice::<Vec<T>>(body).ok().and_then(|v| v.into_iter().next())
+    } else {
+        serde_json::from_slice::<T>(body).ok()
+    }
+}
+
 /// An upstream's OpenAI-shaped error with every key the OpenAI SDKs read: its own values are
 /// kept, and what it left out (Ollama, vLLM and OpenRouter leave out some) is filled in — the
 /// type from the status, `param` and `code` as `null`.

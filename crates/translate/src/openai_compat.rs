@@ -18,6 +18,7 @@ use uniproxy_wire::{
     PromptTokensDetails, StreamOptions, Usage, from_slice,
 };
 
+use crate::error::first_or_only;
 use crate::json_bytes;
 use crate::scan::{
     Reader, Template, TemplateSlot, count, named_fields, once, raw_members, string_at,
@@ -543,12 +544,7 @@ impl Provider for OpenAiCompat {
 /// An OpenAI-shaped error body, or the body's text when it is not one.
 pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError {
     // Google's OpenAI-compatible endpoint sends its errors as a one-element array.
-    let parsed = if body.trim_ascii_start().starts_with(b"[") {
-        from_slice::<Vec<ErrorResponse>>(body).ok().and_then(|v| v.into_iter().next())
-    } else {
-        from_slice::<ErrorResponse>(body).ok()
-    };
-    let error = match parsed {
+    let error = match first_or_only::<ErrorResponse>(body) {
         Some(e) => complete_error(e, status),
         None => fallback_error(status, body),
     };
@@ -1336,6 +1332,18 @@ impl StreamTranslator for OpenAiStream {
 mod tests {
     use super::*;
 
+    /// The context of a stream whose chunks may leave out what the context says.
+    fn local_ctx(include_usage: bool) -> ResponseContext {
+        ResponseContext {
+            id: "chatcmpl-local".into(),
+            created: 1,
+            model: "m".into(),
+            include_usage,
+            json_object: false,
+            legacy_functions: false,
+        }
+    }
+
     fn answer_and_response(
         status: u16,
         body: &[u8],
@@ -1574,14 +1582,7 @@ mod tests {
         assert_eq!((call.kind.as_str(), call.function.as_ref()), ("custom", None));
         assert_eq!(call.extra["custom"]["input"], "print(1)");
 
-        let ctx = ResponseContext {
-            id: "chatcmpl-local".into(),
-            created: 1,
-            model: "m".into(),
-            include_usage: false,
-            json_object: false,
-            legacy_functions: false,
-        };
+        let ctx = local_ctx(false);
         let mut stream = OpenAiStream::new(&ctx);
         let chunks = [
             r#"{"id":"chatcmpl-C2","object":"chat.completion.chunk","created":1754000000,"model":"gpt-5","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"custom","custom":{"name":"code_exec","input":""}}]},"finish_reason":null}]}"#,
@@ -1628,14 +1629,7 @@ mod tests {
 
     #[test]
     fn a_huge_stream_is_relayed_whole_and_recorded_up_to_the_limit() {
-        let ctx = ResponseContext {
-            id: "chatcmpl-local".into(),
-            created: 1,
-            model: "m".into(),
-            include_usage: false,
-            json_object: false,
-            legacy_functions: false,
-        };
+        let ctx = local_ctx(false);
         let mut stream = OpenAiStream::new(&ctx);
         let piece = "y".repeat(1 << 20);
         let chunk = format!(
@@ -2018,14 +2012,7 @@ mod tests {
     /// that every chunk gives both the same frames and that both end with the same answer;
     /// gives back the first, and how many chunks it read through a template.
     fn read_both_ways(chunks: &[String]) -> (OpenAiStream, usize) {
-        let ctx = ResponseContext {
-            id: "chatcmpl-local".into(),
-            created: 1,
-            model: "m".into(),
-            include_usage: true,
-            json_object: false,
-            legacy_functions: false,
-        };
+        let ctx = local_ctx(true);
         let mut fast = OpenAiStream::new(&ctx);
         let mut full = OpenAiStream::new(&ctx);
         full.template = TemplateSlot::off();
@@ -2153,14 +2140,7 @@ mod tests {
         );
         let (stream, templated) = read_both_ways(&chunks);
         assert_eq!(templated, 3, "the content chunks still take the template");
-        let mut stream2 = OpenAiStream::new(&ResponseContext {
-            id: "chatcmpl-local".into(),
-            created: 1,
-            model: "m".into(),
-            include_usage: true,
-            json_object: false,
-            legacy_functions: false,
-        });
+        let mut stream2 = OpenAiStream::new(&local_ctx(true));
         let frames: Vec<String> = chunks
             .iter()
             .flat_map(|c| stream2.push(&SseEvent::new(None, c.clone())).unwrap())
@@ -2189,14 +2169,7 @@ mod tests {
         assert_eq!(choice.finish_reason, Some(uniproxy_wire::FinishReason::Stop));
 
         // A stream that never names them gets the context's.
-        let mut stream = OpenAiStream::new(&ResponseContext {
-            id: "chatcmpl-local".into(),
-            created: 1,
-            model: "m".into(),
-            include_usage: true,
-            json_object: false,
-            legacy_functions: false,
-        });
+        let mut stream = OpenAiStream::new(&local_ctx(true));
         let frame = stream.push(&SseEvent::new(None, chunks[5].clone())).unwrap().remove(0);
         assert_eq!(
             &frame[..],

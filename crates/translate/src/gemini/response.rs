@@ -11,6 +11,7 @@ use super::wire::{
     Candidate, GeminiFinishReason, GenerateContentResponse, GoogleError, GoogleErrorBody,
     PromptFeedback, UsageMetadata,
 };
+use crate::error::first_or_only;
 use crate::{ResponseContext, TranslateError, error_type_for_status, fallback_error};
 
 /// How the client takes the model's function calls.
@@ -280,13 +281,7 @@ pub(crate) fn error_response(error: &GoogleError, http_status: u16) -> ErrorResp
 /// An error answer: Google's envelope (alone, or as the first element of the JSON array the
 /// non-SSE stream endpoint sends), or the body's text.
 pub(crate) fn translate_error(status: u16, body: &[u8]) -> TranslateError {
-    // Checked by the first byte: serde would read a one-element array as the struct itself.
-    let parsed = if body.trim_ascii_start().starts_with(b"[") {
-        serde_json::from_slice::<Vec<GoogleErrorBody>>(body).ok().and_then(|v| v.into_iter().next())
-    } else {
-        serde_json::from_slice::<GoogleErrorBody>(body).ok()
-    };
-    let (status, error) = match parsed {
+    let (status, error) = match first_or_only::<GoogleErrorBody>(body) {
         Some(b) => {
             // Google refuses a bad key with 400 `INVALID_ARGUMENT`, its reason in the details:
             // it stands for the 401 it is, so that a caller tells it from a bad request.

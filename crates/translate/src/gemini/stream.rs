@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use uniproxy_wire::{
     ChatCompletionChunk, ChunkChoice, Delta, ErrorResponse, FinishReason, FunctionCallDelta, Map,
-    Role, ToolCall, ToolCallDelta, Usage,
+    Role, ToolCall, ToolCallDelta,
 };
 
 use super::response::{
@@ -115,7 +115,6 @@ pub(crate) struct GeminiStream {
     /// Where the candidates not at the place of their index are (an upstream's numbers are
     /// its own: found without a scan, whatever they are).
     candidates_at: Places,
-    usage: Option<Usage>,
     assembled: Assembled,
     done: bool,
     /// The last text event read in full (see [`EventTemplate`]).
@@ -131,7 +130,6 @@ impl GeminiStream {
             ids: CallIds::new(ctx),
             candidates: Vec::new(),
             candidates_at: Places::default(),
-            usage: None,
             assembled: Assembled::new(ctx.id.clone(), ctx.created, String::new()),
             done: false,
             template: TemplateSlot::default(),
@@ -291,11 +289,10 @@ impl GeminiStream {
         out
     }
 
-    /// Takes an event's usage (cumulative, as Google reports it), and keeps the record's up to
-    /// date with it: a stream that ends early (a client that leaves) still records its tokens.
+    /// Takes an event's usage (cumulative, as Google reports it) into the record: a stream
+    /// that ends early (a client that leaves) still records its tokens.
     fn take_usage(&mut self, u: &UsageMetadata) {
-        self.usage = Some(usage(u));
-        self.assembled.usage.clone_from(&self.usage);
+        self.assembled.usage = Some(usage(u));
     }
 
     fn fail(&mut self, error: ErrorResponse) -> Vec<Bytes> {
@@ -399,14 +396,13 @@ impl StreamTranslator for GeminiStream {
             chunk.choices.push(choice);
             chunks.push(chunk);
         }
-        match self.usage.clone() {
-            Some(u) if self.ctx.include_usage => {
-                let mut chunk = self.chunk();
-                chunk.usage = Some(Some(u));
-                chunks.push(chunk);
-            }
-            // The log keeps the usage even when the client did not ask for it.
-            u => self.assembled.usage = u,
+        // The record has the usage already, whether or not the client asked for it.
+        if let Some(u) = self.assembled.usage.clone()
+            && self.ctx.include_usage
+        {
+            let mut chunk = self.chunk();
+            chunk.usage = Some(Some(u));
+            chunks.push(chunk);
         }
         let mut frames = self.emit(chunks);
         frames.push(Bytes::from_static(sse::DONE_FRAME));
