@@ -123,7 +123,7 @@ impl Assembled {
         name: Option<&str>,
         input: Option<&str>,
     ) {
-        let call = self.call_fragment(choice, index, id, name, input);
+        let call = self.tool_call_fragment(choice, index, id, name, input);
         call.kind.get_or_insert_with(|| "custom".to_owned());
     }
 
@@ -146,20 +146,9 @@ impl Assembled {
         call.arguments.push_str(arguments);
     }
 
-    /// Adds a tool call fragment: the first fragment of a call brings its id and name.
+    /// Adds a tool call fragment: the first fragment of a call brings its id and name. Gives
+    /// back the call.
     pub fn tool_call_fragment(
-        &mut self,
-        choice: u32,
-        index: u32,
-        id: Option<&str>,
-        name: Option<&str>,
-        arguments: Option<&str>,
-    ) {
-        self.call_fragment(choice, index, id, name, arguments);
-    }
-
-    /// [`tool_call_fragment`](Self::tool_call_fragment), giving back the call.
-    fn call_fragment(
         &mut self,
         choice: u32,
         index: u32,
