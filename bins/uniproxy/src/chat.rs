@@ -11,7 +11,7 @@ use hyper::{Request, Response, header};
 use uniproxy_translate::{ResponseContext, TranslateError, UpstreamRequest, completion_to_frames};
 use uniproxy_wire::{ChatCompletionRequest, from_slice};
 
-use crate::error::{ProxyError, redact_key};
+use crate::error::{ProxyError, redacted_start};
 use crate::record::{RequestRecord, ended_early, key_hash, now_ms, redacted_headers};
 use crate::relay::{ConnectionCut, SseRelay, UpstreamBody};
 use crate::retry::send_with_retries;
@@ -125,8 +125,7 @@ const ANSWER_START: usize = 512;
 /// error: what the upstream sent is the first thing to look at. The proxy's key (`key`) stays
 /// out of it.
 fn answer_start(detail: &mut String, answer: &[u8], key: &str) {
-    let mut text = String::from_utf8_lossy(&answer[..answer.len().min(ANSWER_START)]).into_owned();
-    redact_key(&mut text, key);
+    let text = redacted_start(answer, ANSWER_START, key);
     let more = if answer.len() > ANSWER_START { "…" } else { "" };
     detail.push_str(&format!("; the upstream's answer began: {}{more}", text.trim_end()));
 }
@@ -455,8 +454,7 @@ async fn handle(
         let own_usage = upstream_stream && !ctx.include_usage;
         let resend = resends < MAX_RESENDS && state.provider.refused(status, &error, own_usage);
         if resend {
-            let mut said = String::from_utf8_lossy(&error[..error.len().min(300)]).into_owned();
-            redact_key(&mut said, state.settings.api_key.expose());
+            let said = redacted_start(&error, 300, state.settings.api_key.expose());
             slog::warn!(state.log, "the upstream refuses a member the proxy leaves out from now on; sending again";
                 "id" => &pending.record.request_id, "status" => status,
                 "error" => said);

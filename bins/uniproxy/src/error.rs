@@ -435,6 +435,21 @@ fn redact_strings(value: &mut Value, key: &str) {
     }
 }
 
+/// The first `max` bytes of `bytes` as text, without the proxy's key (`key`; see
+/// [`redact_key`]). The key is looked for in a key's length more than is kept: cut first, a
+/// key across the cut would keep its start.
+pub(crate) fn redacted_start(bytes: &[u8], max: usize, key: &str) -> String {
+    let looked_at = &bytes[..bytes.len().min(max.saturating_add(key.len()))];
+    let mut text = String::from_utf8_lossy(looked_at).into_owned();
+    redact_key(&mut text, key);
+    let mut cut = text.len().min(max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text
+}
+
 /// The shortest key [`redact_key`] looks for verbatim: a shorter one (a placeholder such as
 /// `x` for a local server that needs none) would match ordinary words.
 const MIN_KEY_LEN: usize = 8;
@@ -490,5 +505,15 @@ mod tests {
         // Nothing else changes; a short key is not looked for.
         assert_eq!(redacted("invalid x-api-key", key), "invalid x-api-key");
         assert_eq!(redacted("no access to gpt-x", "x"), "no access to gpt-x");
+    }
+
+    #[test]
+    fn a_key_across_the_cut_of_a_quoted_start_leaves_nothing_of_itself() {
+        let key = "sk-upstream-secret";
+        let body = format!("{}{key} and more", "x".repeat(500));
+        let start = redacted_start(body.as_bytes(), 512, key);
+        assert!(!start.contains("sk-up"), "{start}");
+        assert!(start.starts_with(&"x".repeat(500)) && start.len() <= 512, "{start}");
+        assert_eq!(redacted_start("héllo".as_bytes(), 2, key), "h", "cut at a character");
     }
 }
