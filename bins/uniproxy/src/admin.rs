@@ -3,15 +3,15 @@
 //!
 //! Who may: with `ADMIN_KEY` set, only that key; otherwise any `PROXY_API_KEYS` key; with
 //! neither, anyone. A key comes as `Authorization: Bearer KEY`, or as the session cookie the
-//! log viewer's login form sets (see [`session_token`]).
+//! log viewer's login form sets (see [`Sessions`]).
 //!
 //! Store reads are blocking SQLite calls: they run in `spawn_blocking`, never on a runtime
 //! worker.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{HeaderMap, Response, header};
@@ -39,27 +39,88 @@ pub fn admin_keys(state: &AppState) -> Vec<&Secret> {
     }
 }
 
-/// 16 bytes that differ in every process, for [`session_token`]. They come from the standard
-/// library's per-process random hash keys, so no extra dependency is needed; they are not used
-/// for anything but telling this process's sessions apart from others.
-pub fn session_salt() -> [u8; 16] {
-    let a = RandomState::new().hash_one(0x5eed_u64);
-    let b = RandomState::new().hash_one(0xc0ffee_u64);
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&a.to_le_bytes());
-    out[8..].copy_from_slice(&b.to_le_bytes());
-    out
+/// How long a log viewer session lasts after its login. The cookie says the same (`Max-Age`),
+/// and the proxy holds it to that too: a cookie copied out of a browser stops working then.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// The most log viewer sessions held at once. A login past it ends the session closest to its
+/// end, so a script that logs in over and over cannot grow the table.
+pub const MAX_SESSIONS: usize = 1024;
+
+/// The log viewer's sessions. A login gets a random token (32 bytes from the OS, as hex) that
+/// is the cookie's value; the table keeps its SHA-256 and when it ends. Logging out ends it,
+/// as do [`SESSION_LIFETIME`] and a restart. The cookie holds nothing derived from the key.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
-/// The session cookie's value for `key`: a hash of the key and this process's salt, so the
-/// browser never holds the key itself, and sessions end when the proxy restarts.
-pub fn session_token(state: &AppState, key: &Secret) -> String {
+impl Sessions {
+    /// Opens a session that ends at `now` + [`SESSION_LIFETIME`] and gives its token, or
+    /// `None` if the OS has no random bytes to give.
+    pub fn open(&self, now: Instant) -> Option<String> {
+        let mut token = [0u8; 32];
+        getrandom::fill(&mut token).ok()?;
+        let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let mut open = self.lock();
+        if open.len() >= MAX_SESSIONS {
+            open.retain(|_, ends| *ends > now);
+        }
+        if open.len() >= MAX_SESSIONS {
+            let soonest = open.iter().min_by_key(|(_, ends)| **ends).map(|(k, _)| *k);
+            if let Some(k) = soonest {
+                open.remove(&k);
+            }
+        }
+        open.insert(digest(&token), now + SESSION_LIFETIME);
+        Some(token)
+    }
+
+    /// Whether `token` names a session that has not ended by `now`. An ended one is dropped.
+    pub fn is_open(&self, token: &str, now: Instant) -> bool {
+        let key = digest(token);
+        let mut open = self.lock();
+        match open.get(&key) {
+            Some(ends) if *ends > now => true,
+            Some(_) => {
+                open.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the session `token` names, if there is one.
+    pub fn close(&self, token: &str) {
+        self.lock().remove(&digest(token));
+    }
+
+    /// Sessions held, ended ones included until a login or a use drops them.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The table. Nothing panics while holding it, but a poisoned lock still holds a good map.
+    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], Instant>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A token's SHA-256: the table never holds a token itself. The lookup by hash needs no
+/// constant-time compare: the hash of a guess tells nothing about the tokens held.
+fn digest(token: &str) -> [u8; 32] {
     use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(b"uniproxy-admin-session\0");
-    h.update(state.session_salt);
-    h.update(key.expose().as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// The session token in the request's cookie, if it has one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
 }
 
 /// The value of cookie `name`, if the request has one.
@@ -89,10 +150,7 @@ pub fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     if bearer(headers).is_some_and(|t| is_admin_key(state, t)) {
         return true;
     }
-    cookie(headers, SESSION_COOKIE).is_some_and(|token| {
-        keys.iter()
-            .fold(false, |found, k| Secret::new(session_token(state, k)).matches(token) | found)
-    })
+    session_cookie(headers).is_some_and(|token| state.sessions.is_open(token, Instant::now()))
 }
 
 /// The query string's pairs, percent-decoded.
@@ -329,6 +387,41 @@ mod tests {
             assert_eq!(q.limit, MAX_PAGE, "{limit}");
         }
         assert_eq!(logs_query(Some("limit=0")).unwrap().limit, 1);
+    }
+
+    #[test]
+    fn a_session_ends_with_its_lifetime_or_its_logout() {
+        let sessions = Sessions::default();
+        let now = Instant::now();
+        let a = sessions.open(now).unwrap();
+        let b = sessions.open(now).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(sessions.is_open(&a, now + SESSION_LIFETIME - Duration::from_secs(1)));
+        assert!(!sessions.is_open("forged", now));
+        sessions.close(&b);
+        assert!(!sessions.is_open(&b, now));
+        assert!(!sessions.is_open(&a, now + SESSION_LIFETIME));
+        assert!(sessions.is_empty(), "an ended session is dropped when it is seen");
+    }
+
+    #[test]
+    fn logins_past_the_cap_end_the_oldest_session() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let first = sessions.open(start).unwrap();
+        let second = sessions.open(start + Duration::from_secs(1)).unwrap();
+        for i in 2..MAX_SESSIONS + 1 {
+            sessions.open(start + Duration::from_secs(i as u64)).unwrap();
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        let now = start + Duration::from_secs(MAX_SESSIONS as u64 + 1);
+        assert!(!sessions.is_open(&first, now), "the session closest to its end goes");
+        assert!(sessions.is_open(&second, now));
+        // Ended sessions go first, however many.
+        let late = start + SESSION_LIFETIME + Duration::from_secs(2);
+        sessions.open(late).unwrap();
+        assert_eq!(sessions.len(), MAX_SESSIONS - 1);
     }
 
     #[test]

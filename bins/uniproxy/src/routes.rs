@@ -273,7 +273,7 @@ async fn dispatch(
         Route::Ui => ui::index(state, &req),
         Route::UiAsset(asset) => ui::asset(asset),
         Route::UiLogin => ui::login(state, req).await,
-        Route::UiLogout => ui::logout(),
+        Route::UiLogout => ui::logout(state, req.headers()),
     }
 }
 

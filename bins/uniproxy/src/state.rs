@@ -37,8 +37,8 @@ pub struct AppState {
     pub in_flight: Arc<AtomicUsize>,
     /// The Prometheus metrics, for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Per-process random bytes that the log viewer's session cookies are derived from.
-    pub session_salt: [u8; 16],
+    /// The log viewer's sessions.
+    pub sessions: crate::admin::Sessions,
     /// How long a client may take to send its request head ([`crate::HEADER_READ_TIMEOUT`]).
     /// Not a setting: nobody needs to tune it, and tests shorten it by setting this field.
     pub header_read_timeout: std::time::Duration,
@@ -177,7 +177,7 @@ impl AppState {
             started_unix: now.as_secs(),
             in_flight,
             metrics,
-            session_salt: crate::admin::session_salt(),
+            sessions: crate::admin::Sessions::default(),
             header_read_timeout: crate::HEADER_READ_TIMEOUT,
             grace_period: crate::GRACE_PERIOD,
             cut_off: tokio::sync::watch::Sender::new(false),

@@ -3,9 +3,12 @@
 //! [`admin`].
 //!
 //! When the admin side needs a key, `/ui` answers with a login form instead of the page. The
-//! form posts the key to `/ui/login`, which sets an HttpOnly, SameSite=Strict session cookie
-//! derived from the key ([`admin::session_token`]); the page's own requests then carry it.
+//! form posts the key to `/ui/login`, which opens a session ([`admin::Sessions`]) and sets an
+//! HttpOnly, SameSite=Strict cookie holding its random token; the page's own requests then
+//! carry it. `/ui/logout` ends the session.
 //! The script and the stylesheet hold no data and are served to anyone.
+
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, Limited};
@@ -107,13 +110,16 @@ pub async fn login(state: &AppState, req: Request<Incoming>) -> Response<ProxyBo
     if keys.is_empty() {
         return redirect_to_ui(None);
     }
-    let Some(key) = key.filter(|k| admin::is_admin_key(state, k)) else {
+    if !key.is_some_and(|k| admin::is_admin_key(state, &k)) {
         return login_page(StatusCode::UNAUTHORIZED);
+    }
+    let Some(token) = state.sessions.open(Instant::now()) else {
+        return login_page(StatusCode::SERVICE_UNAVAILABLE);
     };
-    let token = admin::session_token(state, &uniproxy_config::Secret::new(key));
     redirect_to_ui(Some(format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}",
-        admin::SESSION_COOKIE
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        admin::SESSION_COOKIE,
+        admin::SESSION_LIFETIME.as_secs()
     )))
 }
 
@@ -133,8 +139,11 @@ fn secure_cookie(headers: &hyper::HeaderMap) -> &'static str {
     if proto || forwarded { "; Secure" } else { "" }
 }
 
-/// `POST /ui/logout`: clears the session cookie.
-pub fn logout() -> Response<ProxyBody> {
+/// `POST /ui/logout`: ends the session the cookie names and clears the cookie.
+pub fn logout(state: &AppState, headers: &hyper::HeaderMap) -> Response<ProxyBody> {
+    if let Some(token) = admin::session_cookie(headers) {
+        state.sessions.close(token);
+    }
     redirect_to_ui(Some(format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
         admin::SESSION_COOKIE

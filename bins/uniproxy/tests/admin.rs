@@ -244,8 +244,18 @@ async fn proxy_keys_guard_the_admin_side_and_the_login_sets_a_cookie() {
     assert_eq!(s.get("/ui", &[("cookie", &pair)]).await.status, 200);
     assert_eq!(s.get("/api/logs", &[("cookie", &pair)]).await.status, 200);
     assert_eq!(s.get("/api/logs", &[("cookie", "uniproxy_admin=forged")]).await.status, 401);
-    let out = s.send(Method::POST, "/ui/logout", &[], "").await;
+    // Each login is its own session: a second one gets another token, and both work.
+    let again = s.send(Method::POST, "/ui/login", &form, "key=client-key").await;
+    let other = again.header("set-cookie").split(';').next().unwrap().to_owned();
+    assert_ne!(other, pair);
+    assert_eq!(s.get("/api/logs", &[("cookie", &other)]).await.status, 200);
+    // Logging out ends the session on the server, not only in the browser: the cookie, kept
+    // elsewhere, no longer opens anything. The other session stays open.
+    let out = s.send(Method::POST, "/ui/logout", &[("cookie", &pair)], "").await;
     assert!(out.header("set-cookie").contains("Max-Age=0"));
+    assert_eq!(s.get("/api/logs", &[("cookie", &pair)]).await.status, 401);
+    assert_eq!(s.get("/ui", &[("cookie", &pair)]).await.status, 401);
+    assert_eq!(s.get("/api/logs", &[("cookie", &other)]).await.status, 200);
 }
 
 #[tokio::test]
