@@ -896,6 +896,16 @@ async fn content_upstream() -> MockUpstream {
                     None,
                 ),
             )
+        } else if body.contains("STREAM-FAILS") {
+            // A stream that fails part way with an error event quoting the upstream key, as
+            // an upstream's auth layer may.
+            let mut steps: Vec<Step> = text_stream(&["A5"]).into_iter().take(2).collect();
+            steps.push(Step::event(&openai_error(
+                &format!("UPSTREAM-ERR-E6 the key {UPSTREAM_SECRET} was revoked"),
+                "invalid_request_error",
+                None,
+            )));
+            Reply::sse(steps)
         } else if body.contains("PARTIAL") {
             let mut steps: Vec<Step> = text_stream(&["PARTIAL-A4"]).into_iter().take(2).collect();
             steps.push(Step::Sleep(Duration::from_secs(30)));
@@ -934,7 +944,9 @@ async fn no_key_reaches_a_response_the_log_file_or_the_database() {
 
     let path = "/v1/chat/completions";
     let mut responses = Vec::new();
-    for (body, stream) in [("MARKER-Q1", false), ("MARKER-Q2", true), ("please fail", false)] {
+    for (body, stream) in
+        [("MARKER-Q1", false), ("MARKER-Q2", true), ("please fail", false), ("STREAM-FAILS", true)]
+    {
         responses.push(
             send(proxy.addr, with_key(post_request(path, &ask(body, stream)), PROXY_KEY)).await,
         );
@@ -948,7 +960,8 @@ async fn no_key_reaches_a_response_the_log_file_or_the_database() {
     );
     responses.push(send(proxy.addr, with_key(post_request(path, &ask("x", false)), "wrong")).await);
     let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
-    assert_eq!(statuses, [200, 200, 400, 400, 401, 401]);
+    assert_eq!(statuses, [200, 200, 400, 200, 400, 401, 401]);
+    assert!(responses[3].text().contains("UPSTREAM-ERR-E6"), "{}", responses[3].text());
     for r in &responses {
         let all = format!("{:?}{}", r.headers, r.text());
         assert!(!all.contains(PROXY_KEY) && !all.contains(UPSTREAM_SECRET), "{all}");
@@ -957,15 +970,22 @@ async fn no_key_reaches_a_response_the_log_file_or_the_database() {
         !format!("{:?}{}", r.headers, String::from_utf8_lossy(&r.body)).contains(PROXY_KEY)
     }));
 
-    let entries = proxy.entries(6).await;
+    let entries = proxy.entries(7).await;
     let expected = uniproxy::record::key_hash(PROXY_KEY);
-    for e in &entries[..4] {
+    for e in &entries[..5] {
         let hash = e.entry.key_hash.as_deref().expect("a key hash");
         assert_eq!(hash, expected);
         assert!(!PROXY_KEY.contains(hash) && hash.len() < PROXY_KEY.len());
     }
+    // The failed stream's raw frames are kept (LOG_RAW_CHUNKS), its error event with them,
+    // the key taken out.
+    let raw = entries
+        .iter()
+        .find_map(|e| e.entry.raw_chunks.as_deref().filter(|r| r.contains("UPSTREAM-ERR-E6")))
+        .expect("the failed stream's raw frames");
+    assert!(raw.contains("the key [redacted] was revoked"), "{raw}");
     // The refused ones are recorded with no hash of the key they sent (the upstream's, once).
-    for e in &entries[4..] {
+    for e in &entries[5..] {
         assert_eq!((e.entry.status, e.entry.key_hash.as_deref()), (401, None), "{e:#?}");
     }
     proxy.finish().await;
