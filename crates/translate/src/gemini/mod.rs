@@ -37,6 +37,8 @@
 //! `required` or a named tool with no tools, unknown `reasoning_effort` values, seeds outside
 //! 32 bits, `response_format` types this version does not know, and schemas the reducer cannot
 //! express (a recursive `$ref` is refused at its path, `tools[i].function.parameters….$ref`).
+//! A schema that expands past 4 MiB once its `$ref`s are inlined is an invalid request
+//! (`invalid_value`) at the `$ref` that asked for the copies, saying so.
 //! Tool messages whose `tool_call_id` matches no earlier call, and tool call arguments that
 //! are not a JSON object, are invalid requests.
 //!

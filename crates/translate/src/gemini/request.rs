@@ -29,6 +29,23 @@ fn invalid(param: impl Into<String>, reason: &'static str) -> TranslateError {
     TranslateError::InvalidRequest { param: param.into(), reason }
 }
 
+/// The error for a schema at `at` that cannot be reduced: one that expands past what the
+/// reduction may copy is too large, not inexpressible (its `$ref`s are fine one by one).
+fn schema_error(at: &str, e: schema::SchemaError) -> TranslateError {
+    // The reason states the budget: keep the two together.
+    const _: () = assert!(schema::MAX_COPIED == 4 << 20);
+    let param = format!("{at}{}", e.path);
+    if e.over_budget {
+        invalid(
+            param,
+            "the schema expands past the 4 MiB the proxy copies when reducing it for Gemini \
+             (`$ref`s inlined, type lists and `allOf`s copied out)",
+        )
+    } else {
+        unsupported(param)
+    }
+}
+
 /// Builds the Gemini body for a request whose token limit is already applied. Returns the body
 /// and the JSON paths of the harmless fields left out.
 ///
@@ -385,7 +402,7 @@ impl Builder {
         let (mut parameters, mut parameters_json_schema) = (None, None);
         if let Some(p) = &f.parameters {
             let reduced = schema::reduce(p, &mut self.schema_budget)
-                .map_err(|e| unsupported(format!("{at}.parameters{}", e.path)))?;
+                .map_err(|e| schema_error(&format!("{at}.parameters"), e))?;
             // Gemini refuses an OBJECT without properties. A function without parameters is
             // said by leaving them out; one that takes any keys (`additionalProperties`), or
             // an object of that kind inside, goes as JSON Schema, which can say it.
@@ -440,9 +457,8 @@ impl Builder {
             Some(ResponseFormat::JsonSchema { json_schema, .. }) => {
                 g.response_mime_type = Some("application/json".to_owned());
                 if let Some(s) = &json_schema.schema {
-                    let reduced = schema::reduce(s, &mut self.schema_budget).map_err(|e| {
-                        unsupported(format!("response_format.json_schema.schema{}", e.path))
-                    })?;
+                    let reduced = schema::reduce(s, &mut self.schema_budget)
+                        .map_err(|e| schema_error("response_format.json_schema.schema", e))?;
                     // An object without properties (a map) anywhere: as JSON Schema.
                     if schema::is_open_object(&reduced) || schema::has_open_object(&reduced) {
                         g.response_json_schema = Some(schema::for_json_schema(s));

@@ -63,6 +63,16 @@ impl Default for Budget {
 pub(crate) struct SchemaError {
     /// Where, relative to the schema root (`.properties.next.$ref`), empty for the root.
     pub(crate) path: String,
+    /// Whether the schema could be reduced but its copies would overrun the [`Budget`]: the
+    /// schema is too large once expanded, rather than something Gemini cannot express.
+    pub(crate) over_budget: bool,
+}
+
+impl SchemaError {
+    /// A part at `path` that the subset cannot express.
+    fn at(path: String) -> Self {
+        SchemaError { path, over_budget: false }
+    }
 }
 
 /// Reduces a JSON schema to what Gemini accepts.
@@ -118,19 +128,19 @@ impl Reducer<'_> {
             }
             None => {
                 let outermost = self.refs.first().map(|(_, at)| at.as_str());
-                Err(SchemaError { path: outermost.unwrap_or(path).to_owned() })
+                Err(SchemaError { path: outermost.unwrap_or(path).to_owned(), over_budget: true })
             }
         }
     }
 
     fn reduce(&mut self, schema: &Value, path: String, depth: usize) -> Result<Value, SchemaError> {
         if depth > MAX_DEPTH {
-            return Err(SchemaError { path });
+            return Err(SchemaError::at(path));
         }
         let obj = match schema {
             Value::Bool(true) => return Ok(json!({})),
             Value::Object(o) => o,
-            _ => return Err(SchemaError { path }),
+            _ => return Err(SchemaError::at(path)),
         };
         if let Some(reference) = obj.get("$ref") {
             return self.inline_ref(obj, reference, path, depth);
@@ -156,7 +166,7 @@ impl Reducer<'_> {
             Some(Value::Array(types)) => {
                 let names: Vec<&str> = types.iter().filter_map(Value::as_str).collect();
                 if names.len() != types.len() {
-                    return Err(SchemaError { path: format!("{path}.type") });
+                    return Err(SchemaError::at(format!("{path}.type")));
                 }
                 let non_null: Vec<&str> = names.iter().copied().filter(|t| *t != "null").collect();
                 nullable |= non_null.len() < names.len();
@@ -185,7 +195,7 @@ impl Reducer<'_> {
                     }
                 }
             }
-            Some(_) => return Err(SchemaError { path: format!("{path}.type") }),
+            Some(_) => return Err(SchemaError::at(format!("{path}.type"))),
             None => {}
         }
         if let Some(alts) = any_of {
@@ -201,7 +211,7 @@ impl Reducer<'_> {
         for key in ["anyOf", "oneOf"] {
             let Some(alts) = obj.get(key) else { continue };
             let Value::Array(alts) = alts else {
-                return Err(SchemaError { path: format!("{path}.{key}") });
+                return Err(SchemaError::at(format!("{path}.{key}")));
             };
             let mut reduced = Vec::new();
             for (i, alt) in alts.iter().enumerate() {
@@ -227,7 +237,7 @@ impl Reducer<'_> {
         let values: Option<Vec<Value>> = match (obj.get("enum"), obj.get("const")) {
             (Some(Value::Array(v)), _) => Some(v.clone()),
             (_, Some(c)) => Some(vec![c.clone()]),
-            (Some(_), None) => return Err(SchemaError { path: format!("{path}.enum") }),
+            (Some(_), None) => return Err(SchemaError::at(format!("{path}.enum"))),
             (None, None) => None,
         };
         let mut description = obj.get("description").and_then(Value::as_str).map(str::to_owned);
@@ -267,7 +277,7 @@ impl Reducer<'_> {
                 out.insert("items".into(), sub);
                 out.entry("type").or_insert_with(|| json!("ARRAY"));
             }
-            Some(_) => return Err(SchemaError { path: format!("{path}.items") }),
+            Some(_) => return Err(SchemaError::at(format!("{path}.items"))),
             None => {}
         }
         if let Some(Value::String(f)) = obj.get("format") {
@@ -304,15 +314,15 @@ impl Reducer<'_> {
         depth: usize,
     ) -> Result<Value, SchemaError> {
         let here = format!("{path}.$ref");
-        let Some(reference) = reference.as_str() else { return Err(SchemaError { path: here }) };
+        let Some(reference) = reference.as_str() else { return Err(SchemaError::at(here)) };
         let target = ["#/$defs/", "#/definitions/"].iter().find_map(|prefix| {
             let name = reference.strip_prefix(prefix)?;
             let defs = &prefix[2..prefix.len() - 1];
             self.root.get(defs)?.get(name)
         });
-        let Some(target) = target else { return Err(SchemaError { path: here }) };
+        let Some(target) = target else { return Err(SchemaError::at(here)) };
         if self.refs.iter().any(|(r, _)| r == reference) {
-            return Err(SchemaError { path: here });
+            return Err(SchemaError::at(here));
         }
         let mut merged = match target {
             Value::Object(t) => {
