@@ -26,7 +26,10 @@
 //! `service_tier`, `parallel_tool_calls`, `prediction`, `logprobs: false`, `top_logprobs: 0`,
 //! `modalities: ["text"]`, `messages[i].name`, assistant `reasoning_content` (Gemini takes
 //! thoughts back only with signatures), `strict` on tools and schemas, `image_url.detail` (Gemini sets
-//! resolution per request), and request fields this version does not model (except the refused ones below).
+//! resolution per request), a `file` part's `filename` (`inlineData` has no name), request fields
+//! this version does not model (except the refused ones below), and the members this version
+//! does not model of messages, content parts (and their `image_url`, `input_audio`, `file`) and
+//! tools (`cache_control`, which only Claude takes), as `messages[i].content[j].cache_control`.
 //!
 //! **Refused** with a 400 naming the field: `logprobs: true`, `top_logprobs > 0`, output
 //! `modalities` other than text, `audio`, `web_search_options`, `moderation` (a check the

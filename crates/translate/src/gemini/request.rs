@@ -95,6 +95,42 @@ impl Builder {
         self.dropped.push(path.into());
     }
 
+    /// Names in `dropped` the members of `extra`, what this version does not model of the
+    /// client's object at `path` (a part's `cache_control`), which Gemini never sees; as the
+    /// Anthropic translator names them. A member sent as `null` is not set.
+    fn drop_extra(&mut self, path: &str, extra: &Map) {
+        for (k, _) in extra.iter().filter(|(_, v)| !v.is_null()) {
+            self.drop(format!("{path}.{k}"));
+        }
+    }
+
+    /// [`drop_extra`](Self::drop_extra) for a content part at `path` and the object it holds.
+    fn drop_part_extra(&mut self, path: &str, part: &ContentPart) {
+        match part {
+            ContentPart::Text { extra, .. } | ContentPart::Refusal { extra, .. } => {
+                self.drop_extra(path, extra);
+            }
+            ContentPart::ImageUrl { image_url, extra } => {
+                self.drop_extra(path, extra);
+                self.drop_extra(&format!("{path}.image_url"), &image_url.extra);
+            }
+            ContentPart::InputAudio { input_audio, extra } => {
+                self.drop_extra(path, extra);
+                self.drop_extra(&format!("{path}.input_audio"), &input_audio.extra);
+            }
+            ContentPart::File { file, extra } => {
+                self.drop_extra(path, extra);
+                if file.filename.is_some() {
+                    // `inlineData` has no name.
+                    self.drop(format!("{path}.file.filename"));
+                }
+                self.drop_extra(&format!("{path}.file"), &file.extra);
+            }
+            // Refused where it stands.
+            ContentPart::Unknown(_) => {}
+        }
+    }
+
     fn check_fields(&mut self, r: &ChatCompletionRequest) -> Result<(), TranslateError> {
         if r.logprobs == Some(true) {
             return Err(unsupported("logprobs"));
@@ -153,9 +189,10 @@ impl Builder {
             if m.name.is_some() {
                 self.drop(format!("{at}.name"));
             }
+            self.drop_extra(&at, &m.extra);
             match &m.role {
                 Role::System | Role::Developer => {
-                    let text = text_only(m.content(), &at)?;
+                    let text = self.text_only(m.content(), &at)?;
                     if !text.is_empty() {
                         self.system.push(Part::text(text));
                     }
@@ -181,7 +218,7 @@ impl Builder {
                             "matches no tool call of an earlier assistant message",
                         ));
                     };
-                    let response = response_object(text_only(m.content(), &at)?);
+                    let response = response_object(self.text_only(m.content(), &at)?);
                     self.push_result(FunctionResponse { id: Some(id.clone()), name, response });
                 }
                 Role::Function => {
@@ -189,13 +226,38 @@ impl Builder {
                         return Err(invalid(format!("{at}.name"), "a function message needs one"));
                     };
                     self.dropped.retain(|d| *d != format!("{at}.name"));
-                    let response = response_object(text_only(m.content(), &at)?);
+                    let response = response_object(self.text_only(m.content(), &at)?);
                     self.push_result(FunctionResponse { id: None, name, response });
                 }
                 Role::Other(_) => return Err(unsupported(format!("{at}.role"))),
             }
         }
         Ok(())
+    }
+
+    /// The text of a message that may only hold text.
+    fn text_only(
+        &mut self,
+        content: Option<&MessageContent>,
+        at: &str,
+    ) -> Result<String, TranslateError> {
+        match content {
+            None => Ok(String::new()),
+            Some(MessageContent::Text(t)) => Ok(t.clone()),
+            Some(MessageContent::Parts(parts)) => {
+                let mut text = String::new();
+                for (j, p) in parts.iter().enumerate() {
+                    match p {
+                        ContentPart::Text { text: t, .. } => {
+                            self.drop_part_extra(&format!("{at}.content[{j}]"), p);
+                            text.push_str(t);
+                        }
+                        _ => return Err(unsupported(format!("{at}.content[{j}]"))),
+                    }
+                }
+                Ok(text)
+            }
+        }
     }
 
     fn push(&mut self, role: &str, parts: Vec<Part>) {
@@ -238,6 +300,7 @@ impl Builder {
         let mut out = Vec::with_capacity(parts.len());
         for (j, p) in parts.iter().enumerate() {
             let path = format!("{at}.content[{j}]");
+            self.drop_part_extra(&path, p);
             out.push(match p {
                 ContentPart::Text { text, .. } if text.is_empty() => continue,
                 ContentPart::Text { text, .. } => Part::text(text.clone()),
@@ -296,6 +359,7 @@ impl Builder {
                     match p {
                         ContentPart::Text { text, .. }
                         | ContentPart::Refusal { refusal: text, .. } => {
+                            self.drop_part_extra(&format!("{at}.content[{j}]"), p);
                             if !text.is_empty() {
                                 parts.push(Part::text(text.clone()));
                             }
@@ -381,6 +445,7 @@ impl Builder {
                 self.drop(at);
                 continue;
             }
+            self.drop_extra(&at, &tool.extra);
             decls.push(self.declaration(f, &format!("{at}.function"))?);
         }
         for (i, f) in r.functions.iter().flatten().enumerate() {
@@ -399,6 +464,7 @@ impl Builder {
         if f.strict.is_some() {
             self.drop(format!("{at}.strict"));
         }
+        self.drop_extra(at, &f.extra);
         let (mut parameters, mut parameters_json_schema) = (None, None);
         if let Some(p) = &f.parameters {
             let reduced = schema::reduce(p, &mut self.schema_budget)
@@ -561,24 +627,6 @@ fn response_object(text: String) -> Map {
         Ok(Value::Object(o)) => o,
         Ok(other) => Map::from_iter([("result".to_owned(), other)]),
         Err(_) => Map::from_iter([("result".to_owned(), Value::String(text))]),
-    }
-}
-
-/// The text of a message that may only hold text.
-fn text_only(content: Option<&MessageContent>, at: &str) -> Result<String, TranslateError> {
-    match content {
-        None => Ok(String::new()),
-        Some(MessageContent::Text(t)) => Ok(t.clone()),
-        Some(MessageContent::Parts(parts)) => {
-            let mut text = String::new();
-            for (j, p) in parts.iter().enumerate() {
-                match p {
-                    ContentPart::Text { text: t, .. } => text.push_str(t),
-                    _ => return Err(unsupported(format!("{at}.content[{j}]"))),
-                }
-            }
-            Ok(text)
-        }
     }
 }
 
