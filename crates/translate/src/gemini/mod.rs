@@ -54,11 +54,22 @@
 //! gets the legacy shape, as OpenAI answers it: the candidate's first call as
 //! `function_call {name, arguments}` (no id, no signature) and finish reason `function_call`;
 //! the shape holds one call, OpenAI makes no parallel calls for `functions` and Gemini cannot
-//! be told not to, so its other calls are left out. Other output parts (images, code) have no
-//! OpenAI counterpart and are left out. Finish reasons: `STOP` → `stop`, or `tool_calls`
-//! (`function_call`) when the candidate called functions; `MAX_TOKENS` → `length`; `SAFETY`,
-//! `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII` and the `IMAGE_*` filters →
-//! `content_filter`; any other reason → `stop` (or the calls' reason). A candidate without content still makes a choice.
+//! be told not to, so its other calls are left out. Other output parts (`inlineData` images and
+//! audio, `fileData`, `executableCode`, `codeExecutionResult`) have no OpenAI counterpart and are
+//! left out; beside text or calls, the answer is those. Finish reasons: `STOP` → `stop`, or
+//! `tool_calls` (`function_call`) when the candidate called functions; `MAX_TOKENS` → `length`;
+//! `SAFETY`, `RECITATION`, `BLOCKLIST`, `PROHIBITED_CONTENT`, `SPII` and the `IMAGE_*` filters →
+//! `content_filter`; any other reason (`MALFORMED_FUNCTION_CALL`, `UNEXPECTED_TOOL_CALL`,
+//! `OTHER`, `NO_IMAGE`, …) → `stop` (or the calls' reason) for a candidate that gave text or
+//! calls. A candidate without content still makes a choice (`STOP`: the model said nothing),
+//! except one that is **no answer**: it gave no text and no call (thoughts do not count) and
+//! stopped for one of those other reasons, or held only parts that are left out. When every
+//! candidate is no answer, the answer is a 502 (`upstream_error`, code `upstream_empty_answer`,
+//! which the OpenAI SDKs retry) whose message names what happened and Gemini's `finishMessage`
+//! ("Gemini ended the answer without content (finish reason MALFORMED_FUNCTION_CALL): Malformed
+//! function call: …", "Gemini answered with an image (image/png), which a chat completion cannot
+//! carry"); with `n` > 1 and some candidates answered, the others stay empty `stop`s. Where a
+//! candidate answered, `finishMessage` has no place in the OpenAI shape and is not passed on.
 //! A blocked prompt (no candidates, `promptFeedback.blockReason`) makes one choice with
 //! `finish_reason: content_filter`, `content: null` and a `refusal` naming the block reason.
 //! Usage: `promptTokenCount` → `prompt_tokens`, `candidatesTokenCount + thoughtsTokenCount` →
@@ -78,6 +89,8 @@
 //! See [`stream`](self::stream): deltas per event, function calls whole (one tool call index
 //! each, arguments in one fragment; for legacy `functions`, the first as `delta.function_call`
 //! and no other), finish and usage chunks and `[DONE]` when the body ends.
+//! A stream that is no answer (as above: nothing but thoughts went out, and every candidate is
+//! no answer) ends with that error as an error frame instead of its finish chunks.
 //! A `{"error":…}` event becomes an OpenAI error frame. Vertex may instead write a bare JSON
 //! error object, not `data:`-prefixed: the SSE decoder cannot see it, so the stream ends as
 //! though the body was cut; when no finish reason arrived before, the client gets an
@@ -187,7 +200,10 @@ impl Provider for Gemini {
             let error = response::error_response(error, status);
             return Err(TranslateError::Upstream { status, error: Box::new(error) });
         }
-        let completion = response::to_completion(&answer, ctx);
+        let completion = response::to_completion(&answer, ctx).map_err(|why| {
+            let error = response::empty_answer_error(why);
+            TranslateError::Upstream { status: 502, error: Box::new(error) }
+        })?;
         if completion.choices.is_empty() {
             // No candidate and no block reason: nothing to answer with, as the stream says too.
             let error = uniproxy_wire::ErrorResponse::new(

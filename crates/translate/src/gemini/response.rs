@@ -8,7 +8,7 @@ use uniproxy_wire::{
 
 use super::signature_extra;
 use super::wire::{
-    Candidate, GeminiFinishReason, GenerateContentResponse, GoogleError, GoogleErrorBody,
+    Candidate, GeminiFinishReason, GenerateContentResponse, GoogleError, GoogleErrorBody, Part,
     PromptFeedback, UsageMetadata,
 };
 use crate::error::first_or_only;
@@ -70,8 +70,8 @@ fn stop_reason(reason: &GeminiFinishReason) -> FinishReason {
         | GeminiFinishReason::ImageRecitation => FinishReason::ContentFilter,
         // OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL, … and reasons newer
         // than this code: the model stopped for a reason OpenAI has no word for. `stop` keeps
-        // strict clients working (or the calls' reason, when it called functions); the answer
-        // is whatever the candidate holds.
+        // strict clients working (or the calls' reason, when it called functions), when the
+        // candidate said something; one that said nothing is no answer ([`empty_answer`]).
         GeminiFinishReason::Other(_) => FinishReason::Stop,
     }
 }
@@ -137,18 +137,149 @@ pub(crate) fn block_message(feedback: &PromptFeedback) -> String {
     }
 }
 
+/// A part of an answer that a chat completion has no place for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Uncarried {
+    /// `inlineData` (an image model's image, a speech model's audio), with its MIME type.
+    InlineData(String),
+    /// `fileData`, with its MIME type when given.
+    FileData(Option<String>),
+    /// `executableCode`, the code the code execution tool ran.
+    ExecutableCode,
+    /// `codeExecutionResult`, what that code gave.
+    CodeExecutionResult,
+}
+
+impl Uncarried {
+    /// How many kinds a candidate's list keeps: enough to name what the answer held, and no
+    /// more however many parts a stream sends.
+    const KEPT: usize = 4;
+
+    /// The kind of `part`, when it is one of these.
+    fn of(part: &Part) -> Option<Self> {
+        if let Some(blob) = &part.inline_data {
+            Some(Uncarried::InlineData(blob.mime_type.clone()))
+        } else if let Some(file) = &part.file_data {
+            Some(Uncarried::FileData(file.mime_type.clone()))
+        } else if part.extra.contains_key("executableCode") {
+            Some(Uncarried::ExecutableCode)
+        } else if part.extra.contains_key("codeExecutionResult") {
+            Some(Uncarried::CodeExecutionResult)
+        } else {
+            None
+        }
+    }
+
+    /// Adds the kind of `part`, if it is one, to `list`.
+    fn note(list: &mut Vec<Uncarried>, part: &Part) {
+        if let Some(kind) = Uncarried::of(part) {
+            kind.add_to(list);
+        }
+    }
+
+    /// Adds this kind to `list`, once, while it has room.
+    pub(crate) fn add_to(self, list: &mut Vec<Uncarried>) {
+        if list.len() < Uncarried::KEPT && !list.contains(&self) {
+            list.push(self);
+        }
+    }
+
+    /// What it is, for a person: "an image (image/png)".
+    fn describe(&self) -> String {
+        match self {
+            Uncarried::InlineData(mime) if mime.starts_with("image/") => {
+                format!("an image ({mime})")
+            }
+            Uncarried::InlineData(mime) if mime.starts_with("audio/") => format!("audio ({mime})"),
+            Uncarried::InlineData(mime) => format!("inline data ({mime})"),
+            Uncarried::FileData(Some(mime)) => format!("a file ({mime})"),
+            Uncarried::FileData(None) => "a file".to_owned(),
+            Uncarried::ExecutableCode => "executable code".to_owned(),
+            Uncarried::CodeExecutionResult => "a code execution result".to_owned(),
+        }
+    }
+}
+
+/// The `code` of the error that stands for an answer with nothing in it for the client.
+pub(crate) const EMPTY_ANSWER: &str = "upstream_empty_answer";
+
+/// Why a candidate that gave no text and no function call is no answer, if it is none: it
+/// stopped for a reason that is no normal end (`MALFORMED_FUNCTION_CALL`, `OTHER`,
+/// `UNEXPECTED_TOOL_CALL`, `NO_IMAGE`, any reason with no OpenAI counterpart), or it held only
+/// parts a chat completion cannot carry (`uncarried`). A client would read an empty `stop` as
+/// the model's whole answer (an agent loop ends there), where the upstream failed to answer:
+/// the proxy answers as for an upstream failure (502, or an error event), with this message,
+/// naming the reason and Gemini's `finishMessage`. Thoughts are no answer and do not count.
+///
+/// `None` for an empty candidate that stopped normally (`STOP`: the model chose to say
+/// nothing), that ran out of tokens (`length`) or that a filter stopped (`content_filter`):
+/// the finish reason says what happened.
+pub(crate) fn empty_answer(
+    reason: Option<&GeminiFinishReason>,
+    finish_message: Option<&str>,
+    uncarried: &[Uncarried],
+) -> Option<String> {
+    let other = match reason {
+        None | Some(GeminiFinishReason::Stop) => None,
+        Some(GeminiFinishReason::Other(name)) => Some(name.as_str()),
+        Some(_) => return None,
+    };
+    let mut message = match (uncarried, other) {
+        ([], None) => return None,
+        ([], Some(name)) => {
+            format!("Gemini ended the answer without content (finish reason {name})")
+        }
+        (kinds, other) => {
+            let mut names: Vec<String> = kinds.iter().map(Uncarried::describe).collect();
+            let last = names.pop().unwrap_or_default();
+            let held =
+                if names.is_empty() { last } else { format!("{} and {last}", names.join(", ")) };
+            let mut m =
+                format!("Gemini answered with {held}, which a chat completion cannot carry");
+            if let Some(name) = other {
+                m.push_str(&format!(" (finish reason {name})"));
+            }
+            m
+        }
+    };
+    if let Some(text) = finish_message.map(str::trim).filter(|m| !m.is_empty()) {
+        message.push_str(": ");
+        message.push_str(text);
+    }
+    Some(message)
+}
+
+/// The error for a whole answer that is no answer ([`empty_answer`]): what the proxy answers
+/// for an upstream that failed, which the OpenAI SDKs retry.
+pub(crate) fn empty_answer_error(message: String) -> ErrorResponse {
+    ErrorResponse::new(message, "upstream_error").with_code(EMPTY_ANSWER)
+}
+
 /// What one candidate says, in OpenAI terms.
 pub(crate) struct CandidateParts {
     pub(crate) text: String,
     pub(crate) reasoning: String,
     pub(crate) calls: Vec<ToolCall>,
+    /// The kinds of the parts left out (see [`Uncarried`]).
+    pub(crate) uncarried: Vec<Uncarried>,
+}
+
+impl CandidateParts {
+    /// Whether the candidate gave the client something: text or a call.
+    pub(crate) fn answers(&self) -> bool {
+        !self.text.is_empty() || !self.calls.is_empty()
+    }
 }
 
 /// Splits a candidate's parts into text, thoughts and calls. Parts with no OpenAI counterpart
-/// (generated images, executable code) are left out.
+/// (generated images, executable code) are left out, their kinds noted.
 pub(crate) fn candidate_parts(c: &Candidate, ids: &mut CallIds) -> CandidateParts {
-    let mut out =
-        CandidateParts { text: String::new(), reasoning: String::new(), calls: Vec::new() };
+    let mut out = CandidateParts {
+        text: String::new(),
+        reasoning: String::new(),
+        calls: Vec::new(),
+        uncarried: Vec::new(),
+    };
     for part in c.content.iter().flat_map(|c| &c.parts) {
         if let Some(call) = &part.function_call {
             let arguments = match &call.args {
@@ -171,18 +302,44 @@ pub(crate) fn candidate_parts(c: &Candidate, ids: &mut CallIds) -> CandidatePart
             } else {
                 out.text.push_str(text);
             }
+        } else {
+            Uncarried::note(&mut out.uncarried, part);
         }
     }
     out
 }
 
 /// A whole Gemini answer as a `chat.completion`.
-pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) -> ChatCompletion {
+///
+/// # Errors
+/// The message of [`empty_answer`] when every candidate is no answer, the lowest index's: a
+/// client that asked for `n` answers and got some can use those (the others are empty `stop`s,
+/// as before), one that got none must hear the upstream failed.
+pub(crate) fn to_completion(
+    r: &GenerateContentResponse,
+    ctx: &ResponseContext,
+) -> Result<ChatCompletion, String> {
     let mut ids = CallIds::new(ctx);
     let shape = CallShape::of(ctx);
     let mut choices = Vec::new();
+    // The first (lowest index) candidate that is no answer, and whether all are.
+    let mut empty: Option<(u32, String)> = None;
+    let mut all_empty = true;
     for (pos, c) in r.candidates().iter().enumerate() {
         let parts = candidate_parts(c, &mut ids);
+        let index = c.index.unwrap_or(pos as u32);
+        let why = if parts.answers() {
+            None
+        } else {
+            empty_answer(c.finish_reason.as_ref(), c.finish_message.as_deref(), &parts.uncarried)
+        };
+        match why {
+            Some(why) if empty.as_ref().is_none_or(|(i, _)| index < *i) => {
+                empty = Some((index, why));
+            }
+            Some(_) => {}
+            None => all_empty = false,
+        }
         let called = !parts.calls.is_empty();
         let mut message = Message::answer(parts.text);
         if called && message.content().is_some_and(|c| c.joined_text().is_empty()) {
@@ -203,7 +360,7 @@ pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) 
         }
         let called = called.then_some(shape);
         choices.push(Choice {
-            index: c.index.unwrap_or(pos as u32),
+            index,
             message,
             // No finish reason on a whole answer: it is whole (`finish_reason` is never null
             // in a completion).
@@ -229,8 +386,13 @@ pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) 
             extra: Map::new(),
         });
     }
+    if let Some((_, why)) = empty
+        && all_empty
+    {
+        return Err(why);
+    }
     choices.sort_by_key(|c| c.index);
-    ChatCompletion {
+    Ok(ChatCompletion {
         id: ctx.id.clone(),
         object: "chat.completion".to_owned(),
         created: ctx.created,
@@ -240,7 +402,7 @@ pub(crate) fn to_completion(r: &GenerateContentResponse, ctx: &ResponseContext) 
         system_fingerprint: None,
         service_tier: None,
         extra: Map::new(),
-    }
+    })
 }
 
 /// The OpenAI error type for a Google status name, if it has one of its own.

@@ -3,7 +3,9 @@
 //! Each event is a whole `GenerateContentResponse` holding the next piece of each candidate.
 //! Gemini sends no end marker and repeats `finishReason` and cumulative `usageMetadata` as it
 //! likes, so the finish chunks, the usage chunk and `[DONE]` come from [`finish`], when the
-//! body ends.
+//! body ends; or, for a stream that is no answer (every candidate ended without text or calls
+//! for a reason that is no normal end, or held only parts a chunk cannot carry), the error
+//! event a whole answer's 502 would be.
 //!
 //! [`finish`]: crate::StreamTranslator::finish
 
@@ -16,9 +18,10 @@ use uniproxy_wire::{
 };
 
 use super::response::{
-    CallIds, CallShape, block_message, candidate_parts, error_response, finish_reason, usage,
+    CallIds, CallShape, Uncarried, block_message, candidate_parts, empty_answer,
+    empty_answer_error, error_response, finish_reason, usage,
 };
-use super::wire::{GenerateContentResponse, UsageMetadata};
+use super::wire::{GeminiFinishReason, GenerateContentResponse, UsageMetadata};
 use crate::assemble::Places;
 use crate::scan::{
     Fill, Holes, Reader, TemplateSlot, count, member_value, named_fields, string_at, unique_string,
@@ -38,6 +41,14 @@ struct CandidateState {
     finish: Option<FinishReason>,
     /// The frame of this candidate's text chunks (see [`TextFrame`]), once one was sent.
     text_frame: Option<TextFrame>,
+    /// Whether text or a call went out: the candidate answered something.
+    answered: bool,
+    /// The last finish reason Gemini gave, as it gave it, and its last `finishMessage`: a
+    /// candidate that answered nothing may be no answer ([`empty_answer`]).
+    reason: Option<GeminiFinishReason>,
+    finish_message: Option<String>,
+    /// The kinds of the parts left out.
+    uncarried: Vec<Uncarried>,
 }
 
 /// An event read in full that held one candidate's one piece of text and nothing else the
@@ -137,8 +148,17 @@ impl GeminiStream {
     }
 
     fn candidate(&mut self, index: u32) -> &mut CandidateState {
-        let new =
-            || CandidateState { index, started: false, calls: 0, finish: None, text_frame: None };
+        let new = || CandidateState {
+            index,
+            started: false,
+            calls: 0,
+            finish: None,
+            text_frame: None,
+            answered: false,
+            reason: None,
+            finish_message: None,
+            uncarried: Vec::new(),
+        };
         self.candidates_at.find_or_push(&mut self.candidates, index, new)
     }
 
@@ -200,6 +220,7 @@ impl GeminiStream {
         out: &mut Vec<Bytes>,
     ) {
         let state = self.candidate(index);
+        state.answered |= !text.is_empty() || !calls.is_empty();
         if state.started && reasoning.is_empty() && calls.is_empty() && !text.is_empty() {
             out.push(self.text_chunk(index, text));
             return;
@@ -295,8 +316,30 @@ impl GeminiStream {
         self.assembled.usage = Some(usage(u));
     }
 
+    /// Why the stream is no answer, when no candidate answered anything and each is no answer
+    /// ([`empty_answer`]; the lowest index's reason): it then ends with the error a whole
+    /// answer gets, not with empty `stop`s. A candidate that answered keeps the others' finish
+    /// as before.
+    fn empty_answer(&self) -> Option<String> {
+        let mut first: Option<(u32, String)> = None;
+        for c in &self.candidates {
+            if c.answered {
+                return None;
+            }
+            let why = empty_answer(c.reason.as_ref(), c.finish_message.as_deref(), &c.uncarried)?;
+            if first.as_ref().is_none_or(|(i, _)| c.index < *i) {
+                first = Some((c.index, why));
+            }
+        }
+        first.map(|(_, why)| why)
+    }
+
     fn fail(&mut self, error: ErrorResponse) -> Vec<Bytes> {
         let frame = sse::encode(&error);
+        if self.assembled.model.is_empty() {
+            // No chunk went out to name it: the record still says which model failed.
+            self.assembled.model = self.model.as_deref().unwrap_or(&self.ctx.model).to_owned();
+        }
         self.assembled.error = Some(error);
         self.done = true;
         vec![frame]
@@ -319,8 +362,16 @@ impl GeminiStream {
         for (pos, c) in r.candidates().iter().enumerate() {
             let index = c.index.unwrap_or(pos as u32);
             let parts = candidate_parts(c, &mut self.ids);
+            let state = self.candidate(index);
             if let Some(f) = &c.finish_reason {
-                self.candidate(index).finish = Some(finish_reason(f, None));
+                state.finish = Some(finish_reason(f, None));
+                state.reason = Some(f.clone());
+            }
+            if c.finish_message.is_some() {
+                state.finish_message.clone_from(&c.finish_message);
+            }
+            for kind in parts.uncarried {
+                kind.add_to(&mut state.uncarried);
             }
             self.parts_chunk(index, &parts.text, &parts.reasoning, parts.calls, &mut out);
         }
@@ -377,6 +428,9 @@ impl StreamTranslator for GeminiStream {
                 "the upstream stream ended before the answer was complete",
                 "upstream_error",
             )));
+        }
+        if let Some(why) = self.empty_answer() {
+            return Ok(self.fail(empty_answer_error(why)));
         }
         self.done = true;
         let mut states = self.candidates.clone();

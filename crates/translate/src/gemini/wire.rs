@@ -282,10 +282,13 @@ pub(crate) struct Candidate {
     /// Why generation stopped; absent until it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) finish_reason: Option<GeminiFinishReason>,
+    /// Why it stopped, for a person (`Malformed function call: …`); only with a finish reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) finish_message: Option<String>,
     /// The candidate's index (absent for the first on some answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) index: Option<u32>,
-    /// Fields this version does not model (`safetyRatings`, `finishMessage`, …).
+    /// Fields this version does not model (`safetyRatings`, `citationMetadata`, …).
     #[serde(flatten)]
     pub(crate) extra: Map,
 }
@@ -413,6 +416,9 @@ mod tests {
             include_str!("../../tests/data/gemini/responses/thought-parts.response.json"),
             include_str!("../../tests/data/gemini/responses/finish-recitation.response.json"),
             include_str!("../../tests/data/gemini/responses/finish-unknown.response.json"),
+            include_str!(
+                "../../tests/data/gemini/responses/finish-malformed-function-call.response.json"
+            ),
             include_str!("../../tests/data/gemini/responses/prompt-blocked.response.json"),
             include_str!("../../tests/data/gemini/responses/usage-thoughts-cache.response.json"),
         ] {
