@@ -271,6 +271,74 @@ async fn google_refusing_the_proxys_key_is_502_as_any_upstreams_401() {
 }
 
 #[tokio::test]
+async fn a_gemini_answer_ended_without_content_is_a_502_and_a_stream_error_event() {
+    // Gemini samples a broken function call now and then: the candidate ends with
+    // MALFORMED_FUNCTION_CALL and nothing in it. An empty `stop` would end an agent loop with no
+    // answer; an upstream failure is what the SDKs retry.
+    let finish_message = "Malformed function call: print(default_api.now(";
+    let usage = json!({"promptTokenCount": 30, "thoughtsTokenCount": 14, "totalTokenCount": 44});
+    let ended = json!({
+        "candidates": [{"content": {}, "finishReason": "MALFORMED_FUNCTION_CALL",
+                        "finishMessage": finish_message, "index": 0}],
+        "usageMetadata": usage,
+        "modelVersion": "gemini-2.5-flash",
+    });
+    let thought = json!({
+        "candidates": [{"content": {"role": "model", "parts": [
+            {"text": "I will call now().", "thought": true}]}, "index": 0}],
+        "usageMetadata": usage,
+        "modelVersion": "gemini-2.5-flash",
+    });
+    let events = vec![Step::event(&thought), Step::event(&ended)];
+    let mock = MockUpstream::start(move |r| {
+        if r.path_and_query.contains("streamGenerateContent") {
+            Reply::sse(events.clone())
+        } else {
+            Reply::json(200, &ended)
+        }
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Google;
+    settings.base_url = Some(format!("{}/v1beta", mock.url()));
+    let proxy = Proxy::start(settings).await;
+    let said = "Gemini ended the answer without content (finish reason MALFORMED_FUNCTION_CALL): \
+                Malformed function call: print(default_api.now(";
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    let e = expect_error(&resp, 502);
+    assert_eq!(e["message"], said, "{e}");
+    assert_eq!(
+        (&e["type"], &e["code"]),
+        (&json!("upstream_error"), &json!("upstream_empty_answer"))
+    );
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert_eq!(resp.status, 200, "the stream had started: {}", resp.text());
+    let data = sse_data(&resp.body);
+    assert!(!data.iter().any(|d| d == "[DONE]"), "no answer must not look complete: {data:?}");
+    let events = sse_json(&resp.body);
+    assert!(events.iter().all(|c| c["choices"][0]["finish_reason"].is_null()), "{events:?}");
+    assert_eq!(events[0]["choices"][0]["delta"]["reasoning_content"], "I will call now().");
+    let e = assert_openai_error(events.last().unwrap());
+    assert_eq!(e["message"], said, "{e}");
+    assert_eq!(e["code"], "upstream_empty_answer", "{e}");
+    assert_eq!(mock.requests().len(), 2, "one try each: the upstream answered 200");
+
+    let entries = proxy.entries(2).await;
+    for (entry, (status, stream)) in entries.iter().zip([(502, false), (200, true)]) {
+        let e = &entry.entry;
+        assert_eq!((e.status, e.stream), (status, stream), "{e:#?}");
+        assert_eq!(e.error_type.as_deref(), Some("upstream_error"), "{e:#?}");
+        let logged = e.error_message.as_deref().unwrap_or_default();
+        assert!(logged.contains(said), "{logged}");
+        assert!(e.response.contains("upstream_empty_answer"), "{}", e.response);
+    }
+    // The stream's record keeps the tokens Gemini counted before it ended.
+    assert_eq!(entries[1].entry.usage.prompt_tokens, Some(30), "{:#?}", entries[1]);
+}
+
+#[tokio::test]
 async fn upstream_error_that_is_not_openai_shaped_still_reaches_the_client_in_that_shape() {
     // A load balancer's HTML page, and a terse error with only a message and a type.
     let html = "<html><body><h1>502 Bad Gateway</h1></body></html>";
