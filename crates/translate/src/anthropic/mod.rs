@@ -70,7 +70,11 @@
 //! Claude thinking through a tool loop. Other blocks (server tool blocks) carry nothing the
 //! OpenAI shape can hold and are skipped. `stop_reason` `end_turn` / `stop_sequence` / `pause_turn`
 //! → `stop`; `max_tokens` / `model_context_window_exceeded` → `length`; `tool_use` →
-//! `tool_calls`; `refusal` → `content_filter`; a reason this version does not know
+//! `tool_calls`; `refusal` → `content_filter`, with the message's `refusal` the
+//! `stop_details.explanation` Anthropic gives (read leniently: any other shape is none), else
+//! "Claude declined to answer (stop reason: refusal)", and `content: null` unless Claude wrote
+//! text before it, which is kept (in a stream, a `delta.refusal` chunk before the finish
+//! chunk); a reason this version does not know
 //! (`compaction`, …) → `stop`, or `tool_calls` when the answer called tools, as OpenAI's finish
 //! reasons are a closed set. Usage: `prompt_tokens` = `input_tokens` + cache creation + cache read (Anthropic's
 //! `input_tokens` leaves the cache out), `prompt_tokens_details.cached_tokens` = cache read.

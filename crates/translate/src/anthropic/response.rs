@@ -32,6 +32,13 @@ pub(crate) fn finish_reason(stop_reason: &str, json_object: bool, called: bool) 
     }
 }
 
+/// The refusal text of an answer Claude stopped with `refusal`: the `stop_details` explanation
+/// Anthropic gave, or a short default (its older models give none), as a Gemini blocked prompt
+/// fills `refusal`.
+pub(crate) fn refusal_text(explanation: Option<String>) -> String {
+    explanation.unwrap_or_else(|| "Claude declined to answer (stop reason: refusal)".to_owned())
+}
+
 /// OpenAI usage for Anthropic usage: Anthropic's `input_tokens` leaves out the tokens written
 /// to and read from the cache, OpenAI's `prompt_tokens` counts them.
 pub(crate) fn openai_usage(usage: &Usage) -> OpenAiUsage {
@@ -186,6 +193,16 @@ pub(crate) fn completion(
     if !thinking_blocks.is_empty() {
         // For the client to give back: Claude wants them in a tool loop with thinking on.
         message.thinking_blocks = Some(thinking_blocks);
+    }
+    if response.stop_reason.as_deref() == Some("refusal") {
+        // As OpenAI answers a refusal: `content: null` unless Claude said something first,
+        // which is kept.
+        if message.tool_calls.is_none()
+            && message.content().is_some_and(|c| c.joined_text().is_empty())
+        {
+            message.content = Some(None);
+        }
+        message.refusal = Some(Some(refusal_text(response.stop_explanation.take())));
     }
     let called = message.tool_calls.is_some();
     let model = if response.model.is_empty() { ctx.model.clone() } else { response.model };

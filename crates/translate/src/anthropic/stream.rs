@@ -11,7 +11,7 @@ use uniproxy_wire::{
 };
 
 use super::request::JSON_TOOL;
-use super::response::{finish_reason, openai_error, openai_usage, tool_arguments};
+use super::response::{finish_reason, openai_error, openai_usage, refusal_text, tool_arguments};
 use super::wire::{BlockDelta, ContentBlock, ErrorBody, StreamEvent, Usage};
 use crate::scan::{Hole, TemplateSlot};
 use crate::sse::{self, SseEvent, TextFrame};
@@ -190,6 +190,18 @@ impl AnthropicStream {
                 }
                 if let Some(reason) = delta.stop_reason {
                     let called = self.next_call > 0;
+                    if reason == "refusal" && !self.finished {
+                        // OpenAI streams a refusal as `delta.refusal`: in a chunk of its own,
+                        // after whatever text came, before the finish chunk.
+                        self.start(out);
+                        self.close_open(out);
+                        self.flush_thinking(out);
+                        out.push(self.delta(Delta {
+                            content: Some(None),
+                            refusal: Some(Some(refusal_text(delta.stop_explanation))),
+                            ..Default::default()
+                        }));
+                    }
                     self.finish_chunk(finish_reason(&reason, self.json_object, called), out);
                 }
             }

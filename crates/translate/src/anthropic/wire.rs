@@ -214,6 +214,9 @@ pub(crate) struct MessagesResponse {
     pub(crate) content: Option<Vec<ContentBlock>>,
     #[serde(default)]
     pub(crate) stop_reason: Option<String>,
+    /// `stop_details.explanation` (see [`explanation`]).
+    #[serde(default, rename = "stop_details", deserialize_with = "explanation")]
+    pub(crate) stop_explanation: Option<String>,
     #[serde(default)]
     pub(crate) usage: Option<Usage>,
 }
@@ -347,6 +350,22 @@ pub(crate) enum BlockDelta {
 pub(crate) struct MessageDeltaBody {
     #[serde(default)]
     pub(crate) stop_reason: Option<String>,
+    /// `stop_details.explanation` (see [`explanation`]).
+    #[serde(default, rename = "stop_details", deserialize_with = "explanation")]
+    pub(crate) stop_explanation: Option<String>,
+}
+
+/// The `explanation` of a `stop_details` member, read leniently: Anthropic documents the
+/// member only for refusals (`{"type": "refusal", "category", "explanation"}`, `null` on other
+/// stops), and a shape this version does not expect (no object, no string, a blank one) is no
+/// explanation rather than a malformed answer.
+fn explanation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let details = Value::deserialize(d)?;
+    Ok(details
+        .get("explanation")
+        .and_then(Value::as_str)
+        .filter(|e| !e.trim().is_empty())
+        .map(str::to_owned))
 }
 
 /// An error body: `{"type":"error","error":{"type","message"},"request_id"}`.
