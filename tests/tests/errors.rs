@@ -331,9 +331,12 @@ async fn a_gemini_answer_ended_without_content_is_a_502_and_a_stream_error_event
         assert_eq!((e.status, e.stream), (status, stream), "{e:#?}");
         assert_eq!(e.error_type.as_deref(), Some("upstream_error"), "{e:#?}");
         let logged = e.error_message.as_deref().unwrap_or_default();
-        assert!(logged.contains(said), "{logged}");
+        assert!(logged.starts_with(said), "Gemini answered 200, not 502: {logged}");
         assert!(e.response.contains("upstream_empty_answer"), "{}", e.response);
     }
+    // The whole answer's record says what came, as for any answer that is of no use.
+    let logged = entries[0].entry.error_message.as_deref().unwrap_or_default();
+    assert!(logged.contains("MALFORMED_FUNCTION_CALL\","), "the answer's start: {logged}");
     // The stream's record keeps the tokens Gemini counted before it ended.
     assert_eq!(entries[1].entry.usage.prompt_tokens, Some(30), "{:#?}", entries[1]);
 }

@@ -42,6 +42,14 @@ pub enum TranslateError {
         /// The upstream's error in the OpenAI shape.
         error: Box<ErrorResponse>,
     },
+    /// The upstream answered, but with nothing a client can use: no candidate, or none with
+    /// text or a call (see [`Gemini`](crate::Gemini)). Answered as an upstream
+    /// failure, 502, which the OpenAI SDKs retry; the message says what came.
+    #[error("{}", .error.error.message)]
+    NoAnswer {
+        /// The error in the OpenAI shape (`upstream_error`).
+        error: Box<ErrorResponse>,
+    },
     /// The upstream's answer is not what its platform sends.
     #[error("malformed {provider} response")]
     Malformed {
@@ -75,7 +83,8 @@ impl TranslateError {
             | TranslateError::InvalidRequest { .. }
             | TranslateError::InvalidToolArguments { .. } => 400,
             TranslateError::Upstream { status, .. } => *status,
-            TranslateError::Malformed { .. }
+            TranslateError::NoAnswer { .. }
+            | TranslateError::Malformed { .. }
             | TranslateError::OutOfOrder { .. }
             | TranslateError::EventTooLarge { .. } => 502,
         }
@@ -99,7 +108,9 @@ impl TranslateError {
                     .with_param(param.clone())
                     .with_code("invalid_value")
             }
-            TranslateError::Upstream { error, .. } => (**error).clone(),
+            TranslateError::Upstream { error, .. } | TranslateError::NoAnswer { error } => {
+                (**error).clone()
+            }
             TranslateError::Malformed { source, .. } => {
                 ErrorResponse::new(format!("{self}: {source}"), "upstream_error")
                     .with_code("bad_upstream_response")

@@ -201,8 +201,7 @@ impl Provider for Gemini {
             return Err(TranslateError::Upstream { status, error: Box::new(error) });
         }
         let completion = response::to_completion(&answer, ctx).map_err(|why| {
-            let error = response::empty_answer_error(why);
-            TranslateError::Upstream { status: 502, error: Box::new(error) }
+            TranslateError::NoAnswer { error: Box::new(response::empty_answer_error(why)) }
         })?;
         if completion.choices.is_empty() {
             // No candidate and no block reason: nothing to answer with, as the stream says too.
@@ -211,7 +210,7 @@ impl Provider for Gemini {
                 "upstream_error",
             )
             .with_code("bad_upstream_response");
-            return Err(TranslateError::Upstream { status: 502, error: Box::new(error) });
+            return Err(TranslateError::NoAnswer { error: Box::new(error) });
         }
         let body = json_bytes(ProviderKind::Google, &completion, body.len())?;
         Ok(Translated { completion, body })
