@@ -734,6 +734,91 @@ async fn body_that_never_arrives_is_cut_at_the_request_timeout() {
     serves_next(&proxy, &mock).await;
 }
 
+/// A chat request's head and the start of its body (`content-length: 100`), then nothing.
+const STALLED_BODY: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+    content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":";
+
+#[tokio::test]
+async fn a_body_that_stops_coming_is_408_after_the_client_timeout() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.client_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(settings).await;
+
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(STALLED_BODY).await.unwrap();
+    let mut answer = Vec::new();
+    // Answered, and the connection closed: its body was not read to its end.
+    tokio::time::timeout(PATIENCE, conn.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes a stalled body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let e = assert_openai_error(&body);
+    assert_eq!(e["code"], "request_body_timeout", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("CLIENT_TIMEOUT"), "{e}");
+
+    let entry = proxy.only_entry().await;
+    assert_entry(&entry, 408, "invalid_request_error");
+    assert!(entry.entry.error_message.unwrap().contains("CLIENT_TIMEOUT"));
+    assert!(mock.requests().is_empty());
+    serves_next(&proxy, &mock).await;
+}
+
+#[tokio::test]
+async fn a_body_that_keeps_coming_slowly_is_not_cut_by_the_client_timeout() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.client_timeout = Duration::from_millis(400);
+    let proxy = Proxy::start(settings).await;
+
+    // Longer than the client timeout in all, never silent for as long.
+    let body = chat_request("a", false).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    for piece in body.as_bytes().chunks(body.len().div_ceil(6)) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        conn.write_all(piece).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, conn.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(proxy.only_entry().await.entry.status, 200);
+}
+
+#[tokio::test]
+async fn clients_still_sending_their_bodies_hold_no_place_under_the_concurrency_limit() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.concurrency_limit = 1;
+    let proxy = Proxy::start(settings).await;
+
+    // Two clients that send their heads and then nothing (for less than any timeout).
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+        conn.write_all(STALLED_BODY).await.unwrap();
+        stalled.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ok = chat(&proxy, false).await;
+    assert_eq!(ok.status, 200, "not locked out by bodies still on their way: {}", ok.text());
+    drop(stalled);
+    // The two that left are recorded as such (499); the served one as 200.
+    let mut statuses: Vec<u16> = proxy.entries(3).await.iter().map(|e| e.entry.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 499, 499]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Bad client input.
 // ---------------------------------------------------------------------------------------

@@ -277,7 +277,21 @@ fn overhead_header(overhead: Duration) -> header::HeaderValue {
         .unwrap_or(header::HeaderValue::from_static("0"))
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ProxyError> {
+/// Reads the client's body, at most `limit` bytes, by `deadline` (REQUEST_TIMEOUT), each
+/// read within `gap` of the one before (CLIENT_TIMEOUT: the time between two reads, as
+/// nginx's `client_body_timeout`, so that a client that stops sending is let go long before
+/// the request's deadline, while a long upload that keeps coming is not cut).
+///
+/// One timer for both bounds, polled only when the body is not there yet: a body that came
+/// with its head, as most do, is read without touching the timer. Its deadline moves
+/// lazily: a read only notes the time, and the timer, when it fires early, is set again
+/// from the last read.
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    deadline: Instant,
+    gap: Duration,
+) -> Result<Bytes, ProxyError> {
     // A compressed body would read as bad JSON ("line 1 column 1"): say what is wrong instead.
     if let Some(coding) = req.headers().get(header::CONTENT_ENCODING)
         && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
@@ -293,14 +307,53 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ProxyE
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => match e.downcast::<hyper::Error>() {
-            Ok(e) if hung_up(&e) => Err(ProxyError::BodyCut(*e)),
-            Ok(e) => Err(ProxyError::BodyRead(*e)),
-            Err(_) => Err(ProxyError::BodyTooLarge { limit }),
-        },
+    let mut body = Limited::new(req.into_body(), limit);
+    // The first data frame as it came (no copy for a body in one frame), then all of them.
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut last_read = Instant::now();
+    let mut timer = pin!(tokio::time::sleep_until(deadline.min(last_read + gap).into()));
+    loop {
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            () = &mut timer => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(ProxyError::BodyTimeout);
+                }
+                let next = last_read + gap;
+                if now >= next {
+                    return Err(ProxyError::BodyStalled { timeout: gap });
+                }
+                timer.as_mut().reset(deadline.min(next).into());
+                continue;
+            }
+        };
+        let Some(frame) = frame else { break };
+        last_read = Instant::now();
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                return Err(match e.downcast::<hyper::Error>() {
+                    Ok(e) if hung_up(&e) => ProxyError::BodyCut(*e),
+                    Ok(e) => ProxyError::BodyRead(*e),
+                    Err(_) => ProxyError::BodyTooLarge { limit },
+                });
+            }
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(earlier) => {
+                joined.reserve(earlier.len() + data.len());
+                joined.extend_from_slice(&earlier);
+                joined.extend_from_slice(&data);
+            }
+        }
     }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 /// Whether reading a body failed because the client's connection ended early (end of file
@@ -391,21 +444,27 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &state.settings;
     let deadline = pending.started + settings.request_timeout;
-    let Some(guard) = state.enter() else {
-        return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
-    };
     if state.recorder.refusing() {
         return Err(ProxyError::LogStoreStuck);
     }
     let cut = req.extensions().get::<ConnectionCut>().cloned();
-    // A client that trickles its body holds a place under CONCURRENCY_LIMIT: it gets the
-    // request's deadline like everything else.
-    // The time the client takes to send it is not the proxy's (`x-uniproxy-overhead-ms`).
-    let read =
-        pin!(tokio::time::timeout_at(deadline.into(), read_body(req, settings.max_body_size)));
-    let body = waited(&mut pending.record.client_wait, read)
-        .await
-        .map_err(|_| ProxyError::BodyTimeout)??;
+    // The body gets the request's deadline, and a client that stops sending it is let go
+    // after CLIENT_TIMEOUT. The time the client takes to send it is not the proxy's
+    // (`x-uniproxy-overhead-ms`).
+    let read = pin!(read_body(req, settings.max_body_size, deadline, settings.client_timeout));
+    let body = waited(&mut pending.record.client_wait, read).await?;
+    // The place under CONCURRENCY_LIMIT is taken once the body is here, not before.
+    // CONCURRENCY_LIMIT is there for the upstream (its quota, its connections: the README
+    // and SECURITY.md say to set it to what the upstream can take), and a request waiting
+    // for its client's body asks nothing of it. Taken before, a few clients that send
+    // their heads and then trickle their bodies (a byte every CLIENT_TIMEOUT less a second)
+    // held every place until REQUEST_TIMEOUT and locked everyone else out. What reading
+    // bodies costs the proxy is bounded without the limit: MAX_BODY_SIZE per connection,
+    // and only as fast as the client sends it. A request over the limit is refused once
+    // its body is read, so its connection can carry the next request.
+    let Some(guard) = state.enter() else {
+        return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
+    };
     pending.record.client_request = body.clone();
     let Prepared { mut up, ctx, client_stream, upstream_stream } =
         prepare(state, &body, &mut pending.record)?;

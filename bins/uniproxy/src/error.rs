@@ -76,6 +76,15 @@ pub enum ProxyError {
     /// The client did not send its whole body within REQUEST_TIMEOUT (a slow client).
     #[error("the request body did not arrive within the request timeout (REQUEST_TIMEOUT)")]
     BodyTimeout,
+    /// The client sent no byte of its body for CLIENT_TIMEOUT (a stalled or idle client).
+    #[error(
+        "the client sent nothing of its request body for {} s (CLIENT_TIMEOUT)",
+        .timeout.as_secs_f64()
+    )]
+    BodyStalled {
+        /// CLIENT_TIMEOUT.
+        timeout: std::time::Duration,
+    },
     /// The body is not valid JSON or has a value of the wrong type.
     #[error("{0}")]
     InvalidBody(#[source] WireError),
@@ -181,7 +190,7 @@ impl ProxyError {
             ProxyError::UnsupportedEncoding { .. } => 415,
             ProxyError::BodyRead(_) | ProxyError::InvalidBody(_) => 400,
             ProxyError::BodyCut(_) => 499,
-            ProxyError::BodyTimeout => 408,
+            ProxyError::BodyTimeout | ProxyError::BodyStalled { .. } => 408,
             ProxyError::Disabled => 503,
             ProxyError::FunctionCallingDisabled => 400,
             ProxyError::Overloaded { .. } => 429,
@@ -211,6 +220,7 @@ impl ProxyError {
             | ProxyError::BodyRead(_)
             | ProxyError::BodyCut(_)
             | ProxyError::BodyTimeout
+            | ProxyError::BodyStalled { .. }
             | ProxyError::InvalidBody(_)
             | ProxyError::Disabled
             | ProxyError::FunctionCallingDisabled
@@ -275,6 +285,10 @@ impl ProxyError {
             ProxyError::BodyTimeout => {
                 ErrorResponse::new(self.to_string(), "invalid_request_error")
                     .with_code("request_timeout")
+            }
+            ProxyError::BodyStalled { .. } => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error")
+                    .with_code("request_body_timeout")
             }
             ProxyError::InvalidBody(e) => {
                 let r = ErrorResponse::new(self.to_string(), "invalid_request_error");
@@ -362,8 +376,9 @@ impl ProxyError {
     }
 
     /// Whether the error is answered before the request's body is read to its end (the
-    /// request turned away, the proxy too busy or its log stuck, a body too large, slow,
-    /// compressed or broken), so the connection cannot carry another request.
+    /// request turned away, the proxy's log stuck, a body too large, slow, compressed or
+    /// broken), so the connection cannot carry another request. A request over
+    /// CONCURRENCY_LIMIT is refused once its body is read (see `chat::handle`).
     pub fn leaves_body_unread(&self) -> bool {
         self.turns_away()
             || matches!(
@@ -373,9 +388,9 @@ impl ProxyError {
                     | ProxyError::BodyRead(_)
                     | ProxyError::BodyCut(_)
                     | ProxyError::BodyTimeout
+                    | ProxyError::BodyStalled { .. }
                     | ProxyError::LogStoreStuck
                     | ProxyError::ShuttingDown
-                    | ProxyError::Overloaded { .. }
             )
     }
 

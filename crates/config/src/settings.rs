@@ -22,6 +22,7 @@ const DEFAULT_API_VERSION: &str = "2024-10-21";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_BODY_SIZE: usize = 10 * 1024 * 1024;
 const DEFAULT_MAX_RETRIES: u32 = 2;
 const DEFAULT_LOG_FILE_MAX_BYTES: u64 = 100 * 1024 * 1024;
@@ -78,6 +79,11 @@ pub struct Settings {
     pub first_byte_timeout: Duration,
     /// `STREAM_IDLE_TIMEOUT`: seconds allowed between two stream events. Default: 300.
     pub stream_idle_timeout: Duration,
+    /// `CLIENT_TIMEOUT`: seconds a client may go without sending a byte of its
+    /// request body (408 then), as nginx's `client_body_timeout`: the time
+    /// between two reads, not the whole upload, which REQUEST_TIMEOUT bounds.
+    /// Default: 60.
+    pub client_timeout: Duration,
     /// `MAX_BODY_SIZE`: the largest request body in bytes; accepts units
     /// such as `10MiB` or `512KB`. Default: 10485760 (10 MiB).
     pub max_body_size: usize,
@@ -142,6 +148,7 @@ impl Settings {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             first_byte_timeout: DEFAULT_REQUEST_TIMEOUT,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            client_timeout: DEFAULT_CLIENT_TIMEOUT,
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             cors_allow_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -480,6 +487,7 @@ fn build(check: &mut Check<'_>) -> Settings {
     s.first_byte_timeout = check.get("FIRST_BYTE_TIMEOUT", s.request_timeout, parse::duration);
     s.stream_idle_timeout =
         check.get("STREAM_IDLE_TIMEOUT", s.stream_idle_timeout, parse::duration);
+    s.client_timeout = check.get("CLIENT_TIMEOUT", s.client_timeout, parse::duration);
     s.max_body_size = check.get("MAX_BODY_SIZE", s.max_body_size, |v| {
         parse::byte_size(v).and_then(|n| {
             usize::try_from(n).map_err(|_| "a size that fits in memory on this machine".to_owned())

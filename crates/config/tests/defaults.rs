@@ -30,6 +30,7 @@ fn nothing_configured_is_the_mock_with_every_default() {
     assert_eq!(s.request_timeout, Duration::from_secs(600));
     assert_eq!(s.first_byte_timeout, Duration::from_secs(600));
     assert_eq!(s.stream_idle_timeout, Duration::from_secs(300));
+    assert_eq!(s.client_timeout, Duration::from_secs(60));
     assert_eq!(s.max_body_size, 10_485_760);
     assert!(s.cors_allow_origins.is_empty());
     assert!(s.proxy_api_keys.is_empty());

@@ -151,11 +151,13 @@ fn timeouts_accept_seconds_and_units() {
         ("REQUEST_TIMEOUT", "5m"),
         ("FIRST_BYTE_TIMEOUT", "500ms"),
         ("STREAM_IDLE_TIMEOUT", "30s"),
+        ("CLIENT_TIMEOUT", "15"),
     ]);
     assert_eq!(s.connect_timeout, Duration::from_millis(2500));
     assert_eq!(s.request_timeout, Duration::from_secs(300));
     assert_eq!(s.first_byte_timeout, Duration::from_millis(500));
     assert_eq!(s.stream_idle_timeout, Duration::from_secs(30));
+    assert_eq!(s.client_timeout, Duration::from_secs(15));
     for bad in ["0", "-1", "ten", "1.", ".5", "5 weeks", "1e3"] {
         let e = load_env_err(&[("CONNECT_TIMEOUT", bad)]);
         assert_eq!(e.problems().len(), 1, "{bad}");
