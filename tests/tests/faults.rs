@@ -692,6 +692,74 @@ async fn a_stream_its_client_stops_reading_is_cut_at_the_request_timeout() {
     serves_next(&proxy, &mock).await;
 }
 
+/// Sends a chat request on a new connection and reads nothing of the answer.
+async fn ask_and_never_read(proxy: &Proxy, stream: bool) -> TcpStream {
+    let body = chat_request("a", stream).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn a_whole_answer_its_client_does_not_read_is_cut_after_the_client_timeout() {
+    // 32 MiB: more than the socket buffers on both sides take, so the proxy's writes stall.
+    let answer = completion(&"x".repeat(32 << 20));
+    let size = answer.to_string().len();
+    let mock = MockUpstream::first_n_then(
+        1,
+        Reply::json(200, &answer),
+        Reply::json(200, &completion("ok")),
+    )
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.client_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(settings).await;
+
+    let mut conn = ask_and_never_read(&proxy, false).await;
+    // Long past the client timeout, then read: what the socket buffers held, then the end.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the proxy keeps the connection of a client that reads nothing");
+    assert!(got.len() < size, "cut before the whole answer: {} of {size} bytes", got.len());
+    serves_next(&proxy, &mock).await;
+}
+
+#[tokio::test]
+async fn a_stream_its_client_stops_reading_is_cut_after_the_client_timeout() {
+    let mock = MockUpstream::start(|r| {
+        if r.json()["stream"] != true {
+            return Reply::json(200, &completion("ok"));
+        }
+        let piece = chunk(json!({"content": "x".repeat(256 * 1024)}), None);
+        let mut steps = text_stream(&[]).into_iter().take(1).collect::<Vec<_>>();
+        steps.push(Step::Forever(
+            Duration::from_millis(1),
+            Bytes::from(format!("data: {piece}\n\n")),
+        ));
+        Reply::sse(steps)
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    // Far beyond the test's patience: only the client timeout can end it in time.
+    settings.request_timeout = Duration::from_secs(60);
+    settings.client_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(settings).await;
+
+    let conn = ask_and_never_read(&proxy, true).await;
+    let entry = proxy.only_entry().await;
+    assert_eq!(entry.entry.status, 504, "{entry:#?}");
+    let message = entry.entry.error_message.unwrap_or_default();
+    assert!(message.contains("did not read") && message.contains("CLIENT_TIMEOUT"), "{message}");
+    drop(conn);
+    serves_next(&proxy, &mock).await;
+}
+
 #[tokio::test]
 async fn an_oversized_request_head_is_refused_and_nothing_reaches_the_upstream() {
     let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;

@@ -11,9 +11,10 @@ use hyper::{Request, Response, header};
 use uniproxy_translate::{ResponseContext, TranslateError, UpstreamRequest, completion_to_frames};
 use uniproxy_wire::{ChatCompletionRequest, from_slice};
 
+use crate::connection::ConnectionCut;
 use crate::error::{ProxyError, redacted_start};
 use crate::record::{RequestRecord, ended_early, key_hash, now_ms, redacted_headers};
-use crate::relay::{ConnectionCut, SseRelay, UpstreamBody};
+use crate::relay::{SseRelay, UpstreamBody};
 use crate::retry::send_with_retries;
 use crate::routes::{ProxyBody, error_response_with, json_response};
 use crate::state::AppState;

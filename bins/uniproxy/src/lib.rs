@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod connection;
 pub mod error;
 pub mod listen;
 pub mod logging;
@@ -101,10 +102,11 @@ pub async fn serve_with(
         // The set keeps only open connections.
         while connections.try_join_next().is_some() {}
         let first_byte_within = state.header_read_timeout;
+        let send_timeout = state.settings.client_timeout;
         let state = state.clone();
         let client = client.clone();
         let peer = peer.to_string();
-        let cut = relay::ConnectionCut::default();
+        let cut = connection::ConnectionCut::default();
         let cut_here = cut.clone();
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(cut_here.clone());
@@ -128,9 +130,11 @@ pub async fn serve_with(
                 }
                 _ = closing.wait_for(|c| *c) => return,
             }
-            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let io = connection::ClientIo::new(stream, send_timeout, cut.clone());
+            let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
             // A client that resets its connection is not the server's problem. A stream
-            // whose client stopped reading past its deadline is cut (dropping the connection).
+            // whose client stopped reading past its deadline is cut (dropping the connection);
+            // a client that takes nothing for CLIENT_TIMEOUT fails its connection's writes.
             tokio::select! {
                 _ = watcher.watch(conn) => {}
                 () = cut.wait() => {}

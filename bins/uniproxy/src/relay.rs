@@ -19,6 +19,7 @@ use tokio::time::Sleep;
 use uniproxy_translate::{StreamTranslator, sse};
 use uniproxy_wire::ErrorResponse;
 
+use crate::connection::ConnectionCut;
 use crate::error::redact_key;
 use crate::record::{RequestRecord, Waiting, ended_early, now_ms};
 use crate::state::{AppState, InFlightGuard};
@@ -54,6 +55,8 @@ pub struct SseRelay {
     _guard: InFlightGuard,
     /// Ends the deadline's watchdog (see [`ConnectionCut`]) when the relay goes.
     _watchdog: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The client's connection, which says whether it was cut for a client that read nothing.
+    cut: Option<ConnectionCut>,
     /// Resolves when the shutdown's grace period is over ([`AppState::cut_off`]).
     cut_off: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -61,21 +64,6 @@ pub struct SseRelay {
 /// How long after the request's deadline a stream that its client does not read is cut.
 /// A client that reads gets the deadline's error event on time; this is for one that doesn't.
 const UNREAD_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Closes a client's connection from outside hyper: the server's connection task waits on
-/// it beside the connection (`serve_with`), and drops the connection when it fires. A stream
-/// whose client stops reading is not polled, so its own timers never fire, and it would hold
-/// its place under CONCURRENCY_LIMIT, its upstream connection and its record until the
-/// client closed: a watchdog cuts the connection at the request's deadline instead.
-#[derive(Clone, Default)]
-pub struct ConnectionCut(Arc<tokio::sync::Notify>);
-
-impl ConnectionCut {
-    /// Resolves once the connection is to be cut.
-    pub async fn wait(&self) {
-        self.0.notified().await;
-    }
-}
 
 /// `bytes` without the proxy's key (`key`), quoted or masked (see [`redact_key`]).
 fn redacted(bytes: Bytes, key: &str) -> Bytes {
@@ -97,12 +85,12 @@ impl SseRelay {
         guard: InFlightGuard,
         cut: Option<ConnectionCut>,
     ) -> Self {
-        let watchdog = cut.map(|cut| {
+        let watchdog = cut.clone().map(|cut| {
             let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
             let at = tokio::time::Instant::from_std(deadline) + UNREAD_GRACE;
             tokio::spawn(async move {
                 tokio::select! {
-                    () = tokio::time::sleep_until(at) => cut.0.notify_one(),
+                    () = tokio::time::sleep_until(at) => cut.cut(),
                     _ = done_rx => {}
                 }
             });
@@ -131,6 +119,7 @@ impl SseRelay {
             busy: std::time::Duration::ZERO,
             _guard: guard,
             _watchdog: watchdog,
+            cut,
             cut_off,
         }
     }
@@ -357,15 +346,22 @@ impl Drop for SseRelay {
         // Gone while the finished record waited for room: `waiting`, dropped with the relay,
         // queues it. Still holding the record: the client went away before the end.
         if let Some(mut r) = self.finished_record(true) {
-            if self.deadline.deadline() <= tokio::time::Instant::now() && !self.state.cutting_off()
-            {
-                // Cut by the watchdog: the client stopped reading.
+            let stalled = self.cut.as_ref().is_some_and(ConnectionCut::client_stalled);
+            let late = self.deadline.deadline() <= tokio::time::Instant::now();
+            if (stalled || late) && !self.state.cutting_off() {
+                // Cut because the client stopped reading: by its socket (nothing taken for
+                // CLIENT_TIMEOUT) or by the watchdog (past the deadline).
                 r.status = 504;
                 r.error_type = Some("timeout_error".to_owned());
                 r.error_message = Some(
-                    "the client did not read the stream within the request timeout \
-                     (REQUEST_TIMEOUT): its connection was closed"
-                        .to_owned(),
+                    if stalled {
+                        "the client did not read the stream: it took nothing for \
+                         CLIENT_TIMEOUT, and its connection was closed"
+                    } else {
+                        "the client did not read the stream within the request timeout \
+                         (REQUEST_TIMEOUT): its connection was closed"
+                    }
+                    .to_owned(),
                 );
             }
             self.state.recorder.record_now(r);

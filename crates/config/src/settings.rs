@@ -80,9 +80,10 @@ pub struct Settings {
     /// `STREAM_IDLE_TIMEOUT`: seconds allowed between two stream events. Default: 300.
     pub stream_idle_timeout: Duration,
     /// `CLIENT_TIMEOUT`: seconds a client may go without sending a byte of its
-    /// request body (408 then), as nginx's `client_body_timeout`: the time
-    /// between two reads, not the whole upload, which REQUEST_TIMEOUT bounds.
-    /// Default: 60.
+    /// request body (408 then), or without taking a byte of its answer (its
+    /// connection is closed then), as nginx's `client_body_timeout` and
+    /// `send_timeout`: the time between two reads or writes, not the whole
+    /// transfer, which REQUEST_TIMEOUT bounds. Default: 60.
     pub client_timeout: Duration,
     /// `MAX_BODY_SIZE`: the largest request body in bytes; accepts units
     /// such as `10MiB` or `512KB`. Default: 10485760 (10 MiB).

@@ -1,0 +1,160 @@
+//! What the server keeps per client connection, beside hyper's own state: the way to cut it
+//! from outside hyper ([`ConnectionCut`]), and its socket with a send timeout
+//! ([`ClientIo`]).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// Ends a client's connection from outside hyper, and says why it ended, for the records of
+/// the requests it carried.
+///
+/// Two things cut a connection. A stream's watchdog ([`SseRelay`]) cuts it when the stream
+/// is still open a second past the request's deadline: a stream whose client stops reading
+/// is not polled, so its own timers never fire, and it would hold its place under
+/// CONCURRENCY_LIMIT, its upstream connection and its record until the client closed. The
+/// server's connection task waits on [`wait`](Self::wait) beside the connection, and drops
+/// the connection when it fires. And the socket itself ([`ClientIo`]) fails the connection
+/// when the client has taken no byte of an answer for CLIENT_TIMEOUT, stream or not: hyper
+/// then drops the connection, and with it the answer it held (a whole answer of tens of
+/// megabytes stayed in memory until the client closed).
+///
+/// [`SseRelay`]: crate::relay::SseRelay
+#[derive(Clone, Default)]
+pub struct ConnectionCut(Arc<CutState>);
+
+#[derive(Default)]
+struct CutState {
+    notify: tokio::sync::Notify,
+    /// Set when the client took nothing for CLIENT_TIMEOUT ([`ClientIo`]).
+    stalled: AtomicBool,
+}
+
+impl ConnectionCut {
+    /// Resolves once the connection is to be cut.
+    pub async fn wait(&self) {
+        self.0.notify.notified().await;
+    }
+
+    /// Cuts the connection (its task, waiting on [`wait`](Self::wait), drops it).
+    pub fn cut(&self) {
+        self.0.notify.notify_one();
+    }
+
+    /// Whether the connection failed because its client took no byte of an answer for
+    /// CLIENT_TIMEOUT.
+    pub fn client_stalled(&self) -> bool {
+        self.0.stalled.load(Ordering::Relaxed)
+    }
+}
+
+/// A client's socket that fails its writes once the client has taken no byte for
+/// `send_timeout` (CLIENT_TIMEOUT), as nginx's `send_timeout`: the time between two
+/// successful writes, not the whole answer, which REQUEST_TIMEOUT bounds for a stream.
+///
+/// Nothing is done per request or per write but noting that a write went through: the
+/// timer is made the first time the socket is full, set when a write finds it full after
+/// one went through, and polled only while it stays full. Only HTTP/1 answers show here;
+/// an HTTP/2 stream whose client stops reading is held by flow control, not by the socket
+/// (see `serve_with`).
+pub struct ClientIo<T> {
+    io: T,
+    send_timeout: Duration,
+    /// Made when the socket is first found full.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer runs: the socket was full and no write went through since.
+    armed: bool,
+    cut: ConnectionCut,
+}
+
+impl<T> ClientIo<T> {
+    /// `io`, whose writes fail once its client takes nothing for `send_timeout`; `cut`
+    /// learns of it.
+    pub fn new(io: T, send_timeout: Duration, cut: ConnectionCut) -> Self {
+        ClientIo { io, send_timeout, timer: None, armed: false, cut }
+    }
+
+    /// The socket is full: starts the timer if it is not running, and fails once it ran out.
+    fn full<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        if !self.armed {
+            self.armed = true;
+            let at = tokio::time::Instant::now() + self.send_timeout;
+            match self.timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        if let Some(timer) = self.timer.as_mut()
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            self.cut.0.stalled.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing of the answer for CLIENT_TIMEOUT",
+            )));
+        }
+        Poll::Pending
+    }
+
+    /// A write that did not find the socket full.
+    fn wrote<R>(&mut self, done: Poll<io::Result<R>>, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        match done {
+            Poll::Pending => self.full(cx),
+            done => {
+                self.armed = false;
+                done
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.wrote(done, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.wrote(done, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A flush moves no byte of its own (a TCP socket's is done at once): not progress.
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
