@@ -760,6 +760,78 @@ async fn a_stream_its_client_stops_reading_is_cut_after_the_client_timeout() {
     serves_next(&proxy, &mock).await;
 }
 
+/// An HTTP/2 connection without TLS (prior knowledge) to the proxy; the task that runs it
+/// ends when the proxy closes it.
+async fn h2c(
+    proxy: &Proxy,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (
+        sender,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+/// Sends a chat request on `sender` and reads the whole answer.
+async fn h2c_chat(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+    stream: bool,
+) -> (u16, Bytes) {
+    use http_body_util::BodyExt;
+    let mut req = post_request("/v1/chat/completions", &chat_request("a", stream));
+    *req.uri_mut() = "http://127.0.0.1/v1/chat/completions".parse().unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_read_timeout() {
+    // A stream that pauses longer than the idle limit in all, to show that an open stream
+    // keeps its connection.
+    let mock = MockUpstream::start(|r| {
+        if r.json()["stream"] != true {
+            return Reply::json(200, &completion("ok"));
+        }
+        let mut steps = Vec::new();
+        for step in text_stream(&["a", "b", "c"]) {
+            steps.push(Step::Sleep(Duration::from_millis(250)));
+            steps.push(step);
+        }
+        Reply::sse(steps)
+    })
+    .await;
+    let idle = Duration::from_millis(400);
+    let launch = Launch { header_read_timeout: Some(idle), ..Launch::default() };
+    let proxy = Proxy::launch(openai_settings(&mock), launch).await;
+
+    let (mut sender, conn) = h2c(&proxy).await;
+    let (status, body) = h2c_chat(&mut sender, true).await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("[DONE]"), "{body:?}");
+    let (status, _) = h2c_chat(&mut sender, false).await;
+    assert_eq!(status, 200);
+
+    let idle_since = Instant::now();
+    tokio::time::timeout(PATIENCE, conn)
+        .await
+        .expect("the proxy closes an idle h2c connection")
+        .unwrap();
+    assert!(idle_since.elapsed() >= idle, "not before the limit: {:?}", idle_since.elapsed());
+    assert_eq!(proxy.entries(2).await.iter().filter(|e| e.entry.status == 200).count(), 2);
+}
+
 #[tokio::test]
 async fn an_oversized_request_head_is_refused_and_nothing_reaches_the_upstream() {
     let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;

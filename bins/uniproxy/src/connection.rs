@@ -1,11 +1,11 @@
 //! What the server keeps per client connection, beside hyper's own state: the way to cut it
-//! from outside hyper ([`ConnectionCut`]), and its socket with a send timeout
-//! ([`ClientIo`]).
+//! from outside hyper, and the HTTP/2 streams it has open ([`ConnectionCut`]), and its socket
+//! with a send timeout ([`ClientIo`]).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,6 +34,24 @@ struct CutState {
     notify: tokio::sync::Notify,
     /// Set when the client took nothing for CLIENT_TIMEOUT ([`ClientIo`]).
     stalled: AtomicBool,
+    /// HTTP/2 streams open: handed to the service and not yet answered whole.
+    open: AtomicUsize,
+    /// HTTP/2 streams opened so far.
+    opened: AtomicU64,
+    /// Told when the last open stream ends.
+    idle: tokio::sync::Notify,
+}
+
+/// An HTTP/2 stream open on its connection, from hyper's hand-over to the end of its answer's
+/// body (held by the response body): a connection with one is not idle.
+pub struct OpenStream(ConnectionCut);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if self.0.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.0.idle.notify_one();
+        }
+    }
 }
 
 impl ConnectionCut {
@@ -51,6 +69,63 @@ impl ConnectionCut {
     /// CLIENT_TIMEOUT.
     pub fn client_stalled(&self) -> bool {
         self.0.stalled.load(Ordering::Relaxed)
+    }
+
+    /// Counts an HTTP/2 stream open until the value given is dropped.
+    pub fn open_stream(&self) -> OpenStream {
+        self.0.open.fetch_add(1, Ordering::AcqRel);
+        self.0.opened.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self.clone())
+    }
+
+    /// Resolves once the connection has had no stream open for `limit` (and at most twice
+    /// that): an idle HTTP/2 connection, which hyper would keep for ever, since a live client
+    /// answers its pings. One timer per idle spell, none per stream.
+    pub async fn idle_for(&self, limit: Duration) {
+        loop {
+            while self.0.open.load(Ordering::Acquire) > 0 {
+                self.0.idle.notified().await;
+            }
+            let opened = self.0.opened.load(Ordering::Relaxed);
+            tokio::time::sleep(limit).await;
+            let open = self.0.open.load(Ordering::Acquire);
+            if open == 0 && self.0.opened.load(Ordering::Relaxed) == opened {
+                return;
+            }
+        }
+    }
+}
+
+/// A response body that holds its stream's [`OpenStream`] (HTTP/2 only) until it ends.
+pub struct Counted<B> {
+    body: B,
+    _open: Option<OpenStream>,
+}
+
+impl<B> Counted<B> {
+    /// `body`, counted as `open` until dropped.
+    pub fn new(body: B, open: Option<OpenStream>) -> Self {
+        Counted { body, _open: open }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

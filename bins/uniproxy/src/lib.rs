@@ -23,13 +23,13 @@ pub mod ui;
 pub mod upstream;
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use slog::{error, info, warn};
 use tokio::net::TcpListener;
 
@@ -72,9 +72,21 @@ pub async fn serve_with(
     let maintenance = maintenance.then(|| {
         (tokio::spawn(retention(state.clone())), tokio::spawn(watch_store(state.clone())))
     });
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper closes an idle HTTP/1 connection when its next head does not come within the
+    // header read timeout; an idle HTTP/2 connection gets as long (`idle_for` below).
     builder.http1().timer(TokioTimer::new()).header_read_timeout(state.header_read_timeout);
+    // HTTP/2's limits are hyper's and h2's defaults (16 KiB of headers, 20 streams reset
+    // before they were accepted, 1,024 reset for errors, 400 KiB of send buffer a stream),
+    // but for the streams a connection may open (hyper's 200 is "not part of its stability")
+    // and pings: without them a peer that vanished without a word holds its connection
+    // until the request's own timeouts end its streams.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(state.header_read_timeout)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let builder = Arc::new(builder);
     // Shared by this thread's connections and their requests: a clone of the client itself
     // (hyper-util's client, the pool, the parsed upstream) cost ~0.4k instructions a request.
@@ -109,35 +121,69 @@ pub async fn serve_with(
         let cut = connection::ConnectionCut::default();
         let cut_here = cut.clone();
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            // An HTTP/2 stream counts as open until its answer's body ends (HTTP/1 needs no
+            // count: hyper itself times out an idle connection).
+            let open = (req.version() == hyper::Version::HTTP_2).then(|| cut_here.open_stream());
             req.extensions_mut().insert(cut_here.clone());
             let arrival = routes::Arrival::new(state.clone(), req, Some(peer.clone()));
             let client = client.clone();
-            async move { Ok::<_, std::convert::Infallible>(arrival.handle(&client).await) }
+            async move {
+                let response = arrival.handle(&client).await;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| connection::Counted::new(body, open)),
+                )
+            }
         });
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let idle_after = first_byte_within;
         let mut closing = closing_rx.clone();
         connections.spawn(async move {
             // hyper's header read timeout starts only once it knows the HTTP version, and the
             // auto builder waits for the bytes that tell with no timeout at all: a client that
             // connects and sends nothing, or only the start of HTTP/2's preface, would hold
             // its socket for ever.
-            tokio::select! {
+            let h2 = tokio::select! {
                 told = tokio::time::timeout(first_byte_within, version_told(&stream)) => {
-                    if !matches!(told, Ok(Ok(true))) {
-                        return;
+                    match told {
+                        Ok(Ok(Some(h2))) => h2,
+                        _ => return,
                     }
                 }
                 _ = closing.wait_for(|c| *c) => return,
-            }
+            };
             let io = connection::ClientIo::new(stream, send_timeout, cut.clone());
-            let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
+            let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service).into_owned());
             // A client that resets its connection is not the server's problem. A stream
             // whose client stopped reading past its deadline is cut (dropping the connection);
             // a client that takes nothing for CLIENT_TIMEOUT fails its connection's writes.
+            let idle = async {
+                if h2 {
+                    cut.idle_for(idle_after).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let idle = tokio::select! {
+                _ = conn.as_mut() => return,
+                () = cut.wait() => return,
+                _ = closing.wait_for(|c| *c) => false,
+                () = idle => true,
+            };
+            // The server is stopping, or the HTTP/2 connection idle: no new request, and
+            // those in flight finish (HTTP/2's GOAWAY). An idle connection that does not
+            // close in as long again is dropped.
+            conn.as_mut().graceful_shutdown();
+            let bound = async {
+                if idle {
+                    tokio::time::sleep(idle_after).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
-                _ = watcher.watch(conn) => {}
+                _ = conn => {}
                 () = cut.wait() => {}
+                () = bound => {}
             }
         });
     }
@@ -148,8 +194,12 @@ pub async fn serve_with(
         watch.abort();
     }
     info!(state.log, "shutting down: finishing in-flight requests");
+    // Each connection, told by `closing`, stops taking requests and ends once those in flight
+    // are answered.
     tokio::select! {
-        () = graceful.shutdown() => info!(state.log, "all connections closed"),
+        () = async { while connections.join_next().await.is_some() {} } => {
+            info!(state.log, "all connections closed");
+        }
         () = tokio::time::sleep(state.grace_period) => {
             warn!(state.log, "grace period over; closing the remaining connections");
             // A request waiting on the upstream answers 503 and a stream ends with an error
@@ -170,22 +220,33 @@ pub async fn serve_with(
 /// How long the answers of requests cut off at the end of the grace period get to be written.
 const CUT_OFF_WRITES: Duration = Duration::from_millis(500);
 
+/// The HTTP/2 streams one connection may have open at once (nginx's
+/// `http2_max_concurrent_streams`).
+const H2_MAX_STREAMS: u32 = 128;
+
+/// How long an HTTP/2 client has to answer a ping before its connection is closed.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// HTTP/2's connection preface, which a client speaking HTTP/2 without TLS sends first.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Waits until the bytes at the start of `stream` tell its HTTP version, as hyper's auto
 /// builder reads it: the whole HTTP/2 preface, or a first byte that is not the preface's.
-/// `false` when the client closes first. Any HTTP/1 request tells at its first byte; only a
-/// client that stops within the preface waits here, looked at again every 10 ms.
-async fn version_told(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+/// Whether it is HTTP/2; `None` when the client closes first. Any HTTP/1 request tells at its
+/// first byte; only a client that stops within the preface waits here, looked at again every
+/// 10 ms.
+async fn version_told(stream: &tokio::net::TcpStream) -> std::io::Result<Option<bool>> {
     let mut start = [0u8; H2_PREFACE.len()];
     loop {
         let n = stream.peek(&mut start).await?;
         if n == 0 {
-            return Ok(false);
+            return Ok(None);
         }
-        if n == start.len() || start[..n] != H2_PREFACE[..n] {
-            return Ok(true);
+        if start[..n] != H2_PREFACE[..n] {
+            return Ok(Some(false));
+        }
+        if n == start.len() {
+            return Ok(Some(true));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
