@@ -8,7 +8,9 @@ use crate::error::sql;
 use crate::store::{to_i64, to_u64};
 use crate::{LogStore, StoreError};
 
-/// How much to keep. Every limit that is set applies; the oldest entries go first.
+/// How much to keep. Every limit that is set applies; the oldest entries go first, by the time
+/// they were received (an entry's id is the order it was written in, which a replayed spill
+/// file or a long stream puts out of step).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Retention {
     /// Delete entries received more than this many days before `now_ms`.
@@ -59,15 +61,27 @@ const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
 const MS_PER_DAY: i64 = 86_400_000;
 
-/// Deletes entries with id at most `max_id` (and, if given, received before
-/// `before_ms`), oldest first, one batch per transaction.
-fn delete_up_to(
-    conn: &mut Connection,
-    max_id: i64,
-    before_ms: Option<i64>,
-) -> Result<u64, StoreError> {
-    let select = "SELECT id FROM requests WHERE id <= ?1 AND received_ms < ?2 ORDER BY id LIMIT ?3";
-    let before = before_ms.unwrap_or(i64::MAX);
+/// The newest entry a prune deletes, in age order: by `received_ms`, then by `id` among
+/// entries received in the same millisecond. Age is not insertion order: an entry replayed
+/// from the spill file, or written late by a long stream, has a higher id than newer ones.
+#[derive(Debug, Clone, Copy)]
+struct Upto {
+    received_ms: i64,
+    id: i64,
+}
+
+impl Upto {
+    /// Every entry received before `ms`.
+    fn before(ms: i64) -> Upto {
+        Upto { received_ms: ms.saturating_sub(1), id: i64::MAX }
+    }
+}
+
+/// Deletes the entries up to `upto` in age order (see [`Upto`]), oldest first, one batch per
+/// transaction. The walk follows the `received_ms` index.
+fn delete_up_to(conn: &mut Connection, upto: Upto) -> Result<u64, StoreError> {
+    let select = "SELECT id FROM requests WHERE (received_ms, id) <= (?1, ?2) \
+                  ORDER BY received_ms, id LIMIT ?3";
     let mut deleted = 0;
     loop {
         let tx =
@@ -75,11 +89,11 @@ fn delete_up_to(
         // Bodies first, with the same subquery, so a crash between the two
         // statements cannot happen (one transaction) and both see one set.
         tx.prepare_cached(&format!("DELETE FROM bodies WHERE id IN ({select})"))
-            .and_then(|mut s| s.execute(params![max_id, before, DELETE_BATCH]))
+            .and_then(|mut s| s.execute(params![upto.received_ms, upto.id, DELETE_BATCH]))
             .map_err(sql("prune"))?;
         let n = tx
             .prepare_cached(&format!("DELETE FROM requests WHERE id IN ({select})"))
-            .and_then(|mut s| s.execute(params![max_id, before, DELETE_BATCH]))
+            .and_then(|mut s| s.execute(params![upto.received_ms, upto.id, DELETE_BATCH]))
             .map_err(sql("prune"))?;
         tx.commit().map_err(sql("prune"))?;
         deleted += n as u64;
@@ -110,7 +124,7 @@ impl LogStore {
         if let Some(days) = retention.older_than_days {
             let cutoff =
                 retention.now_ms.saturating_sub(i64::from(days).saturating_mul(MS_PER_DAY));
-            report.deleted_by_age = delete_up_to(&mut conn, i64::MAX, Some(cutoff))?;
+            report.deleted_by_age = delete_up_to(&mut conn, Upto::before(cutoff))?;
         }
 
         if let Some(max_rows) = retention.max_rows {
@@ -119,17 +133,18 @@ impl LogStore {
                 .map_err(sql("prune"))?;
             let excess = to_u64(count).saturating_sub(max_rows);
             if excess > 0 {
-                // The id of the newest entry to delete: the excess-th oldest.
-                let last: Option<i64> = conn
+                // The newest entry to delete: the excess-th oldest.
+                let last: Option<Upto> = conn
                     .query_row(
-                        "SELECT id FROM requests ORDER BY id LIMIT 1 OFFSET ?1",
+                        "SELECT received_ms, id FROM requests \
+                         ORDER BY received_ms, id LIMIT 1 OFFSET ?1",
                         [to_i64(excess) - 1],
-                        |row| row.get(0),
+                        |row| Ok(Upto { received_ms: row.get(0)?, id: row.get(1)? }),
                     )
                     .optional()
                     .map_err(sql("prune"))?;
                 if let Some(last) = last {
-                    report.deleted_by_rows = delete_up_to(&mut conn, last, None)?;
+                    report.deleted_by_rows = delete_up_to(&mut conn, last)?;
                 }
             }
         }
@@ -148,13 +163,17 @@ impl LogStore {
                 let mut last = None;
                 {
                     let mut stmt = conn
-                        .prepare("SELECT id, body_bytes FROM requests ORDER BY id")
+                        .prepare(
+                            "SELECT received_ms, id, body_bytes FROM requests \
+                             ORDER BY received_ms, id",
+                        )
                         .map_err(sql("prune"))?;
                     let mut rows = stmt.query([]).map_err(sql("prune"))?;
                     while let Some(row) = rows.next().map_err(sql("prune"))? {
-                        let id: i64 = row.get(0).map_err(sql("prune"))?;
-                        let bytes: i64 = row.get(1).map_err(sql("prune"))?;
-                        last = Some(id);
+                        let received_ms: i64 = row.get(0).map_err(sql("prune"))?;
+                        let id: i64 = row.get(1).map_err(sql("prune"))?;
+                        let bytes: i64 = row.get(2).map_err(sql("prune"))?;
+                        last = Some(Upto { received_ms, id });
                         excess = excess.saturating_sub(to_u64(bytes) + ROW_OVERHEAD_BYTES);
                         if excess == 0 {
                             break;
@@ -162,7 +181,7 @@ impl LogStore {
                     }
                 }
                 if let Some(last) = last {
-                    report.deleted_by_bytes = delete_up_to(&mut conn, last, None)?;
+                    report.deleted_by_bytes = delete_up_to(&mut conn, last)?;
                 }
             }
         }

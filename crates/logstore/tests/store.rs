@@ -6,8 +6,8 @@ mod common;
 use common::{T0, entry};
 use rusqlite::Connection;
 use uniproxy_logstore::{
-    CopiedSpan, LogStore, NewEntry, Query, Retention, SCHEMA_VERSION, StatsQuery, StatusFilter,
-    StoreError, StoreOptions, Usage, redact_headers,
+    CopiedSpan, LogStore, NewEntry, Query, ROW_OVERHEAD_BYTES, Retention, SCHEMA_VERSION,
+    StatsQuery, StatusFilter, StoreError, StoreOptions, Usage, redact_headers,
 };
 
 fn temp_store() -> (tempfile::TempDir, LogStore) {
@@ -487,6 +487,53 @@ fn prune_by_age_rows_and_bytes_reclaims_space() {
         .unwrap();
     assert_eq!(report.deleted(), 0);
     assert!(store.integrity_check().unwrap());
+}
+
+/// Entries 10..15 written first, then 0..5 (older: a spill file replayed, streams that
+/// ran long): ids out of step with age.
+fn store_written_out_of_age_order() -> (tempfile::TempDir, LogStore) {
+    let (dir, store) = temp_store();
+    let newer: Vec<_> = (10..15).map(big_entry).collect();
+    let older: Vec<_> = (0..5).map(big_entry).collect();
+    store.insert_batch(&newer).unwrap();
+    store.insert_batch(&older).unwrap();
+    (dir, store)
+}
+
+fn kept(store: &LogStore) -> Vec<String> {
+    let page = store.list(&Query { limit: 100, ..Query::default() }).unwrap().items;
+    let mut ids: Vec<String> = page.into_iter().map(|e| e.request_id).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn prune_by_rows_and_bytes_drops_the_oldest_received_not_the_first_written() {
+    let newest: Vec<String> = (10..15).map(|i| format!("chatcmpl-{i:06}")).collect();
+    let now = T0 + 60_000;
+
+    let (_dir, store) = store_written_out_of_age_order();
+    let report =
+        store.prune(&Retention { max_rows: Some(5), now_ms: now, ..Retention::default() }).unwrap();
+    assert_eq!(report.deleted_by_rows, 5);
+    assert_eq!(kept(&store), newest);
+
+    let (_dir, store) = store_written_out_of_age_order();
+    // About 20 KB each: five fit.
+    let budget = 5 * (20_000 + 2_000 + ROW_OVERHEAD_BYTES);
+    let report =
+        store.prune(&Retention { max_bytes: Some(budget), now_ms: now, ..Retention::default() });
+    assert_eq!(report.unwrap().deleted_by_bytes, 5);
+    assert_eq!(kept(&store), newest);
+
+    // By age, the same: everything received before entry 10.
+    let (_dir, store) = store_written_out_of_age_order();
+    let day_later = T0 + 10_000 + 86_400_000;
+    let report = store
+        .prune(&Retention { older_than_days: Some(1), now_ms: day_later, ..Retention::default() })
+        .unwrap();
+    assert_eq!(report.deleted_by_age, 5);
+    assert_eq!(kept(&store), newest);
 }
 
 #[test]
