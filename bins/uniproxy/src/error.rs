@@ -227,6 +227,7 @@ impl ProxyError {
             | ProxyError::Overloaded { .. }
             | ProxyError::InvalidParam { .. }
             | ProxyError::EntryNotFound { .. } => Fault::Client,
+            ProxyError::Translate(TranslateError::Config { .. }) => Fault::Internal,
             ProxyError::Translate(e)
                 if e.status() < 500 && !matches!(e, TranslateError::Upstream { .. }) =>
             {

@@ -128,9 +128,9 @@ impl Client {
         up: &UpstreamRequest,
     ) -> Result<(hyper::Request<Full<Bytes>>, Option<&Plain>), ProxyError> {
         let invalid = || {
-            ProxyError::Translate(uniproxy_translate::TranslateError::InvalidRequest {
-                param: "BASE_URL".to_owned(),
-                reason: "not a valid URL",
+            ProxyError::Translate(uniproxy_translate::TranslateError::Config {
+                setting: "BASE_URL",
+                reason: "is not a valid URL",
             })
         };
         let (uri, plain) = self.target(&up.url).ok_or_else(invalid)?;

@@ -34,6 +34,15 @@ pub enum TranslateError {
         #[source]
         source: serde_json::Error,
     },
+    /// The provider's configuration cannot work for the platform: a setting the proxy's
+    /// operator gave, not anything of the request. A server answers it as its own fault (500).
+    #[error("the configuration cannot work: `{setting}` {reason}")]
+    Config {
+        /// The setting, by its environment name (`BASE_URL`, `API_KEY`).
+        setting: &'static str,
+        /// What is wrong with its value (never the value: it may be a key).
+        reason: &'static str,
+    },
     /// The upstream answered with an error; its status and message are kept.
     #[error("{}", upstream_message(*.status, &.error.error.message))]
     Upstream {
@@ -82,6 +91,7 @@ impl TranslateError {
             TranslateError::Unsupported { .. }
             | TranslateError::InvalidRequest { .. }
             | TranslateError::InvalidToolArguments { .. } => 400,
+            TranslateError::Config { .. } => 500,
             TranslateError::Upstream { status, .. } => *status,
             TranslateError::NoAnswer { .. }
             | TranslateError::Malformed { .. }
@@ -108,6 +118,8 @@ impl TranslateError {
                     .with_param(param.clone())
                     .with_code("invalid_value")
             }
+            TranslateError::Config { .. } => ErrorResponse::new(self.to_string(), "server_error")
+                .with_code("invalid_configuration"),
             TranslateError::Upstream { error, .. } | TranslateError::NoAnswer { error } => {
                 (**error).clone()
             }

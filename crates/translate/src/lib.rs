@@ -530,7 +530,7 @@ pub trait StreamTranslator: Send {
 /// Builds the provider for a platform.
 ///
 /// # Errors
-/// [`TranslateError::InvalidRequest`] when the configuration cannot work for the platform
+/// [`TranslateError::Config`] when the configuration cannot work for the platform
 /// (an Azure base URL that names no deployment and no `/openai/v1`).
 pub fn provider(config: &ProviderConfig) -> Result<Box<dyn Provider>, TranslateError> {
     Ok(match config.kind {

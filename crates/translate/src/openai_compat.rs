@@ -119,17 +119,15 @@ impl OpenAiCompat {
     /// Builds the provider; the URL and auth headers are made once, here.
     ///
     /// # Errors
-    /// [`TranslateError::InvalidRequest`] for an Azure base URL that names neither a deployment
+    /// [`TranslateError::Config`] for an Azure base URL that names neither a deployment
     /// (`…/openai/deployments/NAME`) nor the v1 API (`…/openai/v1`), or an API key that cannot
     /// be a header value.
     pub fn new(config: ProviderConfig) -> Result<Self, TranslateError> {
         let base = config.base_url.trim_end_matches('/');
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let bad_key = || TranslateError::InvalidRequest {
-            param: "API_KEY".to_owned(),
-            reason: "not a valid header value",
-        };
+        let bad_key =
+            || TranslateError::Config { setting: "API_KEY", reason: "is not a valid header value" };
         let (url, limit_field) = match config.kind {
             ProviderKind::AzureOpenAi => {
                 let url = if base.ends_with("/openai/v1") {
@@ -137,9 +135,9 @@ impl OpenAiCompat {
                 } else if base.contains("/openai/deployments/") {
                     format!("{base}/chat/completions?api-version={}", config.api_version)
                 } else {
-                    return Err(TranslateError::InvalidRequest {
-                        param: "BASE_URL".to_owned(),
-                        reason: "an Azure base URL ends in /openai/deployments/NAME or /openai/v1",
+                    return Err(TranslateError::Config {
+                        setting: "BASE_URL",
+                        reason: "must end in /openai/deployments/NAME or /openai/v1 for Azure",
                     });
                 };
                 if !config.api_key.is_empty() {
@@ -1331,6 +1329,25 @@ impl StreamTranslator for OpenAiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configuration_that_cannot_work_is_the_servers_fault_and_names_the_setting() {
+        let azure = ProviderConfig::new(ProviderKind::AzureOpenAi, "https://r.azure.com", "k", "m");
+        let bad_key = ProviderConfig::new(ProviderKind::OpenAi, "https://a/v1", "sk-\nx", "m");
+        for (config, setting) in [(azure, "`BASE_URL`"), (bad_key, "`API_KEY`")] {
+            let Err(e) = crate::provider(&config) else { panic!("{setting} is accepted") };
+            assert!(matches!(e, TranslateError::Config { .. }), "{e:?}");
+            assert_eq!(e.status(), 500, "not the client's fault: {e}");
+            let body = e.to_error_response();
+            assert_eq!(body.error.kind(), Some("server_error"));
+            assert_eq!(
+                body.error.code.clone().flatten(),
+                Some(serde_json::Value::from("invalid_configuration"))
+            );
+            assert!(body.error.message.contains(setting), "{}", body.error.message);
+            assert!(!body.error.message.contains("sk-"), "never the value");
+        }
+    }
 
     /// The context of a stream whose chunks may leave out what the context says.
     fn local_ctx(include_usage: bool) -> ResponseContext {

@@ -179,17 +179,14 @@ impl Anthropic {
     /// Builds the provider; the URL and headers are made once, here.
     ///
     /// # Errors
-    /// [`TranslateError::InvalidRequest`] when the API key cannot be a header value.
+    /// [`TranslateError::Config`] when the API key cannot be a header value.
     pub fn new(config: ProviderConfig) -> Result<Self, TranslateError> {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
         if !config.api_key.is_empty() {
             let mut key = HeaderValue::from_str(&config.api_key).map_err(|_| {
-                TranslateError::InvalidRequest {
-                    param: "API_KEY".to_owned(),
-                    reason: "not a valid header value",
-                }
+                TranslateError::Config { setting: "API_KEY", reason: "is not a valid header value" }
             })?;
             key.set_sensitive(true);
             headers.insert("x-api-key", key);

@@ -128,16 +128,13 @@ impl Gemini {
     /// Builds the provider; the auth header is made once, here.
     ///
     /// # Errors
-    /// [`TranslateError::InvalidRequest`] for an API key that cannot be a header value.
+    /// [`TranslateError::Config`] for an API key that cannot be a header value.
     pub fn new(config: ProviderConfig) -> Result<Self, TranslateError> {
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if !config.api_key.is_empty() {
             let mut key = HeaderValue::from_str(&config.api_key).map_err(|_| {
-                TranslateError::InvalidRequest {
-                    param: "API_KEY".to_owned(),
-                    reason: "not a valid header value",
-                }
+                TranslateError::Config { setting: "API_KEY", reason: "is not a valid header value" }
             })?;
             key.set_sensitive(true);
             headers.insert("x-goog-api-key", key);
