@@ -3,8 +3,22 @@ use serde_json::{Number, Value};
 
 use crate::{Map, Message, open_enum};
 
-/// A `POST /chat/completions` body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A `POST /chat/completions` body. [`ChatCompletionRequest::new`] makes one from the two
+/// members every request has; the others are set as fields, or left at their default (unset).
+///
+/// ```
+/// use uniproxy_wire::{ChatCompletionRequest, FunctionDefinition, Message, Role, Tool};
+///
+/// let mut request = ChatCompletionRequest::new("gpt-4o", vec![Message::text(Role::User, "Hi")]);
+/// request.tools = Some(vec![Tool::function(FunctionDefinition {
+///     name: "now".into(),
+///     ..FunctionDefinition::default()
+/// })]);
+/// let json = serde_json::to_value(&request)?;
+/// assert_eq!(json["tools"][0]["function"]["name"], "now");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionRequest {
     /// The model the client asked for (the proxy replaces it). Azure deployments name the
     /// model in the URL, so it may be absent (empty).
@@ -99,6 +113,11 @@ pub struct ChatCompletionRequest {
 }
 
 impl ChatCompletionRequest {
+    /// A request for `model` with `messages`, every other member unset.
+    pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
+        ChatCompletionRequest { model: model.into(), messages, ..ChatCompletionRequest::default() }
+    }
+
     /// Whether the client asked for a stream.
     pub fn is_stream(&self) -> bool {
         self.stream == Some(true)
@@ -179,8 +198,16 @@ pub struct Tool {
     pub extra: Map,
 }
 
+impl Tool {
+    /// A `function` tool.
+    #[must_use]
+    pub fn function(function: FunctionDefinition) -> Self {
+        Tool { kind: "function".to_owned(), function: Some(function), extra: Map::new() }
+    }
+}
+
 /// A function the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionDefinition {
     /// The function name.
     pub name: String,
