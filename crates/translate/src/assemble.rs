@@ -227,10 +227,10 @@ impl Assembled {
                     let at = usize::try_from(b.index).unwrap_or(usize::MAX);
                     let at = at.min(choice.thinking_blocks.len());
                     kept += match &b.block {
-                        ThinkingBlock::Thinking { thinking, signature } => {
+                        ThinkingBlock::Thinking { thinking, signature, .. } => {
                             thinking.len() + signature.as_ref().map_or(0, String::len)
                         }
-                        ThinkingBlock::RedactedThinking { data } => data.len(),
+                        ThinkingBlock::RedactedThinking { data, .. } => data.len(),
                     };
                     choice.thinking_blocks.insert(at, b.block.clone());
                 }

@@ -103,11 +103,17 @@ pub enum ThinkingBlock {
         /// Anthropic's signature over the text; a block without one cannot be given back.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signature: Option<String>,
+        /// Fields this version does not model (a client's `cache_control`).
+        #[serde(flatten)]
+        extra: Map,
     },
     /// Thinking the safety systems flagged, encrypted.
     RedactedThinking {
         /// The encrypted thinking.
         data: String,
+        /// Fields this version does not model.
+        #[serde(flatten)]
+        extra: Map,
     },
 }
 

@@ -488,18 +488,26 @@ impl RequestBuilder {
     fn thinking_given(&mut self, path: &str, given: Option<Vec<ThinkingBlock>>) -> Vec<InputBlock> {
         let mut blocks = Vec::new();
         for (j, block) in given.into_iter().flatten().enumerate() {
+            let at = format!("{path}.thinking_blocks[{j}]");
+            // What else the block holds goes unsent, and is named: Anthropic takes no
+            // `cache_control` on a thinking block. Not its stream `index`, which the proxy wrote
+            // itself and a client that joins the stream's blocks may keep.
+            let mut unsent = |mut extra: Map| {
+                extra.remove("index");
+                self.drop_extra(&at, &extra);
+            };
             match block {
-                ThinkingBlock::Thinking { thinking, signature: Some(signature) }
+                ThinkingBlock::Thinking { thinking, signature: Some(signature), extra }
                     if !signature.is_empty() =>
                 {
+                    unsent(extra);
                     blocks.push(InputBlock::Thinking { thinking, signature });
                 }
-                ThinkingBlock::RedactedThinking { data } => {
+                ThinkingBlock::RedactedThinking { data, extra } => {
+                    unsent(extra);
                     blocks.push(InputBlock::RedactedThinking { data });
                 }
-                ThinkingBlock::Thinking { .. } => {
-                    self.drop_field(format!("{path}.thinking_blocks[{j}]"));
-                }
+                ThinkingBlock::Thinking { .. } => self.drop_field(at),
             }
         }
         if !blocks.is_empty() {

@@ -160,10 +160,14 @@ pub(crate) fn completion(
             }
             ContentBlock::Thinking { thinking, signature } => {
                 reasoning.push_str(&thinking);
-                thinking_blocks.push(ThinkingBlock::Thinking { thinking, signature });
+                thinking_blocks.push(ThinkingBlock::Thinking {
+                    thinking,
+                    signature,
+                    extra: Map::new(),
+                });
             }
             ContentBlock::RedactedThinking { data } => {
-                thinking_blocks.push(ThinkingBlock::RedactedThinking { data });
+                thinking_blocks.push(ThinkingBlock::RedactedThinking { data, extra: Map::new() });
             }
             ContentBlock::ToolUse { id, name, input } => calls.push(ToolCall {
                 id,

@@ -309,7 +309,7 @@ impl AnthropicStream {
                 Block::Thinking { text: thinking, signature: signature.unwrap_or_default() }
             }
             ContentBlock::RedactedThinking { data } => {
-                self.thinking_block(ThinkingBlock::RedactedThinking { data });
+                self.thinking_block(ThinkingBlock::RedactedThinking { data, extra: Map::new() });
                 Block::Other
             }
             ContentBlock::ToolUse { name, input, .. } if self.json_object && name == JSON_TOOL => {
@@ -347,7 +347,11 @@ impl AnthropicStream {
             }
             Block::JsonAnswer { has_text: false } => out.push(self.text_delta("{}")),
             Block::Thinking { text, signature } if !signature.is_empty() => {
-                let block = ThinkingBlock::Thinking { thinking: text, signature: Some(signature) };
+                let block = ThinkingBlock::Thinking {
+                    thinking: text,
+                    signature: Some(signature),
+                    extra: Map::new(),
+                };
                 self.thinking_block(block);
             }
             Block::Tool { has_arguments: true, .. }
