@@ -7,6 +7,11 @@
 //! bytes by [`sse::Decoder`]) that returns the `chat.completion.chunk` frames to send and keeps
 //! the [`Assembled`] message for the log.
 //!
+//! What each platform does with each member of a request and an answer (what is mapped, what
+//! is dropped and named in [`UpstreamRequest::dropped`], what is refused with a 400, how stop
+//! reasons and usage come back) is in the docs of its module: [`anthropic`], [`gemini`],
+//! [`openai_compat`] (OpenAI, Azure OpenAI and OpenAI-compatible servers).
+//!
 //! The crate does no I/O: no sockets, no files, no clock, no randomness. Ids and timestamps
 //! come in through [`ResponseContext`]. Build providers with [`provider`]:
 //!
@@ -45,14 +50,14 @@
 #[cfg(all(test, fuzzing))]
 use bolero as _;
 
-mod anthropic;
+pub mod anthropic;
 mod assemble;
 mod error;
-mod gemini;
+pub mod gemini;
 mod head;
 mod json;
 pub mod mock;
-mod openai_compat;
+pub mod openai_compat;
 mod scan;
 pub mod sse;
 

@@ -14,6 +14,16 @@
 //!   real traffic sends as an explicit `null` (`content`, `refusal`, `finish_reason`, …) are
 //!   `Option<Option<T>>`: `None` is absent, `Some(None)` is `null`.
 //!
+//! Where the two rules give way, on purpose:
+//! - an explicit `null` on the other optional fields (`"tools": null`, `"seed": null`) reads
+//!   as absent and is written back absent, which means the same to the API;
+//! - [`Usage`]'s three counts are always written, as the spec requires: a count the sender left
+//!   out, or sent as `null`, is written as 0 (and one sent as a string of digits as its
+//!   number);
+//! - a thinking block of a type this crate does not know is an error, not kept;
+//! - numbers are `serde_json`'s: an integer beyond 64 bits in an `extra` map comes back as
+//!   a float.
+//!
 //! Parse with [`from_slice`] to get errors that name the JSON path of the bad value:
 //!
 //! ```

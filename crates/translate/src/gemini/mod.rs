@@ -14,7 +14,7 @@
 //! | `assistant` text / refusal, `tool_calls`, legacy `function_call` | `model` content: `text`, `functionCall {id, name, args}` (args parsed; `""` is `{}`) |
 //! | `tool_calls[].extra_content.google.thought_signature` | `thoughtSignature` on that `functionCall` part (Gemini 3 wants it back; for a Gemini 3 model, a turn whose calls have none gets Google's `skip_thought_signature_validator` on its first) |
 //! | `tool` messages (consecutive ones in one `user` content), legacy `function` messages | `functionResponse {id, name, response}`: the name is the matching call's; `response` is the content when it is a JSON object, else `{"result": <the JSON value or the text>}` |
-//! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by [`schema`](self::schema) (a parameter-less object is left out, as Gemini refuses empty `OBJECT`s; a schema with an object of unlisted keys, a map, goes as `parametersJsonSchema`) |
+//! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by the `schema` module (a parameter-less object is left out, as Gemini refuses empty `OBJECT`s; a schema with an object of unlisted keys, a map, goes as `parametersJsonSchema`) |
 //! | `tool_choice` `auto` / `none` / `required` / named | `toolConfig.functionCallingConfig.mode` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
 //! | `tool_choice` `allowed_tools` (mode `auto` / `required`) | only the allowed tools' declarations (the others named in `dropped`: Gemini takes a list of allowed functions only with `ANY`), mode `AUTO` / `ANY`; a name no tool of the request has is a 400 |
 //! | `temperature`, `top_p`, `top_k` (extension), `n`, `stop`, `seed`, `presence_penalty`, `frequency_penalty` | `generationConfig.temperature`, `topP`, `topK`, `candidateCount`, `stopSequences`, `seed`, `presencePenalty`, `frequencyPenalty` |
@@ -86,7 +86,7 @@
 //!
 //! # Stream
 //!
-//! See [`stream`](self::stream): deltas per event, function calls whole (one tool call index
+//! The `stream` module: deltas per event, function calls whole (one tool call index
 //! each, arguments in one fragment; for legacy `functions`, the first as `delta.function_call`
 //! and no other), finish and usage chunks and `[DONE]` when the body ends.
 //! A stream that is no answer (as above: nothing but thoughts went out, and every candidate is
