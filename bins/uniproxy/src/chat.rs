@@ -98,6 +98,9 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
     let overhead = overhead_header(pending.overhead());
     let record = &mut pending.record;
     record.status = e.status();
+    if let ProxyError::Translate(TranslateError::NoAnswer { usage: Some(usage), .. }) = e {
+        record.usage = Some((**usage).clone());
+    }
     record.error_type = error.error.kind().map(str::to_owned);
     record.error_message = Some(detail);
     record.response = body.clone();

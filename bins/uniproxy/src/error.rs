@@ -358,7 +358,8 @@ impl ProxyError {
     /// code becomes its text, for the client and the log (see `sanitize`).
     pub fn from_upstream(mut e: TranslateError, api_key: &str) -> ProxyError {
         let status = e.status();
-        if let TranslateError::Upstream { error, .. } | TranslateError::NoAnswer { error } = &mut e
+        if let TranslateError::Upstream { error, .. } | TranslateError::NoAnswer { error, .. } =
+            &mut e
         {
             sanitize(error, api_key);
         }

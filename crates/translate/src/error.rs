@@ -58,6 +58,8 @@ pub enum TranslateError {
     NoAnswer {
         /// The error in the OpenAI shape (`upstream_error`).
         error: Box<ErrorResponse>,
+        /// The tokens the upstream counted for it, when it said: they are billed all the same.
+        usage: Option<Box<uniproxy_wire::Usage>>,
     },
     /// The upstream's answer is not what its platform sends.
     #[error("malformed {provider} response")]
@@ -120,7 +122,7 @@ impl TranslateError {
             }
             TranslateError::Config { .. } => ErrorResponse::new(self.to_string(), "server_error")
                 .with_code("invalid_configuration"),
-            TranslateError::Upstream { error, .. } | TranslateError::NoAnswer { error } => {
+            TranslateError::Upstream { error, .. } | TranslateError::NoAnswer { error, .. } => {
                 (**error).clone()
             }
             TranslateError::Malformed { source, .. } => {

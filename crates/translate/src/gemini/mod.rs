@@ -197,9 +197,14 @@ impl Provider for Gemini {
             let error = response::error_response(error, status);
             return Err(TranslateError::Upstream { status, error: Box::new(error) });
         }
-        let completion = response::to_completion(&answer, ctx).map_err(|why| {
-            TranslateError::NoAnswer { error: Box::new(response::empty_answer_error(why)) }
-        })?;
+        // The tokens of an answer with nothing to use are billed all the same: the record
+        // keeps them.
+        let no_answer = |error| TranslateError::NoAnswer {
+            error: Box::new(error),
+            usage: answer.usage_metadata.as_ref().map(|u| Box::new(response::usage(u))),
+        };
+        let completion = response::to_completion(&answer, ctx)
+            .map_err(|why| no_answer(response::empty_answer_error(why)))?;
         if completion.choices.is_empty() {
             // No candidate and no block reason: nothing to answer with, as the stream says too.
             let error = uniproxy_wire::ErrorResponse::new(
@@ -207,7 +212,7 @@ impl Provider for Gemini {
                 "upstream_error",
             )
             .with_code("bad_upstream_response");
-            return Err(TranslateError::NoAnswer { error: Box::new(error) });
+            return Err(no_answer(error));
         }
         let body = json_bytes(ProviderKind::Google, &completion, body.len())?;
         Ok(Translated { completion, body })
