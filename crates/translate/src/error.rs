@@ -137,6 +137,13 @@ impl TranslateError {
     }
 }
 
+/// The error a stream ends with when the upstream's body ended before the answer did: the
+/// same `code` as a connection that fails mid-stream, which the server reports.
+pub(crate) fn incomplete_stream() -> ErrorResponse {
+    ErrorResponse::new("the upstream stream ended before the answer was complete", "upstream_error")
+        .with_code("upstream_stream_error")
+}
+
 /// An upstream error's text for the log: its message after the status, unless the message
 /// says the status itself (as [`fallback_error`]'s do).
 fn upstream_message(status: u16, message: &str) -> Cow<'_, str> {

@@ -1311,10 +1311,7 @@ impl StreamTranslator for OpenAiStream {
             self.done = true;
             return Ok(vec![Bytes::from_static(sse::DONE_FRAME)]);
         }
-        Ok(self.fail(ErrorResponse::new(
-            "the upstream stream ended before the answer was complete",
-            "upstream_error",
-        )))
+        Ok(self.fail(crate::error::incomplete_stream()))
     }
 
     fn is_done(&self) -> bool {

@@ -527,10 +527,7 @@ impl StreamTranslator for AnthropicStream {
         if self.done {
             return Ok(Vec::new());
         }
-        Ok(vec![self.fail(ErrorResponse::new(
-            "the upstream stream ended before the answer was complete",
-            "upstream_error",
-        ))])
+        Ok(vec![self.fail(crate::error::incomplete_stream())])
     }
 
     fn is_done(&self) -> bool {

@@ -424,10 +424,7 @@ impl StreamTranslator for GeminiStream {
         if self.candidates.iter().all(|c| c.finish.is_none()) {
             // No end marker and no finish reason: the body was cut (or ended with an error
             // object the SSE decoder cannot see, as Vertex sends them bare).
-            return Ok(self.fail(ErrorResponse::new(
-                "the upstream stream ended before the answer was complete",
-                "upstream_error",
-            )));
+            return Ok(self.fail(crate::error::incomplete_stream()));
         }
         if let Some(why) = self.empty_answer() {
             return Ok(self.fail(empty_answer_error(why)));
