@@ -455,7 +455,7 @@ async fn beyond_the_concurrency_limit_is_429_with_retry_after() {
     mock.wait_for_requests(2).await;
 
     let started = Instant::now();
-    let third = chat(&proxy, false).await;
+    let third = proxy.post("/v1/chat/completions", &chat_request("model-asked", true)).await;
     assert!(started.elapsed() < Duration::from_millis(300), "refused at once, not queued");
     let e = expect_error(&third, 429);
     assert_eq!(e["code"], "proxy_overloaded");
@@ -465,9 +465,15 @@ async fn beyond_the_concurrency_limit_is_429_with_retry_after() {
         assert_eq!(r.await.unwrap().status, 200);
     }
     assert_eq!(chat(&proxy, false).await.status, 200, "places are free again");
-    let statuses: Vec<u16> = proxy.entries(4).await.iter().map(|e| e.entry.status).collect();
+    let entries = proxy.entries(4).await;
+    let statuses: Vec<u16> = entries.iter().map(|e| e.entry.status).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    // The refusal's record says what was asked.
+    let refused = entries.iter().find(|e| e.entry.status == 429).unwrap();
+    let asked = (refused.entry.client_model.as_str(), refused.entry.stream);
+    assert_eq!(asked, ("model-asked", true), "{refused:#?}");
+    assert!(refused.entry.client_request.contains("Say hello."), "{refused:#?}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -465,13 +465,15 @@ async fn handle(
     // held every place until REQUEST_TIMEOUT and locked everyone else out. What reading
     // bodies costs the proxy is bounded without the limit: MAX_BODY_SIZE per connection,
     // and only as fast as the client sends it. A request over the limit is refused once
-    // its body is read, so its connection can carry the next request.
-    let Some(guard) = state.enter() else {
-        return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
-    };
+    // its body is read and checked, so its connection can carry the next request, a bad
+    // request hears what is wrong with it whatever the load, and the refusal's record says
+    // what was asked (the model, a stream or not, the body).
     pending.record.client_request = body.clone();
     let Prepared { mut up, ctx, client_stream, upstream_stream } =
         prepare(state, &body, &mut pending.record)?;
+    let Some(guard) = state.enter() else {
+        return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
+    };
 
     let mut earlier_attempts = 0;
     let mut resends = 0;
