@@ -663,11 +663,10 @@ async fn slowloris_is_disconnected_after_the_header_read_timeout() {
     serves_next(&proxy, &mock).await;
 }
 
-#[tokio::test]
-async fn a_stream_its_client_stops_reading_is_cut_at_the_request_timeout() {
-    // An endless fast stream; the client sends its request and never reads. Once the socket
-    // buffers are full the relay is not polled, so only the watchdog can end it.
-    let mock = MockUpstream::start(|r| {
+/// An upstream that streams fast and for ever (256 KiB events every millisecond), and
+/// answers a non-stream request with a short completion.
+async fn endless_stream_upstream() -> MockUpstream {
+    MockUpstream::start(|r| {
         if r.json()["stream"] != true {
             return Reply::json(200, &completion("ok"));
         }
@@ -677,25 +676,7 @@ async fn a_stream_its_client_stops_reading_is_cut_at_the_request_timeout() {
         steps.push(Step::Forever(Duration::from_millis(1), piece));
         Reply::sse(steps)
     })
-    .await;
-    let mut settings = openai_settings(&mock);
-    settings.request_timeout = Duration::from_millis(1500);
-    let proxy = Proxy::start(settings).await;
-
-    let body = chat_request("a", true).to_string();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
-    conn.write_all(head.as_bytes()).await.unwrap();
-    let entry = proxy.only_entry().await;
-    assert_eq!(entry.entry.status, 504, "{entry:#?}");
-    assert!(entry.entry.error_message.unwrap_or_default().contains("did not read"));
-    // Its place under CONCURRENCY_LIMIT and its upstream connection are free again.
-    drop(conn);
-    serves_next(&proxy, &mock).await;
+    .await
 }
 
 /// Sends a chat request on a new connection and reads nothing of the answer.
@@ -709,6 +690,24 @@ async fn ask_and_never_read(proxy: &Proxy, stream: bool) -> TcpStream {
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     conn.write_all(head.as_bytes()).await.unwrap();
     conn
+}
+
+#[tokio::test]
+async fn a_stream_its_client_stops_reading_is_cut_at_the_request_timeout() {
+    // The client sends its request and never reads. Once the socket buffers are full the
+    // relay is not polled, so only the watchdog can end it.
+    let mock = endless_stream_upstream().await;
+    let mut settings = openai_settings(&mock);
+    settings.request_timeout = Duration::from_millis(1500);
+    let proxy = Proxy::start(settings).await;
+
+    let conn = ask_and_never_read(&proxy, true).await;
+    let entry = proxy.only_entry().await;
+    assert_eq!(entry.entry.status, 504, "{entry:#?}");
+    assert!(entry.entry.error_message.unwrap_or_default().contains("did not read"));
+    // Its place under CONCURRENCY_LIMIT and its upstream connection are free again.
+    drop(conn);
+    serves_next(&proxy, &mock).await;
 }
 
 #[tokio::test]
@@ -738,19 +737,7 @@ async fn a_whole_answer_its_client_does_not_read_is_cut_after_the_client_timeout
 
 #[tokio::test]
 async fn a_stream_its_client_stops_reading_is_cut_after_the_client_timeout() {
-    let mock = MockUpstream::start(|r| {
-        if r.json()["stream"] != true {
-            return Reply::json(200, &completion("ok"));
-        }
-        let piece = chunk(json!({"content": "x".repeat(256 * 1024)}), None);
-        let mut steps = text_stream(&[]).into_iter().take(1).collect::<Vec<_>>();
-        steps.push(Step::Forever(
-            Duration::from_millis(1),
-            Bytes::from(format!("data: {piece}\n\n")),
-        ));
-        Reply::sse(steps)
-    })
-    .await;
+    let mock = endless_stream_upstream().await;
     let mut settings = openai_settings(&mock);
     // Far beyond the test's patience: only the client timeout can end it in time.
     settings.request_timeout = Duration::from_secs(60);
