@@ -964,7 +964,8 @@ fn would_prune(store: &LogStore, retention: &Retention) -> Result<PruneReport, L
             None => break,
         }
     }
-    rows.sort_unstable_by_key(|&(id, _, _)| id);
+    // Oldest first, as `LogStore::prune` deletes: by the time received, then by id.
+    rows.sort_unstable_by_key(|&(id, received, _)| (received, id));
     let size = store.size_bytes()?;
     let mut report = PruneReport { size_before: size, size_after: size, ..PruneReport::default() };
     if let Some(days) = retention.older_than_days {

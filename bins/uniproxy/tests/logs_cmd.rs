@@ -486,6 +486,22 @@ fn prune_deletes_old_rows_and_reports_counts() {
 }
 
 #[test]
+fn the_dry_run_counts_by_age_as_the_prune_does_when_ids_are_out_of_age_order() {
+    // Entry 1 is today's and small; entry 2, written after it (a spill file replayed), is a
+    // day older and large. A byte budget that keeps one of them keeps the newer.
+    let newer = entry(1, T0, ["gpt-4o", "claude-sonnet-4"], (100, None), false, 200);
+    let mut older = entry(2, T0 - DAY, ["gpt-4o", "claude-sonnet-4"], (100, None), false, 200);
+    older.response = chat_response("chatcmpl-0002", "gpt-4o", &"x".repeat(100_000));
+    let f = fixture_with(&[newer, older]);
+    let budget = "20000";
+    let o = run(&f.settings, &["prune", "--max-bytes", budget, "--dry-run"]);
+    assert!(o.out.starts_with("would delete 1 entries (1 beyond 20000 bytes)\n"), "{}", o.out);
+    let o = run(&f.settings, &["prune", "--max-bytes", budget]);
+    assert!(o.out.starts_with("deleted 1 entries (1 beyond 20000 bytes)\n"), "{}", o.out);
+    assert_eq!(json_ids(&run(&f.settings, &["list", "--json"]).out), [1]);
+}
+
+#[test]
 fn tail_shows_the_last_entries_oldest_first() {
     let f = fixture();
     let o = run(&f.settings, &["tail", "-n", "2"]);
