@@ -167,15 +167,11 @@ impl RequestRecord {
         self.usage.as_ref().map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens))
     }
 
-    /// The log store's entry for this record (its strings move; the bodies become text).
-    pub(crate) fn into_entry(self) -> NewEntry {
-        // The record holds the last handle on its bodies by now, so most become the entry's
-        // strings without a copy (`Vec::from` takes a unique buffer as it is).
-        let text = |b: Bytes| match String::from_utf8(Vec::from(b)) {
-            Ok(text) => text,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
-        let usage = self.usage.as_ref().map_or_else(uniproxy_logstore::Usage::default, |u| {
+    /// The token counts as both logs keep them: all unknown (`None`) when the answer said
+    /// none (an error, a server that counts nothing), the cached and reasoning tokens when the
+    /// upstream told them.
+    pub(crate) fn logged_usage(&self) -> uniproxy_logstore::Usage {
+        self.usage.as_ref().map_or_else(uniproxy_logstore::Usage::default, |u| {
             // A server that left the total out (or wrote `null`) still used its tokens.
             let sum = u.prompt_tokens.saturating_add(u.completion_tokens);
             uniproxy_logstore::Usage {
@@ -185,7 +181,18 @@ impl RequestRecord {
                 cached_tokens: u.cached_tokens(),
                 reasoning_tokens: u.reasoning_tokens(),
             }
-        });
+        })
+    }
+
+    /// The log store's entry for this record (its strings move; the bodies become text).
+    pub(crate) fn into_entry(self) -> NewEntry {
+        // The record holds the last handle on its bodies by now, so most become the entry's
+        // strings without a copy (`Vec::from` takes a unique buffer as it is).
+        let text = |b: Bytes| match String::from_utf8(Vec::from(b)) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        let usage = self.logged_usage();
         NewEntry {
             request_id: self.request_id,
             received_ms: self.received_ms,

@@ -369,7 +369,7 @@ fn open_line(out: &mut Vec<u8>, msg: &str, level: &str, ts: &Timestamp) {
 
 /// The summary line: one per request, without bodies.
 fn summary_json(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
-    let (prompt, completion) = r.tokens();
+    let usage = r.logged_usage();
     open_line(out, "request", level(r), ts);
     kv_str(out, "id", Some(&r.request_id));
     kv_num(out, "status", r.status);
@@ -383,8 +383,12 @@ fn summary_json(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
     // `as_secs_f64() * 1000.0` printed `0.006194000000000001` for 6,194 ns.
     key(out, "overhead_ms");
     millis3(out, r.overhead);
-    kv_num(out, "prompt_tokens", prompt);
-    kv_num(out, "completion_tokens", completion);
+    // As the store keeps them: `null` where the answer did not say (not 0 tokens).
+    kv_num(out, "prompt_tokens", usage.prompt_tokens);
+    kv_num(out, "completion_tokens", usage.completion_tokens);
+    kv_num(out, "total_tokens", usage.total_tokens);
+    kv_num(out, "cached_tokens", usage.cached_tokens);
+    kv_num(out, "reasoning_tokens", usage.reasoning_tokens);
     kv_num(out, "attempts", r.attempts);
     kv_str(out, "error", r.error_message.as_deref());
     out.extend_from_slice(b"}\n");
@@ -647,6 +651,28 @@ mod tests {
         assert_eq!((v["status"].as_u64(), v["latency_ms"].as_i64()), (Some(502), Some(10)));
         assert_eq!(v["ttft_ms"], 4);
         assert_eq!(v["error"], "upstream \"down\"");
+        // No usage in the answer: the counts are unknown, not 0.
+        for k in ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"] {
+            assert!(v[k].is_null(), "{k}: {line}");
+        }
+        r.usage = Some(uniproxy_wire::Usage {
+            prompt_tokens: 12,
+            completion_tokens: 5,
+            total_tokens: 0,
+            prompt_tokens_details: Some(uniproxy_wire::PromptTokensDetails {
+                cached_tokens: Some(8),
+                ..Default::default()
+            }),
+            completion_tokens_details: None,
+            extra: uniproxy_wire::Map::new(),
+        });
+        let mut out = Vec::new();
+        summary_json(&mut out, &r, &Clock::default().now());
+        let v = parse(&out);
+        let counts = ["prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"]
+            .map(|k| v[k].as_u64());
+        assert_eq!(counts, [Some(12), Some(5), Some(17), Some(8)], "{v}");
+        assert!(v["reasoning_tokens"].is_null());
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
 
         let mut text = Vec::new();
