@@ -825,6 +825,76 @@ async fn an_idle_http2_connection_is_closed_after_the_header_read_timeout() {
     assert_eq!(proxy.entries(2).await.iter().filter(|e| e.entry.status == 200).count(), 2);
 }
 
+/// One HTTP/2 frame: length, type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut f = len[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The (type, stream) of each HTTP/2 frame in `bytes`.
+fn h2_frames(bytes: &[u8]) -> Vec<(u8, u32)> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+        let stream =
+            u32::from_be_bytes([bytes[at + 5], bytes[at + 6], bytes[at + 7], bytes[at + 8]]);
+        frames.push((bytes[at + 3], stream & 0x7fff_ffff));
+        at += 9 + len;
+    }
+    frames
+}
+
+#[tokio::test]
+async fn an_http2_request_that_crosses_the_idle_goaway_is_answered() {
+    // A request a client sends before it sees the idle GOAWAY is taken by h2 (the first
+    // GOAWAY of a graceful shutdown names the last possible stream), so it must be answered,
+    // even when it takes longer than the idle limit.
+    let slow = Reply::json(200, &completion("ok")).after(Duration::from_millis(1500));
+    let mock = MockUpstream::always(slow).await;
+    let idle = Duration::from_millis(400);
+    let launch = Launch { header_read_timeout: Some(idle), ..Launch::default() };
+    let proxy = Proxy::launch(openai_settings(&mock), launch).await;
+
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    tcp.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
+    // The idle GOAWAY goes out at about 400 ms; the request follows at 550 ms, unread.
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    let body = chat_request("a", false).to_string();
+    let mut head = Vec::new();
+    let length = body.len().to_string();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/json"),
+        ("content-length", length.as_str()),
+    ] {
+        // A literal header field without indexing, new name (RFC 7541, 6.2.2).
+        head.push(0);
+        head.push(u8::try_from(name.len()).unwrap());
+        head.extend_from_slice(name.as_bytes());
+        head.push(u8::try_from(value.len()).unwrap());
+        head.extend_from_slice(value.as_bytes());
+    }
+    tcp.write_all(&h2_frame(1, 0x4, 1, &head)).await.unwrap();
+    tcp.write_all(&h2_frame(0, 0x1, 1, body.as_bytes())).await.unwrap();
+
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut got)).await;
+    let frames = h2_frames(&got);
+    assert!(frames.contains(&(1, 1)), "stream 1 got no HEADERS: {frames:?}");
+    assert!(frames.contains(&(0, 1)), "stream 1 got no DATA: {frames:?}");
+    let entry = proxy.only_entry().await;
+    assert_eq!(entry.entry.status, 200, "{entry:#?}");
+}
+
 #[tokio::test]
 async fn an_oversized_request_head_is_refused_and_nothing_reaches_the_upstream() {
     let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;

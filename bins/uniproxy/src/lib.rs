@@ -170,12 +170,14 @@ pub async fn serve_with(
                 () = idle => true,
             };
             // The server is stopping, or the HTTP/2 connection idle: no new request, and
-            // those in flight finish (HTTP/2's GOAWAY). An idle connection that does not
-            // close in as long again is dropped.
+            // those in flight finish (HTTP/2's GOAWAY). A request the client sent before it
+            // saw the GOAWAY is still taken (the first GOAWAY of a graceful shutdown names
+            // the last possible stream) and answered; a connection that then stays idle as
+            // long again without closing is dropped.
             conn.as_mut().graceful_shutdown();
             let bound = async {
                 if idle {
-                    tokio::time::sleep(idle_after).await;
+                    cut.idle_for(idle_after).await;
                 } else {
                     std::future::pending::<()>().await;
                 }
