@@ -1634,3 +1634,23 @@ async fn entries_spilled_while_the_database_failed_are_loaded_once_it_is_written
     );
     assert!(log.contains(r#""already_stored":0,"stored":3"#), "{log}");
 }
+
+#[tokio::test]
+async fn a_whole_answer_its_http2_client_does_not_read_goes_with_the_idle_connection() {
+    // Over HTTP/2 an unread answer waits in h2's flow control, not in the socket, so
+    // CLIENT_TIMEOUT does not see it; hyper takes the body whole, the stream stops counting
+    // as open, and the idle limit ends the connection with the answer it held.
+    let answer = completion(&"x".repeat(32 << 20));
+    let mock = MockUpstream::always(Reply::json(200, &answer)).await;
+    let idle = Duration::from_millis(400);
+    let launch = Launch { header_read_timeout: Some(idle), ..Launch::default() };
+    let proxy = Proxy::launch(openai_settings(&mock), launch).await;
+    let (mut sender, conn) = h2c(&proxy).await;
+    let mut request = post_request("/v1/chat/completions", &chat_request("a", false));
+    *request.uri_mut() = "http://127.0.0.1/v1/chat/completions".parse().unwrap();
+    let answer = sender.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    // Never read: the proxy closes the connection once idle.
+    tokio::time::timeout(PATIENCE, conn).await.expect("the connection is closed").unwrap();
+    drop(answer);
+}
