@@ -39,12 +39,13 @@ pub async fn chat(
     client: &Client,
     req: Request<Incoming>,
     client_addr: Option<String>,
+    cut: Option<ConnectionCut>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let record = arrival_record(&state, &req, client_addr, true);
     let request_id = header::HeaderValue::from_str(&record.request_id).ok();
     let mut pending = Pending::new(&state, record, started);
-    let response = match handle(&state, client, req, &mut pending).await {
+    let response = match handle(&state, client, req, cut, &mut pending).await {
         // The record is written (or, for a stream, carried by the relay).
         Ok(response) => response,
         Err(e) => fail(pending, &e).await,
@@ -444,6 +445,7 @@ async fn handle(
     state: &Arc<AppState>,
     client: &Client,
     req: Request<Incoming>,
+    cut: Option<ConnectionCut>,
     pending: &mut Pending<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &state.settings;
@@ -451,7 +453,6 @@ async fn handle(
     if state.recorder.refusing() {
         return Err(ProxyError::LogStoreStuck);
     }
-    let cut = req.extensions().get::<ConnectionCut>().cloned();
     // The body gets the request's deadline, and a client that stops sending it is let go
     // after CLIENT_TIMEOUT. The time the client takes to send it is not the proxy's
     // (`x-uniproxy-overhead-ms`).

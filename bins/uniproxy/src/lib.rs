@@ -120,12 +120,16 @@ pub async fn serve_with(
         let peer = peer.to_string();
         let cut = connection::ConnectionCut::default();
         let cut_here = cut.clone();
-        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             // An HTTP/2 stream counts as open until its answer's body ends (HTTP/1 needs no
             // count: hyper itself times out an idle connection).
             let open = (req.version() == hyper::Version::HTTP_2).then(|| cut_here.open_stream());
-            req.extensions_mut().insert(cut_here.clone());
-            let arrival = routes::Arrival::new(state.clone(), req, Some(peer.clone()));
+            let arrival = routes::Arrival::new(
+                state.clone(),
+                req,
+                Some(peer.clone()),
+                Some(cut_here.clone()),
+            );
             let client = client.clone();
             async move {
                 let response = arrival.handle(&client).await;

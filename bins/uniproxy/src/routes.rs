@@ -11,6 +11,7 @@ use hyper::{Method, Request, Response, header};
 use serde_json::json;
 use uniproxy_wire::{Model, ModelList};
 
+use crate::connection::ConnectionCut;
 use crate::error::ProxyError;
 use crate::relay::SseRelay;
 use crate::state::AppState;
@@ -154,19 +155,26 @@ pub struct Arrival {
     /// The request, until [`handle`](Self::handle) takes it.
     req: Option<Request<Incoming>>,
     client_addr: Option<String>,
+    /// Its connection's, for a stream's watchdog and its record.
+    cut: Option<ConnectionCut>,
 }
 
 impl Arrival {
-    /// A request as hyper hands it over.
-    pub fn new(state: Arc<AppState>, req: Request<Incoming>, client_addr: Option<String>) -> Self {
-        Arrival { state, req: Some(req), client_addr }
+    /// A request as hyper hands it over, with what the server knows of its connection.
+    pub fn new(
+        state: Arc<AppState>,
+        req: Request<Incoming>,
+        client_addr: Option<String>,
+        cut: Option<ConnectionCut>,
+    ) -> Self {
+        Arrival { state, req: Some(req), client_addr, cut }
     }
 
     /// Dispatches the request (see [`handle`]).
     pub async fn handle(mut self, client: &Client) -> Response<ProxyBody> {
         let state = self.state.clone();
         match self.req.take() {
-            Some(req) => handle(state, client, req, self.client_addr.take()).await,
+            Some(req) => handle(state, client, req, self.client_addr.take(), self.cut.take()).await,
             // `new` puts the request in, and only this, which takes `self`, takes it out.
             None => {
                 error_response(&ProxyError::NotFound { method: String::new(), path: String::new() })
@@ -192,9 +200,10 @@ pub async fn handle(
     client: &Client,
     req: Request<Incoming>,
     client_addr: Option<String>,
+    cut: Option<ConnectionCut>,
 ) -> Response<ProxyBody> {
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut response = dispatch(&state, client, req, client_addr).await;
+    let mut response = dispatch(&state, client, req, client_addr, cut).await;
     if let Some(origin) = origin {
         cors_headers(&state, &origin, response.headers_mut());
     }
@@ -206,6 +215,7 @@ async fn dispatch(
     client: &Client,
     req: Request<Incoming>,
     client_addr: Option<String>,
+    cut: Option<ConnectionCut>,
 ) -> Response<ProxyBody> {
     let path = req.uri().path().to_owned();
     let route = route_of(&path).filter(|r| state.settings.ui_enabled || !is_ui(*r));
@@ -259,7 +269,7 @@ async fn dispatch(
             // (`chat::Pending`), and the client gets a 503 rather than a dropped connection.
             tokio::select! {
                 biased;
-                response = chat::chat(state.clone(), client, req, client_addr) => response,
+                response = chat::chat(state.clone(), client, req, client_addr, cut) => response,
                 () = state.cut_off() => error_response(&ProxyError::ShuttingDown),
             }
         }
