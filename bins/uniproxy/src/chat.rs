@@ -450,6 +450,8 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let settings = &state.settings;
     let deadline = pending.started + settings.request_timeout;
+    // An upstream's error, or an answer that is one, without the proxy's key.
+    let upstream_error = |e| ProxyError::from_upstream(e, settings.api_key.expose());
     if state.recorder.refusing() {
         return Err(ProxyError::LogStoreStuck);
     }
@@ -531,7 +533,7 @@ async fn handle(
             continue;
         }
         let error = state.provider.translate_error(status, &error);
-        return Err(ProxyError::from_upstream(error, state.settings.api_key.expose()));
+        return Err(upstream_error(error));
     };
 
     // A server that answers a stream request with the whole answer (JSON), or with a page
@@ -566,10 +568,8 @@ async fn handle(
     let mut response = if client_stream {
         // SUPPORTS_STREAMING=false, or the whole answer to a stream request: replayed as a
         // valid stream.
-        let translated = state
-            .provider
-            .translate_response(status, body, &ctx)
-            .map_err(|e| ProxyError::from_upstream(e, state.settings.api_key.expose()))?;
+        let translated =
+            state.provider.translate_response(status, body, &ctx).map_err(upstream_error)?;
         pending.record.usage.clone_from(&translated.completion.usage);
         let mut sse = BytesMut::new();
         for frame in completion_to_frames(&translated.completion, ctx.include_usage) {
@@ -584,10 +584,7 @@ async fn handle(
         r
     } else {
         // An answer can be an error (OpenRouter answers 200 once the model has started).
-        let answer = state
-            .provider
-            .translate_answer(status, body, &ctx)
-            .map_err(|e| ProxyError::from_upstream(e, state.settings.api_key.expose()))?;
+        let answer = state.provider.translate_answer(status, body, &ctx).map_err(upstream_error)?;
         pending.record.usage = answer.usage;
         pending.record.response = answer.body.clone();
         json_response(200, answer.body)
