@@ -20,7 +20,7 @@ use uniproxy_translate::{StreamTranslator, sse};
 use uniproxy_wire::ErrorResponse;
 
 use crate::connection::ConnectionCut;
-use crate::error::redact_key;
+use crate::error::{ProxyError, redact_key};
 use crate::record::{RequestRecord, Waiting, ended_early, now_ms};
 use crate::state::{AppState, InFlightGuard};
 
@@ -290,20 +290,14 @@ impl Body for SseRelay {
                 }
                 Poll::Pending => {
                     if this.cut_off.as_mut().poll(cx).is_ready() {
-                        let error = ErrorResponse::new(
-                            "the proxy is shutting down and could not finish this stream in time",
-                            "server_error",
-                        )
-                        .with_code("server_shutdown");
-                        let detail = "the proxy shut down (its grace period was over) before \
-                                      the end of the stream"
-                            .to_owned();
-                        this.fail(error, detail);
-                        // Recorded as every request the shutdown cut off is (`ended_early`).
+                        // The error a whole answer cut off gets, recorded as every request
+                        // the shutdown cut off is.
+                        let error = ProxyError::ShuttingDown.to_error_response();
+                        this.pending.push_back(sse::encode(&error));
                         if let Some(r) = this.record.as_mut() {
-                            r.status = 503;
-                            r.error_type = Some("server_shutdown".to_owned());
+                            ended_early(r, true, "the end of the stream");
                         }
+                        this.end_upstream();
                         continue;
                     }
                     if this.deadline.as_mut().poll(cx).is_ready() {
