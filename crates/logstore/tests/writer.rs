@@ -152,8 +152,17 @@ fn assert_accounted(sent: u64, db_ids: &[String], spill_ids: &[String]) {
     assert_eq!(all.len() as u64, sent, "entries missing");
 }
 
-#[test]
-fn locked_database_spills_then_recovers() {
+/// A store that gives up on a lock after 50 ms, and a writer spilling to `spill.jsonl` beside
+/// it: what a test that locks the database from outside needs.
+struct Lockable {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    store: LogStore,
+    spill_path: std::path::PathBuf,
+    writer: Writer,
+}
+
+fn lockable() -> Lockable {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.db");
     let store_options =
@@ -163,6 +172,12 @@ fn locked_database_spills_then_recovers() {
     let writer =
         Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(&spill_path)), options())
             .unwrap();
+    Lockable { _dir: dir, path, store, spill_path, writer }
+}
+
+#[test]
+fn locked_database_spills_then_recovers() {
+    let Lockable { _dir, path, store, spill_path, writer } = lockable();
 
     send_range(&writer, 0, 100);
     assert!(wait_until(WAIT, || writer.stats().written == 100));
@@ -192,15 +207,7 @@ fn locked_database_spills_then_recovers() {
 
 #[test]
 fn an_idle_writer_finds_its_database_writable_again_without_a_new_entry() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.db");
-    let store_options =
-        StoreOptions { busy_timeout: Duration::from_millis(50), ..StoreOptions::default() };
-    let store = LogStore::open(&path, store_options).unwrap();
-    let spill_path = dir.path().join("spill.jsonl");
-    let writer =
-        Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(&spill_path)), options())
-            .unwrap();
+    let Lockable { _dir, path, store, writer, .. } = lockable();
     let blocker = Connection::open(&path).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     send_range(&writer, 0, 10);
