@@ -93,8 +93,13 @@ fn ctx(include_usage: bool) -> ResponseContext {
 const WORDS: [&str; 8] =
     ["The ", "proxy ", "forwards ", "each ", "event ", "as ", "it ", "arrives. "];
 
-/// An OpenAI stream: role chunk, 96 content chunks, finish chunk, usage chunk, [DONE].
-fn openai_stream() -> Vec<u8> {
+/// An OpenAI stream as gpt-4o-mini sends it with `include_usage`: the role chunk with `first`,
+/// a chunk per delta, the finish chunk with `finish`, the usage chunk, [DONE].
+fn openai_events(
+    first: serde_json::Value,
+    deltas: impl IntoIterator<Item = serde_json::Value>,
+    finish: &str,
+) -> Vec<u8> {
     let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
         json!({"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1_700_000_000u64,
                "model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1",
@@ -103,11 +108,11 @@ fn openai_stream() -> Vec<u8> {
     };
     let mut out = String::new();
     let mut push = |v: serde_json::Value| out.push_str(&format!("data: {v}\n\n"));
-    push(chunk(json!({"role":"assistant","content":"","refusal":null}), json!(null)));
-    for i in 0..96 {
-        push(chunk(json!({"content": WORDS[i % 8]}), json!(null)));
+    push(chunk(first, json!(null)));
+    for delta in deltas {
+        push(chunk(delta, json!(null)));
     }
-    push(chunk(json!({}), json!("stop")));
+    push(chunk(json!({}), json!(finish)));
     push(
         json!({"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1_700_000_000u64,
                 "model":"gpt-4o-mini-2024-07-18","choices":[],
@@ -117,36 +122,25 @@ fn openai_stream() -> Vec<u8> {
     out.into_bytes()
 }
 
+/// An OpenAI stream: role chunk, 96 content chunks, finish chunk, usage chunk, [DONE].
+fn openai_stream() -> Vec<u8> {
+    let role = json!({"role":"assistant","content":"","refusal":null});
+    openai_events(role, (0..96).map(|i| json!({"content": WORDS[i % 8]})), "stop")
+}
+
 /// An OpenAI stream of tool calls: role chunk, three calls of 32 argument fragments each
 /// (the first brings the id and name), finish chunk, usage chunk, [DONE].
 fn openai_tool_call_stream() -> Vec<u8> {
-    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
-        json!({"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1_700_000_000u64,
-               "model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1",
-               "choices":[{"index":0,"delta":delta,"logprobs":null,"finish_reason":finish}],
-               "usage":null,"obfuscation":"aB3dE"})
-    };
-    let mut out = String::new();
-    let mut push = |v: serde_json::Value| out.push_str(&format!("data: {v}\n\n"));
-    push(chunk(json!({"role":"assistant","content":null,"refusal":null}), json!(null)));
-    for call in 0..3 {
+    let role = json!({"role":"assistant","content":null,"refusal":null});
+    let calls = (0..3).flat_map(|call| {
         let first = json!({"tool_calls":[{"index":call,"id":format!("call_{call}"),"type":"function",
             "function":{"name":"get_weather","arguments":""}}]});
-        push(chunk(first, json!(null)));
-        for i in 0..31 {
-            let fragment =
-                json!({"tool_calls":[{"index":call,"function":{"arguments":WORDS[i % 8]}}]});
-            push(chunk(fragment, json!(null)));
-        }
-    }
-    push(chunk(json!({}), json!("tool_calls")));
-    push(
-        json!({"id":"chatcmpl-AbC123","object":"chat.completion.chunk","created":1_700_000_000u64,
-                "model":"gpt-4o-mini-2024-07-18","choices":[],
-                "usage":{"prompt_tokens":250,"completion_tokens":96,"total_tokens":346}}),
-    );
-    out.push_str("data: [DONE]\n\n");
-    out.into_bytes()
+        let fragments = (0..31).map(move |i| {
+            json!({"tool_calls":[{"index":call,"function":{"arguments":WORDS[i % 8]}}]})
+        });
+        std::iter::once(first).chain(fragments)
+    });
+    openai_events(role, calls, "tool_calls")
 }
 
 /// An Anthropic stream with 96 text deltas (padded JSON and a ping, as recorded streams have).
