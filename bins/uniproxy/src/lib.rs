@@ -378,16 +378,16 @@ fn replay_spill(
         });
         match replayed {
             Ok(r) if r.unreadable == 0 => {
-                let removed = match std::fs::remove_file(&file) {
-                    // `uniproxy logs import` loaded the same file meanwhile.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    removed => removed,
-                };
+                // Said before the file goes: whoever sees it gone finds the line written.
                 info!(log, "loaded the log entries spilled while the database could not be written";
                     "stored" => r.stored, "already_stored" => r.already_stored, "file" => &file_shown);
-                if let Err(e) = removed {
-                    warn!(log, "cannot remove a loaded spill file; loading it again stores \
-                        nothing twice"; "file" => &file_shown, "error" => %e);
+                match std::fs::remove_file(&file) {
+                    // `uniproxy logs import` loaded the same file meanwhile.
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        warn!(log, "cannot remove a loaded spill file; loading it again stores \
+                            nothing twice"; "file" => &file_shown, "error" => %e);
+                    }
+                    _ => {}
                 }
             }
             Ok(r) => warn!(log, "loaded the spilled log entries that could be read; the file is \
