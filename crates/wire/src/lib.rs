@@ -14,6 +14,14 @@
 //!   real traffic sends as an explicit `null` (`content`, `refusal`, `finish_reason`, …) are
 //!   `Option<Option<T>>`: `None` is absent, `Some(None)` is `null`.
 //!
+//! And one more, for what goes to a model: **order is kept.** The members of a JSON object in
+//! an `extra` map or a [`serde_json::Value`] (a tool's parameter schema, a `json_schema`, a
+//! call's arguments read as an object) are written back in the order they came. A model writes
+//! a structured answer in its schema's order, so a schema that puts `reasoning` before
+//! `answer` must reach it that way. This is serde_json's `preserve_order` feature, which this
+//! crate turns on; Cargo turns a feature on for the whole program, so every
+//! `serde_json::Map` in a program that uses this crate keeps its insertion order.
+//!
 //! Where the two rules give way, on purpose:
 //! - an explicit `null` on the other optional fields (`"tools": null`, `"seed": null`) reads
 //!   as absent and is written back absent, which means the same to the API;
@@ -34,6 +42,10 @@
 //! request.model = "llama3".into();
 //! let out = serde_json::to_string(&request)?;
 //! assert_eq!(out, r#"{"model":"llama3","messages":[{"role":"user","content":"Hi"}],"x-new":1}"#);
+//!
+//! let body = br#"{"model":"m","messages":[],"tools":[{"type":"function","function":{"name":"f","parameters":{"properties":{"why":{},"answer":{}}}}}]}"#;
+//! let request: ChatCompletionRequest = from_slice(body)?;
+//! assert_eq!(serde_json::to_vec(&request)?, body);
 //!
 //! let bad = br#"{"model":"gpt-4o","messages":[{"role":"user","content":7}]}"#;
 //! let err = from_slice::<ChatCompletionRequest>(bad).unwrap_err();

@@ -152,7 +152,7 @@ impl RequestBuilder {
         let cache_control = extra
             .get("cache_control")
             .is_some_and(Value::is_object)
-            .then(|| extra.remove("cache_control"))
+            .then(|| extra.shift_remove("cache_control"))
             .flatten();
         self.drop_extra(path, &extra);
         cache_control
@@ -493,7 +493,7 @@ impl RequestBuilder {
             // `cache_control` on a thinking block. Not its stream `index`, which the proxy wrote
             // itself and a client that joins the stream's blocks may keep.
             let mut unsent = |mut extra: Map| {
-                extra.remove("index");
+                extra.shift_remove("index");
                 self.drop_extra(&at, &extra);
             };
             match block {

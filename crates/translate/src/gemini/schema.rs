@@ -149,7 +149,7 @@ impl Reducer<'_> {
             // The merge copies the schema, and reduces again what its members reduced to.
             self.spend(schema, &format!("{path}.allOf"))?;
             let mut merged = obj.clone();
-            merged.remove("allOf");
+            merged.shift_remove("allOf");
             for (i, sub) in all.iter().enumerate() {
                 let sub = self.reduce(sub, format!("{path}.allOf[{i}]"), depth + 1)?;
                 merge_into(&mut merged, sub);
@@ -184,7 +184,7 @@ impl Reducer<'_> {
                             self.spend(schema, &format!("{path}.type"))?;
                             let mut single = obj.clone();
                             single.insert("type".into(), json!(t));
-                            single.remove("nullable");
+                            single.shift_remove("nullable");
                             alts.push(self.reduce(
                                 &Value::Object(single),
                                 path.clone(),
@@ -296,12 +296,12 @@ impl Reducer<'_> {
         copy_annotations(obj, &mut out);
         match description {
             Some(d) => out.insert("description".into(), json!(d)),
-            None => out.remove("description"),
+            None => out.shift_remove("description"),
         };
         if nullable {
             out.insert("nullable".into(), json!(true));
         } else {
-            out.remove("nullable");
+            out.shift_remove("nullable");
         }
         Ok(Value::Object(out))
     }
