@@ -270,7 +270,7 @@ impl Builder {
 
     /// Consecutive tool results of a turn go in one `user` content.
     fn push_result(&mut self, response: FunctionResponse) {
-        let part = Part { function_response: Some(response), ..Default::default() };
+        let part = Part { function_response: Some(Box::new(response)), ..Default::default() };
         match self.contents.last_mut() {
             Some(last) if self.in_tool_results => last.parts.push(part),
             _ => {
@@ -392,7 +392,7 @@ impl Builder {
                 args: Some(args),
                 extra: Map::new(),
             };
-            parts.push(Part { function_call: Some(call), ..Default::default() });
+            parts.push(Part { function_call: Some(Box::new(call)), ..Default::default() });
         }
         Ok(parts)
     }
@@ -407,12 +407,12 @@ impl Builder {
         let args = parse_args(&function.arguments, &format!("{path}.function.arguments"))?;
         self.call_names.insert(call.id.clone(), function.name.clone());
         Ok(Part {
-            function_call: Some(FunctionCall {
+            function_call: Some(Box::new(FunctionCall {
                 id: (!call.id.is_empty()).then(|| call.id.clone()),
                 name: function.name.clone(),
                 args: Some(args),
                 extra: Map::new(),
-            }),
+            })),
             thought_signature: thought_signature_of(&call.extra),
             ..Default::default()
         })

@@ -19,7 +19,7 @@ use uniproxy_wire::{
 
 use super::response::{
     CallIds, CallShape, Uncarried, block_message, candidate_parts, empty_answer,
-    empty_answer_error, error_response, finish_reason, usage,
+    empty_answer_error, error_response, finish_reason, usage, write_usage,
 };
 use super::wire::{GeminiFinishReason, GenerateContentResponse, UsageMetadata};
 use crate::assemble::Places;
@@ -313,7 +313,10 @@ impl GeminiStream {
     /// Takes an event's usage (cumulative, as Google reports it) into the record: a stream
     /// that ends early (a client that leaves) still records its tokens.
     fn take_usage(&mut self, u: &UsageMetadata) {
-        self.assembled.usage = Some(usage(u));
+        match &mut self.assembled.usage {
+            Some(have) => write_usage(have, u),
+            none => *none = Some(usage(u)),
+        }
     }
 
     /// Why the stream is no answer, when no candidate answered anything and each is no answer

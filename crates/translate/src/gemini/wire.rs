@@ -67,10 +67,10 @@ pub(crate) struct Part {
     pub(crate) file_data: Option<FileData>,
     /// A function call made by the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) function_call: Option<FunctionCall>,
+    pub(crate) function_call: Option<Box<FunctionCall>>,
     /// The result of a function call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) function_response: Option<FunctionResponse>,
+    pub(crate) function_response: Option<Box<FunctionResponse>>,
     /// Part kinds and fields this version does not model.
     #[serde(flatten)]
     pub(crate) extra: Map,
