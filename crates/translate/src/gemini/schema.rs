@@ -14,6 +14,9 @@
 //! - `const: "x"` becomes `enum: ["x"]`; an `enum` or `const` with non-string values, which
 //!   Gemini cannot express, moves into the description ("Allowed values: 1, 2") so the model still
 //!   sees it;
+//! - an object's properties keep the client's order, and one with two or more gets a
+//!   `propertyOrdering` that lists them so (unless it has its own): Gemini otherwise writes them
+//!   in alphabetical order, and a model asked for `reasoning` before `answer` means that order;
 //! - `format` is kept only where Gemini takes it (`enum`, `date-time`, `int32`, `int64`,
 //!   `float`, `double`); any other moves into the description ("format: email");
 //! - everything else (`$schema`, `$id`, `$defs`, `additionalProperties`, `examples`,
@@ -262,6 +265,13 @@ impl Reducer<'_> {
                 let sub = self.reduce(prop, format!("{path}.properties.{name}"), depth + 1)?;
                 reduced.insert(name.clone(), sub);
             }
+            // Gemini writes the properties of its `Schema` in alphabetical order unless told
+            // otherwise; the client's order is the one it meant (an explanation before the
+            // answer it leads to), as in the `propertyOrdering` Google's SDKs add.
+            if reduced.len() > 1 && !obj.contains_key("propertyOrdering") {
+                let order = reduced.keys().map(|name| Value::String(name.clone())).collect();
+                out.insert("propertyOrdering".into(), Value::Array(order));
+            }
             out.insert("properties".into(), Value::Object(reduced));
             out.entry("type").or_insert_with(|| json!("OBJECT"));
         }
@@ -475,6 +485,8 @@ fn merge_into(into: &mut Map<String, Value>, sub: Value) {
                     }
                 }
             }
+            // The merged properties' order is worked out again from the merge.
+            ("propertyOrdering", ..) => {}
             // Reduced members already have upper-case types; the second reduction of the
             // merged schema upper-cases again, which is harmless.
             (_, None, v) => {
