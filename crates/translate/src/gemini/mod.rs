@@ -11,9 +11,9 @@
 //! | `system` / `developer` messages (text only, wherever they stand) | `systemInstruction`, one text part each, in order |
 //! | `user` text, `image_url` (`data:` URL), `input_audio` (wav/mp3), `file.file_data` | `user` content: `text`, `inlineData` (an empty text, which Gemini refuses, makes no part) |
 //! | `image_url` with an `http(s)://` or `gs://` URL | `fileData` (`mimeType` guessed from the extension, else left out) |
-//! | `assistant` text / refusal, `tool_calls`, legacy `function_call` | `model` content: `text`, `functionCall {id, name, args}` (args parsed; `""` is `{}`) |
+//! | `assistant` text / refusal, `tool_calls`, legacy `function_call` | `model` content: `text`, `functionCall {id, name, args}` (args parsed; `""` is `{}`; no `id` for Vertex AI `v1`, which has no field for it and refuses the request) |
 //! | `tool_calls[].extra_content.google.thought_signature` | `thoughtSignature` on that `functionCall` part (Gemini 3 wants it back; for a Gemini 3 model, a turn whose calls have none gets Google's `skip_thought_signature_validator` on its first) |
-//! | `tool` messages (consecutive ones in one `user` content), legacy `function` messages | `functionResponse {id, name, response}`: the name is the matching call's; `response` is the content when it is a JSON object, else `{"result": <the JSON value or the text>}` |
+//! | `tool` messages (consecutive ones in one `user` content), legacy `function` messages | `functionResponse {id, name, response}` (no `id` for Vertex AI `v1`): the name is the matching call's; `response` is the content when it is a JSON object, else `{"result": <the JSON value or the text>}` |
 //! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by the `schema` module (properties keep the client's order, said to Gemini with `propertyOrdering`, which it otherwise takes as alphabetical; a parameter-less object is left out, as Gemini refuses empty `OBJECT`s; a schema with an object of unlisted keys, a map, goes as `parametersJsonSchema`) |
 //! | `tool_choice` `auto` / `none` / `required` / named | `toolConfig.functionCallingConfig.mode` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
 //! | `tool_choice` `allowed_tools` (mode `auto` / `required`) | only the allowed tools' declarations (the others named in `dropped`: Gemini takes a list of allowed functions only with `ANY`), mode `AUTO` / `ANY`; a name no tool of the request has is a 400 |
@@ -122,6 +122,9 @@ pub struct Gemini {
     headers: HeaderMap,
     /// Whether the model wants its thought signatures back ([`wants_signatures`]).
     signs_calls: bool,
+    /// Whether the API takes call ids on `functionCall` and `functionResponse` parts
+    /// ([`takes_call_ids`]).
+    call_ids: bool,
 }
 
 impl Gemini {
@@ -140,7 +143,8 @@ impl Gemini {
             headers.insert("x-goog-api-key", key);
         }
         let signs_calls = wants_signatures(&config.model);
-        Ok(Gemini { config, headers, signs_calls })
+        let call_ids = takes_call_ids(&config.base_url);
+        Ok(Gemini { config, headers, signs_calls, call_ids })
     }
 
     fn url(&self, stream: bool) -> String {
@@ -168,6 +172,9 @@ impl Provider for Gemini {
         let (mut body, dropped) = request::build(&request)?;
         if self.signs_calls {
             sign_unsigned_calls(&mut body.contents);
+        }
+        if !self.call_ids {
+            strip_call_ids(&mut body.contents);
         }
         let body = json_bytes(ProviderKind::Google, &body, 0)?;
         Ok(UpstreamRequest::post(
@@ -238,6 +245,33 @@ fn wants_signatures(model: &str) -> bool {
     let Some(version) = name.strip_prefix("gemini-") else { return false };
     let digits = version.bytes().take_while(u8::is_ascii_digit).count();
     version[..digits].parse::<u32>().is_ok_and(|major| major >= 3)
+}
+
+/// Whether the API at `base_url` takes an `id` on `functionCall` and `functionResponse`
+/// parts. The Developer API (`generativelanguage.googleapis.com`) and Vertex AI's `v1beta1`
+/// do; Vertex AI's `v1` has no such field (`google.cloud.aiplatform.v1.FunctionCall` and
+/// `FunctionResponse`) and refuses the whole request: 400 `Invalid JSON payload received.
+/// Unknown name "id" at 'contents[1].parts[0].function_call': Cannot find field.`
+fn takes_call_ids(base_url: &str) -> bool {
+    let rest = base_url.split_once("://").map_or(base_url, |(_, rest)| rest);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+    let vertex =
+        host == "aiplatform.googleapis.com" || host.ends_with("-aiplatform.googleapis.com");
+    !(vertex && path.split('/').next() == Some("v1"))
+}
+
+/// Takes the call ids off every `functionCall` and `functionResponse` part, for an API that
+/// has no field for them (Vertex AI `v1`, which pairs calls and results by name and order).
+fn strip_call_ids(contents: &mut [wire::Content]) {
+    for part in contents.iter_mut().flat_map(|c| c.parts.iter_mut()) {
+        if let Some(call) = part.function_call.as_mut() {
+            call.id = None;
+        }
+        if let Some(result) = part.function_response.as_mut() {
+            result.id = None;
+        }
+    }
 }
 
 /// Gives each model turn whose function calls came back without their thought signature
@@ -342,5 +376,53 @@ mod signature_tests {
         );
         // Gemini 2.5 does not check them.
         assert_eq!(signatures("gemini-2.5-flash", unsigned), [None, None]);
+    }
+}
+
+#[cfg(test)]
+mod call_id_tests {
+    use super::*;
+    use crate::ProviderConfig;
+
+    /// The `id` of each `functionCall` and `functionResponse` part of the upstream body.
+    fn call_ids(base_url: &str) -> Vec<Option<String>> {
+        let config = ProviderConfig::new(ProviderKind::Google, base_url, "k", "gemini-2.5-flash");
+        let gemini = crate::provider(&config).unwrap();
+        let request: ChatCompletionRequest = serde_json::from_value(json!({
+            "model": "x",
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+            ],
+        }))
+        .unwrap();
+        let body: Value =
+            serde_json::from_slice(&gemini.build_request(request).unwrap().body).unwrap();
+        [
+            &body["contents"][1]["parts"][0]["functionCall"],
+            &body["contents"][2]["parts"][0]["functionResponse"],
+        ]
+        .iter()
+        .map(|p| p.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+    }
+
+    /// Vertex AI `v1` has no `id` on `FunctionCall` or `FunctionResponse` and answers a tool
+    /// loop that sends one with 400 `Unknown name "id" at 'contents[1].parts[0].function_call'`.
+    #[test]
+    fn vertex_v1_gets_no_call_ids() {
+        let kept = vec![Some("call_1".to_owned()), Some("call_1".to_owned())];
+        for (base_url, ids) in [
+            ("https://generativelanguage.googleapis.com/v1beta", kept.clone()),
+            ("https://aiplatform.googleapis.com/v1beta1/publishers/google", kept),
+            ("https://aiplatform.googleapis.com/v1/publishers/google", vec![None, None]),
+            (
+                "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/us-central1/publishers/google",
+                vec![None, None],
+            ),
+        ] {
+            assert_eq!(call_ids(base_url), ids, "{base_url}");
+        }
     }
 }
