@@ -11,7 +11,7 @@
 //! | assistant `tool_calls` | `tool_use` blocks; `arguments` parsed to `input` (`""` → `{}`); in an id, a character outside `[a-zA-Z0-9_-]` (which Anthropic refuses) becomes `_`, in the call and its result alike |
 //! | `image_url` with a `data:…;base64,` URL / an `http(s)` URL | `image` with a `base64` / `url` source |
 //! | `file` parts with `file_data` (a base64 `data:` URL): a PDF / an image | `document` (titled with `filename`) / `image`, with a `base64` source |
-//! | text (and earlier assistant refusal) parts | `text` blocks; blank ones (empty or whitespace, which Anthropic refuses) make none, and a user message left with none makes no message |
+//! | text (and earlier assistant refusal) parts | `text` blocks; blank ones (empty or whitespace, which Anthropic refuses) make none, and a user message left with none makes no message; a last assistant message (a prefill) ends without its trailing whitespace, which Anthropic refuses there |
 //! | `response_format` `json_schema` | `output_config.format` `{type: json_schema, schema}` (structured outputs); the answer is the JSON as text |
 //! | `response_format` `json_object` | Anthropic's JSON mode: a tool `json_answer` (`{"type": "object"}` input) the model must call (`tool_choice` `tool`), or, beside the client's tools when it may choose, `any` (one of them or that one); a choice that forces a client's tool stays as it is. The call's input is the answer's `content`, and its `tool_use` stop `stop` (see [`ResponseContext::json_object`](crate::ResponseContext::json_object)); a client tool of that name gets a 400 |
 //! | `cache_control` (an object) on a text, image or file part (system messages' too) or on a tool, as gateways take it | `cache_control` on that block or tool (prompt caching) |

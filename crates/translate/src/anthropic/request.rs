@@ -284,6 +284,7 @@ impl RequestBuilder {
         for (i, message) in messages.into_iter().enumerate() {
             self.message(i, message)?;
         }
+        self.trim_prefill();
 
         let tools = tools.filter(|t| !t.is_empty());
         let (tools, tool_choice) = match tools {
@@ -514,6 +515,19 @@ impl RequestBuilder {
             self.gave_thinking.push(path.to_owned());
         }
         blocks
+    }
+
+    /// Trims the whitespace off the end of a last assistant turn (a prefill the answer goes on
+    /// from): Anthropic refuses one that ends in whitespace (400 "messages: final assistant
+    /// content cannot end with trailing whitespace"), and clients write prefills such as
+    /// `"Answer: "`. Blank texts make no block, so the trimmed text is never empty.
+    fn trim_prefill(&mut self) {
+        let Some(last) = self.messages.last_mut().filter(|m| m.role == InputRole::Assistant) else {
+            return;
+        };
+        if let Some(InputBlock::Text { text, .. }) = last.content.last_mut() {
+            text.truncate(text.trim_end().len());
+        }
     }
 
     /// Appends blocks to the conversation, merging consecutive turns of one role.
