@@ -17,7 +17,7 @@
 //! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by the `schema` module (properties keep the client's order, said to Gemini with `propertyOrdering`, which it otherwise takes as alphabetical; a parameter-less object is left out, as Gemini refuses empty `OBJECT`s; a schema with an object of unlisted keys, a map, goes as `parametersJsonSchema`) |
 //! | `tool_choice` `auto` / `none` / `required` / named | `toolConfig.functionCallingConfig.mode` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
 //! | `tool_choice` `allowed_tools` (mode `auto` / `required`) | only the allowed tools' declarations (the others named in `dropped`: Gemini takes a list of allowed functions only with `ANY`), mode `AUTO` / `ANY`; a name no tool of the request has is a 400 |
-//! | `temperature`, `top_p`, `top_k` (extension), `n`, `stop`, `seed`, `presence_penalty`, `frequency_penalty` | `generationConfig.temperature`, `topP`, `topK`, `candidateCount`, `stopSequences`, `seed`, `presencePenalty`, `frequencyPenalty` |
+//! | `temperature`, `top_p`, `top_k` (extension), `n`, `stop`, `seed`, `presence_penalty`, `frequency_penalty` | `generationConfig.temperature`, `topP`, `topK`, `candidateCount`, `stopSequences`, `seed`, `presencePenalty`, `frequencyPenalty`; the penalties are left out, and named in `dropped`, once the model answers 400 that it takes none (Gemini 2.5 and later: "Penalty is not enabled"; [`Provider::refused`], the request is sent again) |
 //! | `max_completion_tokens` / `max_tokens`, capped by `MAX_TOKENS` (and set to it when absent) | `generationConfig.maxOutputTokens` |
 //! | `response_format` `json_object` / `json_schema` | `responseMimeType: application/json` (+ `responseSchema`, reduced; `responseJsonSchema` for a schema with a map) |
 //! | `reasoning_effort` `none` / `minimal` / `low` / `medium` / `high` (and `xhigh`, `max`) | `thinkingConfig.thinkingBudget` 0 / 512 / 1024 / 8192 / 24576 (the largest every 2.5 model takes), with `includeThoughts: true` (except for `none`) so the thoughts come back as `reasoning_content` |
@@ -102,6 +102,8 @@ mod schema;
 mod stream;
 mod wire;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
@@ -125,6 +127,8 @@ pub struct Gemini {
     /// Whether the API takes call ids on `functionCall` and `functionResponse` parts
     /// ([`takes_call_ids`]).
     call_ids: bool,
+    /// Set once the model answered that it takes no penalties ([`Provider::refused`]).
+    no_penalties: AtomicBool,
 }
 
 impl Gemini {
@@ -144,7 +148,7 @@ impl Gemini {
         }
         let signs_calls = wants_signatures(&config.model);
         let call_ids = takes_call_ids(&config.base_url);
-        Ok(Gemini { config, headers, signs_calls, call_ids })
+        Ok(Gemini { config, headers, signs_calls, call_ids, no_penalties: AtomicBool::new(false) })
     }
 
     fn url(&self, stream: bool) -> String {
@@ -169,7 +173,17 @@ impl Provider for Gemini {
     ) -> Result<UpstreamRequest, TranslateError> {
         let max = self.config.max_tokens;
         cap_tokens(&mut request, max, |r| r.max_tokens = Some(max));
-        let (mut body, dropped) = request::build(&request)?;
+        let mut unsent = Vec::new();
+        if self.no_penalties.load(Ordering::Relaxed) {
+            if request.presence_penalty.take().is_some() {
+                unsent.push("presence_penalty".to_owned());
+            }
+            if request.frequency_penalty.take().is_some() {
+                unsent.push("frequency_penalty".to_owned());
+            }
+        }
+        let (mut body, mut dropped) = request::build(&request)?;
+        dropped.append(&mut unsent);
         if self.signs_calls {
             sign_unsigned_calls(&mut body.contents);
         }
@@ -227,6 +241,19 @@ impl Provider for Gemini {
 
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
         response::translate_error(status, body)
+    }
+
+    fn refused(&self, status: u16, body: &[u8], _own_usage: bool) -> bool {
+        // Gemini 2.5 and later take the penalties only at 0 and answer 400 INVALID_ARGUMENT
+        // "Penalty is not enabled for models/gemini-2.5-flash" (or "… for this model").
+        let refuses_penalties = status == 400 && {
+            let needle = b"Penalty is not enabled";
+            body.windows(needle.len()).any(|w| w == needle)
+        };
+        if refuses_penalties {
+            self.no_penalties.store(true, Ordering::Relaxed);
+        }
+        refuses_penalties
     }
 
     fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
@@ -424,5 +451,59 @@ mod call_id_tests {
         ] {
             assert_eq!(call_ids(base_url), ids, "{base_url}");
         }
+    }
+}
+
+#[cfg(test)]
+mod penalty_tests {
+    use super::*;
+    use crate::ProviderConfig;
+
+    /// The body's `generationConfig` and the dropped fields, for a request with both penalties.
+    fn built(gemini: &dyn Provider) -> (Value, Vec<String>) {
+        let request: ChatCompletionRequest = serde_json::from_value(json!({
+            "model": "x",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "presence_penalty": 0.5,
+            "frequency_penalty": 0.3,
+        }))
+        .unwrap();
+        let up = gemini.build_request(request).unwrap();
+        let body: Value = serde_json::from_slice(&up.body).unwrap();
+        (body["generationConfig"].clone(), up.dropped)
+    }
+
+    /// Gemini 2.5 refuses non-zero penalties; once it said so, they are left out and named.
+    #[test]
+    fn penalties_are_left_out_once_the_model_refuses_them() {
+        let config = ProviderConfig::new(
+            ProviderKind::Google,
+            "https://generativelanguage.googleapis.com/v1beta",
+            "k",
+            "gemini-2.5-flash",
+        );
+        let gemini = crate::provider(&config).unwrap();
+        let (config, dropped) = built(&*gemini);
+        assert_eq!(config["presencePenalty"], json!(0.5));
+        assert_eq!(config["frequencyPenalty"], json!(0.3));
+        assert!(dropped.is_empty());
+
+        let other = br#"{"error":{"code":400,"message":"Invalid value at 'generation_config.temperature'","status":"INVALID_ARGUMENT"}}"#;
+        assert!(!gemini.refused(400, other, false));
+        let refusal = br#"{
+  "error": {
+    "code": 400,
+    "message": "Penalty is not enabled for models/gemini-2.5-flash",
+    "status": "INVALID_ARGUMENT"
+  }
+}
+"#;
+        assert!(!gemini.refused(500, refusal, false), "not that status");
+        assert!(gemini.refused(400, refusal, false));
+
+        let (config, dropped) = built(&*gemini);
+        assert_eq!(config.get("presencePenalty"), None);
+        assert_eq!(config.get("frequencyPenalty"), None);
+        assert_eq!(dropped, ["presence_penalty", "frequency_penalty"]);
     }
 }
