@@ -824,6 +824,34 @@ async fn health_reports_platform_model_version_and_uptime() {
     assert!(mock.requests().is_empty());
 }
 
+/// A page's script sees only the response headers CORS exposes: the OpenAI SDKs in a
+/// browser need `x-request-id` (`_request_id`) and `retry-after-ms` / `retry-after` (how long
+/// to wait before retrying), which are not CORS-safelisted.
+#[tokio::test]
+async fn cors_exposes_the_headers_the_sdks_read() {
+    let busy = json!({"error": {"message": "slow down", "type": "rate_limit_error"}});
+    let reply = Reply::json(429, &busy)
+        .with_header("retry-after", "7")
+        .with_header("retry-after-ms", "7000");
+    let mock = MockUpstream::always(reply).await;
+    let mut settings = openai_settings(&mock);
+    settings.cors_allow_origins = vec!["https://app.example".to_owned()];
+    settings.max_retries = 0;
+    let proxy = Proxy::start(settings).await;
+
+    let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
+    r.headers_mut().insert("origin", "https://app.example".parse().unwrap());
+    let resp = send(proxy.addr, r).await;
+    assert_eq!(resp.status, 429);
+    assert_eq!(resp.header("retry-after"), Some("7"));
+    assert!(resp.header("x-request-id").is_some());
+    let exposed = resp.header("access-control-expose-headers").expect("expose-headers");
+    let exposed: Vec<String> = exposed.split(',').map(|h| h.trim().to_ascii_lowercase()).collect();
+    for name in ["x-request-id", "retry-after", "retry-after-ms", "x-uniproxy-overhead-ms"] {
+        assert!(exposed.iter().any(|h| h == name), "{name} not exposed: {exposed:?}");
+    }
+}
+
 #[tokio::test]
 async fn cors_preflight_answers_only_allowed_origins() {
     let mock = MockUpstream::always(Reply::json(200, &completion("hi"))).await;

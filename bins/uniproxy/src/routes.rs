@@ -375,9 +375,14 @@ fn foreign_origin(state: &AppState, headers: &hyper::HeaderMap) -> Option<String
 fn cors_headers(state: &AppState, origin: &header::HeaderValue, headers: &mut hyper::HeaderMap) {
     if let Some(allow) = origin_allowed(state, origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+        // A page's script reads only the headers named here (beyond the CORS-safelisted
+        // few): the OpenAI SDKs take `x-request-id` as the answer's `_request_id` and wait
+        // as `retry-after-ms` / `retry-after` say before retrying a 429 or 503.
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            header::HeaderValue::from_static("x-uniproxy-overhead-ms"),
+            header::HeaderValue::from_static(
+                "x-request-id, x-uniproxy-overhead-ms, retry-after, retry-after-ms",
+            ),
         );
         headers.append(header::VARY, header::HeaderValue::from_static("origin"));
     }
