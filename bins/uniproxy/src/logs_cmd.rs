@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
-use uniproxy_config::{Settings, Sources, load};
+use uniproxy_config::{ConfigError, Settings, Sources, load_partial};
 use uniproxy_logstore::{
     Entry, EntrySummary, JsonLinesSpill, LogStore, PruneReport, Query, ROW_OVERHEAD_BYTES,
     Retention, StatsQuery, StoreError, StoreOptions,
@@ -211,6 +211,11 @@ impl Default for Options<'_> {
     }
 }
 
+/// The settings `uniproxy logs` reads: where the log is, and how much of it to keep. A problem
+/// with any other setting (a missing `API_KEY`) does not stop it.
+const LOG_SETTINGS: &[&str] =
+    &["DATABASE_URL", "LOG_FILE_PATH", "LOG_RETENTION_DAYS", "LOG_MAX_ROWS"];
+
 /// `uniproxy [--config PATH] logs ARGS…`: parses `args`, loads the settings
 /// (a `--config` after `logs` wins over `config`), runs the command on the
 /// process's stdout and stderr, and returns the exit status: 0 on success,
@@ -231,8 +236,20 @@ pub fn run_from_process(config: Option<PathBuf>, args: Vec<OsString>) -> ExitCod
             Err(e) => report(&LogsError::from(e), &mut out, &mut err),
         };
     }
-    let settings = match load(&Sources::from_process(invocation.config.or(config))) {
-        Ok(s) => s,
+    // Only the log's own settings must be right: a cron job that prunes the log, or an
+    // operator reading it while the upstream settings are broken, has no upstream key to give.
+    let settings = match load_partial(&Sources::from_process(invocation.config.or(config))) {
+        Ok((settings, problems)) => {
+            let problems: Vec<_> = problems
+                .into_iter()
+                .filter(|p| LOG_SETTINGS.iter().any(|name| p.setting.eq_ignore_ascii_case(name)))
+                .collect();
+            if !problems.is_empty() {
+                let _ = writeln!(err, "uniproxy: {}", ConfigError::Invalid { problems });
+                return ExitCode::from(2);
+            }
+            settings
+        }
         Err(e) => {
             let _ = writeln!(err, "uniproxy: {e}");
             return ExitCode::from(2);

@@ -87,5 +87,5 @@ mod sources;
 pub use error::{ConfigError, Origin, Problem, ProblemKind};
 pub use platform::Platform;
 pub use secret::Secret;
-pub use settings::{Settings, load};
+pub use settings::{Settings, load, load_partial};
 pub use sources::{SETTINGS, Sources};

@@ -206,15 +206,26 @@ impl Settings {
 ///   settings does not parse (other statements that do not parse are
 ///   skipped, as python-dotenv skips them).
 pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+    let (settings, problems) = load_partial(sources)?;
+    if problems.is_empty() { Ok(settings) } else { Err(ConfigError::Invalid { problems }) }
+}
+
+/// Loads settings as [`load`] does, but returns the problems beside the settings instead of
+/// failing on them: each invalid or missing setting keeps its default. For a tool that needs
+/// only some settings and must not fail on the others (`uniproxy logs` reads the log store,
+/// and a cron job pruning it has no upstream key to give); it decides which problems count.
+///
+/// # Errors
+///
+/// The errors of [`load`] that stop reading altogether: [`ConfigError::ReadFile`],
+/// [`ConfigError::ParseFile`], [`ConfigError::ReadDotenv`] and [`ConfigError::DotenvSyntax`].
+/// Never [`ConfigError::Invalid`]: its problems are the second value.
+pub fn load_partial(sources: &Sources) -> Result<(Settings, Vec<Problem>), ConfigError> {
     let mut problems = Vec::new();
     let layers = Layers::read(sources, &mut problems)?;
     let mut check = Check { layers: &layers, problems };
     let settings = build(&mut check);
-    if check.problems.is_empty() {
-        Ok(settings)
-    } else {
-        Err(ConfigError::Invalid { problems: check.problems })
-    }
+    Ok((settings, check.problems))
 }
 
 /// Lookups that record a problem for every value that does not parse.
