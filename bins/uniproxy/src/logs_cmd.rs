@@ -55,7 +55,7 @@ COMMANDS:
     export       every matching entry with its bodies
                  --format jsonl|csv [--output FILE (stdout)] [the filters of list]
     prune        delete old entries and give the space back
-                 [--older-than DAYS] [--max-rows N] [--max-bytes N] [--dry-run]
+                 [--older-than DAYS (30 or 30d)] [--max-rows N] [--max-bytes N] [--dry-run]
                  (without limits: LOG_RETENTION_DAYS and LOG_MAX_ROWS)
     import       load the entries the proxy spilled while it could not write the
                  database [FILE (LOG_FILE_PATH + .spill.jsonl)]; entries already

@@ -426,6 +426,23 @@ fn export_draws_a_progress_bar_on_a_terminal_for_large_exports() {
     assert_eq!(parse_csv(&o.out).len(), 1_201);
 }
 
+/// `--since 7d` takes a duration, so an operator writes `--older-than 30d` too: the same
+/// 30 days, not an unreadable argument; anything else names what it takes.
+#[test]
+fn prune_older_than_takes_days_with_or_without_a_d() {
+    let f = fixture();
+    let plain = run(&f.settings, &["prune", "--older-than", "30", "--dry-run"]);
+    let with_d = run(&f.settings, &["prune", "--older-than", "30d", "--dry-run"]);
+    assert_eq!(with_d.code, ExitCode::SUCCESS, "{}", with_d.err);
+    assert_eq!(with_d.out, plain.out);
+    for bad in ["30h", "-5", "d", "1.5"] {
+        let o = run(&f.settings, &["prune", "--older-than", bad, "--dry-run"]);
+        assert_eq!(o.code, ExitCode::from(2), "{bad}");
+        assert!(o.err.contains("not a number of days (30, or 30d)"), "{bad}: {}", o.err);
+    }
+    assert_eq!(count(&f.path), 5);
+}
+
 fn count(path: &Path) -> u64 {
     LogStore::open(path, StoreOptions { read_only: true, ..StoreOptions::default() })
         .unwrap()

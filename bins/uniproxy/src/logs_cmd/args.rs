@@ -83,6 +83,19 @@ fn format(s: &str) -> Result<Format, NotOneOf> {
     }
 }
 
+/// A number of days, `30` or, as `--since` writes durations, `30d`.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a number of days (30, or 30d)")]
+pub(crate) struct NotDays(String);
+
+fn days(s: &str) -> Result<u32, NotDays> {
+    let number = s.strip_suffix('d').unwrap_or(s);
+    match number.parse() {
+        Ok(n) if number.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(NotDays(s.to_owned())),
+    }
+}
+
 /// Every option, as given; `given` records the long names in order.
 #[derive(Default)]
 struct Raw {
@@ -215,7 +228,7 @@ pub(crate) fn parse(args: Vec<OsString>, now_ms: i64) -> Result<Invocation, Logs
                 "--output"
             }
             Long("older-than") => {
-                r.older_than = Some(p.value()?.parse()?);
+                r.older_than = Some(p.value()?.parse_with(days)?);
                 "--older-than"
             }
             Long("max-rows") => {
