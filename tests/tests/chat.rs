@@ -875,6 +875,8 @@ async fn cors_preflight_answers_only_allowed_origins() {
     assert!(methods.contains("POST"), "{methods}");
     let headers = ok.header("access-control-allow-headers").expect("allow-headers");
     assert!(headers.contains("authorization") && headers.contains("content-type"), "{headers}");
+    let vary: Vec<_> = ok.headers.get_all("vary").iter().collect();
+    assert_eq!(vary, ["origin"], "one vary: origin");
 
     let denied = send(proxy.addr, preflight("https://evil.example")).await;
     for name in [

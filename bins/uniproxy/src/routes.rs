@@ -405,7 +405,8 @@ fn preflight(state: &AppState, req: &Request<Incoming>, route: Route) -> Respons
             asked.unwrap_or(header::HeaderValue::from_static("authorization, content-type")),
         );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, header::HeaderValue::from_static("600"));
-        h.append(header::VARY, header::HeaderValue::from_static("origin"));
+        // `vary: origin` comes with the headers every answer to an allowed origin gets
+        // (`cors_headers`).
     }
     r
 }
