@@ -47,6 +47,9 @@ pub struct OpenAiCompat {
     /// What the upstream refused and is left out since (see [`Provider::refused`]): a bit
     /// for each of [`LEAVABLE`], [`STREAM_USAGE`] and [`NEW_LIMIT`].
     left_out: AtomicU8,
+    /// Whether `BASE_URL` is a bare host (kept as it is: a server may serve at its root), for
+    /// the hint on a 404 ([`Provider::translate_error`]).
+    bare_host: bool,
 }
 
 /// The bit of [`OpenAiCompat::left_out`] that stops a stream request asking for the usage.
@@ -164,8 +167,22 @@ impl OpenAiCompat {
                 (format!("{base}/chat/completions"), field)
             }
         };
-        Ok(OpenAiCompat { config, url, headers, limit_field, left_out: AtomicU8::new(0) })
+        let bare_host = config.kind != ProviderKind::AzureOpenAi && is_bare_host(base);
+        Ok(OpenAiCompat {
+            config,
+            url,
+            headers,
+            limit_field,
+            left_out: AtomicU8::new(0),
+            bare_host,
+        })
     }
+}
+
+/// Whether `url` (no trailing `/`) has no path after its host.
+fn is_bare_host(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    !rest.contains('/')
 }
 
 /// Applies the configured token limit: set when the request has none, capped when it asks more.
@@ -506,7 +523,21 @@ impl Provider for OpenAiCompat {
     }
 
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
-        translate_openai_error(status, body)
+        let mut error = translate_openai_error(status, body);
+        // `BASE_URL=http://localhost:11434`, Ollama's own address, is what users paste; the
+        // server then answers `404 page not found` in plain text, which names no cause.
+        if status == 404
+            && self.bare_host
+            && first_or_only::<ErrorResponse>(body).is_none()
+            && let TranslateError::Upstream { error, .. } = &mut error
+        {
+            error.error.message.push_str(
+                " (BASE_URL is a bare host, and the server has no /chat/completions at its \
+                 root; OpenAI-compatible servers such as Ollama, vLLM and LM Studio serve it \
+                 under /v1: add /v1 to BASE_URL)",
+            );
+        }
+        error
     }
 
     fn refused(&self, status: u16, body: &[u8], own_usage: bool) -> bool {
@@ -1344,6 +1375,32 @@ mod tests {
             assert!(body.error.message.contains(setting), "{}", body.error.message);
             assert!(!body.error.message.contains("sk-"), "never the value");
         }
+    }
+
+    /// Ollama at its own address (`BASE_URL=http://localhost:11434`) answers
+    /// `POST /chat/completions` with a plain `404 page not found`: the error says to add `/v1`.
+    /// A server under a path, or a 404 that is an OpenAI error (a model not pulled), gets no hint.
+    #[test]
+    fn a_plain_404_from_a_bare_host_says_to_add_v1() {
+        let message = |base: &str, body: &[u8]| {
+            let config = ProviderConfig::new(ProviderKind::Custom, base, "", "llama3.2");
+            let e = crate::provider(&config).unwrap().translate_error(404, body);
+            assert_eq!(e.status(), 404);
+            e.to_error_response().error.message
+        };
+        let hint = "add /v1 to BASE_URL";
+        let plain = b"404 page not found";
+        for base in ["http://localhost:11434", "http://localhost:11434/", "localhost:11434"] {
+            let m = message(base, plain);
+            assert!(
+                m.starts_with("upstream answered 404: 404 page not found (") && m.contains(hint),
+                "{base}: {m}"
+            );
+        }
+        assert!(!message("http://localhost:11434/v1", plain).contains(hint));
+        let not_pulled = br#"{"error":{"message":"model \"llama3.2\" not found, try pulling it first","type":"api_error","param":null,"code":null}}"#;
+        let m = message("http://localhost:11434", not_pulled);
+        assert!(m.starts_with("model \"llama3.2\" not found") && !m.contains(hint), "{m}");
     }
 
     /// The context of a stream whose chunks may leave out what the context says.
