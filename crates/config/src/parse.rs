@@ -2,7 +2,7 @@
 //! what is accepted, which becomes [`ProblemKind::Invalid`](crate::ProblemKind).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The result of a parser: the value, or what the setting accepts.
@@ -211,6 +211,8 @@ pub(crate) fn database_path(s: &str) -> Parsed<PathBuf> {
             Err("a database file, not an in-memory database: the request log must survive \
                  a restart, and `uniproxy logs` reads the file"
                 .to_owned())
+        } else if names_directory(path) {
+            Err("a database file, not a directory (sqlite:///./data/proxy.db)".to_owned())
         } else {
             Ok(PathBuf::from(path))
         }
@@ -229,6 +231,22 @@ pub(crate) fn database_path(s: &str) -> Parsed<PathBuf> {
         return Err(expected());
     }
     file(path)
+}
+
+/// Whether `path` names a directory: it ends in a separator, or one is there.
+fn names_directory(path: &str) -> bool {
+    path.ends_with(['/', std::path::MAIN_SEPARATOR]) || Path::new(path).is_dir()
+}
+
+/// `LOG_FILE_PATH`: a file, or a directory (it ends in a separator, or one is there) to keep
+/// `proxy.log` in, as `LOG_FILE_PATH=logs/` means.
+pub(crate) fn log_file_path(s: &str) -> Parsed<PathBuf> {
+    let path = non_empty(s)?;
+    if names_directory(&path) {
+        Ok(Path::new(&path).join("proxy.log"))
+    } else {
+        Ok(PathBuf::from(path))
+    }
 }
 
 /// Any non-empty text (after trimming), for names and versions.

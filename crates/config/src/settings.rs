@@ -66,7 +66,8 @@ pub struct Settings {
     /// not an in-memory database (`:memory:`): the log must outlive a restart.
     /// Default: `sqlite:///./data/proxy.db`, that is `./data/proxy.db`.
     pub database_path: PathBuf,
-    /// `LOG_FILE_PATH`: the JSON log file. Default: `./logs/proxy.log`.
+    /// `LOG_FILE_PATH`: the JSON log file; a directory (`logs/`, or one that is there)
+    /// means `proxy.log` in it. Default: `./logs/proxy.log`.
     pub log_file_path: PathBuf,
     /// `API_VERSION`: the Azure OpenAI `api-version`. Default: `2024-10-21`.
     pub api_version: String,
@@ -491,8 +492,7 @@ fn build(check: &mut Check<'_>) -> Settings {
     s.host = check.get("HOST", s.host, parse::host);
     s.port = check.get("PORT", s.port, |v| parse::integer(v, 0));
     s.database_path = check.get("DATABASE_URL", s.database_path, parse::database_path);
-    s.log_file_path =
-        check.get("LOG_FILE_PATH", s.log_file_path, |v| parse::non_empty(v).map(PathBuf::from));
+    s.log_file_path = check.get("LOG_FILE_PATH", s.log_file_path, parse::log_file_path);
     s.api_version = check.get("API_VERSION", s.api_version, parse::api_version);
     s.connect_timeout = check.get("CONNECT_TIMEOUT", s.connect_timeout, parse::duration);
     s.request_timeout = check.get("REQUEST_TIMEOUT", s.request_timeout, parse::duration);

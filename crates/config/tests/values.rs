@@ -41,6 +41,35 @@ fn database_url_other_schemes_are_errors_naming_what_is_allowed() {
     }
 }
 
+/// `sqlite:///./data/` names a directory: said so, instead of a start-up failing later with
+/// "cannot inspect ./data/: Not a directory".
+#[test]
+fn database_url_naming_a_directory_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let there = dir.path().to_str().unwrap().to_owned();
+    for url in ["sqlite:///./data/", "./data/", &format!("sqlite:///{there}"), &there] {
+        let e = load_env_err(&[("DATABASE_URL", url)]);
+        let text = e.to_string();
+        assert!(text.contains("DATABASE_URL") && text.contains("not a directory"), "{url}: {text}");
+    }
+}
+
+/// `LOG_FILE_PATH=logs/` (or a directory that is there) means the default file in it.
+#[test]
+fn log_file_path_naming_a_directory_keeps_proxy_log_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("logs/", PathBuf::from("logs/proxy.log")),
+        ("./var/log/uniproxy/", PathBuf::from("./var/log/uniproxy/proxy.log")),
+        (dir.path().to_str().unwrap(), dir.path().join("proxy.log")),
+        ("./logs/requests.jsonl", PathBuf::from("./logs/requests.jsonl")),
+        ("requests", PathBuf::from("requests")),
+    ];
+    for (value, path) in cases {
+        assert_eq!(load_env(&[("LOG_FILE_PATH", value)]).log_file_path, path, "{value}");
+    }
+}
+
 #[test]
 fn booleans_in_every_spelling() {
     let truthy = ["true", "TRUE", "True", "1", "yes", "YES", "on", "On", "t", "y", " true "];
