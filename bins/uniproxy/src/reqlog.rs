@@ -428,7 +428,7 @@ fn summary_text(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
     }
-    let (prompt, completion) = r.tokens();
+    let usage = r.logged_usage();
     ts.short(out);
     out.push(b' ');
     out.extend_from_slice(level(r).as_bytes());
@@ -453,9 +453,16 @@ fn summary_text(out: &mut Vec<u8>, r: &RequestRecord, ts: &Timestamp) {
     }
     name(out, "overhead_ms");
     millis3(out, r.overhead);
-    for (key, value) in [("prompt_tokens", prompt), ("completion_tokens", completion)] {
+    // `None` where the answer did not say, as for `ttft_ms` (the JSON log writes `null`): a
+    // stream from a server that counts nothing used tokens all the same.
+    for (key, value) in
+        [("prompt_tokens", usage.prompt_tokens), ("completion_tokens", usage.completion_tokens)]
+    {
         name(out, key);
-        digits(out, i64::try_from(value).unwrap_or(i64::MAX), 1);
+        match value {
+            Some(n) => digits(out, i64::try_from(n).unwrap_or(i64::MAX), 1),
+            None => out.extend_from_slice(b"None"),
+        }
     }
     name(out, "attempts");
     digits(out, i64::from(r.attempts), 1);
@@ -765,6 +772,11 @@ mod tests {
     fn the_stderr_line_keeps_slog_terms_shape() {
         let mut r = record();
         r.overhead = Duration::from_micros(1_848);
+        r.usage = Some(uniproxy_wire::Usage {
+            prompt_tokens: 12,
+            completion_tokens: 5,
+            ..uniproxy_wire::Usage::default()
+        });
         let second = Second::new(1_767_582_245);
         let ts = Timestamp { second: &second, nanos: 123_456_789 };
         let mut text = Vec::new();
@@ -773,8 +785,9 @@ mod tests {
             String::from_utf8(text).unwrap(),
             "Jan 05 03:04:05.123 INFO request, id: chatcmpl-1, status: 200, stream: false, \
              client_model: gpt-\"4\", model: m, platform: openai, latency_ms: 10, ttft_ms: 4, \
-             overhead_ms: 1.848, prompt_tokens: 0, completion_tokens: 0, attempts: 1\n"
+             overhead_ms: 1.848, prompt_tokens: 12, completion_tokens: 5, attempts: 1\n"
         );
+        r.usage = None;
         r.first_byte_ms = None;
         r.finished_ms = r.received_ms - 2;
         r.status = 499;
@@ -784,6 +797,7 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.starts_with("Jan 05 03:04:05.123 WARN request"), "{text}");
         assert!(text.contains(", latency_ms: -2, ttft_ms: None, overhead_ms: 1.848,"), "{text}");
+        assert!(text.contains(", prompt_tokens: None, completion_tokens: None, "), "{text}");
         assert!(text.ends_with(", error: the client closed the connection\n"), "{text}");
     }
 }
