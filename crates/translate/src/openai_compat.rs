@@ -885,7 +885,7 @@ struct ChoiceView<'a> {
 #[derive(Debug, Default, PartialEq, Deserialize)]
 struct DeltaView<'a> {
     #[serde(default, borrow)]
-    content: Option<Text<'a>>,
+    content: Option<DeltaContent<'a>>,
     #[serde(default, borrow)]
     reasoning_content: Option<Text<'a>>,
     /// Ollama and OpenRouter name the reasoning `reasoning`.
@@ -898,6 +898,73 @@ struct DeltaView<'a> {
     /// The legacy call, to a client that offered `functions` (taken by the full parse only).
     #[serde(default, borrow)]
     function_call: Option<FunctionView<'a>>,
+}
+
+/// A delta's `content`: a string, as OpenAI sends it, or a list of parts, as Mistral's
+/// reasoning models (Magistral) send it: `thinking` parts, whose text is the reasoning, and
+/// `text` parts. A part of another type is not text the log keeps.
+#[derive(Debug, PartialEq)]
+enum DeltaContent<'a> {
+    Text(Text<'a>),
+    Parts { text: String, thinking: String },
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for DeltaContent<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = DeltaContent<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of content parts")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(DeltaContent::Text(Text(Cow::Borrowed(v))))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(DeltaContent::Text(Text(Cow::Owned(v.to_owned()))))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(DeltaContent::Text(Text(Cow::Owned(v))))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let (mut text, mut thinking) = (String::new(), String::new());
+                while let Some(part) = seq.next_element::<serde_json::Value>()? {
+                    match part.get("type").and_then(serde_json::Value::as_str) {
+                        Some("text") => part_text(&part, &mut text),
+                        Some("thinking") => match part.get("thinking") {
+                            Some(serde_json::Value::Array(parts)) => {
+                                parts.iter().for_each(|p| part_text(p, &mut thinking));
+                            }
+                            Some(serde_json::Value::String(t)) => thinking.push_str(t),
+                            _ => {}
+                        },
+                        _ => {}
+                    }
+                }
+                Ok(DeltaContent::Parts { text, thinking })
+            }
+        }
+
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+/// Appends the `text` of a text part to `out`.
+fn part_text(part: &serde_json::Value, out: &mut String) {
+    if part.get("type").and_then(serde_json::Value::as_str) == Some("text")
+        && let Some(t) = part.get("text").and_then(serde_json::Value::as_str)
+    {
+        out.push_str(t);
+    }
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -1015,9 +1082,9 @@ fn read_choice<'a>(r: &mut Reader<'a>) -> Option<ChoiceView<'a>> {
 
 fn read_delta<'a>(r: &mut Reader<'a>) -> Option<DeltaView<'a>> {
     let mut delta = DeltaView::default();
-    let mut tool_calls_seen = false;
+    let (mut tool_calls_seen, mut content_seen) = (false, false);
+    let mut content = None;
     let texts: &mut [(&[u8], &mut Option<Text<'a>>)] = &mut [
-        (b"content", &mut delta.content),
         (b"reasoning_content", &mut delta.reasoning_content),
         (b"reasoning", &mut delta.reasoning),
         (b"refusal", &mut delta.refusal),
@@ -1026,6 +1093,12 @@ fn read_delta<'a>(r: &mut Reader<'a>) -> Option<DeltaView<'a>> {
         if key == b"function_call" {
             // Rare (legacy clients): the full parse takes it.
             return None;
+        }
+        if key == b"content" {
+            // A string or `null`; a list of parts (Mistral's) is the full parse's.
+            once(&mut content_seen)?;
+            content = text(r)?.map(DeltaContent::Text);
+            return Some(());
         }
         if key != b"tool_calls" {
             return r.skip();
@@ -1041,6 +1114,7 @@ fn read_delta<'a>(r: &mut Reader<'a>) -> Option<DeltaView<'a>> {
         })?;
         Some(())
     })?;
+    delta.content = content;
     Some(delta)
 }
 
@@ -1102,7 +1176,8 @@ impl ChunkTemplate {
     /// is borrowed (no escapes, so it is a slice of `text`).
     fn new(text: &str, view: &ChunkView<'_>) -> Option<Self> {
         let [choice] = view.choices.as_slice() else { return None };
-        let Some(Text(Cow::Borrowed(content))) = choice.delta.as_ref()?.content else {
+        let Some(DeltaContent::Text(Text(Cow::Borrowed(content)))) = choice.delta.as_ref()?.content
+        else {
             return None;
         };
         let required = view.required();
@@ -1132,7 +1207,10 @@ fn content_view(index: u32, content: Text<'_>, required: [bool; 4]) -> ChunkView
     ChunkView {
         choices: vec![ChoiceView {
             index,
-            delta: Some(DeltaView { content: Some(content), ..DeltaView::default() }),
+            delta: Some(DeltaView {
+                content: Some(DeltaContent::Text(content)),
+                ..DeltaView::default()
+            }),
             finish_reason: None,
         }],
         usage: None,
@@ -1225,9 +1303,17 @@ impl OpenAiStream {
             {
                 let mut kept = 0;
                 let choice = a.choice(c.index);
-                if let Some(t) = &d.content {
-                    choice.content.push_str(t);
-                    kept += t.len();
+                match &d.content {
+                    Some(DeltaContent::Text(t)) => {
+                        choice.content.push_str(t);
+                        kept += t.len();
+                    }
+                    Some(DeltaContent::Parts { text, thinking }) => {
+                        choice.content.push_str(text);
+                        choice.reasoning_content.push_str(thinking);
+                        kept += text.len() + thinking.len();
+                    }
+                    None => {}
                 }
                 if let Some(t) = d.reasoning_content.as_ref().or(d.reasoning.as_ref()) {
                     choice.reasoning_content.push_str(t);
@@ -1699,6 +1785,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_whose_content_is_a_list_of_parts_passes_as_sent() {
+        // Mistral's reasoning models (Magistral) stream `content` as a list of parts: the
+        // thinking as `thinking` parts, then the answer (as parts, or as a string).
+        let chunks = [
+            r#"{"id":"9f1c","object":"chat.completion.chunk","created":1759300000,"model":"magistral-medium-2509","choices":[{"index":0,"delta":{"role":"assistant","content":[{"type":"thinking","thinking":[{"type":"text","text":"The user says \"hi\"."}]}]},"finish_reason":null}]}"#,
+            r#"{"id":"9f1c","object":"chat.completion.chunk","created":1759300000,"model":"magistral-medium-2509","choices":[{"index":0,"delta":{"content":[{"type":"thinking","thinking":[{"type":"text","text":" Greet back."}]}]},"finish_reason":null}]}"#,
+            r#"{"id":"9f1c","object":"chat.completion.chunk","created":1759300000,"model":"magistral-medium-2509","choices":[{"index":0,"delta":{"content":[{"type":"text","text":"Hello"}]},"finish_reason":null}]}"#,
+            r#"{"id":"9f1c","object":"chat.completion.chunk","created":1759300000,"model":"magistral-medium-2509","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}"#,
+        ];
+        let mut stream = OpenAiStream::new(&local_ctx(true));
+        for chunk in chunks {
+            let frames = stream.push(&SseEvent::new(None, chunk.to_owned())).unwrap();
+            assert_eq!(frames, [sse::frame_raw(chunk.as_bytes())]);
+        }
+        assert!(stream.assembled().error.is_none());
+        let choice = &stream.assembled().choices[0];
+        assert_eq!(choice.reasoning_content, r#"The user says "hi". Greet back."#);
+        assert_eq!(choice.content, "Hello!");
+        assert_eq!(stream.assembled().usage.as_ref().map(|u| u.total_tokens), Some(21));
+    }
+
+    #[test]
     fn a_huge_stream_is_relayed_whole_and_recorded_up_to_the_limit() {
         let ctx = local_ctx(false);
         let mut stream = OpenAiStream::new(&ctx);
@@ -1925,7 +2033,7 @@ mod tests {
         assert!(matches!(head.id.as_ref().map(|t| &t.0), Some(Cow::Borrowed("c1"))));
         let view: ChunkView<'_> = serde_json::from_slice(json).unwrap();
         let delta = view.choices[0].delta.as_ref().unwrap();
-        assert!(matches!(delta.content.as_ref().map(|t| &t.0), Some(Cow::Borrowed("plain"))));
+        assert!(matches!(&delta.content, Some(DeltaContent::Text(Text(Cow::Borrowed("plain"))))));
         assert!(delta.refusal.is_none());
         let args = delta.tool_calls.as_ref().unwrap()[0].function.as_ref().unwrap();
         // An escaped string cannot be a slice of the input: it is decoded into its own string.
@@ -2129,7 +2237,9 @@ mod tests {
             let view = view_of(first.as_bytes()).unwrap();
             let template = ChunkTemplate::new(&first, &view);
             // Made of a chunk whose content is a slice of it, so not escaped.
-            let Some(Text(content)) = &view.choices[0].delta.as_ref().unwrap().content else {
+            let Some(DeltaContent::Text(Text(content))) =
+                &view.choices[0].delta.as_ref().unwrap().content
+            else {
                 unreachable!("the chunk has content")
             };
             proptest::prop_assert_eq!(template.is_some(), matches!(content, Cow::Borrowed(_)));
