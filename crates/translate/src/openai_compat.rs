@@ -1231,6 +1231,9 @@ pub(crate) struct OpenAiStream {
     /// The context's id, creation time and model: the record's head takes them where the
     /// stream's first chunk does not say them.
     fallback: (String, u64, String),
+    /// Whether the record's id, creation time and model are settled: said by a chunk, or
+    /// taken from the context for a chunk that did not say them.
+    head_settled: [bool; 3],
     assembled: Assembled,
     done: bool,
     /// The last content-only chunk read in full.
@@ -1242,6 +1245,7 @@ impl OpenAiStream {
         OpenAiStream {
             include_usage: ctx.include_usage,
             fallback: (ctx.id.clone(), ctx.created, ctx.model.clone()),
+            head_settled: [false; 3],
             assembled: Assembled::new(String::new(), 0, String::new()),
             done: false,
             template: TemplateSlot::default(),
@@ -1267,34 +1271,36 @@ impl OpenAiStream {
 
     fn record(&mut self, data: &[u8], view: &ChunkView<'_>) {
         let a = &mut self.assembled;
-        if (a.id.is_empty() || a.model.is_empty() || a.created == 0)
-            && let Ok(head) = uniproxy_wire::from_bytes::<ChunkHead<'_>>(data)
-        {
-            if a.id.is_empty()
-                && let Some(id) = &head.id
-            {
-                a.id = id.to_string();
+        if self.head_settled != [true; 3] {
+            let head = uniproxy_wire::from_bytes::<ChunkHead<'_>>(data).ok();
+            let head = head.as_ref();
+            let [has_id, _, has_created, has_model] = view.required();
+            // What the chunk did not say, the client got from the context
+            // (`with_required_members`): the record says the same. An empty value is not the
+            // stream's either, but a later chunk may still say it: Azure's first chunk, the
+            // prompt's filter results without choices, has `"id":""`, `"created":0` and
+            // `"model":""`, and the answer's chunks that follow have the real ones.
+            let settles = |has: bool| !has || !view.choices.is_empty();
+            let (id, created, model) = &self.fallback;
+            let said = &mut self.head_settled;
+            if !said[0] {
+                match head.and_then(|h| h.id.as_deref()).filter(|v| !v.is_empty()) {
+                    Some(v) => (a.id, said[0]) = (v.to_owned(), true),
+                    None => (a.id, said[0]) = (id.clone(), settles(has_id)),
+                }
             }
-            if a.model.is_empty()
-                && let Some(m) = &head.model
-            {
-                a.model = m.to_string();
+            if !said[1] {
+                match head.and_then(|h| h.created).filter(|&v| v != 0) {
+                    Some(v) => (a.created, said[1]) = (v, true),
+                    None => (a.created, said[1]) = (*created, settles(has_created)),
+                }
             }
-            if a.created == 0 {
-                a.created = head.created.unwrap_or(0);
+            if !said[2] {
+                match head.and_then(|h| h.model.as_deref()).filter(|v| !v.is_empty()) {
+                    Some(v) => (a.model, said[2]) = (v.to_owned(), true),
+                    None => (a.model, said[2]) = (model.clone(), settles(has_model)),
+                }
             }
-        }
-        // What the chunk did not say, the client got from the context (`with_required_members`):
-        // the record says the same.
-        let (id, created, model) = &self.fallback;
-        if a.id.is_empty() {
-            a.id.clone_from(id);
-        }
-        if a.created == 0 {
-            a.created = *created;
-        }
-        if a.model.is_empty() {
-            a.model.clone_from(model);
         }
         let keep = a.keeps_text();
         for c in &view.choices {
@@ -1804,6 +1810,32 @@ mod tests {
         assert_eq!(choice.reasoning_content, r#"The user says "hi". Greet back."#);
         assert_eq!(choice.content, "Hello!");
         assert_eq!(stream.assembled().usage.as_ref().map(|u| u.total_tokens), Some(21));
+    }
+
+    #[test]
+    fn an_azure_stream_is_recorded_with_the_id_and_model_of_its_answer() {
+        // Azure OpenAI opens a stream with the prompt's filter results: no choices, and an
+        // empty id, model and creation time. The answer's chunks carry the real ones.
+        let chunks = [
+            r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}"#,
+            r#"{"choices":[{"content_filter_results":{},"delta":{"content":"","refusal":null,"role":"assistant"},"finish_reason":null,"index":0,"logprobs":null}],"created":1750697159,"id":"chatcmpl-Bleat","model":"gpt-4o-2024-08-06","object":"chat.completion.chunk","system_fingerprint":"fp_ee1d74bde0"}"#,
+            r#"{"choices":[{"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}},"delta":{"content":"Hallo"},"finish_reason":"stop","index":0,"logprobs":null}],"created":1750697159,"id":"chatcmpl-Bleat","model":"gpt-4o-2024-08-06","object":"chat.completion.chunk","system_fingerprint":"fp_ee1d74bde0"}"#,
+        ];
+        let mut stream = OpenAiStream::new(&local_ctx(false));
+        for chunk in chunks {
+            let frames = stream.push(&SseEvent::new(None, chunk.to_owned())).unwrap();
+            assert_eq!(frames, [sse::frame_raw(chunk.as_bytes())]);
+        }
+        let a = stream.assembled();
+        assert_eq!(
+            (a.id.as_str(), a.created, a.model.as_str()),
+            ("chatcmpl-Bleat", 1750697159, "gpt-4o-2024-08-06")
+        );
+        // A stream that never says them is recorded with the context's.
+        let mut stream = OpenAiStream::new(&local_ctx(false));
+        stream.push(&SseEvent::new(None, chunks[0].to_owned())).unwrap();
+        let a = stream.assembled();
+        assert_eq!((a.id.as_str(), a.created, a.model.as_str()), ("chatcmpl-local", 1, "m"));
     }
 
     #[test]
