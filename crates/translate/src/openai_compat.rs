@@ -1400,6 +1400,10 @@ impl StreamTranslator for OpenAiStream {
         };
         // OpenRouter puts an `error` into an ordinary chunk, choices and all.
         if let Some(err) = &view.error {
+            // The chunk's usage is still what the answer cost (OpenRouter sends it there).
+            if let Some(u) = &view.usage {
+                self.assembled.usage = Some(u.clone());
+            }
             out.extend(self.fail(error_member(err, data, 500).1));
             return Ok(());
         }
@@ -1836,6 +1840,19 @@ mod tests {
         stream.push(&SseEvent::new(None, chunks[0].to_owned())).unwrap();
         let a = stream.assembled();
         assert_eq!((a.id.as_str(), a.created, a.model.as_str()), ("chatcmpl-local", 1, "m"));
+    }
+
+    #[test]
+    fn an_error_chunk_keeps_its_usage_in_the_record() {
+        // OpenRouter ends a failing stream with a chunk holding the error and the usage.
+        let chunk = r#"{"id":"gen-1762179802","provider":"Minimax","error":{"code":400,"message":"Token limit reached"},"model":"minimax/minimax-m2:free","object":"chat.completion.chunk","created":1762179802,"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"native_finish_reason":null,"logprobs":null}],"usage":{"prompt_tokens":43,"completion_tokens":10,"total_tokens":53,"cost":0,"is_byok":false,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":11,"image_tokens":0}}}"#;
+        let mut stream = OpenAiStream::new(&local_ctx(false));
+        stream.push(&SseEvent::new(None, chunk.to_owned())).unwrap();
+        let a = stream.assembled();
+        assert_eq!(a.error.as_ref().map(|e| e.error.message.as_str()), Some("Token limit reached"));
+        let usage =
+            a.usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens, u.total_tokens));
+        assert_eq!(usage, Some((43, 10, 53)));
     }
 
     #[test]
