@@ -127,6 +127,40 @@ impl Assembled {
         call.kind.get_or_insert_with(|| "custom".to_owned());
     }
 
+    /// The index a tool-call fragment without one stands for. Gemini's OpenAI-compatible
+    /// endpoint sends each call whole, without `index` and with an empty id; taken as 0, its
+    /// calls `f` and `g` were one call `fg` with their arguments run together. A fragment
+    /// with an id other than the last call's, or without an id but with a name, starts a new
+    /// call after the last; any other (arguments only, or the last call's id) goes on with
+    /// the last.
+    pub(crate) fn unindexed_call(
+        &mut self,
+        choice: u32,
+        id: Option<&str>,
+        name: Option<&str>,
+    ) -> u32 {
+        let choice = self.choice(choice);
+        let Some(last) = choice.tool_calls.last() else { return 0 };
+        let last_at = choice.tool_calls.len() - 1;
+        let index_of = |at: usize| {
+            let moved = choice.tool_calls_at.elsewhere.iter().find(|(_, place)| **place == at);
+            moved.map_or_else(|| u32::try_from(at).unwrap_or(u32::MAX), |(&index, _)| index)
+        };
+        let new_call = match id.filter(|id| !id.is_empty()) {
+            Some(id) => id != last.id,
+            None => name.is_some_and(|name| !name.is_empty()),
+        };
+        if !new_call {
+            return index_of(last_at);
+        }
+        // After every index used so far, in place or elsewhere.
+        let in_place = choice.tool_calls.len() - choice.tool_calls_at.elsewhere.len();
+        let past_in_place = u32::try_from(in_place).unwrap_or(u32::MAX);
+        let past_elsewhere =
+            choice.tool_calls_at.elsewhere.keys().next_back().map(|i| i.saturating_add(1));
+        past_in_place.max(past_elsewhere.unwrap_or(0))
+    }
+
     /// Adds a piece of a legacy function call (`delta.function_call`, to a client that offered
     /// `functions`).
     pub(crate) fn function_call_fragment(

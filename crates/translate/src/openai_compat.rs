@@ -969,8 +969,10 @@ fn part_text(part: &serde_json::Value, out: &mut String) {
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
 struct ToolCallView<'a> {
+    /// Left out (or `null`) by Gemini's OpenAI-compatible endpoint, which sends each call
+    /// whole: see [`Assembled::unindexed_call`].
     #[serde(default)]
-    index: u32,
+    index: Option<u32>,
     #[serde(default, borrow)]
     id: Option<Text<'a>>,
     #[serde(default, borrow)]
@@ -1125,7 +1127,7 @@ fn read_tool_call<'a>(r: &mut Reader<'a>) -> Option<ToolCallView<'a>> {
         match key {
             b"index" => {
                 once(&mut seen[0])?;
-                call.index = r.unsigned()?;
+                call.index = Some(r.unsigned()?);
             }
             b"id" => {
                 once(&mut seen[1])?;
@@ -1332,15 +1334,19 @@ impl OpenAiStream {
                 a.kept(kept);
                 for tc in d.tool_calls.iter().flatten() {
                     let id = tc.id.as_deref();
+                    let index = tc.index.unwrap_or_else(|| {
+                        let name = tc.function.as_ref().and_then(|f| f.name.as_deref());
+                        a.unindexed_call(c.index, id, name)
+                    });
                     if let Some(custom) = &tc.custom {
                         let (name, input) = (custom.name.as_deref(), custom.input.as_deref());
-                        a.custom_call_fragment(c.index, tc.index, id, name, input);
+                        a.custom_call_fragment(c.index, index, id, name, input);
                         continue;
                     }
                     let f = tc.function.as_ref();
                     a.tool_call_fragment(
                         c.index,
-                        tc.index,
+                        index,
                         id,
                         f.and_then(|f| f.name.as_deref()),
                         f.and_then(|f| f.arguments.as_deref()),
@@ -1814,6 +1820,51 @@ mod tests {
         assert_eq!(choice.reasoning_content, r#"The user says "hi". Greet back."#);
         assert_eq!(choice.content, "Hello!");
         assert_eq!(stream.assembled().usage.as_ref().map(|u| u.total_tokens), Some(21));
+    }
+
+    /// Gemini's OpenAI-compatible endpoint streams each call whole, without `index` and with
+    /// an empty id: each is a call of its own in the record, not one call `get_timeget_weather`
+    /// with its arguments run together. The client gets the chunks as they came.
+    #[test]
+    fn tool_calls_without_an_index_are_recorded_apart() {
+        let head = r#""created":1748902365,"id":"3SE-aKjdCcCEz7IPxpqjCA","model":"gemini-2.5-flash","object":"chat.completion.chunk""#;
+        let call = |name: &str, args: &str| {
+            format!(
+                r#"{{"function":{{"arguments":{},"name":"{name}"}},"id":"","type":"function"}}"#,
+                serde_json::Value::from(args)
+            )
+        };
+        let (time, weather) = (call("get_time", "{}"), call("get_weather", r#"{"city":"Paris"}"#));
+        let chunks = [
+            format!(
+                r#"{{"choices":[{{"delta":{{"role":"assistant","tool_calls":[{time},{weather}]}},"index":0}}],{head}}}"#
+            ),
+            format!(
+                r#"{{"choices":[{{"delta":{{"role":"assistant","tool_calls":[{}]}},"index":0}}],{head}}}"#,
+                call("get_news", "")
+            ),
+            format!(
+                r#"{{"choices":[{{"delta":{{"tool_calls":[{{"function":{{"arguments":"{{\"topic\":\"rust\"}}"}}}}]}},"finish_reason":"tool_calls","index":0}}],{head}}}"#
+            ),
+        ];
+        let mut stream = OpenAiStream::new(&local_ctx(false));
+        for chunk in &chunks {
+            let frames = stream.push(&SseEvent::new(None, chunk.clone())).unwrap();
+            assert_eq!(frames, [sse::frame_raw(chunk.as_bytes())]);
+        }
+        let calls: Vec<_> = stream.assembled().choices[0]
+            .tool_calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("get_time", "{}"),
+                ("get_weather", r#"{"city":"Paris"}"#),
+                ("get_news", r#"{"topic":"rust"}"#)
+            ]
+        );
     }
 
     #[test]
@@ -2513,7 +2564,7 @@ mod tests {
             assert!(view_of(chunk.as_bytes()).is_err(), "{chunk}");
         }
         // An index is a u32 written plainly; anything else is serde's to judge.
-        for (index, parsed) in [
+        for (index_text, parsed) in [
             ("2", Some(2)),
             ("-0", None),
             ("-1", None),
@@ -2524,8 +2575,8 @@ mod tests {
             ("null", None),
         ] {
             for chunk in [
-                format!(r#"{{"choices":[{{"index":{index},"delta":{{}}}}]}}"#),
-                format!(r#"{{"choices":[{}]}}"#, call(&format!(r#"{{"index":{index}}}"#))),
+                format!(r#"{{"choices":[{{"index":{index_text},"delta":{{}}}}]}}"#),
+                format!(r#"{{"choices":[{}]}}"#, call(&format!(r#"{{"index":{index_text}}}"#))),
             ] {
                 let view = view_of(chunk.as_bytes());
                 let index = view.ok().map(|v| {
@@ -2533,10 +2584,15 @@ mod tests {
                     c.delta
                         .as_ref()
                         .and_then(|d| d.tool_calls.as_ref())
-                        .map_or(c.index, |t| t[0].index)
+                        .map_or(Some(c.index), |t| t[0].index)
                 });
+                // A call's `null` index is no index (Gemini's endpoint leaves it out).
+                let parsed = match parsed {
+                    None if index_text == "null" && chunk.contains("tool_calls") => Some(None),
+                    other => other.map(Some),
+                };
                 assert_eq!(index, parsed, "{chunk}");
-                if parsed.is_none() {
+                if parsed.is_none_or(|i| i.is_none()) {
                     assert!(read_scanned(chunk.as_bytes()).is_none(), "{chunk}");
                 }
             }
