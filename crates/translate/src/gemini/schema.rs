@@ -15,8 +15,9 @@
 //!   Gemini cannot express, moves into the description ("Allowed values: 1, 2") so the model still
 //!   sees it;
 //! - an object's properties keep the client's order, and one with two or more gets a
-//!   `propertyOrdering` that lists them so (unless it has its own): Gemini otherwise writes them
-//!   in alphabetical order, and a model asked for `reasoning` before `answer` means that order;
+//!   `propertyOrdering` that lists them so (its own first, where it has one): Gemini otherwise
+//!   writes them in alphabetical order, and a model asked for `reasoning` before `answer` means
+//!   that order. A `propertyOrdering` always names exactly the properties beside it;
 //! - `format` is kept only where Gemini takes it (`enum`, `date-time`, `int32`, `int64`,
 //!   `float`, `double`); any other moves into the description ("format: email");
 //! - everything else (`$schema`, `$id`, `$defs`, `additionalProperties`, `examples`,
@@ -36,6 +37,8 @@
 //! properties ("properties: should be non-empty for OBJECT type"). A schema with such an object
 //! goes instead as JSON Schema (`parametersJsonSchema`, `responseJsonSchema`), which Gemini
 //! takes with the keywords its API reference lists ([`for_json_schema`]).
+
+use std::collections::HashSet;
 
 use serde_json::{Map, Value, json};
 
@@ -204,6 +207,7 @@ impl Reducer<'_> {
         if let Some(alts) = any_of {
             let mut out = Map::new();
             copy_annotations(obj, &mut out);
+            drop_stale_ordering(&mut out);
             out.insert("anyOf".into(), Value::Array(alts));
             if nullable {
                 out.insert("nullable".into(), json!(true));
@@ -268,8 +272,17 @@ impl Reducer<'_> {
             // Gemini writes the properties of its `Schema` in alphabetical order unless told
             // otherwise; the client's order is the one it meant (an explanation before the
             // answer it leads to), as in the `propertyOrdering` Google's SDKs add.
-            if reduced.len() > 1 && !obj.contains_key("propertyOrdering") {
-                let order = reduced.keys().map(|name| Value::String(name.clone())).collect();
+            // The client's own ordering comes first, but it must name exactly these
+            // properties: an `allOf` merge adds to them, after the ones it lists.
+            if reduced.len() > 1 && !lists_exactly(obj.get("propertyOrdering"), &reduced) {
+                let given = obj.get("propertyOrdering").and_then(Value::as_array);
+                let given = given.into_iter().flatten().filter_map(Value::as_str);
+                let mut seen = HashSet::with_capacity(reduced.len());
+                let order = given
+                    .chain(reduced.keys().map(String::as_str))
+                    .filter(|name| reduced.contains_key(*name) && seen.insert(*name))
+                    .map(|name| Value::String(name.to_owned()))
+                    .collect();
                 out.insert("propertyOrdering".into(), Value::Array(order));
             }
             out.insert("properties".into(), Value::Object(reduced));
@@ -304,6 +317,7 @@ impl Reducer<'_> {
         }
 
         copy_annotations(obj, &mut out);
+        drop_stale_ordering(&mut out);
         match description {
             Some(d) => out.insert("description".into(), json!(d)),
             None => out.shift_remove("description"),
@@ -464,6 +478,32 @@ fn copy_annotations(from: &Map<String, Value>, to: &mut Map<String, Value>) {
         if let Some(v) = from.get(*key) {
             to.entry(*key).or_insert_with(|| v.clone());
         }
+    }
+}
+
+/// Whether `ordering` (a `propertyOrdering`) names each of `properties` once, and nothing else.
+fn lists_exactly(ordering: Option<&Value>, properties: &Map<String, Value>) -> bool {
+    let Some(Value::Array(names)) = ordering else { return false };
+    let mut seen = HashSet::with_capacity(names.len());
+    names.len() == properties.len()
+        && names.iter().all(|name| {
+            name.as_str().is_some_and(|name| properties.contains_key(name) && seen.insert(name))
+        })
+}
+
+/// Leaves out a `propertyOrdering` that does not list exactly the schema's properties: one
+/// that came with the alternative an `X | null` `anyOf` collapsed to, whose properties the
+/// outer schema's replaced, or the client's beside properties an `allOf` added to, or on a
+/// schema with none. Gemini takes it as the order to write the properties in, and it must
+/// name those properties.
+fn drop_stale_ordering(out: &mut Map<String, Value>) {
+    let stale = match (out.get("propertyOrdering"), out.get("properties")) {
+        (None, _) => false,
+        (ordering, Some(Value::Object(properties))) => !lists_exactly(ordering, properties),
+        (Some(_), _) => true,
+    };
+    if stale {
+        out.shift_remove("propertyOrdering");
     }
 }
 
