@@ -22,8 +22,8 @@ const DAY: i64 = 86_400_000;
 /// A client message with a comma, quotes and a newline, to exercise CSV quoting.
 const TRICKY: &str = "Hello, \"world\"\nsecond line";
 
-// The bodies are written out as text rather than with `json!`: our serde_json sorts the keys of
-// a `Value`, and `show` must be seen to keep the order in which a client sent them.
+// The bodies are written out as text rather than with `json!`: `show` must be seen to keep the
+// bytes and the order in which a client sent them, whatever serde_json's features.
 
 fn chat_request(model: &str, content: &str, stream: bool) -> String {
     let content = serde_json::to_string(content).unwrap();

@@ -1,9 +1,11 @@
 //! Re-indenting JSON text for `logs show`.
 //!
 //! The text is checked with serde and then re-indented token by token rather
-//! than parsed into a `Value`: our serde_json has no `preserve_order`, so a
-//! `Value` would sort the keys and the output would no longer show the body
-//! as it was sent. Numbers and string escapes stay byte for byte.
+//! than parsed into a `Value`, so that the output shows the body byte for byte
+//! as it was sent: numbers (a `Value` writes `1.0e3` as `1000.0`) and string
+//! escapes (`\u00e9` stays as it is) are kept. The keys keep their order either
+//! way (uniproxy-wire turns on serde_json's `preserve_order`), but a tool that
+//! reads the store without it would sort them.
 
 /// The JSON text indented by two spaces (as `serde_json::to_string_pretty`
 /// lays it out), or `None` when the text is not JSON.
