@@ -102,6 +102,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 
+use crate::error::learn_refusal;
 use crate::json_bytes;
 use crate::{
     Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator, TranslateError,
@@ -235,14 +236,7 @@ impl Provider for Anthropic {
     fn refused(&self, status: u16, body: &[u8], _own_usage: bool) -> bool {
         // Models before structured outputs (Claude Sonnet 4, Opus 4) answer 400
         // "'claude-sonnet-4-20250514' does not support strict tools."
-        let refuses_strict = status == 400 && {
-            let needle = b"does not support strict tools";
-            body.windows(needle.len()).any(|w| w == needle)
-        };
-        if refuses_strict {
-            self.no_strict_tools.store(true, Ordering::Relaxed);
-        }
-        refuses_strict
+        learn_refusal(&self.no_strict_tools, status, body, b"does not support strict tools")
     }
 
     fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {

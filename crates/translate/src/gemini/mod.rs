@@ -109,6 +109,7 @@ use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 use uniproxy_wire::{ChatCompletionRequest, Map};
 
+use crate::error::learn_refusal;
 use crate::json_bytes;
 use crate::openai_compat::cap_tokens;
 use crate::{
@@ -246,14 +247,7 @@ impl Provider for Gemini {
     fn refused(&self, status: u16, body: &[u8], _own_usage: bool) -> bool {
         // Gemini 2.5 and later take the penalties only at 0 and answer 400 INVALID_ARGUMENT
         // "Penalty is not enabled for models/gemini-2.5-flash" (or "… for this model").
-        let refuses_penalties = status == 400 && {
-            let needle = b"Penalty is not enabled";
-            body.windows(needle.len()).any(|w| w == needle)
-        };
-        if refuses_penalties {
-            self.no_penalties.store(true, Ordering::Relaxed);
-        }
-        refuses_penalties
+        learn_refusal(&self.no_penalties, status, body, b"Penalty is not enabled")
     }
 
     fn stream(&self, ctx: &ResponseContext) -> Box<dyn StreamTranslator> {
