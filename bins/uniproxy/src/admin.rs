@@ -17,7 +17,7 @@ use bytes::Bytes;
 use hyper::{HeaderMap, Response, header};
 use serde_json::json;
 use uniproxy_config::Secret;
-use uniproxy_logstore::{LogStore, Query, StatsQuery, StatusFilter};
+use uniproxy_logstore::{LogStore, MAX_SEARCH_BYTES, Query, StatsQuery, StatusFilter};
 
 use crate::error::ProxyError;
 use crate::record::now_ms;
@@ -199,6 +199,17 @@ pub fn logs_query(query: Option<&str>) -> Result<Query, ProxyError> {
         .transpose()?;
     // Read wide, then capped: a limit beyond the page's is the page's, as the docs say.
     let limit: Option<u64> = parsed(&p, "limit", "a whole number")?;
+    let search = param(&p, &["search", "q"]);
+    if let Some(text) = search.filter(|t| t.len() > MAX_SEARCH_BYTES) {
+        // The store could not run it (SQLite's limit on a LIKE pattern): the client's to fix,
+        // not a 500. The message quotes only its start.
+        let start: String = text.chars().take(40).collect();
+        return Err(ProxyError::InvalidParam {
+            param: "search",
+            value: format!("{start}…"),
+            expected: "text of at most 7000 bytes",
+        });
+    }
     Ok(Query {
         from_ms: parsed(&p, "from", "unix milliseconds")?,
         to_ms: parsed(&p, "to", "unix milliseconds")?,
@@ -206,7 +217,7 @@ pub fn logs_query(query: Option<&str>) -> Result<Query, ProxyError> {
         model: param(&p, &["model"]).map(str::to_owned),
         platform: param(&p, &["platform"]).map(str::to_owned),
         stream: parsed(&p, "stream", "`true` or `false`")?,
-        search: param(&p, &["search", "q"]).map(str::to_owned),
+        search: search.map(str::to_owned),
         before_id: parsed(&p, "before", "an entry id")?,
         limit: limit.map_or(50, |l| u32::try_from(l).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE)),
         with_total: parsed(&p, "total", "`true` or `false`")?.unwrap_or(false),
@@ -377,6 +388,24 @@ mod tests {
             let (from, to) = (q.from_ms.unwrap(), q.to_ms.unwrap());
             let buckets = to.saturating_sub(from) / q.bucket_ms.unwrap();
             assert!(buckets <= 2_000, "{query}: {buckets} buckets");
+        }
+    }
+
+    #[test]
+    fn a_search_longer_than_the_store_can_run_is_refused() {
+        let at_most = "a".repeat(MAX_SEARCH_BYTES);
+        let q = logs_query(Some(&format!("search={at_most}"))).unwrap();
+        assert_eq!(q.search.as_deref(), Some(at_most.as_str()));
+        // Once a 500 `the log store could not be read` (`LIKE or GLOB pattern too complex`).
+        for query in [format!("search={at_most}a"), format!("q={}", "%C3%BC".repeat(3_501))] {
+            match logs_query(Some(&query)) {
+                Err(e @ ProxyError::InvalidParam { param: "search", .. }) => {
+                    let message = e.to_string();
+                    assert!(message.contains(&MAX_SEARCH_BYTES.to_string()), "{message}");
+                    assert!(message.len() < 200, "the value is not echoed whole: {message}");
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -75,7 +75,7 @@ pub use entry::{Entry, EntrySummary, NewEntry, Usage};
 pub use error::StoreError;
 pub use headers::{Headers, HeadersBuilder};
 pub use prune::{PruneReport, ROW_OVERHEAD_BYTES, Retention};
-pub use query::{Page, ParseStatusFilterError, Query, StatusFilter};
+pub use query::{MAX_SEARCH_BYTES, Page, ParseStatusFilterError, Query, StatusFilter};
 pub use redact::{REDACTED, SECRET_HEADERS, is_secret_header, redact_headers};
 pub use schema::SCHEMA_VERSION;
 pub use spill::{JsonLinesSpill, ReplayReport, Spill, replay};

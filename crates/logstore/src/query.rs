@@ -85,6 +85,9 @@ pub struct Query {
     /// This reads the bodies of every row it passes over: there is no text
     /// index. Combine it with a time range on large logs; a search that
     /// matches nothing scans the whole range.
+    ///
+    /// At most [`MAX_SEARCH_BYTES`]: SQLite refuses a longer `LIKE` pattern, and a
+    /// longer search fails with [`StoreError::Sqlite`].
     pub search: Option<String>,
     /// Only entries after this one in the listing order (the keyset cursor:
     /// the previous page's [`Page::next_before_id`]). If that entry has been
@@ -107,6 +110,13 @@ pub struct Page<T> {
     /// The number of matching entries, if [`Query::with_total`] was set.
     pub total: Option<u64>,
 }
+
+/// The longest [`Query::search`], in bytes, the store can run.
+///
+/// SQLite refuses a `LIKE` pattern over 50,000 bytes (`SQLITE_MAX_LIKE_PATTERN_LENGTH`), and
+/// the search's longest form takes up to 7 bytes for each of its own (a control character
+/// written `\u0001` in JSON, its backslash escaped for `LIKE`), plus the two `%`.
+pub const MAX_SEARCH_BYTES: usize = 7_000;
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1_000;

@@ -758,3 +758,17 @@ fn search_finds_text_as_a_json_body_writes_it() {
     assert_eq!(found("ging"), ["chatcmpl-000001"]);
     assert!(found("Grüsse").is_empty());
 }
+
+#[test]
+fn a_search_of_the_longest_length_runs_whatever_its_characters() {
+    let (_dir, store) = temp_store();
+    store.insert_batch(&[entry(1)]).unwrap();
+    // Each of these grows most in one of the search's forms: `\u0001` (6 bytes, then its
+    // backslash escaped for LIKE), `\\` escaped twice, an astral character as two `\u`
+    // escapes, and `%` escaped for LIKE.
+    for unit in ["\u{1}", "\\", "😀", "%", "ü", "a"] {
+        let text = unit.repeat(uniproxy_logstore::MAX_SEARCH_BYTES / unit.len());
+        let page = store.list(&Query { search: Some(text), ..Query::default() });
+        assert!(page.is_ok(), "{unit:?}: {page:?}");
+    }
+}
