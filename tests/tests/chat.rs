@@ -975,6 +975,24 @@ async fn on_loopback_with_no_keys_only_local_host_names_are_answered() {
     let mut r = with_host(Method::GET, "/v1/models", "proxy.internal");
     r.headers_mut().insert("authorization", "Bearer client-key".parse().unwrap());
     assert_eq!(send(keyed.addr, r).await.status, 200);
+
+    // ADMIN_KEY protects the admin side only: without client keys, the page could still
+    // spend the upstream key through the chat side, so that side keeps to local names.
+    let mut settings = openai_settings(&mock);
+    settings.admin_key = Some(uniproxy_config::Secret::new("admin-key"));
+    let admin_only = Proxy::start(settings).await;
+    for (method, path) in [(Method::GET, "/v1/models"), (Method::POST, "/v1/chat/completions")] {
+        let resp =
+            send(admin_only.addr, with_host(method.clone(), path, "attacker.example:8000")).await;
+        let e = expect_error(&resp, 403);
+        assert_eq!(e["code"], "host_not_allowed", "{path}: {e}");
+    }
+    assert!(mock.requests().is_empty(), "the upstream was not asked");
+    let mut r = with_host(Method::GET, "/api/logs", "proxy.internal");
+    r.headers_mut().insert("authorization", "Bearer admin-key".parse().unwrap());
+    assert_eq!(send(admin_only.addr, r).await.status, 200, "the admin side has its key");
+    let resp = send(admin_only.addr, with_host(Method::GET, "/v1/models", "localhost")).await;
+    assert_eq!(resp.status, 200);
 }
 
 #[tokio::test]

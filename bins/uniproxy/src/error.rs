@@ -41,7 +41,7 @@ pub enum ProxyError {
     },
     /// The request names a host the proxy does not answer to (see `AppState::answers_to`).
     #[error(
-        "this proxy listens on loopback with no keys, and answers only requests for localhost \
+        "this proxy listens on loopback with no key for this endpoint, and answers only requests for localhost \
          or an IP address, not for {host:?} (a web page could reach it under a name of its own: \
          DNS rebinding): add the name to ALLOWED_HOSTS, or set PROXY_API_KEYS"
     )]

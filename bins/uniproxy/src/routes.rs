@@ -14,7 +14,7 @@ use uniproxy_wire::{Model, ModelList};
 use crate::connection::ConnectionCut;
 use crate::error::ProxyError;
 use crate::relay::SseRelay;
-use crate::state::AppState;
+use crate::state::{AppState, Side};
 use crate::ui::Asset;
 use crate::upstream::Client;
 use crate::{admin, chat, ui};
@@ -138,6 +138,23 @@ fn access(route: Route) -> Access {
     }
 }
 
+/// The side of the proxy a route belongs to, for the `Host` check against DNS rebinding;
+/// `None` for `/health`, which answers any name.
+fn side(route: Route) -> Option<Side> {
+    match route {
+        Route::Health => None,
+        Route::Chat | Route::Models | Route::Model => Some(Side::Client),
+        Route::Metrics
+        | Route::Logs
+        | Route::LogEntry(_)
+        | Route::Stats
+        | Route::Ui
+        | Route::UiAsset(_)
+        | Route::UiLogin
+        | Route::UiLogout => Some(Side::Admin),
+    }
+}
+
 fn is_ui(route: Route) -> bool {
     matches!(route, Route::Ui | Route::UiAsset(_) | Route::UiLogin | Route::UiLogout)
 }
@@ -237,7 +254,7 @@ async fn dispatch(
         return r;
     }
     let host = req.headers().get(header::HOST).map(header::HeaderValue::as_bytes);
-    let refused = if route != Route::Health && !state.answers_to(host) {
+    let refused = if side(route).is_some_and(|side| !state.answers_to(host, side)) {
         let host = String::from_utf8_lossy(host.unwrap_or_default()).into_owned();
         Some(ProxyError::HostNotAllowed { host })
     } else if req.method() == Method::POST {

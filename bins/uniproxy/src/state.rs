@@ -49,24 +49,42 @@ pub struct AppState {
     /// being cut off, and are recorded as such rather than as clients that left; those that
     /// wait on it answer so ([`AppState::cut_off`]).
     cut_off: tokio::sync::watch::Sender<bool>,
-    /// Whether requests must name a host the proxy answers to ([`AppState::answers_to`]).
-    guards_hosts: bool,
+    /// Whether requests to the client side must name a host the proxy answers to
+    /// ([`AppState::answers_to`]).
+    guards_client_hosts: bool,
+    /// The same for the admin side.
+    guards_admin_hosts: bool,
     ids: AtomicU64,
     id_seed: u64,
 }
 
-/// Whether a proxy with `settings` answers only requests addressed to a host it knows: it
-/// listens on loopback, where its operator takes it to be private, and no key protects it.
-/// A web page can reach such a proxy under a name of its own that resolves to 127.0.0.1 (DNS
-/// rebinding), and then read its log and spend its upstream key as a page of the proxy's own
-/// origin; its requests name the page's host, which is how they are told apart.
-fn guards_hosts(settings: &Settings) -> bool {
+/// The two sides of the proxy a key may protect, for [`AppState::answers_to`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Chat and models, which PROXY_API_KEYS protects.
+    Client,
+    /// The log viewer, `/api/*` and `/metrics`, which ADMIN_KEY protects, else PROXY_API_KEYS.
+    Admin,
+}
+
+/// Whether a proxy with `settings` answers only requests addressed to a host it knows on
+/// `side`: it listens on loopback, where its operator takes it to be private, and no key
+/// protects that side. A web page can reach such a proxy under a name of its own that
+/// resolves to 127.0.0.1 (DNS rebinding), and then read its log or spend its upstream key as
+/// a page of the proxy's own origin; its requests name the page's host, which is how they are
+/// told apart. ADMIN_KEY protects the admin side only: the chat side stays guarded without
+/// PROXY_API_KEYS.
+fn guards_hosts(settings: &Settings, side: Side) -> bool {
     let loopback = settings.host.eq_ignore_ascii_case("localhost")
         || settings.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    loopback
-        && settings.proxy_api_keys.is_empty()
-        && settings.admin_key.is_none()
-        && !settings.allowed_hosts.iter().any(|h| h == "*")
+    let keyed = match side {
+        Side::Client => !settings.proxy_api_keys.is_empty(),
+        Side::Admin => {
+            !settings.proxy_api_keys.is_empty()
+                || settings.admin_key.as_ref().is_some_and(|k| !k.is_empty())
+        }
+    };
+    loopback && !keyed && !settings.allowed_hosts.iter().any(|h| h == "*")
 }
 
 /// One request in flight; dropping it frees the place.
@@ -181,7 +199,8 @@ impl AppState {
             header_read_timeout: crate::HEADER_READ_TIMEOUT,
             grace_period: crate::GRACE_PERIOD,
             cut_off: tokio::sync::watch::Sender::new(false),
-            guards_hosts: guards_hosts(&settings),
+            guards_client_hosts: guards_hosts(&settings, Side::Client),
+            guards_admin_hosts: guards_hosts(&settings, Side::Admin),
             ids: AtomicU64::new(0),
             // Ids must differ across restarts; the start time's nanoseconds mixed with the
             // process id are enough for that (they are ids, not secrets).
@@ -224,11 +243,16 @@ impl AppState {
         *self.cut_off.borrow()
     }
 
-    /// Whether the proxy answers a request whose `Host` is `host` (`None`: sent without one, as
-    /// HTTP/1.0 and HTTP/2 may): always, unless it guards its hosts (see `guards_hosts`); then
-    /// only `localhost`, an IP address, or a name in ALLOWED_HOSTS, with any port.
-    pub fn answers_to(&self, host: Option<&[u8]>) -> bool {
-        let Some(host) = host.filter(|_| self.guards_hosts) else { return true };
+    /// Whether the proxy answers a request to `side` whose `Host` is `host` (`None`: sent
+    /// without one, as HTTP/1.0 and HTTP/2 may): always, unless it guards that side's hosts
+    /// (see `guards_hosts`); then only `localhost`, an IP address, or a name in ALLOWED_HOSTS,
+    /// with any port.
+    pub fn answers_to(&self, host: Option<&[u8]>, side: Side) -> bool {
+        let guards = match side {
+            Side::Client => self.guards_client_hosts,
+            Side::Admin => self.guards_admin_hosts,
+        };
+        let Some(host) = host.filter(|_| guards) else { return true };
         let Ok(host) = std::str::from_utf8(host) else { return false };
         if host.starts_with('[') {
             // An IPv6 address, the only host with colons in it.
