@@ -139,7 +139,8 @@ fn like_pattern(text: &str) -> String {
 /// as written, JSON-escaped (`"`, `\`, control characters: what a phrase with a quote or a
 /// line break is in a body), and JSON-escaped with every non-ASCII character as `\uXXXX`
 /// (Python's `json.dumps` and others write `Grüße` as `Gr\u00fc\u00dfe`; LIKE's case
-/// folding takes `\u00FC` too). Each once.
+/// folding takes `\u00FC` too). Each once. Text with a NUL has only its escaped forms: SQLite
+/// ends a `LIKE` pattern at a NUL, so `%\0…%` would match what comes before it, or anything.
 fn json_forms(text: &str) -> Vec<String> {
     let escaped = |ascii: bool| {
         let mut out = String::with_capacity(text.len() + 8);
@@ -163,7 +164,10 @@ fn json_forms(text: &str) -> Vec<String> {
         }
         out
     };
-    let mut forms = vec![text.to_owned()];
+    let mut forms = Vec::with_capacity(3);
+    if !text.contains('\0') {
+        forms.push(text.to_owned());
+    }
     for form in [escaped(false), escaped(true)] {
         if !forms.contains(&form) {
             forms.push(form);
@@ -232,17 +236,25 @@ pub(crate) fn filter_clause(q: &Query) -> (String, Vec<Value>) {
                 )
             })
             .collect();
+        // The ids and the error message are searched as they are, which a pattern cannot say
+        // when the text has a NUL (see `json_forms`): such a search looks in the bodies only.
+        let plain = (!text.contains('\0')).then(|| like_pattern(text));
+        let in_plain = if plain.is_some() {
+            "r.request_id LIKE ? ESCAPE '\\' OR r.error_message LIKE ? ESCAPE '\\' OR "
+        } else {
+            ""
+        };
         terms.push(
             format!(
-                "(r.request_id LIKE ? ESCAPE '\\' OR r.error_message LIKE ? ESCAPE '\\' OR EXISTS \
-                 (SELECT 1 FROM bodies b WHERE b.id = r.id AND ({})))",
+                "({in_plain}EXISTS (SELECT 1 FROM bodies b WHERE b.id = r.id AND ({})))",
                 in_bodies.join(" OR ")
             )
             .into(),
         );
-        let plain = like_pattern(text);
-        args.push(Value::Text(plain.clone()));
-        args.push(Value::Text(plain));
+        if let Some(plain) = plain {
+            args.push(Value::Text(plain.clone()));
+            args.push(Value::Text(plain));
+        }
         for form in &forms {
             let pattern = like_pattern(form);
             for _ in 0..3 {

@@ -772,3 +772,22 @@ fn a_search_of_the_longest_length_runs_whatever_its_characters() {
         assert!(page.is_ok(), "{unit:?}: {page:?}");
     }
 }
+
+#[test]
+fn a_search_with_a_nul_finds_only_bodies_that_have_one() {
+    let (_dir, store) = temp_store();
+    let mut nul = entry(1);
+    nul.client_request = r#"{"messages":[{"role":"user","content":"a\u0000b"}]}"#.into();
+    let mut other = entry(2);
+    other.client_request = r#"{"messages":[{"role":"user","content":"a"}]}"#.into();
+    other.error_message = Some("ends with a".into());
+    store.insert_batch(&[nul, other]).unwrap();
+    let found = |text: &str| -> Vec<String> {
+        let page = store.list(&Query { search: Some(text.into()), ..Query::default() }).unwrap();
+        page.items.into_iter().map(|e| e.request_id).collect()
+    };
+    // SQLite ends a LIKE pattern at a NUL: `%\0%` was `%`, every row, and `%a\0b%` was `%a`.
+    assert_eq!(found("\0"), ["chatcmpl-000001"]);
+    assert_eq!(found("a\0b"), ["chatcmpl-000001"]);
+    assert_eq!(found("\0zzz"), Vec::<String>::new());
+}
