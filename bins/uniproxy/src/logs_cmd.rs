@@ -27,8 +27,8 @@ use std::time::Duration;
 use serde::Serialize;
 use uniproxy_config::{ConfigError, Settings, Sources, load_partial};
 use uniproxy_logstore::{
-    Entry, EntrySummary, JsonLinesSpill, LogStore, PruneReport, Query, ROW_OVERHEAD_BYTES,
-    Retention, StatsQuery, StoreError, StoreOptions,
+    Entry, EntrySummary, JsonLinesSpill, LogStore, MAX_SEARCH_BYTES, PruneReport, Query,
+    ROW_OVERHEAD_BYTES, Retention, StatsQuery, StoreError, StoreOptions,
 };
 
 use crate::error_chain;
@@ -118,6 +118,15 @@ pub enum LogsError {
     ZeroLimit {
         /// The option.
         option: &'static str,
+    },
+    /// A `--search` longer than the log store can run ([`MAX_SEARCH_BYTES`]).
+    #[error(
+        "--search is {bytes} bytes, longer than the {max} bytes the log store can run",
+        max = MAX_SEARCH_BYTES
+    )]
+    SearchTooLong {
+        /// The search's length.
+        bytes: usize,
     },
     /// `prune` was given no limit and none is configured.
     #[error(
@@ -305,7 +314,8 @@ fn report(e: &LogsError, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         | LogsError::Missing { .. }
         | LogsError::Extra(_)
         | LogsError::NoLimit
-        | LogsError::ZeroLimit { .. } => {
+        | LogsError::ZeroLimit { .. }
+        | LogsError::SearchTooLong { .. } => {
             // lexopt's messages already include their cause: no chain here.
             let _ = writeln!(err, "uniproxy logs: {e}\n\n{USAGE}");
             ExitCode::from(2)

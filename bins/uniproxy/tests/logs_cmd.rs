@@ -782,3 +782,18 @@ fn what_a_client_wrote_cannot_drive_the_terminal_or_the_spreadsheet() {
     let o = run(&f.settings, &["export", "--format", "csv"]);
     assert!(o.out.contains(",'=cmd|' /C calc'!A0,"), "{}", o.out);
 }
+
+/// A search the store cannot run (SQLite refuses a `LIKE` pattern that long) is the
+/// operator's to shorten, said as such, not SQLite's error.
+#[test]
+fn a_search_longer_than_the_store_can_run_is_refused() {
+    let f = fixture();
+    let longest = "a".repeat(uniproxy_logstore::MAX_SEARCH_BYTES);
+    let o = run(&f.settings, &["list", "--search", &longest]);
+    assert_eq!(o.code, ExitCode::SUCCESS, "{}", o.err);
+    let o = run(&f.settings, &["list", "--search", &format!("{longest}a")]);
+    assert_eq!(o.code, ExitCode::from(2));
+    assert!(o.err.contains("--search is 7001 bytes, longer than the 7000"), "{}", o.err);
+    assert!(!o.err.contains(&"a".repeat(100)), "the search is not echoed: {}", o.err);
+    assert!(!o.err.contains("LIKE"), "{}", o.err);
+}

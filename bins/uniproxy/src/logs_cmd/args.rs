@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use lexopt::prelude::*;
-use uniproxy_logstore::{Query, StatsQuery, StatusFilter};
+use uniproxy_logstore::{MAX_SEARCH_BYTES, Query, StatsQuery, StatusFilter};
 
 use super::LogsError;
 use super::time::{parse_duration_ms, parse_time_ms};
@@ -305,6 +305,10 @@ fn command(r: Raw, now_ms: i64) -> Result<Command, LogsError> {
     let positionals = if matches!(sub, Sub::Import) { 2 } else { 1 };
     if let Some(extra) = r.positional.get(positionals) {
         return Err(LogsError::Extra(extra.clone()));
+    }
+    if let Some(search) = r.search.as_ref().filter(|s| s.len() > MAX_SEARCH_BYTES) {
+        // SQLite refuses a `LIKE` pattern that long: the operator's to shorten.
+        return Err(LogsError::SearchTooLong { bytes: search.len() });
     }
     let from_ms = r.since.map(|d| now_ms.saturating_sub(d)).or(r.from);
     let query = Query {
