@@ -1867,6 +1867,23 @@ mod tests {
         );
     }
 
+    /// A usage count written oddly (`0.0`) is bookkeeping: the chunk passes as it came, the
+    /// record reads the count, and the client's stream goes on (it ended in an error frame).
+    #[test]
+    fn a_usage_detail_written_as_a_float_does_not_end_the_stream() {
+        let chunks = [
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]}"#,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0.0},"completion_tokens_details":{"reasoning_tokens":0.0}}}"#,
+        ];
+        let mut stream = OpenAiStream::new(&local_ctx(true));
+        for chunk in chunks {
+            let frames = stream.push(&SseEvent::new(None, chunk.to_owned())).unwrap();
+            assert_eq!(frames, [sse::frame_raw(chunk.as_bytes())]);
+        }
+        let usage = stream.assembled().usage.clone().unwrap();
+        assert_eq!((usage.total_tokens, usage.reasoning_tokens()), (7, Some(0)));
+    }
+
     #[test]
     fn an_azure_stream_is_recorded_with_the_id_and_model_of_its_answer() {
         // Azure OpenAI opens a stream with the prompt's filter results: no choices, and an
@@ -2750,18 +2767,18 @@ mod tests {
             br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":null}}]}"#,
             br#"{"id":"c","id":"d","object":"chat.completion","created":1,"model":"m","choices":[]}"#,
             br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":{"total_tokens":1,"total_tokens":2}}"#,
-            br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens_details":{"cached_tokens":"5"}}}"#,
             br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":[1,2,3]}"#,
         ];
         for body in refused {
             assert!(read_checked(body).is_none(), "{}", String::from_utf8_lossy(body));
             assert!(serde_json::from_slice::<CompletionView<'_>>(body).is_err());
         }
-        // Left to serde, which takes them: a struct written as an array, and a count a server
-        // wrote as `null` (an answer is not lost over its bookkeeping: `Usage`).
+        // Left to serde, which takes them: a struct written as an array, and counts a server
+        // wrote as `null` or a string (an answer is not lost over its bookkeeping: `Usage`).
         let array_choice = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[[0,{"role":"a"}]]}"#;
         let null_count = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":null,"total_tokens":null}}"#;
-        for body in [&array_choice[..], null_count] {
+        let string_detail = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[],"usage":{"prompt_tokens_details":{"cached_tokens":"5"}}}"#;
+        for body in [&array_choice[..], null_count, string_detail] {
             assert!(read_checked(body).is_none());
             assert!(serde_json::from_slice::<CompletionView<'_>>(body).is_ok());
         }
