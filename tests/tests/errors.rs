@@ -35,6 +35,27 @@ async fn invalid_json_is_400() {
     assert!(mock.requests().is_empty(), "nothing goes upstream");
 }
 
+/// A member given twice is refused naming it whole, at the top level too (where the bare path
+/// is empty, and the error had no `param`).
+#[tokio::test]
+async fn a_member_given_twice_is_400_naming_it() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let cases = [
+        (r#"{"model":"a","model":"b","messages":[{"role":"user","content":"hi"}]}"#, "model"),
+        (
+            r#"{"model":"a","messages":[{"role":"user","role":"system","content":"hi"}]}"#,
+            "messages[0].role",
+        ),
+    ];
+    for (body, path) in cases {
+        let e = expect_error(&post_raw(&proxy, body).await, 400);
+        assert_eq!(e["param"], path, "{body}: {e}");
+        assert_eq!(e["code"], "invalid_value", "{body}: {e}");
+    }
+    assert!(mock.requests().is_empty());
+}
+
 #[tokio::test]
 async fn wrong_type_is_400_naming_the_json_path() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;

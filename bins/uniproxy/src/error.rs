@@ -296,6 +296,9 @@ impl ProxyError {
                 if let Some(param) = e.missing() {
                     // OpenAI's code for the same.
                     r.with_param(param).with_code("missing_required_parameter")
+                } else if let Some(param) = e.duplicate() {
+                    // Named whole: a member of the body itself has an empty path.
+                    r.with_param(param).with_code("invalid_value")
                 } else if e.path().is_empty() || e.is_syntax() {
                     r.with_code("invalid_json")
                 } else {

@@ -29,8 +29,20 @@ impl WireError {
     /// enum) through a buffer, so the path stops at the part whatever the member's depth
     /// (`image_url.url` is reported at `content[0]`).
     pub fn missing(&self) -> Option<String> {
+        self.member_path("missing field `")
+    }
+
+    /// When a member is given twice: its JSON path (`model`, `messages[0].role`), as
+    /// [`missing`](Self::missing) names a missing one. The bare [`path`](Self::path) is empty
+    /// for a member of the body itself, which left such an error with no `param`.
+    pub fn duplicate(&self) -> Option<String> {
+        self.member_path("duplicate field `")
+    }
+
+    /// The path of the member that serde's message (`prefix` then the quoted name) names.
+    fn member_path(&self, prefix: &str) -> Option<String> {
         let message = self.message();
-        let name = message.strip_prefix("missing field `")?.strip_suffix('`')?;
+        let name = message.strip_prefix(prefix)?.strip_suffix('`')?;
         let path = &self.path;
         let in_part = path.rsplit('.').next().is_some_and(|last| last.starts_with("content["));
         Some(if path.is_empty() {
@@ -225,6 +237,19 @@ mod tests {
         assert_eq!(e.missing().as_deref(), Some("messages[0].tool_calls[0].function.name"), "{e}");
         // Not a missing member.
         assert_eq!(missing(r#"{"model":"m","messages":"hi"}"#).missing(), None);
+        assert_eq!(missing(r#"{"model":"m","model":"n","messages":[]}"#).missing(), None);
         assert_eq!(missing(r#"{"model":"m","#).missing(), None);
+    }
+
+    #[test]
+    fn a_member_given_twice_is_named_by_its_whole_path() {
+        use crate::ChatCompletionRequest;
+        let twice = |body: &str| from_slice::<ChatCompletionRequest>(body.as_bytes()).unwrap_err();
+        let e = twice(r#"{"model":"m","model":"n","messages":[]}"#);
+        assert_eq!(e.duplicate().as_deref(), Some("model"), "{e}");
+        let e =
+            twice(r#"{"model":"m","messages":[{"role":"user","role":"system","content":"x"}]}"#);
+        assert_eq!(e.duplicate().as_deref(), Some("messages[0].role"), "{e}");
+        assert_eq!(twice(r#"{"model":"m"}"#).duplicate(), None);
     }
 }
