@@ -460,6 +460,20 @@ async fn stream_that_breaks_midway_ends_with_an_error_event() {
     assert_eq!(events[1]["choices"][0]["delta"]["content"], "Hel");
     let e = assert_openai_error(&events[2]);
     assert_eq!(e["type"], "upstream_error");
+
+    // Counted, but not as a successful stream's time to first token (the metric's help says
+    // "for successful streams", and `/api/stats` leaves a failed request's out too).
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = proxy.get("/metrics").await.text();
+        if metrics.contains(r#"status="200",stream="true"} 1"#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metrics.contains(r#"status="200",stream="true"} 1"#), "not counted:\n{metrics}");
+    let ttft = r#"uniproxy_time_to_first_token_seconds_count{platform="openai"} 0"#;
+    assert!(metrics.lines().any(|l| l == ttft), "no {ttft:?} in\n{metrics}");
 }
 
 #[tokio::test]

@@ -459,7 +459,12 @@ impl Recorder {
             upstream: (r.attempts > 0)
                 .then(|| millis(r.latency_ms()).saturating_sub(r.overhead + r.client_wait)),
             overhead: r.overhead,
-            ttft: r.ttft_ms().filter(|_| r.stream && r.status == 200).map(millis),
+            // Successful streams only: a 200 stream that ended on an error event is not one
+            // (`/api/stats` leaves it out too).
+            ttft: r
+                .ttft_ms()
+                .filter(|_| r.stream && r.status == 200 && r.error_type.is_none())
+                .map(millis),
             prompt_tokens: prompt,
             completion_tokens: completion,
             timed_out: r.error_type.as_deref() == Some("timeout_error"),
