@@ -27,6 +27,7 @@ open_enum! {
 /// check that (a `tool` message needs `tool_call_id`). Keeping it flat lets a message with a
 /// role this crate does not know pass through untouched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "a message object ({\"role\": …, \"content\": …})")]
 pub struct Message {
     /// Who wrote the message.
     pub role: Role,
@@ -258,6 +259,7 @@ impl<'de> Deserialize<'de> for ContentPart {
 
 /// An image reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "an object ({\"url\": …})")]
 pub struct ImageUrl {
     /// An `http(s)` URL or a `data:` URL with base64 data.
     pub url: String,
@@ -317,7 +319,10 @@ pub struct FileData {
 // `remote = "Self"` turns the derives into inherent functions, which the trait impls below
 // call: a `function` call must have its function, which serde's attributes cannot say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self")]
+#[serde(
+    remote = "Self",
+    expecting = "a tool call object ({\"id\": …, \"type\": \"function\", \"function\": …})"
+)]
 pub struct ToolCall {
     /// The call id, echoed by the tool message that answers it.
     pub id: String,
@@ -361,6 +366,7 @@ impl<'de> Deserialize<'de> for ToolCall {
 
 /// A function name and its arguments as a JSON string.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "an object ({\"name\": …, \"arguments\": …})")]
 pub struct FunctionCall {
     /// The function to call.
     pub name: String,

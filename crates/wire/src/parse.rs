@@ -241,6 +241,50 @@ mod tests {
         assert_eq!(missing(r#"{"model":"m","#).missing(), None);
     }
 
+    /// A client reads what it sent wrong in words of the API, not in this crate's type names
+    /// ("expected struct ToolCall", "data did not match any variant of untagged enum Stop").
+    #[test]
+    fn a_wrong_shape_is_said_in_the_apis_words() {
+        use crate::ChatCompletionRequest;
+        for (body, expected) in [
+            (r#"5"#, "expected a JSON object, the chat completion request"),
+            (r#"{"model":"m","messages":[5]}"#, "expected a message object"),
+            (r#"{"model":"m","messages":[],"stop":5}"#, "expected a string or an array of strings"),
+            (
+                r#"{"model":"m","messages":[],"function_call":7}"#,
+                "expected `none`, `auto` or an object",
+            ),
+            (r#"{"model":"m","messages":[],"tools":[5]}"#, "expected a tool object"),
+            (
+                r#"{"model":"m","messages":[],"tools":[{"type":"function","function":5}]}"#,
+                "expected a function object",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[5]}]}"#,
+                "expected a tool call object",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":5}]}]}"#,
+                "expected an object ({\"name\": …, \"arguments\": …})",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":5}]}]}"#,
+                "expected an object ({\"url\": …})",
+            ),
+            (
+                r#"{"model":"m","messages":[],"stream_options":5}"#,
+                "expected an object ({\"include_usage\": …})",
+            ),
+        ] {
+            let Err(e) = from_slice::<ChatCompletionRequest>(body.as_bytes()) else {
+                panic!("{body} is taken")
+            };
+            let text = e.to_string();
+            assert!(text.contains(expected), "{body}: {text}");
+            assert!(!text.contains("struct ") && !text.contains("enum "), "{body}: {text}");
+        }
+    }
+
     #[test]
     fn a_member_given_twice_is_named_by_its_whole_path() {
         use crate::ChatCompletionRequest;

@@ -19,6 +19,7 @@ use crate::{Map, Message, open_enum};
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "a JSON object, the chat completion request")]
 pub struct ChatCompletionRequest {
     /// The model the client asked for (the proxy replaces it). Azure deployments name the
     /// model in the URL, so it may be absent (empty).
@@ -155,7 +156,7 @@ impl ChatCompletionRequest {
 
 /// Stop sequences: one string or several.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or an array of strings")]
 pub enum Stop {
     /// One sequence.
     One(String),
@@ -175,6 +176,7 @@ impl Stop {
 
 /// Stream options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "an object ({\"include_usage\": …})")]
 pub struct StreamOptions {
     /// Send a usage chunk before `[DONE]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +188,7 @@ pub struct StreamOptions {
 
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "a tool object ({\"type\": \"function\", \"function\": …})")]
 pub struct Tool {
     /// `function` (or a newer kind such as `custom`).
     #[serde(rename = "type")]
@@ -208,6 +211,7 @@ impl Tool {
 
 /// A function the model may call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "a function object ({\"name\": …, \"parameters\": …})")]
 pub struct FunctionDefinition {
     /// The function name.
     pub name: String,
@@ -279,6 +283,7 @@ pub struct AllowedTools {
 
 /// `{"type":"function","function":{"name":…}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "an object ({\"type\": \"function\", \"function\": {\"name\": …}})")]
 pub struct NamedToolChoice {
     /// `function`.
     #[serde(rename = "type")]
@@ -292,6 +297,7 @@ pub struct NamedToolChoice {
 
 /// A function named by the caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "an object ({\"name\": …})")]
 pub struct NamedFunction {
     /// The function name.
     pub name: String,
@@ -302,7 +308,7 @@ pub struct NamedFunction {
 
 /// The legacy `function_call` choice: `none`, `auto`, or `{"name":…}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected `none`, `auto` or an object {\"name\": …}")]
 pub enum FunctionCallChoice {
     /// `none` or `auto`.
     Mode(ToolChoiceMode),
@@ -341,6 +347,7 @@ pub enum ResponseFormat {
 
 /// A named JSON schema for structured output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "an object ({\"name\": …, \"schema\": …})")]
 pub struct JsonSchemaFormat {
     /// The schema's name.
     pub name: String,
