@@ -137,8 +137,6 @@ impl TranslateError {
     }
 }
 
-/// The error a stream ends with when the upstream's body ended before the answer did: the
-/// same `code` as a connection that fails mid-stream, which the server reports.
 /// For [`Provider::refused`](crate::Provider::refused): whether the upstream answered 400
 /// with `says` in its body, the refusal of something the provider can leave out; if so, sets
 /// `left_out`, and the provider leaves it out from then on.
@@ -155,6 +153,8 @@ pub(crate) fn learn_refusal(
     refused
 }
 
+/// The error a stream ends with when the upstream's body ended before the answer did: the
+/// same `code` as a connection that fails mid-stream, which the server reports.
 pub(crate) fn incomplete_stream() -> ErrorResponse {
     ErrorResponse::new("the upstream stream ended before the answer was complete", "upstream_error")
         .with_code("upstream_stream_error")
