@@ -141,17 +141,12 @@ fn access(route: Route) -> Access {
 /// The side of the proxy a route belongs to, for the `Host` check against DNS rebinding;
 /// `None` for `/health`, which answers any name.
 fn side(route: Route) -> Option<Side> {
-    match route {
-        Route::Health => None,
-        Route::Chat | Route::Models | Route::Model => Some(Side::Client),
-        Route::Metrics
-        | Route::Logs
-        | Route::LogEntry(_)
-        | Route::Stats
-        | Route::Ui
-        | Route::UiAsset(_)
-        | Route::UiLogin
-        | Route::UiLogout => Some(Side::Admin),
+    match access(route) {
+        Access::Client => Some(Side::Client),
+        Access::Admin => Some(Side::Admin),
+        // The log viewer is open only in that it checks the admin key itself.
+        Access::Open if is_ui(route) => Some(Side::Admin),
+        Access::Open => None,
     }
 }
 
