@@ -233,6 +233,15 @@ impl UpstreamRequest {
     }
 }
 
+/// A base URL's host, without its port and in lower case, and its path without the `/` it
+/// starts with: what a provider reads of `BASE_URL` to know which API it speaks to.
+pub(crate) fn host_and_path(url: &str) -> (String, &str) {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = host.split(':').next().unwrap_or(host);
+    (host.to_ascii_lowercase(), path)
+}
+
 /// A `data:` URL's declared media type as the platforms take it: `image/jpg`, which clients
 /// write and no registry has, is `image/jpeg` (Anthropic refuses it, Gemini does not list it).
 pub(crate) fn media_type(declared: &str) -> &str {

@@ -167,7 +167,8 @@ impl OpenAiCompat {
                 (format!("{base}/chat/completions"), field)
             }
         };
-        let bare_host = config.kind != ProviderKind::AzureOpenAi && is_bare_host(base);
+        let bare_host =
+            config.kind != ProviderKind::AzureOpenAi && crate::host_and_path(base).1.is_empty();
         Ok(OpenAiCompat {
             config,
             url,
@@ -177,12 +178,6 @@ impl OpenAiCompat {
             bare_host,
         })
     }
-}
-
-/// Whether `url` (no trailing `/`) has no path after its host.
-fn is_bare_host(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    !rest.contains('/')
 }
 
 /// Applies the configured token limit: set when the request has none, capped when it asks more.
@@ -523,21 +518,14 @@ impl Provider for OpenAiCompat {
     }
 
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
-        let mut error = translate_openai_error(status, body);
         // `BASE_URL=http://localhost:11434`, Ollama's own address, is what users paste; the
         // server then answers `404 page not found` in plain text, which names no cause.
-        if status == 404
-            && self.bare_host
-            && first_or_only::<ErrorResponse>(body).is_none()
-            && let TranslateError::Upstream { error, .. } = &mut error
-        {
-            error.error.message.push_str(
-                " (BASE_URL is a bare host, and the server has no /chat/completions at its \
-                 root; OpenAI-compatible servers such as Ollama, vLLM and LM Studio serve it \
-                 under /v1: add /v1 to BASE_URL)",
-            );
-        }
-        error
+        let hint = (status == 404 && self.bare_host).then_some(
+            " (BASE_URL is a bare host, and the server has no /chat/completions at its root; \
+             OpenAI-compatible servers such as Ollama, vLLM and LM Studio serve it under /v1: \
+             add /v1 to BASE_URL)",
+        );
+        openai_error(status, body, hint)
     }
 
     fn refused(&self, status: u16, body: &[u8], own_usage: bool) -> bool {
@@ -572,10 +560,19 @@ impl Provider for OpenAiCompat {
 
 /// An OpenAI-shaped error body, or the body's text when it is not one.
 pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError {
+    openai_error(status, body, None)
+}
+
+/// [`translate_openai_error`], with `hint` after the text of a body that is no OpenAI error.
+fn openai_error(status: u16, body: &[u8], hint: Option<&str>) -> TranslateError {
     // Google's OpenAI-compatible endpoint sends its errors as a one-element array.
     let error = match first_or_only::<ErrorResponse>(body) {
         Some(e) => complete_error(e, status),
-        None => fallback_error(status, body),
+        None => {
+            let mut e = fallback_error(status, body);
+            e.error.message.push_str(hint.unwrap_or_default());
+            e
+        }
     };
     TranslateError::Upstream { status, error: Box::new(error) }
 }

@@ -110,12 +110,12 @@ use serde_json::{Value, json};
 use uniproxy_wire::{ChatCompletionRequest, Map};
 
 use crate::error::learn_refusal;
-use crate::json_bytes;
 use crate::openai_compat::cap_tokens;
 use crate::{
     Provider, ProviderConfig, ProviderKind, ResponseContext, StreamTranslator, TranslateError,
     Translated, UpstreamRequest,
 };
+use crate::{host_and_path, json_bytes};
 
 /// The provider for Google Gemini (the Developer API, or Vertex AI's `…/publishers/google`
 /// base URL with a key that works in `x-goog-api-key`).
@@ -274,9 +274,7 @@ fn wants_signatures(model: &str) -> bool {
 /// `FunctionResponse`) and refuses the whole request: 400 `Invalid JSON payload received.
 /// Unknown name "id" at 'contents[1].parts[0].function_call': Cannot find field.`
 fn takes_call_ids(base_url: &str) -> bool {
-    let rest = base_url.split_once("://").map_or(base_url, |(_, rest)| rest);
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+    let (host, path) = host_and_path(base_url);
     let vertex =
         host == "aiplatform.googleapis.com" || host.ends_with("-aiplatform.googleapis.com");
     !(vertex && path.split('/').next() == Some("v1"))
