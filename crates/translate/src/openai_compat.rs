@@ -1281,25 +1281,13 @@ impl OpenAiStream {
             // `"model":""`, and the answer's chunks that follow have the real ones.
             let settles = |has: bool| !has || !view.choices.is_empty();
             let (id, created, model) = &self.fallback;
-            let said = &mut self.head_settled;
-            if !said[0] {
-                match head.and_then(|h| h.id.as_deref()).filter(|v| !v.is_empty()) {
-                    Some(v) => (a.id, said[0]) = (v.to_owned(), true),
-                    None => (a.id, said[0]) = (id.clone(), settles(has_id)),
-                }
-            }
-            if !said[1] {
-                match head.and_then(|h| h.created).filter(|&v| v != 0) {
-                    Some(v) => (a.created, said[1]) = (v, true),
-                    None => (a.created, said[1]) = (*created, settles(has_created)),
-                }
-            }
-            if !said[2] {
-                match head.and_then(|h| h.model.as_deref()).filter(|v| !v.is_empty()) {
-                    Some(v) => (a.model, said[2]) = (v.to_owned(), true),
-                    None => (a.model, said[2]) = (model.clone(), settles(has_model)),
-                }
-            }
+            let [id_said, created_said, model_said] = &mut self.head_settled;
+            let text = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(str::to_owned);
+            settle(&mut a.id, id_said, || text(head?.id.as_deref()), id, settles(has_id));
+            let said_created = || head?.created.filter(|&v| v != 0);
+            settle(&mut a.created, created_said, said_created, created, settles(has_created));
+            let said_model = || text(head?.model.as_deref());
+            settle(&mut a.model, model_said, said_model, model, settles(has_model));
         }
         let keep = a.keeps_text();
         for c in &view.choices {
@@ -1360,6 +1348,25 @@ impl OpenAiStream {
         if let Some(u) = &view.usage {
             a.usage = Some(u.clone());
         }
+    }
+}
+
+/// Settles one member of a stream's record head, unless `settled` already: to the value a
+/// chunk said (`said`), or else to the context's (`fallback`), settled then only when
+/// `final_if_unsaid` (otherwise a later chunk may still say it).
+fn settle<T: Clone>(
+    slot: &mut T,
+    settled: &mut bool,
+    said: impl FnOnce() -> Option<T>,
+    fallback: &T,
+    final_if_unsaid: bool,
+) {
+    if *settled {
+        return;
+    }
+    match said() {
+        Some(v) => (*slot, *settled) = (v, true),
+        None => (*slot, *settled) = (fallback.clone(), final_if_unsaid),
     }
 }
 
