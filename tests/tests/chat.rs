@@ -165,14 +165,7 @@ async fn google_answers_a_legacy_functions_request_with_a_function_call() {
         Step::event(&candidate(json!([call("Lyon")]), None)),
         Step::event(&candidate(json!([{"text": ""}]), Some("STOP"))),
     ];
-    let mock = MockUpstream::start(move |r| {
-        if r.path_and_query.contains("streamGenerateContent") {
-            Reply::sse(events.clone())
-        } else {
-            Reply::json(200, &whole)
-        }
-    })
-    .await;
+    let mock = MockUpstream::gemini(events, whole).await;
     let mut req = chat_request("a", false);
     req["functions"] = json!([{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
     let paris = json!({"name": "get_weather", "arguments": r#"{"city":"Paris"}"#});

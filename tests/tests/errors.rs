@@ -311,14 +311,7 @@ async fn a_gemini_answer_ended_without_content_is_a_502_and_a_stream_error_event
         "modelVersion": "gemini-2.5-flash",
     });
     let events = vec![Step::event(&thought), Step::event(&ended)];
-    let mock = MockUpstream::start(move |r| {
-        if r.path_and_query.contains("streamGenerateContent") {
-            Reply::sse(events.clone())
-        } else {
-            Reply::json(200, &ended)
-        }
-    })
-    .await;
+    let mock = MockUpstream::gemini(events, ended).await;
     let mut settings = openai_settings(&mock);
     settings.platform = Platform::Google;
     settings.base_url = Some(format!("{}/v1beta", mock.url()));

@@ -248,6 +248,19 @@ impl MockUpstream {
         .await
     }
 
+    /// A mock of Gemini: `streamGenerateContent` answers with `events`, `generateContent`
+    /// with `whole`.
+    pub async fn gemini(events: Vec<Step>, whole: Value) -> MockUpstream {
+        MockUpstream::start(move |r| {
+            if r.path_and_query.contains("streamGenerateContent") {
+                Reply::sse(events.clone())
+            } else {
+                Reply::json(200, &whole)
+            }
+        })
+        .await
+    }
+
     /// A mock that answers each request with what `handler` returns for it.
     pub async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
         MockUpstream::serve(handler, None).await
