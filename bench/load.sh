@@ -16,7 +16,8 @@
 #   - where the CPU goes at 1 KB and 20 KB: user and kernel time per request, by thread
 #     (cpu_split.py).
 # Every uniproxy request is logged in full (SQLite store and JSON log, bodies included).
-# Prints the tables and ratios; raw results stay in --out (default /tmp/uniproxy-bench-DATE).
+# Prints the tables and ratios, then each of issue 7's targets with its verdict
+# (bench/targets.py); raw results stay in --out (default /tmp/uniproxy-bench-DATE).
 # The proxies' databases and JSON logs (23 GB for `--rounds 2 -d 6`) are removed at the end
 # unless --keep-logs; the run refuses to start without that much free where --out is.
 set -euo pipefail
@@ -69,6 +70,7 @@ start_proxy anthropic 4001 TYPE=anthropic BASE_URL=http://127.0.0.1:18080/v1 ACT
 ANTHROPIC_PID=$PROXY_PID
 sleep 1
 IDLE_RSS=$(rss "$OPENAI_PID")
+echo "rss_idle_mb=$IDLE_RSS" > "$OUT/idle_rss.txt"
 
 OVER=2000; [ -n "$QUICK" ] && OVER=300
 compare nginx-1k http://127.0.0.1:18090/v1 "$NGINX_PID" --overhead "$OVER"
@@ -171,6 +173,8 @@ done
 grep -h '^CPU_SPLIT' "$OUT"/split/*.txt || true
 echo "idle RSS ${IDLE_RSS} MiB; $(cat "$OUT/streams.txt")"
 cat "$OUT/startup.txt" "$OUT/startup_ms.txt" "$OUT/entries.txt"
+echo
+python3 "$ROOT/bench/targets.py" "$OUT" | tee "$OUT/targets.txt"
 echo "raw results: $OUT"
 if [ -z "$KEEP_LOGS" ]; then
   # Every request was logged in full: gigabytes of databases and JSON logs nobody reads.
