@@ -478,11 +478,18 @@ impl Provider for OpenAiCompat {
                 // members it left out are filled in goes to the client with them; any other
                 // keeps the first parse's error.
                 let malformed = TranslateError::Malformed { provider: self.config.kind, source };
-                let Ok(members) = from_slice::<Map>(&body) else { return Err(malformed) };
+                let Ok(mut members) = from_slice::<Map>(&body) else { return Err(malformed) };
                 if let Some(error) = error_in_answer(&members, &body) {
                     return Err(error);
                 }
+                let whole = whole_created(&mut members);
+                let body = match whole.then(|| serde_json::to_vec(&members)) {
+                    Some(Ok(rewritten)) => Bytes::from(rewritten),
+                    Some(Err(_)) => return Err(malformed),
+                    None => body,
+                };
                 with_required_members(&body, &members, ctx)
+                    .or_else(|| whole.then_some(body))
                     .and_then(|filled| {
                         let completion = uniproxy_wire::from_bytes(&filled).ok()?;
                         Some(Translated { completion, body: filled })
@@ -616,6 +623,29 @@ fn with_required_members(body: &[u8], members: &Map, ctx: &ResponseContext) -> O
     }
     let values = (ctx.id.as_str(), ctx.created, ctx.model.as_str());
     members_first(body, &required_members(has, "chat.completion", values)).map(Bytes::from)
+}
+
+/// A `created` written as a number that is no whole count of seconds, made one: SambaNova's
+/// API sends `"created":1750000000.123`, and clients that type the answer (async-openai, Go's
+/// and .NET's) refuse a float where the API has an integer. A float is cut to its seconds, a
+/// negative number is 0. `true` when `members` changed; any other value is left for the
+/// typed parse to refuse.
+fn whole_created(members: &mut Map) -> bool {
+    let Some(created) = members.get_mut("created") else { return false };
+    if created.is_u64() {
+        return false;
+    }
+    let Some(seconds) = created.as_f64() else { return false };
+    // `as` saturates above `u64::MAX`.
+    *created = (if seconds > 0.0 { seconds as u64 } else { 0 }).into();
+    true
+}
+
+/// `created` as [`whole_created`] reads it, for the record of a stream whose chunks say it as a
+/// float: `None` for what is no number.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(value.as_u64().or_else(|| value.as_f64().map(|s| s.max(0.0) as u64)))
 }
 
 /// The top-level members every answer and every chunk has, in the order of
@@ -833,7 +863,7 @@ struct ChunkHead<'a> {
     id: Option<Text<'a>>,
     #[serde(default, borrow)]
     model: Option<Text<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     created: Option<u64>,
 }
 
@@ -2421,6 +2451,66 @@ mod tests {
         // The `length` chunk carries "**" too.
         assert_eq!(choice.content, "**Holiday \"Name\"\né😀\u{1} still** end");
         assert_eq!(fast.assembled().choices[1].content, "**");
+    }
+
+    #[test]
+    fn an_answer_created_at_a_float_time_is_answered_with_whole_seconds() {
+        // SambaNova's API writes `created` as a float; typed clients refuse one.
+        let sambanova = br#"{"id":"a1b2","object":"chat.completion","created":1750000000.8315,"model":"Meta-Llama-3.3-70B-Instruct","system_fingerprint":"fastcoe","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":36,"completion_tokens":2,"total_tokens":38,"time_to_first_token":0.0912,"total_latency":0.1104}}"#;
+        let (answer, response) = answer_and_response(200, sambanova);
+        let (answer, response) = (answer.unwrap(), response.unwrap());
+        assert_eq!(answer.body, response.body);
+        assert_eq!(response.completion.created, 1_750_000_000);
+        let mut sent: serde_json::Value = serde_json::from_slice(sambanova).unwrap();
+        sent["created"] = 1_750_000_000.into();
+        let got: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(got, sent, "only `created` changes");
+        let text = String::from_utf8(answer.body.to_vec()).unwrap();
+        assert!(
+            text.starts_with(
+                r#"{"id":"a1b2","object":"chat.completion","created":1750000000,"model""#
+            ),
+            "{text}"
+        );
+        assert_eq!(answer.usage.map(|u| u.total_tokens), Some(38));
+
+        // With a member left out as well: both put right. A negative time is 0.
+        let both = br#"{"id":"c","created":-3,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"}}]}"#;
+        let (answer, response) = answer_and_response(200, both);
+        let (answer, response) = (answer.unwrap(), response.unwrap());
+        assert_eq!(answer.body, response.body);
+        let c = response.completion;
+        assert_eq!((c.object.as_str(), c.created), ("chat.completion", 0));
+
+        // A time that is no number is still refused.
+        for created in [r#""1750000000""#, "null", "[1]"] {
+            let body = format!(
+                r#"{{"id":"c","object":"chat.completion","created":{created},"model":"m","choices":[]}}"#
+            );
+            let (answer, response) = answer_and_response(200, body.as_bytes());
+            assert!(answer.is_err() && response.is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_stream_created_at_a_float_time_is_relayed_and_recorded_in_whole_seconds() {
+        let chunk = |content: &str| {
+            format!(
+                r#"{{"id":"a1b2","object":"chat.completion.chunk","created":1750000000.8315,"model":"Meta-Llama-3.3-70B-Instruct","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]}}"#
+            )
+        };
+        let chunks: Vec<String> = ["Hel", "lo", "!"].into_iter().map(chunk).collect();
+        let (stream, _) = read_both_ways(&chunks);
+        let a = stream.assembled();
+        assert_eq!(
+            (a.id.as_str(), a.created, a.model.as_str()),
+            ("a1b2", 1_750_000_000, "Meta-Llama-3.3-70B-Instruct"),
+            "the stream's own head, not the context's"
+        );
+        assert_eq!(a.choices[0].content, "Hello!");
+        let mut stream = OpenAiStream::new(&local_ctx(true));
+        let frame = stream.push(&SseEvent::new(None, chunks[0].clone())).unwrap().remove(0);
+        assert_eq!(&frame[..], format!("data: {}\n\n", chunks[0]).as_bytes(), "relayed as sent");
     }
 
     #[test]
