@@ -482,14 +482,20 @@ impl Provider for OpenAiCompat {
                 if let Some(error) = error_in_answer(&members, &body) {
                     return Err(error);
                 }
-                let whole = whole_created(&mut members);
-                let body = match whole.then(|| serde_json::to_vec(&members)) {
+                let mut changed = whole_created(&mut members);
+                let messages = members.get_mut("choices").and_then(serde_json::Value::as_array_mut);
+                for choice in messages.into_iter().flatten() {
+                    if let Some(message) = choice.get_mut("message") {
+                        changed |= arguments_as_text(message);
+                    }
+                }
+                let body = match changed.then(|| serde_json::to_vec(&members)) {
                     Some(Ok(rewritten)) => Bytes::from(rewritten),
                     Some(Err(_)) => return Err(malformed),
                     None => body,
                 };
                 with_required_members(&body, &members, ctx)
-                    .or_else(|| whole.then_some(body))
+                    .or_else(|| changed.then_some(body))
                     .and_then(|filled| {
                         let completion = uniproxy_wire::from_bytes(&filled).ok()?;
                         Some(Translated { completion, body: filled })
@@ -722,6 +728,26 @@ struct AnswerChoice<'a> {
 struct AnswerMessage<'a> {
     #[serde(borrow)]
     role: Text<'a>,
+    /// Checked for arguments that are JSON text (or `null`): the typed parse's fallback
+    /// writes a JSON value there as its text ([`arguments_as_text`]).
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<AnswerCall<'a>>>,
+    #[serde(default, borrow)]
+    function_call: Option<AnswerFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct AnswerCall<'a> {
+    #[serde(default, borrow)]
+    function: Option<AnswerFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct AnswerFunction<'a> {
+    #[serde(default, borrow)]
+    arguments: Option<Text<'a>>,
 }
 
 /// [`CompletionView`]'s check as a [`Reader`] walk: the usage if the answer passes, `None`
@@ -767,20 +793,50 @@ fn read_answer_choice(r: &mut Reader<'_>) -> Option<()> {
         }
         b"message" => {
             once(&mut seen[1])?;
-            let mut role = false;
-            r.members(|r, key| {
-                if key == b"role" {
-                    once(&mut role)?;
+            let mut seen = [false; 3];
+            r.members(|r, key| match key {
+                b"role" => {
+                    once(&mut seen[0])?;
                     r.string().map(drop)
-                } else {
-                    r.skip()
                 }
+                b"tool_calls" => {
+                    once(&mut seen[1])?;
+                    let call = |r: &mut Reader<'_>| {
+                        let mut function = false;
+                        r.members(|r, key| match key {
+                            b"function" => {
+                                once(&mut function)?;
+                                r.nullable(read_answer_function).map(drop)
+                            }
+                            _ => r.skip(),
+                        })
+                    };
+                    r.nullable(|r| r.elements(call)).map(drop)
+                }
+                b"function_call" => {
+                    once(&mut seen[2])?;
+                    r.nullable(read_answer_function).map(drop)
+                }
+                _ => r.skip(),
             })?;
-            role.then_some(())
+            seen[0].then_some(())
         }
         _ => r.skip(),
     })?;
     (seen == [true; 2]).then_some(())
+}
+
+/// A call's function in an answer, as [`AnswerFunction`] checks it: `arguments`, if there, a
+/// string or `null`.
+fn read_answer_function(r: &mut Reader<'_>) -> Option<()> {
+    let mut arguments = false;
+    r.members(|r, key| match key {
+        b"arguments" => {
+            once(&mut arguments)?;
+            text(r).map(drop)
+        }
+        _ => r.skip(),
+    })
 }
 
 /// An unknown member of a usage object, kept as serde keeps it (`#[serde(flatten)] extra`).
@@ -1022,7 +1078,140 @@ struct FunctionView<'a> {
     #[serde(default, borrow)]
     name: Option<Text<'a>>,
     #[serde(default, borrow)]
-    arguments: Option<Text<'a>>,
+    arguments: Option<Arguments<'a>>,
+}
+
+/// A call's `arguments`: the JSON text OpenAI sends as a string, or the text of the JSON value
+/// some servers send in its place (llama.cpp's server and TGI send the object itself), with
+/// `value` saying so: the client gets such a chunk with the text as a string
+/// ([`arguments_as_text`]), and the log the same text.
+#[derive(Debug, PartialEq)]
+struct Arguments<'a> {
+    text: Text<'a>,
+    value: bool,
+}
+
+impl<'a> Arguments<'a> {
+    fn text(text: Text<'a>) -> Self {
+        Arguments { text, value: false }
+    }
+
+    fn value(value: &serde_json::Value) -> Self {
+        Arguments { text: Text(Cow::Owned(value.to_string())), value: true }
+    }
+}
+
+impl std::ops::Deref for Arguments<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Arguments<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Arguments<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the arguments as JSON text")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Arguments::text(Text(Cow::Borrowed(v))))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Arguments::text(Text(Cow::Owned(v.to_owned()))))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Arguments::text(Text(Cow::Owned(v))))
+            }
+
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Arguments::value(&v.into()))
+            }
+
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Arguments::value(&v.into()))
+            }
+
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Arguments::value(&v.into()))
+            }
+
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Arguments::value(&v.into()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let value = serde_json::Value::deserialize(SeqAccessDeserializer::new(seq))?;
+                Ok(Arguments::value(&value))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let value = serde_json::Value::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(Arguments::value(&value))
+            }
+        }
+
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+impl DeltaView<'_> {
+    /// Whether a call's `arguments` came as a JSON value, not as its text.
+    fn has_argument_values(&self) -> bool {
+        let calls = self.tool_calls.iter().flatten().filter_map(|c| c.function.as_ref());
+        calls.chain(&self.function_call).any(|f| f.arguments.as_ref().is_some_and(|a| a.value))
+    }
+}
+
+/// `data`, a chunk, with [`arguments_as_text`] done to each choice's delta; `None` when it is
+/// no JSON object or nothing changed.
+fn chunk_arguments_as_text(data: &[u8]) -> Option<Vec<u8>> {
+    let mut chunk: serde_json::Value = uniproxy_wire::from_bytes(data).ok()?;
+    let mut changed = false;
+    for choice in chunk.get_mut("choices")?.as_array_mut()? {
+        if let Some(delta) = choice.get_mut("delta") {
+            changed |= arguments_as_text(delta);
+        }
+    }
+    changed.then(|| serde_json::to_vec(&chunk).ok()).flatten()
+}
+
+/// Writes the `arguments` of `message`'s (or a delta's) tool calls and legacy function call
+/// that are a JSON value other than `null` as that value's JSON text, the string the API
+/// has there; `true` if any was.
+fn arguments_as_text(message: &mut serde_json::Value) -> bool {
+    let mut changed = false;
+    let mut put = |function: Option<&mut serde_json::Value>| {
+        if let Some(arguments) = function.and_then(|f| f.get_mut("arguments"))
+            && !arguments.is_string()
+            && !arguments.is_null()
+        {
+            *arguments = arguments.to_string().into();
+            changed = true;
+        }
+    };
+    if let Some(calls) = message.get_mut("tool_calls").and_then(serde_json::Value::as_array_mut) {
+        for call in calls {
+            put(call.get_mut("function"));
+        }
+    }
+    put(message.get_mut("function_call"));
+    changed
 }
 
 /// A chunk's [`ChunkView`], read by a [`Reader`]: the view's few members are taken and all
@@ -1175,9 +1364,12 @@ fn read_tool_call<'a>(r: &mut Reader<'a>) -> Option<ToolCallView<'a>> {
 
 fn read_function<'a>(r: &mut Reader<'a>) -> Option<FunctionView<'a>> {
     let mut function = FunctionView::default();
+    let mut arguments = None;
     let texts: &mut [(&[u8], &mut Option<Text<'a>>)] =
-        &mut [(b"name", &mut function.name), (b"arguments", &mut function.arguments)];
+        &mut [(b"name", &mut function.name), (b"arguments", &mut arguments)];
+    // Arguments that are no string (a JSON value) are the full parse's.
     named_fields(r, texts, text, |r, _| r.skip())?;
+    function.arguments = arguments.map(Arguments::text);
     Some(function)
 }
 
@@ -1457,11 +1649,23 @@ impl StreamTranslator for OpenAiStream {
         if usage_only && !self.include_usage {
             return Ok(());
         }
+        // Arguments sent as a JSON value go to the client as their text, as the log has them.
+        let values = view.choices.iter().filter_map(|c| c.delta.as_ref());
+        let texts = if values.clone().any(DeltaView::has_argument_values) {
+            chunk_arguments_as_text(data)
+        } else {
+            None
+        };
+        let data = texts.as_deref().unwrap_or(data);
         let has = view.required();
         if has != [true; 4]
             && let Some(filled) = self.with_required_members(data, has)
         {
             out.push(sse::frame_raw(&filled));
+            return Ok(());
+        }
+        if texts.is_some() {
+            out.push(sse::frame_raw(data));
             return Ok(());
         }
         // The event as it came when it was a plain `data:` line (no copy); re-framed otherwise.
@@ -1835,6 +2039,66 @@ mod tests {
     }
 
     #[test]
+    fn arguments_sent_as_a_json_value_reach_the_client_as_its_text() {
+        // llama.cpp's server (and TGI) write a call's arguments as the object itself.
+        let llama = br#"{"choices":[{"finish_reason":"tool_calls","index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"type":"function","function":{"name":"get_weather","arguments":{"city":"Paris","days":3}},"id":"kXp9"}]}}],"created":1772960000,"model":"qwen3-8b","system_fingerprint":"b6710","object":"chat.completion","usage":{"completion_tokens":21,"prompt_tokens":190,"total_tokens":211},"id":"chatcmpl-Q2"}"#;
+        let (answer, response) = answer_and_response(200, llama);
+        let (answer, response) = (answer.unwrap(), response.unwrap());
+        assert_eq!(answer.body, response.body);
+        let text = r#"{"city":"Paris","days":3}"#;
+        let call = &response.completion.choices[0].message.tool_calls.as_ref().unwrap()[0];
+        let arguments = call.function.as_ref().map(|f| f.arguments.as_str());
+        assert_eq!(arguments, Some(text), "the server's key order kept");
+        let mut sent: serde_json::Value = serde_json::from_slice(llama).unwrap();
+        sent["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = text.into();
+        let got: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(got, sent, "only the arguments change");
+        assert_eq!(answer.usage.map(|u| u.total_tokens), Some(211));
+
+        // The legacy function call, its arguments an array.
+        let legacy = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"function_call":{"name":"f","arguments":[1,"a"]}},"finish_reason":"function_call"}]}"#;
+        let response = answer_and_response(200, legacy).1.unwrap();
+        let call = response.completion.choices[0].message.function_call.clone().unwrap();
+        assert_eq!(call.arguments, r#"[1,"a"]"#);
+
+        // In a stream: the chunk that carries a value goes as the same chunk with the text, and
+        // the record has the text; the reader and the full parse agree.
+        let head = r#""id":"chatcmpl-S","object":"chat.completion.chunk","created":1772960000,"model":"qwen3-8b""#;
+        let chunks: Vec<String> = [
+            r#"{"index":0,"delta":{"role":"assistant","content":null},"finish_reason":null}"#,
+            r#"{"index":0,"delta":{"tool_calls":[{"index":0,"id":"kXp9","type":"function","function":{"name":"get_weather","arguments":{"city":"Paris","days":3}}}]},"finish_reason":null}"#,
+            r#"{"index":0,"delta":{},"finish_reason":"tool_calls"}"#,
+        ]
+        .iter()
+        .map(|choice| format!(r#"{{{head},"choices":[{choice}]}}"#))
+        .collect();
+        let (stream, _) = read_both_ways(&chunks);
+        let call = &stream.assembled().choices[0].tool_calls[0];
+        assert_eq!((call.name.as_str(), call.arguments.as_str()), ("get_weather", text));
+        let mut stream = OpenAiStream::new(&local_ctx(true));
+        let frames: Vec<Bytes> = chunks
+            .iter()
+            .map(|c| stream.push(&SseEvent::new(None, c.clone())).unwrap().remove(0))
+            .collect();
+        assert_eq!(frames[0], sse::frame_raw(chunks[0].as_bytes()));
+        assert_eq!(frames[2], sse::frame_raw(chunks[2].as_bytes()));
+        let expected = chunks[1].replace(
+            r#""arguments":{"city":"Paris","days":3}"#,
+            r#""arguments":"{\"city\":\"Paris\",\"days\":3}""#,
+        );
+        assert_eq!(frames[1], sse::frame_raw(expected.as_bytes()));
+
+        // With a top-level member left out as well: both written.
+        let bare = chunks[1].replace(r#""object":"chat.completion.chunk","#, "");
+        let mut stream = OpenAiStream::new(&local_ctx(true));
+        let frame = stream.push(&SseEvent::new(None, bare)).unwrap().remove(0);
+        let data = frame.strip_prefix(b"data: ").unwrap().trim_ascii_end();
+        let chunk: serde_json::Value = serde_json::from_slice(data).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        assert_eq!(chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], text);
+    }
+
+    #[test]
     fn a_stream_whose_content_is_a_list_of_parts_passes_as_sent() {
         // Mistral's reasoning models (Magistral) stream `content` as a list of parts: the
         // thinking as `thinking` parts, then the answer (as parts, or as a string).
@@ -2189,7 +2453,7 @@ mod tests {
         let args = delta.tool_calls.as_ref().unwrap()[0].function.as_ref().unwrap();
         // An escaped string cannot be a slice of the input: it is decoded into its own string.
         assert!(
-            matches!(args.arguments.as_ref().map(|t| &t.0), Some(Cow::Owned(s)) if s == r#"{"a":1}"#)
+            matches!(args.arguments.as_ref().map(|t| &t.text.0), Some(Cow::Owned(s)) if s == r#"{"a":1}"#)
         );
         assert!(serde_json::from_slice::<ChunkHead<'_>>(br#"{"id":5}"#).is_err());
     }
@@ -2774,10 +3038,25 @@ mod tests {
             ("completion_tokens_details", completion_details),
             ("queue_time", any_value.clone()),
         ]);
+        // Arguments mostly JSON text, sometimes a JSON value (llama.cpp's server, TGI).
+        let function = raw_object(vec![
+            ("name", text.clone()),
+            ("arguments", prop_oneof![3 => text.clone(), 1 => any_value.clone()].boxed()),
+        ]);
+        let call = raw_object(vec![
+            ("id", text.clone()),
+            ("type", text.clone()),
+            ("function", function.clone()),
+        ]);
+        let calls = proptest::collection::vec(call, 0..3)
+            .prop_map(|c| format!("[{}]", c.join(",")))
+            .boxed();
         let message = raw_object(vec![
             ("role", text.clone()),
             ("content", text.clone()),
             ("refusal", any_value.clone()),
+            ("tool_calls", calls),
+            ("function_call", function),
         ]);
         let choice = raw_object(vec![
             ("index", (0u32..3).prop_map(|n| n.to_string()).boxed()),
