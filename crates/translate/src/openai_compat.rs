@@ -728,26 +728,31 @@ struct AnswerChoice<'a> {
 struct AnswerMessage<'a> {
     #[serde(borrow)]
     role: Text<'a>,
-    /// Checked for arguments that are JSON text (or `null`): the typed parse's fallback
-    /// writes a JSON value there as its text ([`arguments_as_text`]).
-    #[serde(default, borrow)]
-    tool_calls: Option<Vec<AnswerCall<'a>>>,
-    #[serde(default, borrow)]
-    function_call: Option<AnswerFunction<'a>>,
+    /// Any shape, unless a call's arguments are a JSON value: those the typed parse's
+    /// fallback writes as their text ([`arguments_as_text`]).
+    #[serde(default, deserialize_with = "tool_calls_as_text")]
+    tool_calls: (),
+    #[serde(default, deserialize_with = "function_call_as_text")]
+    function_call: (),
 }
 
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct AnswerCall<'a> {
-    #[serde(default, borrow)]
-    function: Option<AnswerFunction<'a>>,
+/// A message's `tool_calls`, refused if [`arguments_as_text`] would change it.
+fn tool_calls_as_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    calls_as_text("tool_calls", serde_json::Value::deserialize(d)?)
 }
 
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct AnswerFunction<'a> {
-    #[serde(default, borrow)]
-    arguments: Option<Text<'a>>,
+/// A message's `function_call`, refused if [`arguments_as_text`] would change it.
+fn function_call_as_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    calls_as_text("function_call", serde_json::Value::deserialize(d)?)
+}
+
+fn calls_as_text<E: serde::de::Error>(key: &str, calls: serde_json::Value) -> Result<(), E> {
+    let mut message = serde_json::Value::Object(Map::new());
+    message[key] = calls;
+    if arguments_as_text(&mut message) {
+        return Err(E::custom("a call's arguments are a JSON value, not its text"));
+    }
+    Ok(())
 }
 
 /// [`CompletionView`]'s check as a [`Reader`] walk: the usage if the answer passes, `None`
@@ -826,8 +831,8 @@ fn read_answer_choice(r: &mut Reader<'_>) -> Option<()> {
     (seen == [true; 2]).then_some(())
 }
 
-/// A call's function in an answer, as [`AnswerFunction`] checks it: `arguments`, if there, a
-/// string or `null`.
+/// A call's function in an answer: `arguments`, if there, a string or `null` (anything else is
+/// [`calls_as_text`]'s to decide).
 fn read_answer_function(r: &mut Reader<'_>) -> Option<()> {
     let mut arguments = false;
     r.members(|r, key| match key {
@@ -2054,6 +2059,18 @@ mod tests {
         let got: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
         assert_eq!(got, sent, "only the arguments change");
         assert_eq!(answer.usage.map(|u| u.total_tokens), Some(211));
+
+        // Other shapes the check does not read still pass as sent (the typed parse would
+        // refuse them: see `CompletionView`).
+        for calls in
+            [r#"{}"#, r#"[1]"#, r#"[{"function":"f"}]"#, r#"[{"function":{"arguments":null}}]"#]
+        {
+            let body = format!(
+                r#"{{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{{"index":0,"message":{{"role":"assistant","tool_calls":{calls}}}}}]}}"#
+            );
+            let answer = answer_and_response(200, body.as_bytes()).0.unwrap();
+            assert_eq!(answer.body, body.as_bytes());
+        }
 
         // The legacy function call, its arguments an array.
         let legacy = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"function_call":{"name":"f","arguments":[1,"a"]}},"finish_reason":"function_call"}]}"#;
