@@ -510,6 +510,43 @@ async fn unknown_path_is_404_and_wrong_method_is_405() {
     assert!(mock.requests().is_empty());
 }
 
+/// An endpoint the proxy does not serve (`/v1/embeddings`, `/v1/responses`) or a wrong method
+/// leaves the request's body unread, and hyper closes the connection after the answer (a body
+/// larger than what came with the head): the answer says so, or a keep-alive client sends its
+/// next request into a closed connection (a broken pipe, which the SDKs report as a
+/// connection error).
+#[tokio::test]
+async fn an_answer_that_leaves_the_body_unread_says_connection_close() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let big = json!({"model": "a", "input": "x".repeat(200_000)});
+    for (path, status) in [("/v1/embeddings", 404), ("/v1/models", 405), ("/health", 405)] {
+        let resp = proxy.post(path, &big).await;
+        expect_error(&resp, status);
+        assert_eq!(resp.header("connection"), Some("close"), "{path}");
+    }
+    // On the wire: the answer, then the connection closed, as it said.
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let body = big.to_string();
+    let head = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let _ = conn.write_all(body.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 404"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    // A request without a body leaves nothing unread: its connection stays open.
+    let resp = proxy.get("/v1/embeddings").await;
+    expect_error(&resp, 404);
+    assert_eq!(resp.header("connection"), None);
+    assert!(mock.requests().is_empty());
+}
+
 #[tokio::test]
 async fn disabled_model_is_503() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::{Method, Request, Response, header};
 use serde_json::json;
 use uniproxy_wire::{Model, ModelList};
@@ -231,6 +231,33 @@ async fn dispatch(
 ) -> Response<ProxyBody> {
     let path = req.uri().path().to_owned();
     let route = route_of(&path).filter(|r| state.settings.ui_enabled || !is_ui(*r));
+    // Only a chat request and the login form have their body read; any other answer leaves
+    // a body unread, and hyper then closes the connection (at once for a body larger than
+    // what it has read with the head). Said, as for the chat route's refusals, so that a
+    // client posting to an endpoint the proxy does not serve (`/v1/embeddings`,
+    // `/v1/responses`) sends its next request on a new connection instead of into a closed one.
+    let reads_body = route
+        .is_some_and(|r| matches!(r, Route::Chat | Route::UiLogin) && req.method() == Method::POST);
+    let body_left = !reads_body && !req.body().is_end_stream();
+    let mut response = route_to(state, client, req, route, path, client_addr, cut).await;
+    if body_left {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// [`dispatch`] once the route is known (`None`: no route for the path).
+async fn route_to(
+    state: &Arc<AppState>,
+    client: &Client,
+    req: Request<Incoming>,
+    route: Option<Route>,
+    path: String,
+    client_addr: Option<String>,
+    cut: Option<ConnectionCut>,
+) -> Response<ProxyBody> {
     let Some(route) = route else {
         return error_response(&ProxyError::NotFound { method: req.method().to_string(), path });
     };

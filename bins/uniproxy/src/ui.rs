@@ -102,7 +102,10 @@ fn redirect_to_ui(cookie: Option<String>) -> Response<ProxyBody> {
 pub async fn login(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> {
     let secure = secure_cookie(req.headers());
     let Ok(body) = Limited::new(req.into_body(), MAX_LOGIN_BODY).collect().await else {
-        return login_page(StatusCode::BAD_REQUEST);
+        // What is left of the body is not read, and hyper closes the connection: said.
+        let mut page = login_page(StatusCode::BAD_REQUEST);
+        page.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return page;
     };
     let body = body.to_bytes();
     let key = form_urlencoded::parse(&body).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned());
