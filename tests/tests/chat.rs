@@ -988,6 +988,53 @@ async fn on_loopback_with_no_keys_only_local_host_names_are_answered() {
     assert_eq!(resp.status, 200);
 }
 
+/// The host a request is for is its target's authority when it has one: HTTP/2's
+/// `:authority` (hyper puts it in the URI, and there is no `Host` header), and an HTTP/1
+/// target in absolute form (whose `Host` the server must ignore). Read from the `Host` header
+/// alone, both went past the DNS-rebinding check.
+#[tokio::test]
+async fn the_host_check_reads_http2_authority_and_absolute_form_targets() {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockUpstream::always(Reply::json(200, &completion("hi"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (authority, status) in [("attacker.example:8000", 403), ("localhost:8000", 200)] {
+        let mut req = post_request("/v1/chat/completions", &chat_request("a", false));
+        *req.uri_mut() = format!("http://{authority}/v1/chat/completions").parse().unwrap();
+        let resp = h2.send_request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status().as_u16(), status, "{authority}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        if status == 403 {
+            let e = serde_json::from_slice::<Value>(&body).unwrap();
+            assert_eq!(assert_openai_error(&e)["code"], "host_not_allowed", "{e}");
+        }
+    }
+    // HTTP/1.1 in absolute form: the target's host counts, not the `Host` header's.
+    let body = chat_request("a", false).to_string();
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = format!(
+        "POST http://attacker.example/v1/chat/completions HTTP/1.1\r\nhost: localhost\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, conn.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("host_not_allowed"), "{answer}");
+    assert_eq!(mock.requests().len(), 1, "only the request for localhost went upstream");
+}
+
 #[tokio::test]
 async fn shutdown_refuses_new_connections_and_lets_a_stream_finish() {
     let release = Arc::new(Notify::new());

@@ -275,12 +275,12 @@ async fn route_to(
         }
         return r;
     }
-    let host = req.headers().get(header::HOST).map(header::HeaderValue::as_bytes);
+    let host = request_host(&req);
     let refused = if side(route).is_some_and(|side| !state.answers_to(host, side)) {
         let host = String::from_utf8_lossy(host.unwrap_or_default()).into_owned();
         Some(ProxyError::HostNotAllowed { host })
     } else if req.method() == Method::POST {
-        foreign_origin(state, req.headers()).map(|origin| ProxyError::CrossOrigin { origin })
+        foreign_origin(state, req.headers(), host).map(|origin| ProxyError::CrossOrigin { origin })
     } else {
         None
     };
@@ -323,6 +323,17 @@ async fn route_to(
         Route::UiAsset(asset) => ui::asset(asset),
         Route::UiLogin => ui::login(state, req).await,
         Route::UiLogout => ui::logout(state, req.headers()),
+    }
+}
+
+/// The host a request is for: the authority of its target when it has one (HTTP/2's
+/// `:authority`, which hyper puts in the URI and not in a `Host` header, and an HTTP/1
+/// request in absolute form, whose `Host` the server must ignore: RFC 9112, 3.2.2), else
+/// its `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<&[u8]> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str().as_bytes()),
+        None => req.headers().get(header::HOST).map(header::HeaderValue::as_bytes),
     }
 }
 
@@ -395,10 +406,14 @@ fn origin_allowed(state: &AppState, origin: &header::HeaderValue) -> Option<head
 /// The origin of a web page that sent this request, when the proxy does not serve that
 /// origin: neither allowed by CORS_ALLOW_ORIGINS nor the proxy's own (the log viewer's own
 /// login form: the browser says `Sec-Fetch-Site: same-origin`, or, an older one, an `Origin`
-/// naming the `Host` the request came to; with the viewer's `no-referrer` policy Chrome's
+/// naming the host the request came to, `host` (see [`request_host`]); with the viewer's `no-referrer` policy Chrome's
 /// form posts say `Origin: null`). `None` for a request with no `Origin`, which is what
 /// every client but a browser sends.
-fn foreign_origin(state: &AppState, headers: &hyper::HeaderMap) -> Option<String> {
+fn foreign_origin(
+    state: &AppState,
+    headers: &hyper::HeaderMap,
+    host: Option<&[u8]>,
+) -> Option<String> {
     let origin = headers.get(header::ORIGIN)?;
     let same_origin = headers.get("sec-fetch-site").is_some_and(|site| site == "same-origin");
     if same_origin || origin_allowed(state, origin).is_some() {
@@ -406,7 +421,6 @@ fn foreign_origin(state: &AppState, headers: &hyper::HeaderMap) -> Option<String
     }
     let text = String::from_utf8_lossy(origin.as_bytes()).into_owned();
     let authority = text.split_once("://").map(|(_, rest)| rest);
-    let host = headers.get(header::HOST).map(header::HeaderValue::as_bytes);
     let own = authority.zip(host).is_some_and(|(a, h)| a.as_bytes().eq_ignore_ascii_case(h));
     (!own).then_some(text)
 }
