@@ -798,7 +798,7 @@ async fn retrieving_any_model_answers_the_actual_one() {
     let resp = proxy.post("/v1/models/gpt-4o", &json!({})).await;
     assert_eq!(resp.status, 405);
     assert_openai_error(&resp.json());
-    assert_eq!(resp.header("allow"), Some("GET"));
+    assert_eq!(resp.header("allow"), Some("GET, HEAD, OPTIONS"));
     assert!(mock.requests().is_empty(), "/models/{{model}} is answered locally");
 }
 

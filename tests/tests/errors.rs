@@ -503,10 +503,17 @@ async fn unknown_path_is_404_and_wrong_method_is_405() {
     let resp = proxy.get("/v1/chat/completions").await;
     let e = expect_error(&resp, 405);
     assert_eq!(e["code"], "method_not_allowed");
-    assert_eq!(resp.header("allow"), Some("POST"));
+    assert_eq!(resp.header("allow"), Some("POST, OPTIONS"), "every method it answers");
     let resp = proxy.post("/v1/models", &json!({})).await;
     expect_error(&resp, 405);
-    assert_eq!(resp.header("allow"), Some("GET"));
+    assert_eq!(resp.header("allow"), Some("GET, HEAD, OPTIONS"));
+    // `OPTIONS` says the same.
+    for (path, allow) in
+        [("/v1/chat/completions", "POST, OPTIONS"), ("/v1/models", "GET, HEAD, OPTIONS")]
+    {
+        let resp = send(proxy.addr, request(Method::OPTIONS, path, Bytes::new())).await;
+        assert_eq!((resp.status, resp.header("allow")), (204, Some(allow)), "{path}");
+    }
     assert!(mock.requests().is_empty());
 }
 

@@ -127,6 +127,16 @@ fn allowed_method(route: Route) -> Method {
     }
 }
 
+/// The `Allow` header of a route, for a 405 and for `OPTIONS`: every method it answers (RFC
+/// 9110, 10.2.1), `HEAD` and `OPTIONS` included, not only the one it is for.
+fn allow(route: Route) -> header::HeaderValue {
+    header::HeaderValue::from_static(if allowed_method(route) == Method::POST {
+        "POST, OPTIONS"
+    } else {
+        "GET, HEAD, OPTIONS"
+    })
+}
+
 fn access(route: Route) -> Access {
     match route {
         // The page checks the key itself, to answer with a login form rather than JSON.
@@ -270,9 +280,7 @@ async fn route_to(
             method: req.method().to_string(),
             path,
         });
-        if let Ok(v) = header::HeaderValue::from_str(allowed.as_str()) {
-            r.headers_mut().insert(header::ALLOW, v);
-        }
+        r.headers_mut().insert(header::ALLOW, allow(route));
         return r;
     }
     let host = request_host(&req);
@@ -444,14 +452,13 @@ fn cors_headers(state: &AppState, origin: &header::HeaderValue, headers: &mut hy
 fn preflight(state: &AppState, req: &Request<Incoming>, route: Route) -> Response<ProxyBody> {
     let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
     *r.status_mut() = hyper::StatusCode::NO_CONTENT;
-    let methods =
-        if allowed_method(route) == Method::POST { "POST, OPTIONS" } else { "GET, HEAD, OPTIONS" };
-    r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(methods));
+    let methods = allow(route);
+    r.headers_mut().insert(header::ALLOW, methods.clone());
     let origin = req.headers().get(header::ORIGIN);
-    if let Some(allow) = origin.and_then(|o| origin_allowed(state, o)) {
+    if let Some(allowed) = origin.and_then(|o| origin_allowed(state, o)) {
         let h = r.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, header::HeaderValue::from_static(methods));
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
         let asked = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
