@@ -957,6 +957,9 @@ async fn the_ui_session_cookie_is_secure_behind_an_https_front() {
     }
 }
 
+/// The challenge of the proxy's 401s.
+const WWW_AUTHENTICATE: &str = "Bearer realm=\"uniproxy\"";
+
 #[tokio::test]
 async fn proxy_keys_are_required_and_never_forwarded() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
@@ -978,11 +981,17 @@ async fn proxy_keys_are_required_and_never_forwarded() {
         assert!(resp.header("x-request-id").is_some(), "{key:?}");
         // Refused before its body was read: the connection is not kept, and the client is told.
         assert_eq!(resp.header("connection"), Some("close"), "{key:?}");
+        // A 401 names the scheme to authenticate with (RFC 9110, 11.6.1): some HTTP clients
+        // (Java's HttpURLConnection, older OkHttp) fail on a 401 without it, and never show
+        // the error's body.
+        assert_eq!(resp.header("www-authenticate"), Some(WWW_AUTHENTICATE), "{key:?}");
     }
     assert!(mock.requests().is_empty());
     for path in ["/v1/models", "/v1/models/gpt-4o"] {
-        let e = expect_error(&proxy.get(path).await, 401);
+        let resp = proxy.get(path).await;
+        let e = expect_error(&resp, 401);
         assert_eq!(e["code"], "invalid_api_key", "{path}");
+        assert_eq!(resp.header("www-authenticate"), Some(WWW_AUTHENTICATE), "{path}");
     }
     assert_eq!(proxy.get("/health").await.status, 200, "health needs no key");
 

@@ -48,12 +48,23 @@ pub fn error_response_with(e: &ProxyError, body: Bytes) -> Response<ProxyBody> {
     if let ProxyError::Overloaded { .. } = e {
         r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
+    if let ProxyError::Unauthorized = e {
+        // A 401 must name the scheme to authenticate with (RFC 9110, 11.6.1); some HTTP
+        // clients (Java's HttpURLConnection, older OkHttp) fail on one without it, and the
+        // error's body is never read.
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, www_authenticate());
+    }
     if e.leaves_body_unread() {
         // hyper closes a connection whose request body was not read to its end: said, so
         // that the client sends its next request on a new one instead of into a closed one.
         r.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     }
     r
+}
+
+/// The challenge of the proxy's 401s: a bearer token, as the keys are sent.
+fn www_authenticate() -> header::HeaderValue {
+    header::HeaderValue::from_static("Bearer realm=\"uniproxy\"")
 }
 
 /// The routes the proxy serves.
