@@ -115,6 +115,8 @@ async fn a_compressed_body_is_415_naming_its_encoding() {
     let e = expect_error(&resp, 415);
     assert_eq!(e["code"], "unsupported_content_encoding");
     assert!(e["message"].as_str().unwrap().contains("`gzip`"), "{e}");
+    // The answer says which codings a body may come in: none (RFC 9110, 15.5.16).
+    assert_eq!(resp.header("accept-encoding"), Some("identity"));
     assert!(mock.requests().is_empty());
     // `identity` is no encoding at all.
     assert_eq!(send(proxy.addr, with_coding("Identity", json)).await.status, 200);

@@ -54,6 +54,11 @@ pub fn error_response_with(e: &ProxyError, body: Bytes) -> Response<ProxyBody> {
         // error's body is never read.
         r.headers_mut().insert(header::WWW_AUTHENTICATE, www_authenticate());
     }
+    if let ProxyError::UnsupportedEncoding { .. } = e {
+        // Which codings a body may come in (RFC 9110, 12.5.3 and 15.5.16): none but itself.
+        r.headers_mut()
+            .insert(header::ACCEPT_ENCODING, header::HeaderValue::from_static("identity"));
+    }
     if e.leaves_body_unread() {
         // hyper closes a connection whose request body was not read to its end: said, so
         // that the client sends its next request on a new one instead of into a closed one.
