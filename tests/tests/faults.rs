@@ -351,6 +351,24 @@ async fn retry_after_is_honoured() {
     assert_eq!(proxy.only_entry().await.entry.attempts, 2);
 }
 
+/// A `Retry-After` too large for a `Duration` panicked the request's task: the client's
+/// connection dropped with no answer, and the record said the client had left (499).
+#[tokio::test]
+async fn a_retry_after_too_large_to_wait_is_the_longest_wait_not_a_panic() {
+    for (name, huge) in [("retry-after", "1e20"), ("retry-after-ms", "1e30")] {
+        let mock = MockUpstream::always(error_reply(429).with_header(name, huge)).await;
+        let mut settings = openai_settings(&mock);
+        // The longest wait (20 s) does not fit before the deadline: the 429 is the answer.
+        settings.request_timeout = Duration::from_secs(5);
+        let proxy = Proxy::start(settings).await;
+        let resp = chat(&proxy, false).await;
+        expect_error(&resp, 429);
+        assert_eq!(resp.header(name), Some(huge), "the upstream's word reaches the client");
+        assert_eq!(mock.requests().len(), 1, "{name}");
+        assert_eq!(proxy.only_entry().await.entry.status, 429, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn the_upstreams_retry_after_reaches_the_client() {
     // Retries spent (none allowed here), the 429 goes to the client with the upstream's word on

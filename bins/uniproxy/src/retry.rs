@@ -25,15 +25,18 @@ pub fn retryable_status(status: u16) -> bool {
 
 /// The upstream's word on when to try again: `retry-after-ms` (Azure's, the finer one, which the
 /// OpenAI SDKs read first), else `Retry-After` in seconds (the HTTP-date form is rare from API
-/// servers and is ignored).
+/// servers and is ignored). A wait too long for a `Duration` (`Retry-After: 1e20`) is the
+/// longest one; [`backoff`] caps it anyway.
 fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
     let number = |name: &str| -> Option<f64> {
         let v = headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok()?;
         (v.is_finite() && v >= 0.0).then_some(v)
     };
+    // Not `Duration::from_secs_f64`, which panics on a number that large.
+    let seconds = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX);
     match number("retry-after-ms") {
-        Some(ms) => Some(Duration::from_secs_f64(ms / 1000.0)),
-        None => number("retry-after").map(Duration::from_secs_f64),
+        Some(ms) => Some(seconds(ms / 1000.0)),
+        None => number("retry-after").map(seconds),
     }
 }
 
@@ -130,6 +133,14 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
         h.insert("retry-after-ms", "soon".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
+        // A number too large for a `Duration` (an upstream's to send) is the longest wait,
+        // not a panic; the backoff caps it.
+        for (name, huge) in [("retry-after-ms", "1e30"), ("retry-after", "99999999999999999999")] {
+            let mut h = hyper::HeaderMap::new();
+            h.insert(name, huge.parse().unwrap());
+            assert_eq!(retry_after(&h), Some(Duration::MAX), "{name}: {huge}");
+            assert_eq!(backoff(1, 0, retry_after(&h)), MAX_BACKOFF);
+        }
     }
 
     #[test]
