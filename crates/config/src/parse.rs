@@ -43,11 +43,17 @@ macro_rules! bounded {
 }
 bounded!(u16, u32, u64, usize);
 
-/// A positive duration: seconds as an integer or decimal (`10`, `0.5`),
+/// The longest duration a setting takes: a hundred years, as good as never. The proxy adds a
+/// timeout to the time now (`Instant + Duration`), which panics past about 292 billion years;
+/// a `Duration` itself goes to 585 billion.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A positive duration up to [`MAX_DURATION`]: seconds as an integer or decimal (`10`, `0.5`),
 /// or with a unit `ms`, `s`, `m` or `h` (`500ms`, `30s`, `5m`).
 pub(crate) fn duration(s: &str) -> Parsed<Duration> {
     let expected = || {
-        "a positive number of seconds, optionally with a unit (10, 1.5, 500ms, 30s, 5m, 1h)"
+        "a positive number of seconds up to a hundred years, optionally with a unit \
+         (10, 1.5, 500ms, 30s, 5m, 1h)"
             .to_owned()
     };
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
@@ -64,7 +70,7 @@ pub(crate) fn duration(s: &str) -> Parsed<Duration> {
     }
     let value: f64 = number.parse().map_err(|_| expected())?;
     match Duration::try_from_secs_f64(value * factor) {
-        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(d) if !d.is_zero() && d <= MAX_DURATION => Ok(d),
         _ => Err(expected()),
     }
 }

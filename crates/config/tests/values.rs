@@ -191,6 +191,16 @@ fn timeouts_accept_seconds_and_units() {
         let e = load_env_err(&[("CONNECT_TIMEOUT", bad)]);
         assert_eq!(e.problems().len(), 1, "{bad}");
     }
+    // A hundred years is as good as never; a timeout past what the clock can add to now
+    // (10^19 seconds) was a panic on every request.
+    let s = load_env(&[("REQUEST_TIMEOUT", "876000h"), ("STREAM_IDLE_TIMEOUT", "3153600000")]);
+    assert_eq!(s.request_timeout, Duration::from_secs(3_153_600_000));
+    assert_eq!(s.stream_idle_timeout, Duration::from_secs(3_153_600_000));
+    for bad in ["10000000000000000000", "876001h", "3153600000.5"] {
+        let e = load_env_err(&[("REQUEST_TIMEOUT", bad)]);
+        assert_eq!(e.problems().len(), 1, "{bad}");
+        assert!(e.to_string().contains("up to a hundred years"), "{e}");
+    }
 }
 
 #[test]
