@@ -30,13 +30,13 @@ fn main() -> ExitCode {
                 Ok(v) => config_file = Some(PathBuf::from(v)),
                 Err(e) => return bad_usage(&e.to_string()),
             },
+            // Asked for, help and the version are the output, as `uniproxy logs --help` is:
+            // on stdout, so that `uniproxy --help | less` and `$(uniproxy --version)` work.
             Ok(Some(lexopt::Arg::Long("help") | lexopt::Arg::Short('h'))) => {
-                eprint!("{}", usage());
-                return ExitCode::SUCCESS;
+                return print_out(usage());
             }
             Ok(Some(lexopt::Arg::Long("version") | lexopt::Arg::Short('V'))) => {
-                eprintln!("uniproxy {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
+                return print_out(&format!("uniproxy {}\n", env!("CARGO_PKG_VERSION")));
             }
             Ok(Some(lexopt::Arg::Value(v))) if v == "logs" => match args.raw_args() {
                 Ok(rest) => {
@@ -238,6 +238,20 @@ fn raise_open_files_limit() -> Option<u64> {
     #[cfg(not(unix))]
     {
         None
+    }
+}
+
+/// Writes `text` to stdout; a reader that went away (`uniproxy --help | head -1`) is no failure.
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("uniproxy: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

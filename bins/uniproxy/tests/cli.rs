@@ -14,16 +14,25 @@ fn uniproxy(args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
+/// Help and the version, asked for, are the output: on stdout, as `uniproxy logs --help` is
+/// (they went to stderr, so `uniproxy --help | less` showed nothing and
+/// `$(uniproxy --version)` was empty).
 #[test]
-fn version_and_help_exit_0() {
-    let out = uniproxy(&["--version"]);
-    assert_eq!(out.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
-
-    let out = uniproxy(&["--help"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
+fn version_and_help_exit_0_on_stdout() {
+    for args in [&["--version"][..], &["-V"]] {
+        let out = uniproxy(args);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, format!("uniproxy {}\n", env!("CARGO_PKG_VERSION")), "{args:?}");
+        assert!(out.stderr.is_empty(), "{args:?}");
+    }
+    for args in [&["--help"][..], &["-h"], &["logs", "--help"]] {
+        let out = uniproxy(args);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("USAGE") && text.contains("--config"), "{args:?}: {text}");
+        assert!(out.stderr.is_empty(), "{args:?}");
+    }
 }
 
 #[test]
