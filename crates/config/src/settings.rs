@@ -73,7 +73,8 @@ pub struct Settings {
     pub api_version: String,
     /// `CONNECT_TIMEOUT`: seconds to connect upstream. Default: 10.
     pub connect_timeout: Duration,
-    /// `REQUEST_TIMEOUT`: seconds for a whole non-streaming request. Default: 600.
+    /// `REQUEST_TIMEOUT`: seconds for a whole request, a stream included (a longer stream is
+    /// cut off with an error event), the client's body too. Default: 600.
     pub request_timeout: Duration,
     /// `FIRST_BYTE_TIMEOUT`: seconds until the upstream's first response
     /// byte. Default: `REQUEST_TIMEOUT`.
