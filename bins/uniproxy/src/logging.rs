@@ -124,13 +124,44 @@ impl RotatingFile {
         if self.keep == 0 {
             std::fs::remove_file(&self.path).or_else(ignore_missing)?;
         } else {
-            std::fs::remove_file(name(self.keep)).or_else(ignore_missing)?;
-            for n in (1..self.keep).rev() {
+            let mut old = self.rotated()?;
+            if old.first() == Some(&self.keep) {
+                std::fs::remove_file(name(self.keep)).or_else(ignore_missing)?;
+                old.remove(0);
+            }
+            for n in old {
                 std::fs::rename(name(n), name(n + 1)).or_else(ignore_missing)?;
             }
             std::fs::rename(&self.path, name(1))?;
         }
         self.reopen()
+    }
+
+    /// The numbers `n` of the old files there are, `NAME.n` with `1 ≤ n ≤ keep`, highest
+    /// first. Read from the folder once: trying each number up to `keep` cost a system call
+    /// per number, and LOG_FILE_KEEP may be as large as 4294967295, which kept the log's
+    /// thread renaming missing files for hours at every rotation.
+    fn rotated(&self) -> io::Result<Vec<u32>> {
+        let Some(file_name) = self.path.file_name() else { return Ok(Vec::new()) };
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        let mut prefix = file_name.as_encoded_bytes().to_vec();
+        prefix.push(b'.');
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir.unwrap_or(Path::new(".")))? {
+            let name = entry?.file_name();
+            let Some(digits) = name.as_encoded_bytes().strip_prefix(prefix.as_slice()) else {
+                continue;
+            };
+            // Exactly as `rotate` writes the number: `NAME.01` is not `NAME.1`.
+            let n = std::str::from_utf8(digits).ok().and_then(|d| d.parse::<u32>().ok());
+            if let Some(n) = n.filter(|&n| (1..=self.keep).contains(&n))
+                && n.to_string().as_bytes() == digits
+            {
+                found.push(n);
+            }
+        }
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(found)
     }
 }
 
@@ -402,6 +433,33 @@ mod tests {
         file.write_all(b"line-2 of twenty\n").unwrap();
         assert_eq!(read(&path), "line-2 of twenty\n");
         assert!(!numbered(&path, 1).exists(), "nothing to rotate yet");
+    }
+
+    /// LOG_FILE_KEEP takes any u32: rotating once tried every number up to it, a system call
+    /// each, so at 4294967295 the log's thread spent hours renaming missing files at every
+    /// rotation while the JSON log got nothing. Only the files there are are moved now.
+    #[test]
+    fn keeping_very_many_rotates_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.log");
+        std::fs::write(numbered(&path, 1), "the newest old file\n").unwrap();
+        std::fs::write(numbered(&path, 3), "an older one\n").unwrap();
+        std::fs::write(dir.path().join("proxy.log.01"), "not one of ours\n").unwrap();
+        let mut file = RotatingFile::open(&path, 12, u32::MAX).unwrap();
+        let (done, rotated) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in ["first line\n", "second line\n", "third line\n"] {
+                file.write_all(line.as_bytes()).unwrap();
+            }
+            done.send(()).unwrap();
+        });
+        rotated.recv_timeout(Duration::from_secs(30)).expect("two rotations within 30 s");
+        assert_eq!(read(&path), "third line\n");
+        assert_eq!(read(&numbered(&path, 1)), "second line\n");
+        assert_eq!(read(&numbered(&path, 2)), "first line\n");
+        assert_eq!(read(&numbered(&path, 3)), "the newest old file\n");
+        assert_eq!(read(&numbered(&path, 5)), "an older one\n");
+        assert_eq!(read(&dir.path().join("proxy.log.01")), "not one of ours\n");
     }
 
     #[test]
