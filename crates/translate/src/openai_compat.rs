@@ -133,9 +133,13 @@ impl OpenAiCompat {
             || TranslateError::Config { setting: "API_KEY", reason: "is not a valid header value" };
         let (url, limit_field) = match config.kind {
             ProviderKind::AzureOpenAi => {
+                // The deployment is the last segment: the portal's target URI
+                // (`…/deployments/NAME/chat/completions`) once passed, and every request went
+                // to `…/chat/completions/chat/completions` and answered 404.
+                let deployment = base.rsplit_once("/openai/deployments/").map(|(_, name)| name);
                 let url = if base.ends_with("/openai/v1") {
                     format!("{base}/chat/completions")
-                } else if base.contains("/openai/deployments/") {
+                } else if deployment.is_some_and(|name| !name.is_empty() && !name.contains('/')) {
                     format!("{base}/chat/completions?api-version={}", config.api_version)
                 } else {
                     return Err(TranslateError::Config {
@@ -2298,6 +2302,43 @@ mod tests {
         let plain = br#"{"model":"a","messages":[{"role":"user","content":"Hi"}]}"#;
         let up = openai.build_request_from(from_slice(plain).unwrap(), plain).unwrap();
         assert!(up.dropped.is_empty());
+    }
+
+    /// The README and the error say an Azure `BASE_URL` ends in `/openai/deployments/NAME`;
+    /// the Azure portal's target URI, pasted without its query, has `/chat/completions` after
+    /// the name, and was taken: every request then went to `…/chat/completions/chat/completions`.
+    #[test]
+    fn an_azure_base_url_ends_in_its_deployment_or_the_v1_api() {
+        let azure = |base: &str| {
+            OpenAiCompat::new(ProviderConfig::new(ProviderKind::AzureOpenAi, base, "k", "gpt-4o"))
+        };
+        for (base, url) in [
+            (
+                "https://r.openai.azure.com/openai/deployments/gpt-4o",
+                "https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            ),
+            (
+                "https://r.openai.azure.com/openai/deployments/gpt-4o/",
+                "https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            ),
+            (
+                "https://r.openai.azure.com/openai/v1",
+                "https://r.openai.azure.com/openai/v1/chat/completions",
+            ),
+        ] {
+            assert_eq!(azure(base).unwrap().url, url);
+        }
+        for base in [
+            "https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions",
+            "https://r.openai.azure.com/openai/deployments/",
+            "https://r.openai.azure.com/openai",
+        ] {
+            match azure(base) {
+                Err(TranslateError::Config { setting: "BASE_URL", .. }) => {}
+                Err(other) => panic!("{base}: {other:?}"),
+                Ok(provider) => panic!("{base} is taken, sending to {}", provider.url),
+            }
+        }
     }
 
     #[test]
