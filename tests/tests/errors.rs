@@ -949,6 +949,9 @@ async fn the_ui_session_cookie_is_secure_behind_an_https_front() {
         (None, false),
         (Some(("x-forwarded-proto", "https")), true),
         (Some(("forwarded", "for=10.0.0.1;proto=https;host=logs.example")), true),
+        // RFC 7239's quoted form, which some fronts write.
+        (Some(("forwarded", r#"for="[2001:db8::1]";proto="https""#)), true),
+        (Some(("forwarded", r#"for=10.0.0.1;proto="http""#)), false),
         (Some(("x-forwarded-proto", "http")), false),
     ] {
         let resp = login(forwarded).await;

@@ -136,8 +136,13 @@ fn secure_cookie(headers: &hyper::HeaderMap) -> &'static str {
     let proto = says_https("x-forwarded-proto", &|v| {
         v.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
     });
+    // RFC 7239 lets a value be a quoted string: `proto="https"` says the same as `proto=https`.
     let forwarded = says_https("forwarded", &|v| {
-        v.split([';', ',']).any(|p| p.trim().eq_ignore_ascii_case("proto=https"))
+        v.split([';', ',']).filter_map(|pair| pair.split_once('=')).any(|(name, value)| {
+            let value = value.trim();
+            let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+            name.trim().eq_ignore_ascii_case("proto") && value.eq_ignore_ascii_case("https")
+        })
     });
     if proto || forwarded { "; Secure" } else { "" }
 }
