@@ -17,17 +17,25 @@ pub(crate) fn boolean(s: &str) -> Parsed<bool> {
     }
 }
 
-/// An unsigned integer within `min..=max` of type `T`.
+/// An unsigned integer within `min..=max` of type `T`, in the forms pydantic takes one from an
+/// old service's `.env`: a `+`, `_` between two digits (`4_096`), a fraction of zeros
+/// (`4096.0`).
 pub(crate) fn integer<T>(s: &str, min: T) -> Parsed<T>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Bounded,
 {
     let expected = || format!("an integer from {min} to {}", T::MAX_VALUE);
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let whole = match s.split_once('.') {
+        Some((whole, zeros)) if !zeros.is_empty() && zeros.bytes().all(|b| b == b'0') => whole,
+        Some(_) => return Err(expected()),
+        None => s,
+    };
+    let digit_groups = whole.split('_');
+    if !digit_groups.clone().all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit())) {
         return Err(expected());
     }
-    match digits.parse::<T>() {
+    match digit_groups.collect::<String>().parse::<T>() {
         Ok(n) if n >= min => Ok(n),
         _ => Err(expected()),
     }

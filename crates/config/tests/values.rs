@@ -246,6 +246,14 @@ fn integers() {
     assert_eq!(e.problems().len(), 3, "{e}");
     assert!(e.to_string().contains("an integer from 0 to 65535"), "{e}");
     assert!(e.to_string().contains("an integer from 1 to"), "{e}");
+
+    // As pydantic read them in the old service's `.env` (checked against pydantic 2.13).
+    for (text, n) in [("4_096", 4096), ("4096.0", 4096), ("+4096", 4096), ("1_0.00", 10)] {
+        assert_eq!(load_env(&[("MAX_TOKENS", text), ("PORT", text)]).max_tokens, n, "{text}");
+    }
+    for bad in ["4096.", "_4096", "4__096", "4096_", ".0", "4096.5", "4096.0_0", "1e3", "0x10"] {
+        assert_eq!(load_env_err(&[("MAX_TOKENS", bad)]).problems().len(), 1, "{bad}");
+    }
 }
 
 #[test]
