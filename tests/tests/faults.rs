@@ -1672,3 +1672,39 @@ async fn a_whole_answer_its_http2_client_does_not_read_goes_with_the_idle_connec
     tokio::time::timeout(PATIENCE, conn).await.expect("the connection is closed").unwrap();
     drop(answer);
 }
+
+/// LOG_MAX_ROWS holds while the proxy runs, not only once an hour: a flood of requests with
+/// a wrong key (whose entries any client can make) grew the log without bound until the next
+/// hourly prune.
+#[tokio::test]
+async fn a_flood_of_refused_requests_is_pruned_to_log_max_rows_within_seconds() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.proxy_api_keys = vec![uniproxy_config::Secret::new("proxy-key-1")];
+    settings.log_max_rows = 5;
+    let proxy = Proxy::start(settings).await;
+    for _ in 0..40 {
+        let mut r = post_request("/v1/chat/completions", &chat_request("a", false));
+        r.headers_mut().insert("authorization", "Bearer wrong".parse().unwrap());
+        assert_eq!(send(proxy.addr, r).await.status, 401);
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while proxy.get("/health").await.json()["log_store"]["written"] != 40 {
+        assert!(Instant::now() < deadline, "not written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = proxy.store();
+    loop {
+        let count = store.count().unwrap();
+        if count <= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store holds {count} entries, LOG_MAX_ROWS is 5");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The entries kept are whole rows of the refused requests.
+    let kept = all_entries(&store);
+    assert_eq!(kept.len(), 5);
+    assert!(kept.iter().all(|e| e.entry.status == 401));
+    assert!(mock.requests().is_empty());
+}

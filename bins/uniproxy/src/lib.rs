@@ -416,18 +416,46 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// How often old log entries are pruned.
+/// How often old log entries are pruned and their space given back to the file system.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-/// Prunes the log store now and every hour, as LOG_RETENTION_DAYS and LOG_MAX_ROWS say.
+/// How often the entries written since the last prune are counted against LOG_MAX_ROWS.
+const MAX_ROWS_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// How many entries past LOG_MAX_ROWS start a prune before the hour is up: a tenth of the
+/// limit, so that a busy proxy prunes about once per tenth of its log rather than once per
+/// entry.
+fn max_rows_slack(max_rows: u64) -> u64 {
+    (max_rows / 10).max(1)
+}
+
+/// Prunes the log store now and every hour, as LOG_RETENTION_DAYS and LOG_MAX_ROWS say, and
+/// in between whenever LOG_MAX_ROWS is set and more than a tenth of it was written since the
+/// last prune: an hour of a flood (even of refused requests, whose entries any client can
+/// make) would otherwise grow the log far past the limit. Those prunes only delete; the
+/// hourly one also gives the space back.
 async fn retention(state: Arc<AppState>) {
     let days = state.settings.log_retention_days;
     let rows = state.settings.log_max_rows;
     if days == 0 && rows == 0 {
         return;
     }
+    // Without LOG_MAX_ROWS there is nothing to count between the hourly prunes.
+    let pause = if rows > 0 { MAX_ROWS_CHECK_EVERY } else { RETENTION_EVERY };
+    let written = || state.recorder.store_stats().map_or(0, |s| s.written);
+    let mut next_full = tokio::time::Instant::now();
+    // Entries written when the last prune started, and deleted by the prunes in between.
+    let (mut at_last, mut deleted) = (written(), 0);
     loop {
+        let full = tokio::time::Instant::now() >= next_full;
+        let now_written = written();
+        if !full && (rows == 0 || now_written.saturating_sub(at_last) < max_rows_slack(rows)) {
+            tokio::time::sleep(pause).await;
+            continue;
+        }
+        at_last = now_written;
         let s = state.clone();
+        let owed = deleted;
         let pruned = tokio::task::spawn_blocking(move || {
             let retention = uniproxy_logstore::Retention {
                 older_than_days: (days > 0).then_some(days),
@@ -435,16 +463,28 @@ async fn retention(state: Arc<AppState>) {
                 max_bytes: None,
                 now_ms: record::now_ms(),
             };
-            s.recorder.prune(&retention)
+            let db = s.recorder.db()?;
+            Some(db.prune_in_place(&retention).and_then(|report| {
+                // The hourly prune gives back the space of what every prune since deleted.
+                if full && report.deleted() + owed > 0 {
+                    db.reclaim_space()?;
+                }
+                Ok(report)
+            }))
         })
         .await;
         match pruned {
-            Ok(Some(Ok(report))) if report.deleted() > 0 => {
-                info!(state.log, "pruned old log entries"; "deleted" => report.deleted());
-            }
+            Ok(Some(Ok(report))) => deleted += report.deleted(),
             Ok(Some(Err(e))) => warn!(state.log, "pruning the log store failed"; "error" => %e),
             _ => {}
         }
-        tokio::time::sleep(RETENTION_EVERY).await;
+        if full {
+            if deleted > 0 {
+                info!(state.log, "pruned old log entries"; "deleted" => deleted);
+            }
+            deleted = 0;
+            next_full = tokio::time::Instant::now() + RETENTION_EVERY;
+        }
+        tokio::time::sleep(pause).await;
     }
 }

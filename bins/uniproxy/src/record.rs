@@ -335,14 +335,6 @@ impl Recorder {
         })
     }
 
-    /// Prunes the store (blocking: call it from `spawn_blocking`); `None` without a store.
-    pub fn prune(
-        &self,
-        retention: &uniproxy_logstore::Retention,
-    ) -> Option<Result<uniproxy_logstore::PruneReport, uniproxy_logstore::StoreError>> {
-        self.db.as_ref().map(|db| db.prune(retention))
-    }
-
     /// Writes every queued record's lines, drains the store's queue (every entry is written or
     /// spilled) and stops both threads. Blocking: call it after the runtime has stopped.
     ///

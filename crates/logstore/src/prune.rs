@@ -118,6 +118,25 @@ impl LogStore {
     /// [`StoreError::Sqlite`] if a statement fails; batches already deleted
     /// stay deleted.
     pub fn prune(&self, retention: &Retention) -> Result<PruneReport, StoreError> {
+        let mut report = self.prune_in_place(retention)?;
+        if report.deleted() > 0 {
+            reclaim(&*self.conn()?)?;
+            report.size_after = self.size_bytes()?;
+        }
+        Ok(report)
+    }
+
+    /// Deletes what `retention` does not keep, as [`LogStore::prune`] does, but leaves the
+    /// freed pages in the file, where new entries reuse them: the file stops growing without
+    /// the checkpoint that reclaiming takes, which waits for every reader and holds writers
+    /// back meanwhile. Cheap enough to run as often as entries arrive (a proxy keeping
+    /// `max_rows` under a flood); [`LogStore::prune`] now and then gives the space back.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] if a statement fails; batches already deleted
+    /// stay deleted.
+    pub fn prune_in_place(&self, retention: &Retention) -> Result<PruneReport, StoreError> {
         let mut report = PruneReport { size_before: self.size_bytes()?, ..PruneReport::default() };
         let mut conn = self.conn()?;
 
@@ -186,9 +205,6 @@ impl LogStore {
             }
         }
 
-        if report.deleted() > 0 {
-            reclaim(&conn)?;
-        }
         drop(conn);
         report.size_after = self.size_bytes()?;
         Ok(report)

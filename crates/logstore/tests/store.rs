@@ -489,6 +489,30 @@ fn prune_by_age_rows_and_bytes_reclaims_space() {
     assert!(store.integrity_check().unwrap());
 }
 
+#[test]
+fn prune_in_place_deletes_and_leaves_the_space_to_new_entries() {
+    let (_dir, store) = temp_store();
+    let batch: Vec<_> = (0..300).map(big_entry).collect();
+    store.insert_batch(&batch).unwrap();
+    store.reclaim_space().unwrap();
+    let retention = Retention { max_rows: Some(100), now_ms: T0, ..Retention::default() };
+
+    let report = store.prune_in_place(&retention).unwrap();
+    assert_eq!(report.deleted_by_rows, 200);
+    assert_eq!(store.count().unwrap(), 100);
+    let page = store.list(&Query { limit: 1000, ..Query::default() }).unwrap().items;
+    assert_eq!(page.last().unwrap().request_id, "chatcmpl-000200");
+    // No checkpoint, no vacuum: the freed pages stay in the file for new entries.
+    assert!(report.size_after >= report.size_before, "{report:?}");
+    // Pruning gives them back.
+    let report = store.prune(&retention).unwrap();
+    assert_eq!(report.deleted(), 0);
+    let report = store.prune(&Retention { max_rows: Some(10), ..retention }).unwrap();
+    assert_eq!(report.deleted_by_rows, 90);
+    assert!(report.size_after < report.size_before / 2, "{report:?}");
+    assert!(store.integrity_check().unwrap());
+}
+
 /// Entries 10..15 written first, then 0..5 (older: a spill file replayed, streams that
 /// ran long): ids out of step with age.
 fn store_written_out_of_age_order() -> (tempfile::TempDir, LogStore) {
