@@ -26,6 +26,10 @@ use crate::record::{RequestRecord, text};
 const NAP: Duration = Duration::from_millis(2);
 /// Pending bytes of lines that are written at once, not at the end of the round.
 const WRITE_AT: usize = 256 << 10;
+/// What the JSON lines' buffer holds without growing: [`WRITE_AT`] and a record's lines.
+const JSON_CAPACITY: usize = WRITE_AT + (16 << 10);
+/// What the stderr lines' buffer holds without growing.
+const TEXT_CAPACITY: usize = 16 << 10;
 /// A round of fewer records than this is a proxy below saturation (under 8,000 requests a
 /// second at the 2 ms nap): the next round then gives its core away every [`YIELD_EVERY`] of
 /// work, so a round cannot keep a runtime thread with a request to answer waiting for the
@@ -74,8 +78,8 @@ pub(crate) struct Sink {
 
 /// The thread's loop: gather, format, write, until [`Msg::Stop`] or every sender is gone.
 pub(crate) fn run(rx: &mut Receiver<Msg>, mut sink: Sink) {
-    let mut json = Vec::with_capacity(WRITE_AT + (16 << 10));
-    let mut text = Vec::with_capacity(16 << 10);
+    let mut json = Vec::with_capacity(JSON_CAPACITY);
+    let mut text = Vec::with_capacity(TEXT_CAPACITY);
     // Block for a first record; then, while records keep coming, sleep between looks at the
     // channel: a sender only wakes a thread that is blocked in `recv`, so a busy proxy costs
     // one wake-up per nap rather than one per request.
@@ -167,6 +171,16 @@ impl Sink {
         }
         json.clear();
         text.clear();
+        // A record of megabytes (a 10 MiB request, its content line holding it more than
+        // once) grew the buffer to its size: it goes back to its usual size rather than hold
+        // that for the process's life. Twice the usual is kept, which a busy round of
+        // ordinary records reaches.
+        if json.capacity() > 2 * JSON_CAPACITY {
+            json.shrink_to(JSON_CAPACITY);
+        }
+        if text.capacity() > 2 * TEXT_CAPACITY {
+            text.shrink_to(TEXT_CAPACITY);
+        }
     }
 
     fn flush(&self) {
@@ -601,6 +615,31 @@ mod tests {
         assert_eq!(lines.len(), 200, "a summary and a content line per record");
         assert_eq!(lines[199]["id"], "chatcmpl-99");
         assert_eq!(lines[199]["response"]["x"].as_str().map(str::len), Some(20 << 10));
+    }
+
+    #[test]
+    fn a_record_of_megabytes_does_not_keep_its_buffer_grown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = RotatingFile::open(&dir.path().join("proxy.log"), 0, 0).unwrap();
+        let mut sink = Sink {
+            log: Logger::root(slog::Discard, slog::o!()),
+            json: Some(Buffered::new(file, "test")),
+            stderr: None,
+            log_bodies: true,
+            store: None,
+            json_failing: false,
+            clock: Clock::default(),
+        };
+        let (mut json, mut text) = (Vec::with_capacity(JSON_CAPACITY), Vec::new());
+        let mut r = record();
+        r.client_request = Bytes::from(format!("{{\"x\":\"{}\"}}", "y".repeat(4 << 20)));
+        sink.add(&mut json, &mut text, r);
+        assert_eq!(json.len(), 0, "written at once");
+        assert!(json.capacity() <= 2 * JSON_CAPACITY, "{} bytes kept", json.capacity());
+        // Ordinary records keep their buffer.
+        let mut ordinary = Vec::with_capacity(2 * JSON_CAPACITY);
+        sink.write(&mut ordinary, &mut text);
+        assert_eq!(ordinary.capacity(), 2 * JSON_CAPACITY);
     }
 
     /// Counts the error records logged.
