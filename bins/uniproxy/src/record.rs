@@ -225,10 +225,10 @@ impl RequestRecord {
     }
 }
 
-/// How many bytes of bodies the records that cannot wait (their request was dropped: the
-/// client left) may hold while they wait for room in the request log's queue, handed to its
-/// porter thread; past that, the recorder waits in place (see [`Queue::now`]). The log store's
-/// own queue is 64 MiB.
+/// How many bytes the records that cannot wait (their request was dropped: the client left)
+/// may weigh (their bodies, headers and the record itself: [`Msg::weight`]) while they wait
+/// for room in the request log's queue, handed to its porter thread; past that, the recorder
+/// waits in place (see [`Queue::now`]). The log store's own queue is 64 MiB.
 const OVERFLOW_BYTES: usize = 64 << 20;
 
 /// How many finished requests may wait for the request log's thread. It takes them every few
@@ -509,7 +509,7 @@ struct Overflow {
     /// To the porter; `None` once [`close`](Self::close)d.
     tx: Mutex<Option<std::sync::mpsc::Sender<(Msg, usize)>>>,
     porter: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Bytes of bodies the porter holds, and how many it may.
+    /// Bytes the porter's records weigh ([`Msg::weight`]), and how many it may hold.
     held: Arc<AtomicUsize>,
     budget: usize,
 }
@@ -535,7 +535,7 @@ impl Overflow {
     /// Gives `msg` to the porter, or gives it back when the porter holds its budget already
     /// (one record is always taken) or has stopped.
     fn hand(&self, msg: Msg) -> Result<(), Msg> {
-        let bytes = msg.body_bytes();
+        let bytes = msg.weight();
         let before = self.held.fetch_add(bytes, Ordering::AcqRel);
         let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
         let handed = match tx.as_ref() {
@@ -550,7 +550,7 @@ impl Overflow {
         handed
     }
 
-    /// Bytes of bodies the porter holds.
+    /// Bytes the porter's records weigh.
     #[cfg(test)]
     fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
@@ -840,7 +840,8 @@ mod tests {
                 for i in 0..100 {
                     recorder.record_now(record_with_body(&format!("r{i}"), 10));
                 }
-                assert_eq!(recorder.queue.overflow.held(), 990, "99 wait with the porter");
+                let weight = 10 + crate::reqlog::RECORD_BYTES;
+                assert_eq!(recorder.queue.overflow.held(), 99 * weight, "99 wait with the porter");
                 // The runtime thread still runs its other tasks.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 let ids = drained(&mut rx, 100).await;
@@ -868,7 +869,8 @@ mod tests {
         let recorder = Arc::new(Recorder::over_with(tx, 100));
         recorder.record_now(record_with_body("a", 10));
         recorder.record_now(record_with_body("b", 500));
-        assert_eq!(recorder.queue.overflow.held(), 500, "the first to wait is taken");
+        let record = crate::reqlog::RECORD_BYTES;
+        assert_eq!(recorder.queue.overflow.held(), 500 + record, "the first to wait is taken");
         let sent = Arc::new(AtomicUsize::new(0));
         let waiter = {
             let (recorder, sent) = (recorder.clone(), sent.clone());
@@ -891,7 +893,7 @@ mod tests {
         // Shutdown: the porter's record goes before the stop.
         recorder.record_now(record_of("d"));
         recorder.record_now(record_with_body("e", 10));
-        assert_eq!(recorder.queue.overflow.held(), 10);
+        assert_eq!(recorder.queue.overflow.held(), 10 + record);
         let taker = std::thread::spawn(move || {
             let mut got = Vec::new();
             while let Some(msg) = rx.blocking_recv() {
@@ -910,6 +912,41 @@ mod tests {
         assert_eq!(taker.join().unwrap(), ["d", "e", "stop"]);
         // Closed: a record that cannot wait now waits in place.
         assert!(recorder.queue.overflow.hand(Msg::Stop).is_err());
+    }
+
+    /// Records without a body weigh against the porter's budget too: their headers (a client
+    /// may send hundreds of kilobytes of them) and the record itself. Counted as nothing, any
+    /// number of them waited with the porter while the disk was behind, as clients that sent
+    /// a request and left kept coming.
+    #[test]
+    fn records_without_a_body_count_against_the_porters_budget() {
+        watched(|| {
+            let (tx, mut rx) = mpsc::channel(1);
+            let record = crate::reqlog::RECORD_BYTES;
+            let recorder = Recorder::over_with(tx, 4 * record);
+            recorder.record_now(record_of("full"));
+            let hand = |r: RequestRecord| recorder.queue.overflow.hand(Msg::Record(Box::new(r)));
+            for i in 0..4 {
+                assert!(hand(record_of(&format!("r{i}"))).is_ok(), "r{i} fits");
+            }
+            assert!(hand(record_of("r4")).is_err(), "past the budget, in place");
+            assert_eq!(recorder.queue.overflow.held(), 4 * record);
+            let drained = drained_here(&mut rx, 5);
+            assert_eq!(drained, ["full", "r0", "r1", "r2", "r3"]);
+            while recorder.queue.overflow.held() > 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Headers weigh what they hold.
+            recorder.record_now(record_of("full"));
+            let mut h = hyper::HeaderMap::new();
+            h.insert("x-pad", "a".repeat(8 * record).parse().unwrap());
+            let heavy =
+                || RequestRecord { request_headers: redacted_headers(&h), ..record_of("h") };
+            assert!(hand(heavy()).is_ok(), "one record is always taken");
+            assert!(hand(heavy()).is_err());
+            assert!(recorder.queue.overflow.held() > 8 * record);
+            assert_eq!(drained_here(&mut rx, 2), ["full", "h"]);
+        });
     }
 
     #[test]

@@ -46,9 +46,15 @@ pub(crate) enum Msg {
     Stop,
 }
 
+/// What a record weighs beside its bodies and headers: the record itself and its short
+/// strings (ids, models, the client's address, an error message).
+pub(crate) const RECORD_BYTES: usize = 512;
+
 impl Msg {
-    /// The bytes of the bodies a record holds: what it weighs while it waits.
-    pub(crate) fn body_bytes(&self) -> usize {
+    /// What a record weighs while it waits: its bodies, its request headers (a client may
+    /// send hundreds of kilobytes of them with no body at all) and [`RECORD_BYTES`], so that
+    /// records without a body weigh something too.
+    pub(crate) fn weight(&self) -> usize {
         match self {
             Msg::Record(r) => {
                 r.client_request.len()
@@ -56,6 +62,9 @@ impl Msg {
                     + r.response.len()
                     + r.upstream_changes.as_ref().map_or(0, bytes::Bytes::len)
                     + r.raw_chunks.as_ref().map_or(0, bytes::Bytes::len)
+                    + r.request_headers.len()
+                    + r.user_agent.as_ref().map_or(0, String::len)
+                    + RECORD_BYTES
             }
             Msg::Stop => 0,
         }
