@@ -918,8 +918,11 @@ fn import(
         |out: &mut dyn Write| writeln!(out, "nothing to import: no file at {}", path.display());
     if !path.exists() {
         if path != live {
-            // A file named on the command line that is not there is a mistake, not nothing.
-            let source = io::Error::from(io::ErrorKind::NotFound);
+            // A file named on the command line that is not there is a mistake, not nothing:
+            // said as the system says it ("No such file or directory"), as opening it would.
+            let source = std::fs::metadata(&path)
+                .err()
+                .unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound));
             return Err(LogsError::ImportFile { action: "read", path, source });
         }
         nothing(out)?;

@@ -736,6 +736,7 @@ fn import_loads_spilled_entries_once_and_keeps_what_it_cannot_read() {
     let o = run(&settings, &["import", "/nonexistent/spill.jsonl"]);
     assert_eq!(o.code, ExitCode::FAILURE);
     assert!(o.err.contains("cannot read /nonexistent/spill.jsonl"), "{}", o.err);
+    assert!(o.err.contains("No such file or directory"), "the system's words: {}", o.err);
     assert_eq!(count(&f.path), 7);
 
     // A clean file is removed once it is stored (and moved aside beside the kept one, not
