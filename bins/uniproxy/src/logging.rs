@@ -121,26 +121,27 @@ impl RotatingFile {
             p.push(format!(".{n}"));
             PathBuf::from(p)
         };
+        // Highest first. The files at or past `keep` go, those a larger LOG_FILE_KEEP left
+        // before a restart included: lowering it cleans up at the next rotation.
+        for n in self.rotated()? {
+            if n >= self.keep {
+                std::fs::remove_file(name(n)).or_else(ignore_missing)?;
+            } else {
+                std::fs::rename(name(n), name(n + 1)).or_else(ignore_missing)?;
+            }
+        }
         if self.keep == 0 {
             std::fs::remove_file(&self.path).or_else(ignore_missing)?;
         } else {
-            let mut old = self.rotated()?;
-            if old.first() == Some(&self.keep) {
-                std::fs::remove_file(name(self.keep)).or_else(ignore_missing)?;
-                old.remove(0);
-            }
-            for n in old {
-                std::fs::rename(name(n), name(n + 1)).or_else(ignore_missing)?;
-            }
             std::fs::rename(&self.path, name(1))?;
         }
         self.reopen()
     }
 
-    /// The numbers `n` of the old files there are, `NAME.n` with `1 ≤ n ≤ keep`, highest
-    /// first. Read from the folder once: trying each number up to `keep` cost a system call
-    /// per number, and LOG_FILE_KEEP may be as large as 4294967295, which kept the log's
-    /// thread renaming missing files for hours at every rotation.
+    /// The numbers `n` of the old files there are, `NAME.n` with `n ≥ 1`, highest first.
+    /// Read from the folder once: trying each number up to `keep` cost a system call per
+    /// number, and LOG_FILE_KEEP may be as large as 4294967295, which kept the log's thread
+    /// renaming missing files for hours at every rotation.
     fn rotated(&self) -> io::Result<Vec<u32>> {
         let Some(file_name) = self.path.file_name() else { return Ok(Vec::new()) };
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -154,7 +155,7 @@ impl RotatingFile {
             };
             // Exactly as `rotate` writes the number: `NAME.01` is not `NAME.1`.
             let n = std::str::from_utf8(digits).ok().and_then(|d| d.parse::<u32>().ok());
-            if let Some(n) = n.filter(|&n| (1..=self.keep).contains(&n))
+            if let Some(n) = n.filter(|&n| n >= 1)
                 && n.to_string().as_bytes() == digits
             {
                 found.push(n);
@@ -460,6 +461,31 @@ mod tests {
         assert_eq!(read(&numbered(&path, 3)), "the newest old file\n");
         assert_eq!(read(&numbered(&path, 5)), "an older one\n");
         assert_eq!(read(&dir.path().join("proxy.log.01")), "not one of ours\n");
+    }
+
+    #[test]
+    fn old_files_past_a_lowered_keep_go_at_the_next_rotation() {
+        // LOG_FILE_KEEP was 5, and is 2 since a restart.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.log");
+        for n in 1..=5 {
+            std::fs::write(numbered(&path, n), format!("old {n}\n")).unwrap();
+        }
+        let mut file = RotatingFile::open(&path, 12, 2).unwrap();
+        for line in ["first line\n", "second line\n"] {
+            file.write_all(line.as_bytes()).unwrap();
+        }
+        assert_eq!(read(&path), "second line\n");
+        assert_eq!(read(&numbered(&path, 1)), "first line\n");
+        assert_eq!(read(&numbered(&path, 2)), "old 1\n");
+        for n in 3..=6 {
+            assert!(!numbered(&path, n).exists(), "{n} is past LOG_FILE_KEEP");
+        }
+        // And with none kept, none are left.
+        let mut file = RotatingFile::open(&path, 12, 0).unwrap();
+        file.write_all(b"third line\n").unwrap();
+        assert_eq!(read(&path), "third line\n");
+        assert!(!numbered(&path, 1).exists() && !numbered(&path, 2).exists());
     }
 
     #[test]
