@@ -17,6 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn usage() -> &'static str {
     "uniproxy — an OpenAI-compatible proxy for one configured model\n\n\
      USAGE:\n    uniproxy [--config PATH]\n    uniproxy [--config PATH] logs COMMAND   (read the request log; see `uniproxy logs --help`)\n\n\
+     OPTIONS:\n    -c, --config PATH   the TOML settings file\n    -h, --help          this text\n    -V, --version       the version\n\n\
      Settings come from defaults < the TOML file (--config or UNIPROXY_CONFIG) < ./.env <\n\
      the environment. See .env.example for every setting.\n"
 }

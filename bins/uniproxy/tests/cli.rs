@@ -33,6 +33,11 @@ fn version_and_help_exit_0_on_stdout() {
         assert!(text.contains("USAGE") && text.contains("--config"), "{args:?}: {text}");
         assert!(out.stderr.is_empty(), "{args:?}");
     }
+    // Every option the parser takes is named, short forms included.
+    let text = String::from_utf8_lossy(&uniproxy(&["--help"]).stdout).into_owned();
+    for option in ["-c, --config PATH", "-h, --help", "-V, --version"] {
+        assert!(text.contains(option), "{option}: {text}");
+    }
 }
 
 #[test]
