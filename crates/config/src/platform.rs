@@ -70,8 +70,23 @@ impl Platform {
     /// OpenAI, the deployment being `deployment`, `ACTUAL_NAME`). The OpenAI SDK adds nothing to
     /// its base URL, so an OpenAI `BASE_URL` is completed only for `api.openai.com` itself (a
     /// gateway may serve at its root). A URL with a path, and a custom server's, is kept.
+    ///
+    /// The endpoint itself, pasted from a platform's docs or portal (`…/v1/chat/completions`,
+    /// Azure's target URI without its query, `…/v1/messages`), is cut back to the base the
+    /// proxy adds that path to, rather than sent to twice.
     #[must_use]
     pub fn complete_base_url(self, url: &str, deployment: &str) -> String {
+        let endpoint = match self {
+            Platform::OpenAi | Platform::AzureOpenAi | Platform::Custom => "/chat/completions",
+            Platform::Anthropic => "/messages",
+            Platform::Google | Platform::Mock => "",
+        };
+        let url = match url.strip_suffix(endpoint) {
+            Some(base) if !endpoint.is_empty() && base.contains("://") => {
+                base.trim_end_matches('/')
+            }
+            _ => url,
+        };
         let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
         if after_scheme.contains('/') {
             return url.to_owned();

@@ -112,6 +112,17 @@ fn a_bare_host_gets_the_path_the_platforms_sdks_add_to_it() {
         ("custom", "http://localhost:8080", "http://localhost:8080"),
         ("openai", "https://gateway.example", "https://gateway.example"),
         ("anthropic", "https://gateway.example/anthropic", "https://gateway.example/anthropic"),
+        // The endpoint pasted whole (docs, curl examples, Azure's target URI without its
+        // query): the proxy adds that path itself.
+        ("custom", "http://localhost:11434/v1/chat/completions", "http://localhost:11434/v1"),
+        ("openai", "https://api.openai.com/v1/chat/completions/", "https://api.openai.com/v1"),
+        (
+            "azure_openai",
+            "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions",
+            "https://res.openai.azure.com/openai/deployments/gpt-4o",
+        ),
+        ("anthropic", "https://api.anthropic.com/v1/messages", "https://api.anthropic.com/v1"),
+        ("anthropic", "https://api.anthropic.com/messages", "https://api.anthropic.com/v1"),
     ];
     for (platform, given, used) in cases {
         let s = load_env(&[
