@@ -142,6 +142,29 @@ class MockPlatform(unittest.TestCase):
         with self.assertRaises(openai.AuthenticationError):
             bad.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
 
+    def test_azure_clients(self):
+        # Azure OpenAI's client puts the deployment in the path, sends `api-version` in the
+        # query and its key as `api-key`; pointed at the proxy, it is served the same.
+        azure = openai.AzureOpenAI(azure_endpoint=self.proxy.url, api_key="sk-proxy-test",
+                                   api_version="2024-10-21", max_retries=0)
+        r = azure.chat.completions.create(
+            model="my-deployment", messages=[{"role": "user", "content": "Hello from Azure"}])
+        self.assertEqual(r.choices[0].message.content, "Hello from Azure")
+        self.assertEqual(r.model, "mock-1")
+        stream = azure.chat.completions.create(
+            model="my-deployment", stream=True, messages=[{"role": "user", "content": "a b"}])
+        self.assertEqual("".join(c.choices[0].delta.content or "" for c in stream if c.choices), "a b")
+        bad = openai.AzureOpenAI(azure_endpoint=self.proxy.url, api_key="sk-wrong",
+                                 api_version="2024-10-21", max_retries=0)
+        with self.assertRaises(openai.AuthenticationError):
+            bad.chat.completions.create(model="d", messages=[{"role": "user", "content": "hi"}])
+        # Azure's v1 API is the OpenAI client on `…/openai/v1`.
+        v1 = openai.OpenAI(base_url=self.proxy.url + "/openai/v1", api_key="sk-proxy-test",
+                           max_retries=0)
+        r = v1.chat.completions.create(model="x", messages=[{"role": "user", "content": "v1"}])
+        self.assertEqual(r.choices[0].message.content, "v1")
+        self.assertEqual([m.id for m in v1.models.list()], ["mock-1"])
+
     def test_models(self):
         ids = [m.id for m in self.client.models.list()]
         self.assertEqual(ids, ["mock-1"])

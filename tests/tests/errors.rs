@@ -966,6 +966,44 @@ async fn the_ui_session_cookie_is_secure_behind_an_https_front() {
 const WWW_AUTHENTICATE: &str = "Bearer realm=\"uniproxy\"";
 
 #[tokio::test]
+async fn azure_clients_are_served_with_their_api_key_header() {
+    // `AzureOpenAI(azure_endpoint=…)` posts to the deployment's path with `api-version` in the
+    // query and sends its key as `api-key`.
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.proxy_api_keys = vec![uniproxy_config::Secret::new("proxy-key-1")];
+    let proxy = Proxy::start(settings).await;
+    let azure = |path: &str, key: &str| {
+        let mut r = post_request(path, &chat_request("my-deployment", false));
+        r.headers_mut().insert("api-key", key.parse().unwrap());
+        r
+    };
+    let path = "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21";
+    let resp = send(proxy.addr, azure(path, "proxy-key-1")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = send(proxy.addr, azure("/openai/v1/chat/completions", "proxy-key-1")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = send(proxy.addr, azure(path, "wrong-key")).await;
+    assert_eq!(expect_error(&resp, 401)["type"], "authentication_error");
+    for other in ["/openai/deployments//chat/completions", "/openai/deployments/d/completions"] {
+        expect_error(&send(proxy.addr, azure(other, "proxy-key-1")).await, 404);
+    }
+    let entries = proxy.entries(3).await;
+    let statuses: Vec<u16> = entries.iter().map(|e| e.entry.status).collect();
+    assert_eq!(statuses, [200, 200, 401]);
+    assert!(entries[0].entry.key_hash.is_some(), "the key is known by its hash");
+    assert_eq!(entries[0].entry.key_hash, entries[1].entry.key_hash);
+    for e in &entries {
+        assert!(!e.entry.request_headers.contains("key-1"), "{e:#?}");
+    }
+    // The upstream gets the configured key, never the client's.
+    for up in mock.requests() {
+        assert_eq!(up.header("api-key"), None);
+        assert_eq!(up.header("authorization"), Some(format!("Bearer {UPSTREAM_KEY}").as_str()));
+    }
+}
+
+#[tokio::test]
 async fn proxy_keys_are_required_and_never_forwarded() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
     let mut settings = openai_settings(&mock);

@@ -170,7 +170,7 @@ fn arrival_record(
         // them, the header may carry anything, an upstream key included, and nothing of it is
         // kept.
         key_hash: (authorized && !state.settings.proxy_api_keys.is_empty())
-            .then(|| crate::routes::bearer(req.headers()).map(key_hash))
+            .then(|| crate::routes::client_key(req.headers()).map(key_hash))
             .flatten(),
         ..Default::default()
     }

@@ -109,6 +109,15 @@ fn route_of(path: &str) -> Option<Route> {
     if path.strip_prefix("/v1").unwrap_or(path).starts_with("/models/") {
         return Some(Route::Model);
     }
+    // Azure OpenAI's clients (`AzureOpenAI(azure_endpoint=…)` in the OpenAI SDKs, Azure's own)
+    // put the deployment in the path, where the other clients put the model in the body
+    // (they put it there too).
+    if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+        return match rest.split_once('/') {
+            Some((deployment, "chat/completions")) if !deployment.is_empty() => Some(Route::Chat),
+            _ => None,
+        };
+    }
     if let Some(name) = path.strip_prefix("/ui/") {
         return match name {
             "login" => Some(Route::UiLogin),
@@ -117,8 +126,10 @@ fn route_of(path: &str) -> Option<Route> {
         };
     }
     match path {
-        "/chat/completions" | "/v1/chat/completions" => Some(Route::Chat),
-        "/models" | "/v1/models" => Some(Route::Models),
+        "/chat/completions" | "/v1/chat/completions" | "/openai/v1/chat/completions" => {
+            Some(Route::Chat)
+        }
+        "/models" | "/v1/models" | "/openai/v1/models" => Some(Route::Models),
         "/health" | "/v1/health" => Some(Route::Health),
         "/metrics" => Some(Route::Metrics),
         "/api/logs" => Some(Route::Logs),
@@ -367,9 +378,14 @@ fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
     if keys.is_empty() {
         return true;
     }
-    let token = bearer(req.headers());
+    let token = client_key(req.headers());
     // Every key is compared, so the time taken does not tell which key came close.
     token.is_some_and(|t| keys.iter().fold(false, |found, k| k.matches(t) | found))
+}
+
+/// The key a client sends: a bearer token, or (Azure OpenAI's clients) an `api-key` header.
+pub fn client_key(headers: &hyper::HeaderMap) -> Option<&str> {
+    bearer(headers).or_else(|| headers.get("api-key")?.to_str().ok().map(str::trim))
 }
 
 /// The bearer token of an `Authorization` header.
