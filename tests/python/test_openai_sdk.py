@@ -154,6 +154,8 @@ class MockPlatform(unittest.TestCase):
         stream = azure.chat.completions.create(
             model="my-deployment", stream=True, messages=[{"role": "user", "content": "a b"}])
         self.assertEqual("".join(c.choices[0].delta.content or "" for c in stream if c.choices), "a b")
+        self.assertEqual([m.id for m in azure.models.list()], ["mock-1"])
+        self.assertEqual(azure.models.retrieve("my-deployment").id, "mock-1")
         bad = openai.AzureOpenAI(azure_endpoint=self.proxy.url, api_key="sk-wrong",
                                  api_version="2024-10-21", max_retries=0)
         with self.assertRaises(openai.AuthenticationError):

@@ -106,7 +106,10 @@ fn route_of(path: &str) -> Option<Route> {
     if let Some(id) = path.strip_prefix("/api/logs/") {
         return id.parse().ok().map(Route::LogEntry);
     }
-    if path.strip_prefix("/v1").unwrap_or(path).starts_with("/models/") {
+    // `/openai/v1` and `/openai` are Azure's (its v1 API, and its clients' data plane).
+    let prefixes = ["/v1", "/openai/v1", "/openai"];
+    let unprefixed = prefixes.iter().find_map(|p| path.strip_prefix(p)).unwrap_or(path);
+    if unprefixed.starts_with("/models/") {
         return Some(Route::Model);
     }
     // Azure OpenAI's clients (`AzureOpenAI(azure_endpoint=…)` in the OpenAI SDKs, Azure's own)
@@ -129,7 +132,7 @@ fn route_of(path: &str) -> Option<Route> {
         "/chat/completions" | "/v1/chat/completions" | "/openai/v1/chat/completions" => {
             Some(Route::Chat)
         }
-        "/models" | "/v1/models" | "/openai/v1/models" => Some(Route::Models),
+        "/models" | "/v1/models" | "/openai/v1/models" | "/openai/models" => Some(Route::Models),
         "/health" | "/v1/health" => Some(Route::Health),
         "/metrics" => Some(Route::Metrics),
         "/api/logs" => Some(Route::Logs),
