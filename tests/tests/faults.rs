@@ -369,6 +369,25 @@ async fn a_retry_after_too_large_to_wait_is_the_longest_wait_not_a_panic() {
     }
 }
 
+/// An upstream that asked for a minute's wait was asked again after 20 s (the longest wait the
+/// proxy takes), and again 20 s later: two tries it had said it would refuse, and the client
+/// heard of the 429 only after 40 s, to wait its minute then.
+#[tokio::test]
+async fn a_retry_after_longer_than_the_proxy_waits_goes_to_the_client_at_once() {
+    let mock = MockUpstream::always(error_reply(429).with_header("retry-after", "60")).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), chat(&proxy, false))
+        .await
+        .expect("the 429 comes at once, not after the proxy's own waits");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    expect_error(&resp, 429);
+    assert_eq!(resp.header("retry-after"), Some("60"));
+    assert_eq!(mock.requests().len(), 1);
+    let entry = proxy.only_entry().await.entry;
+    assert_eq!((entry.status, entry.attempts), (429, 1));
+}
+
 #[tokio::test]
 async fn the_upstreams_retry_after_reaches_the_client() {
     // Retries spent (none allowed here), the 429 goes to the client with the upstream's word on

@@ -1,6 +1,7 @@
 //! Upstream retries: on connect failures and on 429, 500, 502, 503, 504 and 529, before any
 //! byte went to the client, with exponential backoff and jitter, honouring `Retry-After`, up
-//! to MAX_RETRIES and within the request's deadline. A stream that has started is never
+//! to MAX_RETRIES and within the request's deadline; an upstream that asks for a longer wait
+//! than [`MAX_BACKOFF`] is not asked again before then, its error goes to the client. A stream that has started is never
 //! retried: every retry decision is made before the response head goes to the client.
 
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ pub fn retryable_status(status: u16) -> bool {
 /// The upstream's word on when to try again: `retry-after-ms` (Azure's, the finer one, which the
 /// OpenAI SDKs read first), else `Retry-After` in seconds (the HTTP-date form is rare from API
 /// servers and is ignored). A wait too long for a `Duration` (`Retry-After: 1e20`) is the
-/// longest one; [`backoff`] caps it anyway.
+/// longest one, which [`backoff`] does not wait.
 fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
     let number = |name: &str| -> Option<f64> {
         let v = headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok()?;
@@ -41,14 +42,17 @@ fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
 }
 
 /// The wait before retry number `attempt` (1-based): `BASE·2^(attempt-1)`, scaled by a jitter
-/// in [0.5, 1.0), or the upstream's `Retry-After` when it gave one.
-fn backoff(attempt: u32, jitter: u64, hint: Option<Duration>) -> Duration {
+/// in [0.5, 1.0), or the upstream's `Retry-After` when it gave one. `None` when the upstream
+/// asks for a longer wait than [`MAX_BACKOFF`]: a try before then is one the upstream said
+/// it would refuse (and may count against the limit), so the error goes to the client with
+/// the upstream's `Retry-After`, which the SDKs wait for.
+fn backoff(attempt: u32, jitter: u64, hint: Option<Duration>) -> Option<Duration> {
     if let Some(h) = hint {
-        return h.min(MAX_BACKOFF);
+        return (h <= MAX_BACKOFF).then_some(h);
     }
     let exp = BASE_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
     let scale = 0.5 + (jitter % 1000) as f64 / 2000.0;
-    exp.mul_f64(scale).min(MAX_BACKOFF)
+    Some(exp.mul_f64(scale).min(MAX_BACKOFF))
 }
 
 /// Sends `up`, retrying as the module docs say. Returns the final response (which may still
@@ -84,7 +88,9 @@ pub async fn send_with_retries(
         if !retry || attempt > max_retries {
             return result;
         }
-        let wait = backoff(attempt, state.jitter(), hint);
+        let Some(wait) = backoff(attempt, state.jitter(), hint) else {
+            return result;
+        };
         if Instant::now() + wait >= deadline {
             return result;
         }
@@ -107,13 +113,16 @@ mod tests {
         for attempt in 1..=4u32 {
             let base = BASE_BACKOFF * (1 << (attempt - 1));
             for jitter in [0, 499, 999] {
-                let d = backoff(attempt, jitter, None);
+                let d = backoff(attempt, jitter, None).unwrap();
                 assert!(d >= base / 2 && d < base, "attempt {attempt}: {d:?} vs {base:?}");
             }
         }
-        assert_eq!(backoff(1, 0, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(backoff(1, 0, Some(Duration::from_secs(3600))), MAX_BACKOFF);
-        assert_eq!(backoff(40, 0, None), MAX_BACKOFF);
+        assert_eq!(backoff(1, 0, Some(Duration::from_secs(3))), Some(Duration::from_secs(3)));
+        assert_eq!(backoff(1, 0, Some(MAX_BACKOFF)), Some(MAX_BACKOFF));
+        // Asked to wait longer than the proxy will, it does not try again early: the upstream
+        // said that try would fail.
+        assert_eq!(backoff(1, 0, Some(Duration::from_secs(3600))), None);
+        assert_eq!(backoff(40, 0, None), Some(MAX_BACKOFF));
     }
 
     #[test]
@@ -134,12 +143,12 @@ mod tests {
         h.insert("retry-after-ms", "soon".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(1)));
         // A number too large for a `Duration` (an upstream's to send) is the longest wait,
-        // not a panic; the backoff caps it.
+        // not a panic, and one the proxy does not wait: the client gets the error.
         for (name, huge) in [("retry-after-ms", "1e30"), ("retry-after", "99999999999999999999")] {
             let mut h = hyper::HeaderMap::new();
             h.insert(name, huge.parse().unwrap());
             assert_eq!(retry_after(&h), Some(Duration::MAX), "{name}: {huge}");
-            assert_eq!(backoff(1, 0, retry_after(&h)), MAX_BACKOFF);
+            assert_eq!(backoff(1, 0, retry_after(&h)), None);
         }
     }
 
