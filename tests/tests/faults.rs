@@ -388,6 +388,71 @@ async fn a_retry_after_longer_than_the_proxy_waits_goes_to_the_client_at_once() 
     assert_eq!((entry.status, entry.attempts), (429, 1));
 }
 
+/// OpenAI answers a spent quota with a 429, as it does a rate limit. The proxy asked twice
+/// more (and each SDK try three times): no try succeeds until someone pays.
+#[tokio::test]
+async fn a_429_for_a_spent_quota_is_not_retried() {
+    let quota = json!({"error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}});
+    let mock = MockUpstream::always(Reply::json(429, &quota)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let e = expect_error(&chat(&proxy, false).await, 429);
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("insufficient_quota"), Some("insufficient_quota"))
+    );
+    assert_eq!(mock.requests().len(), 1);
+    let entry = proxy.only_entry().await.entry;
+    assert_eq!((entry.status, entry.attempts), (429, 1));
+}
+
+/// Gemini says when to try again in its 429's body (`RetryInfo`), never as `Retry-After`: the
+/// proxy tried again after a quarter of a second, and the client, told nothing, about a second
+/// later; each try refused, the quota counting them.
+#[tokio::test]
+async fn geminis_retry_delay_is_waited_for_and_reaches_the_client_as_retry_after() {
+    let exhausted = json!({"error": {
+        "code": 429, "message": "You exceeded your current quota, please check your plan.",
+        "status": "RESOURCE_EXHAUSTED",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+             "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.2s"}]}});
+    let answer = json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]},
+                        "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4},
+        "modelVersion": "gemini-2.5-flash"});
+    let gemini = |mock: &MockUpstream| {
+        let mut settings = openai_settings(mock);
+        settings.platform = uniproxy_config::Platform::Google;
+        settings.base_url = Some(format!("{}/v1beta", mock.url()));
+        settings
+    };
+    let mock =
+        MockUpstream::first_n_then(1, Reply::json(429, &exhausted), Reply::json(200, &answer))
+            .await;
+    let proxy = Proxy::start(gemini(&mock)).await;
+    let started = Instant::now();
+    let resp = chat(&proxy, false).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(started.elapsed() >= Duration::from_millis(1150), "{:?}", started.elapsed());
+    assert_eq!(mock.requests().len(), 2);
+    // Retries spent, the client hears when to come back.
+    let mock = MockUpstream::always(Reply::json(429, &exhausted)).await;
+    let mut settings = gemini(&mock);
+    settings.max_retries = 0;
+    let proxy = Proxy::start(settings).await;
+    for stream in [false, true] {
+        let resp = chat(&proxy, stream).await;
+        let e = expect_error(&resp, 429);
+        assert_eq!(e["code"], "RESOURCE_EXHAUSTED", "{e}");
+        assert_eq!(resp.header("retry-after-ms"), Some("1200"));
+        assert_eq!(resp.header("retry-after"), Some("2"));
+    }
+}
+
 #[tokio::test]
 async fn the_upstreams_retry_after_reaches_the_client() {
     // Retries spent (none allowed here), the 429 goes to the client with the upstream's word on

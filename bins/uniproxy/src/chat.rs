@@ -411,7 +411,15 @@ impl Drop for WaitClock<'_> {
     }
 }
 
-async fn read_upstream(body: UpstreamBody, deadline: Instant) -> Result<Bytes, ProxyError> {
+/// An upstream's body read whole, up to [`MAX_UPSTREAM_BODY`] and by `deadline`.
+///
+/// # Errors
+/// [`ProxyError::UpstreamBody`] when it breaks off, [`ProxyError::UpstreamTooLarge`] beyond
+/// the limit, [`ProxyError::UpstreamTimeout`] past the deadline.
+pub(crate) async fn read_upstream(
+    body: UpstreamBody,
+    deadline: Instant,
+) -> Result<Bytes, ProxyError> {
     let read = async {
         let mut body = body;
         let mut out = BytesMut::new();

@@ -1,14 +1,17 @@
 //! Upstream retries: on connect failures and on 429, 500, 502, 503, 504 and 529, before any
-//! byte went to the client, with exponential backoff and jitter, honouring `Retry-After`, up
+//! byte went to the client, with exponential backoff and jitter, honouring `Retry-After` (and
+//! Google's `RetryInfo`; a 429 for a spent quota is not retried), up
 //! to MAX_RETRIES and within the request's deadline; an upstream that asks for a longer wait
 //! than [`MAX_BACKOFF`] is not asked again before then, its error goes to the client. A stream that has started is never
 //! retried: every retry decision is made before the response head goes to the client.
 
 use std::time::{Duration, Instant};
 
+use http_body_util::{BodyExt, Full};
 use slog::warn;
-use uniproxy_translate::UpstreamRequest;
+use uniproxy_translate::{RetryHint, UpstreamRequest, retry_hint};
 
+use crate::chat::read_upstream;
 use crate::error::ProxyError;
 use crate::relay::UpstreamBody;
 use crate::state::AppState;
@@ -76,13 +79,29 @@ pub async fn send_with_retries(
         *attempts = attempt;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let first_byte = state.settings.first_byte_timeout.min(remaining);
-        let result = client.send(up, first_byte).await;
+        let mut limited = false;
+        let result = match client.send(up, first_byte).await {
+            Ok(r) if r.status() == hyper::StatusCode::TOO_MANY_REQUESTS => {
+                limited = true;
+                read_limit(r, deadline).await
+            }
+            other => other,
+        };
         let (retry, hint, why) = match &result {
+            Ok(r) if r.extensions().get::<RetryHint>() == Some(&RetryHint::Never) => {
+                (false, None, String::new())
+            }
             Ok(r) if retryable_status(r.status().as_u16()) => {
                 (true, retry_after(r.headers()), format!("status {}", r.status().as_u16()))
             }
             Ok(_) => (false, None, String::new()),
             Err(e @ ProxyError::UpstreamConnect(_)) => (true, None, e.detail()),
+            // A 429 whose body broke off is a 429 all the same.
+            Err(e @ (ProxyError::UpstreamBody(_) | ProxyError::UpstreamTooLarge { .. }))
+                if limited =>
+            {
+                (true, None, e.detail())
+            }
             Err(_) => (false, None, String::new()),
         };
         if !retry || attempt > max_retries {
@@ -102,6 +121,36 @@ pub async fn send_with_retries(
         drop(result);
         tokio::time::sleep(wait).await;
     }
+}
+
+/// A 429 read whole, for what its body says of trying again ([`retry_hint`]): a spent quota
+/// (OpenAI's `insufficient_quota`) is marked [`RetryHint::Never`] in the response's
+/// extensions, since no retry can succeed; Google's `RetryInfo` delay, which Google gives in
+/// the body only, becomes `retry-after-ms` and `retry-after` (whole seconds, rounded up), for
+/// the proxy's own wait and for the client's, as the OpenAI SDKs wait as those say. The body
+/// goes on as it came.
+///
+/// # Errors
+/// As [`read_upstream`]: a body cut off, too large, or not whole by the deadline.
+async fn read_limit(
+    response: hyper::Response<UpstreamBody>,
+    deadline: Instant,
+) -> Result<hyper::Response<UpstreamBody>, ProxyError> {
+    let (mut parts, body) = response.into_parts();
+    let body = read_upstream(body, deadline).await?;
+    let hint = retry_hint(&body);
+    if let RetryHint::After(delay) = hint
+        && !parts.headers.contains_key("retry-after-ms")
+        && !parts.headers.contains_key(hyper::header::RETRY_AFTER)
+    {
+        let ms = delay.as_millis();
+        let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+        parts.headers.insert("retry-after-ms", hyper::header::HeaderValue::from(ms as u64));
+        parts.headers.insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(seconds));
+    }
+    parts.extensions.insert(hint);
+    let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
+    Ok(hyper::Response::from_parts(parts, body))
 }
 
 #[cfg(test)]

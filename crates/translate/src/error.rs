@@ -240,6 +240,54 @@ pub(crate) fn first_or_only<T: serde::de::DeserializeOwned>(body: &[u8]) -> Opti
     }
 }
 
+/// What an upstream's error answer says of trying it again, read from its body (see
+/// [`retry_hint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryHint {
+    /// The body says nothing of it.
+    Unknown,
+    /// A quota that is spent, OpenAI's and Azure's `insufficient_quota` (a 429, as rate
+    /// limits are): no try succeeds until someone pays, however long it waits.
+    Never,
+    /// Google's `RetryInfo` detail: try again after this long. Google says it in the body
+    /// only, not as `Retry-After`.
+    After(std::time::Duration),
+}
+
+/// What an upstream's error body (its envelope alone, or as the first element of an array, as
+/// Google sends it) says of trying again: [`RetryHint::Never`] for an OpenAI-shaped error whose
+/// `code` or `type` is `insufficient_quota`, [`RetryHint::After`] for a Google error with a
+/// `RetryInfo` detail whose `retryDelay` (a protobuf duration, `"34.4s"`) reads, else
+/// [`RetryHint::Unknown`].
+pub fn retry_hint(body: &[u8]) -> RetryHint {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: serde_json::Value,
+    }
+    let Some(Envelope { error }) = first_or_only::<Envelope>(body) else {
+        return RetryHint::Unknown;
+    };
+    let says = |member: &str| error.get(member).and_then(serde_json::Value::as_str);
+    if says("code") == Some("insufficient_quota") || says("type") == Some("insufficient_quota") {
+        return RetryHint::Never;
+    }
+    let delay = error
+        .get("details")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|d| {
+            d.get("@type")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+        })
+        .find_map(|d| d.get("retryDelay").and_then(serde_json::Value::as_str))
+        .and_then(|d| d.trim().strip_suffix('s')?.parse::<f64>().ok())
+        .and_then(|seconds| std::time::Duration::try_from_secs_f64(seconds).ok());
+    delay.map_or(RetryHint::Unknown, RetryHint::After)
+}
+
 /// An upstream's OpenAI-shaped error with every key the OpenAI SDKs read: its own values are
 /// kept, and what it left out (Ollama, vLLM and OpenRouter leave out some) is filled in — the
 /// type from the status, `param` and `code` as `null`.
@@ -254,6 +302,30 @@ pub fn complete_error(mut response: ErrorResponse, status: u16) -> ErrorResponse
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spent_quota_is_never_worth_a_retry_and_googles_retry_delay_is_read() {
+        use std::time::Duration;
+        // OpenAI's 429 for a spent quota; Azure's says the same.
+        let openai = br#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+        assert_eq!(retry_hint(openai), RetryHint::Never);
+        // A rate limit says nothing of it: the headers do.
+        let limited = br#"{"error":{"message":"Rate limit reached for gpt-4o","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        assert_eq!(retry_hint(limited), RetryHint::Unknown);
+        // Gemini's RESOURCE_EXHAUSTED, alone or in the array of its stream endpoint.
+        let gemini = r#"{"error":{"code":429,"message":"You exceeded your current quota, please check your plan.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"34.4s"}]}}"#;
+        assert_eq!(retry_hint(gemini.as_bytes()), RetryHint::After(Duration::from_millis(34_400)));
+        let array = format!("[{gemini}]");
+        assert_eq!(retry_hint(array.as_bytes()), RetryHint::After(Duration::from_millis(34_400)));
+        // Vertex's quota error has no RetryInfo; unreadable delays and bodies say nothing.
+        let vertex = br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"RATE_LIMIT_EXCEEDED"}]}}"#;
+        assert_eq!(retry_hint(vertex), RetryHint::Unknown);
+        let odd = br#"{"error":{"details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"-1s"}]}}"#;
+        assert_eq!(retry_hint(odd), RetryHint::Unknown);
+        for body in [&b""[..], b"<html>Too Many Requests</html>", b"{\"error\":\"slow down\"}"] {
+            assert_eq!(retry_hint(body), RetryHint::Unknown);
+        }
+    }
 
     #[test]
     fn a_fallback_error_takes_the_message_of_a_json_body_that_has_one_as_a_string() {

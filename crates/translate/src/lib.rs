@@ -66,7 +66,9 @@ pub use assemble::{
     Assembled, AssembledChoice, AssembledToolCall, MAX_KEPT, completion_to_frames, content_text,
 };
 use bytes::Bytes;
-pub use error::{TranslateError, complete_error, error_type_for_status, fallback_error};
+pub use error::{
+    RetryHint, TranslateError, complete_error, error_type_for_status, fallback_error, retry_hint,
+};
 pub use gemini::Gemini;
 pub use head::RequestHead;
 pub use openai_compat::OpenAiCompat;

@@ -81,7 +81,8 @@
 //! status name (`INVALID_ARGUMENT` → `invalid_request_error`, `UNAUTHENTICATED` →
 //! `authentication_error`, `PERMISSION_DENIED` → `permission_error`, `RESOURCE_EXHAUSTED` →
 //! `rate_limit_error`, `INTERNAL`/`UNAVAILABLE` → `server_error`, …) and the status name is the
-//! `code`. `details` is not passed on (it can quote part of the API key). Other bodies become
+//! `code`. `details` is not passed on (it can quote part of the API key); a 429's `RetryInfo`
+//! delay is read by [`retry_hint`](crate::retry_hint), for the server to say as `Retry-After`. Other bodies become
 //! [`fallback_error`](crate::fallback_error).
 //!
 //! # Stream
