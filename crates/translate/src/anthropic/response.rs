@@ -64,7 +64,7 @@ pub(crate) fn openai_usage(usage: &Usage) -> OpenAiUsage {
 }
 
 /// The OpenAI error type for an Anthropic one. OpenAI clients pick their exception by status,
-/// so the type is for people and logs; the Anthropic type is kept as `code`.
+/// so the type is for people and logs; the code is [`openai_error`]'s.
 fn openai_error_type(kind: &str, status: u16) -> &'static str {
     match kind {
         "invalid_request_error" | "not_found_error" | "request_too_large" => {
@@ -99,10 +99,29 @@ pub(crate) fn error_status(kind: &str) -> Option<u16> {
     })
 }
 
-/// An Anthropic error in the OpenAI shape.
+/// An Anthropic error in the OpenAI shape. Where OpenAI has a `code` for the same cause, and
+/// clients written for it branch on that code, the error has OpenAI's: a prompt longer than
+/// the model's context (`"prompt is too long: 210000 tokens > 200000 maximum"`, or the input and
+/// `max_tokens` together) is `context_length_exceeded` with `param` `messages`, a rate limit
+/// `rate_limit_exceeded`, a billing error `insufficient_quota`. Any other keeps the Anthropic
+/// type as `code`.
 pub(crate) fn openai_error(error: &ErrorBody, status: u16) -> ErrorResponse {
-    ErrorResponse::new(error.message.clone(), openai_error_type(&error.kind, status))
-        .with_code(error.kind.clone())
+    let out = ErrorResponse::new(error.message.clone(), openai_error_type(&error.kind, status));
+    match error.kind.as_str() {
+        "invalid_request_error" if too_long(&error.message) => {
+            out.with_param("messages").with_code("context_length_exceeded")
+        }
+        "rate_limit_error" => out.with_code("rate_limit_exceeded"),
+        "billing_error" => out.with_code("insufficient_quota"),
+        _ => out.with_code(error.kind.clone()),
+    }
+}
+
+/// Whether an Anthropic `invalid_request_error` says the request does not fit the model's
+/// context window.
+fn too_long(message: &str) -> bool {
+    message.starts_with("prompt is too long")
+        || message.starts_with("input length and `max_tokens` exceed context limit")
 }
 
 /// An error answer: Anthropic's error body, or the body's text when it is not one.

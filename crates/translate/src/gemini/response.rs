@@ -436,7 +436,8 @@ fn error_type_for_google_status(status: &str) -> Option<&'static str> {
 }
 
 /// A Google error in the OpenAI shape: the message, a type from the status name (or the HTTP
-/// status), and the status name as `code`. `details` is not passed on: it holds debug text
+/// status), and the status name as `code` (OpenAI's `context_length_exceeded`, with `param`
+/// `messages`, for an input longer than the model takes). `details` is not passed on: it holds debug text
 /// for Google's engineers, and for a bad key a piece of the key itself.
 pub(crate) fn error_response(error: &GoogleError, http_status: u16) -> ErrorResponse {
     let kind = error
@@ -451,6 +452,14 @@ pub(crate) fn error_response(error: &GoogleError, http_status: u16) -> ErrorResp
     };
     let out = ErrorResponse::new(message, kind);
     match &error.status {
+        // OpenAI's code for the same cause, which clients written for it branch on: "The
+        // input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."
+        Some(s)
+            if s == "INVALID_ARGUMENT"
+                && error.message.contains("exceeds the maximum number of tokens allowed") =>
+        {
+            out.with_param("messages").with_code("context_length_exceeded")
+        }
         Some(s) => out.with_code(s.clone()),
         None => out,
     }
