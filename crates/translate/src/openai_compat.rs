@@ -836,13 +836,15 @@ fn read_answer_choice(r: &mut Reader<'_>) -> Option<()> {
 }
 
 /// A call's function in an answer: `arguments`, if there, a string or `null` (anything else is
-/// [`calls_as_text`]'s to decide).
+/// [`calls_as_text`]'s to decide), checked as serde_json checks it but not decoded: the
+/// arguments are JSON text, so they always hold escapes, and decoding them was an allocation
+/// and a copy per call of every answer with tool calls.
 fn read_answer_function(r: &mut Reader<'_>) -> Option<()> {
     let mut arguments = false;
     r.members(|r, key| match key {
         b"arguments" => {
             once(&mut arguments)?;
-            text(r).map(drop)
+            r.nullable(Reader::kept_string).map(drop)
         }
         _ => r.skip(),
     })
