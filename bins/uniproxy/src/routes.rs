@@ -449,9 +449,9 @@ fn origin_allowed(state: &AppState, origin: &header::HeaderValue) -> Option<head
 /// The origin of a web page that sent this request, when the proxy does not serve that
 /// origin: neither allowed by CORS_ALLOW_ORIGINS nor the proxy's own (the log viewer's own
 /// login form: the browser says `Sec-Fetch-Site: same-origin`, or, an older one, an `Origin`
-/// naming the host the request came to, `host` (see [`request_host`]); with the viewer's `no-referrer` policy Chrome's
-/// form posts say `Origin: null`). `None` for a request with no `Origin`, which is what
-/// every client but a browser sends.
+/// naming the host the request came to, `host` (see [`request_host`]); with the viewer's
+/// `no-referrer` policy Chrome's form posts say `Origin: null`). `None` for a request with no
+/// `Origin`, which is what every client but a browser sends.
 fn foreign_origin(
     state: &AppState,
     headers: &hyper::HeaderMap,

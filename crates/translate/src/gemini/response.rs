@@ -437,8 +437,8 @@ fn error_type_for_google_status(status: &str) -> Option<&'static str> {
 
 /// A Google error in the OpenAI shape: the message, a type from the status name (or the HTTP
 /// status), and the status name as `code` (OpenAI's `context_length_exceeded`, with `param`
-/// `messages`, for an input longer than the model takes). `details` is not passed on: it holds debug text
-/// for Google's engineers, and for a bad key a piece of the key itself.
+/// `messages`, for an input longer than the model takes). `details` is not passed on: it
+/// holds debug text for Google's engineers, and for a bad key a piece of the key itself.
 pub(crate) fn error_response(error: &GoogleError, http_status: u16) -> ErrorResponse {
     let kind = error
         .status
