@@ -1,9 +1,10 @@
 //! Upstream retries: on connect failures and on 429, 500, 502, 503, 504 and 529, before any
 //! byte went to the client, with exponential backoff and jitter, honouring `Retry-After` (and
 //! Google's `RetryInfo`; a 429 for a spent quota is not retried), up to MAX_RETRIES and within
-//! the request's deadline; an upstream that asks for a longer wait than [`MAX_BACKOFF`] is not
-//! asked again before then, its error goes to the client. A stream that has started is never
-//! retried: every retry decision is made before the response head goes to the client.
+//! the request's deadline; an upstream that asks for a longer wait than the longest backoff
+//! (20 s) is not asked again before then, its error goes to the client. A stream that has
+//! started is never retried: every retry decision is made before the response head goes to
+//! the client.
 
 use std::time::{Duration, Instant};
 
