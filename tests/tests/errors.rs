@@ -209,6 +209,9 @@ async fn an_upstream_that_refuses_the_proxys_key_is_502_and_its_masked_key_stays
         let e = expect_error(&resp, 502);
         assert_eq!(e["code"], "upstream_auth_failed");
         assert!(e["message"].as_str().unwrap().contains("API_KEY"), "{e}");
+        // The proxy's key stays refused until its settings change: no SDK retry can succeed,
+        // and each would spend another refused call upstream.
+        assert_eq!(resp.header("x-should-retry"), Some("false"));
         assert!(!resp.text().contains("cret"), "{}", resp.text());
     }
     for e in proxy.entries(2).await {
@@ -562,8 +565,11 @@ async fn disabled_model_is_503() {
     let mut settings = openai_settings(&mock);
     settings.enabled = false;
     let proxy = Proxy::start(settings).await;
-    let e = expect_error(&proxy.post("/v1/chat/completions", &chat_request("a", false)).await, 503);
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    let e = expect_error(&resp, 503);
     assert!(e["message"].as_str().unwrap().contains("ENABLED"), "{e}");
+    // Only a restart with other settings changes it: the SDKs, which retry a 503, are told not to.
+    assert_eq!(resp.header("x-should-retry"), Some("false"));
     assert!(mock.requests().is_empty());
 }
 
