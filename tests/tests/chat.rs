@@ -840,7 +840,14 @@ async fn cors_exposes_the_headers_the_sdks_read() {
     assert!(resp.header("x-request-id").is_some());
     let exposed = resp.header("access-control-expose-headers").expect("expose-headers");
     let exposed: Vec<String> = exposed.split(',').map(|h| h.trim().to_ascii_lowercase()).collect();
-    for name in ["x-request-id", "retry-after", "retry-after-ms", "x-uniproxy-overhead-ms"] {
+    let sdk_reads = [
+        "x-request-id",
+        "retry-after",
+        "retry-after-ms",
+        "x-should-retry",
+        "x-uniproxy-overhead-ms",
+    ];
+    for name in sdk_reads {
         assert!(exposed.iter().any(|h| h == name), "{name} not exposed: {exposed:?}");
     }
 }

@@ -478,12 +478,13 @@ fn cors_headers(state: &AppState, origin: &header::HeaderValue, headers: &mut hy
     if let Some(allow) = origin_allowed(state, origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
         // A page's script reads only the headers named here (beyond the CORS-safelisted
-        // few): the OpenAI SDKs take `x-request-id` as the answer's `_request_id` and wait
-        // as `retry-after-ms` / `retry-after` say before retrying a 429 or 503.
+        // few): the OpenAI SDKs take `x-request-id` as the answer's `_request_id`, wait as
+        // `retry-after-ms` / `retry-after` say before retrying a 429 or 503, and do not retry
+        // what says `x-should-retry: false`.
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             header::HeaderValue::from_static(
-                "x-request-id, x-uniproxy-overhead-ms, retry-after, retry-after-ms",
+                "x-request-id, x-uniproxy-overhead-ms, retry-after, retry-after-ms, x-should-retry",
             ),
         );
         headers.append(header::VARY, header::HeaderValue::from_static("origin"));
