@@ -121,9 +121,21 @@ impl RotatingFile {
             p.push(format!(".{n}"));
             PathBuf::from(p)
         };
+        let old = self.rotated()?;
+        // Past `keep`, the proxy's files are the run of numbers a larger LOG_FILE_KEEP left
+        // before a restart (`keep + 1`, `keep + 2`, … with none missing): lowering it cleans
+        // up at the next rotation. A number past that run is not a file rotation made (an
+        // operator's copy under a date, `NAME.20261128`), and is left alone.
+        let mut last = self.keep;
+        for &n in old.iter().rev().filter(|&&n| n > self.keep) {
+            if last.checked_add(1) != Some(n) {
+                break;
+            }
+            last = n;
+        }
         // Highest first. The files at or past `keep` go, those a larger LOG_FILE_KEEP left
-        // before a restart included: lowering it cleans up at the next rotation.
-        for n in self.rotated()? {
+        // included.
+        for n in old.into_iter().filter(|&n| n <= last) {
             if n >= self.keep {
                 std::fs::remove_file(name(n)).or_else(ignore_missing)?;
             } else {
@@ -486,6 +498,34 @@ mod tests {
         file.write_all(b"third line\n").unwrap();
         assert_eq!(read(&path), "third line\n");
         assert!(!numbered(&path, 1).exists() && !numbered(&path, 2).exists());
+    }
+
+    /// Only the run of numbers a larger LOG_FILE_KEEP left goes: a copy an operator put
+    /// beside the log under a date or a timestamp (`proxy.log.20261128`) is not the proxy's,
+    /// and is not removed for being numbered past LOG_FILE_KEEP.
+    #[test]
+    fn a_copy_numbered_by_date_is_not_taken_for_an_old_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.log");
+        for n in [1, 3, 4] {
+            std::fs::write(numbered(&path, n), format!("old {n}\n")).unwrap();
+        }
+        for copy in [20261128, 1_764_288_000] {
+            std::fs::write(numbered(&path, copy), "the operator's copy\n").unwrap();
+        }
+        let mut file = RotatingFile::open(&path, 12, 2).unwrap();
+        for line in ["first line\n", "second line\n"] {
+            file.write_all(line.as_bytes()).unwrap();
+        }
+        assert_eq!(read(&numbered(&path, 1)), "first line\n");
+        assert_eq!(read(&numbered(&path, 2)), "old 1\n");
+        // 3 and 4 are what a LOG_FILE_KEEP of 4 left (2 was removed by hand).
+        for n in 3..=5 {
+            assert!(!numbered(&path, n).exists(), "{n} is past LOG_FILE_KEEP");
+        }
+        for copy in [20261128, 1_764_288_000] {
+            assert_eq!(read(&numbered(&path, copy)), "the operator's copy\n", "{copy}");
+        }
     }
 
     #[test]
