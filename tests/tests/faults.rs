@@ -453,6 +453,27 @@ async fn geminis_retry_delay_is_waited_for_and_reaches_the_client_as_retry_after
     }
 }
 
+/// A `retryDelay` of more milliseconds than a u64 holds (an upstream's to send) was cut to its
+/// low 64 bits: `18446744073709552s` became `retry-after-ms: 384`, which the proxy (and the
+/// SDKs after it) took for a wait of 384 ms, and asked again at once.
+#[tokio::test]
+async fn a_retry_delay_too_long_for_milliseconds_is_the_longest_wait_not_a_short_one() {
+    let exhausted = json!({"error": {
+        "code": 429, "message": "Resource has been exhausted.", "status": "RESOURCE_EXHAUSTED",
+        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                     "retryDelay": "18446744073709552s"}]}});
+    let mock = MockUpstream::always(Reply::json(429, &exhausted)).await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = uniproxy_config::Platform::Google;
+    settings.base_url = Some(format!("{}/v1beta", mock.url()));
+    let proxy = Proxy::start(settings).await;
+    let resp = chat(&proxy, false).await;
+    expect_error(&resp, 429);
+    assert_eq!(resp.header("retry-after-ms"), Some(u64::MAX.to_string().as_str()));
+    assert_eq!(resp.header("retry-after"), Some("18446744073709552"));
+    assert_eq!(mock.requests().len(), 1, "a wait that long is not the proxy's to take");
+}
+
 #[tokio::test]
 async fn the_upstreams_retry_after_reaches_the_client() {
     // Retries spent (none allowed here), the 429 goes to the client with the upstream's word on

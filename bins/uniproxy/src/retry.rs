@@ -144,9 +144,11 @@ async fn read_limit(
         && !parts.headers.contains_key("retry-after-ms")
         && !parts.headers.contains_key(hyper::header::RETRY_AFTER)
     {
-        let ms = delay.as_millis();
-        let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-        parts.headers.insert("retry-after-ms", hyper::header::HeaderValue::from(ms as u64));
+        // A delay of more milliseconds than a u64 holds is the longest wait, not its low bits
+        // (`18446744073709552s` was `retry-after-ms: 384`, a wait of 384 ms).
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        let seconds = delay.as_secs().saturating_add(u64::from(delay.subsec_nanos() > 0));
+        parts.headers.insert("retry-after-ms", hyper::header::HeaderValue::from(ms));
         parts.headers.insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(seconds));
     }
     parts.extensions.insert(hint);
