@@ -397,11 +397,14 @@ async fn a_429_for_a_spent_quota_is_not_retried() {
         "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}});
     let mock = MockUpstream::always(Reply::json(429, &quota)).await;
     let proxy = Proxy::start(openai_settings(&mock)).await;
-    let e = expect_error(&chat(&proxy, false).await, 429);
+    let resp = chat(&proxy, false).await;
+    let e = expect_error(&resp, 429);
     assert_eq!(
         (e["type"].as_str(), e["code"].as_str()),
         (Some("insufficient_quota"), Some("insufficient_quota"))
     );
+    // Nor by the SDKs, which retry a 429 unless told not to.
+    assert_eq!(resp.header("x-should-retry"), Some("false"));
     assert_eq!(mock.requests().len(), 1);
     let entry = proxy.only_entry().await.entry;
     assert_eq!((entry.status, entry.attempts), (429, 1));

@@ -8,7 +8,9 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, header};
-use uniproxy_translate::{ResponseContext, TranslateError, UpstreamRequest, completion_to_frames};
+use uniproxy_translate::{
+    ResponseContext, RetryHint, TranslateError, UpstreamRequest, completion_to_frames,
+};
 use uniproxy_wire::{ChatCompletionRequest, from_slice};
 
 use crate::connection::ConnectionCut;
@@ -511,6 +513,14 @@ async fn handle(
                         .iter()
                         .filter_map(|n| Some((n.clone(), response.headers().get(n)?.clone())))
                         .collect();
+                    // A spent quota: no retry succeeds until someone pays, and the SDKs retry
+                    // a 429 twice by default, each a refused call upstream.
+                    if response.extensions().get::<RetryHint>() == Some(&RetryHint::Never) {
+                        let no = header::HeaderValue::from_static("false");
+                        pending
+                            .retry_headers
+                            .push((header::HeaderName::from_static("x-should-retry"), no));
+                    }
                 }
                 let whole = response.headers().get(header::CONTENT_TYPE).is_some_and(not_a_stream);
                 (response.status().as_u16(), response.into_body(), whole)
