@@ -994,6 +994,14 @@ async fn azure_clients_are_served_with_their_api_key_header() {
     for other in ["/openai/deployments//chat/completions", "/openai/deployments/d/completions"] {
         expect_error(&send(proxy.addr, azure(other, "proxy-key-1")).await, 404);
     }
+    // The client's model list and retrieval, under both of Azure's prefixes.
+    for models in ["/openai/models?api-version=2024-10-21", "/openai/v1/models/my-deployment"] {
+        let mut get = request(hyper::Method::GET, models, bytes::Bytes::new());
+        get.headers_mut().insert("api-key", "proxy-key-1".parse().unwrap());
+        let resp = send(proxy.addr, get).await;
+        assert_eq!(resp.status, 200, "{models}: {}", resp.text());
+        assert!(resp.text().contains("gpt-4o"), "{models}: {}", resp.text());
+    }
     let entries = proxy.entries(3).await;
     let statuses: Vec<u16> = entries.iter().map(|e| e.entry.status).collect();
     assert_eq!(statuses, [200, 200, 401]);

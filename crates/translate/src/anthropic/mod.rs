@@ -85,7 +85,8 @@
 //! `server_error`, `billing_error` → `insufficient_quota`, others by name). The `code` is
 //! OpenAI's where a client written for OpenAI branches on it: `context_length_exceeded` (with
 //! `param` `messages`) for a prompt too long for the model, `rate_limit_exceeded` for a rate
-//! limit, `insufficient_quota` for a billing error; otherwise the Anthropic type. Other bodies go through [`fallback_error`](crate::fallback_error).
+//! limit, `insufficient_quota` for a billing error; otherwise the Anthropic type. Other bodies
+//! go through [`fallback_error`](crate::fallback_error).
 //! Such an error in a 2xx answer (a gateway's) is an error too, with the status Anthropic
 //! documents for its type; a 2xx answer of another type than `message`, or without `content`,
 //! is malformed.

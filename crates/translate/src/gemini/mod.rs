@@ -82,9 +82,10 @@
 //! `authentication_error`, `PERMISSION_DENIED` → `permission_error`, `RESOURCE_EXHAUSTED` →
 //! `rate_limit_error`, `INTERNAL`/`UNAVAILABLE` → `server_error`, …) and the status name is the
 //! `code`, except for an input longer than the model takes: OpenAI's `context_length_exceeded`
-//! (with `param` `messages`), which clients written for OpenAI branch on. `details` is not passed on (it can quote part of the API key); a 429's `RetryInfo`
-//! delay is read by [`retry_hint`](crate::retry_hint), for the server to say as `Retry-After`. Other bodies become
-//! [`fallback_error`](crate::fallback_error).
+//! (with `param` `messages`), which clients written for OpenAI branch on. `details` is not
+//! passed on (it can quote part of the API key); a 429's `RetryInfo` delay is read by
+//! [`retry_hint`](crate::retry_hint), for the server to say as `Retry-After`. Other bodies
+//! become [`fallback_error`](crate::fallback_error).
 //!
 //! # Stream
 //!
