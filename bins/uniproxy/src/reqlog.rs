@@ -592,20 +592,25 @@ mod tests {
         assert_eq!(parse(&out)["client_request"], "\u{fffd}\u{fffd}");
     }
 
-    #[test]
-    fn a_busy_round_writes_as_it_goes_and_loses_no_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.log");
-        let file = RotatingFile::open(&path, 0, 0).unwrap();
-        let mut sink = Sink {
-            log: Logger::root(slog::Discard, slog::o!()),
+    /// A sink writing the JSON log (bodies included) to `file` and nothing else.
+    fn json_sink(file: RotatingFile, log: Logger) -> Sink {
+        Sink {
+            log,
             json: Some(Buffered::new(file, "test")),
             stderr: None,
             log_bodies: true,
             store: None,
             json_failing: false,
             clock: Clock::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_busy_round_writes_as_it_goes_and_loses_no_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.log");
+        let file = RotatingFile::open(&path, 0, 0).unwrap();
+        let mut sink = json_sink(file, Logger::root(slog::Discard, slog::o!()));
         let big = format!("{{\"x\":\"{}\"}}", "y".repeat(20 << 10));
         let (mut json, mut text) = (Vec::new(), Vec::new());
         for i in 0..100 {
@@ -630,15 +635,7 @@ mod tests {
     fn a_record_of_megabytes_does_not_keep_its_buffer_grown() {
         let dir = tempfile::tempdir().unwrap();
         let file = RotatingFile::open(&dir.path().join("proxy.log"), 0, 0).unwrap();
-        let mut sink = Sink {
-            log: Logger::root(slog::Discard, slog::o!()),
-            json: Some(Buffered::new(file, "test")),
-            stderr: None,
-            log_bodies: true,
-            store: None,
-            json_failing: false,
-            clock: Clock::default(),
-        };
+        let mut sink = json_sink(file, Logger::root(slog::Discard, slog::o!()));
         let (mut json, mut text) = (Vec::with_capacity(JSON_CAPACITY), Vec::new());
         let mut r = record();
         r.client_request = Bytes::from(format!("{{\"x\":\"{}\"}}", "y".repeat(4 << 20)));
@@ -670,15 +667,7 @@ mod tests {
         let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Every write to /dev/full fails with "no space left on device".
         let file = RotatingFile::open(std::path::Path::new("/dev/full"), 0, 0).unwrap();
-        let mut sink = Sink {
-            log: Logger::root(Errors(errors.clone()), slog::o!()),
-            json: Some(Buffered::new(file, "test")),
-            stderr: None,
-            log_bodies: true,
-            store: None,
-            json_failing: false,
-            clock: Clock::default(),
-        };
+        let mut sink = json_sink(file, Logger::root(Errors(errors.clone()), slog::o!()));
         for _ in 0..3 {
             // Larger than the output's buffer, so the write reaches the file.
             let (mut json, mut text) = (vec![b'x'; 2 * WRITE_AT], Vec::new());
