@@ -80,66 +80,15 @@ pub struct CompletionTokensDetails {
 }
 
 /// A token count as a server may write it: an integer, or `null`, a float, a negative number,
-/// a string of digits (as what it says, or 0), or anything else (0).
+/// a string of digits (as what it says, or 0), or anything else (0): [`detail`]'s reading,
+/// with 0 for what is absent there.
 fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    struct Count;
-
-    impl<'de> serde::de::Visitor<'de> for Count {
-        type Value = u64;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a token count")
-        }
-
-        fn visit_u64<E>(self, v: u64) -> Result<u64, E> {
-            Ok(v)
-        }
-
-        fn visit_i64<E>(self, v: i64) -> Result<u64, E> {
-            Ok(u64::try_from(v).unwrap_or(0))
-        }
-
-        fn visit_f64<E>(self, v: f64) -> Result<u64, E> {
-            // `as` saturates, and makes NaN 0.
-            Ok(if v > 0.0 { v.round() as u64 } else { 0 })
-        }
-
-        fn visit_str<E>(self, v: &str) -> Result<u64, E> {
-            Ok(v.trim().parse().unwrap_or(0))
-        }
-
-        fn visit_bool<E>(self, _: bool) -> Result<u64, E> {
-            Ok(0)
-        }
-
-        fn visit_unit<E>(self) -> Result<u64, E> {
-            Ok(0)
-        }
-
-        fn visit_none<E>(self) -> Result<u64, E> {
-            Ok(0)
-        }
-
-        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
-            d.deserialize_any(Count)
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(0)
-        }
-
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
-            while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-            Ok(0)
-        }
-    }
-
-    d.deserialize_any(Count)
+    detail(d).map(Option::unwrap_or_default)
 }
 
-/// A detail's token count as a server may write it: as [`count`], but `null`, and whatever
-/// is no number or string of digits, is absent rather than 0.
+/// A detail's token count as a server may write it: an integer; a float, rounded; a negative
+/// number, 0; a string of digits, as what it says; `null`, and whatever is no number or
+/// string of digits, absent.
 fn detail<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     struct Detail;
 
