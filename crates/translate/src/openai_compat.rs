@@ -641,21 +641,22 @@ fn with_required_members(body: &[u8], members: &Map, ctx: &ResponseContext) -> O
 /// negative number is 0. `true` when `members` changed; any other value is left for the
 /// typed parse to refuse.
 fn whole_created(members: &mut Map) -> bool {
-    let Some(created) = members.get_mut("created") else { return false };
-    if created.is_u64() {
-        return false;
-    }
-    let Some(seconds) = created.as_f64() else { return false };
-    // `as` saturates above `u64::MAX`.
-    *created = (if seconds > 0.0 { seconds as u64 } else { 0 }).into();
+    let Some(created) = members.get_mut("created").filter(|c| !c.is_u64()) else { return false };
+    let Some(seconds) = seconds(created) else { return false };
+    *created = seconds.into();
     true
 }
 
+/// A time in whole seconds: an integer as it is, a float cut (`as` saturates, and makes a
+/// negative number 0); `None` for what is no number.
+fn seconds(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| value.as_f64().map(|s| s as u64))
+}
+
 /// `created` as [`whole_created`] reads it, for the record of a stream whose chunks say it as a
-/// float: `None` for what is no number.
+/// float.
 fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let value = serde_json::Value::deserialize(d)?;
-    Ok(value.as_u64().or_else(|| value.as_f64().map(|s| s.max(0.0) as u64)))
+    serde_json::Value::deserialize(d).map(|value| seconds(&value))
 }
 
 /// The top-level members every answer and every chunk has, in the order of
@@ -742,18 +743,18 @@ struct AnswerMessage<'a> {
 
 /// A message's `tool_calls`, refused if [`arguments_as_text`] would change it.
 fn tool_calls_as_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    calls_as_text("tool_calls", serde_json::Value::deserialize(d)?)
+    let mut calls = serde_json::Value::deserialize(d)?;
+    text_already(calls_arguments_as_text(&mut calls))
 }
 
 /// A message's `function_call`, refused if [`arguments_as_text`] would change it.
 fn function_call_as_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    calls_as_text("function_call", serde_json::Value::deserialize(d)?)
+    let mut function = serde_json::Value::deserialize(d)?;
+    text_already(function_arguments_as_text(Some(&mut function)))
 }
 
-fn calls_as_text<E: serde::de::Error>(key: &str, calls: serde_json::Value) -> Result<(), E> {
-    let mut message = serde_json::Value::Object(Map::new());
-    message[key] = calls;
-    if arguments_as_text(&mut message) {
+fn text_already<E: serde::de::Error>(changed: bool) -> Result<(), E> {
+    if changed {
         return Err(E::custom("a call's arguments are a JSON value, not its text"));
     }
     Ok(())
@@ -1206,23 +1207,26 @@ fn chunk_arguments_as_text(data: &[u8]) -> Option<Vec<u8>> {
 /// that are a JSON value other than `null` as that value's JSON text, the string the API
 /// has there; `true` if any was.
 fn arguments_as_text(message: &mut serde_json::Value) -> bool {
-    let mut changed = false;
-    let mut put = |function: Option<&mut serde_json::Value>| {
-        if let Some(arguments) = function.and_then(|f| f.get_mut("arguments"))
-            && !arguments.is_string()
-            && !arguments.is_null()
-        {
+    let calls = message.get_mut("tool_calls").is_some_and(calls_arguments_as_text);
+    function_arguments_as_text(message.get_mut("function_call")) | calls
+}
+
+/// [`arguments_as_text`] for a list of tool calls.
+fn calls_arguments_as_text(calls: &mut serde_json::Value) -> bool {
+    let calls = calls.as_array_mut().into_iter().flatten();
+    calls
+        .fold(false, |changed, call| function_arguments_as_text(call.get_mut("function")) | changed)
+}
+
+/// [`arguments_as_text`] for one call's function (or the legacy function call).
+fn function_arguments_as_text(function: Option<&mut serde_json::Value>) -> bool {
+    match function.and_then(|f| f.get_mut("arguments")) {
+        Some(arguments) if !arguments.is_string() && !arguments.is_null() => {
             *arguments = arguments.to_string().into();
-            changed = true;
+            true
         }
-    };
-    if let Some(calls) = message.get_mut("tool_calls").and_then(serde_json::Value::as_array_mut) {
-        for call in calls {
-            put(call.get_mut("function"));
-        }
+        _ => false,
     }
-    put(message.get_mut("function_call"));
-    changed
 }
 
 /// A chunk's [`ChunkView`], read by a [`Reader`]: the view's few members are taken and all
