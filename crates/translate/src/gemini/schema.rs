@@ -11,9 +11,9 @@
 //! - `type: ["string", "null"]` becomes `type: STRING, nullable: true`; several non-null types
 //!   become an `anyOf`; `anyOf`/`oneOf` of `X` and `{"type":"null"}` becomes `X` + `nullable`,
 //!   other `anyOf`/`oneOf` stay `anyOf`; `allOf` is merged into one schema;
-//! - `const: "x"` becomes `enum: ["x"]`; an `enum` or `const` with non-string values, which
-//!   Gemini cannot express, moves into the description ("Allowed values: 1, 2") so the model still
-//!   sees it;
+//! - `const: "x"` becomes `enum: ["x"]`; a `null` beside other values of an `enum` becomes
+//!   `nullable`; an `enum` or `const` with other non-string values, which Gemini cannot
+//!   express, moves into the description ("Allowed values: 1, 2") so the model still sees it;
 //! - an object's properties keep the client's order, and one with two or more gets a
 //!   `propertyOrdering` that lists them so (its own first, where it has one): Gemini otherwise
 //!   writes them in alphabetical order, and a model asked for `reasoning` before `answer` means
@@ -248,7 +248,14 @@ impl Reducer<'_> {
             (None, None) => None,
         };
         let mut description = obj.get("description").and_then(Value::as_str).map(str::to_owned);
-        if let Some(values) = values {
+        if let Some(mut values) = values {
+            // A `null` among other values is JSON Schema's nullable enumeration (Pydantic's
+            // `Literal["a", None]`, `type: ["string", "null"]` beside `enum: ["a", null]`):
+            // Gemini says that with `nullable`, and keeps the enumeration of the others.
+            if values.iter().any(Value::is_null) && values.iter().any(|v| !v.is_null()) {
+                values.retain(|v| !v.is_null());
+                nullable = true;
+            }
             let strings: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
             if strings.len() == values.len() {
                 out.insert("enum".into(), json!(strings));
