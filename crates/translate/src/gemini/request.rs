@@ -477,7 +477,9 @@ impl Builder {
                     && reduced.get("anyOf").is_none()
                     && reduced.get("type").is_none_or(|t| t == "OBJECT");
             if schema::has_open_object(&reduced) || (empty && schema::takes_any_keys(p)) {
-                parameters_json_schema = Some(schema::for_json_schema(p));
+                let copied = schema::for_json_schema(p, &mut self.schema_budget)
+                    .map_err(|e| schema_error(&format!("{at}.parameters"), e))?;
+                parameters_json_schema = Some(copied);
             } else if !empty {
                 parameters = Some(reduced);
             }
@@ -527,7 +529,9 @@ impl Builder {
                         .map_err(|e| schema_error("response_format.json_schema.schema", e))?;
                     // An object without properties (a map) anywhere: as JSON Schema.
                     if schema::is_open_object(&reduced) || schema::has_open_object(&reduced) {
-                        g.response_json_schema = Some(schema::for_json_schema(s));
+                        let copied = schema::for_json_schema(s, &mut self.schema_budget)
+                            .map_err(|e| schema_error("response_format.json_schema.schema", e))?;
+                        g.response_json_schema = Some(copied);
                     } else {
                         g.response_schema = Some(reduced);
                     }

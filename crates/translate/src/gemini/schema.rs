@@ -36,7 +36,8 @@
 //! `additionalProperties`, or `{"type": "object"}` alone). Gemini refuses an `OBJECT` without
 //! properties ("properties: should be non-empty for OBJECT type"). A schema with such an object
 //! goes instead as JSON Schema (`parametersJsonSchema`, `responseJsonSchema`), which Gemini
-//! takes with the keywords its API reference lists ([`for_json_schema`]).
+//! takes with the keywords its API reference lists ([`for_json_schema`]); an `allOf`, which
+//! that list lacks, is merged there as here.
 
 use std::collections::HashSet;
 
@@ -433,33 +434,114 @@ const JSON_SCHEMA_KEPT: &[&str] = &[
 /// A JSON schema with only the keywords Gemini takes as JSON Schema ([`JSON_SCHEMA_KEPT`]; a
 /// `const` becomes a one-value `enum`, `definitions` stays for the `$ref`s into it); the rest
 /// (`$schema`, `default`, `examples`, `pattern`, …) is left out, as [`reduce`] leaves it out.
-pub(crate) fn for_json_schema(schema: &Value) -> Value {
-    let Value::Object(node) = schema else { return schema.clone() };
-    let each = |map: &Value| match map {
-        Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), for_json_schema(v))).collect())
+/// An `allOf`, which Gemini does not take, is merged into its schema as [`reduce`] merges it,
+/// its members' `$ref`s inlined: left out, it would leave the schema saying nothing of what its
+/// members say (Pydantic's `{"allOf": [{"$ref": …}], "description": …}` would take any value).
+///
+/// # Errors
+/// [`SchemaError`] at an `allOf` member's `$ref` that cannot be inlined (recursive, or not into
+/// the schema's `$defs` or `definitions`), a nesting deeper than 64, or a merge whose copies
+/// would overrun `budget`.
+pub(crate) fn for_json_schema(schema: &Value, budget: &mut Budget) -> Result<Value, SchemaError> {
+    let mut c = JsonSchemaCopier { root: schema, refs: Vec::new(), budget };
+    c.copy(schema, String::new(), 0)
+}
+
+/// What [`for_json_schema`] keeps track of: the `$ref`s of `allOf` members being inlined (to
+/// find recursion) and what copies may still cost.
+struct JsonSchemaCopier<'a> {
+    root: &'a Value,
+    refs: Vec<String>,
+    budget: &'a mut Budget,
+}
+
+impl JsonSchemaCopier<'_> {
+    fn copy(&mut self, schema: &Value, path: String, depth: usize) -> Result<Value, SchemaError> {
+        if depth > MAX_DEPTH {
+            return Err(SchemaError::at(path));
         }
-        other => other.clone(),
-    };
-    let mut out = Map::new();
-    for (key, value) in node {
-        let kept = match key.as_str() {
-            "properties" | "$defs" | "definitions" => each(value),
-            "items" | "additionalProperties" => for_json_schema(value),
-            "prefixItems" | "anyOf" | "oneOf" => match value {
-                Value::Array(all) => Value::Array(all.iter().map(for_json_schema).collect()),
-                other => other.clone(),
-            },
-            "const" => {
-                out.entry("enum").or_insert_with(|| json!([value]));
-                continue;
+        let Value::Object(node) = schema else { return Ok(schema.clone()) };
+        let mut out = Map::new();
+        for (key, value) in node {
+            let at = format!("{path}.{key}");
+            let kept = match key.as_str() {
+                "properties" | "$defs" | "definitions" => match value {
+                    Value::Object(m) => {
+                        let mut copied = Map::new();
+                        for (k, v) in m {
+                            copied.insert(k.clone(), self.copy(v, format!("{at}.{k}"), depth + 1)?);
+                        }
+                        Value::Object(copied)
+                    }
+                    other => other.clone(),
+                },
+                "items" | "additionalProperties" => self.copy(value, at, depth + 1)?,
+                "prefixItems" | "anyOf" | "oneOf" => match value {
+                    Value::Array(all) => {
+                        let mut copied = Vec::with_capacity(all.len());
+                        for (i, v) in all.iter().enumerate() {
+                            copied.push(self.copy(v, format!("{at}[{i}]"), depth + 1)?);
+                        }
+                        Value::Array(copied)
+                    }
+                    other => other.clone(),
+                },
+                "const" => {
+                    out.entry("enum").or_insert_with(|| json!([value]));
+                    continue;
+                }
+                k if JSON_SCHEMA_KEPT.contains(&k) => value.clone(),
+                _ => continue,
+            };
+            out.insert(key.clone(), kept);
+        }
+        if let Some(Value::Array(all)) = node.get("allOf") {
+            for (i, member) in all.iter().enumerate() {
+                let member = self.all_of_member(member, format!("{path}.allOf[{i}]"), depth)?;
+                merge_into(&mut out, member);
             }
-            k if JSON_SCHEMA_KEPT.contains(&k) => value.clone(),
-            _ => continue,
-        };
-        out.insert(key.clone(), kept);
+            drop_stale_ordering(&mut out);
+        }
+        Ok(Value::Object(out))
     }
-    Value::Object(out)
+
+    /// An `allOf` member as it merges: copied, and a `$ref` to the schema's `$defs` or
+    /// `definitions` inlined (keywords beside it win), since two members may each be one.
+    fn all_of_member(
+        &mut self,
+        member: &Value,
+        path: String,
+        depth: usize,
+    ) -> Result<Value, SchemaError> {
+        let Some(reference) = member.get("$ref") else {
+            return self.copy(member, path, depth + 1);
+        };
+        let here = format!("{path}.$ref");
+        let Some(reference) = reference.as_str() else { return Err(SchemaError::at(here)) };
+        let target = ["#/$defs/", "#/definitions/"].iter().find_map(|prefix| {
+            let name = reference.strip_prefix(prefix)?;
+            self.root.get(&prefix[2..prefix.len() - 1])?.get(name)
+        });
+        let Some(Value::Object(target)) = target else { return Err(SchemaError::at(here)) };
+        if self.refs.iter().any(|r| r == reference) {
+            return Err(SchemaError::at(here));
+        }
+        let cost = target.iter().map(|(k, v)| k.len() + 4 + text_len(v)).sum::<usize>() + 1;
+        match self.budget.left.checked_sub(cost) {
+            Some(left) => self.budget.left = left,
+            None => return Err(SchemaError { path: here, over_budget: true }),
+        }
+        let mut merged = target.clone();
+        if let Value::Object(siblings) = member {
+            for (k, v) in siblings.iter().filter(|(k, _)| *k != "$ref") {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        self.refs.push(reference.to_owned());
+        let copied = self.copy(&Value::Object(merged), path, depth + 1);
+        self.refs.pop();
+        copied
+    }
 }
 
 /// About the length of `value` as compact JSON text (a number counts 8, escapes are not
