@@ -244,10 +244,14 @@ pub(crate) fn host_and_path(url: &str) -> (String, &str) {
     (host.to_ascii_lowercase(), path)
 }
 
-/// A `data:` URL's declared media type as the platforms take it: `image/jpg`, which clients
-/// write and no registry has, is `image/jpeg` (Anthropic refuses it, Gemini does not list it).
+/// A `data:` URL's declared media type as the platforms take it: without its parameters
+/// (`image/png;name=a.png`, `application/pdf;charset=binary`: RFC 2397 allows them, Anthropic
+/// takes only the bare type, and a PDF would not be known as one), and `image/jpg`, which
+/// clients write and no registry has, as `image/jpeg` (Anthropic refuses it, Gemini does not
+/// list it).
 pub(crate) fn media_type(declared: &str) -> &str {
-    if declared.eq_ignore_ascii_case("image/jpg") { "image/jpeg" } else { declared }
+    let bare = declared.split(';').next().unwrap_or(declared).trim();
+    if bare.eq_ignore_ascii_case("image/jpg") { "image/jpeg" } else { bare }
 }
 
 /// The function names an `allowed_tools` choice allows, each one that `tools` (the request's)

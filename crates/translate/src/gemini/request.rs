@@ -643,8 +643,8 @@ fn media_part(url: &str, path: &str) -> Result<Part, TranslateError> {
         let Some(mime) = meta.strip_suffix(";base64") else {
             return Err(invalid(path, "a data: URL must be base64"));
         };
-        let mime =
-            if mime.is_empty() { "application/octet-stream" } else { crate::media_type(mime) };
+        let mime = crate::media_type(mime);
+        let mime = if mime.is_empty() { "application/octet-stream" } else { mime };
         return Ok(Part {
             inline_data: Some(Blob { mime_type: mime.to_owned(), data: data.to_owned() }),
             ..Default::default()
