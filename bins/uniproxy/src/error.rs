@@ -167,17 +167,6 @@ pub enum ProxyError {
     Task(#[source] tokio::task::JoinError),
 }
 
-/// Who caused an error: it decides the status class and whether the details reach the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The client's request (4xx).
-    Client,
-    /// The upstream (its status, 502 or 504).
-    Upstream,
-    /// The proxy itself (500).
-    Internal,
-}
-
 impl ProxyError {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
@@ -204,47 +193,6 @@ impl ProxyError {
             ProxyError::EntryNotFound { .. } => 404,
             ProxyError::Store(_) | ProxyError::Task(_) => 500,
             ProxyError::NoStore | ProxyError::LogStoreStuck | ProxyError::ShuttingDown => 503,
-        }
-    }
-
-    /// Who caused it.
-    pub fn fault(&self) -> Fault {
-        match self {
-            ProxyError::NotFound { .. }
-            | ProxyError::MethodNotAllowed { .. }
-            | ProxyError::Unauthorized
-            | ProxyError::CrossOrigin { .. }
-            | ProxyError::HostNotAllowed { .. }
-            | ProxyError::BodyTooLarge { .. }
-            | ProxyError::UnsupportedEncoding { .. }
-            | ProxyError::BodyRead(_)
-            | ProxyError::BodyCut(_)
-            | ProxyError::BodyTimeout
-            | ProxyError::BodyStalled { .. }
-            | ProxyError::InvalidBody(_)
-            | ProxyError::Disabled
-            | ProxyError::FunctionCallingDisabled
-            | ProxyError::Overloaded { .. }
-            | ProxyError::InvalidParam { .. }
-            | ProxyError::EntryNotFound { .. } => Fault::Client,
-            ProxyError::Translate(TranslateError::Config { .. }) => Fault::Internal,
-            ProxyError::Translate(e)
-                if e.status() < 500 && !matches!(e, TranslateError::Upstream { .. }) =>
-            {
-                Fault::Client
-            }
-            ProxyError::Translate(_)
-            | ProxyError::UpstreamAuth(_)
-            | ProxyError::UpstreamConnect(_)
-            | ProxyError::UpstreamDropped(_)
-            | ProxyError::UpstreamTimeout { .. }
-            | ProxyError::UpstreamBody(_)
-            | ProxyError::UpstreamTooLarge { .. } => Fault::Upstream,
-            ProxyError::Store(_)
-            | ProxyError::Task(_)
-            | ProxyError::NoStore
-            | ProxyError::LogStoreStuck
-            | ProxyError::ShuttingDown => Fault::Internal,
         }
     }
 
