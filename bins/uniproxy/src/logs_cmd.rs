@@ -7,9 +7,9 @@
 //! in WAL mode a reader never blocks the running proxy's writer, nor the
 //! other way round.
 //!
-//! [`run_from_process`] is what `main` calls. [`run`] and [`run_with`] take
-//! the settings and the output handles as arguments, so tests drive the
-//! commands in-process; [`Options`] carries the clock, the `tail -f` poll
+//! [`run_from_process`] is what `main` calls. [`run_with`] takes the
+//! settings and the output handles as arguments, so tests drive the commands
+//! in-process; [`Options`] carries the clock, the `tail -f` poll
 //! interval and a hook that stops following.
 
 mod args;
@@ -273,18 +273,8 @@ pub fn run_from_process(config: Option<PathBuf>, args: Vec<OsString>) -> ExitCod
 }
 
 /// Runs `uniproxy logs ARGS…` (the arguments after `logs`) with `settings`,
-/// writing to `out` and `err`, with the default [`Options`]. A `--config` in
+/// writing to `out` and `err`, with the given [`Options`]. A `--config` in
 /// `args` is accepted and ignored: the settings are already given.
-pub fn run(
-    args: Vec<OsString>,
-    settings: &Settings,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> ExitCode {
-    run_with(args, settings, out, err, &mut Options::default())
-}
-
-/// [`run`] with the given [`Options`].
 pub fn run_with(
     args: Vec<OsString>,
     settings: &Settings,
