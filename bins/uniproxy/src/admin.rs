@@ -95,16 +95,6 @@ impl Sessions {
         self.lock().remove(&digest(token));
     }
 
-    /// Sessions held, ended ones included until a login or a use drops them.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no session is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The table. Nothing panics while holding it, but a poisoned lock still holds a good map.
     fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 32], Instant>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
@@ -339,6 +329,18 @@ pub fn metrics(state: &AppState) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Sessions {
+        /// Sessions held, ended ones included until a login or a use drops them.
+        fn len(&self) -> usize {
+            self.lock().len()
+        }
+
+        /// Whether no session is held.
+        fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+    }
 
     #[test]
     fn logs_query_takes_the_store_filters() {

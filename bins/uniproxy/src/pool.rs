@@ -155,11 +155,6 @@ impl Pool {
         Pool { connector, shared: Arc::new(Shared { idle, idle_timeout, max_idle, sweeping }) }
     }
 
-    /// How many idle connections are kept now.
-    pub fn idle(&self) -> usize {
-        self.shared.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
-
     /// Sends `req` (its URI in origin form, its `Host` header set) to `target` (the
     /// upstream's scheme and authority; only what a connection needs) on an idle connection
     /// or a new one.
@@ -432,6 +427,13 @@ mod tests {
 
     use super::test_server::{ANSWER, After, server};
     use super::*;
+
+    impl Pool {
+        /// How many idle connections are kept now.
+        fn idle(&self) -> usize {
+            self.shared.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        }
+    }
 
     fn request(path: &str) -> hyper::Request<Full<Bytes>> {
         hyper::Request::post(path)
