@@ -1,7 +1,7 @@
 //! Times on the command line: UTC ISO-8601 out, RFC 3339, unix milliseconds
-//! and durations in. Hand-written civil-date arithmetic (Howard Hinnant's
-//! `days_from_civil`), because one formatter and one parser do not justify a
-//! date crate.
+//! and durations in. Dates read are checked and counted by the `time` crate
+//! (which the request log uses too); dates written are Howard Hinnant's
+//! `civil_from_days`, which takes any millisecond, not only `time`'s years.
 
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -90,10 +90,12 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let (y, mo, d) = (num(s, 0, 4)?, num(s, 5, 7)?, num(s, 8, 10)?);
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
-        return None;
-    }
-    let date_ms = days_from_civil(y, mo, d) * MS_PER_DAY;
+    let month = ::time::Month::try_from(u8::try_from(mo).ok()?).ok()?;
+    let date =
+        ::time::Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?)
+            .ok()?;
+    let days = date.to_julian_day() - ::time::OffsetDateTime::UNIX_EPOCH.to_julian_day();
+    let date_ms = i64::from(days) * MS_PER_DAY;
     let rest = s.get(10..)?;
     if rest.is_empty() {
         return Some(date_ms);
@@ -139,29 +141,6 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
         }
     };
     Some(date_ms + ((h * 60 + mi) * 60 + sec) * 1000 + frac_ms - offset_ms)
-}
-
-fn is_leap(y: i64) -> bool {
-    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// The date `days` after 1970-01-01, as (year, month, day).
