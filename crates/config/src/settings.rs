@@ -124,6 +124,20 @@ pub struct Settings {
     pub ui_enabled: bool,
     /// `ADMIN_KEY`: the key for admin endpoints; `None` when not set.
     pub admin_key: Option<Secret>,
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`: the HTTP proxy the upstream is reached
+    /// through (`http://host:port`, `http://user:password@host:port`, or `host:port`), read
+    /// as curl and Python's HTTP clients read them, in any case: the first for an HTTPS
+    /// upstream, the second for a plain-HTTP one, the third for either when its own is unset.
+    /// `None` when unset or empty. Secrets, as they may hold a password.
+    pub https_proxy: Option<Secret>,
+    /// `HTTP_PROXY`: see [`Settings::https_proxy`].
+    pub http_proxy: Option<Secret>,
+    /// `ALL_PROXY`: see [`Settings::https_proxy`].
+    pub all_proxy: Option<Secret>,
+    /// `NO_PROXY`: upstream hosts reached without the proxy: names (each also covers its
+    /// subdomains), IP addresses, CIDR ranges, or `*` for every host. Comma-separated or a
+    /// list. A loopback upstream (`localhost`, `127.0.0.1`, `::1`) never goes through a proxy.
+    pub no_proxy: Vec<String>,
     /// Whether `TYPE` was set nowhere, so that the mock was chosen.
     type_defaulted: bool,
 }
@@ -166,6 +180,10 @@ impl Settings {
             log_file_keep: DEFAULT_LOG_FILE_KEEP,
             ui_enabled: true,
             admin_key: None,
+            https_proxy: None,
+            http_proxy: None,
+            all_proxy: None,
+            no_proxy: Vec::new(),
             type_defaulted: true,
         }
     }
@@ -521,5 +539,10 @@ fn build(check: &mut Check<'_>) -> Settings {
     s.log_file_keep = check.get("LOG_FILE_KEEP", s.log_file_keep, |v| parse::integer(v, 0));
     s.ui_enabled = check.get("UI_ENABLED", s.ui_enabled, parse::boolean);
     s.admin_key = check.get("ADMIN_KEY", None, |v| Ok(Some(Secret::from(v))));
+    let proxy = |v: &str| Ok((!v.is_empty()).then(|| Secret::from(v)));
+    s.https_proxy = check.get("HTTPS_PROXY", None, proxy);
+    s.http_proxy = check.get("HTTP_PROXY", None, proxy);
+    s.all_proxy = check.get("ALL_PROXY", None, proxy);
+    s.no_proxy = check.list("NO_PROXY", |v| Ok(v.to_owned()));
     s
 }

@@ -53,10 +53,16 @@ pub const SETTINGS: &[&str] = &[
     "LOG_FILE_KEEP",
     "UI_ENABLED",
     "ADMIN_KEY",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
 ];
 
 /// Settings whose values are never shown in errors.
-pub(crate) const SECRETS: &[&str] = &["API_KEY", "PROXY_API_KEYS", "ADMIN_KEY"];
+/// (A proxy URL may hold a password.)
+pub(crate) const SECRETS: &[&str] =
+    &["API_KEY", "PROXY_API_KEYS", "ADMIN_KEY", "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"];
 
 /// The prefix that namespaces every setting in the environment.
 const PREFIX: &str = "UNIPROXY_";

@@ -47,6 +47,7 @@ fn the_toml_file_loads_as_shipped_and_fully_uncommented() {
     let s = load(&Sources { file: Some(file), ..Sources::default() }).unwrap();
     let mut expected = Settings::mock_defaults();
     expected.admin_key = Some("change-me".into());
+    expected.https_proxy = Some("http://proxy.example.com:3128".into());
     assert_eq!(s, expected);
 
     let file = write(dir.path(), "all.toml", &all);

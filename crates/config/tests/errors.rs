@@ -108,9 +108,12 @@ fn debug_of_settings_never_shows_a_key() {
         ("ACTUAL_NAME", "claude-sonnet-4-5"),
         ("PROXY_API_KEYS", "client-key-1,client-key-2"),
         ("ADMIN_KEY", "admin-key-xyz"),
+        ("https_proxy", "http://alice:proxy-pass-1@proxy.corp:3128"),
     ]);
     let debug = format!("{s:?}");
-    for secret in ["sk-ant-verysecret", "client-key-1", "client-key-2", "admin-key-xyz"] {
+    for secret in
+        ["sk-ant-verysecret", "client-key-1", "client-key-2", "admin-key-xyz", "proxy-pass-1"]
+    {
         assert!(!debug.contains(secret), "{secret} leaked in {debug}");
     }
     assert!(debug.contains("[redacted]"));

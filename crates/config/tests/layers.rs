@@ -214,3 +214,19 @@ fn from_process_takes_the_given_config_file() {
     let debug = format!("{sources:?}");
     assert!(debug.contains("Sources"), "{debug}");
 }
+
+#[test]
+fn proxy_variables_are_read_as_curl_names_them_in_either_case() {
+    let s = load_env(&[
+        ("https_proxy", "http://proxy.corp:3128"),
+        ("HTTP_PROXY", "proxy.corp:8080"),
+        ("ALL_PROXY", ""),
+        ("no_proxy", "internal.corp, 10.0.0.0/8,.example.com"),
+    ]);
+    assert_eq!(s.https_proxy.as_ref().map(|p| p.expose()), Some("http://proxy.corp:3128"));
+    assert_eq!(s.http_proxy.as_ref().map(|p| p.expose()), Some("proxy.corp:8080"));
+    assert!(s.all_proxy.is_none(), "an empty value is unset, as for curl");
+    assert_eq!(s.no_proxy, ["internal.corp", "10.0.0.0/8", ".example.com"]);
+    let none = load_env(&[]);
+    assert!(none.https_proxy.is_none() && none.http_proxy.is_none() && none.no_proxy.is_empty());
+}
