@@ -606,6 +606,112 @@ async fn an_https_upstream_is_reached_over_http2_or_http11_as_alpn_settles() {
     }
 }
 
+/// `alice:s3cret` as Basic credentials.
+const PROXY_AUTH: &str = "Basic YWxpY2U6czNjcmV0";
+
+#[tokio::test]
+async fn an_https_upstream_is_reached_through_https_proxy_in_a_connect_tunnel() {
+    // As curl and the Python service's HTTP client do: a CONNECT to the upstream's host and
+    // port, the proxy's credentials from its URL, TLS to the upstream inside the tunnel.
+    let reply = |r: &Recorded| {
+        if r.json()["stream"] == true {
+            Reply::sse(text_stream(&["Hel", "lo"]))
+        } else {
+            Reply::raw_json(200, UPSTREAM_BODY)
+        }
+    };
+    let alpn = [b"h2".as_slice(), b"http/1.1"];
+    let (mock, tls) = MockUpstream::start_tls_as("api.upstream.test", reply, &alpn).await;
+    let outbound = OutboundProxy::start(mock.addr(), Some(PROXY_AUTH)).await;
+    let port = mock.addr().port();
+    let mut settings = openai_settings(&mock);
+    settings.base_url = Some(format!("https://api.upstream.test:{port}/v1"));
+    settings.https_proxy = Some(Secret::new(format!("http://alice:s3cret@{}", outbound.addr)));
+    settings.no_proxy = vec!["other.test".into()];
+    let proxy = Proxy::launch(settings, Launch { tls: Some(tls), ..Launch::default() }).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.json()["choices"][0]["message"]["content"],
+        "Hello! How can I assist you today?"
+    );
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+
+    let heads = outbound.heads();
+    assert!(!heads.is_empty());
+    for head in &heads {
+        assert!(
+            head.starts_with(&format!("CONNECT api.upstream.test:{port} HTTP/1.1\r\n")),
+            "{head}"
+        );
+        assert!(head.contains(&format!("Proxy-Authorization: {PROXY_AUTH}\r\n")), "{head}");
+    }
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.version, http::Version::HTTP_2, "ALPN inside the tunnel");
+        assert_eq!(r.path_and_query, "/v1/chat/completions");
+        assert!(r.headers.get("proxy-authorization").is_none(), "the upstream never sees it");
+    }
+    for entry in proxy.entries(2).await {
+        let headers = serde_json::to_string(&entry).unwrap();
+        assert!(!headers.contains("s3cret") && !headers.contains(PROXY_AUTH), "{headers}");
+    }
+}
+
+#[tokio::test]
+async fn a_plain_http_upstream_is_reached_through_http_proxy_in_absolute_form() {
+    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    let outbound = OutboundProxy::start(mock.addr(), Some(PROXY_AUTH)).await;
+    let port = mock.addr().port();
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Custom;
+    settings.base_url = Some(format!("http://ollama.lan.test:{port}/v1"));
+    settings.all_proxy = Some(Secret::new(format!("alice:s3cret@{}", outbound.addr)));
+    let proxy = Proxy::start(settings).await;
+
+    for _ in 0..2 {
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let heads = outbound.heads();
+    assert_eq!(heads.len(), 1, "one kept-alive connection to the proxy: {heads:?}");
+    let expected = format!("POST http://ollama.lan.test:{port}/v1/chat/completions HTTP/1.1\r\n");
+    assert!(heads[0].starts_with(&expected), "{}", heads[0]);
+    assert!(heads[0].contains(&format!("proxy-authorization: {PROXY_AUTH}\r\n")), "{}", heads[0]);
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].path_and_query, "/v1/chat/completions");
+    assert_eq!(requests[0].headers["host"], format!("ollama.lan.test:{port}"));
+}
+
+#[tokio::test]
+async fn a_proxy_that_refuses_the_tunnel_is_an_unreachable_upstream() {
+    let (mock, tls) = MockUpstream::start_tls_as(
+        "api.upstream.test",
+        |_| Reply::raw_json(200, UPSTREAM_BODY),
+        &[b"http/1.1"],
+    )
+    .await;
+    let outbound = OutboundProxy::start(mock.addr(), Some(PROXY_AUTH)).await;
+    let mut settings = openai_settings(&mock);
+    settings.base_url = Some(format!("https://api.upstream.test:{}/v1", mock.addr().port()));
+    settings.https_proxy = Some(Secret::new(format!("http://{}", outbound.addr)));
+    settings.max_retries = 0;
+    let proxy = Proxy::launch(settings, Launch { tls: Some(tls), ..Launch::default() }).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.json()["error"]["code"], "upstream_unreachable");
+    assert!(mock.requests().is_empty());
+    let entry = proxy.entries(1).await.remove(0);
+    let error = entry.entry.error_message.unwrap_or_default();
+    assert!(error.contains("proxy authorization required"), "{error}");
+}
+
 fn azure_settings(mock: &MockUpstream, base_path: &str) -> uniproxy_config::Settings {
     let mut s = openai_settings(mock);
     s.platform = Platform::AzureOpenAi;

@@ -12,6 +12,7 @@ pub mod listen;
 pub mod logging;
 pub mod logs_cmd;
 pub mod metrics;
+pub mod outbound;
 pub mod pool;
 pub mod record;
 pub mod relay;

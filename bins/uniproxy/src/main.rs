@@ -153,6 +153,9 @@ fn main() -> ExitCode {
             "threads" => threads,
             "open_files" => open_files,
             "log_store" => served.settings.database_path.display().to_string());
+        if let Some(proxy) = served.route.describe() {
+            info!(log, "the upstream is reached through an outbound proxy"; "proxy" => proxy);
+        }
         if open_files.is_some_and(|n| n < FEW_OPEN_FILES) {
             warn!(log, "the open-files limit is low: every connection takes one, so a few \
                 hundred idle clients could lock every other one out; raise it (ulimit -n, \

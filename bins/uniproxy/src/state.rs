@@ -14,6 +14,7 @@ use uniproxy_translate::{Provider, ProviderConfig, ProviderKind, TranslateError,
 
 use crate::logging::Logs;
 use crate::metrics::Metrics;
+use crate::outbound::{Route, RouteError};
 use crate::record::Recorder;
 use crate::upstream::Client;
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub provider: Box<dyn Provider>,
     /// The TLS configuration every upstream client is made with.
     pub tls: rustls::ClientConfig,
+    /// How upstream connections are made: directly, or through the outbound proxy.
+    pub route: Route,
     /// The root logger.
     pub log: Logger,
     /// Where request records go.
@@ -109,6 +112,9 @@ pub enum StartError {
     /// The request log's thread cannot be started.
     #[error("cannot start the request log's thread")]
     Thread(#[source] std::io::Error),
+    /// The outbound proxy setting that applies to the upstream cannot be used.
+    #[error(transparent)]
+    Proxy(#[from] RouteError),
 }
 
 /// Where the log store spills entries it cannot write to the database: beside the JSON log.
@@ -177,6 +183,7 @@ impl AppState {
         let writer = Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(spill)), writer)?;
         let https = settings.base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
         let tls = Client::tls_config(https);
+        let route = Route::for_upstream(&settings)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let metrics = Arc::new(Metrics::new(
@@ -190,6 +197,7 @@ impl AppState {
         Ok(AppState {
             provider,
             tls,
+            route,
             recorder,
             started: Instant::now(),
             started_unix: now.as_secs(),
@@ -213,7 +221,7 @@ impl AppState {
     /// A new upstream client (its own connection pool) for one runtime thread.
     pub fn new_client(&self) -> Client {
         let base_url = self.settings.base_url.as_deref();
-        Client::new(self.settings.connect_timeout, self.tls.clone(), base_url)
+        Client::new(self.settings.connect_timeout, self.tls.clone(), base_url, &self.route)
     }
 
     /// Takes a place for a request, or `None` when CONCURRENCY_LIMIT places are taken.

@@ -1,6 +1,7 @@
 //! The pooled HTTP client that talks to the upstream: HTTPS through rustls (HTTP/1.1 and
 //! HTTP/2 by ALPN, hyper-util's pool) or plain HTTP for local servers (HTTP/1.1, our own
-//! single-host pool: see [`crate::pool`]), keep-alive, connect timeout.
+//! single-host pool: see [`crate::pool`]), keep-alive, connect timeout; through an outbound
+//! HTTP proxy when one applies ([`crate::outbound`]).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -17,16 +18,20 @@ use hyper_util::rt::TokioExecutor;
 use uniproxy_translate::UpstreamRequest;
 
 use crate::error::ProxyError;
+use crate::outbound::{Connector, Route};
 use crate::pool::Pool;
 use crate::relay::UpstreamBody;
 
 /// The upstream client; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    /// A plain-HTTP upstream: its authority, its `Host` header (worked out once, see
-    /// [`Plain::for_base_url`]) and the pool for it.
+    inner: HyperClient<HttpsConnector<Connector>, Full<Bytes>>,
+    /// A plain-HTTP upstream reached directly: its authority, its `Host` header (worked out
+    /// once, see [`Plain::for_base_url`]) and the pool for it.
     plain: Option<Plain>,
+    /// The `Proxy-Authorization` each request carries when requests go to an outbound proxy
+    /// in absolute form (a plain-HTTP upstream; an HTTPS one's goes in the tunnel's CONNECT).
+    forward_auth: Option<HeaderValue>,
 }
 
 #[derive(Clone, Debug)]
@@ -64,14 +69,19 @@ impl Client {
             .with_no_client_auth()
     }
 
-    /// A client with its own connection pools for `base_url` (hyper-util's for HTTPS, ours
-    /// for plain HTTP). Each runtime thread makes its own, so a pooled connection is always
-    /// driven by the thread that uses it.
+    /// A client with its own connection pools for `base_url` (hyper-util's for HTTPS and for
+    /// anything through an outbound proxy, ours for plain HTTP reached directly), whose
+    /// connections go as `route` says. Each runtime thread makes its own, so a pooled
+    /// connection is always driven by the thread that uses it.
     pub fn new(
         connect_timeout: Duration,
         tls: rustls::ClientConfig,
         base_url: Option<&str>,
+        route: &Route,
     ) -> Self {
+        let https_upstream = base_url
+            .and_then(|u| u.parse::<Uri>().ok())
+            .is_some_and(|u| u.scheme() == Some(&Scheme::HTTPS));
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -82,13 +92,16 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http.clone());
+            .wrap_connector(Connector::new(route, http.clone(), https_upstream));
         let inner = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
             .pool_max_idle_per_host(crate::pool::MAX_IDLE)
             .build(connector);
-        let plain = base_url.and_then(|url| Plain::for_base_url(url, http));
-        Client { inner, plain }
+        let (plain, forward_auth) = match route {
+            Route::Direct => (base_url.and_then(|url| Plain::for_base_url(url, http)), None),
+            Route::Proxy { auth, .. } => (None, auth.clone().filter(|_| !https_upstream)),
+        };
+        Client { inner, plain, forward_auth }
     }
 
     /// Sends a request and waits for the response head, at most `first_byte`.
@@ -143,6 +156,9 @@ impl Client {
             );
             if let Some(plain) = plain {
                 headers.insert(hyper::header::HOST, plain.host.clone());
+            }
+            if let Some(auth) = &self.forward_auth {
+                headers.insert(hyper::header::PROXY_AUTHORIZATION, auth.clone());
             }
         }
         let request = builder.body(Full::new(up.body.clone())).map_err(|_| invalid())?;
@@ -251,7 +267,7 @@ mod tests {
     fn the_host_header_is_worked_out_once_for_plain_http_as_hyper_util_would() {
         let host = |url: &str| {
             let tls = Client::tls_config(false);
-            let client = Client::new(Duration::from_secs(1), tls, Some(url));
+            let client = Client::new(Duration::from_secs(1), tls, Some(url), &Route::Direct);
             client.plain.map(|p| (p.authority.to_string(), p.host.to_str().unwrap().to_owned()))
         };
         let pair = |a: &str, v: &str| Some((a.to_owned(), v.to_owned()));
@@ -266,7 +282,8 @@ mod tests {
         // HTTPS may speak HTTP/2, where hyper-util sends no Host: left to it.
         assert_eq!(host("https://api.openai.com/v1"), None);
         assert_eq!(host("not a url"), None);
-        let none = Client::new(Duration::from_secs(1), Client::tls_config(false), None);
+        let none =
+            Client::new(Duration::from_secs(1), Client::tls_config(false), None, &Route::Direct);
         assert!(none.plain.is_none());
     }
 
@@ -290,7 +307,12 @@ mod tests {
         let server = server(After::KeepAlive).await;
         let authority = server.target.authority().unwrap().to_string();
         let base = format!("http://{authority}/v1");
-        let client = Client::new(Duration::from_secs(1), Client::tls_config(false), Some(&base));
+        let client = Client::new(
+            Duration::from_secs(1),
+            Client::tls_config(false),
+            Some(&base),
+            &Route::Direct,
+        );
         for (i, (url, line)) in [
             (format!("{base}/chat/completions"), "POST /v1/chat/completions HTTP/1.1"),
             (

@@ -41,6 +41,85 @@ pub const ACTUAL_NAME: &str = "gpt-4o-mini-2024-07-18";
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
+// An outbound HTTP proxy (HTTPS_PROXY), in front of a mock upstream.
+// ---------------------------------------------------------------------------------------
+
+/// A forward proxy that takes `CONNECT host:port` (answering 200 and joining the connection
+/// to `target`, whatever host was asked for) and absolute-form requests (passed whole to
+/// `target`), and keeps the head of each connection's first request. With `require`, a
+/// connection whose head lacks `Proxy-Authorization: require` gets 407 and is closed.
+pub struct OutboundProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl OutboundProxy {
+    pub async fn start(target: SocketAddr, require: Option<&str>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (kept, require) = (heads.clone(), require.map(str::to_owned));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let (kept, require) = (kept.clone(), require.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match client.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    kept.lock().unwrap().push(text.clone());
+                    let authorized = require.as_ref().is_none_or(|auth| {
+                        text.lines().any(|l| {
+                            l.split_once(':').is_some_and(|(name, value)| {
+                                name.eq_ignore_ascii_case("proxy-authorization")
+                                    && value.trim() == auth
+                            })
+                        })
+                    });
+                    if !authorized {
+                        let _ = client
+                            .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let Ok(mut upstream) = TcpStream::connect(target).await else { return };
+                    if text.starts_with("CONNECT ") {
+                        let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
+                        if client.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    } else if upstream.write_all(&head).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        OutboundProxy { addr, heads, task }
+    }
+
+    /// The head of each connection's first request, in the order they came.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+impl Drop for OutboundProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The mock upstream.
 // ---------------------------------------------------------------------------------------
 
@@ -273,7 +352,17 @@ impl MockUpstream {
         handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
         alpn: &[&[u8]],
     ) -> (Self, rustls::ClientConfig) {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        MockUpstream::start_tls_as("localhost", handler, alpn).await
+    }
+
+    /// [`MockUpstream::start_tls`] with a certificate for `name` (reached through a proxy
+    /// that knows where the mock is; [`MockUpstream::url`] still says `localhost`).
+    pub async fn start_tls_as(
+        name: &str,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        alpn: &[&[u8]],
+    ) -> (Self, rustls::ClientConfig) {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
         let cert = certified.cert.der().clone();
         let key =
             rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
@@ -361,6 +450,11 @@ impl MockUpstream {
 
     /// `http://127.0.0.1:PORT` (`https://localhost:PORT` for HTTPS), without a trailing
     /// slash.
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn url(&self) -> String {
         if self.tls {
             format!("https://localhost:{}", self.addr.port())

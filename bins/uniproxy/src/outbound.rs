@@ -1,0 +1,370 @@
+//! How upstream connections are made: straight to the upstream, or through the HTTP proxy
+//! that `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` name for it, as curl and Python's HTTP
+//! clients (the service uniproxy replaces among them) read those variables. An HTTPS upstream
+//! is reached through a `CONNECT` tunnel, with TLS inside it; a plain-HTTP one by sending each
+//! request to the proxy in absolute form. `NO_PROXY` and loopback upstreams go direct.
+//!
+//! There is one upstream, so the route is worked out once, at start-up ([`Route::for_upstream`]),
+//! and a setting that cannot be used for it stops the start with the setting's name.
+
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper::Uri;
+use hyper::header::HeaderValue;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower_service::Service;
+use uniproxy_config::Settings;
+
+/// Where the upstream's connections go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Route {
+    /// Straight to the upstream.
+    Direct,
+    /// Through an HTTP proxy: a `CONNECT` tunnel for an HTTPS upstream, requests in absolute
+    /// form for a plain-HTTP one.
+    Proxy {
+        /// The proxy's URL, `http://host:port/`, without credentials.
+        proxy: Uri,
+        /// The `Proxy-Authorization` the proxy URL's `user:password@` makes.
+        auth: Option<HeaderValue>,
+        /// The setting that named the proxy.
+        setting: &'static str,
+    },
+}
+
+/// A proxy setting that applies to the upstream but cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting} cannot be used for the upstream: {reason}")]
+pub struct RouteError {
+    /// The setting's name.
+    pub setting: &'static str,
+    /// What is wrong with it (never its value, which may hold a password).
+    pub reason: &'static str,
+}
+
+impl Route {
+    /// The route to the upstream `settings.base_url` names, under its proxy settings.
+    ///
+    /// # Errors
+    /// [`RouteError`] when the proxy setting that applies is not an `http://` proxy URL
+    /// (`https://` and SOCKS proxies are not supported) or does not parse.
+    pub fn for_upstream(settings: &Settings) -> Result<Route, RouteError> {
+        let Some(base) = settings.base_url.as_deref().and_then(|u| u.parse::<Uri>().ok()) else {
+            return Ok(Route::Direct);
+        };
+        let Some(host) = base.host() else { return Ok(Route::Direct) };
+        if is_loopback(host) {
+            return Ok(Route::Direct);
+        }
+        let (own, own_name) = match base.scheme_str() {
+            Some("https") => (&settings.https_proxy, "HTTPS_PROXY"),
+            Some("http") => (&settings.http_proxy, "HTTP_PROXY"),
+            _ => return Ok(Route::Direct),
+        };
+        let Some((value, setting)) = own
+            .as_ref()
+            .map(|v| (v, own_name))
+            .or_else(|| settings.all_proxy.as_ref().map(|v| (v, "ALL_PROXY")))
+        else {
+            return Ok(Route::Direct);
+        };
+        let value = value.expose().trim();
+        let invalid = |reason| RouteError { setting, reason };
+        // The matcher reads a value as curl does (`host:port` is `http://host:port`, the
+        // user and password percent-decoded into Basic credentials) and applies NO_PROXY.
+        let intercept = |no: &str| Matcher::builder().all(value).no(no).build().intercept(&base);
+        let Some(found) = intercept("") else {
+            return Err(invalid(
+                "not a proxy URL (http://host:port, http://user:password@host:port, or host:port)",
+            ));
+        };
+        if found.uri().scheme_str() != Some("http") {
+            return Err(invalid(
+                "only an http:// proxy is supported (not https:// or SOCKS); a proxy reached \
+                 over http:// still carries HTTPS upstream traffic encrypted, in a CONNECT tunnel",
+            ));
+        }
+        if found.uri().port_u16() == Some(0) {
+            return Err(invalid("the proxy's port is 0"));
+        }
+        if intercept(&settings.no_proxy.join(",")).is_none() {
+            return Ok(Route::Direct);
+        }
+        Ok(Route::Proxy { proxy: found.uri().clone(), auth: found.basic_auth().cloned(), setting })
+    }
+
+    /// The proxy, for the start-up log: its address only, never its credentials.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Route::Direct => None,
+            Route::Proxy { proxy, setting, .. } => Some(format!("{} ({setting})", address(proxy))),
+        }
+    }
+}
+
+/// A proxy's URL as shown: scheme and host, never a user or password.
+fn address(proxy: &Uri) -> String {
+    let authority = proxy.authority().map_or("", |a| a.as_str());
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("http://{host}")
+}
+
+/// `localhost`, `*.localhost` or a loopback address, which no proxy can reach for us (curl's
+/// and Go's rule for `localhost`; a local Ollama behind a corporate proxy variable is never
+/// meant to go through it).
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The connector hyper-util's client makes upstream connections with, on [`Route`].
+#[derive(Clone, Debug)]
+pub enum Connector {
+    /// Straight to the destination.
+    Direct(HttpConnector),
+    /// A `CONNECT` tunnel through the proxy to the destination (an HTTPS upstream); the
+    /// proxy's address, for errors.
+    Tunnel(Tunnel<HttpConnector>, String),
+    /// A connection to the proxy, which takes requests in absolute form (a plain-HTTP
+    /// upstream); the proxy's URL.
+    Forward(HttpConnector, Uri),
+}
+
+impl Connector {
+    /// The connector for `route`, its TCP connections made by `http`.
+    pub fn new(route: &Route, http: HttpConnector, https_upstream: bool) -> Self {
+        match route {
+            Route::Direct => Connector::Direct(http),
+            Route::Proxy { proxy, auth, .. } if https_upstream => {
+                let tunnel = Tunnel::new(proxy.clone(), http);
+                let tunnel = match auth {
+                    Some(auth) => tunnel.with_auth(auth.clone()),
+                    None => tunnel,
+                };
+                Connector::Tunnel(tunnel, address(proxy))
+            }
+            Route::Proxy { proxy, .. } => Connector::Forward(http, proxy.clone()),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Connector::Direct(http) | Connector::Forward(http, _) => {
+                http.poll_ready(cx).map_err(Into::into)
+            }
+            Connector::Tunnel(tunnel, proxy) => tunnel
+                .poll_ready(cx)
+                .map_err(|e| ViaProxy { proxy: proxy.clone(), source: e.into() }.into()),
+        }
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        match self {
+            Connector::Direct(http) => {
+                let connecting = http.call(dst);
+                Box::pin(async move { Ok(Conn { io: connecting.await?, proxied: false }) })
+            }
+            Connector::Tunnel(tunnel, proxy) => {
+                let (connecting, proxy) = (tunnel.call(dst), proxy.clone());
+                Box::pin(async move {
+                    let io = connecting.await.map_err(|e| ViaProxy { proxy, source: e.into() })?;
+                    Ok(Conn { io, proxied: false })
+                })
+            }
+            Connector::Forward(http, proxy) => {
+                let connecting = http.call(proxy.clone());
+                let proxy = address(proxy);
+                Box::pin(async move {
+                    let io = connecting.await.map_err(|e| ViaProxy { proxy, source: e.into() })?;
+                    Ok(Conn { io, proxied: true })
+                })
+            }
+        }
+    }
+}
+
+/// A connection through the outbound proxy that could not be made, for the log (the client
+/// gets "could not reach the upstream"): hyper-util's text ("tunnel error: proxy
+/// authorization required", "… unsuccessful" for any other refusal) behind the proxy's
+/// address; its cause (a refused or timed-out TCP connect) stays the source.
+#[derive(Debug, thiserror::Error)]
+#[error("through the outbound proxy {proxy}: {source}")]
+struct ViaProxy {
+    proxy: String,
+    source: BoxError,
+}
+
+/// An upstream connection, which says whether it goes to a proxy that takes absolute-form
+/// requests (hyper-util then leaves each request's URL whole).
+#[derive(Debug)]
+pub struct Conn {
+    io: TokioIo<TcpStream>,
+    proxied: bool,
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        self.io.connected().proxy(self.proxied)
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uniproxy_config::Secret;
+
+    fn settings(base_url: &str) -> Settings {
+        let mut s = Settings::mock_defaults();
+        s.base_url = Some(base_url.to_owned());
+        s
+    }
+
+    fn proxy_of(route: &Route) -> Option<(String, Option<String>, &'static str)> {
+        match route {
+            Route::Direct => None,
+            Route::Proxy { proxy, auth, setting } => Some((
+                proxy.to_string(),
+                auth.as_ref().and_then(|a| a.to_str().ok()).map(str::to_owned),
+                setting,
+            )),
+        }
+    }
+
+    #[test]
+    fn each_scheme_takes_its_own_variable_then_all_proxy() {
+        let mut s = settings("https://api.openai.com/v1");
+        assert_eq!(Route::for_upstream(&s).unwrap(), Route::Direct, "nothing set");
+        s.all_proxy = Some(Secret::from("http://all.corp:1080"));
+        s.http_proxy = Some(Secret::from("http://plain.corp:8080"));
+        let route = Route::for_upstream(&s).unwrap();
+        assert_eq!(proxy_of(&route), Some(("http://all.corp:1080/".into(), None, "ALL_PROXY")));
+        s.https_proxy = Some(Secret::from("proxy.corp:3128"));
+        let route = Route::for_upstream(&s).unwrap();
+        assert_eq!(
+            proxy_of(&route),
+            Some(("http://proxy.corp:3128/".into(), None, "HTTPS_PROXY")),
+            "a bare host:port is an http:// proxy, as for curl"
+        );
+        s.base_url = Some("http://ollama.lan:11434/v1".into());
+        let route = Route::for_upstream(&s).unwrap();
+        assert_eq!(proxy_of(&route), Some(("http://plain.corp:8080/".into(), None, "HTTP_PROXY")));
+        assert_eq!(route.describe().as_deref(), Some("http://plain.corp:8080 (HTTP_PROXY)"));
+    }
+
+    #[test]
+    fn credentials_become_basic_auth_and_never_show() {
+        let mut s = settings("https://api.anthropic.com/v1");
+        s.https_proxy = Some(Secret::from("http://al%40ice:s3cr%3At@proxy.corp:3128"));
+        let route = Route::for_upstream(&s).unwrap();
+        // "al@ice:s3cr:t", percent-decoded, in base64.
+        let (_, auth, _) = proxy_of(&route).unwrap();
+        assert_eq!(auth.as_deref(), Some("Basic YWxAaWNlOnMzY3I6dA=="));
+        let shown = route.describe().unwrap();
+        assert_eq!(shown, "http://proxy.corp:3128 (HTTPS_PROXY)");
+        assert!(!format!("{route:?}").contains("s3cr"), "{route:?}");
+    }
+
+    #[test]
+    fn no_proxy_and_loopback_go_direct() {
+        for (base, no_proxy) in [
+            ("https://api.openai.com/v1", vec!["openai.com"]),
+            ("https://api.openai.com/v1", vec![".openai.com"]),
+            ("https://api.openai.com/v1", vec!["*"]),
+            ("https://10.1.2.3/v1", vec!["10.0.0.0/8"]),
+            ("http://localhost:11434/v1", vec![]),
+            ("http://127.0.0.1:11434/v1", vec![]),
+            ("http://[::1]:11434/v1", vec![]),
+            ("http://ollama.localhost:11434/v1", vec![]),
+        ] {
+            let mut s = settings(base);
+            s.all_proxy = Some(Secret::from("http://proxy.corp:3128"));
+            s.no_proxy = no_proxy.iter().map(|h| (*h).to_owned()).collect();
+            assert_eq!(Route::for_upstream(&s).unwrap(), Route::Direct, "{base} {no_proxy:?}");
+        }
+        let mut s = settings("https://api.openai.com/v1");
+        s.all_proxy = Some(Secret::from("http://proxy.corp:3128"));
+        s.no_proxy = vec!["example.com".into(), "penai.com".into()];
+        assert!(matches!(Route::for_upstream(&s).unwrap(), Route::Proxy { .. }));
+    }
+
+    #[test]
+    fn a_proxy_that_cannot_be_used_stops_the_start_with_its_name() {
+        for (value, expected) in [
+            ("socks5://127.0.0.1:1080", "only an http:// proxy"),
+            ("https://proxy.corp:443", "only an http:// proxy"),
+            ("ftp://proxy.corp", "not a proxy URL"),
+            ("http://", "not a proxy URL"),
+            ("http://proxy.corp:0", "port is 0"),
+        ] {
+            let mut s = settings("https://api.openai.com/v1");
+            s.https_proxy = Some(Secret::from(value));
+            let e = Route::for_upstream(&s).unwrap_err();
+            assert_eq!(e.setting, "HTTPS_PROXY");
+            assert!(e.to_string().contains(expected), "{value}: {e}");
+        }
+        // A variable for the other scheme is not read, so it cannot stop the start.
+        let mut s = settings("https://api.openai.com/v1");
+        s.http_proxy = Some(Secret::from("socks5://127.0.0.1:1080"));
+        assert_eq!(Route::for_upstream(&s).unwrap(), Route::Direct);
+    }
+}
