@@ -86,6 +86,12 @@ struct Builder {
     call_names: HashMap<String, String>,
     /// Whether the last content holds only function responses (more may join it).
     in_tool_results: bool,
+    /// How many calls of the last model turn no result has answered yet.
+    unanswered: usize,
+    /// The parts of user messages sent while calls were unanswered: they go in a content of
+    /// their own once the results are in, since Gemini wants a call turn's responses, all of
+    /// them, in the content right after it.
+    held: Vec<Part>,
     /// What reducing the request's schemas may still copy, for all of them together.
     schema_budget: schema::Budget,
 }
@@ -199,11 +205,18 @@ impl Builder {
                 }
                 Role::User => {
                     let parts = self.user_parts(m.content(), &at)?;
-                    self.push("user", parts);
+                    if self.unanswered > 0 {
+                        self.held.extend(parts);
+                    } else {
+                        self.push("user", parts);
+                    }
                 }
                 Role::Assistant => {
                     let parts = self.assistant_parts(m, &at)?;
+                    let calls = parts.iter().filter(|p| p.function_call.is_some()).count();
+                    self.release_held();
                     self.push("model", parts);
+                    self.unanswered = calls;
                 }
                 Role::Tool => {
                     let Some(id) = &m.tool_call_id else {
@@ -232,7 +245,15 @@ impl Builder {
                 Role::Other(_) => return Err(unsupported(format!("{at}.role"))),
             }
         }
+        self.release_held();
         Ok(())
+    }
+
+    /// Pushes the user parts held back while calls were unanswered.
+    fn release_held(&mut self) {
+        self.unanswered = 0;
+        let held = std::mem::take(&mut self.held);
+        self.push("user", held);
     }
 
     /// The text of a message that may only hold text.
@@ -261,9 +282,9 @@ impl Builder {
     }
 
     fn push(&mut self, role: &str, parts: Vec<Part>) {
-        self.in_tool_results = false;
         // Gemini refuses a turn without parts; an empty message says nothing.
         if !parts.is_empty() {
+            self.in_tool_results = false;
             self.contents.push(Content { role: Some(role.to_owned()), parts, extra: Map::new() });
         }
     }
@@ -281,6 +302,10 @@ impl Builder {
                 });
                 self.in_tool_results = true;
             }
+        }
+        self.unanswered = self.unanswered.saturating_sub(1);
+        if self.unanswered == 0 {
+            self.release_held();
         }
     }
 
