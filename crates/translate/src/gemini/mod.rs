@@ -13,7 +13,7 @@
 //! | `image_url` with an `http(s)://` or `gs://` URL | `fileData` (`mimeType` guessed from the extension, else left out) |
 //! | `assistant` text / refusal, `tool_calls`, legacy `function_call` | `model` content: `text`, `functionCall {id, name, args}` (args parsed; `""` is `{}`; no `id` for Vertex AI `v1`, which has no field for it and refuses the request) |
 //! | `tool_calls[].extra_content.google.thought_signature` | `thoughtSignature` on that `functionCall` part (Gemini 3 wants it back; for a Gemini 3 model, a turn whose calls have none gets Google's `skip_thought_signature_validator` on its first) |
-//! | `tool` messages (consecutive ones in one `user` content, right after the calls: a `user` message sent before every call of the turn is answered goes after the results, in a content of its own), legacy `function` messages | `functionResponse {id, name, response}` (no `id` for Vertex AI `v1`): the name is the matching call's; `response` is the content when it is a JSON object, else `{"result": <the JSON value or the text>}` |
+//! | `tool` messages (consecutive ones in one `user` content, right after the calls and in their order, which Vertex AI `v1` pairs them by: a `user` message sent before every call of the turn is answered goes after the results, in a content of its own), legacy `function` messages | `functionResponse {id, name, response}` (no `id` for Vertex AI `v1`): the name is the matching call's; `response` is the content when it is a JSON object, else `{"result": <the JSON value or the text>}` |
 //! | `tools[].function`, legacy `functions` | `tools[0].functionDeclarations`, parameters reduced by the `schema` module (properties keep the client's order, said to Gemini with `propertyOrdering`, which it otherwise takes as alphabetical; a parameter-less object is left out, as Gemini refuses empty `OBJECT`s; a schema with an object of unlisted keys, a map, goes as `parametersJsonSchema`) |
 //! | `tool_choice` `auto` / `none` / `required` / named | `toolConfig.functionCallingConfig.mode` `AUTO` / `NONE` / `ANY` / `ANY` + `allowedFunctionNames` |
 //! | `tool_choice` `allowed_tools` (mode `auto` / `required`) | only the allowed tools' declarations (the others named in `dropped`: Gemini takes a list of allowed functions only with `ANY`), mode `AUTO` / `ANY`; a name no tool of the request has is a 400 |
@@ -446,6 +446,41 @@ mod call_id_tests {
         ] {
             assert_eq!(call_ids(base_url), ids, "{base_url}");
         }
+    }
+
+    /// Vertex AI `v1` pairs calls and results by name and order: results the client gave in
+    /// another order than the calls go in the calls' order, or two calls of one function
+    /// would get each other's results.
+    #[test]
+    fn results_go_in_the_order_of_their_calls() {
+        let config = ProviderConfig::new(
+            ProviderKind::Google,
+            "https://aiplatform.googleapis.com/v1/publishers/google",
+            "k",
+            "gemini-2.5-flash",
+        );
+        let gemini = crate::provider(&config).unwrap();
+        let call = |id: &str, city: &str| json!({"id": id, "type": "function", "function": {"name": "weather", "arguments": format!(r#"{{"city":"{city}"}}"#)}});
+        let request: ChatCompletionRequest = serde_json::from_value(json!({
+            "model": "x",
+            "messages": [
+                {"role": "user", "content": "Weather in Paris, Rome and Oslo?"},
+                {"role": "assistant", "content": null, "tool_calls": [call("c1", "Paris"), call("c2", "Rome"), call("c3", "Oslo")]},
+                {"role": "tool", "tool_call_id": "c3", "content": "Oslo: 5C"},
+                {"role": "tool", "tool_call_id": "c1", "content": "Paris: 18C"},
+                {"role": "tool", "tool_call_id": "c2", "content": "Rome: 21C"},
+            ],
+        }))
+        .unwrap();
+        let body: Value =
+            serde_json::from_slice(&gemini.build_request(request).unwrap().body).unwrap();
+        let results: Vec<&Value> = body["contents"][2]["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["functionResponse"]["response"]["result"])
+            .collect();
+        assert_eq!(results, ["Paris: 18C", "Rome: 21C", "Oslo: 5C"]);
     }
 }
 

@@ -88,6 +88,8 @@ struct Builder {
     in_tool_results: bool,
     /// How many calls of the last model turn no result has answered yet.
     unanswered: usize,
+    /// The ids of the last model turn's calls, in order: its results go in that order.
+    turn_calls: Vec<String>,
     /// The parts of user messages sent while calls were unanswered: they go in a content of
     /// their own once the results are in, since Gemini wants a call turn's responses, all of
     /// them, in the content right after it.
@@ -217,6 +219,7 @@ impl Builder {
                     self.release_held();
                     self.push("model", parts);
                     self.unanswered = calls;
+                    self.turn_calls = m.tool_calls.iter().flatten().map(|c| c.id.clone()).collect();
                 }
                 Role::Tool => {
                     let Some(id) = &m.tool_call_id else {
@@ -289,11 +292,28 @@ impl Builder {
         }
     }
 
-    /// Consecutive tool results of a turn go in one `user` content.
+    /// Consecutive tool results of a turn go in one `user` content, in the order of the calls
+    /// they answer, whatever order the client gave them in: Vertex AI `v1`, which takes no ids,
+    /// pairs calls and results by name and order, so two calls of one function would otherwise
+    /// get each other's results.
     fn push_result(&mut self, response: FunctionResponse) {
+        let turn_calls = &self.turn_calls;
+        let place = |r: &FunctionResponse| {
+            r.id.as_ref().and_then(|id| turn_calls.iter().position(|c| c == id))
+        };
+        let at = place(&response);
         let part = Part { function_response: Some(Box::new(response)), ..Default::default() };
         match self.contents.last_mut() {
-            Some(last) if self.in_tool_results => last.parts.push(part),
+            Some(last) if self.in_tool_results => {
+                // Before the first result that answers a later call; a result that answers no
+                // call of the turn (a legacy `function` message) stays where it was given.
+                let before = at.and_then(|at| {
+                    last.parts.iter().position(|p| {
+                        p.function_response.as_deref().and_then(place).is_some_and(|p| p > at)
+                    })
+                });
+                last.parts.insert(before.unwrap_or(last.parts.len()), part);
+            }
             _ => {
                 self.contents.push(Content {
                     role: Some("user".to_owned()),
