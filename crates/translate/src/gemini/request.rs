@@ -84,16 +84,10 @@ struct Builder {
     dropped: Vec<String>,
     /// Tool call id → function name, from the assistant turns seen so far.
     call_names: HashMap<String, String>,
-    /// Whether the last content holds only function responses (more may join it).
-    in_tool_results: bool,
-    /// How many calls of the last model turn no result has answered yet.
-    unanswered: usize,
     /// The ids of the last model turn's calls, in order: its results go in that order.
     turn_calls: Vec<String>,
-    /// The parts of user messages sent while calls were unanswered: they go in a content of
-    /// their own once the results are in, since Gemini wants a call turn's responses, all of
-    /// them, in the content right after it.
-    held: Vec<Part>,
+    /// Where the content of the last model turn's results is, once one came.
+    results_at: Option<usize>,
     /// What reducing the request's schemas may still copy, for all of them together.
     schema_budget: schema::Budget,
 }
@@ -207,19 +201,15 @@ impl Builder {
                 }
                 Role::User => {
                     let parts = self.user_parts(m.content(), &at)?;
-                    if self.unanswered > 0 {
-                        self.held.extend(parts);
-                    } else {
-                        self.push("user", parts);
-                    }
+                    self.push("user", parts);
                 }
                 Role::Assistant => {
                     let parts = self.assistant_parts(m, &at)?;
-                    let calls = parts.iter().filter(|p| p.function_call.is_some()).count();
-                    self.release_held();
+                    if self.contents.last().is_none_or(|c| c.role.as_deref() != Some("model")) {
+                        self.turn_calls.clear();
+                    }
+                    self.turn_calls.extend(m.tool_calls.iter().flatten().map(|c| c.id.clone()));
                     self.push("model", parts);
-                    self.unanswered = calls;
-                    self.turn_calls = m.tool_calls.iter().flatten().map(|c| c.id.clone()).collect();
                 }
                 Role::Tool => {
                     let Some(id) = &m.tool_call_id else {
@@ -248,15 +238,7 @@ impl Builder {
                 Role::Other(_) => return Err(unsupported(format!("{at}.role"))),
             }
         }
-        self.release_held();
         Ok(())
-    }
-
-    /// Pushes the user parts held back while calls were unanswered.
-    fn release_held(&mut self) {
-        self.unanswered = 0;
-        let held = std::mem::take(&mut self.held);
-        self.push("user", held);
     }
 
     /// The text of a message that may only hold text.
@@ -284,18 +266,40 @@ impl Builder {
         }
     }
 
+    /// Appends parts to the conversation, merging consecutive turns of one role: Gemini wants
+    /// a model turn to follow a user turn ("Please ensure that multiturn requests alternate
+    /// between user and model"), and an OpenAI conversation may hold two user messages in a
+    /// row, or an assistant's text and its calls as two messages. A content of tool results
+    /// takes nothing else (see [`push_result`](Self::push_result)).
     fn push(&mut self, role: &str, parts: Vec<Part>) {
         // Gemini refuses a turn without parts; an empty message says nothing.
-        if !parts.is_empty() {
-            self.in_tool_results = false;
-            self.contents.push(Content { role: Some(role.to_owned()), parts, extra: Map::new() });
+        if parts.is_empty() {
+            return;
+        }
+        if role == "model" {
+            self.results_at = None;
+        }
+        let last = self.contents.len().checked_sub(1);
+        match self.contents.last_mut() {
+            Some(c) if c.role.as_deref() == Some(role) && last != self.results_at => {
+                c.parts.extend(parts);
+            }
+            _ => self.contents.push(Content {
+                role: Some(role.to_owned()),
+                parts,
+                extra: Map::new(),
+            }),
         }
     }
 
-    /// Consecutive tool results of a turn go in one `user` content, in the order of the calls
-    /// they answer, whatever order the client gave them in: Vertex AI `v1`, which takes no ids,
-    /// pairs calls and results by name and order, so two calls of one function would otherwise
-    /// get each other's results.
+    /// Adds a tool result to the content of the last model turn's results, which comes right
+    /// after that turn and holds only results: Gemini wants a call turn's responses, all of
+    /// them and nothing else, in the content that follows it (a text beside them is refused:
+    /// 400 "Requests ending with a model turn are not supported"), so a user message sent
+    /// before or amid the results goes after them. The results go in the order of the calls
+    /// they answer, whatever order the client gave them in: Vertex AI `v1`, which takes no
+    /// ids, pairs calls and results by name and order, so two calls of one function would
+    /// otherwise get each other's results.
     fn push_result(&mut self, response: FunctionResponse) {
         let turn_calls = &self.turn_calls;
         let place = |r: &FunctionResponse| {
@@ -303,30 +307,32 @@ impl Builder {
         };
         let at = place(&response);
         let part = Part { function_response: Some(Box::new(response)), ..Default::default() };
-        match self.contents.last_mut() {
-            Some(last) if self.in_tool_results => {
-                // Before the first result that answers a later call; a result that answers no
-                // call of the turn (a legacy `function` message) stays where it was given.
-                let before = at.and_then(|at| {
-                    last.parts.iter().position(|p| {
-                        p.function_response.as_deref().and_then(place).is_some_and(|p| p > at)
-                    })
-                });
-                last.parts.insert(before.unwrap_or(last.parts.len()), part);
+        let i = match self.results_at {
+            Some(i) => i,
+            None => {
+                // Right after the last model turn.
+                let i = self
+                    .contents
+                    .iter()
+                    .rposition(|c| c.role.as_deref() == Some("model"))
+                    .map_or(0, |i| i + 1);
+                let content =
+                    Content { role: Some("user".to_owned()), parts: Vec::new(), extra: Map::new() };
+                self.contents.insert(i, content);
+                self.results_at = Some(i);
+                i
             }
-            _ => {
-                self.contents.push(Content {
-                    role: Some("user".to_owned()),
-                    parts: vec![part],
-                    extra: Map::new(),
-                });
-                self.in_tool_results = true;
-            }
-        }
-        self.unanswered = self.unanswered.saturating_sub(1);
-        if self.unanswered == 0 {
-            self.release_held();
-        }
+        };
+        let Some(results) = self.contents.get_mut(i) else {
+            return;
+        };
+        // Before the first result of a later call; a result that answers no call of the turn
+        // (a legacy `function` message) goes after those already there.
+        let before = results.parts.iter().position(|p| {
+            let later = p.function_response.as_deref().and_then(place);
+            at.is_some_and(|at| later.is_some_and(|l| l > at))
+        });
+        results.parts.insert(before.unwrap_or(results.parts.len()), part);
     }
 
     fn user_parts(
