@@ -202,6 +202,90 @@ async fn google_answers_a_legacy_functions_request_with_a_function_call() {
     }
 }
 
+/// What Gemini refuses in a conversation with tool calls: turns of one role in a row (but a
+/// user turn after the results: "Please ensure that multiturn requests alternate between user
+/// and model"), and a call turn whose next content is not a response to each call and nothing
+/// else (a text beside them: "Requests ending with a model turn are not supported"), in the
+/// calls' order (Vertex AI `v1` pairs them by order).
+fn gemini_refuses(contents: &[Value]) -> Option<String> {
+    for (i, pair) in contents.windows(2).enumerate() {
+        let parts = pair[1]["parts"].as_array()?;
+        let results = |c: &Value| {
+            c["parts"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p.get("functionResponse").is_some()))
+        };
+        if pair[0]["role"] == pair[1]["role"] && !results(&pair[0]) {
+            return Some(format!("contents[{}]: multiturn requests must alternate", i + 1));
+        }
+        let calls: Vec<&Value> =
+            pair[0]["parts"].as_array()?.iter().filter_map(|p| p.get("functionCall")).collect();
+        let answers: Vec<&Value> = parts.iter().filter_map(|p| p.get("functionResponse")).collect();
+        let paired = calls.len() == parts.len()
+            && calls.len() == answers.len()
+            && calls
+                .iter()
+                .zip(&answers)
+                .all(|(c, r)| c["name"] == r["name"] && c["id"] == r["id"]);
+        if !calls.is_empty() && !paired {
+            return Some(format!("contents[{}]: the responses do not answer the calls", i + 1));
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn google_tool_loop_with_a_user_message_amid_the_results_is_one_gemini_accepts() {
+    // An agent answers two parallel calls in the order its tools finish, with a note from the
+    // user between the results and a question after them.
+    let mock = MockUpstream::start(|r| {
+        let contents = r.json()["contents"].as_array().cloned().unwrap_or_default();
+        if let Some(why) = gemini_refuses(&contents) {
+            let error = json!({"error": {"code": 400, "message": why, "status": "INVALID_ARGUMENT"}});
+            return Reply::json(400, &error);
+        }
+        let parts = if contents.len() == 1 {
+            let call = |id: &str, city: &str| json!({"functionCall": {"id": id, "name": "get_weather", "args": {"city": city}}});
+            json!([call("fc_1", "Paris"), call("fc_2", "Rome")])
+        } else {
+            json!([{"text": "Paris 18C, Rome 21C."}])
+        };
+        let candidate = json!({"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0});
+        Reply::json(200, &json!({"candidates": [candidate], "modelVersion": "gemini-2.5-flash"}))
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Google;
+    settings.base_url = Some(format!("{}/v1beta", mock.url()));
+    let proxy = Proxy::start(settings).await;
+
+    let mut req = chat_request("a", false);
+    req["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    req["messages"] = json!([{"role": "user", "content": "Weather in Paris and Rome?"}]);
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let message = resp.json()["choices"][0]["message"].clone();
+    let ids: Vec<&str> = message["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["fc_1", "fc_2"], "{message}");
+
+    let messages = req["messages"].as_array_mut().unwrap();
+    messages.extend([
+        message.clone(),
+        json!({"role": "tool", "tool_call_id": "fc_2", "content": "21C"}),
+        json!({"role": "user", "content": "In Celsius, please."}),
+        json!({"role": "tool", "tool_call_id": "fc_1", "content": "18C"}),
+        json!({"role": "user", "content": "And which is warmer?"}),
+    ]);
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["choices"][0]["message"]["content"], "Paris 18C, Rome 21C.");
+}
+
 #[tokio::test]
 async fn stream_is_relayed_before_the_upstream_finishes() {
     let release = Arc::new(Notify::new());
