@@ -773,6 +773,40 @@ async fn a_plain_http_upstream_is_reached_through_http_proxy_in_absolute_form() 
 }
 
 #[tokio::test]
+async fn upstreams_are_reached_through_a_socks5_proxy() {
+    // An HTTPS upstream by name (socks5h: the proxy resolves it), with the proxy's user and
+    // password; then a plain-HTTP one, whose URL has no port (80 is asked for, not 443).
+    let reply = |_: &Recorded| Reply::raw_json(200, UPSTREAM_BODY);
+    let (mock, tls) = MockUpstream::start_tls_as("api.upstream.test", reply, &[b"h2"]).await;
+    let socks = SocksProxy::start(mock.addr(), Some(("bob", "hunter2"))).await;
+    let port = mock.addr().port();
+    let mut settings = openai_settings(&mock);
+    settings.base_url = Some(format!("https://api.upstream.test:{port}/v1"));
+    settings.all_proxy = Some(Secret::new(format!("socks5h://bob:hunter2@{}", socks.addr)));
+    let proxy = Proxy::launch(settings, Launch { tls: Some(tls), ..Launch::default() }).await;
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(socks.asked(), [format!("api.upstream.test:{port}")]);
+    assert_eq!(mock.requests().len(), 1);
+    let entry = serde_json::to_string(&proxy.entries(1).await).unwrap();
+    assert!(!entry.contains("hunter2"), "{entry}");
+
+    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    let socks = SocksProxy::start(mock.addr(), None).await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Custom;
+    settings.base_url = Some("http://ollama.lan.test/v1".to_owned());
+    settings.http_proxy = Some(Secret::new(format!("socks5h://{}", socks.addr)));
+    let proxy = Proxy::start(settings).await;
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(socks.asked(), ["ollama.lan.test:80"]);
+    let up = mock.only_request();
+    assert_eq!(up.path_and_query, "/v1/chat/completions", "origin form inside the tunnel");
+    assert_eq!(up.headers["host"], "ollama.lan.test");
+}
+
+#[tokio::test]
 async fn a_proxy_that_refuses_the_tunnel_is_an_unreachable_upstream() {
     let (mock, tls) = MockUpstream::start_tls_as(
         "api.upstream.test",

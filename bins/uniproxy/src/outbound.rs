@@ -1,8 +1,10 @@
-//! How upstream connections are made: straight to the upstream, or through the HTTP proxy
-//! that `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` name for it, as curl and Python's HTTP
-//! clients (the service uniproxy replaces among them) read those variables. An HTTPS upstream
-//! is reached through a `CONNECT` tunnel, with TLS inside it; a plain-HTTP one by sending each
-//! request to the proxy in absolute form. `NO_PROXY` and loopback upstreams go direct.
+//! How upstream connections are made: straight to the upstream, or through the proxy that
+//! `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` name for it, as curl and Python's HTTP clients
+//! (the service uniproxy replaces among them) read those variables. Through an HTTP proxy an
+//! HTTPS upstream is reached in a `CONNECT` tunnel, with TLS inside it, and a plain-HTTP one by
+//! sending each request to the proxy in absolute form; through a SOCKS5 proxy (`socks5h://`:
+//! the proxy resolves the upstream's name; `socks5://`: the proxy resolves it here) either one
+//! is a tunnel. `NO_PROXY` and loopback upstreams go direct.
 //!
 //! There is one upstream, so the route is worked out once, at start-up ([`Route::for_upstream`]),
 //! and a setting that cannot be used for it stops the start with the setting's name.
@@ -16,13 +18,14 @@ use std::task::{Context, Poll};
 use hyper::Uri;
 use hyper::header::HeaderValue;
 use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::proxy::SocksV5;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_service::Service;
-use uniproxy_config::Settings;
+use uniproxy_config::{Secret, Settings};
 
 /// Where the upstream's connections go.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,12 +33,15 @@ pub enum Route {
     /// Straight to the upstream.
     Direct,
     /// Through an HTTP proxy: a `CONNECT` tunnel for an HTTPS upstream, requests in absolute
-    /// form for a plain-HTTP one.
+    /// form for a plain-HTTP one; or through a SOCKS5 proxy.
     Proxy {
-        /// The proxy's URL, `http://host:port/`, without credentials.
+        /// The proxy's URL, `http://host:port/` or `socks5h://host:port/`, without
+        /// credentials.
         proxy: Uri,
-        /// The `Proxy-Authorization` the proxy URL's `user:password@` makes.
+        /// The `Proxy-Authorization` the proxy URL's `user:password@` makes (an HTTP proxy).
         auth: Option<HeaderValue>,
+        /// The user and password a SOCKS5 proxy's URL gives.
+        socks_auth: Option<(Secret, Secret)>,
         /// The setting that named the proxy.
         setting: &'static str,
     },
@@ -55,8 +61,9 @@ impl Route {
     /// The route to the upstream `settings.base_url` names, under its proxy settings.
     ///
     /// # Errors
-    /// [`RouteError`] when the proxy setting that applies is not an `http://` proxy URL
-    /// (`https://` and SOCKS proxies are not supported) or does not parse.
+    /// [`RouteError`] when the proxy setting that applies is not an `http://`, `socks5://` or
+    /// `socks5h://` proxy URL (`https://` and SOCKS4 proxies are not supported), or does not
+    /// parse.
     pub fn for_upstream(settings: &Settings) -> Result<Route, RouteError> {
         let Some(base) = settings.base_url.as_deref().and_then(|u| u.parse::<Uri>().ok()) else {
             return Ok(Route::Direct);
@@ -84,22 +91,35 @@ impl Route {
         let intercept = |no: &str| Matcher::builder().all(value).no(no).build().intercept(&base);
         let Some(found) = intercept("") else {
             return Err(invalid(
-                "not a proxy URL (http://host:port, http://user:password@host:port, or host:port)",
+                "not a proxy URL (http://host:port, http://user:password@host:port, host:port, \
+                 or socks5h://host:port)",
             ));
         };
-        if found.uri().scheme_str() != Some("http") {
-            return Err(invalid(
-                "only an http:// proxy is supported (not https:// or SOCKS); a proxy reached \
-                 over http:// still carries HTTPS upstream traffic encrypted, in a CONNECT tunnel",
-            ));
-        }
+        let socks = match found.uri().scheme_str() {
+            Some("http") => false,
+            Some("socks5" | "socks5h") => true,
+            _ => {
+                return Err(invalid(
+                    "only http://, socks5:// and socks5h:// proxies are supported (not https:// \
+                     or SOCKS4); through an http:// proxy HTTPS upstream traffic still goes \
+                     encrypted, in a CONNECT tunnel",
+                ));
+            }
+        };
         if found.uri().port_u16() == Some(0) {
             return Err(invalid("the proxy's port is 0"));
         }
         if intercept(&settings.no_proxy.join(",")).is_none() {
             return Ok(Route::Direct);
         }
-        Ok(Route::Proxy { proxy: found.uri().clone(), auth: found.basic_auth().cloned(), setting })
+        let mut proxy = found.uri().clone();
+        if socks && proxy.port().is_none() {
+            // curl's default for a SOCKS proxy (hyper-util would connect to port 80).
+            proxy = with_port(&proxy, 1080).ok_or_else(|| invalid("not a proxy URL"))?;
+        }
+        let socks_auth =
+            found.raw_auth().map(|(user, pass)| (Secret::from(user), Secret::from(pass)));
+        Ok(Route::Proxy { proxy, auth: found.basic_auth().cloned(), socks_auth, setting })
     }
 
     /// The proxy, for the start-up log: its address only, never its credentials.
@@ -115,7 +135,15 @@ impl Route {
 fn address(proxy: &Uri) -> String {
     let authority = proxy.authority().map_or("", |a| a.as_str());
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    format!("http://{host}")
+    format!("{}://{host}", proxy.scheme_str().unwrap_or("http"))
+}
+
+/// `uri` with `port` written out.
+fn with_port(uri: &Uri, port: u16) -> Option<Uri> {
+    let host = uri.host()?;
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(format!("{host}:{port}").parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// `localhost`, `*.localhost` or a loopback address, which no proxy can reach for us (curl's
@@ -130,7 +158,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// The connector hyper-util's client makes upstream connections with, on [`Route`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Connector {
     /// Straight to the destination.
     Direct(HttpConnector),
@@ -140,6 +168,32 @@ pub enum Connector {
     /// A connection to the proxy, which takes requests in absolute form (a plain-HTTP
     /// upstream); the proxy's URL.
     Forward(HttpConnector, Uri),
+    /// A SOCKS5 tunnel through the proxy to the destination (either kind of upstream).
+    Socks(Box<Socks>),
+}
+
+/// What a SOCKS5 connection needs.
+#[derive(Clone)]
+pub struct Socks {
+    http: HttpConnector,
+    /// The proxy's URL, with its port.
+    proxy: Uri,
+    auth: Option<(Secret, Secret)>,
+    /// `socks5h://`: the proxy resolves the upstream's name; `socks5://`: it is resolved here.
+    remote_dns: bool,
+}
+
+impl std::fmt::Debug for Connector {
+    /// The kind and the proxy's address: never its credentials (hyper-util's SOCKS connector
+    /// would print them).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connector::Direct(_) => f.write_str("Direct"),
+            Connector::Tunnel(_, proxy) => write!(f, "Tunnel({proxy})"),
+            Connector::Forward(_, proxy) => write!(f, "Forward({})", address(proxy)),
+            Connector::Socks(socks) => write!(f, "Socks({})", address(&socks.proxy)),
+        }
+    }
 }
 
 impl Connector {
@@ -147,6 +201,16 @@ impl Connector {
     pub fn new(route: &Route, http: HttpConnector, https_upstream: bool) -> Self {
         match route {
             Route::Direct => Connector::Direct(http),
+            Route::Proxy { proxy, socks_auth, .. }
+                if matches!(proxy.scheme_str(), Some("socks5" | "socks5h")) =>
+            {
+                Connector::Socks(Box::new(Socks {
+                    http,
+                    proxy: proxy.clone(),
+                    auth: socks_auth.clone(),
+                    remote_dns: proxy.scheme_str() == Some("socks5h"),
+                }))
+            }
             Route::Proxy { proxy, auth, .. } if https_upstream => {
                 let tunnel = Tunnel::new(proxy.clone(), http);
                 let tunnel = match auth {
@@ -172,6 +236,7 @@ impl Service<Uri> for Connector {
             Connector::Direct(http) | Connector::Forward(http, _) => {
                 http.poll_ready(cx).map_err(Into::into)
             }
+            Connector::Socks(socks) => socks.http.poll_ready(cx).map_err(Into::into),
             Connector::Tunnel(tunnel, proxy) => tunnel
                 .poll_ready(cx)
                 .map_err(|e| ViaProxy { proxy: proxy.clone(), source: e.into() }.into()),
@@ -199,7 +264,65 @@ impl Service<Uri> for Connector {
                     Ok(Conn { io, proxied: true })
                 })
             }
+            Connector::Socks(socks) => {
+                let mut socks = (**socks).clone();
+                let connecting = socks.http.call(socks.proxy.clone());
+                Box::pin(async move {
+                    let proxy = address(&socks.proxy);
+                    let via = |source: BoxError| ViaProxy { proxy: proxy.clone(), source };
+                    let target = socks.target(&dst).await.map_err(via)?;
+                    // The TCP connection is made here, not by hyper-util's SOCKS connector,
+                    // whose error would drop the cause (a refused or timed-out connect).
+                    let io = connecting.await.map_err(|e| via(e.into()))?;
+                    let mut handshake = SocksV5::new(socks.proxy.clone(), Established(Some(io)));
+                    if let Some((user, pass)) = &socks.auth {
+                        handshake =
+                            handshake.with_auth(user.expose().to_owned(), pass.expose().to_owned());
+                    }
+                    let io = handshake.call(target).await.map_err(|e| via(e.to_string().into()))?;
+                    Ok(Conn { io, proxied: false })
+                })
+            }
         }
+    }
+}
+
+impl Socks {
+    /// The destination to ask the proxy for: `dst` with its port written out (hyper-util
+    /// takes 443 for a URL without one, which a plain-HTTP upstream's is not), and for
+    /// `socks5://` its name resolved, without blocking the runtime (hyper-util's own
+    /// `local_dns` resolves on the calling thread).
+    async fn target(&self, dst: &Uri) -> Result<Uri, BoxError> {
+        let default = if dst.scheme_str() == Some("https") { 443 } else { 80 };
+        let port = dst.port_u16().unwrap_or(default);
+        let host = dst.host().ok_or("the upstream URL has no host")?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let target = if self.remote_dns || bare.parse::<IpAddr>().is_ok() {
+            format!("http://{host}:{port}")
+        } else {
+            let mut found = tokio::net::lookup_host((bare, port)).await?;
+            let addr = found.next().ok_or("the upstream's name resolves to no address")?;
+            format!("http://{addr}")
+        };
+        Ok(target.parse()?)
+    }
+}
+
+/// A connector that hands over a connection already made, once: hyper-util's SOCKS connector
+/// then runs its handshake on it.
+struct Established(Option<TokioIo<TcpStream>>);
+
+impl Service<Uri> for Established {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = std::future::Ready<Result<TokioIo<TcpStream>, io::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        std::future::ready(self.0.take().ok_or_else(|| io::Error::other("used twice")))
     }
 }
 
@@ -282,7 +405,7 @@ mod tests {
     fn proxy_of(route: &Route) -> Option<(String, Option<String>, &'static str)> {
         match route {
             Route::Direct => None,
-            Route::Proxy { proxy, auth, setting } => Some((
+            Route::Proxy { proxy, auth, setting, .. } => Some((
                 proxy.to_string(),
                 auth.as_ref().and_then(|a| a.to_str().ok()).map(str::to_owned),
                 setting,
@@ -350,8 +473,8 @@ mod tests {
     #[test]
     fn a_proxy_that_cannot_be_used_stops_the_start_with_its_name() {
         for (value, expected) in [
-            ("socks5://127.0.0.1:1080", "only an http:// proxy"),
-            ("https://proxy.corp:443", "only an http:// proxy"),
+            ("socks4://127.0.0.1:1080", "only http://, socks5:// and socks5h://"),
+            ("https://proxy.corp:443", "only http://, socks5:// and socks5h://"),
             ("ftp://proxy.corp", "not a proxy URL"),
             ("http://", "not a proxy URL"),
             ("http://proxy.corp:0", "port is 0"),
@@ -364,7 +487,25 @@ mod tests {
         }
         // A variable for the other scheme is not read, so it cannot stop the start.
         let mut s = settings("https://api.openai.com/v1");
-        s.http_proxy = Some(Secret::from("socks5://127.0.0.1:1080"));
+        s.http_proxy = Some(Secret::from("socks4://127.0.0.1:1080"));
         assert_eq!(Route::for_upstream(&s).unwrap(), Route::Direct);
+    }
+
+    #[test]
+    fn a_socks5_proxy_takes_curls_default_port_and_keeps_its_password_hidden() {
+        let mut s = settings("http://ollama.lan:11434/v1");
+        s.all_proxy = Some(Secret::from("socks5h://bob:hunter2@tunnel.corp"));
+        let route = Route::for_upstream(&s).unwrap();
+        let Route::Proxy { proxy, auth, socks_auth, setting } = &route else { panic!("{route:?}") };
+        assert_eq!(proxy.to_string(), "socks5h://tunnel.corp:1080/");
+        assert_eq!(*setting, "ALL_PROXY");
+        assert!(auth.is_none(), "no HTTP Proxy-Authorization for a SOCKS proxy");
+        let (user, pass) = socks_auth.as_ref().unwrap();
+        assert_eq!((user.expose(), pass.expose()), ("bob", "hunter2"));
+        assert_eq!(route.describe().as_deref(), Some("socks5h://tunnel.corp:1080 (ALL_PROXY)"));
+        let connector = Connector::new(&route, HttpConnector::new(), false);
+        for shown in [format!("{route:?}"), format!("{connector:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 }

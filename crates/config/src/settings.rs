@@ -124,11 +124,11 @@ pub struct Settings {
     pub ui_enabled: bool,
     /// `ADMIN_KEY`: the key for admin endpoints; `None` when not set.
     pub admin_key: Option<Secret>,
-    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`: the HTTP proxy the upstream is reached
-    /// through (`http://host:port`, `http://user:password@host:port`, or `host:port`), read
-    /// as curl and Python's HTTP clients read them, in any case: the first for an HTTPS
-    /// upstream, the second for a plain-HTTP one, the third for either when its own is unset.
-    /// `None` when unset or empty. Secrets, as they may hold a password.
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`: the proxy the upstream is reached through
+    /// (`http://host:port`, `http://user:password@host:port`, `host:port`, or SOCKS5's
+    /// `socks5h://host:port`), read as curl and Python's HTTP clients read them, in any case:
+    /// the first for an HTTPS upstream, the second for a plain-HTTP one, the third for either
+    /// when its own is unset. `None` when unset or empty. Secrets, as they may hold a password.
     pub https_proxy: Option<Secret>,
     /// `HTTP_PROXY`: see [`Settings::https_proxy`].
     pub http_proxy: Option<Secret>,

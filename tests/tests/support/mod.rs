@@ -113,6 +113,106 @@ impl OutboundProxy {
     }
 }
 
+/// A SOCKS5 proxy (RFC 1928; with `require`, user and password, RFC 1929) that joins every
+/// connection to `target`, whatever it was asked for, and keeps each request's destination
+/// as `host:port`.
+pub struct SocksProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    asked: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl SocksProxy {
+    pub async fn start(target: SocketAddr, require: Option<(&str, &str)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let (kept, require) = (asked.clone(), require.map(|(u, p)| (u.to_owned(), p.to_owned())));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { continue };
+                let (kept, require) = (kept.clone(), require.clone());
+                tokio::spawn(async move {
+                    let _ = SocksProxy::serve(client, target, require, kept).await;
+                });
+            }
+        });
+        SocksProxy { addr, asked, task }
+    }
+
+    async fn serve(
+        mut client: TcpStream,
+        target: SocketAddr,
+        require: Option<(String, String)>,
+        kept: Arc<Mutex<Vec<String>>>,
+    ) -> io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await?;
+        let mut methods = vec![0u8; usize::from(head[1])];
+        client.read_exact(&mut methods).await?;
+        let method = if require.is_some() { 2 } else { 0 };
+        if head[0] != 5 || !methods.contains(&method) {
+            return client.write_all(&[5, 0xff]).await;
+        }
+        client.write_all(&[5, method]).await?;
+        if let Some((user, pass)) = require {
+            let mut version_and_len = [0u8; 2];
+            client.read_exact(&mut version_and_len).await?;
+            let mut given_user = vec![0u8; usize::from(version_and_len[1])];
+            client.read_exact(&mut given_user).await?;
+            let mut len = [0u8; 1];
+            client.read_exact(&mut len).await?;
+            let mut given_pass = vec![0u8; usize::from(len[0])];
+            client.read_exact(&mut given_pass).await?;
+            let ok = given_user == user.as_bytes() && given_pass == pass.as_bytes();
+            client.write_all(&[1, if ok { 0 } else { 1 }]).await?;
+            if !ok {
+                return Ok(());
+            }
+        }
+        let mut request = [0u8; 4];
+        client.read_exact(&mut request).await?;
+        let host = match request[3] {
+            1 => {
+                let mut ip = [0u8; 4];
+                client.read_exact(&mut ip).await?;
+                std::net::Ipv4Addr::from(ip).to_string()
+            }
+            3 => {
+                let mut len = [0u8; 1];
+                client.read_exact(&mut len).await?;
+                let mut name = vec![0u8; usize::from(len[0])];
+                client.read_exact(&mut name).await?;
+                String::from_utf8_lossy(&name).into_owned()
+            }
+            _ => {
+                let mut ip = [0u8; 16];
+                client.read_exact(&mut ip).await?;
+                format!("[{}]", std::net::Ipv6Addr::from(ip))
+            }
+        };
+        let mut port = [0u8; 2];
+        client.read_exact(&mut port).await?;
+        kept.lock().unwrap().push(format!("{host}:{}", u16::from_be_bytes(port)));
+        let mut upstream = TcpStream::connect(target).await?;
+        client.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0]).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await.map(|_| ())
+    }
+
+    /// Each connection's destination, `host:port`, in the order they came.
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Drop for SocksProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for OutboundProxy {
     fn drop(&mut self) {
         self.task.abort();
