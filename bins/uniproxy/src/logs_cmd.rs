@@ -56,7 +56,9 @@ COMMANDS:
                  --format jsonl|csv [--output FILE (stdout)] [the filters of list]
     prune        delete old entries and give the space back
                  [--older-than DAYS (30 or 30d)] [--max-rows N] [--max-bytes N] [--dry-run]
-                 (without limits: LOG_RETENTION_DAYS and LOG_MAX_ROWS)
+                 (without limits: LOG_RETENTION_DAYS and LOG_MAX_ROWS); --all deletes
+                 every entry (the JSON log file is yours to delete: the proxy starts a
+                 new one)
     import       load the entries the proxy spilled while it could not write the
                  database [FILE (LOG_FILE_PATH + .spill.jsonl)]; entries already
                  stored are skipped, and the file is removed once all are stored
@@ -112,8 +114,7 @@ pub enum LogsError {
     /// on the command line would delete every entry.
     #[error(
         "{option} 0 would delete every entry (in LOG_RETENTION_DAYS and LOG_MAX_ROWS, 0 means \
-         no limit); give at least 1, or delete the database file (DATABASE_URL) while the \
-         proxy is stopped to empty the log"
+         no limit); give at least 1, or --all to delete every entry"
     )]
     ZeroLimit {
         /// The option.
@@ -867,8 +868,11 @@ fn prune(
     if let Some(days) = retention.older_than_days {
         reasons.push(format!("{} older than {days} days", report.deleted_by_age));
     }
-    if let Some(rows) = retention.max_rows {
-        reasons.push(format!("{} beyond {rows} rows", report.deleted_by_rows));
+    match retention.max_rows {
+        // Only `--all` asks for no row at all.
+        Some(0) => reasons.push("every entry".to_owned()),
+        Some(rows) => reasons.push(format!("{} beyond {rows} rows", report.deleted_by_rows)),
+        None => {}
     }
     if let Some(bytes) = retention.max_bytes {
         reasons.push(format!("{} beyond {bytes} bytes", report.deleted_by_bytes));

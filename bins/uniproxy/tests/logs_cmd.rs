@@ -502,6 +502,36 @@ fn prune_deletes_old_rows_and_reports_counts() {
     assert!(o.out.starts_with("would delete 1 entries (1 beyond 1 rows)\n"), "{}", o.out);
 }
 
+/// Emptying the log (a secret pasted into a prompt, a test run's entries) is one command,
+/// with the proxy running, rather than stopping it to delete the database file.
+#[test]
+fn prune_all_deletes_every_entry_and_takes_no_other_limit() {
+    let f = fixture();
+    let o = run(&f.settings, &["prune", "--all", "--dry-run"]);
+    assert_eq!(o.code, ExitCode::SUCCESS, "{}", o.err);
+    assert_eq!(
+        o.out,
+        "would delete 5 entries (every entry)\ndry run: nothing deleted; 5 entries stored\n"
+    );
+    for other in [["--older-than", "30"], ["--max-rows", "3"], ["--max-bytes", "1000"]] {
+        let o = run(&f.settings, &["prune", "--all", other[0], other[1]]);
+        assert_eq!(o.code, ExitCode::from(2), "{other:?}");
+        assert!(
+            o.err.contains(&format!("--all and {} cannot be used together", other[0])),
+            "{}",
+            o.err
+        );
+    }
+    assert_eq!(count(&f.path), 5);
+    let o = run(&f.settings, &["prune", "--all"]);
+    assert_eq!(o.code, ExitCode::SUCCESS, "{}", o.err);
+    assert!(o.out.starts_with("deleted 5 entries (every entry)\ndatabase size "), "{}", o.out);
+    assert!(o.out.ends_with("; 0 entries left\n"), "{}", o.out);
+    assert_eq!(count(&f.path), 0);
+    let o = run(&f.settings, &["prune", "--max-rows", "0"]);
+    assert!(o.err.contains("give at least 1, or --all to delete every entry"), "{}", o.err);
+}
+
 #[test]
 fn the_dry_run_counts_by_age_as_the_prune_does_when_ids_are_out_of_age_order() {
     // Entry 1 is today's and small; entry 2, written after it (a spill file replayed), is a

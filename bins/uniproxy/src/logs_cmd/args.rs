@@ -121,6 +121,8 @@ struct Raw {
     max_rows: Option<u64>,
     max_bytes: Option<u64>,
     dry_run: bool,
+    /// `prune --all`.
+    all: bool,
     id: Option<i64>,
     positional: Vec<String>,
     given: Vec<&'static str>,
@@ -243,6 +245,10 @@ pub(crate) fn parse(args: Vec<OsString>, now_ms: i64) -> Result<Invocation, Logs
                 r.dry_run = true;
                 "--dry-run"
             }
+            Long("all") => {
+                r.all = true;
+                "--all"
+            }
             // The id of `logs show ID`.
             Value(v) if r.id.is_none() && r.positional == ["show"] => {
                 r.id = Some(v.parse()?);
@@ -286,7 +292,9 @@ fn command(r: Raw, now_ms: i64) -> Result<Command, LogsError> {
         "stats" => (Sub::Stats, "stats", &[&["--since", "--from", "--until", "--model", "--json"]]),
         "export" => (Sub::Export, "export", &[FILTERS, &["--format", "--output"]]),
         "prune" => {
-            (Sub::Prune, "prune", &[&["--older-than", "--max-rows", "--max-bytes", "--dry-run"]])
+            const LIMITS: &[&str] =
+                &["--older-than", "--max-rows", "--max-bytes", "--all", "--dry-run"];
+            (Sub::Prune, "prune", &[LIMITS])
         }
         "import" => (Sub::Import, "import", &[]),
         other => return Err(LogsError::UnknownSubcommand(other.to_owned())),
@@ -296,7 +304,13 @@ fn command(r: Raw, now_ms: i64) -> Result<Command, LogsError> {
             return Err(LogsError::NotFor { option, command: name });
         }
     }
-    for (a, b) in [("--since", "--from"), ("--stream", "--no-stream")] {
+    for (a, b) in [
+        ("--since", "--from"),
+        ("--stream", "--no-stream"),
+        ("--all", "--older-than"),
+        ("--all", "--max-rows"),
+        ("--all", "--max-bytes"),
+    ] {
         if r.given.contains(&a) && r.given.contains(&b) {
             return Err(LogsError::Conflict(a, b));
         }
@@ -357,7 +371,8 @@ fn command(r: Raw, now_ms: i64) -> Result<Command, LogsError> {
             }
             Command::Prune {
                 older_than_days: r.older_than,
-                max_rows: r.max_rows,
+                // `--all` keeps no entry (its limits are refused beside it, above).
+                max_rows: if r.all { Some(0) } else { r.max_rows },
                 max_bytes: r.max_bytes,
                 dry_run: r.dry_run,
             }
