@@ -1816,3 +1816,81 @@ async fn a_flood_of_refused_requests_is_pruned_to_log_max_rows_within_seconds() 
     assert!(kept.iter().all(|e| e.entry.status == 401));
     assert!(mock.requests().is_empty());
 }
+
+/// Opens an h2c connection and starts a chat request on stream 1 whose body promises
+/// 1,000 bytes and sends its first 14: the request is in the proxy's hands, its body not.
+async fn h2c_request_cut_mid_body(proxy: &Proxy) -> TcpStream {
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    tcp.write_all(&h2_frame(4, 0, 0, &[])).await.unwrap();
+    let mut head = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/json"),
+        ("content-length", "1000"),
+    ] {
+        // A literal header field without indexing, new name (RFC 7541, 6.2.2).
+        head.push(0);
+        head.push(u8::try_from(name.len()).unwrap());
+        head.extend_from_slice(name.as_bytes());
+        head.push(u8::try_from(value.len()).unwrap());
+        head.extend_from_slice(value.as_bytes());
+    }
+    // HEADERS with END_HEADERS, then DATA without END_STREAM.
+    tcp.write_all(&h2_frame(1, 0x4, 1, &head)).await.unwrap();
+    tcp.write_all(&h2_frame(0, 0, 1, b"{\"model\": \"a\"")).await.unwrap();
+    tcp
+}
+
+/// Reads the proxy's SETTINGS and its acknowledgement of the client's: the proxy reads the
+/// connection, so the request's frames, sent before, are in its hands.
+async fn settle(tcp: &mut TcpStream) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // SETTINGS (the proxy's) and the acknowledgement of ours.
+    while h2_frames(&got).iter().filter(|(kind, _)| *kind == 4).count() < 2 {
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the proxy closed the connection: {:?}", h2_frames(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn an_http2_client_that_resets_its_stream_mid_body_is_recorded_as_499() {
+    // An h2 client that gives up on a request while sending its body (RST_STREAM CANCEL, as
+    // an HTTP/2 client cancels a request) has left, as an HTTP/1.1 client that hangs up
+    // mid-body has: it was recorded as a 400 "could not read the request body".
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let mut tcp = h2c_request_cut_mid_body(&proxy).await;
+    settle(&mut tcp).await;
+    tcp.write_all(&h2_frame(3, 0, 1, &8u32.to_be_bytes())).await.unwrap();
+    let left = proxy.only_entry().await.entry;
+    assert_eq!(left.status, 499, "{left:#?}");
+    assert_eq!(left.error_type.as_deref(), Some("client_closed"), "{left:#?}");
+    assert!(mock.requests().is_empty(), "nothing went upstream");
+    drop(tcp);
+    serves_next(&proxy, &mock).await;
+}
+
+#[tokio::test]
+async fn an_http2_client_that_hangs_up_mid_body_is_recorded_as_499() {
+    // The connection closes with the body a tenth sent: h2 ends the request's body with a
+    // "broken pipe" error of its own, which was recorded as a 400.
+    let mock = MockUpstream::always(Reply::json(200, &completion("ok"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let mut tcp = h2c_request_cut_mid_body(&proxy).await;
+    settle(&mut tcp).await;
+    drop(tcp);
+    let left = proxy.only_entry().await.entry;
+    assert_eq!(left.status, 499, "{left:#?}");
+    assert_eq!(left.error_type.as_deref(), Some("client_closed"), "{left:#?}");
+    assert!(
+        left.error_message.as_deref().is_some_and(|m| m.contains("before the whole body")),
+        "{left:#?}"
+    );
+    serves_next(&proxy, &mock).await;
+}

@@ -365,20 +365,25 @@ async fn read_body(
 
 /// Whether reading a body failed because the client's connection ended early (end of file
 /// before the promised length, a reset), rather than because the body broke its framing.
+/// Over HTTP/2 also when the client reset the request's stream or sent GOAWAY (h2's error
+/// names no I/O source: a connection that ended is h2's own "broken pipe").
 fn hung_up(e: &hyper::Error) -> bool {
+    fn cut(io: &std::io::Error) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        matches!(io.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe)
+    }
     if e.is_incomplete_message() {
         return true;
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::{
-                BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof,
-            };
-            return matches!(
-                io.kind(),
-                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
-            );
+            return cut(io);
+        }
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            // A reset or GOAWAY h2 itself sent (a body that broke HTTP/2's rules) is not the
+            // client's leaving: `is_remote` is only what the client sent.
+            return h2.is_remote() || h2.get_io().is_some_and(cut);
         }
         source = s.source();
     }
