@@ -65,6 +65,26 @@ impl ConnectionCut {
         self.0.notify.notify_one();
     }
 
+    /// Cuts the connection at `at` unless the stream it watches ends first, which it tells
+    /// by dropping the sender returned (a stream's watchdog: see [`ConnectionCut`]).
+    pub fn watchdog(&self, at: tokio::time::Instant) -> tokio::sync::oneshot::Sender<()> {
+        let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(self.clone().watch(tokio::time::sleep_until(at), done_rx));
+        done
+    }
+
+    /// Cuts the connection once `time_up` resolves, unless `ended` (the stream's end) has.
+    /// Both may be found ready at once (the stream's last bytes went out in the runtime's
+    /// turn that found the timer run out): the stream was answered whole then, and its
+    /// connection is kept, so the end is looked at first.
+    async fn watch(self, time_up: impl Future<Output = ()>, ended: impl Future) {
+        tokio::select! {
+            biased;
+            _ = ended => {}
+            () = time_up => self.cut(),
+        }
+    }
+
     /// Whether the connection failed because its client took no byte of an answer for
     /// CLIENT_TIMEOUT.
     pub fn client_stalled(&self) -> bool {
@@ -231,5 +251,42 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ConnectionCut;
+
+    /// Whether `cut` was cut (its `wait` resolves at once).
+    async fn was_cut(cut: &ConnectionCut) -> bool {
+        tokio::time::timeout(Duration::ZERO, cut.wait()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_as_its_watchdog_fires_keeps_its_connection() {
+        // A slow reader takes a stream's last bytes past its deadline and the grace after
+        // it: the stream ends, and the watchdog's time is up, in the same turn of the
+        // runtime. The stream was answered whole, so its connection must stay: the cut
+        // closed a keep-alive connection under the request the client sent next on it,
+        // which was recorded as a 499, the client's leaving. Both at once, every time.
+        for _ in 0..64 {
+            let cut = ConnectionCut::default();
+            let (stream_open, ended) = tokio::sync::oneshot::channel::<()>();
+            drop(stream_open);
+            cut.clone().watch(std::future::ready(()), ended).await;
+            assert!(!was_cut(&cut).await, "the connection of a stream that ended was cut");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_still_open_at_its_watchdogs_time_has_its_connection_cut() {
+        let cut = ConnectionCut::default();
+        let _stream_open = cut.watchdog(tokio::time::Instant::now());
+        tokio::time::timeout(Duration::from_secs(10), cut.wait())
+            .await
+            .expect("the watchdog cuts the connection of a stream still open");
     }
 }

@@ -85,17 +85,9 @@ impl SseRelay {
         guard: InFlightGuard,
         cut: Option<ConnectionCut>,
     ) -> Self {
-        let watchdog = cut.clone().map(|cut| {
-            let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
-            let at = tokio::time::Instant::from_std(deadline) + UNREAD_GRACE;
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => cut.cut(),
-                    _ = done_rx => {}
-                }
-            });
-            done
-        });
+        let watchdog = cut
+            .as_ref()
+            .map(|cut| cut.watchdog(tokio::time::Instant::from_std(deadline) + UNREAD_GRACE));
         let idle_for = state.settings.stream_idle_timeout;
         let raw = state.settings.log_raw_chunks.then(BytesMut::new);
         let cut_state = state.clone();
