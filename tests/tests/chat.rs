@@ -664,20 +664,7 @@ async fn an_https_upstream_is_reached_over_http2_or_http11_as_alpn_settles() {
         let launch = Launch { tls: Some(tls), ..Launch::default() };
         let proxy = Proxy::launch(openai_settings(&mock), launch).await;
         for _ in 0..3 {
-            let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
-            assert_eq!(resp.status, 200, "{}", resp.text());
-            assert_eq!(
-                resp.json()["choices"][0]["message"]["content"],
-                "Hello! How can I assist you today?"
-            );
-            let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
-            assert_eq!(resp.status, 200, "{}", resp.text());
-            let text: String = sse_json(&resp.body)
-                .iter()
-                .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
-                .collect();
-            assert_eq!(text, "Hello");
-            assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+            answers_whole_and_streamed(&proxy).await;
         }
         let requests = mock.requests();
         assert_eq!(requests.len(), 6);
@@ -688,6 +675,25 @@ async fn an_https_upstream_is_reached_over_http2_or_http11_as_alpn_settles() {
             assert_eq!(r.json()["model"], ACTUAL_NAME);
         }
     }
+}
+
+/// Asks `proxy` once whole and once streamed, as the HTTPS tests' mocks answer: the whole
+/// answer is `UPSTREAM_BODY`'s, the stream says "Hello".
+async fn answers_whole_and_streamed(proxy: &Proxy) {
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.json()["choices"][0]["message"]["content"],
+        "Hello! How can I assist you today?"
+    );
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let text: String = sse_json(&resp.body)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "Hello");
+    assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
 }
 
 /// `alice:s3cret` as Basic credentials.
@@ -713,16 +719,7 @@ async fn an_https_upstream_is_reached_through_https_proxy_in_a_connect_tunnel() 
     settings.https_proxy = Some(Secret::new(format!("http://alice:s3cret@{}", outbound.addr)));
     settings.no_proxy = vec!["other.test".into()];
     let proxy = Proxy::launch(settings, Launch { tls: Some(tls), ..Launch::default() }).await;
-
-    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(
-        resp.json()["choices"][0]["message"]["content"],
-        "Hello! How can I assist you today?"
-    );
-    let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+    answers_whole_and_streamed(&proxy).await;
 
     let heads = outbound.heads();
     assert!(!heads.is_empty());
