@@ -202,6 +202,79 @@ async fn google_answers_a_legacy_functions_request_with_a_function_call() {
     }
 }
 
+#[tokio::test]
+async fn claude_serves_a_legacy_functions_loop_with_function_calls() {
+    // An old function-calling agent (LangChain's OpenAIFunctionsAgent): `functions`, the
+    // assistant's `function_call` and a `function` message given back. Claude got a 400.
+    let answer = r#"{"model":"claude-sonnet-4-5-20250929","id":"msg_01Aq9w938a90dw8q","type":"message","role":"assistant","content":[{"type":"tool_use","id":"toolu_01A09q90qw90lq917835lq9","name":"get_weather","input":{"city":"Lyon"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":384,"output_tokens":57}}"#;
+    let events = [
+        r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_01","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":384,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_01","name":"get_weather","input":{}}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\": "}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"\"Lyon\"}"}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":57}}"#,
+        r#"{"type":"message_stop"}"#,
+    ];
+    let stream: String = events
+        .iter()
+        .map(|data| {
+            let kind =
+                serde_json::from_str::<Value>(data).unwrap()["type"].as_str().unwrap().to_owned();
+            format!("event: {kind}\ndata: {data}\n\n")
+        })
+        .collect();
+    let mock = MockUpstream::start(move |r| {
+        if r.json()["stream"] == true {
+            Reply::sse(vec![Step::raw(&stream)])
+        } else {
+            Reply::raw_json(200, answer)
+        }
+    })
+    .await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Anthropic;
+    let proxy = Proxy::start(settings).await;
+
+    let mut req = chat_request("gpt-3.5-turbo", false);
+    req["functions"] = json!([{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    req["messages"] = json!([
+        {"role": "user", "content": "Weather in Paris, then Lyon?"},
+        {"role": "assistant", "content": null, "function_call": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+        {"role": "function", "name": "get_weather", "content": "18 C"},
+    ]);
+    let lyon = json!({"name": "get_weather", "arguments": r#"{"city":"Lyon"}"#});
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let choice = &resp.json()["choices"][0];
+    assert_eq!(choice["message"]["function_call"], lyon, "{choice}");
+    assert_eq!(choice["message"].get("tool_calls"), None, "{choice}");
+    assert_eq!(choice["finish_reason"], "function_call");
+    let sent = mock.only_request().json();
+    let (call, result) = (&sent["messages"][1]["content"][0], &sent["messages"][2]["content"][0]);
+    assert_eq!((&call["type"], &result["type"]), (&json!("tool_use"), &json!("tool_result")));
+    assert_eq!(call["id"], result["tool_use_id"], "{sent}");
+    assert_eq!(sent["tool_choice"]["disable_parallel_tool_use"], true, "{sent}");
+
+    req["stream"] = json!(true);
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let chunks = sse_json(&resp.body);
+    let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["delta"]).collect();
+    assert!(deltas.iter().all(|d| d.get("tool_calls").is_none()), "{chunks:?}");
+    let calls: Vec<&Value> = deltas.iter().filter_map(|d| d.get("function_call")).collect();
+    assert_eq!(calls[0]["name"], "get_weather", "{chunks:?}");
+    let arguments: String =
+        calls.iter().filter_map(|c| c["arguments"].as_str()).collect::<Vec<_>>().concat();
+    assert_eq!(arguments, r#"{"city": "Lyon"}"#);
+    let finishes: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| f.is_string())
+        .collect();
+    assert_eq!(finishes, [&json!("function_call")], "{chunks:?}");
+}
+
 /// What Gemini refuses in a conversation with tool calls: turns of one role in a row (but a
 /// user turn after the results: "Please ensure that multiturn requests alternate between user
 /// and model"), and a call turn whose next content is not a response to each call and nothing

@@ -20,6 +20,10 @@
 //! | `tool_choice` `auto` / `required` / `none` / named | `auto` / `any` / `none` / `tool` |
 //! | `tool_choice` `allowed_tools` (mode `auto` / `required`) | only the allowed tools (the others named in `dropped`: Anthropic has no list of allowed tools), `auto` / `any`; a name no tool of the request has is a 400 |
 //! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |
+//! | legacy `functions` | tools, as `tools[].function` (beside any `tools`); offered alone, `disable_parallel_tool_use: true` (OpenAI makes one call for `functions`, and the legacy answer holds one) |
+//! | legacy `function_call` `auto` / `none` / `{"name"}` | `tool_choice` `auto` / `none` / `tool` (a `tool_choice` given too wins, and `function_call` is named in `dropped`) |
+//! | assistant legacy `function_call` | a `tool_use` block whose id is made up from the message's place (`legacy_messages3`) |
+//! | `function` messages | a `tool_result` for the latest call of that `name` not answered yet (none: a 400 naming the `name`) |
 //! | `stop` | `stop_sequences`, less the empty and whitespace-only ones (`"\n"`), which Anthropic refuses (named in `dropped`) |
 //! | `max_completion_tokens`, else `max_tokens`, else the configured limit (and capped by it) | `max_tokens` (Anthropic requires it) |
 //! | `temperature`, `top_p` | the same (Anthropic answers 400 itself for a temperature above 1); when both are set, `top_p` is left out (named in `dropped`), as Claude's current models take only one |
@@ -51,9 +55,9 @@
 //!
 //! **Refused** with a 400 naming the field ([`TranslateError::Unsupported`]):
 //! `n > 1`, `logprobs: true`, `top_logprobs > 0`, a `json_schema` without a schema, audio output
-//! `modalities`, legacy `functions` / `function_call`, `input_audio` parts, `file` parts by
+//! `modalities`, `input_audio` parts, `file` parts by
 //! `file_id` or of another media type than PDF and images, unknown part types, tools
-//! that are not functions, unknown `tool_choice` forms, roles `function` and unknown roles,
+//! that are not functions, unknown `tool_choice` forms, unknown roles,
 //! unknown `reasoning_effort` values, and unknown top-level fields (`moderation`, `audio` and
 //! `web_search_options` among them). Invalid tool call
 //! `arguments` get [`TranslateError::InvalidToolArguments`]; a `tool` message that answers no
@@ -68,7 +72,10 @@
 //! as the message's `thinking_blocks` (LiteLLM's member for them; not OpenAI's): a client
 //! that gives the message back as it came (the OpenAI SDKs' `messages.append(message)`) keeps
 //! Claude thinking through a tool loop. Other blocks (server tool blocks) carry nothing the
-//! OpenAI shape can hold and are skipped. `stop_reason` `end_turn` / `stop_sequence` / `pause_turn`
+//! OpenAI shape can hold and are skipped. A client that offered only legacy `functions` gets
+//! the legacy shape, as OpenAI answers it: the first call as `function_call` (no id; in a
+//! stream, `delta.function_call`, the name first), any other left out, and `function_call`
+//! for `tool_calls` as the finish reason. `stop_reason` `end_turn` / `stop_sequence` / `pause_turn`
 //! → `stop`; `max_tokens` / `model_context_window_exceeded` → `length`; `tool_use` →
 //! `tool_calls`; `refusal` → `content_filter`, with the message's `refusal` the
 //! `stop_details.explanation` Anthropic gives (read leniently: any other shape is none), else

@@ -4,9 +4,9 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 use uniproxy_wire::{
-    ChatCompletionRequest, ContentPart, FileData, ImageUrl, Map, Message, MessageContent,
-    ResponseFormat, Role, ThinkingBlock, Tool, ToolCall, ToolChoice as OpenAiToolChoice,
-    ToolChoiceMode,
+    ChatCompletionRequest, ContentPart, FileData, FunctionCall, FunctionCallChoice, ImageUrl, Map,
+    Message, MessageContent, NamedToolChoice, ResponseFormat, Role, ThinkingBlock, Tool, ToolCall,
+    ToolChoice as OpenAiToolChoice, ToolChoiceMode,
 };
 
 use super::wire::{
@@ -88,6 +88,10 @@ pub(crate) struct RequestBuilder {
     strict_tools: bool,
     /// The paths of the assistant messages that gave thinking blocks back.
     gave_thinking: Vec<String>,
+    /// Legacy `function_call`s of earlier assistant messages not answered yet: the id made up
+    /// for each (the legacy shape has none) and the function's name, which the `function`
+    /// message that answers it gives.
+    legacy_calls: Vec<(String, String)>,
 }
 
 impl RequestBuilder {
@@ -99,6 +103,7 @@ impl RequestBuilder {
             system: Vec::new(),
             strict_tools: true,
             gave_thinking: Vec::new(),
+            legacy_calls: Vec::new(),
         }
     }
 
@@ -204,12 +209,33 @@ impl RequestBuilder {
             extra,
         } = request;
 
-        if functions.is_some() {
-            return Err(unsupported("functions"));
+        // Legacy `functions` are tools to Claude; a client that offered only them gets at
+        // most one call (OpenAI never makes parallel calls for `functions`, and the legacy
+        // answer holds one), and `function_call` is its tool choice.
+        let legacy = functions.as_ref().is_some_and(|f| !f.is_empty())
+            && tools.as_ref().is_none_or(Vec::is_empty);
+        let mut tools = tools;
+        for function in functions.into_iter().flatten() {
+            let tool =
+                Tool { kind: "function".to_owned(), function: Some(function), extra: Map::new() };
+            tools.get_or_insert_with(Vec::new).push(tool);
         }
-        if function_call.is_some() {
-            return Err(unsupported("function_call"));
-        }
+        let tool_choice = match (tool_choice, function_call) {
+            (Some(choice), Some(_)) => {
+                self.drop_field("function_call");
+                Some(choice)
+            }
+            (None, Some(FunctionCallChoice::Mode(mode))) => Some(OpenAiToolChoice::Mode(mode)),
+            (None, Some(FunctionCallChoice::Named(named))) => {
+                Some(OpenAiToolChoice::Named(NamedToolChoice {
+                    kind: "function".to_owned(),
+                    function: named,
+                    extra: Map::new(),
+                }))
+            }
+            (choice, None) => choice,
+        };
+        let parallel_tool_calls = if legacy { Some(false) } else { parallel_tool_calls };
         // Structured outputs (`output_config.format`): a schema, as OpenAI's strict mode; the
         // answer is the JSON as text. Without a schema, a JSON object comes through a tool.
         let json_object = matches!(response_format, Some(ResponseFormat::JsonObject { .. }));
@@ -417,7 +443,8 @@ impl RequestBuilder {
             extra,
         } = message;
         let path = format!("messages[{i}]");
-        if name.is_some() {
+        // A `function` message's name says which call it answers; other names do not go.
+        if name.is_some() && role != Role::Function {
             self.drop_field(format!("{path}.name"));
         }
         self.drop_extra(&path, &extra);
@@ -438,9 +465,6 @@ impl RequestBuilder {
                 }
             }
             Role::Assistant => {
-                if function_call.is_some() {
-                    return Err(unsupported(format!("{path}.function_call")));
-                }
                 if reasoning_content.is_some() {
                     // Anthropic takes earlier thinking back only with its signature: as
                     // `thinking_blocks`, below.
@@ -454,6 +478,9 @@ impl RequestBuilder {
                 blocks.extend(self.blocks(&path, content)?);
                 for (j, call) in tool_calls.into_iter().flatten().enumerate() {
                     blocks.push(self.tool_use(&format!("{path}.tool_calls[{j}]"), call)?);
+                }
+                if let Some(call) = function_call {
+                    blocks.push(self.legacy_call(&path, call)?);
                 }
                 if !blocks.is_empty() {
                     self.push(InputRole::Assistant, blocks);
@@ -479,7 +506,28 @@ impl RequestBuilder {
                 let tool_use_id = tool_use_id(id);
                 self.push_tool_result(InputBlock::ToolResult { tool_use_id, content });
             }
-            Role::Function | Role::Other(_) => return Err(unsupported(format!("{path}.role"))),
+            Role::Function => {
+                // The latest call of that name not answered yet.
+                let Some(name) = name else {
+                    return Err(invalid(format!("{path}.name"), "a function message needs one"));
+                };
+                let Some(at) = self.legacy_calls.iter().rposition(|(_, n)| *n == name) else {
+                    return Err(invalid(
+                        format!("{path}.name"),
+                        "answers no function_call of an earlier assistant message",
+                    ));
+                };
+                let (tool_use_id, _) = self.legacy_calls.remove(at);
+                let content = match content {
+                    Some(MessageContent::Text(text)) => ToolResultContent::Text(text),
+                    None => ToolResultContent::Text(String::new()),
+                    parts @ Some(MessageContent::Parts(_)) => {
+                        ToolResultContent::Blocks(self.blocks(&path, parts)?)
+                    }
+                };
+                self.push_tool_result(InputBlock::ToolResult { tool_use_id, content });
+            }
+            Role::Other(_) => return Err(unsupported(format!("{path}.role"))),
         }
         Ok(())
     }
@@ -688,8 +736,29 @@ impl RequestBuilder {
             return Err(unsupported(format!("{path}.type")));
         };
         self.drop_extra(path, &extra);
-        self.drop_extra(&format!("{path}.function"), &function.extra);
-        let args_path = format!("{path}.function.arguments");
+        let input = self.tool_input(&format!("{path}.function"), &function)?;
+        self.call_ids.insert(id.clone());
+        Ok(InputBlock::ToolUse { id: tool_use_id(id), name: function.name, input })
+    }
+
+    /// A legacy `function_call` of the assistant message at `path`, as a `tool_use` whose id
+    /// is made up from the message's place (the legacy shape has none), kept for the
+    /// `function` message that answers it.
+    fn legacy_call(
+        &mut self,
+        path: &str,
+        call: FunctionCall,
+    ) -> Result<InputBlock, TranslateError> {
+        let input = self.tool_input(&format!("{path}.function_call"), &call)?;
+        let id = tool_use_id(format!("legacy_{}", path.replace(['[', ']', '.'], "")));
+        self.legacy_calls.push((id.clone(), call.name.clone()));
+        Ok(InputBlock::ToolUse { id, name: call.name, input })
+    }
+
+    /// A call's arguments (at `path.arguments`) as Claude's `input` object; `""` is `{}`.
+    fn tool_input(&mut self, path: &str, function: &FunctionCall) -> Result<Value, TranslateError> {
+        self.drop_extra(path, &function.extra);
+        let args_path = format!("{path}.arguments");
         let input = if function.arguments.trim().is_empty() {
             json!({})
         } else {
@@ -700,8 +769,7 @@ impl RequestBuilder {
         if !input.is_object() {
             return Err(invalid(args_path, "is not a JSON object"));
         }
-        self.call_ids.insert(id.clone());
-        Ok(InputBlock::ToolUse { id: tool_use_id(id), name: function.name, input })
+        Ok(input)
     }
 
     fn tool(&mut self, i: usize, tool: Tool) -> Result<ToolDefinition, TranslateError> {

@@ -32,6 +32,15 @@ pub(crate) fn finish_reason(stop_reason: &str, json_object: bool, called: bool) 
     }
 }
 
+/// `reason` for a client that offered only legacy `functions`: a call is `function_call`, as
+/// OpenAI answers such a request.
+pub(crate) fn legacy_reason(reason: FinishReason, legacy: bool) -> FinishReason {
+    match reason {
+        FinishReason::ToolCalls if legacy => FinishReason::FunctionCall,
+        other => other,
+    }
+}
+
 /// The refusal text of an answer Claude stopped with `refusal`: the `stop_details` explanation
 /// Anthropic gave, or a short default (its older models give none), as a Gemini blocked prompt
 /// fills `refusal`.
@@ -203,12 +212,19 @@ pub(crate) fn completion(
     }
     // The object is the answer; a forced tool call comes without text before it.
     let mut message = Message::answer(json.unwrap_or(text));
-    if !calls.is_empty() {
+    let called = !calls.is_empty();
+    if called {
         // OpenAI writes `content: null` when the model only calls tools.
         if message.content().is_some_and(|c| c.joined_text().is_empty()) {
             message.content = Some(None);
         }
-        message.tool_calls = Some(calls);
+        if ctx.legacy_functions {
+            // The legacy shape: one call, without an id (the `function` message that answers
+            // it names the function). The request asked Claude for one call at most.
+            message.function_call = calls.into_iter().next().and_then(|c| c.function);
+        } else {
+            message.tool_calls = Some(calls);
+        }
     }
     if !reasoning.is_empty() {
         message.reasoning_content = Some(Some(reasoning));
@@ -220,14 +236,11 @@ pub(crate) fn completion(
     if response.stop_reason.as_deref() == Some("refusal") {
         // As OpenAI answers a refusal: `content: null` unless Claude said something first,
         // which is kept.
-        if message.tool_calls.is_none()
-            && message.content().is_some_and(|c| c.joined_text().is_empty())
-        {
+        if !called && message.content().is_some_and(|c| c.joined_text().is_empty()) {
             message.content = Some(None);
         }
         message.refusal = Some(Some(refusal_text(response.stop_explanation.take())));
     }
-    let called = message.tool_calls.is_some();
     let model = if response.model.is_empty() { ctx.model.clone() } else { response.model };
     Ok(ChatCompletion {
         id: ctx.id.clone(),
@@ -239,10 +252,13 @@ pub(crate) fn completion(
             message,
             // No stop reason (a proxy in front that dropped it): the answer is whole, as a
             // stream's `message_stop` says; `finish_reason` is never null in a completion.
-            finish_reason: Some(Some(finish_reason(
-                response.stop_reason.as_deref().unwrap_or("end_turn"),
-                ctx.json_object,
-                called,
+            finish_reason: Some(Some(legacy_reason(
+                finish_reason(
+                    response.stop_reason.as_deref().unwrap_or("end_turn"),
+                    ctx.json_object,
+                    called,
+                ),
+                ctx.legacy_functions,
             ))),
             logprobs: Some(None),
             extra: Map::new(),

@@ -11,7 +11,9 @@ use uniproxy_wire::{
 };
 
 use super::request::JSON_TOOL;
-use super::response::{finish_reason, openai_error, openai_usage, refusal_text, tool_arguments};
+use super::response::{
+    finish_reason, legacy_reason, openai_error, openai_usage, refusal_text, tool_arguments,
+};
 use super::wire::{BlockDelta, ContentBlock, ErrorBody, StreamEvent, Usage};
 use crate::scan::{Hole, TemplateSlot};
 use crate::sse::{self, SseEvent, TextFrame};
@@ -55,6 +57,9 @@ pub(crate) struct AnthropicStream {
     include_usage: bool,
     /// The client asked for a JSON object, through the tool.
     json_object: bool,
+    /// The client offered only legacy `functions`: the first call goes as `function_call`,
+    /// and any other is left out (the request asked Claude for one at most).
+    legacy: bool,
     /// `message_start` was seen and the role chunk sent.
     started: bool,
     /// The open blocks by index (a few at most: a map without hashing).
@@ -117,6 +122,7 @@ impl AnthropicStream {
             model: ctx.model.clone(),
             include_usage: ctx.include_usage,
             json_object: ctx.json_object,
+            legacy: ctx.legacy_functions,
             started: false,
             blocks: BTreeMap::new(),
             next_call: 0,
@@ -202,13 +208,14 @@ impl AnthropicStream {
                             ..Default::default()
                         }));
                     }
-                    self.finish_chunk(finish_reason(&reason, self.json_object, called), out);
+                    let reason = finish_reason(&reason, self.json_object, called);
+                    self.finish_chunk(legacy_reason(reason, self.legacy), out);
                 }
             }
             StreamEvent::MessageStop => {
                 let reason =
                     if self.next_call > 0 { FinishReason::ToolCalls } else { FinishReason::Stop };
-                self.finish_chunk(reason, out);
+                self.finish_chunk(legacy_reason(reason, self.legacy), out);
                 // Blocks started after `message_delta` (a broken upstream) still end whole.
                 self.close_open(out);
                 self.flush_thinking(out);
@@ -260,7 +267,7 @@ impl AnthropicStream {
             (Block::Tool { call, has_arguments }, Fragment::Json) => {
                 *has_arguments = true;
                 let call = *call;
-                out.push(self.tool_delta(call, None, fragment.to_owned()));
+                out.extend(self.tool_delta(call, None, fragment.to_owned()));
             }
             // Deltas of blocks the OpenAI shape cannot carry, or of another kind than their
             // block's.
@@ -327,7 +334,7 @@ impl AnthropicStream {
                 // an input given whole at the start is sent as the first fragment.
                 let given = input.as_object().is_some_and(|o| !o.is_empty());
                 let arguments = if given { tool_arguments(&input) } else { String::new() };
-                out.push(self.tool_delta(call, Some((id, name)), arguments));
+                out.extend(self.tool_delta(call, Some((id, name)), arguments));
                 Block::Tool { call, has_arguments: given }
             }
             ContentBlock::Unknown => Block::Other,
@@ -343,7 +350,7 @@ impl AnthropicStream {
     fn close(&mut self, block: Block, out: &mut Vec<Bytes>) {
         match block {
             Block::Tool { call, has_arguments: false } => {
-                out.push(self.tool_delta(call, None, "{}".to_owned()));
+                out.extend(self.tool_delta(call, None, "{}".to_owned()));
             }
             Block::JsonAnswer { has_text: false } => out.push(self.text_delta("{}")),
             Block::Thinking { text, signature } if !signature.is_empty() => {
@@ -430,15 +437,28 @@ impl AnthropicStream {
         self.emit(&chunk)
     }
 
-    /// A tool call fragment: the first carries id, type and name.
+    /// A tool call fragment: the first carries id, type and name. For a legacy client, the
+    /// first call's fragments as `function_call` (name first, no id), and nothing of others.
     fn tool_delta(
         &mut self,
         call: u32,
         first: Option<(String, String)>,
         arguments: String,
-    ) -> Bytes {
+    ) -> Option<Bytes> {
         let (id, name) = first.unzip();
-        self.delta(Delta {
+        if self.legacy {
+            return (call == 0).then(|| {
+                self.delta(Delta {
+                    function_call: Some(FunctionCallDelta {
+                        name,
+                        arguments: Some(arguments),
+                        extra: Map::new(),
+                    }),
+                    ..Default::default()
+                })
+            });
+        }
+        Some(self.delta(Delta {
             tool_calls: Some(vec![ToolCallDelta {
                 index: call,
                 kind: id.as_ref().map(|_| "function".to_owned()),
@@ -451,7 +471,7 @@ impl AnthropicStream {
                 extra: Map::new(),
             }]),
             ..Default::default()
-        })
+        }))
     }
 
     fn emit(&mut self, chunk: &ChatCompletionChunk) -> Bytes {
