@@ -900,6 +900,35 @@ async fn a_proxy_that_refuses_the_tunnel_is_an_unreachable_upstream() {
     assert!(error.contains("proxy authorization required"), "{error}");
 }
 
+#[tokio::test]
+async fn a_proxy_that_never_answers_the_connect_is_the_connect_timeout() {
+    // The proxy's answer to the CONNECT is when the upstream is connected (a proxy that
+    // cannot reach it answers when its own connect gives up): CONNECT_TIMEOUT bounds it, as
+    // curl's --connect-timeout does, not the first-byte timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    let mut settings = openai_settings(&mock);
+    settings.base_url = Some("https://api.upstream.test/v1".into());
+    settings.https_proxy = Some(Secret::new(format!("http://{addr}")));
+    settings.connect_timeout = Duration::from_millis(300);
+    settings.first_byte_timeout = Duration::from_secs(5);
+    let proxy = Proxy::start(settings).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    assert_eq!(resp.json()["error"]["code"], "upstream_timeout");
+    let message = resp.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("CONNECT_TIMEOUT"), "{message}");
+    held.abort();
+}
+
 fn azure_settings(mock: &MockUpstream, base_path: &str) -> uniproxy_config::Settings {
     let mut s = openai_settings(mock);
     s.platform = Platform::AzureOpenAi;

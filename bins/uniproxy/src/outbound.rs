@@ -14,6 +14,7 @@ use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::Uri;
 use hyper::header::HeaderValue;
@@ -163,8 +164,9 @@ pub enum Connector {
     /// Straight to the destination.
     Direct(HttpConnector),
     /// A `CONNECT` tunnel through the proxy to the destination (an HTTPS upstream); the
-    /// proxy's address, for errors.
-    Tunnel(Tunnel<HttpConnector>, String),
+    /// proxy's address, for errors; and `CONNECT_TIMEOUT`, which bounds the whole of making the
+    /// tunnel: the proxy's answer to the `CONNECT` is when the upstream is connected.
+    Tunnel(Tunnel<HttpConnector>, String, Duration),
     /// A connection to the proxy, which takes requests in absolute form (a plain-HTTP
     /// upstream); the proxy's URL.
     Forward(HttpConnector, Uri),
@@ -181,6 +183,8 @@ pub struct Socks {
     auth: Option<(Secret, Secret)>,
     /// `socks5h://`: the proxy resolves the upstream's name; `socks5://`: it is resolved here.
     remote_dns: bool,
+    /// `CONNECT_TIMEOUT`, for the whole of it.
+    limit: Duration,
 }
 
 impl std::fmt::Debug for Connector {
@@ -189,7 +193,7 @@ impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Connector::Direct(_) => f.write_str("Direct"),
-            Connector::Tunnel(_, proxy) => write!(f, "Tunnel({proxy})"),
+            Connector::Tunnel(_, proxy, _) => write!(f, "Tunnel({proxy})"),
             Connector::Forward(_, proxy) => write!(f, "Forward({})", address(proxy)),
             Connector::Socks(socks) => write!(f, "Socks({})", address(&socks.proxy)),
         }
@@ -197,8 +201,14 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
-    /// The connector for `route`, its TCP connections made by `http`.
-    pub fn new(route: &Route, http: HttpConnector, https_upstream: bool) -> Self {
+    /// The connector for `route`, its TCP connections made by `http`; a tunnel is made within
+    /// `connect_timeout`, its `CONNECT` answered included.
+    pub fn new(
+        route: &Route,
+        http: HttpConnector,
+        https_upstream: bool,
+        connect_timeout: Duration,
+    ) -> Self {
         match route {
             Route::Direct => Connector::Direct(http),
             Route::Proxy { proxy, socks_auth, .. }
@@ -209,6 +219,7 @@ impl Connector {
                     proxy: proxy.clone(),
                     auth: socks_auth.clone(),
                     remote_dns: proxy.scheme_str() == Some("socks5h"),
+                    limit: connect_timeout,
                 }))
             }
             Route::Proxy { proxy, auth, .. } if https_upstream => {
@@ -217,7 +228,7 @@ impl Connector {
                     Some(auth) => tunnel.with_auth(auth.clone()),
                     None => tunnel,
                 };
-                Connector::Tunnel(tunnel, address(proxy))
+                Connector::Tunnel(tunnel, address(proxy), connect_timeout)
             }
             Route::Proxy { proxy, .. } => Connector::Forward(http, proxy.clone()),
         }
@@ -237,7 +248,7 @@ impl Service<Uri> for Connector {
                 http.poll_ready(cx).map_err(Into::into)
             }
             Connector::Socks(socks) => socks.http.poll_ready(cx).map_err(Into::into),
-            Connector::Tunnel(tunnel, proxy) => tunnel
+            Connector::Tunnel(tunnel, proxy, _) => tunnel
                 .poll_ready(cx)
                 .map_err(|e| ViaProxy { proxy: proxy.clone(), source: e.into() }.into()),
         }
@@ -249,10 +260,15 @@ impl Service<Uri> for Connector {
                 let connecting = http.call(dst);
                 Box::pin(async move { Ok(Conn { io: connecting.await?, proxied: false }) })
             }
-            Connector::Tunnel(tunnel, proxy) => {
-                let (connecting, proxy) = (tunnel.call(dst), proxy.clone());
+            Connector::Tunnel(tunnel, proxy, limit) => {
+                let (connecting, proxy, limit) = (tunnel.call(dst), proxy.clone(), *limit);
                 Box::pin(async move {
-                    let io = connecting.await.map_err(|e| ViaProxy { proxy, source: e.into() })?;
+                    // hyper-util's tunnel waits for the CONNECT's answer without a limit; the
+                    // TCP connect's own timeout covers only the hop to the proxy.
+                    let io = match tokio::time::timeout(limit, connecting).await {
+                        Ok(made) => made.map_err(|e| ViaProxy { proxy, source: e.into() })?,
+                        Err(_) => return Err(ViaProxy { proxy, source: timed_out() }.into()),
+                    };
                     Ok(Conn { io, proxied: false })
                 })
             }
@@ -265,29 +281,42 @@ impl Service<Uri> for Connector {
                 })
             }
             Connector::Socks(socks) => {
-                let mut socks = (**socks).clone();
-                let connecting = socks.http.call(socks.proxy.clone());
+                let socks = (**socks).clone();
                 Box::pin(async move {
                     let proxy = address(&socks.proxy);
-                    let via = |source: BoxError| ViaProxy { proxy: proxy.clone(), source };
-                    let target = socks.target(&dst).await.map_err(via)?;
-                    // The TCP connection is made here, not by hyper-util's SOCKS connector,
-                    // whose error would drop the cause (a refused or timed-out connect).
-                    let io = connecting.await.map_err(|e| via(e.into()))?;
-                    let mut handshake = SocksV5::new(socks.proxy.clone(), Established(Some(io)));
-                    if let Some((user, pass)) = &socks.auth {
-                        handshake =
-                            handshake.with_auth(user.expose().to_owned(), pass.expose().to_owned());
-                    }
-                    let io = handshake.call(target).await.map_err(|e| via(e.to_string().into()))?;
-                    Ok(Conn { io, proxied: false })
+                    // As for the tunnel: the handshake, too, within the connect timeout.
+                    let source = match tokio::time::timeout(socks.limit, socks.connect(dst)).await {
+                        Ok(Ok(io)) => return Ok(Conn { io, proxied: false }),
+                        Ok(Err(source)) => source,
+                        Err(_) => timed_out(),
+                    };
+                    Err(ViaProxy { proxy, source }.into())
                 })
             }
         }
     }
 }
 
+/// A tunnel not made within `CONNECT_TIMEOUT`, as the upstream client reads a timeout.
+fn timed_out() -> BoxError {
+    io::Error::new(io::ErrorKind::TimedOut, "the tunnel was not made within the connect timeout")
+        .into()
+}
+
 impl Socks {
+    /// A connection to `dst` through the proxy. The TCP connection is made here, not by
+    /// hyper-util's SOCKS connector, whose error would drop the cause (a refused or timed-out
+    /// connect).
+    async fn connect(mut self, dst: Uri) -> Result<TokioIo<TcpStream>, BoxError> {
+        let target = self.target(&dst).await?;
+        let io = self.http.call(self.proxy.clone()).await?;
+        let mut handshake = SocksV5::new(self.proxy.clone(), Established(Some(io)));
+        if let Some((user, pass)) = &self.auth {
+            handshake = handshake.with_auth(user.expose().to_owned(), pass.expose().to_owned());
+        }
+        handshake.call(target).await.map_err(|e| e.to_string().into())
+    }
+
     /// The destination to ask the proxy for: `dst` with its port written out (hyper-util
     /// takes 443 for a URL without one, which a plain-HTTP upstream's is not), and for
     /// `socks5://` its name resolved, without blocking the runtime (hyper-util's own
@@ -503,7 +532,7 @@ mod tests {
         let (user, pass) = socks_auth.as_ref().unwrap();
         assert_eq!((user.expose(), pass.expose()), ("bob", "hunter2"));
         assert_eq!(route.describe().as_deref(), Some("socks5h://tunnel.corp:1080 (ALL_PROXY)"));
-        let connector = Connector::new(&route, HttpConnector::new(), false);
+        let connector = Connector::new(&route, HttpConnector::new(), false, Duration::from_secs(1));
         for shown in [format!("{route:?}"), format!("{connector:?}")] {
             assert!(!shown.contains("hunter2"), "{shown}");
         }

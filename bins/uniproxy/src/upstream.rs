@@ -92,7 +92,7 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(Connector::new(route, http.clone(), https_upstream));
+            .wrap_connector(Connector::new(route, http.clone(), https_upstream, connect_timeout));
         let inner = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
             .pool_max_idle_per_host(crate::pool::MAX_IDLE)
