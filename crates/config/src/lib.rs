@@ -12,7 +12,9 @@
 //! unchanged. In `.env` and the environment they match in any case, as
 //! pydantic-settings matched them (`type`, `Actual_Name`). Each may also be
 //! written `UNIPROXY_NAME`, which wins over `NAME` in the same layer; and
-//! when one layer has a name in several cases, the upper-case one wins. In
+//! when one layer has a name in several cases, the upper-case one wins, except
+//! for the outbound proxy's `https_proxy`, `http_proxy`, `all_proxy` and
+//! `no_proxy`, whose lowercase names win, as curl and Python read them. In
 //! the TOML file the keys are the lowercase names. List settings
 //! (`CORS_ALLOW_ORIGINS`, `PROXY_API_KEYS`) take comma-separated values or,
 //! as pydantic-settings read them, a JSON array of strings. `config/uniproxy.toml`

@@ -84,9 +84,15 @@ fn strip_prefix(var: &str) -> Option<&str> {
     head.eq_ignore_ascii_case(PREFIX).then_some(rest)
 }
 
+/// The outbound proxy's variables, whose lowercase names win over the upper-case ones, as
+/// curl and Python's `urllib` (so `requests` and `httpx`) read them: `https_proxy` is the
+/// spelling curl reads first, and `http_proxy` the only one it reads.
+const LOWERCASE_FIRST: &[&str] = &["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"];
+
 /// How strongly `var` names `setting`, strongest first: `UNIPROXY_NAME`,
-/// the prefixed name in another case, `NAME`, then `NAME` in another case.
-/// `None` when `var` names something else.
+/// the prefixed name in another case, `NAME`, then `NAME` in another case;
+/// for the outbound proxy's variables ([`LOWERCASE_FIRST`]), the bare lowercase
+/// `name` before `NAME`. `None` when `var` names something else.
 fn rank(var: &str, setting: &str) -> Option<u8> {
     let (bare, prefixed) = match strip_prefix(var) {
         Some(bare) => (bare, true),
@@ -96,6 +102,10 @@ fn rank(var: &str, setting: &str) -> Option<u8> {
         return None;
     }
     let upper_case = !var.bytes().any(|b| b.is_ascii_lowercase());
+    if !prefixed && LOWERCASE_FIRST.contains(&setting) {
+        let lower_case = !var.bytes().any(|b| b.is_ascii_uppercase());
+        return Some(if lower_case { 2 } else { 3 + u8::from(!upper_case) });
+    }
     Some(if prefixed { 0 } else { 2 } + u8::from(!upper_case))
 }
 
@@ -212,7 +222,8 @@ impl Layers {
 
     /// The winning value of a setting: the environment over `.env` over the
     /// file; within a layer, `UNIPROXY_NAME` over `NAME`, each in upper case
-    /// over other cases. An empty value counts as not set, except for
+    /// over other cases (the outbound proxy's bare lowercase names first: see
+    /// [`rank`]). An empty value counts as not set, except for
     /// `API_KEY`, where empty means empty.
     pub(crate) fn get(&self, name: &'static str) -> Option<Raw> {
         let keep_empty = name == "API_KEY";

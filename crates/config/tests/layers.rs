@@ -230,3 +230,36 @@ fn proxy_variables_are_read_as_curl_names_them_in_either_case() {
     let none = load_env(&[]);
     assert!(none.https_proxy.is_none() && none.http_proxy.is_none() && none.no_proxy.is_empty());
 }
+
+#[test]
+fn a_lowercase_proxy_variable_wins_over_the_upper_case_one_as_for_curl_and_python() {
+    // curl reads https_proxy before HTTPS_PROXY (and http_proxy only); Python's urllib, which
+    // requests and httpx use, lets the lowercase name win: the same environment must send
+    // uniproxy to the proxy it sends them to.
+    let s = load_env(&[
+        ("https_proxy", "http://lower.corp:3128"),
+        ("HTTPS_PROXY", "http://upper.corp:3128"),
+        ("HTTP_PROXY", "http://upper.corp:8080"),
+        ("http_proxy", "http://lower.corp:8080"),
+        ("ALL_PROXY", "http://upper.corp:1080"),
+        ("all_proxy", "http://lower.corp:1080"),
+        ("no_proxy", "lower.example"),
+        ("NO_PROXY", "upper.example"),
+    ]);
+    assert_eq!(s.https_proxy.as_ref().map(|p| p.expose()), Some("http://lower.corp:3128"));
+    assert_eq!(s.http_proxy.as_ref().map(|p| p.expose()), Some("http://lower.corp:8080"));
+    assert_eq!(s.all_proxy.as_ref().map(|p| p.expose()), Some("http://lower.corp:1080"));
+    assert_eq!(s.no_proxy, ["lower.example"]);
+    // An empty lowercase one is unset, and the upper-case one applies (curl's rule).
+    let s = load_env(&[("https_proxy", ""), ("HTTPS_PROXY", "http://upper.corp:3128")]);
+    assert_eq!(s.https_proxy.as_ref().map(|p| p.expose()), Some("http://upper.corp:3128"));
+    // The prefixed name still wins over both.
+    let s = load_env(&[
+        ("https_proxy", "http://lower.corp:3128"),
+        ("UNIPROXY_HTTPS_PROXY", "http://mine.corp:3128"),
+    ]);
+    assert_eq!(s.https_proxy.as_ref().map(|p| p.expose()), Some("http://mine.corp:3128"));
+    // Other settings keep the upper-case name first.
+    let s = load_env(&[("PORT", "1"), ("port", "2")]);
+    assert_eq!(s.port, 1);
+}
