@@ -901,6 +901,30 @@ async fn a_proxy_that_refuses_the_tunnel_is_an_unreachable_upstream() {
 }
 
 #[tokio::test]
+async fn a_proxy_that_refuses_an_absolute_form_request_is_an_unreachable_upstream() {
+    // Its 407 is the outbound proxy's refusal of uniproxy's credentials, not the upstream's
+    // answer: passed on, it would tell the client that the client's own proxy wants them.
+    // The client gets what a refused CONNECT gives (see the test above).
+    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    let outbound = OutboundProxy::start(mock.addr(), Some(PROXY_AUTH)).await;
+    let mut settings = openai_settings(&mock);
+    settings.platform = Platform::Custom;
+    settings.base_url = Some(format!("http://ollama.lan.test:{}/v1", mock.addr().port()));
+    settings.http_proxy = Some(Secret::new(format!("http://alice:wrong@{}", outbound.addr)));
+    settings.max_retries = 0;
+    let proxy = Proxy::start(settings).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.json()["error"]["code"], "upstream_unreachable");
+    assert!(mock.requests().is_empty());
+    let entry = proxy.entries(1).await.remove(0);
+    let error = entry.entry.error_message.unwrap_or_default();
+    assert!(error.contains("proxy authorization required"), "{error}");
+    assert!(!error.contains("wrong"), "{error}");
+}
+
+#[tokio::test]
 async fn a_proxy_that_never_answers_the_connect_is_the_connect_timeout() {
     // The proxy's answer to the CONNECT is when the upstream is connected (a proxy that
     // cannot reach it answers when its own connect gives up): CONNECT_TIMEOUT bounds it, as

@@ -355,6 +355,14 @@ impl Service<Uri> for Established {
     }
 }
 
+/// The error of a request a proxy taking absolute-form requests answered with 407: the proxy
+/// refused uniproxy's credentials (or wants some), which is no answer of the upstream's, so the
+/// client gets "could not reach the upstream", as when a tunnel's `CONNECT` is refused.
+pub fn forward_refused(proxy: &Uri) -> BoxError {
+    let source = "proxy authorization required (407)".into();
+    ViaProxy { proxy: address(proxy), source }.into()
+}
+
 /// A connection through the outbound proxy that could not be made, for the log (the client
 /// gets "could not reach the upstream"): hyper-util's text ("tunnel error: proxy
 /// authorization required", "… unsuccessful" for any other refusal) behind the proxy's

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::Uri;
 use hyper::header::HeaderValue;
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -32,6 +32,9 @@ pub struct Client {
     /// The `Proxy-Authorization` each request carries when requests go to an outbound proxy
     /// in absolute form (a plain-HTTP upstream; an HTTPS one's goes in the tunnel's CONNECT).
     forward_auth: Option<HeaderValue>,
+    /// That proxy, when requests go to one in absolute form: its 407 is its own refusal, not
+    /// the upstream's answer.
+    forward_proxy: Option<Uri>,
 }
 
 #[derive(Clone, Debug)]
@@ -97,11 +100,12 @@ impl Client {
             .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
             .pool_max_idle_per_host(crate::pool::MAX_IDLE)
             .build(connector);
-        let (plain, forward_auth) = match route {
-            Route::Direct => (base_url.and_then(|url| Plain::for_base_url(url, http)), None),
-            Route::Proxy { auth, .. } => (None, auth.clone().filter(|_| !https_upstream)),
+        let (plain, forward_auth, forward_proxy) = match route {
+            Route::Direct => (base_url.and_then(|url| Plain::for_base_url(url, http)), None, None),
+            Route::Proxy { .. } if https_upstream => (None, None, None),
+            Route::Proxy { auth, proxy, .. } => (None, auth.clone(), Some(proxy.clone())),
         };
-        Client { inner, plain, forward_auth }
+        Client { inner, plain, forward_auth, forward_proxy }
     }
 
     /// Sends a request and waits for the response head, at most `first_byte`.
@@ -123,9 +127,16 @@ impl Client {
                 Some(plain) => (plain.pool.send(&plain.target, request).await)
                     .map(|response| response.map(BodyExt::boxed_unsync))
                     .map_err(|e| unreached(e.is_connect(), e)),
-                None => (self.inner.request(request).await)
-                    .map(|response| response.map(BodyExt::boxed_unsync))
-                    .map_err(|e| unreached(e.is_connect(), e)),
+                None => match self.inner.request(request).await {
+                    Ok(response)
+                        if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                            && let Some(proxy) = &self.forward_proxy =>
+                    {
+                        Err(ProxyError::UpstreamConnect(crate::outbound::forward_refused(proxy)))
+                    }
+                    Ok(response) => Ok(response.map(BodyExt::boxed_unsync)),
+                    Err(e) => Err(unreached(e.is_connect(), e)),
+                },
             }
         };
         tokio::time::timeout(first_byte, sent).await.unwrap_or(Err(ProxyError::UpstreamTimeout {

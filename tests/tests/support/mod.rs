@@ -55,6 +55,10 @@ pub struct OutboundProxy {
     task: JoinHandle<()>,
 }
 
+/// A proxy's refusal, as squid writes it (a length, and the scheme it takes).
+const PROXY_REFUSAL: &[u8] = b"HTTP/1.1 407 Proxy Authentication Required\r\n\
+    Proxy-Authenticate: Basic realm=\"proxy\"\r\nContent-Length: 0\r\n\r\n";
+
 impl OutboundProxy {
     pub async fn start(target: SocketAddr, require: Option<&str>) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -86,9 +90,7 @@ impl OutboundProxy {
                         })
                     });
                     if !authorized {
-                        let _ = client
-                            .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
-                            .await;
+                        let _ = client.write_all(PROXY_REFUSAL).await;
                         return;
                     }
                     let Ok(mut upstream) = TcpStream::connect(target).await else { return };
