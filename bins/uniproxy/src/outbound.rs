@@ -107,8 +107,13 @@ impl Route {
                 ));
             }
         };
-        if found.uri().port_u16() == Some(0) {
-            return Err(invalid("the proxy's port is 0"));
+        // A port written but out of range is no port to hyper-util, whose connector then takes
+        // 80: a typo would send the upstream's traffic to another service (curl refuses it).
+        let authority = found.uri().authority().map_or("", |a| a.as_str());
+        let written =
+            authority.rsplit_once(':').is_some_and(|(_, p)| !p.is_empty() && !p.contains(']'));
+        if written && found.uri().port_u16().is_none_or(|p| p == 0) {
+            return Err(invalid("the proxy's port is not a number from 1 to 65535"));
         }
         if intercept(&settings.no_proxy.join(",")).is_none() {
             return Ok(Route::Direct);
@@ -514,13 +519,23 @@ mod tests {
             ("https://proxy.corp:443", "only http://, socks5:// and socks5h://"),
             ("ftp://proxy.corp", "not a proxy URL"),
             ("http://", "not a proxy URL"),
-            ("http://proxy.corp:0", "port is 0"),
+            ("http://proxy.corp:0", "port is not a number from 1 to 65535"),
+            ("http://proxy.corp:65616", "port is not a number from 1 to 65535"),
+            ("proxy.corp:312800", "port is not a number from 1 to 65535"),
+            ("http://user:pw@[fd00::1]:99999", "port is not a number from 1 to 65535"),
         ] {
             let mut s = settings("https://api.openai.com/v1");
             s.https_proxy = Some(Secret::from(value));
             let e = Route::for_upstream(&s).unwrap_err();
             assert_eq!(e.setting, "HTTPS_PROXY");
             assert!(e.to_string().contains(expected), "{value}: {e}");
+        }
+        // Without a port, or with an empty one, a proxy is on port 80 (as for Python's HTTP
+        // clients; curl takes 1080).
+        for value in ["http://proxy.corp", "http://proxy.corp:/", "http://[fd00::1]"] {
+            let mut s = settings("https://api.openai.com/v1");
+            s.https_proxy = Some(Secret::from(value));
+            assert!(matches!(Route::for_upstream(&s), Ok(Route::Proxy { .. })), "{value}");
         }
         // A variable for the other scheme is not read, so it cannot stop the start.
         let mut s = settings("https://api.openai.com/v1");
