@@ -85,12 +85,22 @@ impl Route {
         else {
             return Ok(Route::Direct);
         };
+        // NO_PROXY first: a proxy it keeps the upstream from does not apply, so whatever its
+        // setting says cannot stop the start (a SOCKS ALL_PROXY set for other tools, with the
+        // upstream in NO_PROXY). The matcher applies NO_PROXY only to a proxy it can read: an
+        // address of none is given to it here for that.
+        let no_proxy = settings.no_proxy.join(",");
+        let bypassed = |no: &str| {
+            Matcher::builder().all("http://0.0.0.0:1").no(no).build().intercept(&base).is_none()
+        };
+        if bypassed(&no_proxy) {
+            return Ok(Route::Direct);
+        }
         let value = value.expose().trim();
         let invalid = |reason| RouteError { setting, reason };
         // The matcher reads a value as curl does (`host:port` is `http://host:port`, the
-        // user and password percent-decoded into Basic credentials) and applies NO_PROXY.
-        let intercept = |no: &str| Matcher::builder().all(value).no(no).build().intercept(&base);
-        let Some(found) = intercept("") else {
+        // user and password percent-decoded into Basic credentials).
+        let Some(found) = Matcher::builder().all(value).build().intercept(&base) else {
             return Err(invalid(
                 "not a proxy URL (http://host:port, http://user:password@host:port, host:port, \
                  or socks5h://host:port)",
@@ -114,9 +124,6 @@ impl Route {
             authority.rsplit_once(':').is_some_and(|(_, p)| !p.is_empty() && !p.contains(']'));
         if written && found.uri().port_u16().is_none_or(|p| p == 0) {
             return Err(invalid("the proxy's port is not a number from 1 to 65535"));
-        }
-        if intercept(&settings.no_proxy.join(",")).is_none() {
-            return Ok(Route::Direct);
         }
         let mut proxy = found.uri().clone();
         if socks && proxy.port().is_none() {
@@ -536,6 +543,15 @@ mod tests {
             let mut s = settings("https://api.openai.com/v1");
             s.https_proxy = Some(Secret::from(value));
             assert!(matches!(Route::for_upstream(&s), Ok(Route::Proxy { .. })), "{value}");
+        }
+        // Nor can one that NO_PROXY keeps from the upstream: it does not apply.
+        for no_proxy in ["*", "openai.com", "api.openai.com"] {
+            let mut s = settings("https://api.openai.com/v1");
+            s.all_proxy = Some(Secret::from("socks5h://127.0.0.1:1080"));
+            s.no_proxy = vec![no_proxy.to_owned()];
+            assert_eq!(Route::for_upstream(&s).unwrap(), Route::Direct, "{no_proxy}");
+            s.https_proxy = Some(Secret::from("http://"));
+            assert_eq!(Route::for_upstream(&s).unwrap(), Route::Direct, "{no_proxy}");
         }
         // A variable for the other scheme is not read, so it cannot stop the start.
         let mut s = settings("https://api.openai.com/v1");
