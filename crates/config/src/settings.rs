@@ -136,7 +136,8 @@ pub struct Settings {
     pub all_proxy: Option<Secret>,
     /// `NO_PROXY`: upstream hosts reached without the proxy: names (each also covers its
     /// subdomains), IP addresses, CIDR ranges, or `*` for every host. Comma-separated or a
-    /// list. A loopback upstream (`localhost`, `127.0.0.1`, `::1`) never goes through a proxy.
+    /// list (a value starting with `[` that is no JSON array is comma-separated, as curl reads
+    /// `[::1],localhost`). A loopback upstream (`localhost`, `127.0.0.1`, `::1`) never goes through a proxy.
     pub no_proxy: Vec<String>,
     /// Whether `TYPE` was set nowhere, so that the mock was chosen.
     type_defaulted: bool,
@@ -337,6 +338,9 @@ impl Check<'_> {
         }
         match serde_json::from_str::<Vec<String>>(text) {
             Ok(items) => Some(Raw { value: RawValue::List(items), origin: raw.origin }),
+            // NO_PROXY is curl's variable, whose values may start with a bracketed IPv6
+            // address (`[::1],localhost`): one that is no JSON array is comma-separated.
+            Err(_) if name == "NO_PROXY" => Some(raw),
             Err(_) => {
                 self.invalid(
                     name,

@@ -263,3 +263,13 @@ fn a_lowercase_proxy_variable_wins_over_the_upper_case_one_as_for_curl_and_pytho
     let s = load_env(&[("PORT", "1"), ("port", "2")]);
     assert_eq!(s.port, 1);
 }
+
+#[test]
+fn a_no_proxy_that_starts_with_a_bracketed_ipv6_address_is_comma_separated() {
+    // A value curl takes (Go's tools write IPv6 entries so); it stopped the start as a JSON
+    // array that does not parse.
+    let s = load_env(&[("NO_PROXY", "[::1],localhost, .corp")]);
+    assert_eq!(s.no_proxy, ["[::1]", "localhost", ".corp"]);
+    let s = load_env(&[("NO_PROXY", r#"["a.example", "b.example"]"#)]);
+    assert_eq!(s.no_proxy, ["a.example", "b.example"], "a JSON array is still one");
+}
