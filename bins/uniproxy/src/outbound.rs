@@ -89,9 +89,16 @@ impl Route {
         // setting says cannot stop the start (a SOCKS ALL_PROXY set for other tools, with the
         // upstream in NO_PROXY). The matcher applies NO_PROXY only to a proxy it can read: an
         // address of none is given to it here for that.
-        let no_proxy = settings.no_proxy.join(",");
+        // Names compared without a trailing dot (a fully qualified name's root), as curl
+        // compares them: `openai.com.` in NO_PROXY covers `api.openai.com`, and the reverse.
+        let no_proxy: Vec<&str> =
+            settings.no_proxy.iter().map(|e| e.strip_suffix('.').unwrap_or(e)).collect();
+        let no_proxy = no_proxy.join(",");
+        let bare = (host.strip_suffix('.'))
+            .and_then(|h| format!("{}://{h}/", base.scheme_str()?).parse::<Uri>().ok());
+        let checked = bare.as_ref().unwrap_or(&base);
         let bypassed = |no: &str| {
-            Matcher::builder().all("http://0.0.0.0:1").no(no).build().intercept(&base).is_none()
+            Matcher::builder().all("http://0.0.0.0:1").no(no).build().intercept(checked).is_none()
         };
         if bypassed(&no_proxy) {
             return Ok(Route::Direct);
@@ -503,6 +510,10 @@ mod tests {
             ("https://api.openai.com/v1", vec![".openai.com"]),
             ("https://api.openai.com/v1", vec!["*"]),
             ("https://10.1.2.3/v1", vec!["10.0.0.0/8"]),
+            ("https://api.openai.com/v1", vec!["openai.com."]),
+            ("https://api.openai.com/v1", vec![".openai.com."]),
+            ("https://api.openai.com./v1", vec!["openai.com"]),
+            ("https://api.openai.com./v1", vec!["api.openai.com"]),
             ("http://localhost:11434/v1", vec![]),
             ("http://127.0.0.1:11434/v1", vec![]),
             ("http://[::1]:11434/v1", vec![]),
