@@ -938,18 +938,22 @@ async fn a_proxy_that_never_answers_the_connect_is_the_connect_timeout() {
         }
     });
     let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
-    let mut settings = openai_settings(&mock);
-    settings.base_url = Some("https://api.upstream.test/v1".into());
-    settings.https_proxy = Some(Secret::new(format!("http://{addr}")));
-    settings.connect_timeout = Duration::from_millis(300);
-    settings.first_byte_timeout = Duration::from_secs(5);
-    let proxy = Proxy::start(settings).await;
+    // A SOCKS5 proxy that never answers its handshake, the same.
+    for proxy_url in [format!("http://{addr}"), format!("socks5h://{addr}")] {
+        let mut settings = openai_settings(&mock);
+        settings.base_url = Some("https://api.upstream.test/v1".into());
+        settings.https_proxy = Some(Secret::new(proxy_url.clone()));
+        settings.connect_timeout = Duration::from_millis(300);
+        settings.first_byte_timeout = Duration::from_secs(5);
+        settings.max_retries = 0;
+        let proxy = Proxy::start(settings).await;
 
-    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
-    assert_eq!(resp.status, 504, "{}", resp.text());
-    assert_eq!(resp.json()["error"]["code"], "upstream_timeout");
-    let message = resp.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
-    assert!(message.contains("CONNECT_TIMEOUT"), "{message}");
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+        assert_eq!(resp.status, 504, "{proxy_url}: {}", resp.text());
+        assert_eq!(resp.json()["error"]["code"], "upstream_timeout");
+        let message = resp.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains("CONNECT_TIMEOUT"), "{proxy_url}: {message}");
+    }
     held.abort();
 }
 
