@@ -314,6 +314,32 @@ class AnthropicPlatform(unittest.TestCase):
             self.assertEqual("thinking" in sent, kinds[0] == "thinking", sent)
             self.assertEqual([b["type"] for b in sent["messages"][1]["content"]], kinds)
 
+    def test_legacy_functions_loop_gets_function_calls(self):
+        # An old function-calling agent: `functions`, the call given back as `function_call`,
+        # its result as a `function` message; the SDK reads the legacy answer shape.
+        functions = [{"name": "get_weather",
+                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+        messages = [{"role": "user", "content": "Weather in Paris, then Lyon?"}]
+        for city in ["Paris", "Lyon"]:
+            self.upstream.answers.append(message(
+                [{"type": "tool_use", "id": f"toolu_{city}", "name": "get_weather",
+                  "input": {"city": city}}], "tool_use"))
+            completion = self.client.chat.completions.create(
+                model="gpt-3.5-turbo", messages=messages, functions=functions)
+            choice = completion.choices[0]
+            self.assertEqual(choice.finish_reason, "function_call")
+            self.assertIsNone(choice.message.tool_calls)
+            call = choice.message.function_call
+            self.assertEqual((call.name, json.loads(call.arguments)), ("get_weather", {"city": city}))
+            messages += [choice.message.model_dump(include={"role", "content", "function_call"}),
+                         {"role": "function", "name": "get_weather", "content": "18C"}]
+        sent = self.upstream.requests[-1][1]
+        # Claude's rules: each tool_use answered by a tool_result with its id in the next turn.
+        turns = sent["messages"]
+        self.assertEqual([t["role"] for t in turns], ["user", "assistant", "user"])
+        self.assertEqual(turns[1]["content"][0]["id"], turns[2]["content"][0]["tool_use_id"])
+        self.assertTrue(sent["tool_choice"]["disable_parallel_tool_use"])
+
     def test_the_stream_helper_keeps_each_thinking_block(self):
         def event(kind, **data):
             return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
