@@ -57,7 +57,7 @@
 //! `n > 1`, `logprobs: true`, `top_logprobs > 0`, a `json_schema` without a schema, audio output
 //! `modalities`, `input_audio` parts, `file` parts by
 //! `file_id` or of another media type than PDF and images, unknown part types, tools
-//! that are not functions, unknown `tool_choice` forms, unknown roles,
+//! that are not functions, unknown `tool_choice` and `function_call` forms, unknown roles,
 //! unknown `reasoning_effort` values, and unknown top-level fields (`moderation`, `audio` and
 //! `web_search_options` among them). Invalid tool call
 //! `arguments` get [`TranslateError::InvalidToolArguments`]; a `tool` message that answers no

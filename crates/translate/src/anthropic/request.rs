@@ -220,10 +220,21 @@ impl RequestBuilder {
                 Tool { kind: "function".to_owned(), function: Some(function), extra: Map::new() };
             tools.get_or_insert_with(Vec::new).push(tool);
         }
+        // The field the tool choice came from, for its errors: a client that sent only
+        // `function_call` is told about `function_call`.
+        let choice_field = if tool_choice.is_none() && function_call.is_some() {
+            "function_call"
+        } else {
+            "tool_choice"
+        };
         let tool_choice = match (tool_choice, function_call) {
             (Some(choice), Some(_)) => {
                 self.drop_field("function_call");
                 Some(choice)
+            }
+            // The legacy field takes `none`, `auto` or a name, nothing else.
+            (None, Some(FunctionCallChoice::Mode(ToolChoiceMode::Other(_)))) => {
+                return Err(unsupported("function_call"));
             }
             (None, Some(FunctionCallChoice::Mode(mode))) => Some(OpenAiToolChoice::Mode(mode)),
             (None, Some(FunctionCallChoice::Named(named))) => {
@@ -343,7 +354,7 @@ impl RequestBuilder {
                         self.drop_field("tool_choice");
                     }
                     Some(_) => {
-                        return Err(invalid("tool_choice", "asks for a tool but there are none"));
+                        return Err(invalid(choice_field, "asks for a tool but there are none"));
                     }
                 }
                 if parallel_tool_calls.is_some() {
