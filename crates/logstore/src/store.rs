@@ -514,9 +514,14 @@ fn init_connection(conn: &mut Connection, options: &StoreOptions) -> rusqlite::R
     // files), and SQLite then writes it again from the start. Only a reader
     // that holds old pages can make it grow past that; `journal_size_limit`
     // truncates it back to 64 MiB at the next reset.
+    //
+    // `secure_delete = FAST` zeroes what a delete or a page split leaves behind in the pages
+    // it writes anyway (no more I/O); the pages it frees, prune's vacuum gives back. Without
+    // it, entries pruned to remove a secret pasted into a prompt (`logs prune --all`) stay
+    // readable in the file.
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000; \
-         PRAGMA journal_size_limit = 67108864;",
+         PRAGMA journal_size_limit = 67108864; PRAGMA secure_delete = FAST;",
     )?;
     if let Some(max) = options.max_size_bytes {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;

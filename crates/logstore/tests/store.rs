@@ -815,3 +815,37 @@ fn a_search_with_a_nul_finds_only_bodies_that_have_one() {
     assert_eq!(found("a\0b"), ["chatcmpl-000001"]);
     assert_eq!(found("\0zzz"), Vec::<String>::new());
 }
+
+#[test]
+fn pruning_every_entry_leaves_none_of_their_text_in_the_files() {
+    // `logs prune --all` is how an operator removes a secret pasted into a prompt: the
+    // deleted entries' text must not stay behind in the database's pages.
+    let (dir, store) = temp_store();
+    let secret = "sk-live-PASTED-BY-MISTAKE-0123456789";
+    let batch: Vec<_> = (0..50)
+        .map(|i| {
+            let mut e = if i % 2 == 0 { big_entry(i) } else { entry(i) };
+            e.client_request =
+                format!(r#"{{"messages":[{{"role":"user","content":"{secret}"}}]}}"#);
+            e
+        })
+        .collect();
+    store.insert_batch(&batch).unwrap();
+    let report =
+        store.prune(&Retention { max_rows: Some(0), now_ms: T0, ..Retention::default() }).unwrap();
+    assert_eq!(report.deleted_by_rows, 50);
+    assert_eq!(store.count().unwrap(), 0);
+    for file in std::fs::read_dir(dir.path().join("nested/dir")).unwrap() {
+        let path = file.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let found = bytes.windows(secret.len()).filter(|w| *w == secret.as_bytes()).count();
+        let at = bytes.windows(secret.len()).position(|w| w == secret.as_bytes());
+        assert_eq!(
+            found,
+            0,
+            "{} still holds the deleted text at {at:?} of {}",
+            path.display(),
+            bytes.len()
+        );
+    }
+}
