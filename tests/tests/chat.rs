@@ -202,20 +202,9 @@ async fn google_answers_a_legacy_functions_request_with_a_function_call() {
     }
 }
 
-#[tokio::test]
-async fn claude_serves_a_legacy_functions_loop_with_function_calls() {
-    // An old function-calling agent (LangChain's OpenAIFunctionsAgent): `functions`, the
-    // assistant's `function_call` and a `function` message given back. Claude got a 400.
-    let answer = r#"{"model":"claude-sonnet-4-5-20250929","id":"msg_01Aq9w938a90dw8q","type":"message","role":"assistant","content":[{"type":"tool_use","id":"toolu_01A09q90qw90lq917835lq9","name":"get_weather","input":{"city":"Lyon"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":384,"output_tokens":57}}"#;
-    let events = [
-        r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_01","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":384,"output_tokens":1}}}"#,
-        r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_01","name":"get_weather","input":{}}}"#,
-        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\": "}}"#,
-        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"\"Lyon\"}"}}"#,
-        r#"{"type":"content_block_stop","index":0}"#,
-        r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":57}}"#,
-        r#"{"type":"message_stop"}"#,
-    ];
+/// A mock Claude that answers `answer` whole and streams `events` (each the data of the event
+/// its `type` names), and the proxy in front of it.
+async fn claude_behind_the_proxy(answer: &'static str, events: &[&str]) -> (MockUpstream, Proxy) {
     let stream: String = events
         .iter()
         .map(|data| {
@@ -235,6 +224,24 @@ async fn claude_serves_a_legacy_functions_loop_with_function_calls() {
     let mut settings = openai_settings(&mock);
     settings.platform = Platform::Anthropic;
     let proxy = Proxy::start(settings).await;
+    (mock, proxy)
+}
+
+#[tokio::test]
+async fn claude_serves_a_legacy_functions_loop_with_function_calls() {
+    // An old function-calling agent (LangChain's OpenAIFunctionsAgent): `functions`, the
+    // assistant's `function_call` and a `function` message given back. Claude got a 400.
+    let answer = r#"{"model":"claude-sonnet-4-5-20250929","id":"msg_01Aq9w938a90dw8q","type":"message","role":"assistant","content":[{"type":"tool_use","id":"toolu_01A09q90qw90lq917835lq9","name":"get_weather","input":{"city":"Lyon"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":384,"output_tokens":57}}"#;
+    let events = [
+        r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_01","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":384,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_01","name":"get_weather","input":{}}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\": "}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"\"Lyon\"}"}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":57}}"#,
+        r#"{"type":"message_stop"}"#,
+    ];
+    let (mock, proxy) = claude_behind_the_proxy(answer, &events).await;
 
     let mut req = chat_request("gpt-3.5-turbo", false);
     req["functions"] = json!([{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
@@ -666,25 +673,7 @@ async fn a_json_object_from_claude_comes_as_the_content_of_the_answer() {
         r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":48}}"#,
         r#"{"type":"message_stop"}"#,
     ];
-    let stream: String = events
-        .iter()
-        .map(|data| {
-            let kind =
-                serde_json::from_str::<Value>(data).unwrap()["type"].as_str().unwrap().to_owned();
-            format!("event: {kind}\ndata: {data}\n\n")
-        })
-        .collect();
-    let mock = MockUpstream::start(move |r| {
-        if r.json()["stream"] == true {
-            Reply::sse(vec![Step::raw(&stream)])
-        } else {
-            Reply::raw_json(200, answer)
-        }
-    })
-    .await;
-    let mut settings = openai_settings(&mock);
-    settings.platform = Platform::Anthropic;
-    let proxy = Proxy::start(settings).await;
+    let (mock, proxy) = claude_behind_the_proxy(answer, &events).await;
 
     let mut req = chat_request("gpt-4o", false);
     req["response_format"] = json!({"type": "json_object"});
