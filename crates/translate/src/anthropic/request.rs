@@ -507,15 +507,7 @@ impl RequestBuilder {
                         "answers no tool call of an earlier assistant message",
                     ));
                 }
-                let content = match content {
-                    Some(MessageContent::Text(text)) => ToolResultContent::Text(text),
-                    None => ToolResultContent::Text(String::new()),
-                    parts @ Some(MessageContent::Parts(_)) => {
-                        ToolResultContent::Blocks(self.blocks(&path, parts)?)
-                    }
-                };
-                let tool_use_id = tool_use_id(id);
-                self.push_tool_result(InputBlock::ToolResult { tool_use_id, content });
+                self.push_tool_result(&path, tool_use_id(id), content)?;
             }
             Role::Function => {
                 // The latest call of that name not answered yet.
@@ -529,14 +521,7 @@ impl RequestBuilder {
                     ));
                 };
                 let (tool_use_id, _) = self.legacy_calls.remove(at);
-                let content = match content {
-                    Some(MessageContent::Text(text)) => ToolResultContent::Text(text),
-                    None => ToolResultContent::Text(String::new()),
-                    parts @ Some(MessageContent::Parts(_)) => {
-                        ToolResultContent::Blocks(self.blocks(&path, parts)?)
-                    }
-                };
-                self.push_tool_result(InputBlock::ToolResult { tool_use_id, content });
+                self.push_tool_result(&path, tool_use_id, content)?;
             }
             Role::Other(_) => return Err(unsupported(format!("{path}.role"))),
         }
@@ -597,9 +582,23 @@ impl RequestBuilder {
         }
     }
 
-    /// Adds a tool result to the user turn that follows the calls, after the results already
+    /// Adds the result of the call `tool_use_id`, the content of the `tool` or `function`
+    /// message at `path`, to the user turn that follows the calls, after the results already
     /// there: Anthropic wants the results first in that turn.
-    fn push_tool_result(&mut self, block: InputBlock) {
+    fn push_tool_result(
+        &mut self,
+        path: &str,
+        tool_use_id: String,
+        content: Option<MessageContent>,
+    ) -> Result<(), TranslateError> {
+        let content = match content {
+            Some(MessageContent::Text(text)) => ToolResultContent::Text(text),
+            None => ToolResultContent::Text(String::new()),
+            parts @ Some(MessageContent::Parts(_)) => {
+                ToolResultContent::Blocks(self.blocks(path, parts)?)
+            }
+        };
+        let block = InputBlock::ToolResult { tool_use_id, content };
         match self.messages.last_mut() {
             Some(last) if last.role == InputRole::User => {
                 let at = last
@@ -611,6 +610,7 @@ impl RequestBuilder {
             }
             _ => self.messages.push(InputMessage { role: InputRole::User, content: vec![block] }),
         }
+        Ok(())
     }
 
     /// The texts of a system or developer message, each with its `cache_control`.
