@@ -866,6 +866,32 @@ async fn upstreams_are_reached_through_a_socks5_proxy() {
 }
 
 #[tokio::test]
+async fn a_407_from_an_upstream_behind_a_socks5_proxy_is_the_upstreams_answer() {
+    // Only a proxy that takes requests in absolute form answers for the upstream; through a
+    // SOCKS5 tunnel a 407 comes from the upstream itself, and reaches the client as it would
+    // without the proxy.
+    let refusal = r#"{"error":{"message":"proxy auth","type":"invalid_request_error"}}"#;
+    let mock = MockUpstream::always(Reply::raw_json(407, refusal)).await;
+    let socks = SocksProxy::start(mock.addr(), None).await;
+    let mut answers = Vec::new();
+    for through_socks in [false, true] {
+        let mut settings = openai_settings(&mock);
+        settings.platform = Platform::Custom;
+        settings.max_retries = 0;
+        if through_socks {
+            settings.base_url = Some("http://ollama.lan.test/v1".to_owned());
+            settings.http_proxy = Some(Secret::new(format!("socks5h://{}", socks.addr)));
+        }
+        let proxy = Proxy::start(settings).await;
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+        answers.push((resp.status, resp.json()["error"]["code"].clone()));
+    }
+    assert_eq!(socks.asked(), ["ollama.lan.test:80"]);
+    assert_ne!(answers[1].1, "upstream_unreachable", "{answers:?}");
+    assert_eq!(answers[0], answers[1]);
+}
+
+#[tokio::test]
 async fn a_proxy_that_refuses_the_tunnel_is_an_unreachable_upstream() {
     let (mock, tls) = MockUpstream::start_tls_as(
         "api.upstream.test",

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use hyper::Uri;
 use hyper::header::HeaderValue;
+use hyper::http::uri::Scheme;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::proxy::SocksV5;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
@@ -28,22 +29,42 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 use uniproxy_config::{Secret, Settings};
 
-/// Where the upstream's connections go.
+/// Where the upstream's connections go. In each proxy route, `proxy` is the proxy's URL
+/// without credentials (`http://host:port/`, `socks5h://host:port/`) and `setting` the
+/// setting that named it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Route {
     /// Straight to the upstream.
     Direct,
-    /// Through an HTTP proxy: a `CONNECT` tunnel for an HTTPS upstream, requests in absolute
-    /// form for a plain-HTTP one; or through a SOCKS5 proxy.
-    Proxy {
-        /// The proxy's URL, `http://host:port/` or `socks5h://host:port/`, without
-        /// credentials.
+    /// An HTTPS upstream through an HTTP proxy: a `CONNECT` tunnel, TLS inside it.
+    Tunnel {
+        /// The proxy.
         proxy: Uri,
-        /// The `Proxy-Authorization` the proxy URL's `user:password@` makes (an HTTP proxy).
+        /// The `Proxy-Authorization` the proxy URL's `user:password@` makes.
         auth: Option<HeaderValue>,
-        /// The user and password a SOCKS5 proxy's URL gives.
-        socks_auth: Option<(Secret, Secret)>,
-        /// The setting that named the proxy.
+        /// The setting.
+        setting: &'static str,
+    },
+    /// A plain-HTTP upstream through an HTTP proxy: each request sent to the proxy in
+    /// absolute form.
+    Forward {
+        /// The proxy.
+        proxy: Uri,
+        /// The `Proxy-Authorization` each request carries.
+        auth: Option<HeaderValue>,
+        /// The setting.
+        setting: &'static str,
+    },
+    /// Either kind of upstream through a SOCKS5 proxy.
+    Socks {
+        /// The proxy, with its port.
+        proxy: Uri,
+        /// The user and password the proxy URL gives.
+        auth: Option<(Secret, Secret)>,
+        /// `socks5h://`: the proxy resolves the upstream's name; `socks5://`: it is resolved
+        /// here.
+        remote_dns: bool,
+        /// The setting.
         setting: &'static str,
     },
 }
@@ -97,10 +118,8 @@ impl Route {
         let bare = (host.strip_suffix('.'))
             .and_then(|h| format!("{}://{h}/", base.scheme_str()?).parse::<Uri>().ok());
         let checked = bare.as_ref().unwrap_or(&base);
-        let bypassed = |no: &str| {
-            Matcher::builder().all("http://0.0.0.0:1").no(no).build().intercept(checked).is_none()
-        };
-        if bypassed(&no_proxy) {
+        let matcher = Matcher::builder().all("http://0.0.0.0:1").no(no_proxy).build();
+        if matcher.intercept(checked).is_none() {
             return Ok(Route::Direct);
         }
         let value = value.expose().trim();
@@ -132,21 +151,33 @@ impl Route {
         if written && found.uri().port_u16().is_none_or(|p| p == 0) {
             return Err(invalid("the proxy's port is not a number from 1 to 65535"));
         }
-        let mut proxy = found.uri().clone();
-        if socks && proxy.port().is_none() {
-            // curl's default for a SOCKS proxy (hyper-util would connect to port 80).
-            proxy = with_port(&proxy, 1080).ok_or_else(|| invalid("not a proxy URL"))?;
-        }
-        let socks_auth =
-            found.raw_auth().map(|(user, pass)| (Secret::from(user), Secret::from(pass)));
-        Ok(Route::Proxy { proxy, auth: found.basic_auth().cloned(), socks_auth, setting })
+        let proxy = found.uri().clone();
+        let auth = found.basic_auth().cloned();
+        Ok(match (socks, base.scheme() == Some(&Scheme::HTTPS)) {
+            (false, true) => Route::Tunnel { proxy, auth, setting },
+            (false, false) => Route::Forward { proxy, auth, setting },
+            (true, _) => Route::Socks {
+                // curl's default for a SOCKS proxy (hyper-util would connect to port 80).
+                proxy: match proxy.port() {
+                    Some(_) => proxy.clone(),
+                    None => with_port(&proxy, 1080).ok_or_else(|| invalid("not a proxy URL"))?,
+                },
+                auth: found.raw_auth().map(|(user, pass)| (Secret::from(user), Secret::from(pass))),
+                remote_dns: proxy.scheme_str() == Some("socks5h"),
+                setting,
+            },
+        })
     }
 
     /// The proxy, for the start-up log: its address only, never its credentials.
     pub fn describe(&self) -> Option<String> {
         match self {
             Route::Direct => None,
-            Route::Proxy { proxy, setting, .. } => Some(format!("{} ({setting})", address(proxy))),
+            Route::Tunnel { proxy, setting, .. }
+            | Route::Forward { proxy, setting, .. }
+            | Route::Socks { proxy, setting, .. } => {
+                Some(format!("{} ({setting})", address(proxy)))
+            }
         }
     }
 }
@@ -193,14 +224,12 @@ pub enum Connector {
     Socks(Box<Socks>),
 }
 
-/// What a SOCKS5 connection needs.
+/// What a SOCKS5 connection needs (see [`Route::Socks`]).
 #[derive(Clone)]
 pub struct Socks {
     http: HttpConnector,
-    /// The proxy's URL, with its port.
     proxy: Uri,
     auth: Option<(Secret, Secret)>,
-    /// `socks5h://`: the proxy resolves the upstream's name; `socks5://`: it is resolved here.
     remote_dns: bool,
     /// `CONNECT_TIMEOUT`, for the whole of it.
     limit: Duration,
@@ -221,27 +250,11 @@ impl std::fmt::Debug for Connector {
 
 impl Connector {
     /// The connector for `route`, its TCP connections made by `http`; a tunnel is made within
-    /// `connect_timeout`, its `CONNECT` answered included.
-    pub fn new(
-        route: &Route,
-        http: HttpConnector,
-        https_upstream: bool,
-        connect_timeout: Duration,
-    ) -> Self {
+    /// `connect_timeout`, its `CONNECT` or SOCKS5 handshake answered included.
+    pub fn new(route: &Route, http: HttpConnector, connect_timeout: Duration) -> Self {
         match route {
             Route::Direct => Connector::Direct(http),
-            Route::Proxy { proxy, socks_auth, .. }
-                if matches!(proxy.scheme_str(), Some("socks5" | "socks5h")) =>
-            {
-                Connector::Socks(Box::new(Socks {
-                    http,
-                    proxy: proxy.clone(),
-                    auth: socks_auth.clone(),
-                    remote_dns: proxy.scheme_str() == Some("socks5h"),
-                    limit: connect_timeout,
-                }))
-            }
-            Route::Proxy { proxy, auth, .. } if https_upstream => {
+            Route::Tunnel { proxy, auth, .. } => {
                 let tunnel = Tunnel::new(proxy.clone(), http);
                 let tunnel = match auth {
                     Some(auth) => tunnel.with_auth(auth.clone()),
@@ -249,7 +262,14 @@ impl Connector {
                 };
                 Connector::Tunnel(tunnel, address(proxy), connect_timeout)
             }
-            Route::Proxy { proxy, .. } => Connector::Forward(http, proxy.clone()),
+            Route::Forward { proxy, .. } => Connector::Forward(http, proxy.clone()),
+            Route::Socks { proxy, auth, remote_dns, .. } => Connector::Socks(Box::new(Socks {
+                http,
+                proxy: proxy.clone(),
+                auth: auth.clone(),
+                remote_dns: *remote_dns,
+                limit: connect_timeout,
+            })),
         }
     }
 }
@@ -458,14 +478,17 @@ mod tests {
         s
     }
 
+    /// The proxy, its HTTP `Proxy-Authorization` and the setting that named it.
     fn proxy_of(route: &Route) -> Option<(String, Option<String>, &'static str)> {
+        let basic = |auth: &Option<HeaderValue>| {
+            auth.as_ref().and_then(|a| a.to_str().ok()).map(str::to_owned)
+        };
         match route {
             Route::Direct => None,
-            Route::Proxy { proxy, auth, setting, .. } => Some((
-                proxy.to_string(),
-                auth.as_ref().and_then(|a| a.to_str().ok()).map(str::to_owned),
-                setting,
-            )),
+            Route::Tunnel { proxy, auth, setting } | Route::Forward { proxy, auth, setting } => {
+                Some((proxy.to_string(), basic(auth), setting))
+            }
+            Route::Socks { proxy, setting, .. } => Some((proxy.to_string(), None, setting)),
         }
     }
 
@@ -527,7 +550,7 @@ mod tests {
         let mut s = settings("https://api.openai.com/v1");
         s.all_proxy = Some(Secret::from("http://proxy.corp:3128"));
         s.no_proxy = vec!["example.com".into(), "penai.com".into()];
-        assert!(matches!(Route::for_upstream(&s).unwrap(), Route::Proxy { .. }));
+        assert!(matches!(Route::for_upstream(&s).unwrap(), Route::Tunnel { .. }));
     }
 
     #[test]
@@ -553,7 +576,7 @@ mod tests {
         for value in ["http://proxy.corp", "http://proxy.corp:/", "http://[fd00::1]"] {
             let mut s = settings("https://api.openai.com/v1");
             s.https_proxy = Some(Secret::from(value));
-            assert!(matches!(Route::for_upstream(&s), Ok(Route::Proxy { .. })), "{value}");
+            assert!(matches!(Route::for_upstream(&s), Ok(Route::Tunnel { .. })), "{value}");
         }
         // Nor can one that NO_PROXY keeps from the upstream: it does not apply.
         for no_proxy in ["*", "openai.com", "api.openai.com"] {
@@ -575,14 +598,15 @@ mod tests {
         let mut s = settings("http://ollama.lan:11434/v1");
         s.all_proxy = Some(Secret::from("socks5h://bob:hunter2@tunnel.corp"));
         let route = Route::for_upstream(&s).unwrap();
-        let Route::Proxy { proxy, auth, socks_auth, setting } = &route else { panic!("{route:?}") };
+        let Route::Socks { proxy, auth, setting, .. } = &route else { panic!("{route:?}") };
         assert_eq!(proxy.to_string(), "socks5h://tunnel.corp:1080/");
         assert_eq!(*setting, "ALL_PROXY");
-        assert!(auth.is_none(), "no HTTP Proxy-Authorization for a SOCKS proxy");
-        let (user, pass) = socks_auth.as_ref().unwrap();
+        let (_, basic, _) = proxy_of(&route).unwrap();
+        assert!(basic.is_none(), "no HTTP Proxy-Authorization for a SOCKS proxy");
+        let (user, pass) = auth.as_ref().unwrap();
         assert_eq!((user.expose(), pass.expose()), ("bob", "hunter2"));
         assert_eq!(route.describe().as_deref(), Some("socks5h://tunnel.corp:1080 (ALL_PROXY)"));
-        let connector = Connector::new(&route, HttpConnector::new(), false, Duration::from_secs(1));
+        let connector = Connector::new(&route, HttpConnector::new(), Duration::from_secs(1));
         for shown in [format!("{route:?}"), format!("{connector:?}")] {
             assert!(!shown.contains("hunter2"), "{shown}");
         }

@@ -82,9 +82,6 @@ impl Client {
         base_url: Option<&str>,
         route: &Route,
     ) -> Self {
-        let https_upstream = base_url
-            .and_then(|u| u.parse::<Uri>().ok())
-            .is_some_and(|u| u.scheme() == Some(&Scheme::HTTPS));
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -95,15 +92,15 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(Connector::new(route, http.clone(), https_upstream, connect_timeout));
+            .wrap_connector(Connector::new(route, http.clone(), connect_timeout));
         let inner = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
             .pool_max_idle_per_host(crate::pool::MAX_IDLE)
             .build(connector);
         let (plain, forward_auth, forward_proxy) = match route {
             Route::Direct => (base_url.and_then(|url| Plain::for_base_url(url, http)), None, None),
-            Route::Proxy { .. } if https_upstream => (None, None, None),
-            Route::Proxy { auth, proxy, .. } => (None, auth.clone(), Some(proxy.clone())),
+            Route::Forward { proxy, auth, .. } => (None, auth.clone(), Some(proxy.clone())),
+            Route::Tunnel { .. } | Route::Socks { .. } => (None, None, None),
         };
         Client { inner, plain, forward_auth, forward_proxy }
     }
