@@ -891,6 +891,20 @@ async fn a_407_from_an_upstream_behind_a_socks5_proxy_is_the_upstreams_answer() 
     assert_eq!(answers[0], answers[1]);
 }
 
+/// Asks `proxy` once, whose outbound proxy refuses its credentials: the client gets 502
+/// `upstream_unreachable`, the upstream `mock` nothing, and the entry's error (returned) says
+/// why.
+async fn refused_by_the_proxy(proxy: &Proxy, mock: &MockUpstream) -> String {
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.json()["error"]["code"], "upstream_unreachable");
+    assert!(mock.requests().is_empty());
+    let entry = proxy.entries(1).await.remove(0);
+    let error = entry.entry.error_message.unwrap_or_default();
+    assert!(error.contains("proxy authorization required"), "{error}");
+    error
+}
+
 #[tokio::test]
 async fn a_proxy_that_refuses_the_tunnel_is_an_unreachable_upstream() {
     let (mock, tls) = MockUpstream::start_tls_as(
@@ -906,13 +920,7 @@ async fn a_proxy_that_refuses_the_tunnel_is_an_unreachable_upstream() {
     settings.max_retries = 0;
     let proxy = Proxy::launch(settings, Launch { tls: Some(tls), ..Launch::default() }).await;
 
-    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
-    assert_eq!(resp.status, 502, "{}", resp.text());
-    assert_eq!(resp.json()["error"]["code"], "upstream_unreachable");
-    assert!(mock.requests().is_empty());
-    let entry = proxy.entries(1).await.remove(0);
-    let error = entry.entry.error_message.unwrap_or_default();
-    assert!(error.contains("proxy authorization required"), "{error}");
+    refused_by_the_proxy(&proxy, &mock).await;
 }
 
 #[tokio::test]
@@ -929,13 +937,7 @@ async fn a_proxy_that_refuses_an_absolute_form_request_is_an_unreachable_upstrea
     settings.max_retries = 0;
     let proxy = Proxy::start(settings).await;
 
-    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
-    assert_eq!(resp.status, 502, "{}", resp.text());
-    assert_eq!(resp.json()["error"]["code"], "upstream_unreachable");
-    assert!(mock.requests().is_empty());
-    let entry = proxy.entries(1).await.remove(0);
-    let error = entry.entry.error_message.unwrap_or_default();
-    assert!(error.contains("proxy authorization required"), "{error}");
+    let error = refused_by_the_proxy(&proxy, &mock).await;
     assert!(!error.contains("wrong"), "{error}");
 }
 
