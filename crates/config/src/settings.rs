@@ -137,7 +137,8 @@ pub struct Settings {
     /// `NO_PROXY`: upstream hosts reached without the proxy: names (each also covers its
     /// subdomains), IP addresses, CIDR ranges, or `*` for every host. Comma-separated or a
     /// list (a value starting with `[` that is no JSON array is comma-separated, as curl reads
-    /// `[::1],localhost`). A loopback upstream (`localhost`, `127.0.0.1`, `::1`) never goes through a proxy.
+    /// `[::1],localhost`). A loopback upstream (`localhost`, `127.0.0.1`, `::1`) never goes
+    /// through a proxy.
     pub no_proxy: Vec<String>,
     /// Whether `TYPE` was set nowhere, so that the mock was chosen.
     type_defaulted: bool,

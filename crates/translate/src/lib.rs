@@ -323,6 +323,58 @@ pub struct LocalAnswer {
     pub body: Bytes,
 }
 
+/// How the client takes the model's function calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallShape {
+    /// As `tool_calls`, each with its id.
+    Tools,
+    /// As one legacy `function_call` (the client offered only `functions`), as OpenAI answers
+    /// such a request. The shape holds one call, and OpenAI never makes parallel calls for
+    /// `functions`: the answer's first call is given and any others are left out (Claude is
+    /// asked for one; Gemini has no switch for it).
+    Legacy,
+}
+
+impl CallShape {
+    /// The shape the client of `ctx` takes.
+    pub(crate) fn of(ctx: &ResponseContext) -> Self {
+        if ctx.legacy_functions { CallShape::Legacy } else { CallShape::Tools }
+    }
+
+    /// The finish reason of an answer that stopped having called functions.
+    pub(crate) fn finish_reason(self) -> uniproxy_wire::FinishReason {
+        match self {
+            CallShape::Tools => uniproxy_wire::FinishReason::ToolCalls,
+            CallShape::Legacy => uniproxy_wire::FinishReason::FunctionCall,
+        }
+    }
+
+    /// `reason`, a translator's finish reason for an answer, as this shape says it: a stop to
+    /// have tools run is `function_call` for a legacy client.
+    pub(crate) fn finish(self, reason: uniproxy_wire::FinishReason) -> uniproxy_wire::FinishReason {
+        match reason {
+            uniproxy_wire::FinishReason::ToolCalls => self.finish_reason(),
+            other => other,
+        }
+    }
+
+    /// Puts an answer's `calls` (at least one) into `message` in this shape. A legacy call
+    /// goes without its id: the legacy shape has none, and the `function` message that
+    /// answers it names the function.
+    pub(crate) fn give_calls(
+        self,
+        message: &mut uniproxy_wire::Message,
+        calls: Vec<uniproxy_wire::ToolCall>,
+    ) {
+        match self {
+            CallShape::Tools => message.tool_calls = Some(calls),
+            CallShape::Legacy => {
+                message.function_call = calls.into_iter().next().and_then(|c| c.function);
+            }
+        }
+    }
+}
+
 /// Per-response facts the translators need and must not make up themselves.
 #[derive(Debug, Clone)]
 pub struct ResponseContext {

@@ -7,7 +7,9 @@ use uniproxy_wire::{
 
 use super::request::JSON_TOOL;
 use super::wire::{ContentBlock, ErrorBody, ErrorEnvelope, MessagesResponse, Usage};
-use crate::{ProviderKind, ResponseContext, TranslateError, error_type_for_status, fallback_error};
+use crate::{
+    CallShape, ProviderKind, ResponseContext, TranslateError, error_type_for_status, fallback_error,
+};
 
 /// The OpenAI finish reason for an Anthropic `stop_reason`, in an answer that called tools of
 /// the client's when `called`, and asked for a JSON object (through a tool) when
@@ -29,15 +31,6 @@ pub(crate) fn finish_reason(stop_reason: &str, json_object: bool, called: bool) 
         "refusal" => FinishReason::ContentFilter,
         _ if called => FinishReason::ToolCalls,
         _ => FinishReason::Stop,
-    }
-}
-
-/// `reason` for a client that offered only legacy `functions`: a call is `function_call`, as
-/// OpenAI answers such a request.
-pub(crate) fn legacy_reason(reason: FinishReason, legacy: bool) -> FinishReason {
-    match reason {
-        FinishReason::ToolCalls if legacy => FinishReason::FunctionCall,
-        other => other,
     }
 }
 
@@ -218,13 +211,7 @@ pub(crate) fn completion(
         if message.content().is_some_and(|c| c.joined_text().is_empty()) {
             message.content = Some(None);
         }
-        if ctx.legacy_functions {
-            // The legacy shape: one call, without an id (the `function` message that answers
-            // it names the function). The request asked Claude for one call at most.
-            message.function_call = calls.into_iter().next().and_then(|c| c.function);
-        } else {
-            message.tool_calls = Some(calls);
-        }
+        CallShape::of(ctx).give_calls(&mut message, calls);
     }
     if !reasoning.is_empty() {
         message.reasoning_content = Some(Some(reasoning));
@@ -252,14 +239,11 @@ pub(crate) fn completion(
             message,
             // No stop reason (a proxy in front that dropped it): the answer is whole, as a
             // stream's `message_stop` says; `finish_reason` is never null in a completion.
-            finish_reason: Some(Some(legacy_reason(
-                finish_reason(
-                    response.stop_reason.as_deref().unwrap_or("end_turn"),
-                    ctx.json_object,
-                    called,
-                ),
-                ctx.legacy_functions,
-            ))),
+            finish_reason: Some(Some(CallShape::of(ctx).finish(finish_reason(
+                response.stop_reason.as_deref().unwrap_or("end_turn"),
+                ctx.json_object,
+                called,
+            )))),
             logprobs: Some(None),
             extra: Map::new(),
         }],

@@ -11,13 +11,13 @@ use uniproxy_wire::{
 };
 
 use super::request::JSON_TOOL;
-use super::response::{
-    finish_reason, legacy_reason, openai_error, openai_usage, refusal_text, tool_arguments,
-};
+use super::response::{finish_reason, openai_error, openai_usage, refusal_text, tool_arguments};
 use super::wire::{BlockDelta, ContentBlock, ErrorBody, StreamEvent, Usage};
 use crate::scan::{Hole, TemplateSlot};
 use crate::sse::{self, SseEvent, TextFrame};
-use crate::{Assembled, ProviderKind, ResponseContext, StreamTranslator, TranslateError};
+use crate::{
+    Assembled, CallShape, ProviderKind, ResponseContext, StreamTranslator, TranslateError,
+};
 
 /// What a started content block is, for routing its deltas.
 #[derive(Debug, Clone)]
@@ -57,9 +57,9 @@ pub(crate) struct AnthropicStream {
     include_usage: bool,
     /// The client asked for a JSON object, through the tool.
     json_object: bool,
-    /// The client offered only legacy `functions`: the first call goes as `function_call`,
-    /// and any other is left out (the request asked Claude for one at most).
-    legacy: bool,
+    /// How the client takes calls: for one that offered only legacy `functions`, the first
+    /// call goes as `function_call`, and any other is left out (Claude was asked for one).
+    shape: CallShape,
     /// `message_start` was seen and the role chunk sent.
     started: bool,
     /// The open blocks by index (a few at most: a map without hashing).
@@ -122,7 +122,7 @@ impl AnthropicStream {
             model: ctx.model.clone(),
             include_usage: ctx.include_usage,
             json_object: ctx.json_object,
-            legacy: ctx.legacy_functions,
+            shape: CallShape::of(ctx),
             started: false,
             blocks: BTreeMap::new(),
             next_call: 0,
@@ -209,13 +209,13 @@ impl AnthropicStream {
                         }));
                     }
                     let reason = finish_reason(&reason, self.json_object, called);
-                    self.finish_chunk(legacy_reason(reason, self.legacy), out);
+                    self.finish_chunk(self.shape.finish(reason), out);
                 }
             }
             StreamEvent::MessageStop => {
                 let reason =
                     if self.next_call > 0 { FinishReason::ToolCalls } else { FinishReason::Stop };
-                self.finish_chunk(legacy_reason(reason, self.legacy), out);
+                self.finish_chunk(self.shape.finish(reason), out);
                 // Blocks started after `message_delta` (a broken upstream) still end whole.
                 self.close_open(out);
                 self.flush_thinking(out);
@@ -446,7 +446,7 @@ impl AnthropicStream {
         arguments: String,
     ) -> Option<Bytes> {
         let (id, name) = first.unzip();
-        if self.legacy {
+        if self.shape == CallShape::Legacy {
             return (call == 0).then(|| {
                 self.delta(Delta {
                     function_call: Some(FunctionCallDelta {

@@ -12,34 +12,7 @@ use super::wire::{
     PromptFeedback, UsageMetadata,
 };
 use crate::error::first_or_only;
-use crate::{ResponseContext, TranslateError, error_type_for_status, fallback_error};
-
-/// How the client takes the model's function calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CallShape {
-    /// As `tool_calls`, each with its id.
-    Tools,
-    /// As one legacy `function_call` (the client offered only `functions`), as OpenAI answers
-    /// such a request. The shape holds one call, and OpenAI never makes parallel calls for
-    /// `functions`; Gemini has no switch for them, so a candidate's first call is given and
-    /// any others are left out.
-    Legacy,
-}
-
-impl CallShape {
-    /// The shape the client of `ctx` takes.
-    pub(crate) fn of(ctx: &ResponseContext) -> Self {
-        if ctx.legacy_functions { CallShape::Legacy } else { CallShape::Tools }
-    }
-
-    /// The finish reason of a candidate that stopped having called functions.
-    pub(crate) fn finish_reason(self) -> FinishReason {
-        match self {
-            CallShape::Tools => FinishReason::ToolCalls,
-            CallShape::Legacy => FinishReason::FunctionCall,
-        }
-    }
-}
+use crate::{CallShape, ResponseContext, TranslateError, error_type_for_status, fallback_error};
 
 /// The OpenAI finish reason for Gemini's. A candidate that stopped having called functions
 /// (`called`, with the shape the client takes them in, when the caller knows it did) stopped
@@ -365,14 +338,7 @@ pub(crate) fn to_completion(
             message.reasoning_content = Some(Some(parts.reasoning));
         }
         if called {
-            match shape {
-                CallShape::Tools => message.tool_calls = Some(parts.calls),
-                // The first call, without its id (the legacy shape has none; the `function`
-                // message that answers it names the function).
-                CallShape::Legacy => {
-                    message.function_call = parts.calls.into_iter().next().and_then(|c| c.function);
-                }
-            }
+            shape.give_calls(&mut message, parts.calls);
         }
         let called = called.then_some(shape);
         choices.push(Choice {

@@ -18,10 +18,11 @@ use uniproxy_wire::{
 };
 
 use super::response::{
-    CallIds, CallShape, Uncarried, block_message, candidate_parts, empty_answer,
-    empty_answer_error, error_response, finish_reason, usage, write_usage,
+    CallIds, Uncarried, block_message, candidate_parts, empty_answer, empty_answer_error,
+    error_response, finish_reason, usage, write_usage,
 };
 use super::wire::{GeminiFinishReason, GenerateContentResponse, UsageMetadata};
+use crate::CallShape;
 use crate::assemble::Places;
 use crate::scan::{
     Fill, Holes, Reader, TemplateSlot, count, member_value, named_fields, string_at, unique_string,
