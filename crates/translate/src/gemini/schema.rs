@@ -347,12 +347,9 @@ impl Reducer<'_> {
     ) -> Result<Value, SchemaError> {
         let here = format!("{path}.$ref");
         let Some(reference) = reference.as_str() else { return Err(SchemaError::at(here)) };
-        let target = ["#/$defs/", "#/definitions/"].iter().find_map(|prefix| {
-            let name = reference.strip_prefix(prefix)?;
-            let defs = &prefix[2..prefix.len() - 1];
-            self.root.get(defs)?.get(name)
-        });
-        let Some(target) = target else { return Err(SchemaError::at(here)) };
+        let Some(target) = ref_target(self.root, reference) else {
+            return Err(SchemaError::at(here));
+        };
         if self.refs.iter().any(|(r, _)| r == reference) {
             return Err(SchemaError::at(here));
         }
@@ -518,16 +515,13 @@ impl JsonSchemaCopier<'_> {
         };
         let here = format!("{path}.$ref");
         let Some(reference) = reference.as_str() else { return Err(SchemaError::at(here)) };
-        let target = ["#/$defs/", "#/definitions/"].iter().find_map(|prefix| {
-            let name = reference.strip_prefix(prefix)?;
-            self.root.get(&prefix[2..prefix.len() - 1])?.get(name)
-        });
-        let Some(Value::Object(target)) = target else { return Err(SchemaError::at(here)) };
+        let Some(whole @ Value::Object(target)) = ref_target(self.root, reference) else {
+            return Err(SchemaError::at(here));
+        };
         if self.refs.iter().any(|r| r == reference) {
             return Err(SchemaError::at(here));
         }
-        let cost = target.iter().map(|(k, v)| k.len() + 4 + text_len(v)).sum::<usize>() + 1;
-        match self.budget.left.checked_sub(cost) {
+        match self.budget.left.checked_sub(text_len(whole)) {
             Some(left) => self.budget.left = left,
             None => return Err(SchemaError { path: here, over_budget: true }),
         }
@@ -546,6 +540,14 @@ impl JsonSchemaCopier<'_> {
 
 /// About the length of `value` as compact JSON text (a number counts 8, escapes are not
 /// counted): what copying it costs, near enough, found without writing it.
+/// The definition a `$ref` to `#/$defs/NAME` or `#/definitions/NAME` names in `root`.
+fn ref_target<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+    ["#/$defs/", "#/definitions/"].iter().find_map(|prefix| {
+        let name = reference.strip_prefix(prefix)?;
+        root.get(&prefix[2..prefix.len() - 1])?.get(name)
+    })
+}
+
 fn text_len(value: &Value) -> usize {
     match value {
         Value::Null | Value::Bool(_) => 5,
