@@ -146,6 +146,16 @@ async fn a_custom_tool_call_goes_back_to_an_openai_upstream_as_the_client_sent_i
     }
 }
 
+/// A whole answer in the legacy shape a client that offered only `functions` reads: `call` as
+/// `function_call`, no `tool_calls`, finish reason `function_call`.
+fn assert_legacy_answer(resp: &HttpResponse, call: &Value) {
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let choice = &resp.json()["choices"][0];
+    assert_eq!(&choice["message"]["function_call"], call, "{choice}");
+    assert_eq!(choice["message"].get("tool_calls"), None, "{choice}");
+    assert_eq!(choice["finish_reason"], "function_call");
+}
+
 #[tokio::test]
 async fn google_answers_a_legacy_functions_request_with_a_function_call() {
     // Gemini calls two functions at once; a client that offered `functions` looks for one
@@ -178,11 +188,7 @@ async fn google_answers_a_legacy_functions_request_with_a_function_call() {
         let proxy = Proxy::start(settings).await;
 
         let resp = proxy.post("/v1/chat/completions", &req).await;
-        assert_eq!(resp.status, 200, "{}", resp.text());
-        let choice = &resp.json()["choices"][0];
-        assert_eq!(choice["message"]["function_call"], paris, "{choice}");
-        assert_eq!(choice["message"].get("tool_calls"), None, "{choice}");
-        assert_eq!(choice["finish_reason"], "function_call");
+        assert_legacy_answer(&resp, &paris);
 
         req["stream"] = json!(true);
         let resp = proxy.post("/v1/chat/completions", &req).await;
@@ -252,11 +258,7 @@ async fn claude_serves_a_legacy_functions_loop_with_function_calls() {
     ]);
     let lyon = json!({"name": "get_weather", "arguments": r#"{"city":"Lyon"}"#});
     let resp = proxy.post("/v1/chat/completions", &req).await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    let choice = &resp.json()["choices"][0];
-    assert_eq!(choice["message"]["function_call"], lyon, "{choice}");
-    assert_eq!(choice["message"].get("tool_calls"), None, "{choice}");
-    assert_eq!(choice["finish_reason"], "function_call");
+    assert_legacy_answer(&resp, &lyon);
     let sent = mock.only_request().json();
     let (call, result) = (&sent["messages"][1]["content"][0], &sent["messages"][2]["content"][0]);
     assert_eq!((&call["type"], &result["type"]), (&json!("tool_use"), &json!("tool_result")));
