@@ -322,6 +322,7 @@ impl RequestBuilder {
             self.message(i, message)?;
         }
         self.trim_prefill();
+        self.system_only_as_user();
 
         let tools = tools.filter(|t| !t.is_empty());
         let (tools, tool_choice) = match tools {
@@ -571,6 +572,19 @@ impl RequestBuilder {
         };
         if let Some(InputBlock::Text { text, .. }) = last.content.last_mut() {
             text.truncate(text.trim_end().len());
+        }
+    }
+
+    /// A conversation of system (or developer) messages only, which OpenAI answers as a
+    /// prompt: Anthropic refuses a request without messages (400 "messages: at least one
+    /// message is required"), so the instructions go as the user's turn.
+    fn system_only_as_user(&mut self) {
+        if self.messages.is_empty() && !self.system.is_empty() {
+            let blocks = std::mem::take(&mut self.system)
+                .into_iter()
+                .map(|b| InputBlock::Text { text: b.text, cache_control: b.cache_control })
+                .collect();
+            self.messages.push(InputMessage { role: InputRole::User, content: blocks });
         }
     }
 

@@ -59,6 +59,7 @@ pub(crate) fn build(
     let mut b = Builder::default();
     b.check_fields(request)?;
     b.messages(&request.messages)?;
+    b.system_only_as_user();
     let (tools, names) = b.tools(request)?;
     let tool_config = tool_config(request, &names)?;
     let generation_config = b.generation_config(request)?;
@@ -194,10 +195,10 @@ impl Builder {
             self.drop_extra(&at, &m.extra);
             match &m.role {
                 Role::System | Role::Developer => {
-                    let text = self.text_only(m.content(), &at)?;
-                    if !text.is_empty() {
-                        self.system.push(Part::text(text));
-                    }
+                    // One part for each: Gemini reads them as the client's parts, where
+                    // joined they ran together ("Be brief.Answer in French.").
+                    let texts = self.texts(m.content(), &at)?;
+                    self.system.extend(texts.into_iter().filter(|t| !t.is_empty()).map(Part::text));
                 }
                 Role::User => {
                     let parts = self.user_parts(m.content(), &at)?;
@@ -247,21 +248,40 @@ impl Builder {
         content: Option<&MessageContent>,
         at: &str,
     ) -> Result<String, TranslateError> {
+        Ok(self.texts(content, at)?.concat())
+    }
+
+    /// A conversation of system (or developer) messages only, which OpenAI answers as a
+    /// prompt: Gemini refuses a request without `contents` (400 "contents is not specified"),
+    /// so the instructions go as the user's turn.
+    fn system_only_as_user(&mut self) {
+        if self.contents.is_empty() && !self.system.is_empty() {
+            let parts = std::mem::take(&mut self.system);
+            self.push("user", parts);
+        }
+    }
+
+    /// The texts of a message that may hold only text, one for each part.
+    fn texts(
+        &mut self,
+        content: Option<&MessageContent>,
+        at: &str,
+    ) -> Result<Vec<String>, TranslateError> {
         match content {
-            None => Ok(String::new()),
-            Some(MessageContent::Text(t)) => Ok(t.clone()),
+            None => Ok(Vec::new()),
+            Some(MessageContent::Text(t)) => Ok(vec![t.clone()]),
             Some(MessageContent::Parts(parts)) => {
-                let mut text = String::new();
+                let mut texts = Vec::with_capacity(parts.len());
                 for (j, p) in parts.iter().enumerate() {
                     match p {
                         ContentPart::Text { text: t, .. } => {
                             self.drop_part_extra(&format!("{at}.content[{j}]"), p);
-                            text.push_str(t);
+                            texts.push(t.clone());
                         }
                         _ => return Err(unsupported(format!("{at}.content[{j}]"))),
                     }
                 }
-                Ok(text)
+                Ok(texts)
             }
         }
     }
