@@ -494,6 +494,55 @@ async fn an_error_in_a_stream_loses_the_proxys_key() {
     assert!(!logged.contains(UPSTREAM_KEY), "{logged}");
 }
 
+/// Writes `head` (and no body) on a new connection and reads the answer to its end.
+async fn answer_to_raw_head(addr: std::net::SocketAddr, head: &[u8]) -> String {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(head).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// RFC 9112, 3.2: an HTTP/1.1 request without `Host`, or any with two, is a 400. The host
+/// checks read that header, so two could be read one way here and another by a front proxy.
+#[tokio::test]
+async fn a_request_without_its_one_host_header_is_400() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let chat = r#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#;
+    let post = |host: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\n{host}content-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{chat}",
+            chat.len()
+        )
+    };
+    for (host, count) in
+        [("", "a Host header"), ("host: 127.0.0.1\r\nhost: evil.example\r\n", "not 2")]
+    {
+        let answer = answer_to_raw_head(proxy.addr, post(host).as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{host:?}: {answer}");
+        assert!(answer.contains(r#""code":"invalid_host_header""#), "{host:?}: {answer}");
+        assert!(answer.contains(count), "{host:?}: {answer}");
+    }
+    // Both chat requests are in the log, as every refused chat request is.
+    let entries = proxy.entries(2).await;
+    assert!(entries.iter().all(|e| e.entry.status == 400), "{entries:#?}");
+    let answer =
+        answer_to_raw_head(proxy.addr, b"GET /health HTTP/1.1\r\nconnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // HTTP/1.0 had no Host header to send.
+    let answer = answer_to_raw_head(proxy.addr, b"GET /health HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let answer = answer_to_raw_head(
+        proxy.addr,
+        b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(mock.requests().is_empty());
+}
+
 #[tokio::test]
 async fn unknown_path_is_404_and_wrong_method_is_405() {
     let mock = MockUpstream::always(Reply::json(200, &completion("x"))).await;

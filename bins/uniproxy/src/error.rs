@@ -49,6 +49,20 @@ pub enum ProxyError {
         /// The `Host` asked for.
         host: String,
     },
+    /// An HTTP/1.1 request without a `Host` header, or any request with more than one:
+    /// RFC 9112, 3.2 makes it a 400, and the proxy's host checks read that header.
+    #[error(
+        "{}",
+        if *count == 0 {
+            "an HTTP/1.1 request needs a Host header (RFC 9112, 3.2)".to_owned()
+        } else {
+            format!("a request carries one Host header, not {count} (RFC 9112, 3.2)")
+        }
+    )]
+    HostHeader {
+        /// How many `Host` headers the request had.
+        count: usize,
+    },
     /// The proxy is shutting down, and its grace period for requests in flight is over.
     #[error("the proxy is shutting down and could not finish this request in time; retry")]
     ShuttingDown,
@@ -177,7 +191,9 @@ impl ProxyError {
             ProxyError::CrossOrigin { .. } | ProxyError::HostNotAllowed { .. } => 403,
             ProxyError::BodyTooLarge { .. } => 413,
             ProxyError::UnsupportedEncoding { .. } => 415,
-            ProxyError::BodyRead(_) | ProxyError::InvalidBody(_) => 400,
+            ProxyError::BodyRead(_)
+            | ProxyError::InvalidBody(_)
+            | ProxyError::HostHeader { .. } => 400,
             ProxyError::BodyCut(_) => 499,
             ProxyError::BodyTimeout | ProxyError::BodyStalled { .. } => 408,
             ProxyError::Disabled => 503,
@@ -218,6 +234,10 @@ impl ProxyError {
             ProxyError::HostNotAllowed { .. } => {
                 ErrorResponse::new(self.to_string(), "permission_error")
                     .with_code("host_not_allowed")
+            }
+            ProxyError::HostHeader { .. } => {
+                ErrorResponse::new(self.to_string(), "invalid_request_error")
+                    .with_code("invalid_host_header")
             }
             ProxyError::BodyTooLarge { .. } => {
                 ErrorResponse::new(self.to_string(), "invalid_request_error")
@@ -318,13 +338,14 @@ impl ProxyError {
     }
 
     /// Whether the request is turned away for who sent it (no valid key, a foreign web page,
-    /// a host name the proxy does not answer to), before anything of it is read.
+    /// a host name the proxy does not answer to, or none), before anything of it is read.
     pub fn turns_away(&self) -> bool {
         matches!(
             self,
             ProxyError::Unauthorized
                 | ProxyError::CrossOrigin { .. }
                 | ProxyError::HostNotAllowed { .. }
+                | ProxyError::HostHeader { .. }
         )
     }
 

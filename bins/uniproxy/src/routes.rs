@@ -304,6 +304,12 @@ async fn route_to(
     client_addr: Option<String>,
     cut: Option<ConnectionCut>,
 ) -> Response<ProxyBody> {
+    if let Some(e) = host_header_fault(&req) {
+        if route == Some(Route::Chat) {
+            return chat::refused(state, &req, client_addr, &e).await;
+        }
+        return error_response(&e);
+    }
     let Some(route) = route else {
         return error_response(&ProxyError::NotFound { method: req.method().to_string(), path });
     };
@@ -368,6 +374,15 @@ async fn route_to(
         Route::UiLogin => ui::login(state, req).await,
         Route::UiLogout => ui::logout(state, req.headers()),
     }
+}
+
+/// A request's `Host` headers, against RFC 9112, 3.2: an HTTP/1.1 request has exactly one (an
+/// HTTP/1.0 one may have none; HTTP/2 names its host in `:authority`), and no request has two,
+/// which the host checks could read differently from a front proxy.
+fn host_header_fault<B>(req: &Request<B>) -> Option<ProxyError> {
+    let count = req.headers().get_all(header::HOST).iter().count();
+    let fault = count > 1 || count == 0 && req.version() == hyper::Version::HTTP_11;
+    fault.then_some(ProxyError::HostHeader { count })
 }
 
 /// The host a request is for: the authority of its target when it has one (HTTP/2's
