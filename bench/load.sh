@@ -133,6 +133,10 @@ python3 "$ROOT/bench/startup_ms.py" --url http://127.0.0.1:4003/v1 --runs 5 \
   --remove "$OUT/startup.db" "$OUT/startup.db-wal" "$OUT/startup.db-shm" -- \
   "${START[@]}" DATABASE_URL="sqlite:///$OUT/startup.db" "$BIN" | tail -1 \
   | sed 's/^/new database: /' | tee "$OUT/startup_ms.txt"
+# The same proxy, idle since its last load (the Anthropic and start-up runs went to others):
+# what it keeps of the memory its loads took.
+AFTER_RSS=$(rss "$OPENAI_PID")
+echo "rss_after_loads_mb=$AFTER_RSS" >> "$OUT/idle_rss.txt"
 # A restart over a log that holds every request of the runs above.
 kill -TERM "$OPENAI_PID"; while kill -0 "$OPENAI_PID" 2>/dev/null; do sleep 0.1; done
 ENTRIES=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from requests').fetchone()[0])" "$OUT/openai/proxy.db")
@@ -171,7 +175,7 @@ for f in "$OUT"/compare/*/overhead.json "$OUT"/settled/*/overhead.json; do
   python3 -c "import json,sys,os; o=json.load(open(sys.argv[1])); print(f\"added latency {os.path.basename(os.path.dirname(sys.argv[1]))}: p50 {o['overhead_p50_ms']:.3f} ms, p99 {o['overhead_p99_ms']:.3f} ms, paired median {o['overhead_paired_median_ms']:.3f} ms\")" "$f"
 done
 grep -h '^CPU_SPLIT' "$OUT"/split/*.txt || true
-echo "idle RSS ${IDLE_RSS} MiB; $(cat "$OUT/streams.txt")"
+echo "idle RSS ${IDLE_RSS} MiB (${AFTER_RSS} MiB idle after the loads); $(cat "$OUT/streams.txt")"
 cat "$OUT/startup.txt" "$OUT/startup_ms.txt" "$OUT/entries.txt"
 echo
 python3 "$ROOT/bench/targets.py" "$OUT" | tee "$OUT/targets.txt"

@@ -100,6 +100,11 @@ def main():
     idle = number(read(out / "idle_rss.txt"), "rss_idle_mb") or number(streams, "rss_idle_mb")
     rows.append(("idle RSS", f"{idle:.1f} MiB" if idle else "not measured",
                  f"≤ {RSS_IDLE_MB:g} MB", verdict(idle, RSS_IDLE_MB)))
+    after = number(read(out / "idle_rss.txt"), "rss_after_loads_mb")
+    if after is not None:
+        # Read for the record: the target is stated for a proxy at rest, which this one was
+        # not before its loads.
+        rows.append(("idle RSS after the loads", f"{after:.1f} MiB", "(no target)", "—"))
     open_mb = number(streams, "rss_open_mb")
     opened = number(streams, "opened")
     ok = verdict(open_mb, RSS_STREAMS_MB) if opened == 1000 else "✗ not all 1,000 opened"
@@ -122,8 +127,9 @@ def main():
     wide = max(len(r[0]) for r in rows)
     for what, measured, target, ok in rows:
         print(f"{what:<{wide}}  {measured:<40} {target:<18} {ok}")
-    missed = sum(1 for r in rows if not r[3].startswith("✓"))
-    print(f"TARGETS met={len(rows) - missed} missed={missed}")
+    judged = [r for r in rows if r[3] != "—"]
+    missed = sum(1 for r in judged if not r[3].startswith("✓"))
+    print(f"TARGETS met={len(judged) - missed} missed={missed}")
 
 
 if __name__ == "__main__":

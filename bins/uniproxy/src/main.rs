@@ -14,6 +14,22 @@ use uniproxy_config::{Sources, load};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Hands the memory a load freed back to the system once the proxy is idle. mimalloc returns
+/// the pages freed to it (purges them) a second after, but only when a later page is freed on
+/// a thread; a load's buffers are freed on the log threads, and an idle runtime thread frees
+/// nothing. Measured: after 6 s of 20 KB requests, 160 MiB stayed resident until the next
+/// request (which brought it to 51 MiB); with this, 45 MiB three seconds after the load. A
+/// page of its own (1 MiB is past mimalloc's largest size class) allocated and freed every two
+/// seconds makes that free; under load it is one allocation in tens of thousands.
+async fn release_freed_memory() {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(2));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        drop(std::hint::black_box(Vec::<u8>::with_capacity(1 << 20)));
+    }
+}
+
 fn usage() -> &'static str {
     "uniproxy — an OpenAI-compatible proxy for one configured model\n\n\
      USAGE:\n    uniproxy [--config PATH]\n    uniproxy [--config PATH] logs COMMAND   (read the request log; see `uniproxy logs --help`)\n\n\
@@ -120,6 +136,7 @@ fn main() -> ExitCode {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
                 let client = state.new_client();
+                tokio::spawn(release_freed_memory());
                 serve_with(state, listener, shutdown, client, false).await
             })
         });
@@ -146,6 +163,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        tokio::spawn(release_freed_memory());
         info!(log, "uniproxy listening";
             "address" => format!("http://{bound}"),
             "platform" => served.provider.kind().as_str(),
