@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use slog::{Logger, error, info};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::error::{SendError, TrySendError};
 use tokio::sync::mpsc::{self, OwnedPermit};
 use uniproxy_logstore::{Headers, HeadersBuilder, NewEntry, Writer, WriterHandle};
@@ -236,6 +237,12 @@ const OVERFLOW_BYTES: usize = 64 << 20;
 /// 20 KB requests (three bodies each) is about 15 MB; the store's own queue is behind it.
 const QUEUE: usize = 256;
 
+/// What the records waiting for the request log's thread may weigh together ([`Msg::weight`]),
+/// as well as being at most [`QUEUE`]: 256 records of megabyte bodies (an agent's long
+/// context) held 256 MB and more. A record heavier than this waits for an empty queue. The
+/// 20 KB benchmark's 256 records weigh about 15 MB, so its queue is bound by the count.
+const QUEUE_BYTES: usize = 64 << 20;
+
 /// Where records go: the metrics at once, then, through one channel send, the request log's
 /// thread (see `reqlog.rs`), which writes the JSON log's and stderr's lines and hands the
 /// entry to the log store's writer thread. When the queue is full (the disk is behind), a
@@ -283,7 +290,7 @@ impl Recorder {
             .name("request-log".into())
             .spawn(move || crate::reqlog::run(&mut rx, sink))?;
         Ok(Recorder {
-            queue: Queue::new(tx, OVERFLOW_BYTES, logs.logger.clone())?,
+            queue: Queue::new(tx, QUEUE_BYTES, OVERFLOW_BYTES, logs.logger.clone())?,
             log: logs.logger,
             thread: Mutex::new(Some(thread)),
             db,
@@ -419,7 +426,7 @@ impl Recorder {
     /// than growing memory without bound or dropping the record.
     pub fn record_now(&self, r: RequestRecord) {
         self.observe(&r);
-        self.queue.now(Msg::Record(Box::new(r)));
+        self.queue.now(Msg::Record(Box::new(r), None));
     }
 
     /// [`record`](Self::record) for a caller that polls instead of awaiting (a stream's body
@@ -428,13 +435,13 @@ impl Recorder {
     pub(crate) fn record_polled(&self, r: RequestRecord) -> Option<Waiting> {
         self.observe(&r);
         let queue = &self.queue;
-        match queue.tx.try_send(Msg::Record(Box::new(r))) {
+        let mut msg = Msg::Record(Box::new(r), None);
+        if !queue.room.try_take(&mut msg) {
+            return Some(Waiting::new(msg, queue));
+        }
+        match queue.tx.try_send(msg) {
             Ok(()) => None,
-            Err(TrySendError::Full(msg)) => Some(Waiting {
-                msg: Some(msg),
-                room: Box::pin(queue.tx.clone().reserve_owned()),
-                queue: queue.clone(),
-            }),
+            Err(TrySendError::Full(msg)) => Some(Waiting::new(msg, queue)),
             Err(TrySendError::Closed(msg)) => {
                 lost(&self.log, msg);
                 None
@@ -468,17 +475,25 @@ impl Recorder {
 #[derive(Clone)]
 struct Queue {
     tx: mpsc::Sender<Msg>,
+    /// The bytes its records may still take.
+    room: QueueBytes,
     /// Where records that cannot wait go when the queue is full.
     overflow: Arc<Overflow>,
     log: Logger,
 }
 
 impl Queue {
-    /// The queue `tx`, with a porter thread for up to `overflow_bytes` of records that cannot
-    /// wait.
-    fn new(tx: mpsc::Sender<Msg>, overflow_bytes: usize, log: Logger) -> std::io::Result<Self> {
-        let overflow = Overflow::start(tx.clone(), overflow_bytes, log.clone())?;
-        Ok(Queue { tx, overflow: Arc::new(overflow), log })
+    /// The queue `tx`, its records weighing up to `bytes` together, with a porter thread for
+    /// up to `overflow_bytes` of records that cannot wait.
+    fn new(
+        tx: mpsc::Sender<Msg>,
+        bytes: usize,
+        overflow_bytes: usize,
+        log: Logger,
+    ) -> std::io::Result<Self> {
+        let room = QueueBytes::new(bytes);
+        let overflow = Overflow::start(tx.clone(), room.clone(), overflow_bytes, log.clone())?;
+        Ok(Queue { tx, room, overflow: Arc::new(overflow), log })
     }
 
     /// Queues `msg` without waiting in a task, as [`Recorder::record_now`] says: at once when
@@ -486,18 +501,66 @@ impl Queue {
     /// in turn, unless the records it holds would pass their byte budget; else right here, on
     /// the caller's thread (a runtime thread, whose other connections wait with it: the last
     /// resort, when the disk cannot keep up with clients that keep leaving).
-    fn now(&self, msg: Msg) {
-        let msg = match self.tx.try_send(msg) {
-            Ok(()) => return,
-            Err(TrySendError::Closed(msg)) => return lost(&self.log, msg),
-            Err(TrySendError::Full(msg)) => match self.overflow.hand(msg) {
+    fn now(&self, mut msg: Msg) {
+        if self.room.try_take(&mut msg) {
+            msg = match self.tx.try_send(msg) {
                 Ok(()) => return,
-                Err(msg) => msg,
-            },
+                Err(TrySendError::Closed(msg)) => return lost(&self.log, msg),
+                Err(TrySendError::Full(msg)) => msg,
+            };
+        }
+        let msg = match self.overflow.hand(msg) {
+            Ok(()) => return,
+            Err(msg) => msg,
         };
-        if let Err(e) = block_on(self.tx.send(msg)) {
+        if let Err(e) = block_on(async { self.tx.send(self.room.take(msg).await).await }) {
             lost(&self.log, e.0);
         }
+    }
+}
+
+/// The bytes the request log's queue has room for ([`QUEUE_BYTES`]): a record takes its
+/// weight ([`Msg::weight`], at most the whole) before it goes in, and gives it back when the
+/// request log's thread has handled it (the share travels in the message).
+#[derive(Clone)]
+struct QueueBytes {
+    free: Arc<tokio::sync::Semaphore>,
+    /// All of them: no record takes more.
+    all: u32,
+}
+
+impl QueueBytes {
+    fn new(bytes: usize) -> Self {
+        let all = u32::try_from(bytes).unwrap_or(u32::MAX);
+        QueueBytes { free: Arc::new(tokio::sync::Semaphore::new(all as usize)), all }
+    }
+
+    /// What `msg` takes: its weight, at most all the room there is.
+    fn share(&self, msg: &Msg) -> u32 {
+        u32::try_from(msg.weight()).unwrap_or(u32::MAX).min(self.all)
+    }
+
+    /// Gives `msg` its share if the room is free now; whether it has its share (a stop needs
+    /// none).
+    fn try_take(&self, msg: &mut Msg) -> bool {
+        let share = self.share(msg);
+        match msg {
+            Msg::Record(_, held @ None) => {
+                *held = self.free.clone().try_acquire_many_owned(share).ok();
+                held.is_some()
+            }
+            Msg::Record(_, Some(_)) | Msg::Stop => true,
+        }
+    }
+
+    /// Gives `msg` its share once the room is free.
+    async fn take(&self, mut msg: Msg) -> Msg {
+        let share = self.share(&msg);
+        if let Msg::Record(_, held @ None) = &mut msg {
+            // The semaphore is never closed: `None` is not possible.
+            *held = self.free.clone().acquire_many_owned(share).await.ok();
+        }
+        msg
     }
 }
 
@@ -515,14 +578,19 @@ struct Overflow {
 }
 
 impl Overflow {
-    fn start(queue: mpsc::Sender<Msg>, budget: usize, log: Logger) -> std::io::Result<Self> {
+    fn start(
+        queue: mpsc::Sender<Msg>,
+        room: QueueBytes,
+        budget: usize,
+        log: Logger,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<(Msg, usize)>();
         let held = Arc::new(AtomicUsize::new(0));
         let porter = {
             let held = held.clone();
             std::thread::Builder::new().name("request-log-wait".into()).spawn(move || {
                 for (msg, bytes) in rx {
-                    if let Err(e) = block_on(queue.send(msg)) {
+                    if let Err(e) = block_on(async { queue.send(room.take(msg).await).await }) {
                         lost(&log, e.0);
                     }
                     held.fetch_sub(bytes, Ordering::AcqRel);
@@ -577,15 +645,36 @@ pub(crate) struct Waiting {
     queue: Queue,
 }
 
-/// A slot in the request log's queue, or the news that its thread is gone.
-type Room = Result<OwnedPermit<Msg>, SendError<()>>;
+/// The record's share of the queue's bytes if it waited for it, and a slot in the queue, or
+/// the news that its thread is gone.
+type Room = (Option<OwnedSemaphorePermit>, Result<OwnedPermit<Msg>, SendError<()>>);
 
 impl Waiting {
+    /// `msg`, waiting for its share of `queue`'s bytes if it has none yet, then for a slot.
+    fn new(msg: Msg, queue: &Queue) -> Self {
+        let (tx, free) = (queue.tx.clone(), queue.room.free.clone());
+        let share = match &msg {
+            Msg::Record(_, None) => Some(queue.room.share(&msg)),
+            _ => None,
+        };
+        let room = async move {
+            let held = match share {
+                Some(share) => free.acquire_many_owned(share).await.ok(),
+                None => None,
+            };
+            (held, tx.reserve_owned().await)
+        };
+        Waiting { msg: Some(msg), room: Box::pin(room), queue: queue.clone() }
+    }
+
     /// Queues the record once there is room: `Ready` when it is queued (or reported lost, the
     /// thread being gone).
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let room = std::task::ready!(self.room.as_mut().poll(cx));
-        if let Some(msg) = self.msg.take() {
+        let (share, room) = std::task::ready!(self.room.as_mut().poll(cx));
+        if let Some(mut msg) = self.msg.take() {
+            if let (Msg::Record(_, held @ None), Some(share)) = (&mut msg, share) {
+                *held = Some(share);
+            }
             match room {
                 Ok(room) => drop(room.send(msg)),
                 Err(_) => lost(&self.queue.log, msg),
@@ -629,7 +718,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 
 /// The request log's thread is gone (it panicked): the record goes to the logger whole.
 fn lost(log: &Logger, msg: Msg) {
-    if let Msg::Record(r) = msg {
+    if let Msg::Record(r, _) = msg {
         crate::reqlog::not_stored(log, "the request log's thread is gone", &r.into_entry());
     }
 }
@@ -646,10 +735,16 @@ mod tests {
 
         /// [`over`](Self::over), its porter holding up to `overflow_bytes`.
         fn over_with(tx: mpsc::Sender<Msg>, overflow_bytes: usize) -> Self {
+            Recorder::over_bytes(tx, QUEUE_BYTES, overflow_bytes)
+        }
+
+        /// [`over`](Self::over), its records weighing up to `bytes` together and its porter
+        /// holding up to `overflow_bytes`.
+        fn over_bytes(tx: mpsc::Sender<Msg>, bytes: usize, overflow_bytes: usize) -> Self {
             let metrics = Metrics::new("mock", Arc::default(), None);
             let log = Logger::root(slog::Discard, slog::o!());
             Recorder {
-                queue: Queue::new(tx, overflow_bytes, log.clone()).unwrap(),
+                queue: Queue::new(tx, bytes, overflow_bytes, log.clone()).unwrap(),
                 log,
                 thread: Mutex::new(None),
                 store: None,
@@ -670,7 +765,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut ids = Vec::new();
         while ids.len() < n && std::time::Instant::now() < deadline {
-            if let Ok(Msg::Record(r)) = rx.try_recv() {
+            if let Ok(Msg::Record(r, _)) = rx.try_recv() {
                 ids.push(r.request_id);
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -685,7 +780,7 @@ mod tests {
         let mut ids = Vec::new();
         while ids.len() < n && std::time::Instant::now() < deadline {
             while let Ok(msg) = rx.try_recv() {
-                if let Msg::Record(r) = msg {
+                if let Msg::Record(r, _) = msg {
                     ids.push(r.request_id);
                 }
             }
@@ -898,7 +993,7 @@ mod tests {
             let mut got = Vec::new();
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
-                    Msg::Record(r) => got.push(r.request_id),
+                    Msg::Record(r, _) => got.push(r.request_id),
                     Msg::Stop => {
                         got.push("stop".into());
                         break;
@@ -914,6 +1009,63 @@ mod tests {
         assert!(recorder.queue.overflow.hand(Msg::Stop).is_err());
     }
 
+    /// The queue holds records up to a weight as well as up to a count: past the weight, a
+    /// record waits for room however many slots are free (in its task, with the porter, or
+    /// polled), and a record heavier than the whole waits for an empty queue. Bound by its
+    /// count alone, 256 records of megabyte bodies held hundreds of megabytes.
+    #[test]
+    fn the_queue_holds_records_up_to_a_weight() {
+        watched(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (tx, mut rx) = mpsc::channel(16);
+            let weight = 10_000 + crate::reqlog::RECORD_BYTES;
+            let recorder = Arc::new(Recorder::over_bytes(tx, 3 * weight, OVERFLOW_BYTES));
+            rt.block_on(async {
+                for id in ["a", "b", "c"] {
+                    recorder.record(record_with_body(id, 10_000)).await;
+                }
+                // Thirteen slots free, no bytes.
+                let waiting = {
+                    let recorder = recorder.clone();
+                    tokio::spawn(
+                        async move { recorder.record(record_with_body("d", 10_000)).await },
+                    )
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                assert!(!waiting.is_finished(), "d waits for bytes");
+                recorder.record_now(record_with_body("e", 10_000));
+                assert_eq!(recorder.queue.overflow.held(), weight, "e waits with the porter");
+                let mut polled =
+                    recorder.record_polled(record_with_body("f", 10_000)).expect("f waits");
+                assert_eq!(rx.len(), 3, "only a, b and c are queued");
+
+                // Each record taken gives its bytes back, and the waiting ones follow.
+                let mut ids = drained(&mut rx, 3).await;
+                waiting.await.unwrap();
+                std::future::poll_fn(|cx| polled.poll(cx)).await;
+                ids.extend(drained(&mut rx, 3).await);
+                assert_eq!(&ids[..3], ["a", "b", "c"]);
+                let mut rest = ids[3..].to_vec();
+                rest.sort();
+                assert_eq!(rest, ["d", "e", "f"], "{ids:?}");
+
+                // Heavier than the whole: it goes in once the queue is empty.
+                recorder.record(record_with_body("g", 10_000)).await;
+                let heavy = {
+                    let recorder = recorder.clone();
+                    tokio::spawn(async move {
+                        recorder.record(record_with_body("huge", 10 * weight)).await;
+                    })
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                assert!(!heavy.is_finished(), "it waits for g to be taken");
+                assert_eq!(drained(&mut rx, 1).await, ["g"]);
+                heavy.await.unwrap();
+                assert_eq!(drained(&mut rx, 1).await, ["huge"]);
+            });
+        });
+    }
+
     /// Records without a body weigh against the porter's budget too: their headers (a client
     /// may send hundreds of kilobytes of them) and the record itself. Counted as nothing, any
     /// number of them waited with the porter while the disk was behind, as clients that sent
@@ -925,7 +1077,8 @@ mod tests {
             let record = crate::reqlog::RECORD_BYTES;
             let recorder = Recorder::over_with(tx, 4 * record);
             recorder.record_now(record_of("full"));
-            let hand = |r: RequestRecord| recorder.queue.overflow.hand(Msg::Record(Box::new(r)));
+            let hand =
+                |r: RequestRecord| recorder.queue.overflow.hand(Msg::Record(Box::new(r), None));
             for i in 0..4 {
                 assert!(hand(record_of(&format!("r{i}"))).is_ok(), "r{i} fits");
             }

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use slog::{Logger, error};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::Receiver;
 use uniproxy_logstore::NewEntry;
 use uniproxy_logstore::{WriterHandle, YieldEvery};
@@ -40,8 +41,9 @@ const YIELD_EVERY: Duration = Duration::from_micros(50);
 
 /// What the runtime sends to the thread.
 pub(crate) enum Msg {
-    /// A finished request.
-    Record(Box<RequestRecord>),
+    /// A finished request, and the share of the queue's bytes it holds while it waits (see
+    /// `record::QUEUE_BYTES`): `None` until it has it.
+    Record(Box<RequestRecord>, Option<OwnedSemaphorePermit>),
     /// Write what is pending and stop.
     Stop,
 }
@@ -56,7 +58,7 @@ impl Msg {
     /// records without a body weigh something too.
     pub(crate) fn weight(&self) -> usize {
         match self {
-            Msg::Record(r) => {
+            Msg::Record(r, _) => {
                 r.client_request.len()
                     + r.upstream_request.len()
                     + r.response.len()
@@ -101,7 +103,9 @@ pub(crate) fn run(rx: &mut Receiver<Msg>, mut sink: Sink) {
             while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
                 took += 1;
                 match msg {
-                    Msg::Record(r) => sink.add(&mut json, &mut text, *r),
+                    // Its share of the queue is given back once its lines are made and
+                    // its entry is with the store, whose queue has its own bound.
+                    Msg::Record(r, _share) => sink.add(&mut json, &mut text, *r),
                     Msg::Stop => {
                         sink.write(&mut json, &mut text);
                         sink.flush();
