@@ -12,11 +12,11 @@
 //! | `image_url` with a `data:…;base64,` URL / an `http(s)` URL | `image` with a `base64` / `url` source |
 //! | `file` parts with `file_data` (a base64 `data:` URL): a PDF / an image | `document` (titled with `filename`) / `image`, with a `base64` source |
 //! | text (and earlier assistant refusal) parts | `text` blocks; blank ones (empty or whitespace, which Anthropic refuses) make none, and a user message left with none makes no message; a last assistant message (a prefill) ends without its trailing whitespace, which Anthropic refuses there |
-//! | `response_format` `json_schema` | `output_config.format` `{type: json_schema, schema}` (structured outputs); the answer is the JSON as text |
+//! | `response_format` `json_schema` | `output_config.format` `{type: json_schema, schema}` (structured outputs); the answer is the JSON as text. The validation keywords Claude's decoding refuses (`minimum`, `maxLength`, …, which Zod writes for every `.int()`) move into the node's `description`, and an object with `properties` gets `additionalProperties: false` (see `schema.rs`) |
 //! | `response_format` `json_object` | Anthropic's JSON mode: a tool `json_answer` (`{"type": "object"}` input) the model must call (`tool_choice` `tool`), or, beside the client's tools when it may choose, `any` (one of them or that one); a choice that forces a client's tool stays as it is. The call's input is the answer's `content`, and its `tool_use` stop `stop` (see [`ResponseContext::json_object`](crate::ResponseContext::json_object)); a client tool of that name gets a 400 |
 //! | `cache_control` (an object) on a text, image or file part (system messages' too) or on a tool, as gateways take it | `cache_control` on that block or tool (prompt caching) |
 //! | `tools[].function` | `{name, description, input_schema}` (`{"type":"object","properties":{}}` when no parameters or `{}`; an object schema without `type` gets `"type": "object"`, which Anthropic requires) |
-//! | `tools[].function.strict: true` | `strict: true` (strict tool use: the input follows the schema); left out, and named in `dropped`, once the model answers 400 that it does not support strict tools ([`crate::Provider::refused`]; the request is sent again) |
+//! | `tools[].function.strict: true` | `strict: true` (strict tool use: the input follows the schema, whose refused keywords move into descriptions as for `json_schema`); left out, and named in `dropped`, once the model answers 400 that it does not support strict tools ([`crate::Provider::refused`]; the request is sent again) |
 //! | `tool_choice` `auto` / `required` / `none` / named | `auto` / `any` / `none` / `tool` |
 //! | `tool_choice` `allowed_tools` (mode `auto` / `required`) | only the allowed tools (the others named in `dropped`: Anthropic has no list of allowed tools), `auto` / `any`; a name no tool of the request has is a 400 |
 //! | `parallel_tool_calls: false` (with tools) | `tool_choice.disable_parallel_tool_use: true` |
@@ -104,6 +104,7 @@
 
 mod request;
 mod response;
+mod schema;
 mod stream;
 mod wire;
 

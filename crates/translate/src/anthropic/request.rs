@@ -264,6 +264,7 @@ impl RequestBuilder {
                 if json_schema.description.is_some() {
                     self.drop_field("response_format.json_schema.description");
                 }
+                let schema = super::schema::strict(schema);
                 Some(OutputConfig { format: OutputFormat::JsonSchema { schema } })
             }
             Some(ResponseFormat::JsonObject { .. }) => None,
@@ -811,10 +812,15 @@ impl RequestBuilder {
             self.drop_field(format!("{fpath}.strict"));
         }
         self.drop_extra(&fpath, &function.extra);
+        // A strict tool's input is decoded as structured outputs are, with their limits.
+        let input_schema = match input_schema(function.parameters) {
+            schema if strict.is_some() => super::schema::strict(schema),
+            schema => schema,
+        };
         Ok(ToolDefinition {
             name: function.name,
             description: function.description,
-            input_schema: input_schema(function.parameters),
+            input_schema,
             strict,
             cache_control,
         })
