@@ -1298,6 +1298,48 @@ async fn cors_preflight_answers_only_allowed_origins() {
     assert_eq!(statuses, [200, 403, 200, 200, 200, 403]);
 }
 
+/// The Vercel AI SDK's default `openai(model)` posts to `/v1/responses`, which the proxy does
+/// not serve. From a web page the browser asks first; a preflight answered 404 is only "Failed
+/// to fetch" to the page, so the preflight of an allowed origin is answered, and the post
+/// itself gets the 404 that says what is not served, readable by the page.
+#[tokio::test]
+async fn a_page_posting_to_an_endpoint_not_served_reads_why() {
+    let mock = MockUpstream::always(Reply::json(200, &completion("hi"))).await;
+    let mut settings = openai_settings(&mock);
+    settings.cors_allow_origins = vec!["https://app.example".to_owned()];
+    let proxy = Proxy::start(settings).await;
+
+    let preflight = |origin: &str| {
+        let mut r = request(Method::OPTIONS, "/v1/responses", bytes::Bytes::new());
+        let h = r.headers_mut();
+        h.insert("origin", origin.parse().unwrap());
+        h.insert("access-control-request-method", "POST".parse().unwrap());
+        h.insert("access-control-request-headers", "authorization,content-type".parse().unwrap());
+        r
+    };
+    let ok = send(proxy.addr, preflight("https://app.example")).await;
+    assert_eq!(ok.status, 204);
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(ok.header("access-control-allow-methods"), Some("POST"));
+    let headers = ok.header("access-control-allow-headers").expect("allow-headers");
+    assert!(headers.contains("authorization") && headers.contains("content-type"), "{headers}");
+
+    // Another origin's preflight is not answered, as on a served path.
+    let denied = send(proxy.addr, preflight("https://evil.example")).await;
+    assert_eq!(denied.status, 404);
+    assert!(denied.header("access-control-allow-origin").is_none());
+
+    // The AI SDK's request, as it sends it.
+    let body = json!({"model": "gpt-4o", "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}]});
+    let mut r = post_request("/v1/responses", &body);
+    r.headers_mut().insert("origin", "https://app.example".parse().unwrap());
+    let resp = send(proxy.addr, r).await;
+    let e = expect_error(&resp, 404);
+    assert!(e["message"].as_str().unwrap().contains("/v1/responses"), "{e}");
+    assert_eq!(resp.header("access-control-allow-origin"), Some("https://app.example"));
+    assert!(mock.requests().is_empty());
+}
+
 #[tokio::test]
 async fn on_loopback_with_no_keys_only_local_host_names_are_answered() {
     // A page at http://attacker.example:8000, its name rebound to 127.0.0.1, is of the same

@@ -311,10 +311,19 @@ async fn route_to(
         return error_response(&e);
     }
     let Some(route) = route else {
+        // A browser asks before it posts; a failed preflight is only "Failed to fetch" to the
+        // page. Answered, the request itself gets the 404 that names what is not served (the
+        // Vercel AI SDK's default `openai(model)` posts to `/v1/responses`).
+        if req.method() == Method::OPTIONS
+            && let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            && req.headers().get(header::ORIGIN).is_some_and(|o| origin_allowed(state, o).is_some())
+        {
+            return preflight(state, &req, None, asked.clone());
+        }
         return error_response(&ProxyError::NotFound { method: req.method().to_string(), path });
     };
     if req.method() == Method::OPTIONS {
-        return preflight(state, &req, route);
+        return preflight(state, &req, Some(allow(route)), allow(route));
     }
     let allowed = allowed_method(route);
     if req.method() != allowed && !(allowed == Method::GET && req.method() == Method::HEAD) {
@@ -506,11 +515,19 @@ fn cors_headers(state: &AppState, origin: &header::HeaderValue, headers: &mut hy
     }
 }
 
-fn preflight(state: &AppState, req: &Request<Incoming>, route: Route) -> Response<ProxyBody> {
+/// The answer to `OPTIONS`: `allow` names a route's methods (none for a path no route serves),
+/// and `methods` are those a page of an allowed origin may use there.
+fn preflight(
+    state: &AppState,
+    req: &Request<Incoming>,
+    allow: Option<header::HeaderValue>,
+    methods: header::HeaderValue,
+) -> Response<ProxyBody> {
     let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
     *r.status_mut() = hyper::StatusCode::NO_CONTENT;
-    let methods = allow(route);
-    r.headers_mut().insert(header::ALLOW, methods.clone());
+    if let Some(allow) = allow {
+        r.headers_mut().insert(header::ALLOW, allow);
+    }
     let origin = req.headers().get(header::ORIGIN);
     if let Some(allowed) = origin.and_then(|o| origin_allowed(state, o)) {
         let h = r.headers_mut();
