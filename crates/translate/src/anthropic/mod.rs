@@ -126,7 +126,9 @@ const API_VERSION: &str = "2023-06-01";
 /// The provider for Anthropic Messages.
 ///
 /// Its stream translator turns Anthropic's events into OpenAI chunks: `message_start` gives
-/// the role chunk, text and thinking deltas give `content` and `reasoning_content` fragments,
+/// the role chunk (the role alone: an empty `content` there would be an empty text before a
+/// tool call, which the Vercel AI SDK keeps as a text part, and OpenAI sends none), text and
+/// thinking deltas give `content` and `reasoning_content` fragments,
 /// the thinking blocks whole (signed `thinking`, `redacted_thinking`) a chunk with
 /// `delta.thinking_blocks` once the thinking is over, when a block of another kind starts or
 /// the message ends (each numbered by `index`, as tool calls are; all in one chunk, since

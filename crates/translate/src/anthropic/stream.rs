@@ -287,11 +287,7 @@ impl AnthropicStream {
     fn start(&mut self, out: &mut Vec<Bytes>) {
         if !self.started {
             self.started = true;
-            out.push(self.delta(Delta {
-                role: Some(Role::Assistant),
-                content: Some(Some(String::new())),
-                ..Default::default()
-            }));
+            out.push(self.delta(Delta { role: Some(Role::Assistant), ..Default::default() }));
         }
     }
 
