@@ -40,7 +40,8 @@
 //! mp3, tools that are not functions, `tool_choice` forms this version does not know,
 //! `required` or a named tool with no tools, unknown `reasoning_effort` values, seeds outside
 //! 32 bits, `response_format` types this version does not know, and schemas the reducer cannot
-//! express (a recursive `$ref` is refused at its path, `tools[i].function.parameters….$ref`).
+//! express (a `$ref` outside the schema's `$defs` is refused at its path,
+//! `tools[i].function.parameters….$ref`; a recursive one goes as JSON Schema).
 //! A schema that expands past 4 MiB once its `$ref`s are inlined is an invalid request
 //! (`invalid_value`) at the `$ref` that asked for the copies, saying so.
 //! Tool messages whose `tool_call_id` matches no earlier call, and tool call arguments that

@@ -538,21 +538,28 @@ impl Builder {
         self.drop_extra(at, &f.extra);
         let (mut parameters, mut parameters_json_schema) = (None, None);
         if let Some(p) = &f.parameters {
-            let reduced = schema::reduce(p, &mut self.schema_budget)
-                .map_err(|e| schema_error(&format!("{at}.parameters"), e))?;
+            // A recursive schema goes as JSON Schema, whose `$ref`s Gemini follows.
+            let reduced = match schema::reduce(p, &mut self.schema_budget) {
+                Ok(reduced) => Some(reduced),
+                Err(e) if e.recursive => None,
+                Err(e) => return Err(schema_error(&format!("{at}.parameters"), e)),
+            };
             // Gemini refuses an OBJECT without properties. A function without parameters is
             // said by leaving them out; one that takes any keys (`additionalProperties`), or
             // an object of that kind inside, goes as JSON Schema, which can say it.
-            let empty =
+            let empty = reduced.as_ref().is_some_and(|reduced| {
                 reduced.get("properties").and_then(Value::as_object).is_none_or(|p| p.is_empty())
                     && reduced.get("anyOf").is_none()
-                    && reduced.get("type").is_none_or(|t| t == "OBJECT");
-            if schema::has_open_object(&reduced) || (empty && schema::takes_any_keys(p)) {
+                    && reduced.get("type").is_none_or(|t| t == "OBJECT")
+            });
+            let as_json_schema = reduced.as_ref().is_none_or(schema::has_open_object)
+                || (empty && schema::takes_any_keys(p));
+            if as_json_schema {
                 let copied = schema::for_json_schema(p, &mut self.schema_budget)
                     .map_err(|e| schema_error(&format!("{at}.parameters"), e))?;
                 parameters_json_schema = Some(copied);
             } else if !empty {
-                parameters = Some(reduced);
+                parameters = reduced;
             }
         }
         Ok(FunctionDeclaration {
@@ -596,15 +603,23 @@ impl Builder {
             Some(ResponseFormat::JsonSchema { json_schema, .. }) => {
                 g.response_mime_type = Some("application/json".to_owned());
                 if let Some(s) = &json_schema.schema {
-                    let reduced = schema::reduce(s, &mut self.schema_budget)
-                        .map_err(|e| schema_error("response_format.json_schema.schema", e))?;
-                    // An object without properties (a map) anywhere: as JSON Schema.
-                    if schema::is_open_object(&reduced) || schema::has_open_object(&reduced) {
+                    let at = "response_format.json_schema.schema";
+                    let reduced = match schema::reduce(s, &mut self.schema_budget) {
+                        Ok(reduced) => Some(reduced),
+                        Err(e) if e.recursive => None,
+                        Err(e) => return Err(schema_error(at, e)),
+                    };
+                    // An object without properties (a map) anywhere, or a recursive schema:
+                    // as JSON Schema.
+                    let as_json_schema = reduced.as_ref().is_none_or(|reduced| {
+                        schema::is_open_object(reduced) || schema::has_open_object(reduced)
+                    });
+                    if as_json_schema {
                         let copied = schema::for_json_schema(s, &mut self.schema_budget)
-                            .map_err(|e| schema_error("response_format.json_schema.schema", e))?;
+                            .map_err(|e| schema_error(at, e))?;
                         g.response_json_schema = Some(copied);
                     } else {
-                        g.response_schema = Some(reduced);
+                        g.response_schema = reduced;
                     }
                 }
                 if json_schema.strict.is_some() {

@@ -7,7 +7,8 @@
 //! where it can:
 //!
 //! - `$ref` to `#/$defs/…` or `#/definitions/…` is inlined (siblings of the `$ref` win); a
-//!   `$ref` that leads back into itself cannot be inlined and is refused, as is any other `$ref`;
+//!   `$ref` that leads back into itself cannot be inlined (the schema then goes as JSON
+//!   Schema, below), and any other `$ref` is refused;
 //! - `type: ["string", "null"]` becomes `type: STRING, nullable: true`; several non-null types
 //!   become an `anyOf`; `anyOf`/`oneOf` of `X` and `{"type":"null"}` becomes `X` + `nullable`,
 //!   other `anyOf`/`oneOf` stay `anyOf`; `allOf` is merged into one schema;
@@ -37,7 +38,10 @@
 //! properties ("properties: should be non-empty for OBJECT type"). A schema with such an object
 //! goes instead as JSON Schema (`parametersJsonSchema`, `responseJsonSchema`), which Gemini
 //! takes with the keywords its API reference lists ([`for_json_schema`]); an `allOf`, which
-//! that list lacks, is merged there as here.
+//! that list lacks, is merged there as here. So does a recursive schema (a tree's node whose
+//! children are nodes): Gemini follows `$ref`s there, unrolling a cycle "to a limited degree",
+//! and refuses one through a required property itself. A `$ref` there stands alone (Gemini
+//! takes only `$` keywords beside it): one with a description beside it goes into an `anyOf`.
 
 use std::collections::HashSet;
 
@@ -73,12 +77,15 @@ pub(crate) struct SchemaError {
     /// Whether the schema could be reduced but its copies would overrun the [`Budget`]: the
     /// schema is too large once expanded, rather than something Gemini cannot express.
     pub(crate) over_budget: bool,
+    /// Whether it is a `$ref` that leads back into itself, which the subset cannot say but
+    /// JSON Schema can ([`for_json_schema`]).
+    pub(crate) recursive: bool,
 }
 
 impl SchemaError {
     /// A part at `path` that the subset cannot express.
     fn at(path: String) -> Self {
-        SchemaError { path, over_budget: false }
+        SchemaError { path, over_budget: false, recursive: false }
     }
 }
 
@@ -135,7 +142,8 @@ impl Reducer<'_> {
             }
             None => {
                 let outermost = self.refs.first().map(|(_, at)| at.as_str());
-                Err(SchemaError { path: outermost.unwrap_or(path).to_owned(), over_budget: true })
+                let path = outermost.unwrap_or(path).to_owned();
+                Err(SchemaError { path, over_budget: true, recursive: false })
             }
         }
     }
@@ -351,7 +359,7 @@ impl Reducer<'_> {
             return Err(SchemaError::at(here));
         };
         if self.refs.iter().any(|(r, _)| r == reference) {
-            return Err(SchemaError::at(here));
+            return Err(SchemaError { recursive: true, ..SchemaError::at(here) });
         }
         let mut merged = match target {
             Value::Object(t) => {
@@ -499,6 +507,16 @@ impl JsonSchemaCopier<'_> {
             }
             drop_stale_ordering(&mut out);
         }
+        // Gemini takes only `$` keywords beside a `$ref` ("If `$ref` is set on a sub-schema, no
+        // other properties, except for those starting as a `$`, may be set"), and Pydantic
+        // writes a field's description there: the `$ref` goes alone into an `anyOf` of one,
+        // which says the same.
+        if !out.contains_key("anyOf")
+            && out.keys().any(|k| !k.starts_with('$'))
+            && let Some(reference) = out.shift_remove("$ref")
+        {
+            out.insert("anyOf".to_owned(), json!([{ "$ref": reference }]));
+        }
         Ok(Value::Object(out))
     }
 
@@ -523,7 +541,7 @@ impl JsonSchemaCopier<'_> {
         }
         match self.budget.left.checked_sub(text_len(whole)) {
             Some(left) => self.budget.left = left,
-            None => return Err(SchemaError { path: here, over_budget: true }),
+            None => return Err(SchemaError { path: here, over_budget: true, recursive: false }),
         }
         let mut merged = target.clone();
         if let Value::Object(siblings) = member {
