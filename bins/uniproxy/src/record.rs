@@ -687,6 +687,9 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(msg) = self.msg.take() {
+            // What the wait was given of the record's share goes back first: still held
+            // while the record waits again, it could be the very room the record waits for.
+            self.room = Box::pin(std::future::pending());
             self.queue.now(msg);
         }
     }
@@ -1063,6 +1066,32 @@ mod tests {
                 heavy.await.unwrap();
                 assert_eq!(drained(&mut rx, 1).await, ["huge"]);
             });
+        });
+    }
+
+    /// A record dropped while it waits for its share (its client left) gives back what it
+    /// was given of that share before it is queued again. Kept, a record heavier than half
+    /// the budget, its porter busy, waited in place for room that it held itself: the runtime
+    /// thread, and every record after it, hung for good.
+    #[test]
+    fn a_waiting_record_dropped_gives_its_share_back_first() {
+        watched(|| {
+            let (tx, mut rx) = mpsc::channel(16);
+            let weight = 10_000 + crate::reqlog::RECORD_BYTES;
+            let recorder = Recorder::over_bytes(tx, 3 * weight, weight);
+            recorder.record_now(record_with_body("a", 10_000));
+            let mut heavy =
+                recorder.record_polled(record_with_body("heavy", 10 * weight)).expect("it waits");
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(heavy.poll(&mut cx).is_pending(), "it waits for the whole budget");
+            recorder.record_now(record_with_body("e", 10_000));
+            assert_eq!(recorder.queue.overflow.held(), weight, "e waits with the porter");
+            let taker = std::thread::spawn(move || drained_here(&mut rx, 3));
+            // The client leaves: the porter is busy, so it waits for room here.
+            drop(heavy);
+            let mut ids = taker.join().unwrap();
+            ids[1..].sort();
+            assert_eq!(ids, ["a", "e", "heavy"]);
         });
     }
 
