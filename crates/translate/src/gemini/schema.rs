@@ -41,7 +41,8 @@
 //! that list lacks, is merged there as here. So does a recursive schema (a tree's node whose
 //! children are nodes): Gemini follows `$ref`s there, unrolling a cycle "to a limited degree",
 //! and refuses one through a required property itself. A `$ref` there stands alone (Gemini
-//! takes only `$` keywords beside it): one with a description beside it goes into an `anyOf`.
+//! takes only `$` keywords beside it): one with a description beside it goes into an `anyOf`,
+//! as does an `allOf` member's `$ref` that leads back into itself (Pydantic 1's described field).
 
 use std::collections::HashSet;
 
@@ -444,9 +445,9 @@ const JSON_SCHEMA_KEPT: &[&str] = &[
 /// members say (Pydantic's `{"allOf": [{"$ref": …}], "description": …}` would take any value).
 ///
 /// # Errors
-/// [`SchemaError`] at an `allOf` member's `$ref` that cannot be inlined (recursive, or not into
-/// the schema's `$defs` or `definitions`), a nesting deeper than 64, or a merge whose copies
-/// would overrun `budget`.
+/// [`SchemaError`] at an `allOf` member's `$ref` that cannot be inlined (not into the schema's
+/// `$defs` or `definitions`; a recursive one stays a `$ref`), a nesting deeper than 64, or a
+/// merge whose copies would overrun `budget`.
 pub(crate) fn for_json_schema(schema: &Value, budget: &mut Budget) -> Result<Value, SchemaError> {
     let mut c = JsonSchemaCopier { root: schema, refs: Vec::new(), budget };
     c.copy(schema, String::new(), 0)
@@ -521,7 +522,8 @@ impl JsonSchemaCopier<'_> {
     }
 
     /// An `allOf` member as it merges: copied, and a `$ref` to the schema's `$defs` or
-    /// `definitions` inlined (keywords beside it win), since two members may each be one.
+    /// `definitions` inlined (keywords beside it win), since two members may each be one; a
+    /// `$ref` that leads back into itself stays one.
     fn all_of_member(
         &mut self,
         member: &Value,
@@ -537,7 +539,10 @@ impl JsonSchemaCopier<'_> {
             return Err(SchemaError::at(here));
         };
         if self.refs.iter().any(|r| r == reference) {
-            return Err(SchemaError::at(here));
+            // It leads back into itself (Pydantic 1 writes a described field's `$ref` as an
+            // `allOf` of one): it stays a `$ref`, which Gemini follows, where inlined it
+            // would never end.
+            return self.copy(member, path, depth + 1);
         }
         match self.budget.left.checked_sub(text_len(whole)) {
             Some(left) => self.budget.left = left,
