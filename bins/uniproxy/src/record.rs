@@ -513,7 +513,11 @@ impl Queue {
             Ok(()) => return,
             Err(msg) => msg,
         };
-        if let Err(e) = block_on(async { self.tx.send(self.room.take(msg).await).await }) {
+        // In place, the record waits for a slot only, not for its share of the bytes: the
+        // shares may be held by this very thread's tasks, given them but not yet run while
+        // the thread waits here, and nothing would give them back. A record past the budget
+        // now and then, while a runtime thread is held up, is the lesser harm.
+        if let Err(e) = block_on(self.tx.send(msg)) {
             lost(&self.log, e.0);
         }
     }
@@ -1068,6 +1072,48 @@ mod tests {
                 heavy.await.unwrap();
                 assert_eq!(drained(&mut rx, 1).await, ["huge"]);
             });
+        });
+    }
+
+    /// A record that waits in place (the porter busy) waits for a slot, not for its share of
+    /// the bytes: the shares the records taken give back go first to the requests waiting in
+    /// line, and those may be this very thread's tasks, which cannot run while it waits.
+    /// Waiting for a share there, the runtime thread hung for good.
+    #[test]
+    fn a_record_waiting_in_place_does_not_wait_for_shares_its_thread_holds() {
+        watched(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (tx, mut rx) = mpsc::channel(16);
+            let weight = 10_000 + crate::reqlog::RECORD_BYTES;
+            let recorder = Arc::new(Recorder::over_bytes(tx, 3 * weight, weight));
+            let taker = rt.block_on(async {
+                for id in ["a", "b", "c"] {
+                    recorder.record_now(record_with_body(id, 10_000));
+                }
+                let waiting: Vec<_> = ["d", "e", "f"]
+                    .into_iter()
+                    .map(|id| {
+                        let recorder = recorder.clone();
+                        tokio::spawn(async move {
+                            recorder.record(record_with_body(id, 10_000)).await;
+                        })
+                    })
+                    .collect();
+                tokio::task::yield_now().await;
+                recorder.record_now(record_with_body("p", 10_000));
+                assert_eq!(recorder.queue.overflow.held(), weight, "p waits with the porter");
+                let taker = std::thread::spawn(move || drained_here(&mut rx, 8));
+                // The porter is busy: q waits here, while a, b and c, once taken, give their
+                // shares to d, e and f, which wait on this thread.
+                recorder.record_now(record_with_body("q", 10_000));
+                for w in waiting {
+                    w.await.unwrap();
+                }
+                taker
+            });
+            let mut ids = taker.join().unwrap();
+            ids.sort();
+            assert_eq!(ids, ["a", "b", "c", "d", "e", "f", "p", "q"]);
         });
     }
 
