@@ -438,7 +438,8 @@ const JSON_SCHEMA_KEPT: &[&str] = &[
 ];
 
 /// A JSON schema with only the keywords Gemini takes as JSON Schema ([`JSON_SCHEMA_KEPT`]; a
-/// `const` becomes a one-value `enum`, `definitions` stays for the `$ref`s into it); the rest
+/// `const` becomes a one-value `enum`; the root's `definitions`, which Gemini's list does not
+/// name, go as `$defs`, the `$ref`s into them with them); the rest
 /// (`$schema`, `default`, `examples`, `pattern`, …) is left out, as [`reduce`] leaves it out.
 /// An `allOf`, which Gemini does not take, is merged into its schema as [`reduce`] merges it,
 /// its members' `$ref`s inlined: left out, it would leave the schema saying nothing of what its
@@ -449,7 +450,8 @@ const JSON_SCHEMA_KEPT: &[&str] = &[
 /// `$defs` or `definitions`; a recursive one stays a `$ref`), a nesting deeper than 64, or a
 /// merge whose copies would overrun `budget`.
 pub(crate) fn for_json_schema(schema: &Value, budget: &mut Budget) -> Result<Value, SchemaError> {
-    let mut c = JsonSchemaCopier { root: schema, refs: Vec::new(), budget };
+    let defs_renamed = schema.get("definitions").is_some() && schema.get("$defs").is_none();
+    let mut c = JsonSchemaCopier { root: schema, refs: Vec::new(), budget, defs_renamed };
     c.copy(schema, String::new(), 0)
 }
 
@@ -459,6 +461,10 @@ struct JsonSchemaCopier<'a> {
     root: &'a Value,
     refs: Vec<String>,
     budget: &'a mut Budget,
+    /// Whether the root's `definitions` go as `$defs`, the keyword Gemini's list names, and
+    /// the `$ref`s into them with it (the root has `definitions` and no `$defs`: Pydantic 1's
+    /// and zod-to-json-schema's schemas).
+    defs_renamed: bool,
 }
 
 impl JsonSchemaCopier<'_> {
@@ -496,10 +502,22 @@ impl JsonSchemaCopier<'_> {
                     out.entry("enum").or_insert_with(|| json!([value]));
                     continue;
                 }
+                "$ref" if self.defs_renamed => match value.as_str() {
+                    Some(r) => match r.strip_prefix("#/definitions/") {
+                        Some(name) => json!(format!("#/$defs/{name}")),
+                        None => value.clone(),
+                    },
+                    None => value.clone(),
+                },
                 k if JSON_SCHEMA_KEPT.contains(&k) => value.clone(),
                 _ => continue,
             };
-            out.insert(key.clone(), kept);
+            let key = if self.defs_renamed && depth == 0 && key == "definitions" {
+                "$defs".to_owned()
+            } else {
+                key.clone()
+            };
+            out.insert(key, kept);
         }
         if let Some(Value::Array(all)) = node.get("allOf") {
             for (i, member) in all.iter().enumerate() {
