@@ -538,12 +538,9 @@ impl Builder {
         self.drop_extra(at, &f.extra);
         let (mut parameters, mut parameters_json_schema) = (None, None);
         if let Some(p) = &f.parameters {
-            // A recursive schema goes as JSON Schema, whose `$ref`s Gemini follows.
-            let reduced = match schema::reduce(p, &mut self.schema_budget) {
-                Ok(reduced) => Some(reduced),
-                Err(e) if e.recursive => None,
-                Err(e) => return Err(schema_error(&format!("{at}.parameters"), e)),
-            };
+            // A recursive schema (`None`) goes as JSON Schema, whose `$ref`s Gemini follows.
+            let reduced = schema::reduce(p, &mut self.schema_budget)
+                .map_err(|e| schema_error(&format!("{at}.parameters"), e))?;
             // Gemini refuses an OBJECT without properties. A function without parameters is
             // said by leaving them out; one that takes any keys (`additionalProperties`), or
             // an object of that kind inside, goes as JSON Schema, which can say it.
@@ -604,11 +601,8 @@ impl Builder {
                 g.response_mime_type = Some("application/json".to_owned());
                 if let Some(s) = &json_schema.schema {
                     let at = "response_format.json_schema.schema";
-                    let reduced = match schema::reduce(s, &mut self.schema_budget) {
-                        Ok(reduced) => Some(reduced),
-                        Err(e) if e.recursive => None,
-                        Err(e) => return Err(schema_error(at, e)),
-                    };
+                    let reduced = schema::reduce(s, &mut self.schema_budget)
+                        .map_err(|e| schema_error(at, e))?;
                     // An object without properties (a map) anywhere, or a recursive schema:
                     // as JSON Schema.
                     let as_json_schema = reduced.as_ref().is_none_or(|reduced| {

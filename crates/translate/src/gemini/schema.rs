@@ -79,8 +79,8 @@ pub(crate) struct SchemaError {
     /// schema is too large once expanded, rather than something Gemini cannot express.
     pub(crate) over_budget: bool,
     /// Whether it is a `$ref` that leads back into itself, which the subset cannot say but
-    /// JSON Schema can ([`for_json_schema`]).
-    pub(crate) recursive: bool,
+    /// JSON Schema can ([`for_json_schema`]): [`reduce`] answers `None` for it.
+    recursive: bool,
 }
 
 impl SchemaError {
@@ -90,15 +90,20 @@ impl SchemaError {
     }
 }
 
-/// Reduces a JSON schema to what Gemini accepts.
+/// Reduces a JSON schema to what Gemini accepts; `None` for a recursive schema, which the
+/// subset cannot say and JSON Schema can ([`for_json_schema`]).
 ///
 /// # Errors
-/// [`SchemaError`] naming the part that cannot be expressed: a recursive or external `$ref`, a
-/// `false` schema, a value that is not a schema, nesting deeper than 64, or the `$ref`, type
-/// list or `allOf` whose copy would overrun `budget`.
-pub(crate) fn reduce(schema: &Value, budget: &mut Budget) -> Result<Value, SchemaError> {
+/// [`SchemaError`] naming the part that cannot be expressed: an external `$ref`, a `false`
+/// schema, a value that is not a schema, nesting deeper than 64, or the `$ref`, type list or
+/// `allOf` whose copy would overrun `budget`.
+pub(crate) fn reduce(schema: &Value, budget: &mut Budget) -> Result<Option<Value>, SchemaError> {
     let mut r = Reducer { root: schema, refs: Vec::new(), budget };
-    r.reduce(schema, String::new(), 0)
+    match r.reduce(schema, String::new(), 0) {
+        Ok(reduced) => Ok(Some(reduced)),
+        Err(e) if e.recursive => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 struct Reducer<'a> {
