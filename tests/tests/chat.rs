@@ -404,8 +404,7 @@ async fn stream_is_relayed_before_the_upstream_finishes() {
     let data = sse_data(&seen);
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
     let chunks = sse_json(&seen);
-    let text: String =
-        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let text = streamed_text(&chunks);
     assert_eq!(text, "Hello!");
     assert!(
         chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()),
@@ -696,10 +695,7 @@ async fn a_json_object_from_claude_comes_as_the_content_of_the_answer() {
     let resp = proxy.post("/v1/chat/completions", &req).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let chunks = sse_json(&resp.body);
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
-        .collect();
+    let text = streamed_text(&chunks);
     assert_eq!(
         serde_json::from_str::<Value>(&text).unwrap(),
         json!({"city": "Paris", "temperature_c": 18})
@@ -752,10 +748,7 @@ async fn answers_whole_and_streamed(proxy: &Proxy) {
     );
     let resp = proxy.post("/v1/chat/completions", &chat_request("a", true)).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let text: String = sse_json(&resp.body)
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
-        .collect();
+    let text = streamed_text(&sse_json(&resp.body));
     assert_eq!(text, "Hello");
     assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
 }
@@ -1222,6 +1215,16 @@ async fn cors_exposes_the_headers_the_sdks_read() {
     }
 }
 
+/// A browser's preflight from `origin` for a `POST` to `path` with the SDKs' headers.
+fn preflight(path: &str, origin: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut r = request(Method::OPTIONS, path, bytes::Bytes::new());
+    let h = r.headers_mut();
+    h.insert("origin", origin.parse().unwrap());
+    h.insert("access-control-request-method", "POST".parse().unwrap());
+    h.insert("access-control-request-headers", "authorization, content-type".parse().unwrap());
+    r
+}
+
 #[tokio::test]
 async fn cors_preflight_answers_only_allowed_origins() {
     let mock = MockUpstream::always(Reply::json(200, &completion("hi"))).await;
@@ -1229,15 +1232,7 @@ async fn cors_preflight_answers_only_allowed_origins() {
     settings.cors_allow_origins = vec!["https://app.example".to_owned()];
     let proxy = Proxy::start(settings).await;
 
-    let preflight = |origin: &str| {
-        let mut r = request(Method::OPTIONS, "/v1/chat/completions", bytes::Bytes::new());
-        let h = r.headers_mut();
-        h.insert("origin", origin.parse().unwrap());
-        h.insert("access-control-request-method", "POST".parse().unwrap());
-        h.insert("access-control-request-headers", "authorization, content-type".parse().unwrap());
-        r
-    };
-
+    let preflight = |origin| preflight("/v1/chat/completions", origin);
     let ok = send(proxy.addr, preflight("https://app.example")).await;
     assert_eq!(ok.status, 204);
     assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example"));
@@ -1309,14 +1304,7 @@ async fn a_page_posting_to_an_endpoint_not_served_reads_why() {
     settings.cors_allow_origins = vec!["https://app.example".to_owned()];
     let proxy = Proxy::start(settings).await;
 
-    let preflight = |origin: &str| {
-        let mut r = request(Method::OPTIONS, "/v1/responses", bytes::Bytes::new());
-        let h = r.headers_mut();
-        h.insert("origin", origin.parse().unwrap());
-        h.insert("access-control-request-method", "POST".parse().unwrap());
-        h.insert("access-control-request-headers", "authorization,content-type".parse().unwrap());
-        r
-    };
+    let preflight = |origin| preflight("/v1/responses", origin);
     let ok = send(proxy.addr, preflight("https://app.example")).await;
     assert_eq!(ok.status, 204);
     assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example"));
@@ -1480,10 +1468,7 @@ async fn shutdown_refuses_new_connections_and_lets_a_stream_finish() {
 
     release.notify_one();
     seen.extend_from_slice(&s.rest().await);
-    let text: String = sse_json(&seen)
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
-        .collect();
+    let text = streamed_text(&sse_json(&seen));
     assert_eq!(text, "Hello");
     assert_eq!(sse_data(&seen).last().map(String::as_str), Some("[DONE]"));
     assert!(proxy.stopped_within(Duration::from_secs(5)).await, "serve returns once it is done");

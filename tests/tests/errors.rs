@@ -662,8 +662,7 @@ async fn stream_without_streaming_support_is_replayed_from_one_answer() {
     assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"), "{chunks:?}");
     let first = &chunks[0]["choices"][0];
     assert_eq!(first["delta"]["role"], "assistant", "{chunks:?}");
-    let text: String =
-        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let text = streamed_text(&chunks);
     assert_eq!(text, "Hello, world.");
     let last = &chunks.last().unwrap()["choices"][0];
     assert_eq!(last["finish_reason"], "stop", "{chunks:?}");

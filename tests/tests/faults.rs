@@ -284,10 +284,7 @@ async fn a_whole_answer_to_a_stream_request_is_replayed_as_a_stream() {
     let resp = chat(&proxy, true).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.header("content-type"), Some("text/event-stream"));
-    let text: String = sse_json(&resp.body)
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
-        .collect();
+    let text = streamed_text(&sse_json(&resp.body));
     assert_eq!(text, "all at once");
     assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
     assert_eq!(mock.only_request().json()["stream"], true, "the stream was asked for");

@@ -1016,6 +1016,17 @@ mod tests {
         assert!(recorder.queue.overflow.hand(Msg::Stop).is_err());
     }
 
+    /// What `record_with_body(_, BODY)` weighs ([`Msg::weight`]).
+    const BODY: usize = 10_000;
+    const WEIGHT: usize = BODY + crate::reqlog::RECORD_BYTES;
+
+    /// A recorder whose queue has 16 slots but room for the bytes of three records of
+    /// [`BODY`], its porter holding up to `overflow_bytes`, and the queue's receiving end.
+    fn room_for_three(overflow_bytes: usize) -> (Recorder, mpsc::Receiver<Msg>) {
+        let (tx, rx) = mpsc::channel(16);
+        (Recorder::over_bytes(tx, 3 * WEIGHT, overflow_bytes), rx)
+    }
+
     /// The queue holds records up to a weight as well as up to a count: past the weight, a
     /// record waits for room however many slots are free (in its task, with the porter, or
     /// polled), and a record heavier than the whole waits for an empty queue. Bound by its
@@ -1024,26 +1035,23 @@ mod tests {
     fn the_queue_holds_records_up_to_a_weight() {
         watched(|| {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let (tx, mut rx) = mpsc::channel(16);
-            let weight = 10_000 + crate::reqlog::RECORD_BYTES;
-            let recorder = Arc::new(Recorder::over_bytes(tx, 3 * weight, OVERFLOW_BYTES));
+            let (recorder, mut rx) = room_for_three(OVERFLOW_BYTES);
+            let recorder = Arc::new(recorder);
             rt.block_on(async {
                 for id in ["a", "b", "c"] {
-                    recorder.record(record_with_body(id, 10_000)).await;
+                    recorder.record(record_with_body(id, BODY)).await;
                 }
                 // Thirteen slots free, no bytes.
                 let waiting = {
                     let recorder = recorder.clone();
-                    tokio::spawn(
-                        async move { recorder.record(record_with_body("d", 10_000)).await },
-                    )
+                    tokio::spawn(async move { recorder.record(record_with_body("d", BODY)).await })
                 };
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 assert!(!waiting.is_finished(), "d waits for bytes");
-                recorder.record_now(record_with_body("e", 10_000));
-                assert_eq!(recorder.queue.overflow.held(), weight, "e waits with the porter");
+                recorder.record_now(record_with_body("e", BODY));
+                assert_eq!(recorder.queue.overflow.held(), WEIGHT, "e waits with the porter");
                 let mut polled =
-                    recorder.record_polled(record_with_body("f", 10_000)).expect("f waits");
+                    recorder.record_polled(record_with_body("f", BODY)).expect("f waits");
                 assert_eq!(rx.len(), 3, "only a, b and c are queued");
 
                 // Each record taken gives its bytes back, and the waiting ones follow.
@@ -1059,11 +1067,11 @@ mod tests {
                 assert_eq!(rest, ["d", "e", "f"], "{ids:?}");
 
                 // Heavier than the whole: it goes in once the queue is empty.
-                recorder.record(record_with_body("g", 10_000)).await;
+                recorder.record(record_with_body("g", BODY)).await;
                 let heavy = {
                     let recorder = recorder.clone();
                     tokio::spawn(async move {
-                        recorder.record(record_with_body("huge", 10 * weight)).await;
+                        recorder.record(record_with_body("huge", 10 * WEIGHT)).await;
                     })
                 };
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1083,29 +1091,28 @@ mod tests {
     fn a_record_waiting_in_place_does_not_wait_for_shares_its_thread_holds() {
         watched(|| {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let (tx, mut rx) = mpsc::channel(16);
-            let weight = 10_000 + crate::reqlog::RECORD_BYTES;
-            let recorder = Arc::new(Recorder::over_bytes(tx, 3 * weight, weight));
+            let (recorder, mut rx) = room_for_three(WEIGHT);
+            let recorder = Arc::new(recorder);
             let taker = rt.block_on(async {
                 for id in ["a", "b", "c"] {
-                    recorder.record_now(record_with_body(id, 10_000));
+                    recorder.record_now(record_with_body(id, BODY));
                 }
                 let waiting: Vec<_> = ["d", "e", "f"]
                     .into_iter()
                     .map(|id| {
                         let recorder = recorder.clone();
                         tokio::spawn(async move {
-                            recorder.record(record_with_body(id, 10_000)).await;
+                            recorder.record(record_with_body(id, BODY)).await;
                         })
                     })
                     .collect();
                 tokio::task::yield_now().await;
-                recorder.record_now(record_with_body("p", 10_000));
-                assert_eq!(recorder.queue.overflow.held(), weight, "p waits with the porter");
+                recorder.record_now(record_with_body("p", BODY));
+                assert_eq!(recorder.queue.overflow.held(), WEIGHT, "p waits with the porter");
                 let taker = std::thread::spawn(move || drained_here(&mut rx, 8));
                 // The porter is busy: q waits here, while a, b and c, once taken, give their
                 // shares to d, e and f, which wait on this thread.
-                recorder.record_now(record_with_body("q", 10_000));
+                recorder.record_now(record_with_body("q", BODY));
                 for w in waiting {
                     w.await.unwrap();
                 }
@@ -1124,16 +1131,14 @@ mod tests {
     #[test]
     fn a_waiting_record_dropped_gives_its_share_back_first() {
         watched(|| {
-            let (tx, mut rx) = mpsc::channel(16);
-            let weight = 10_000 + crate::reqlog::RECORD_BYTES;
-            let recorder = Recorder::over_bytes(tx, 3 * weight, weight);
-            recorder.record_now(record_with_body("a", 10_000));
+            let (recorder, mut rx) = room_for_three(WEIGHT);
+            recorder.record_now(record_with_body("a", BODY));
             let mut heavy =
-                recorder.record_polled(record_with_body("heavy", 10 * weight)).expect("it waits");
+                recorder.record_polled(record_with_body("heavy", 10 * WEIGHT)).expect("it waits");
             let mut cx = Context::from_waker(Waker::noop());
             assert!(heavy.poll(&mut cx).is_pending(), "it waits for the whole budget");
-            recorder.record_now(record_with_body("e", 10_000));
-            assert_eq!(recorder.queue.overflow.held(), weight, "e waits with the porter");
+            recorder.record_now(record_with_body("e", BODY));
+            assert_eq!(recorder.queue.overflow.held(), WEIGHT, "e waits with the porter");
             let taker = std::thread::spawn(move || drained_here(&mut rx, 3));
             // The client leaves: the porter is busy, so it waits for room here.
             drop(heavy);

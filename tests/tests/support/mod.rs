@@ -1264,6 +1264,11 @@ pub fn sse_json(body: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// The text a stream's chunks carry: the first choice's `delta.content`, joined.
+pub fn streamed_text(chunks: &[Value]) -> String {
+    chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
+}
+
 /// Every entry of `store`, oldest first.
 pub fn all_entries(store: &LogStore) -> Vec<Entry> {
     let mut ids = Vec::new();
