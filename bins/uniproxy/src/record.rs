@@ -539,32 +539,36 @@ impl QueueBytes {
         QueueBytes { free: Arc::new(tokio::sync::Semaphore::new(all as usize)), all }
     }
 
-    /// What `msg` takes: its weight, at most all the room there is.
-    fn share(&self, msg: &Msg) -> u32 {
-        u32::try_from(msg.weight()).unwrap_or(u32::MAX).min(self.all)
+    /// The share `msg` still needs: its weight, at most all the room there is; none for a
+    /// record that holds its share already, or a stop.
+    fn needed(&self, msg: &Msg) -> Option<u32> {
+        matches!(msg, Msg::Record(_, None))
+            .then(|| u32::try_from(msg.weight()).unwrap_or(u32::MAX).min(self.all))
     }
 
-    /// Gives `msg` its share if the room is free now; whether it has its share (a stop needs
-    /// none).
+    /// Gives `msg` its share if the room is free now; whether it has its share.
     fn try_take(&self, msg: &mut Msg) -> bool {
-        let share = self.share(msg);
-        match msg {
-            Msg::Record(_, held @ None) => {
-                *held = self.free.clone().try_acquire_many_owned(share).ok();
-                held.is_some()
-            }
-            Msg::Record(_, Some(_)) | Msg::Stop => true,
-        }
+        let Some(share) = self.needed(msg) else { return true };
+        let share = self.free.clone().try_acquire_many_owned(share).ok();
+        let taken = share.is_some();
+        give(msg, share);
+        taken
     }
 
     /// Gives `msg` its share once the room is free.
     async fn take(&self, mut msg: Msg) -> Msg {
-        let share = self.share(&msg);
-        if let Msg::Record(_, held @ None) = &mut msg {
+        if let Some(share) = self.needed(&msg) {
             // The semaphore is never closed: `None` is not possible.
-            *held = self.free.clone().acquire_many_owned(share).await.ok();
+            give(&mut msg, self.free.clone().acquire_many_owned(share).await.ok());
         }
         msg
+    }
+}
+
+/// Puts `share` in `msg`, a record without one.
+fn give(msg: &mut Msg, share: Option<OwnedSemaphorePermit>) {
+    if let Msg::Record(_, held @ None) = msg {
+        *held = share;
     }
 }
 
@@ -657,10 +661,7 @@ impl Waiting {
     /// `msg`, waiting for its share of `queue`'s bytes if it has none yet, then for a slot.
     fn new(msg: Msg, queue: &Queue) -> Self {
         let (tx, free) = (queue.tx.clone(), queue.room.free.clone());
-        let share = match &msg {
-            Msg::Record(_, None) => Some(queue.room.share(&msg)),
-            _ => None,
-        };
+        let share = queue.room.needed(&msg);
         let room = async move {
             let held = match share {
                 Some(share) => free.acquire_many_owned(share).await.ok(),
@@ -676,9 +677,7 @@ impl Waiting {
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let (share, room) = std::task::ready!(self.room.as_mut().poll(cx));
         if let Some(mut msg) = self.msg.take() {
-            if let (Msg::Record(_, held @ None), Some(share)) = (&mut msg, share) {
-                *held = Some(share);
-            }
+            give(&mut msg, share);
             match room {
                 Ok(room) => drop(room.send(msg)),
                 Err(_) => lost(&self.queue.log, msg),
