@@ -7,7 +7,7 @@ use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use slog::{Logger, error, info};
@@ -232,6 +232,10 @@ impl RequestRecord {
 /// waits in place (see [`Queue::now`]). The log store's own queue is 64 MiB.
 const OVERFLOW_BYTES: usize = 64 << 20;
 
+/// How long a record waits for a slot in the request log's queue on a runtime thread, the last
+/// resort (see [`Queue::now`]), before the porter takes it over its budget.
+const IN_PLACE_WAIT: Duration = Duration::from_secs(1);
+
 /// How many finished requests may wait for the request log's thread. It takes them every few
 /// milliseconds (about 50 at 25,000 requests/s), and records carry their bodies: 256 of
 /// 20 KB requests (three bodies each) is about 15 MB; the store's own queue is behind it.
@@ -396,7 +400,7 @@ impl Recorder {
                 stuck_since = None;
                 continue;
             }
-            let since = *stuck_since.get_or_insert_with(std::time::Instant::now);
+            let since = *stuck_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= limit {
                 if let Some(writer) = writer().as_ref() {
                     error!(self.log, "shutting down with a log store that can write neither its \
@@ -422,8 +426,9 @@ impl Recorder {
     /// Writes the record, for a caller that cannot wait at all (a request dropped before its
     /// end: a stream's body, or a request's future whose client hung up). When the queue is
     /// full, the record waits for room off the runtime's threads, up to 64 MiB of such
-    /// records; past that, right here: the proxy then slows to what the disk can take, rather
-    /// than growing memory without bound or dropping the record.
+    /// records; past that, right here, for a second at most (then the porter takes it over
+    /// its budget): the proxy then slows to what the disk can take, rather than growing
+    /// memory without bound or dropping the record.
     pub fn record_now(&self, r: RequestRecord) {
         self.observe(&r);
         self.queue.now(Msg::Record(Box::new(r), None));
@@ -509,7 +514,7 @@ impl Queue {
                 Err(TrySendError::Full(msg)) => msg,
             };
         }
-        let msg = match self.overflow.hand(msg) {
+        let msg = match self.overflow.hand(msg, false) {
             Ok(()) => return,
             Err(msg) => msg,
         };
@@ -517,6 +522,21 @@ impl Queue {
         // shares may be held by this very thread's tasks, given them but not yet run while
         // the thread waits here, and nothing would give them back. A record past the budget
         // now and then, while a runtime thread is held up, is the lesser harm.
+        // And for a slot for [`IN_PLACE_WAIT`] at most, for the same reason: slots go to
+        // those who asked first, and one given to a task of this thread (woken, not yet run)
+        // is used only once the thread runs it. Behind as many of them as the queue has
+        // slots, the wait would never end, and the thread's connections with it. Past the
+        // wait, the porter takes the record over its budget, and the thread runs its tasks.
+        let msg = match block_on_until(self.tx.reserve(), Instant::now() + IN_PLACE_WAIT) {
+            Some(Ok(slot)) => return slot.send(msg),
+            Some(Err(_)) => return lost(&self.log, msg),
+            None => msg,
+        };
+        let msg = match self.overflow.hand(msg, true) {
+            Ok(()) => return,
+            Err(msg) => msg,
+        };
+        // The porter has stopped: this is the shutdown, the runtime's tasks are gone.
         if let Err(e) = block_on(self.tx.send(msg)) {
             lost(&self.log, e.0);
         }
@@ -609,13 +629,13 @@ impl Overflow {
     }
 
     /// Gives `msg` to the porter, or gives it back when the porter holds its budget already
-    /// (one record is always taken) or has stopped.
-    fn hand(&self, msg: Msg) -> Result<(), Msg> {
+    /// (one record is always taken; any, `over_budget`) or has stopped.
+    fn hand(&self, msg: Msg, over_budget: bool) -> Result<(), Msg> {
         let bytes = msg.weight();
         let before = self.held.fetch_add(bytes, Ordering::AcqRel);
         let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
         let handed = match tx.as_ref() {
-            Some(tx) if before == 0 || before + bytes <= self.budget => {
+            Some(tx) if over_budget || before == 0 || before + bytes <= self.budget => {
                 tx.send((msg, bytes)).map_err(|e| e.0.0)
             }
             _ => Err(msg),
@@ -702,6 +722,16 @@ impl Drop for Waiting {
 /// cannot be left to a task (off the runtime, or at shutdown). No runtime is entered, so it
 /// works on any thread; tokio's channels need none.
 fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    loop {
+        if let Some(output) = block_on_until(future.as_mut(), Instant::now() + IN_PLACE_WAIT) {
+            return output;
+        }
+    }
+}
+
+/// [`block_on`] until `deadline`: `None` if `future` has not ended by then (it is dropped).
+fn block_on_until<F: Future>(future: F, deadline: Instant) -> Option<F::Output> {
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {
@@ -716,9 +746,13 @@ fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
+            return Some(output);
         }
-        std::thread::park();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
     }
 }
 
@@ -957,6 +991,42 @@ mod tests {
         });
     }
 
+    /// A record waiting in place waits behind the records that asked for a slot before it,
+    /// and a slot given to a task of its own thread (woken, not yet run) is used only once the
+    /// thread runs again: it waits a second at most, then the porter takes it over its budget.
+    /// Waiting for good, the runtime thread hung, and every connection on it.
+    #[test]
+    fn a_record_waits_in_place_a_second_at_most() {
+        watched(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (tx, mut rx) = mpsc::channel(1);
+            let recorder = Arc::new(Recorder::over_with(tx, 1));
+            recorder.record_now(record_of("full"));
+            recorder.record_now(record_of("p"));
+            assert!(recorder.queue.overflow.held() > 0, "p waits with the porter");
+            rt.block_on(async {
+                let r = recorder.clone();
+                let a = tokio::spawn(async move { r.record(record_of("a")).await });
+                tokio::task::yield_now().await;
+                assert!(!a.is_finished(), "a waits in its task, after the porter");
+                // The taker starts once b waits in place: the slot "p" leaves goes to a,
+                // whose task is this thread's.
+                let taker = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(200));
+                    drained_here(&mut rx, 4)
+                });
+                recorder.record_now(record_of("b"));
+                a.await.unwrap();
+                // p and a wait side by side (the porter's thread may ask after a's task).
+                let mut ids = taker.join().unwrap();
+                let at = |id: &str| ids.iter().position(|i| i == id);
+                assert!(at("a") < at("b"), "{ids:?}");
+                ids[1..].sort();
+                assert_eq!(ids, ["full", "a", "b", "p"]);
+            });
+        });
+    }
+
     /// Past its byte budget the porter takes no more, and the record waits where it is (one
     /// record is always taken, whatever it weighs); at shutdown the porter's records are
     /// queued before the stop.
@@ -1012,7 +1082,7 @@ mod tests {
         block_on(recorder.queue.tx.send(Msg::Stop)).unwrap();
         assert_eq!(taker.join().unwrap(), ["d", "e", "stop"]);
         // Closed: a record that cannot wait now waits in place.
-        assert!(recorder.queue.overflow.hand(Msg::Stop).is_err());
+        assert!(recorder.queue.overflow.hand(Msg::Stop, false).is_err());
     }
 
     /// What `record_with_body(_, BODY)` weighs ([`Msg::weight`]).
@@ -1158,8 +1228,9 @@ mod tests {
             let record = crate::reqlog::RECORD_BYTES;
             let recorder = Recorder::over_with(tx, 4 * record);
             recorder.record_now(record_of("full"));
-            let hand =
-                |r: RequestRecord| recorder.queue.overflow.hand(Msg::Record(Box::new(r), None));
+            let hand = |r: RequestRecord| {
+                recorder.queue.overflow.hand(Msg::Record(Box::new(r), None), false)
+            };
             for i in 0..4 {
                 assert!(hand(record_of(&format!("r{i}"))).is_ok(), "r{i} fits");
             }
