@@ -539,6 +539,124 @@ async fn stream_that_started_is_never_retried() {
     assert_eq!(mock.requests().len(), 1, "the upstream saw one request");
 }
 
+/// Claude's overload reported in a stream, as Anthropic documents it: a 200, then an `error`
+/// event before anything else.
+const CLAUDE_OVERLOADED: &str = "event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n";
+
+/// A whole Claude stream that says `text`.
+fn claude_stream(text: &str) -> String {
+    let delta = json!({"type": "content_block_delta", "index": 0,
+        "delta": {"type": "text_delta", "text": text}});
+    [
+        r#"{"type":"message_start","message":{"id":"msg_01","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":11,"output_tokens":1}}}"#.to_owned(),
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_owned(),
+        delta.to_string(),
+        r#"{"type":"content_block_stop","index":0}"#.to_owned(),
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":6}}"#.to_owned(),
+        r#"{"type":"message_stop"}"#.to_owned(),
+    ]
+    .iter()
+    .map(|data| {
+        let kind = serde_json::from_str::<Value>(data).unwrap()["type"].as_str().unwrap().to_owned();
+        format!("event: {kind}\ndata: {data}\n\n")
+    })
+    .collect()
+}
+
+fn claude_settings(mock: &MockUpstream) -> Settings {
+    let mut settings = openai_settings(mock);
+    settings.platform = uniproxy_config::Platform::Anthropic;
+    settings
+}
+
+/// A stream that opens with an error the upstream reported failed before anything of it went
+/// to the client: it is retried as that error's status would be. The client got a 200 and
+/// the error event, and no retry.
+#[tokio::test]
+async fn a_stream_that_opens_with_an_overload_is_retried() {
+    let overloaded = Reply::sse(vec![Step::raw(CLAUDE_OVERLOADED)]);
+    let whole = Reply::sse(vec![Step::raw(&claude_stream("Hello there!"))]);
+    let mock = MockUpstream::first_n_then(1, overloaded, whole).await;
+    let proxy = Proxy::start(claude_settings(&mock)).await;
+    let resp = chat(&proxy, true).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(streamed_text(&sse_json(&resp.body)), "Hello there!", "{}", resp.text());
+    assert!(!resp.text().contains("Overloaded"), "{}", resp.text());
+    assert_eq!(mock.requests().len(), 2);
+    let entry = proxy.only_entry().await;
+    assert_eq!((entry.entry.status, entry.entry.attempts), (200, 2));
+    assert!(entry.entry.error_type.is_none(), "{:?}", entry.entry.error_type);
+}
+
+/// Past MAX_RETRIES, or for an error no retry mends, a stream that opens with an error is
+/// answered as that error would be unstreamed: its status and the error, in the OpenAI shape,
+/// without the proxy's key. A 200 with an error event made SDKs raise mid-stream, where
+/// they neither retry nor see the status.
+#[tokio::test]
+async fn a_stream_that_opens_with_an_error_is_answered_with_its_status() {
+    let mock = MockUpstream::always(Reply::sse(vec![Step::raw(CLAUDE_OVERLOADED)])).await;
+    let mut settings = claude_settings(&mock);
+    settings.max_retries = 1;
+    let proxy = Proxy::start(settings).await;
+    let e = expect_error(&chat(&proxy, true).await, 529);
+    assert_eq!(
+        (e["type"].as_str(), e["message"].as_str()),
+        (Some("overloaded_error"), Some("Overloaded"))
+    );
+    assert_eq!(mock.requests().len(), 2, "one retry");
+    let entry = proxy.only_entry().await;
+    assert_eq!((entry.entry.status, entry.entry.attempts), (529, 2));
+    assert_eq!(entry.entry.error_type.as_deref(), Some("overloaded_error"));
+
+    // OpenRouter's error chunk, with the status it stands for as `code`: a 400 is not retried.
+    let refusal = json!({"id": "gen-1", "object": "chat.completion.chunk", "created": 1762179802,
+        "model": "minimax/minimax-m2", "provider": "Minimax",
+        "error": {"code": 400, "message": format!("key {UPSTREAM_KEY} refused: tokens exceed the limit")},
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]});
+    let steps = vec![Step::raw(": OPENROUTER PROCESSING\n\n"), Step::event(&refusal)];
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let resp = chat(&proxy, true).await;
+    let e = expect_error(&resp, 400);
+    assert!(e["message"].as_str().unwrap().contains("tokens exceed the limit"), "{e}");
+    assert!(!resp.text().contains(UPSTREAM_KEY), "{}", resp.text());
+    assert_eq!(mock.requests().len(), 1);
+    let entry = proxy.only_entry().await;
+    assert_eq!((entry.entry.status, entry.entry.attempts), (400, 1));
+    assert!(!entry.entry.error_message.unwrap_or_default().contains(UPSTREAM_KEY));
+}
+
+/// MAX_RETRIES counts every retry of a request: a 503, then a stream that opens with an
+/// overload, then the answer is three tries, and MAX_RETRIES=1 stops after two.
+#[tokio::test]
+async fn max_retries_counts_the_retries_of_either_kind() {
+    let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = tries.clone();
+    let mock = MockUpstream::start(move |_| {
+        match counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Reply::json(
+                503,
+                &json!({"type": "error", "error": {"type": "api_error", "message": "try again"}}),
+            ),
+            1 => Reply::sse(vec![Step::raw(CLAUDE_OVERLOADED)]),
+            _ => Reply::sse(vec![Step::raw(&claude_stream("ok"))]),
+        }
+    })
+    .await;
+    let proxy = Proxy::start(claude_settings(&mock)).await;
+    let resp = chat(&proxy, true).await;
+    assert_eq!(streamed_text(&sse_json(&resp.body)), "ok", "{}", resp.text());
+    assert_eq!(proxy.only_entry().await.entry.attempts, 3);
+
+    tries.store(0, std::sync::atomic::Ordering::SeqCst);
+    let mut settings = claude_settings(&mock);
+    settings.max_retries = 1;
+    let proxy = Proxy::start(settings).await;
+    expect_error(&chat(&proxy, true).await, 529);
+    assert_eq!(proxy.only_entry().await.entry.attempts, 2);
+    assert_eq!(mock.requests().len(), 5);
+}
+
 #[tokio::test]
 async fn retries_stop_at_the_request_timeout() {
     let mock = MockUpstream::always(error_reply(503).with_header("retry-after", "1")).await;

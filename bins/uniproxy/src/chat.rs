@@ -17,7 +17,7 @@ use crate::connection::ConnectionCut;
 use crate::error::{ProxyError, redacted_start};
 use crate::record::{RequestRecord, ended_early, key_hash, now_ms, redacted_headers};
 use crate::relay::{SseRelay, UpstreamBody};
-use crate::retry::send_with_retries;
+use crate::retry::{self, send_with_retries};
 use crate::routes::{ProxyBody, error_response_with, json_response};
 use crate::state::AppState;
 use crate::upstream::Client;
@@ -122,6 +122,17 @@ async fn fail(mut pending: Pending<'_>, e: &ProxyError) -> Response<ProxyBody> {
         response.headers_mut().insert(name, value);
     }
     response.headers_mut().insert("x-uniproxy-overhead-ms", overhead);
+    response
+}
+
+/// The answer that streams `relay`'s frames; `overhead`, the proxy's time before it.
+fn stream_response(relay: SseRelay, overhead: Duration) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Box::new(relay)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    headers.insert("x-uniproxy-overhead-ms", overhead_header(overhead));
     response
 }
 
@@ -231,6 +242,15 @@ impl<'a> Pending<'a> {
     fn hand_on(&mut self) -> RequestRecord {
         self.handed_on = true;
         std::mem::take(&mut self.record)
+    }
+
+    /// The record back from a stream's relay abandoned before its head went out (none: the
+    /// relay had already written it, which it does not before its end).
+    fn take_back(&mut self, record: Option<RequestRecord>) {
+        if let Some(record) = record {
+            self.record = record;
+            self.handed_on = false;
+        }
     }
 
     /// The time spent so far in the proxy itself: all of it but the waits on the client's
@@ -492,10 +512,14 @@ async fn handle(
     let Some(guard) = state.enter() else {
         return Err(ProxyError::Overloaded { limit: settings.concurrency_limit });
     };
+    // Held by a stream's relay once it has started; given back by one abandoned at its start.
+    let mut guard = Some(guard);
 
     let mut earlier_attempts = 0;
     let mut resends = 0;
-    let (status, upstream_body, whole) = loop {
+    // MAX_RETRIES, for every retry of this request, however its tries failed.
+    let mut retries = settings.max_retries;
+    let (status, upstream_body) = loop {
         let (status, upstream_body, whole): (u16, UpstreamBody, bool) = match &up.local_answer {
             Some(local) => {
                 pending.record.attempts = 1;
@@ -503,16 +527,21 @@ async fn handle(
                 (local.status, body.boxed_unsync(), false)
             }
             None => {
-                let record = &mut pending.record;
-                let sent = pin!(send_with_retries(
-                    state,
-                    client,
-                    &up,
-                    deadline,
-                    &record.request_id,
-                    &mut record.attempts,
-                ));
-                let response = waited(&mut pending.upstream_wait, sent).await?;
+                let response = {
+                    let record = &mut pending.record;
+                    let sent = pin!(send_with_retries(
+                        state,
+                        client,
+                        &up,
+                        deadline,
+                        &record.request_id,
+                        &mut record.attempts,
+                        retries,
+                    ));
+                    waited(&mut pending.upstream_wait, sent).await
+                };
+                retries = retries.saturating_sub(pending.record.attempts.saturating_sub(1));
+                let response = response?;
                 if !response.status().is_success() {
                     pending.retry_headers = RETRY_HEADERS
                         .iter()
@@ -532,8 +561,42 @@ async fn handle(
             }
         };
         pending.record.attempts += earlier_attempts;
+        if (200..300).contains(&status) && (!upstream_stream || whole) {
+            break (status, upstream_body);
+        }
         if (200..300).contains(&status) {
-            break (status, upstream_body, whole);
+            // A stream is read up to its first frames before its head goes out: a stream that
+            // opens with an error is that error's, and may be tried again (`SseRelay::open`).
+            pending.record.status = 200;
+            let translator = state.provider.stream(&ctx);
+            let overhead = pending.overhead();
+            pending.record.overhead = overhead;
+            let mut relay = SseRelay::new(
+                upstream_body,
+                translator,
+                state.clone(),
+                pending.hand_on(),
+                deadline,
+                guard.take(),
+                cut.clone(),
+            );
+            let opened = waited(&mut pending.upstream_wait, pin!(relay.open())).await;
+            let Some((status, error)) = opened else {
+                return Ok(stream_response(relay, overhead));
+            };
+            let (record, place) = relay.abandon();
+            pending.take_back(record);
+            guard = place;
+            let attempts = pending.record.attempts;
+            let id = &pending.record.request_id;
+            let again = pin!(retry::again(state, id, status, attempts, retries, deadline));
+            if waited(&mut pending.upstream_wait, again).await {
+                retries -= 1;
+                earlier_attempts = attempts;
+                continue;
+            }
+            let error = TranslateError::Upstream { status, error: Box::new(error) };
+            return Err(upstream_error(error));
         }
         let read = pin!(read_upstream(upstream_body, deadline));
         let error = waited(&mut pending.upstream_wait, read).await?;
@@ -561,29 +624,6 @@ async fn handle(
 
     // A server that answers a stream request with the whole answer (JSON), or with a page
     // (HTML), is read whole: the answer is replayed as a stream, and a page is an error.
-    if upstream_stream && !whole {
-        pending.record.status = 200;
-        let translator = state.provider.stream(&ctx);
-        let overhead = pending.overhead();
-        pending.record.overhead = overhead;
-        let relay = SseRelay::new(
-            upstream_body,
-            translator,
-            state.clone(),
-            pending.hand_on(),
-            deadline,
-            guard,
-            cut,
-        );
-        let mut response = Response::new(Either::Right(Box::new(relay)));
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
-        headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
-        headers.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
-        headers.insert("x-uniproxy-overhead-ms", overhead_header(overhead));
-        return Ok(response);
-    }
-
     let read = pin!(read_upstream(upstream_body, deadline));
     let body = waited(&mut pending.upstream_wait, read).await?;
     // Kept for the record's error, should the answer not read as its platform's.

@@ -52,7 +52,11 @@ pub struct SseRelay {
     /// Time spent in this body's own work (decoding, translating).
     busy: std::time::Duration,
     /// The request's place under CONCURRENCY_LIMIT, held until the stream ends.
-    _guard: InFlightGuard,
+    guard: Option<InFlightGuard>,
+    /// Whether the translator has had the stream's first event.
+    started: bool,
+    /// The stream's first event was an error the upstream reported (see [`open`](Self::open)).
+    failed_first: bool,
     /// Ends the deadline's watchdog (see [`ConnectionCut`]) when the relay goes.
     _watchdog: Option<tokio::sync::oneshot::Sender<()>>,
     /// The client's connection, which says whether it was cut for a client that read nothing.
@@ -82,7 +86,7 @@ impl SseRelay {
         state: Arc<AppState>,
         record: RequestRecord,
         deadline: Instant,
-        guard: InFlightGuard,
+        guard: Option<InFlightGuard>,
         cut: Option<ConnectionCut>,
     ) -> Self {
         let watchdog = cut
@@ -109,7 +113,9 @@ impl SseRelay {
             waiting: None,
             raw,
             busy: std::time::Duration::ZERO,
-            _guard: guard,
+            guard,
+            started: false,
+            failed_first: false,
             _watchdog: watchdog,
             cut,
             cut_off,
@@ -118,6 +124,7 @@ impl SseRelay {
 
     fn take_events(&mut self, events: Vec<sse::SseEvent>) {
         for ev in events {
+            let first = !std::mem::replace(&mut self.started, true);
             let erred = self.translator.assembled().error.is_some();
             match self.translator.push_into(&ev, &mut self.out) {
                 Ok(()) => {
@@ -130,6 +137,8 @@ impl SseRelay {
                         }
                     }
                     self.pending.extend(self.out.drain(..));
+                    self.failed_first |=
+                        first && self.translator.assembled().error_status.is_some();
                 }
                 Err(e) => {
                     self.fail(e.to_error_response(), e.to_string());
@@ -196,6 +205,111 @@ impl SseRelay {
         Some(r)
     }
 
+    /// Reads the upstream once: what it sent, its end, or a timeout or the shutdown's cut once
+    /// it has nothing ready. `Ready` when that left frames for the client or ended the
+    /// stream, or when the upstream may have more at once.
+    fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self;
+        let Some(upstream) = this.upstream.as_mut() else {
+            this.ended = true;
+            return Poll::Ready(());
+        };
+        match Pin::new(upstream).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let started = Instant::now();
+                if let Ok(data) = frame.into_data() {
+                    let mut events = Vec::new();
+                    let fed = this.decoder.feed_into(&data, &mut events);
+                    this.take_events(events);
+                    if let Err(e) = fed
+                        && !this.ended
+                    {
+                        this.fail(e.to_error_response(), e.to_string());
+                    }
+                }
+                let idle_until = tokio::time::Instant::now() + this.idle_for;
+                this.idle.as_mut().reset(idle_until);
+                this.busy += started.elapsed();
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let error = ErrorResponse::new(
+                    "the upstream connection failed mid-stream",
+                    "upstream_error",
+                )
+                .with_code("upstream_stream_error");
+                this.fail(error, format!("the upstream connection failed mid-stream: {e}"));
+            }
+            Poll::Ready(None) => {
+                let started = Instant::now();
+                this.finish_upstream();
+                this.busy += started.elapsed();
+            }
+            Poll::Pending => {
+                if this.cut_off.as_mut().poll(cx).is_ready() {
+                    // The error a whole answer cut off gets, recorded as every request
+                    // the shutdown cut off is.
+                    let error = ProxyError::ShuttingDown.to_error_response();
+                    this.pending.push_back(sse::encode(&error));
+                    if let Some(r) = this.record.as_mut() {
+                        ended_early(r, true, "the end of the stream");
+                    }
+                    this.end_upstream();
+                    return Poll::Ready(());
+                }
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    let error = ErrorResponse::new(
+                        "the upstream stream exceeded the request timeout (REQUEST_TIMEOUT)",
+                        "timeout_error",
+                    )
+                    .with_code("upstream_timeout");
+                    let detail = error.error.message.clone();
+                    this.fail(error, detail);
+                    return Poll::Ready(());
+                }
+                if this.idle.as_mut().poll(cx).is_ready() {
+                    let error = ErrorResponse::new(
+                        "the upstream sent nothing for too long (STREAM_IDLE_TIMEOUT)",
+                        "timeout_error",
+                    )
+                    .with_code("upstream_timeout");
+                    let detail = error.error.message.clone();
+                    this.fail(error, detail);
+                    return Poll::Ready(());
+                }
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Reads the upstream until the stream's first frames for the client are ready (or the
+    /// stream has ended), before the response's head goes out. When the stream's first event
+    /// is an error the upstream reported (Claude's `overloaded_error` event, an OpenRouter
+    /// chunk with an `error`, Groq's error event), the request failed before it started, as
+    /// it would have with that error's status: the status and the error are given back, for
+    /// the caller to retry the request or to answer with them, and nothing of the stream has
+    /// gone to the client.
+    pub async fn open(&mut self) -> Option<(u16, ErrorResponse)> {
+        std::future::poll_fn(|cx| {
+            while self.pending.is_empty() && !self.ended {
+                std::task::ready!(self.poll_upstream(cx));
+            }
+            Poll::Ready(())
+        })
+        .await;
+        if !self.failed_first {
+            return None;
+        }
+        let assembled = self.translator.assembled();
+        Some((assembled.error_status?, assembled.error.clone()?))
+    }
+
+    /// The relay given up before its head went out (see [`open`](Self::open)): its record,
+    /// not written, and the request's place under CONCURRENCY_LIMIT.
+    pub fn abandon(mut self) -> (Option<RequestRecord>, Option<InFlightGuard>) {
+        (self.record.take(), self.guard.take())
+    }
+
     fn emit(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some(r) = self.record.as_mut()
             && r.first_byte_ms.is_none()
@@ -246,75 +360,7 @@ impl Body for SseRelay {
                 }
                 return Poll::Ready(None);
             }
-            let Some(upstream) = this.upstream.as_mut() else {
-                this.ended = true;
-                continue;
-            };
-            match Pin::new(upstream).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let started = Instant::now();
-                    if let Ok(data) = frame.into_data() {
-                        let mut events = Vec::new();
-                        let fed = this.decoder.feed_into(&data, &mut events);
-                        this.take_events(events);
-                        if let Err(e) = fed
-                            && !this.ended
-                        {
-                            this.fail(e.to_error_response(), e.to_string());
-                        }
-                    }
-                    let idle_until = tokio::time::Instant::now() + this.idle_for;
-                    this.idle.as_mut().reset(idle_until);
-                    this.busy += started.elapsed();
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    let error = ErrorResponse::new(
-                        "the upstream connection failed mid-stream",
-                        "upstream_error",
-                    )
-                    .with_code("upstream_stream_error");
-                    this.fail(error, format!("the upstream connection failed mid-stream: {e}"));
-                }
-                Poll::Ready(None) => {
-                    let started = Instant::now();
-                    this.finish_upstream();
-                    this.busy += started.elapsed();
-                }
-                Poll::Pending => {
-                    if this.cut_off.as_mut().poll(cx).is_ready() {
-                        // The error a whole answer cut off gets, recorded as every request
-                        // the shutdown cut off is.
-                        let error = ProxyError::ShuttingDown.to_error_response();
-                        this.pending.push_back(sse::encode(&error));
-                        if let Some(r) = this.record.as_mut() {
-                            ended_early(r, true, "the end of the stream");
-                        }
-                        this.end_upstream();
-                        continue;
-                    }
-                    if this.deadline.as_mut().poll(cx).is_ready() {
-                        let error = ErrorResponse::new(
-                            "the upstream stream exceeded the request timeout (REQUEST_TIMEOUT)",
-                            "timeout_error",
-                        )
-                        .with_code("upstream_timeout");
-                        let detail = error.error.message.clone();
-                        this.fail(error, detail);
-                        continue;
-                    }
-                    if this.idle.as_mut().poll(cx).is_ready() {
-                        let error = ErrorResponse::new(
-                            "the upstream sent nothing for too long (STREAM_IDLE_TIMEOUT)",
-                            "timeout_error",
-                        )
-                        .with_code("upstream_timeout");
-                        let detail = error.error.message.clone();
-                        this.fail(error, detail);
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
-            }
+            std::task::ready!(this.poll_upstream(cx));
         }
     }
 

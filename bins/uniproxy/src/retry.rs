@@ -2,9 +2,11 @@
 //! byte went to the client, with exponential backoff and jitter, honouring `Retry-After` (and
 //! Google's `RetryInfo`; a 429 for a spent quota is not retried), up to MAX_RETRIES and within
 //! the request's deadline; an upstream that asks for a longer wait than the longest backoff
-//! (20 s) is not asked again before then, its error goes to the client. A stream that has
-//! started is never retried: every retry decision is made before the response head goes to
-//! the client.
+//! (20 s) is not asked again before then, its error goes to the client. A stream whose first
+//! event is such an error (Claude's `overloaded_error` event, an OpenRouter error chunk) is
+//! retried the same way, since nothing of it has gone to the client ([`again`]); a stream that
+//! has started is never retried: every retry decision is made before the response head goes
+//! to the client. MAX_RETRIES counts every retry of a request, whichever way it failed.
 
 use std::time::{Duration, Instant};
 
@@ -59,9 +61,9 @@ fn backoff(attempt: u32, jitter: u64, hint: Option<Duration>) -> Option<Duration
     Some(exp.mul_f64(scale).min(MAX_BACKOFF))
 }
 
-/// Sends `up`, retrying as the module docs say. Returns the final response (which may still
-/// be an error status: the caller translates it). `attempts` counts the tries as they start,
-/// so that it holds the number made even when this future is dropped.
+/// Sends `up`, retrying as the module docs say, at most `retries` times. Returns the final
+/// response (which may still be an error status: the caller translates it). `attempts` counts
+/// the tries as they start, so that it holds the number made even when this future is dropped.
 ///
 /// # Errors
 /// The last connect failure or timeout when no try got an answer.
@@ -72,8 +74,8 @@ pub async fn send_with_retries(
     deadline: Instant,
     request_id: &str,
     attempts: &mut u32,
+    retries: u32,
 ) -> Result<hyper::Response<UpstreamBody>, ProxyError> {
-    let max_retries = state.settings.max_retries;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -105,7 +107,7 @@ pub async fn send_with_retries(
             }
             Err(_) => (false, None, String::new()),
         };
-        if !retry || attempt > max_retries {
+        if !retry || attempt > retries {
             return result;
         }
         let Some(wait) = backoff(attempt, state.jitter(), hint) else {
@@ -114,14 +116,42 @@ pub async fn send_with_retries(
         if Instant::now() + wait >= deadline {
             return result;
         }
-        warn!(state.log, "retrying upstream";
-            "id" => request_id, "attempt" => attempt, "reason" => why,
-            "wait_ms" => wait.as_millis() as u64);
-        state.metrics.retried();
         // Dropping the response here closes that connection's body unread; it is small.
         drop(result);
-        tokio::time::sleep(wait).await;
+        wait_and_say(state, request_id, attempt, &why, wait).await;
     }
+}
+
+/// Whether a request whose stream began with an error the upstream reported (`status`, see
+/// `SseRelay::open`) is tried again, once it has made `attempt` tries and has `retries`
+/// left: as for that status unstreamed, after the backoff, which this waits out.
+pub async fn again(
+    state: &AppState,
+    request_id: &str,
+    status: u16,
+    attempt: u32,
+    retries: u32,
+    deadline: Instant,
+) -> bool {
+    if !retryable_status(status) || retries == 0 {
+        return false;
+    }
+    let Some(wait) = backoff(attempt, state.jitter(), None) else { return false };
+    if Instant::now() + wait >= deadline {
+        return false;
+    }
+    let why = format!("an error event with status {status} to open the stream");
+    wait_and_say(state, request_id, attempt, &why, wait).await;
+    true
+}
+
+/// Logs and counts a retry, and waits `wait` before it.
+async fn wait_and_say(state: &AppState, request_id: &str, attempt: u32, why: &str, wait: Duration) {
+    warn!(state.log, "retrying upstream";
+        "id" => request_id, "attempt" => attempt, "reason" => why,
+        "wait_ms" => wait.as_millis() as u64);
+    state.metrics.retried();
+    tokio::time::sleep(wait).await;
 }
 
 /// A 429 read whole, for what its body says of trying again ([`retry_hint`]): a spent quota

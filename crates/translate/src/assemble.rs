@@ -29,6 +29,11 @@ pub struct Assembled {
     /// The error that ended the stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorResponse>,
+    /// For an error the upstream reported in the stream, the HTTP status it stands for (what
+    /// the platform answers when the same error is not streamed); `None` for the stream's own
+    /// faults (it broke off, or broke its platform's protocol).
+    #[serde(skip)]
+    pub error_status: Option<u16>,
     /// Whether text was left out, past [`MAX_KEPT`] bytes (the client got it all).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,

@@ -1625,10 +1625,18 @@ impl StreamTranslator for OpenAiStream {
             return Ok(());
         }
         if event.event.as_deref() == Some("error") {
-            // Groq and others end a failing stream with a named error event.
+            // Groq and others end a failing stream with a named error event (Groq's says the
+            // status it stands for as `status_code`).
+            let status = from_slice::<serde_json::Value>(data)
+                .ok()
+                .and_then(|v| v.get("error")?.get("status_code")?.as_u64())
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (400..600).contains(c))
+                .unwrap_or(500);
             let error = from_slice::<ErrorResponse>(data)
-                .map_or_else(|_| fallback_error(500, data), |e| complete_error(e, 500));
+                .map_or_else(|_| fallback_error(status, data), |e| complete_error(e, status));
             out.extend(self.fail(error));
+            self.assembled.error_status = Some(status);
             return Ok(());
         }
         // A chunk the template takes is UTF-8; any other is checked once, here.
@@ -1651,7 +1659,9 @@ impl StreamTranslator for OpenAiStream {
             if let Some(u) = &view.usage {
                 self.assembled.usage = Some(u.clone());
             }
-            out.extend(self.fail(error_member(err, data, 500).1));
+            let (status, error) = error_member(err, data, 500);
+            out.extend(self.fail(error));
+            self.assembled.error_status = Some(status);
             return Ok(());
         }
         self.record(data, &view);
@@ -2243,9 +2253,31 @@ mod tests {
         stream.push(&SseEvent::new(None, chunk.to_owned())).unwrap();
         let a = stream.assembled();
         assert_eq!(a.error.as_ref().map(|e| e.error.message.as_str()), Some("Token limit reached"));
+        assert_eq!(a.error_status, Some(400), "its code is the status it stands for");
         let usage =
             a.usage.as_ref().map(|u| (u.prompt_tokens, u.completion_tokens, u.total_tokens));
         assert_eq!(usage, Some((43, 10, 53)));
+    }
+
+    /// An error the upstream reports in its stream says the status it stands for, for a
+    /// stream that opens with it (answered with that status, or retried): Groq's named error
+    /// event as its `status_code`, an error without one as a 500. The stream's own faults
+    /// stand for no upstream status.
+    #[test]
+    fn an_error_event_says_its_status() {
+        let groq = r#"{"error":{"message":"Tool call validation failed: parameters for tool get_something_by_name did not match schema","type":"invalid_request_error","code":"tool_use_failed","failed_generation":"{}","status_code":400}}"#;
+        let plain = r#"{"error":{"message":"Internal error","type":"server_error"}}"#;
+        for (data, status) in [(groq, 400), (plain, 500), ("not json", 500)] {
+            let mut stream = OpenAiStream::new(&local_ctx(false));
+            stream.push(&SseEvent::new(Some("error".into()), data.to_owned())).unwrap();
+            let a = stream.assembled();
+            assert!(a.error.is_some(), "{data}");
+            assert_eq!(a.error_status, Some(status), "{data}");
+        }
+        let mut stream = OpenAiStream::new(&local_ctx(false));
+        stream.finish().unwrap();
+        assert!(stream.assembled().error.is_some(), "a stream that ended before its end");
+        assert_eq!(stream.assembled().error_status, None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use uniproxy_wire::{
 
 use super::request::JSON_TOOL;
 use super::response::{finish_reason, openai_error, openai_usage, refusal_text, tool_arguments};
-use super::wire::{BlockDelta, ContentBlock, ErrorBody, StreamEvent, Usage};
+use super::wire::{BlockDelta, ContentBlock, StreamEvent, Usage};
 use crate::scan::{Hole, TemplateSlot};
 use crate::sse::{self, SseEvent, TextFrame};
 use crate::{
@@ -231,7 +231,11 @@ impl AnthropicStream {
                 out.push(Bytes::from_static(sse::DONE_FRAME));
                 self.done = true;
             }
-            StreamEvent::Error { error } => out.push(self.fail(in_stream_error(&error))),
+            StreamEvent::Error { error } => {
+                let status = super::response::error_status(&error.kind).unwrap_or(500);
+                out.push(self.fail(openai_error(&error, status)));
+                self.assembled.error_status = Some(status);
+            }
             StreamEvent::Ping | StreamEvent::Unknown => {}
         }
         Ok(())
@@ -495,11 +499,6 @@ impl AnthropicStream {
     }
 }
 
-/// The status Anthropic answers with when the same error is not streamed.
-fn in_stream_error(error: &ErrorBody) -> ErrorResponse {
-    openai_error(error, super::response::error_status(&error.kind).unwrap_or(500))
-}
-
 impl StreamTranslator for AnthropicStream {
     fn push(&mut self, event: &SseEvent) -> Result<Vec<Bytes>, TranslateError> {
         let mut out = Vec::with_capacity(1);
@@ -532,6 +531,7 @@ impl StreamTranslator for AnthropicStream {
                     // An error event we cannot read is still the end of the stream.
                     let error = crate::fallback_error(500, &event.data);
                     out.push(self.fail(error));
+                    self.assembled.error_status = Some(500);
                     return Ok(());
                 }
                 Err(TranslateError::Malformed { provider: ProviderKind::Anthropic, source })

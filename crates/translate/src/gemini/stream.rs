@@ -352,7 +352,9 @@ impl GeminiStream {
     fn event(&mut self, r: GenerateContentResponse) -> Vec<Bytes> {
         if let Some(error) = &r.error {
             let status = error.code.and_then(|c| u16::try_from(c).ok()).unwrap_or(500);
-            return self.fail(error_response(error, status));
+            let frames = self.fail(error_response(error, status));
+            self.assembled.error_status = Some(status);
+            return frames;
         }
         if self.model.is_none() && r.model_version.is_some() {
             self.model.clone_from(&r.model_version);
@@ -508,6 +510,21 @@ mod tests {
         assert_eq!(delta.content, Some(Some(" Calling.".to_owned())));
         let calls = delta.tool_calls.as_ref().unwrap();
         assert_eq!(calls[0].function.as_ref().unwrap().name.as_deref(), Some("get_weather"));
+    }
+
+    /// An error in Gemini's stream says the status it stands for, its `code`.
+    #[test]
+    fn an_error_in_the_stream_says_its_status() {
+        let mut s = GeminiStream::new(&context());
+        let data = r#"{"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}"#;
+        s.push(&SseEvent::new(None, data)).unwrap();
+        assert!(s.is_done());
+        let a = s.assembled();
+        assert_eq!(
+            a.error.as_ref().map(|e| e.error.message.as_str()),
+            Some("The model is overloaded. Please try again later.")
+        );
+        assert_eq!(a.error_status, Some(503));
     }
 
     /// How the text of an [`event`] goes.
