@@ -118,10 +118,21 @@ async fn a_compressed_body_is_415_naming_its_encoding() {
     // The answer says which codings a body may come in: none (RFC 9110, 15.5.16).
     assert_eq!(resp.header("accept-encoding"), Some("identity"));
     assert!(mock.requests().is_empty());
+    // Every coding the body went through counts, listed in one header or in several: only
+    // the first was checked, and the body read as bad JSON.
+    let listed = with_coding("identity, gzip", gzip_stored(&json));
+    let mut repeated = with_coding("identity", gzip_stored(&json));
+    repeated.headers_mut().append("content-encoding", "gzip".parse().unwrap());
+    for r in [listed, repeated] {
+        let e = expect_error(&send(proxy.addr, r).await, 415);
+        assert!(e["message"].as_str().unwrap().contains("`gzip`"), "{e}");
+    }
+    assert!(mock.requests().is_empty());
     // `identity` is no encoding at all.
-    assert_eq!(send(proxy.addr, with_coding("Identity", json)).await.status, 200);
-    let statuses: Vec<u16> = proxy.entries(2).await.iter().map(|e| e.entry.status).collect();
-    assert_eq!(statuses, [415, 200]);
+    assert_eq!(send(proxy.addr, with_coding("Identity", json.clone())).await.status, 200);
+    assert_eq!(send(proxy.addr, with_coding("identity, IDENTITY", json)).await.status, 200);
+    let statuses: Vec<u16> = proxy.entries(5).await.iter().map(|e| e.entry.status).collect();
+    assert_eq!(statuses, [415, 415, 415, 200, 200]);
 }
 
 #[tokio::test]

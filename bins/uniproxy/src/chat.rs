@@ -320,10 +320,15 @@ async fn read_body(
     gap: Duration,
 ) -> Result<Bytes, ProxyError> {
     // A compressed body would read as bad JSON ("line 1 column 1"): say what is wrong instead.
-    if let Some(coding) = req.headers().get(header::CONTENT_ENCODING)
-        && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
+    // Every coding counts, in a list (`identity, gzip`) or in a header of its own: the body
+    // went through all of them (RFC 9110, 8.4).
+    let codings = req.headers().get_all(header::CONTENT_ENCODING).iter();
+    let codings = codings.flat_map(|v| v.as_bytes().split(|&b| b == b','));
+    if let Some(coding) = codings
+        .map(<[u8]>::trim_ascii)
+        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
     {
-        let coding = String::from_utf8_lossy(coding.as_bytes()).into_owned();
+        let coding = String::from_utf8_lossy(coding).into_owned();
         return Err(ProxyError::UnsupportedEncoding { coding });
     }
     let declared = req
