@@ -827,6 +827,32 @@ async fn a_plain_http_upstream_is_reached_through_http_proxy_in_absolute_form() 
 }
 
 #[tokio::test]
+async fn a_no_proxy_entry_with_a_port_or_brackets_sends_its_upstream_direct() {
+    // `[::ffff:127.0.0.1]` is the mock's address, but no loopback one to the route, which
+    // would send a loopback upstream direct whatever NO_PROXY says.
+    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    let outbound = OutboundProxy::start(mock.addr(), None).await;
+    let port = mock.addr().port();
+    for (no_proxy, direct) in [
+        (format!("[::ffff:127.0.0.1]:{port}"), true),
+        ("[::ffff:127.0.0.1]".to_owned(), true),
+        (format!("[::ffff:127.0.0.1]:{}", port.wrapping_add(1)), false),
+    ] {
+        let mut settings = openai_settings(&mock);
+        settings.platform = Platform::Custom;
+        settings.base_url = Some(format!("http://[::ffff:127.0.0.1]:{port}/v1"));
+        settings.http_proxy = Some(Secret::new(format!("http://{}", outbound.addr)));
+        settings.no_proxy = vec!["other.test".into(), no_proxy.clone()];
+        let before = outbound.heads().len();
+        let proxy = Proxy::start(settings).await;
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+        assert_eq!(resp.status, 200, "{no_proxy}: {}", resp.text());
+        let proxied = outbound.heads().len() - before;
+        assert_eq!(proxied == 0, direct, "{no_proxy}: {:?}", outbound.heads());
+    }
+}
+
+#[tokio::test]
 async fn upstreams_are_reached_through_a_socks5_proxy() {
     // An HTTPS upstream by name (socks5h: the proxy resolves it), with the proxy's user and
     // password; then a plain-HTTP one, whose URL has no port (80 is asked for, not 443).

@@ -110,10 +110,10 @@ impl Route {
         // setting says cannot stop the start (a SOCKS ALL_PROXY set for other tools, with the
         // upstream in NO_PROXY). The matcher applies NO_PROXY only to a proxy it can read: an
         // address of none is given to it here for that.
-        // Names compared without a trailing dot (a fully qualified name's root), as curl
-        // compares them: `openai.com.` in NO_PROXY covers `api.openai.com`, and the reverse.
+        let default_port = if base.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 };
+        let port = base.port_u16().unwrap_or(default_port);
         let no_proxy: Vec<&str> =
-            settings.no_proxy.iter().map(|e| e.strip_suffix('.').unwrap_or(e)).collect();
+            settings.no_proxy.iter().filter_map(|e| no_proxy_host(e, port)).collect();
         let no_proxy = no_proxy.join(",");
         let bare = (host.strip_suffix('.'))
             .and_then(|h| format!("{}://{h}/", base.scheme_str()?).parse::<Uri>().ok());
@@ -187,6 +187,34 @@ fn address(proxy: &Uri) -> String {
     let authority = proxy.authority().map_or("", |a| a.as_str());
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     format!("{}://{host}", proxy.scheme_str().unwrap_or("http"))
+}
+
+/// The host a `NO_PROXY` entry names for an upstream on `port`, as the matcher reads it, or
+/// `None` when the entry is for another port. Python's `requests` and `httpx` honour
+/// `host:port` (`api.example.com:8443`, `10.0.0.5:8080`, `[fd00::1]:443`) for that port, and
+/// an address in brackets (`[fd00::1]`) is the address, as in a URL; the matcher would take
+/// either whole as a name no host has, and send the upstream's traffic through the proxy the
+/// entry meant to bypass. A port is the upstream's when it is the one its URL says or implies
+/// (`:443` covers `https://host/`). Names are compared without a trailing dot (a fully
+/// qualified name's root), as curl compares them: `openai.com.` covers `api.openai.com`.
+fn no_proxy_host(entry: &str, port: u16) -> Option<&str> {
+    let entry = entry.trim();
+    let (host, written) = match entry.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, tail)) => (host, Some(tail.strip_prefix(':')?)),
+            None => (entry, None),
+        },
+        // One colon: `host:port`; more: an IPv6 address or range, written bare.
+        None => match entry.split_once(':') {
+            Some((host, tail)) if !tail.contains(':') => (host, Some(tail)),
+            _ => (entry, None),
+        },
+    };
+    if written.is_some_and(|p| p.parse::<u16>().ok() != Some(port)) {
+        return None;
+    }
+    Some(host.strip_suffix('.').unwrap_or(host))
 }
 
 /// `uri` with `port` written out.
@@ -537,6 +565,16 @@ mod tests {
             ("https://api.openai.com/v1", vec![".openai.com."]),
             ("https://api.openai.com./v1", vec!["openai.com"]),
             ("https://api.openai.com./v1", vec!["api.openai.com"]),
+            ("https://api.example.com:8443/v1", vec!["api.example.com:8443"]),
+            ("https://api.example.com/v1", vec!["api.example.com:443"]),
+            ("http://api.example.com/v1", vec!["example.com:80"]),
+            ("http://10.0.0.5:8080/v1", vec!["10.0.0.5:8080"]),
+            ("https://[fd00::1]/v1", vec!["[fd00::1]"]),
+            ("https://[fd00::1]/v1", vec!["[fd00::1]:443"]),
+            ("https://[fd00::1]:8443/v1", vec!["[fd00::1]:8443"]),
+            ("https://[fd00::1]/v1", vec!["fd00::1"]),
+            ("https://[fd00::1]/v1", vec!["fd00::/8"]),
+            ("https://10.1.2.3/v1", vec![" 10.0.0.0/8 "]),
             ("http://localhost:11434/v1", vec![]),
             ("http://127.0.0.1:11434/v1", vec![]),
             ("http://[::1]:11434/v1", vec![]),
@@ -551,6 +589,19 @@ mod tests {
         s.all_proxy = Some(Secret::from("http://proxy.corp:3128"));
         s.no_proxy = vec!["example.com".into(), "penai.com".into()];
         assert!(matches!(Route::for_upstream(&s).unwrap(), Route::Tunnel { .. }));
+        // An entry with a port covers its host on that port only.
+        for (base, no_proxy) in [
+            ("https://api.example.com/v1", "api.example.com:8443"),
+            ("https://api.example.com:8443/v1", "api.example.com:443"),
+            ("https://[fd00::1]/v1", "[fd00::1]:8443"),
+            ("http://10.0.0.5:8080/v1", "10.0.0.5:80"),
+            ("https://api.example.com/v1", "api.example.com:x"),
+        ] {
+            let mut s = settings(base);
+            s.all_proxy = Some(Secret::from("http://proxy.corp:3128"));
+            s.no_proxy = vec![no_proxy.to_owned()];
+            assert_ne!(Route::for_upstream(&s).unwrap(), Route::Direct, "{base} {no_proxy}");
+        }
     }
 
     #[test]

@@ -135,7 +135,8 @@ pub struct Settings {
     /// `ALL_PROXY`: see [`Settings::https_proxy`].
     pub all_proxy: Option<Secret>,
     /// `NO_PROXY`: upstream hosts reached without the proxy: names (each also covers its
-    /// subdomains), IP addresses, CIDR ranges, or `*` for every host. Comma-separated or a
+    /// subdomains), IP addresses (bare or in brackets), CIDR ranges, or `*` for every host;
+    /// an entry with a port (`host:8443`, `[fd00::1]:443`) covers its host on that port. Comma-separated or a
     /// list (a value starting with `[` that is no JSON array is comma-separated, as curl reads
     /// `[::1],localhost`). A loopback upstream (`localhost`, `127.0.0.1`, `::1`) never goes
     /// through a proxy.
