@@ -913,17 +913,84 @@ async fn a_407_from_an_upstream_behind_a_socks5_proxy_is_the_upstreams_answer() 
 }
 
 /// Asks `proxy` once, whose outbound proxy refuses its credentials: the client gets 502
-/// `upstream_unreachable`, the upstream `mock` nothing, and the entry's error (returned) says
-/// why.
+/// `upstream_unreachable` and the proxy's refusal, the upstream `mock` nothing, and the
+/// entry's error (returned) says why.
 async fn refused_by_the_proxy(proxy: &Proxy, mock: &MockUpstream) -> String {
     let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert_eq!(resp.json()["error"]["code"], "upstream_unreachable");
+    let message = resp.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("refused the connection: 407 Proxy Authentication Required"));
     assert!(mock.requests().is_empty());
     let entry = proxy.entries(1).await.remove(0);
     let error = entry.entry.error_message.unwrap_or_default();
-    assert!(error.contains("proxy authorization required"), "{error}");
+    assert!(error.contains("407 Proxy Authentication Required"), "{error}");
     error
+}
+
+/// A proxy that answers every connection's first request head with `answer`, and closes it.
+async fn refusing_proxy(
+    answer: &'static [u8],
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = conn.write_all(answer).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_refused_connect_tells_the_client_and_the_log_the_proxys_status_and_reason() {
+    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    for (answer, said) in [
+        (b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".as_slice(), "403 Forbidden"),
+        (b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n", "502 Bad Gateway"),
+        (
+            b"HTTP/1.0 407 Proxy Authentication Required\r\n\
+              Proxy-Authenticate: Basic realm=\"corp\"\r\n\r\n",
+            "407 Proxy Authentication Required",
+        ),
+    ] {
+        let (addr, task) = refusing_proxy(answer).await;
+        let mut settings = openai_settings(&mock);
+        settings.base_url = Some("https://api.upstream.test/v1".into());
+        settings.https_proxy = Some(Secret::new(format!("http://alice:s3cret@{addr}")));
+        settings.max_retries = 0;
+        let proxy = Proxy::start(settings).await;
+
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+        assert_eq!(resp.status, 502, "{said}: {}", resp.text());
+        let error = assert_openai_error(&resp.json()).clone();
+        assert_eq!(error["code"], "upstream_unreachable");
+        assert_eq!(
+            error["message"],
+            format!(
+                "could not reach the upstream: the outbound proxy (HTTPS_PROXY) refused the \
+                 connection: {said}"
+            )
+        );
+        let entry = proxy.entries(1).await.remove(0);
+        let logged = entry.entry.error_message.unwrap_or_default();
+        assert!(logged.contains(&format!("through the outbound proxy http://{addr}")), "{logged}");
+        assert!(logged.contains(said), "{logged}");
+        assert!(!logged.contains("s3cret") && !resp.text().contains("s3cret"), "{logged}");
+        task.abort();
+    }
+    assert!(mock.requests().is_empty());
 }
 
 #[tokio::test]

@@ -289,9 +289,14 @@ impl ProxyError {
             ProxyError::Translate(e) => e.to_error_response(),
             ProxyError::UpstreamAuth(_) => ErrorResponse::new(self.to_string(), "upstream_error")
                 .with_code("upstream_auth_failed"),
-            ProxyError::UpstreamConnect(_) => {
-                ErrorResponse::new(self.to_string(), "upstream_error")
-                    .with_code("upstream_unreachable")
+            ProxyError::UpstreamConnect(e) => {
+                // The outbound proxy's refusal is what the operator must fix; it names the
+                // setting and the proxy's answer, not its address or credentials.
+                let message = match refusal(&**e) {
+                    Some(refused) => format!("{self}: {refused}"),
+                    None => self.to_string(),
+                };
+                ErrorResponse::new(message, "upstream_error").with_code("upstream_unreachable")
             }
             ProxyError::UpstreamTimeout { .. } => {
                 ErrorResponse::new(self.to_string(), "timeout_error").with_code("upstream_timeout")
@@ -383,6 +388,20 @@ impl ProxyError {
         }
         out
     }
+}
+
+/// The outbound proxy's refusal among `e` and its causes.
+fn refusal<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a crate::outbound::ProxyRefused> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<crate::outbound::ProxyRefused>() {
+            return Some(refused);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// An upstream's error as the client and the log get it. The `error` object keeps what the

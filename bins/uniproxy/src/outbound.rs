@@ -21,10 +21,10 @@ use hyper::header::HeaderValue;
 use hyper::http::uri::Scheme;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::proxy::SocksV5;
-use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_service::Service;
 use uniproxy_config::{Secret, Settings};
@@ -241,15 +241,27 @@ fn is_loopback(host: &str) -> bool {
 pub enum Connector {
     /// Straight to the destination.
     Direct(HttpConnector),
-    /// A `CONNECT` tunnel through the proxy to the destination (an HTTPS upstream); the
-    /// proxy's address, for errors; and `CONNECT_TIMEOUT`, which bounds the whole of making the
-    /// tunnel: the proxy's answer to the `CONNECT` is when the upstream is connected.
-    Tunnel(Tunnel<HttpConnector>, String, Duration),
+    /// A `CONNECT` tunnel through the proxy to the destination (an HTTPS upstream).
+    Tunnel(Box<HttpTunnel>),
     /// A connection to the proxy, which takes requests in absolute form (a plain-HTTP
     /// upstream); the proxy's URL.
     Forward(HttpConnector, Uri),
     /// A SOCKS5 tunnel through the proxy to the destination (either kind of upstream).
     Socks(Box<Socks>),
+}
+
+/// What a `CONNECT` tunnel needs (see [`Route::Tunnel`]). The tunnel is made here rather than
+/// by hyper-util's, whose error drops the proxy's status and reason ("unsuccessful" for a 403
+/// or a 502): they are what tells the operator what to fix.
+#[derive(Clone)]
+pub struct HttpTunnel {
+    http: HttpConnector,
+    proxy: Uri,
+    auth: Option<HeaderValue>,
+    setting: &'static str,
+    /// `CONNECT_TIMEOUT`, which bounds the whole of making the tunnel: the proxy's answer to
+    /// the `CONNECT` is when the upstream is connected.
+    limit: Duration,
 }
 
 /// What a SOCKS5 connection needs (see [`Route::Socks`]).
@@ -269,7 +281,7 @@ impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Connector::Direct(_) => f.write_str("Direct"),
-            Connector::Tunnel(_, proxy, _) => write!(f, "Tunnel({proxy})"),
+            Connector::Tunnel(tunnel) => write!(f, "Tunnel({})", address(&tunnel.proxy)),
             Connector::Forward(_, proxy) => write!(f, "Forward({})", address(proxy)),
             Connector::Socks(socks) => write!(f, "Socks({})", address(&socks.proxy)),
         }
@@ -282,14 +294,13 @@ impl Connector {
     pub fn new(route: &Route, http: HttpConnector, connect_timeout: Duration) -> Self {
         match route {
             Route::Direct => Connector::Direct(http),
-            Route::Tunnel { proxy, auth, .. } => {
-                let tunnel = Tunnel::new(proxy.clone(), http);
-                let tunnel = match auth {
-                    Some(auth) => tunnel.with_auth(auth.clone()),
-                    None => tunnel,
-                };
-                Connector::Tunnel(tunnel, address(proxy), connect_timeout)
-            }
+            Route::Tunnel { proxy, auth, setting } => Connector::Tunnel(Box::new(HttpTunnel {
+                http,
+                proxy: proxy.clone(),
+                auth: auth.clone(),
+                setting,
+                limit: connect_timeout,
+            })),
             Route::Forward { proxy, .. } => Connector::Forward(http, proxy.clone()),
             Route::Socks { proxy, auth, remote_dns, .. } => Connector::Socks(Box::new(Socks {
                 http,
@@ -315,9 +326,7 @@ impl Service<Uri> for Connector {
                 http.poll_ready(cx).map_err(Into::into)
             }
             Connector::Socks(socks) => socks.http.poll_ready(cx).map_err(Into::into),
-            Connector::Tunnel(tunnel, proxy, _) => tunnel
-                .poll_ready(cx)
-                .map_err(|e| ViaProxy { proxy: proxy.clone(), source: e.into() }.into()),
+            Connector::Tunnel(tunnel) => tunnel.http.poll_ready(cx).map_err(Into::into),
         }
     }
 
@@ -327,16 +336,19 @@ impl Service<Uri> for Connector {
                 let connecting = http.call(dst);
                 Box::pin(async move { Ok(Conn { io: connecting.await?, proxied: false }) })
             }
-            Connector::Tunnel(tunnel, proxy, limit) => {
-                let (connecting, proxy, limit) = (tunnel.call(dst), proxy.clone(), *limit);
+            Connector::Tunnel(tunnel) => {
+                let tunnel = (**tunnel).clone();
                 Box::pin(async move {
-                    // hyper-util's tunnel waits for the CONNECT's answer without a limit; the
-                    // TCP connect's own timeout covers only the hop to the proxy.
-                    let io = match tokio::time::timeout(limit, connecting).await {
-                        Ok(made) => made.map_err(|e| ViaProxy { proxy, source: e.into() })?,
-                        Err(_) => return Err(ViaProxy { proxy, source: timed_out() }.into()),
+                    let proxy = address(&tunnel.proxy);
+                    // The TCP connect's own timeout covers only the hop to the proxy; the
+                    // CONNECT's answer, too, within the connect timeout.
+                    let source = match tokio::time::timeout(tunnel.limit, tunnel.connect(dst)).await
+                    {
+                        Ok(Ok(io)) => return Ok(Conn { io, proxied: false }),
+                        Ok(Err(source)) => source,
+                        Err(_) => timed_out(),
                     };
-                    Ok(Conn { io, proxied: false })
+                    Err(ViaProxy { proxy, source }.into())
                 })
             }
             Connector::Forward(http, proxy) => {
@@ -368,6 +380,58 @@ impl Service<Uri> for Connector {
 fn timed_out() -> BoxError {
     io::Error::new(io::ErrorKind::TimedOut, "the tunnel was not made within the connect timeout")
         .into()
+}
+
+/// The longest head a proxy may answer a `CONNECT` with (hyper-util's limit too).
+const MAX_CONNECT_HEAD: usize = 8192;
+
+impl HttpTunnel {
+    /// A connection to `dst` through the proxy, its `CONNECT` answered with a 2xx.
+    async fn connect(mut self, dst: Uri) -> Result<TokioIo<TcpStream>, BoxError> {
+        let host = dst.host().ok_or("the upstream URL has no host")?;
+        let port = dst.port_u16().unwrap_or(443);
+        let io = self.http.call(self.proxy.clone()).await?;
+        let mut stream = io.into_inner();
+        let mut request =
+            format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n").into_bytes();
+        if let Some(auth) = &self.auth {
+            request.extend_from_slice(b"Proxy-Authorization: ");
+            request.extend_from_slice(auth.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
+        stream.write_all(&request).await?;
+        let mut buf = vec![0u8; MAX_CONNECT_HEAD];
+        let mut filled = 0;
+        loop {
+            let read = stream.read(&mut buf[filled..]).await?;
+            if read == 0 {
+                return Err("the proxy closed the connection before answering the CONNECT".into());
+            }
+            filled += read;
+            let mut headers = [httparse::EMPTY_HEADER; 100];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&buf[..filled]) {
+                Ok(httparse::Status::Complete(end)) => {
+                    let status = response.code.unwrap_or(0);
+                    if !(200..300).contains(&status) {
+                        let reason = response.reason.unwrap_or_default();
+                        return Err(ProxyRefused::new(self.setting, status, reason).into());
+                    }
+                    // Nothing may come before the upstream's TLS answers uniproxy's hello.
+                    if end < filled {
+                        return Err("the proxy sent data after its answer to the CONNECT".into());
+                    }
+                    return Ok(TokioIo::new(stream));
+                }
+                Ok(httparse::Status::Partial) if filled < buf.len() => {}
+                Ok(httparse::Status::Partial) => {
+                    return Err("the proxy's answer to the CONNECT is too long".into());
+                }
+                Err(e) => return Err(format!("the proxy's answer to the CONNECT: {e}").into()),
+            }
+        }
+    }
 }
 
 impl Socks {
@@ -424,16 +488,37 @@ impl Service<Uri> for Established {
 
 /// The error of a request a proxy taking absolute-form requests answered with 407: the proxy
 /// refused uniproxy's credentials (or wants some), which is no answer of the upstream's, so the
-/// client gets "could not reach the upstream", as when a tunnel's `CONNECT` is refused.
-pub fn forward_refused(proxy: &Uri) -> BoxError {
-    let source = "proxy authorization required (407)".into();
+/// client gets "could not reach the upstream" and the refusal, as when a tunnel's `CONNECT` is
+/// refused.
+pub fn forward_refused(proxy: &Uri, setting: &'static str, status: u16, reason: &str) -> BoxError {
+    let source = ProxyRefused::new(setting, status, reason).into();
     ViaProxy { proxy: address(proxy), source }.into()
 }
 
+/// The outbound proxy's refusal: the status and reason it answered a `CONNECT` (or, for a
+/// plain-HTTP upstream, a request) with. Told to the client as well as logged: it names the
+/// setting, never the proxy's address or credentials.
+#[derive(Debug, thiserror::Error)]
+#[error("the outbound proxy ({setting}) refused the connection: {status} {reason}")]
+pub struct ProxyRefused {
+    /// The setting that named the proxy.
+    pub setting: &'static str,
+    /// The status it answered with.
+    pub status: u16,
+    /// Its reason phrase, at most 100 characters of it.
+    pub reason: String,
+}
+
+impl ProxyRefused {
+    fn new(setting: &'static str, status: u16, reason: &str) -> Self {
+        let reason = reason.trim().chars().filter(|c| !c.is_control()).take(100).collect();
+        ProxyRefused { setting, status, reason }
+    }
+}
+
 /// A connection through the outbound proxy that could not be made, for the log (the client
-/// gets "could not reach the upstream"): hyper-util's text ("tunnel error: proxy
-/// authorization required", "… unsuccessful" for any other refusal) behind the proxy's
-/// address; its cause (a refused or timed-out TCP connect) stays the source.
+/// gets "could not reach the upstream", and a [`ProxyRefused`] among the causes): the cause
+/// (the proxy's refusal, a refused or timed-out TCP connect) behind the proxy's address.
 #[derive(Debug, thiserror::Error)]
 #[error("through the outbound proxy {proxy}: {source}")]
 struct ViaProxy {

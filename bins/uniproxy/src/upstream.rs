@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::ext::ReasonPhrase;
 use hyper::header::HeaderValue;
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{StatusCode, Uri};
@@ -18,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use uniproxy_translate::UpstreamRequest;
 
 use crate::error::ProxyError;
-use crate::outbound::{Connector, Route};
+use crate::outbound::{Connector, Route, forward_refused};
 use crate::pool::Pool;
 use crate::relay::UpstreamBody;
 
@@ -32,9 +33,9 @@ pub struct Client {
     /// The `Proxy-Authorization` each request carries when requests go to an outbound proxy
     /// in absolute form (a plain-HTTP upstream; an HTTPS one's goes in the tunnel's CONNECT).
     forward_auth: Option<HeaderValue>,
-    /// That proxy, when requests go to one in absolute form: its 407 is its own refusal, not
-    /// the upstream's answer.
-    forward_proxy: Option<Uri>,
+    /// That proxy and the setting that names it, when requests go to one in absolute form:
+    /// its 407 is its own refusal, not the upstream's answer.
+    forward_proxy: Option<(Uri, &'static str)>,
 }
 
 #[derive(Clone, Debug)]
@@ -99,7 +100,9 @@ impl Client {
             .build(connector);
         let (plain, forward_auth, forward_proxy) = match route {
             Route::Direct => (base_url.and_then(|url| Plain::for_base_url(url, http)), None, None),
-            Route::Forward { proxy, auth, .. } => (None, auth.clone(), Some(proxy.clone())),
+            Route::Forward { proxy, auth, setting } => {
+                (None, auth.clone(), Some((proxy.clone(), *setting)))
+            }
             Route::Tunnel { .. } | Route::Socks { .. } => (None, None, None),
         };
         Client { inner, plain, forward_auth, forward_proxy }
@@ -127,9 +130,15 @@ impl Client {
                 None => match self.inner.request(request).await {
                     Ok(response)
                         if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED
-                            && let Some(proxy) = &self.forward_proxy =>
+                            && let Some((proxy, setting)) = &self.forward_proxy =>
                     {
-                        Err(ProxyError::UpstreamConnect(crate::outbound::forward_refused(proxy)))
+                        let status = response.status();
+                        let reason = match response.extensions().get::<ReasonPhrase>() {
+                            Some(reason) => String::from_utf8_lossy(reason.as_bytes()).into_owned(),
+                            None => status.canonical_reason().unwrap_or_default().to_owned(),
+                        };
+                        let refused = forward_refused(proxy, setting, status.as_u16(), &reason);
+                        Err(ProxyError::UpstreamConnect(refused))
                     }
                     Ok(response) => Ok(response.map(BodyExt::boxed_unsync)),
                     Err(e) => Err(unreached(e.is_connect(), e)),
