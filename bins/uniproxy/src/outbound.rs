@@ -114,6 +114,11 @@ impl Route {
         let port = base.port_u16().unwrap_or(default_port);
         let no_proxy: Vec<&str> =
             settings.no_proxy.iter().filter_map(|e| no_proxy_host(e, port)).collect();
+        // `*` is every host, an IP address too (the matcher tries it on names only), as for
+        // curl, requests and httpx.
+        if no_proxy.contains(&"*") {
+            return Ok(Route::Direct);
+        }
         let no_proxy = no_proxy.join(",");
         let bare = (host.strip_suffix('.'))
             .and_then(|h| format!("{}://{h}/", base.scheme_str()?).parse::<Uri>().ok());
@@ -645,6 +650,8 @@ mod tests {
             ("https://api.openai.com/v1", vec!["openai.com"]),
             ("https://api.openai.com/v1", vec![".openai.com"]),
             ("https://api.openai.com/v1", vec!["*"]),
+            ("https://10.1.2.3/v1", vec!["*"]),
+            ("https://[fd00::1]/v1", vec!["example.com", " * "]),
             ("https://10.1.2.3/v1", vec!["10.0.0.0/8"]),
             ("https://api.openai.com/v1", vec!["openai.com."]),
             ("https://api.openai.com/v1", vec![".openai.com."]),
