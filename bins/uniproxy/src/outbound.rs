@@ -127,7 +127,8 @@ impl Route {
         if matcher.intercept(checked).is_none() {
             return Ok(Route::Direct);
         }
-        let value = value.expose().trim();
+        let value = userinfo_escaped(value.expose().trim());
+        let value = value.as_str();
         let invalid = |reason| RouteError { setting, reason };
         // The matcher reads a value as curl does (`host:port` is `http://host:port`, the
         // user and password percent-decoded into Basic credentials).
@@ -220,6 +221,23 @@ fn no_proxy_host(entry: &str, port: u16) -> Option<&str> {
         return None;
     }
     Some(host.strip_suffix('.').unwrap_or(host))
+}
+
+/// A proxy URL with each `@` of its user and password but the last written `%40`, as Python's
+/// `requests` and `httpx` read `http://user:p@ss@host:3128` (user `user`, password `p@ss`, the
+/// host after the last `@`). The matcher splits at the first `@`, and would send the password
+/// `p` to the host `ss@host`: the proxy would refuse a password that works for them.
+fn userinfo_escaped(value: &str) -> String {
+    let start = value.find("://").map_or(0, |i| i + 3);
+    let end = value[start..].find(['/', '?', '#']).map_or(value.len(), |i| start + i);
+    let authority = &value[start..end];
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains('@') => {
+            let userinfo = userinfo.replace('@', "%40");
+            format!("{}{userinfo}@{host}{}", &value[..start], &value[end..])
+        }
+        _ => value.to_owned(),
+    }
 }
 
 /// `uri` with `port` written out.
@@ -642,6 +660,21 @@ mod tests {
         let shown = route.describe().unwrap();
         assert_eq!(shown, "http://proxy.corp:3128 (HTTPS_PROXY)");
         assert!(!format!("{route:?}").contains("s3cr"), "{route:?}");
+        // Written without escapes, as requests and httpx read it: the host after the last `@`,
+        // the password after the first `:`.
+        for value in ["http://al@ice:s3cr:t@proxy.corp:3128", "al@ice:s3cr:t@proxy.corp:3128"] {
+            s.https_proxy = Some(Secret::from(value));
+            let route = Route::for_upstream(&s).unwrap();
+            let (proxy, auth, _) = proxy_of(&route).unwrap();
+            assert_eq!(proxy, "http://proxy.corp:3128/", "{value}");
+            assert_eq!(auth.as_deref(), Some("Basic YWxAaWNlOnMzY3I6dA=="), "{value}");
+            assert!(!format!("{route:?}").contains("s3cr"), "{route:?}");
+        }
+        s.https_proxy = Some(Secret::from("http://bob:p@ss@w@rd@proxy.corp:3128"));
+        let (proxy, auth, _) = proxy_of(&Route::for_upstream(&s).unwrap()).unwrap();
+        assert_eq!(proxy, "http://proxy.corp:3128/");
+        // "bob:p@ss@w@rd".
+        assert_eq!(auth.as_deref(), Some("Basic Ym9iOnBAc3NAd0ByZA=="));
     }
 
     #[test]
