@@ -801,6 +801,72 @@ async fn an_https_upstream_is_reached_through_https_proxy_in_a_connect_tunnel() 
 }
 
 #[tokio::test]
+async fn upstreams_are_reached_through_an_https_proxy() {
+    // TLS to the proxy itself, its certificate checked as the upstream's is; inside it a
+    // CONNECT tunnel with TLS to the upstream (an HTTPS upstream), or requests in absolute
+    // form (a plain-HTTP one), as curl and httpx do with an https:// proxy URL.
+    let (server, client) = certified(&["api.upstream.test", "127.0.0.1"], &[b"h2", b"http/1.1"]);
+    let mut proxy_server = server.clone();
+    proxy_server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let reply = |r: &Recorded| {
+        if r.json()["stream"] == true {
+            Reply::sse(text_stream(&["Hel", "lo"]))
+        } else {
+            Reply::raw_json(200, UPSTREAM_BODY)
+        }
+    };
+    let mock = MockUpstream::start_tls_with(reply, server).await;
+    let outbound =
+        OutboundProxy::start_tls(mock.addr(), Some(PROXY_AUTH), Some(proxy_server.clone())).await;
+    let port = mock.addr().port();
+    let mut settings = openai_settings(&mock);
+    settings.base_url = Some(format!("https://api.upstream.test:{port}/v1"));
+    settings.https_proxy = Some(Secret::new(format!("https://alice:s3cret@{}", outbound.addr)));
+    let launch = Launch { tls: Some(client.clone()), ..Launch::default() };
+    let proxy = Proxy::launch(settings, launch).await;
+    answers_whole_and_streamed(&proxy).await;
+    let heads = outbound.heads();
+    assert!(!heads.is_empty());
+    for head in &heads {
+        let connect = format!("CONNECT api.upstream.test:{port} HTTP/1.1\r\n");
+        assert!(head.starts_with(&connect), "{head}");
+        assert!(head.contains(&format!("Proxy-Authorization: {PROXY_AUTH}\r\n")), "{head}");
+    }
+    assert!(mock.requests().iter().all(|r| r.version == http::Version::HTTP_2));
+
+    let plain = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    let outbound = OutboundProxy::start_tls(plain.addr(), None, Some(proxy_server)).await;
+    let port = plain.addr().port();
+    let mut settings = openai_settings(&plain);
+    settings.platform = Platform::Custom;
+    settings.base_url = Some(format!("http://ollama.lan.test:{port}/v1"));
+    settings.http_proxy = Some(Secret::new(format!("https://{}", outbound.addr)));
+    let proxy = Proxy::launch(settings, Launch { tls: Some(client), ..Launch::default() }).await;
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let expected = format!("POST http://ollama.lan.test:{port}/v1/chat/completions HTTP/1.1\r\n");
+    assert!(outbound.heads()[0].starts_with(&expected), "{:?}", outbound.heads());
+    assert_eq!(plain.only_request().path_and_query, "/v1/chat/completions");
+}
+
+#[tokio::test]
+async fn an_https_proxy_whose_certificate_is_not_trusted_is_not_used() {
+    let (server, client) = certified(&["api.upstream.test"], &[b"http/1.1"]);
+    let (untrusted, _) = certified(&["127.0.0.1"], &[b"http/1.1"]);
+    let mock = MockUpstream::start_tls_with(|_| Reply::raw_json(200, UPSTREAM_BODY), server).await;
+    let outbound = OutboundProxy::start_tls(mock.addr(), None, Some(untrusted)).await;
+    let mut settings = openai_settings(&mock);
+    settings.base_url = Some(format!("https://api.upstream.test:{}/v1", mock.addr().port()));
+    settings.https_proxy = Some(Secret::new(format!("https://{}", outbound.addr)));
+    settings.max_retries = 0;
+    let proxy = Proxy::launch(settings, Launch { tls: Some(client), ..Launch::default() }).await;
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert!(outbound.heads().is_empty(), "no CONNECT sent: {:?}", outbound.heads());
+    assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
 async fn a_plain_http_upstream_is_reached_through_http_proxy_in_absolute_form() {
     let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
     let outbound = OutboundProxy::start(mock.addr(), Some(PROXY_AUTH)).await;
@@ -1043,11 +1109,19 @@ async fn a_proxy_that_never_answers_the_connect_is_the_connect_timeout() {
         }
     });
     let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
-    // A SOCKS5 proxy that never answers its handshake, the same.
-    for proxy_url in [format!("http://{addr}"), format!("socks5h://{addr}")] {
+    // A SOCKS5 proxy that never answers its handshake, the same; and an https:// proxy that
+    // never answers the TLS hello, for an HTTPS upstream and for a plain-HTTP one.
+    for (upstream, proxy_url) in [
+        ("https", format!("http://{addr}")),
+        ("https", format!("socks5h://{addr}")),
+        ("https", format!("https://{addr}")),
+        ("http", format!("https://{addr}")),
+    ] {
         let mut settings = openai_settings(&mock);
-        settings.base_url = Some("https://api.upstream.test/v1".into());
+        settings.platform = Platform::Custom;
+        settings.base_url = Some(format!("{upstream}://api.upstream.test/v1"));
         settings.https_proxy = Some(Secret::new(proxy_url.clone()));
+        settings.http_proxy = Some(Secret::new(proxy_url.clone()));
         settings.connect_timeout = Duration::from_millis(300);
         settings.first_byte_timeout = Duration::from_secs(5);
         settings.max_retries = 0;

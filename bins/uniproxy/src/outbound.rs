@@ -2,7 +2,8 @@
 //! `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` name for it, as curl and Python's HTTP clients
 //! (the service uniproxy replaces among them) read those variables. Through an HTTP proxy an
 //! HTTPS upstream is reached in a `CONNECT` tunnel, with TLS inside it, and a plain-HTTP one by
-//! sending each request to the proxy in absolute form; through a SOCKS5 proxy (`socks5h://`:
+//! sending each request to the proxy in absolute form (to an `https://` proxy, either over TLS
+//! to the proxy itself); through a SOCKS5 proxy (`socks5h://`:
 //! the proxy resolves the upstream's name; `socks5://`: the proxy resolves it here) either one
 //! is a tunnel. `NO_PROXY` and loopback upstreams go direct.
 //!
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,8 +26,11 @@ use hyper_util::client::legacy::connect::proxy::SocksV5;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tower_service::Service;
 use uniproxy_config::{Secret, Settings};
 
@@ -83,8 +88,8 @@ impl Route {
     /// The route to the upstream `settings.base_url` names, under its proxy settings.
     ///
     /// # Errors
-    /// [`RouteError`] when the proxy setting that applies is not an `http://`, `socks5://` or
-    /// `socks5h://` proxy URL (`https://` and SOCKS4 proxies are not supported), or does not
+    /// [`RouteError`] when the proxy setting that applies is not an `http://`, `https://`,
+    /// `socks5://` or `socks5h://` proxy URL (SOCKS4 proxies are not supported), or does not
     /// parse.
     pub fn for_upstream(settings: &Settings) -> Result<Route, RouteError> {
         let Some(base) = settings.base_url.as_deref().and_then(|u| u.parse::<Uri>().ok()) else {
@@ -139,13 +144,12 @@ impl Route {
             ));
         };
         let socks = match found.uri().scheme_str() {
-            Some("http") => false,
+            Some("http" | "https") => false,
             Some("socks5" | "socks5h") => true,
             _ => {
                 return Err(invalid(
-                    "only http://, socks5:// and socks5h:// proxies are supported (not https:// \
-                     or SOCKS4); through an http:// proxy HTTPS upstream traffic still goes \
-                     encrypted, in a CONNECT tunnel",
+                    "only http://, https://, socks5:// and socks5h:// proxies are supported \
+                     (not SOCKS4)",
                 ));
             }
         };
@@ -173,6 +177,16 @@ impl Route {
                 setting,
             },
         })
+    }
+
+    /// Whether the connection to the proxy itself is TLS (an `https://` proxy).
+    pub fn proxy_over_tls(&self) -> bool {
+        match self {
+            Route::Tunnel { proxy, .. } | Route::Forward { proxy, .. } => {
+                proxy.scheme() == Some(&Scheme::HTTPS)
+            }
+            Route::Direct | Route::Socks { .. } => false,
+        }
     }
 
     /// The proxy, for the start-up log: its address only, never its credentials.
@@ -267,8 +281,9 @@ pub enum Connector {
     /// A `CONNECT` tunnel through the proxy to the destination (an HTTPS upstream).
     Tunnel(Box<HttpTunnel>),
     /// A connection to the proxy, which takes requests in absolute form (a plain-HTTP
-    /// upstream); the proxy's URL.
-    Forward(HttpConnector, Uri),
+    /// upstream); the proxy's URL; TLS for an `https://` proxy, its handshake within
+    /// `CONNECT_TIMEOUT` as the TCP connect is.
+    Forward(HttpConnector, Uri, Option<ProxyTls>, Duration),
     /// A SOCKS5 tunnel through the proxy to the destination (either kind of upstream).
     Socks(Box<Socks>),
 }
@@ -279,12 +294,39 @@ pub enum Connector {
 #[derive(Clone)]
 pub struct HttpTunnel {
     http: HttpConnector,
+    tls: Option<ProxyTls>,
     proxy: Uri,
     auth: Option<HeaderValue>,
     setting: &'static str,
     /// `CONNECT_TIMEOUT`, which bounds the whole of making the tunnel: the proxy's answer to
     /// the `CONNECT` is when the upstream is connected.
     limit: Duration,
+}
+
+/// TLS to an `https://` proxy itself: `rustls` with the upstream's roots, HTTP/1.1 by ALPN (a
+/// `CONNECT` over HTTP/2 is another protocol).
+#[derive(Clone)]
+pub struct ProxyTls(TlsConnector);
+
+impl ProxyTls {
+    /// For `proxy` when it is an `https://` one.
+    fn for_proxy(proxy: &Uri, tls: &rustls::ClientConfig) -> Option<Self> {
+        (proxy.scheme() == Some(&Scheme::HTTPS)).then(|| {
+            let mut config = tls.clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            ProxyTls(TlsConnector::from(Arc::new(config)))
+        })
+    }
+
+    /// `tcp`, the connection to `proxy`, with TLS on it when there is a `ProxyTls`.
+    async fn wrap(this: Option<&Self>, proxy: &Uri, tcp: TokioIo<TcpStream>) -> io::Result<Io> {
+        let Some(ProxyTls(tls)) = this else { return Ok(Io::Plain(tcp)) };
+        let host = proxy.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(Io::Tls(Box::new(TokioIo::new(tls.connect(name, tcp.into_inner()).await?))))
+    }
 }
 
 /// What a SOCKS5 connection needs (see [`Route::Socks`]).
@@ -305,26 +347,36 @@ impl std::fmt::Debug for Connector {
         match self {
             Connector::Direct(_) => f.write_str("Direct"),
             Connector::Tunnel(tunnel) => write!(f, "Tunnel({})", address(&tunnel.proxy)),
-            Connector::Forward(_, proxy) => write!(f, "Forward({})", address(proxy)),
+            Connector::Forward(_, proxy, ..) => write!(f, "Forward({})", address(proxy)),
             Connector::Socks(socks) => write!(f, "Socks({})", address(&socks.proxy)),
         }
     }
 }
 
 impl Connector {
-    /// The connector for `route`, its TCP connections made by `http`; a tunnel is made within
-    /// `connect_timeout`, its `CONNECT` or SOCKS5 handshake answered included.
-    pub fn new(route: &Route, http: HttpConnector, connect_timeout: Duration) -> Self {
+    /// The connector for `route`, its TCP connections made by `http`, TLS to an `https://`
+    /// proxy with `tls`; a tunnel is made within `connect_timeout`, its `CONNECT` or SOCKS5
+    /// handshake answered included.
+    pub fn new(
+        route: &Route,
+        http: HttpConnector,
+        connect_timeout: Duration,
+        tls: &rustls::ClientConfig,
+    ) -> Self {
         match route {
             Route::Direct => Connector::Direct(http),
             Route::Tunnel { proxy, auth, setting } => Connector::Tunnel(Box::new(HttpTunnel {
                 http,
+                tls: ProxyTls::for_proxy(proxy, tls),
                 proxy: proxy.clone(),
                 auth: auth.clone(),
                 setting,
                 limit: connect_timeout,
             })),
-            Route::Forward { proxy, .. } => Connector::Forward(http, proxy.clone()),
+            Route::Forward { proxy, .. } => {
+                let tls = ProxyTls::for_proxy(proxy, tls);
+                Connector::Forward(http, proxy.clone(), tls, connect_timeout)
+            }
             Route::Socks { proxy, auth, remote_dns, .. } => Connector::Socks(Box::new(Socks {
                 http,
                 proxy: proxy.clone(),
@@ -345,7 +397,7 @@ impl Service<Uri> for Connector {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
-            Connector::Direct(http) | Connector::Forward(http, _) => {
+            Connector::Direct(http) | Connector::Forward(http, ..) => {
                 http.poll_ready(cx).map_err(Into::into)
             }
             Connector::Socks(socks) => socks.http.poll_ready(cx).map_err(Into::into),
@@ -357,7 +409,9 @@ impl Service<Uri> for Connector {
         match self {
             Connector::Direct(http) => {
                 let connecting = http.call(dst);
-                Box::pin(async move { Ok(Conn { io: connecting.await?, proxied: false }) })
+                Box::pin(
+                    async move { Ok(Conn { io: Io::Plain(connecting.await?), proxied: false }) },
+                )
             }
             Connector::Tunnel(tunnel) => {
                 let tunnel = (**tunnel).clone();
@@ -374,12 +428,21 @@ impl Service<Uri> for Connector {
                     Err(ViaProxy { proxy, source }.into())
                 })
             }
-            Connector::Forward(http, proxy) => {
+            Connector::Forward(http, proxy, tls, limit) => {
                 let connecting = http.call(proxy.clone());
+                let (uri, tls, limit) = (proxy.clone(), tls.clone(), *limit);
                 let proxy = address(proxy);
                 Box::pin(async move {
-                    let io = connecting.await.map_err(|e| ViaProxy { proxy, source: e.into() })?;
-                    Ok(Conn { io, proxied: true })
+                    let made = async {
+                        let tcp = connecting.await?;
+                        Ok::<_, BoxError>(ProxyTls::wrap(tls.as_ref(), &uri, tcp).await?)
+                    };
+                    let source = match tokio::time::timeout(limit, made).await {
+                        Ok(Ok(io)) => return Ok(Conn { io, proxied: true }),
+                        Ok(Err(source)) => source,
+                        Err(_) => timed_out(),
+                    };
+                    Err(ViaProxy { proxy, source }.into())
                 })
             }
             Connector::Socks(socks) => {
@@ -388,7 +451,7 @@ impl Service<Uri> for Connector {
                     let proxy = address(&socks.proxy);
                     // As for the tunnel: the handshake, too, within the connect timeout.
                     let source = match tokio::time::timeout(socks.limit, socks.connect(dst)).await {
-                        Ok(Ok(io)) => return Ok(Conn { io, proxied: false }),
+                        Ok(Ok(io)) => return Ok(Conn { io: Io::Plain(io), proxied: false }),
                         Ok(Err(source)) => source,
                         Err(_) => timed_out(),
                     };
@@ -410,11 +473,24 @@ const MAX_CONNECT_HEAD: usize = 8192;
 
 impl HttpTunnel {
     /// A connection to `dst` through the proxy, its `CONNECT` answered with a 2xx.
-    async fn connect(mut self, dst: Uri) -> Result<TokioIo<TcpStream>, BoxError> {
+    async fn connect(mut self, dst: Uri) -> Result<Io, BoxError> {
+        let tcp = self.http.call(self.proxy.clone()).await?;
+        let mut io = ProxyTls::wrap(self.tls.as_ref(), &self.proxy, tcp).await?;
+        match &mut io {
+            Io::Plain(tcp) => self.handshake(&dst, tcp.inner_mut()).await?,
+            Io::Tls(tls) => self.handshake(&dst, tls.inner_mut()).await?,
+        }
+        Ok(io)
+    }
+
+    /// The `CONNECT` to `dst` on `stream`, answered with a 2xx.
+    async fn handshake(
+        &self,
+        dst: &Uri,
+        stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    ) -> Result<(), BoxError> {
         let host = dst.host().ok_or("the upstream URL has no host")?;
         let port = dst.port_u16().unwrap_or(443);
-        let io = self.http.call(self.proxy.clone()).await?;
-        let mut stream = io.into_inner();
         let mut request =
             format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n").into_bytes();
         if let Some(auth) = &self.auth {
@@ -445,7 +521,7 @@ impl HttpTunnel {
                     if end < filled {
                         return Err("the proxy sent data after its answer to the CONNECT".into());
                     }
-                    return Ok(TokioIo::new(stream));
+                    return Ok(());
                 }
                 Ok(httparse::Status::Partial) if filled < buf.len() => {}
                 Ok(httparse::Status::Partial) => {
@@ -553,14 +629,37 @@ struct ViaProxy {
 /// requests (hyper-util then leaves each request's URL whole).
 #[derive(Debug)]
 pub struct Conn {
-    io: TokioIo<TcpStream>,
+    io: Io,
     proxied: bool,
+}
+
+/// A TCP connection, or TLS on one to an `https://` proxy.
+#[derive(Debug)]
+enum Io {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        self.io.connected().proxy(self.proxied)
+        match &self.io {
+            Io::Plain(tcp) => tcp.connected().proxy(self.proxied),
+            Io::Tls(_) => Connected::new().proxy(self.proxied),
+        }
     }
+}
+
+/// `$call` on the connection, whichever it is.
+macro_rules! on_io {
+    ($conn:expr, $io:ident => $call:expr) => {
+        match &mut $conn.get_mut().io {
+            Io::Plain($io) => $call,
+            Io::Tls($io) => {
+                let $io = &mut **$io;
+                $call
+            }
+        }
+    };
 }
 
 impl Read for Conn {
@@ -569,7 +668,7 @@ impl Read for Conn {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        on_io!(self, io => Pin::new(io).poll_read(cx, buf))
     }
 }
 
@@ -579,19 +678,22 @@ impl Write for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        on_io!(self, io => Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        on_io!(self, io => Pin::new(io).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        on_io!(self, io => Pin::new(io).poll_shutdown(cx))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.io {
+            Io::Plain(tcp) => tcp.is_write_vectored(),
+            Io::Tls(tls) => tls.is_write_vectored(),
+        }
     }
 
     fn poll_write_vectored(
@@ -599,7 +701,7 @@ impl Write for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        on_io!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 }
 
@@ -732,8 +834,7 @@ mod tests {
     #[test]
     fn a_proxy_that_cannot_be_used_stops_the_start_with_its_name() {
         for (value, expected) in [
-            ("socks4://127.0.0.1:1080", "only http://, socks5:// and socks5h://"),
-            ("https://proxy.corp:443", "only http://, socks5:// and socks5h://"),
+            ("socks4://127.0.0.1:1080", "only http://, https://, socks5:// and socks5h://"),
             ("ftp://proxy.corp", "not a proxy URL"),
             ("http://", "not a proxy URL"),
             ("http://proxy.corp:0", "port is not a number from 1 to 65535"),
@@ -748,8 +849,10 @@ mod tests {
             assert!(e.to_string().contains(expected), "{value}: {e}");
         }
         // Without a port, or with an empty one, a proxy is on port 80 (as for Python's HTTP
-        // clients; curl takes 1080).
-        for value in ["http://proxy.corp", "http://proxy.corp:/", "http://[fd00::1]"] {
+        // clients; curl takes 1080), an https:// one on 443.
+        for value in
+            ["http://proxy.corp", "http://proxy.corp:/", "http://[fd00::1]", "https://p.corp"]
+        {
             let mut s = settings("https://api.openai.com/v1");
             s.https_proxy = Some(Secret::from(value));
             assert!(matches!(Route::for_upstream(&s), Ok(Route::Tunnel { .. })), "{value}");
@@ -782,7 +885,8 @@ mod tests {
         let (user, pass) = auth.as_ref().unwrap();
         assert_eq!((user.expose(), pass.expose()), ("bob", "hunter2"));
         assert_eq!(route.describe().as_deref(), Some("socks5h://tunnel.corp:1080 (ALL_PROXY)"));
-        let connector = Connector::new(&route, HttpConnector::new(), Duration::from_secs(1));
+        let tls = crate::upstream::Client::tls_config(false);
+        let connector = Connector::new(&route, HttpConnector::new(), Duration::from_secs(1), &tls);
         for shown in [format!("{route:?}"), format!("{connector:?}")] {
             assert!(!shown.contains("hunter2"), "{shown}");
         }

@@ -181,9 +181,11 @@ impl AppState {
                 .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
         }
         let writer = Writer::spawn(store.clone(), Box::new(JsonLinesSpill::new(spill)), writer)?;
-        let https = settings.base_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-        let tls = Client::tls_config(https);
         let route = Route::for_upstream(&settings)?;
+        // The roots check an HTTPS upstream, and an https:// outbound proxy too.
+        let https = settings.base_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+            || route.proxy_over_tls();
+        let tls = Client::tls_config(https);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let metrics = Arc::new(Metrics::new(

@@ -88,12 +88,13 @@ impl Client {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
+        let through = Connector::new(route, http.clone(), connect_timeout, &tls);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(Connector::new(route, http.clone(), connect_timeout));
+            .wrap_connector(through);
         let inner = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(crate::pool::IDLE_TIMEOUT)
             .pool_max_idle_per_host(crate::pool::MAX_IDLE)

@@ -125,8 +125,8 @@ pub struct Settings {
     /// `ADMIN_KEY`: the key for admin endpoints; `None` when not set.
     pub admin_key: Option<Secret>,
     /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`: the proxy the upstream is reached through
-    /// (`http://host:port`, `http://user:password@host:port`, `host:port`, or SOCKS5's
-    /// `socks5h://host:port`), read as curl and Python's HTTP clients read them, in any case:
+    /// (`http://host:port`, `http://user:password@host:port`, `host:port`,
+    /// `https://host:port`, or SOCKS5's `socks5h://host:port`), read as curl and Python's HTTP clients read them, in any case:
     /// the first for an HTTPS upstream, the second for a plain-HTTP one, the third for either
     /// when its own is unset. `None` when unset or empty. Secrets, as they may hold a password.
     pub https_proxy: Option<Secret>,

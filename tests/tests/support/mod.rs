@@ -61,52 +61,76 @@ const PROXY_REFUSAL: &[u8] = b"HTTP/1.1 407 Proxy Authentication Required\r\n\
 
 impl OutboundProxy {
     pub async fn start(target: SocketAddr, require: Option<&str>) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        OutboundProxy::start_tls(target, require, None).await
+    }
+
+    /// [`OutboundProxy::start`], speaking TLS with `tls` (an `https://` proxy) when given.
+    pub async fn start_tls(
+        target: SocketAddr,
+        require: Option<&str>,
+        tls: Option<rustls::ServerConfig>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let heads = Arc::new(Mutex::new(Vec::new()));
         let (kept, require) = (heads.clone(), require.map(str::to_owned));
+        let tls = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
-                let (kept, require) = (kept.clone(), require.clone());
+                let Ok((client, _)) = listener.accept().await else { continue };
+                let (kept, require, tls) = (kept.clone(), require.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match client.read(&mut byte).await {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
+                    match tls {
+                        Some(tls) => {
+                            let Ok(client) = tls.accept(client).await else { return };
+                            OutboundProxy::serve(client, target, kept, require).await;
                         }
+                        None => OutboundProxy::serve(client, target, kept, require).await,
                     }
-                    let text = String::from_utf8_lossy(&head).into_owned();
-                    kept.lock().unwrap().push(text.clone());
-                    let authorized = require.as_ref().is_none_or(|auth| {
-                        text.lines().any(|l| {
-                            l.split_once(':').is_some_and(|(name, value)| {
-                                name.eq_ignore_ascii_case("proxy-authorization")
-                                    && value.trim() == auth
-                            })
-                        })
-                    });
-                    if !authorized {
-                        let _ = client.write_all(PROXY_REFUSAL).await;
-                        return;
-                    }
-                    let Ok(mut upstream) = TcpStream::connect(target).await else { return };
-                    if text.starts_with("CONNECT ") {
-                        let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
-                        if client.write_all(ok).await.is_err() {
-                            return;
-                        }
-                    } else if upstream.write_all(&head).await.is_err() {
-                        return;
-                    }
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 });
             }
         });
         OutboundProxy { addr, heads, task }
+    }
+
+    async fn serve(
+        mut client: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        target: SocketAddr,
+        kept: Arc<Mutex<Vec<String>>>,
+        require: Option<String>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match client.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        kept.lock().unwrap().push(text.clone());
+        let authorized = require.as_ref().is_none_or(|auth| {
+            text.lines().any(|l| {
+                l.split_once(':').is_some_and(|(name, value)| {
+                    name.eq_ignore_ascii_case("proxy-authorization") && value.trim() == auth
+                })
+            })
+        });
+        if !authorized {
+            let _ = client.write_all(PROXY_REFUSAL).await;
+            return;
+        }
+        let Ok(mut upstream) = TcpStream::connect(target).await else { return };
+        if text.starts_with("CONNECT ") {
+            let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
+            if client.write_all(ok).await.is_err() {
+                return;
+            }
+        } else if upstream.write_all(&head).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     }
 
     /// The head of each connection's first request, in the order they came.
@@ -219,6 +243,32 @@ impl Drop for OutboundProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A self-signed certificate for `names` (host names or IP addresses): a server's TLS
+/// configuration with it (and `alpn`), and a client's that trusts it.
+pub fn certified(names: &[&str], alpn: &[&[u8]]) -> (rustls::ServerConfig, rustls::ClientConfig) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    let cert = certified.cert.der().clone();
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (server, client)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -464,27 +514,18 @@ impl MockUpstream {
         handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
         alpn: &[&[u8]],
     ) -> (Self, rustls::ClientConfig) {
-        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
-        let cert = certified.cert.der().clone();
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
-        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let (server, client) = certified(&[name], alpn);
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         (MockUpstream::serve(handler, Some(acceptor)).await, client)
+    }
+
+    /// [`MockUpstream::start_tls`] with `server` (see [`certified`]).
+    pub async fn start_tls_with(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        server: rustls::ServerConfig,
+    ) -> Self {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        MockUpstream::serve(handler, Some(acceptor)).await
     }
 
     async fn serve(
