@@ -117,8 +117,13 @@ impl Route {
         // address of none is given to it here for that.
         let default_port = if base.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 };
         let port = base.port_u16().unwrap_or(default_port);
-        let no_proxy: Vec<&str> =
-            settings.no_proxy.iter().filter_map(|e| no_proxy_host(e, port)).collect();
+        // Entries apart by spaces too, as curl reads them (`localhost 10.0.0.0/8`): requests
+        // and httpx would take such a value whole, as a name no host has, and proxy every host
+        // it lists.
+        let no_proxy: Vec<&str> = (settings.no_proxy.iter())
+            .flat_map(|e| e.split_whitespace())
+            .filter_map(|e| no_proxy_host(e, port))
+            .collect();
         // `*` is every host, an IP address too (the matcher tries it on names only), as for
         // curl, requests and httpx.
         if no_proxy.contains(&"*") {
@@ -802,6 +807,8 @@ mod tests {
             ("https://[fd00::1]/v1", vec!["fd00::1"]),
             ("https://[fd00::1]/v1", vec!["fd00::/8"]),
             ("https://10.1.2.3/v1", vec![" 10.0.0.0/8 "]),
+            ("https://api.openai.com/v1", vec!["localhost api.openai.com"]),
+            ("https://10.1.2.3/v1", vec!["localhost\t10.0.0.0/8"]),
             ("http://localhost:11434/v1", vec![]),
             ("http://127.0.0.1:11434/v1", vec![]),
             ("http://[::1]:11434/v1", vec![]),
