@@ -444,17 +444,22 @@ pub fn completion_to_frames(completion: &ChatCompletion, include_usage: bool) ->
             calls
                 .iter()
                 .enumerate()
-                .map(|(i, t)| ToolCallDelta {
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                    id: Some(t.id.clone()),
-                    kind: Some(t.kind.clone()),
-                    // A custom call goes whole, its `custom` member with it.
-                    function: t.function.as_ref().map(|f| FunctionCallDelta {
-                        name: Some(f.name.clone()),
-                        arguments: Some(f.arguments.clone()),
-                        extra: Map::new(),
-                    }),
-                    extra: t.extra.clone(),
+                .map(|(i, t)| {
+                    // A custom call goes whole, its `custom` member with it; an `index` the
+                    // answer's call has (Ollama numbers them) is the delta's own, written once.
+                    let mut extra = t.extra.clone();
+                    extra.shift_remove("index");
+                    ToolCallDelta {
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        id: Some(t.id.clone()),
+                        kind: Some(t.kind.clone()),
+                        function: t.function.as_ref().map(|f| FunctionCallDelta {
+                            name: Some(f.name.clone()),
+                            arguments: Some(f.arguments.clone()),
+                            extra: Map::new(),
+                        }),
+                        extra,
+                    }
                 })
                 .collect()
         });
@@ -582,6 +587,24 @@ mod tests {
             chunk["choices"][0]["delta"]["tool_calls"],
             serde_json::json!([{"index":0,"id":"call_1","type":"custom","custom":{"name":"code_exec","input":"print(1)"}}])
         );
+    }
+
+    /// Ollama's answers number their tool calls (`"index": 0` in each call of the message);
+    /// replayed as a stream (SUPPORTS_STREAMING=false) each call went with that `index` and the
+    /// delta's own, the one member twice, which a client that parses strictly (serde's derive,
+    /// as async-openai's types do) refuses.
+    #[test]
+    fn an_ollama_answers_numbered_tool_calls_replay_with_one_index_each() {
+        let answer = br#"{"choices":[{"finish_reason":"tool_calls","index":0,"message":{"content":"","role":"assistant","tool_calls":[{"function":{"arguments":"{\"city\":\"Paris\"}","name":"final_result"},"id":"call_o2vnpxrw","index":0,"type":"function"},{"function":{"arguments":"{}","name":"now"},"id":"call_k1","index":1,"type":"function"}]}}],"created":1776298298,"id":"chatcmpl-273","model":"gpt-oss:20b","object":"chat.completion","system_fingerprint":"fp_ollama"}"#;
+        let completion: ChatCompletion = uniproxy_wire::from_slice(answer).unwrap();
+        let frames = completion_to_frames(&completion, false);
+        let first = std::str::from_utf8(&frames[0]).unwrap();
+        let data = first.strip_prefix("data: ").unwrap().trim_end();
+        assert_eq!(data.matches("\"index\":").count(), 3, "the choice's and one per call: {data}");
+        let chunk: ChatCompletionChunk = uniproxy_wire::from_slice(data.as_bytes()).unwrap();
+        let calls = chunk.choices[0].delta.as_ref().unwrap().tool_calls.as_ref().unwrap();
+        let got: Vec<_> = calls.iter().map(|c| (c.index, c.id.as_deref().unwrap())).collect();
+        assert_eq!(got, [(0, "call_o2vnpxrw"), (1, "call_k1")]);
     }
 
     #[test]
