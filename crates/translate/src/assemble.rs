@@ -425,7 +425,8 @@ pub fn content_text(content: Option<&MessageContent>) -> String {
 
 /// Replays a complete answer as a stream, for clients that asked for a stream from an
 /// upstream that cannot stream: per choice a role-and-content chunk (tool calls included,
-/// whole) and a finish chunk; then the usage chunk when `include_usage`; then `[DONE]`.
+/// whole, and the message's other members, such as a reasoning text, with the choice's log
+/// probabilities) and a finish chunk; then the usage chunk when `include_usage`; then `[DONE]`.
 pub fn completion_to_frames(completion: &ChatCompletion, include_usage: bool) -> Vec<bytes::Bytes> {
     use uniproxy_wire::{ChunkChoice, Delta, FunctionCallDelta, ToolCallDelta};
     let new_chunk = || {
@@ -483,10 +484,17 @@ pub fn completion_to_frames(completion: &ChatCompletion, include_usage: bool) ->
                 arguments: Some(f.arguments.clone()),
                 extra: Map::new(),
             }),
-            extra: Map::new(),
+            // What the message has besides (Ollama's and OpenRouter's `reasoning`, OpenAI's
+            // `annotations`) goes in the delta, where a stream from the same server has it.
+            extra: m.extra.clone(),
         };
         let mut chunk = new_chunk();
-        chunk.choices.push(ChunkChoice::new(choice.index, delta));
+        let mut c = ChunkChoice::new(choice.index, delta);
+        if let Some(Some(logprobs)) = &choice.logprobs {
+            // A stream gives a token's log probabilities with the chunk that has the token.
+            c.logprobs = Some(Some(logprobs.clone()));
+        }
+        chunk.choices.push(c);
         frames.push(crate::sse::encode(&chunk));
         let mut finish = new_chunk();
         let mut c = ChunkChoice::new(choice.index, Delta::default());
@@ -605,6 +613,23 @@ mod tests {
         let calls = chunk.choices[0].delta.as_ref().unwrap().tool_calls.as_ref().unwrap();
         let got: Vec<_> = calls.iter().map(|c| (c.index, c.id.as_deref().unwrap())).collect();
         assert_eq!(got, [(0, "call_o2vnpxrw"), (1, "call_k1")]);
+    }
+
+    /// With SUPPORTS_STREAMING=false an answer is replayed as a stream; its message's members
+    /// the wire types do not model, Ollama's `reasoning` among them, and the choice's
+    /// `logprobs` were left out, though the server's own stream has them in its deltas.
+    #[test]
+    fn a_replayed_answer_keeps_its_reasoning_and_log_probabilities() {
+        let answer = br#"{"choices":[{"finish_reason":"stop","index":0,"logprobs":{"content":[{"token":"Paris.","logprob":-0.01,"bytes":[80,97,114,105,115,46],"top_logprobs":[]}]},"message":{"content":"Paris.","reasoning":"The capital of France is Paris.","role":"assistant"}}],"created":1776298297,"id":"chatcmpl-395","model":"gpt-oss:20b","object":"chat.completion","system_fingerprint":"fp_ollama","usage":{"completion_tokens":122,"prompt_tokens":134,"total_tokens":256}}"#;
+        let completion: ChatCompletion = uniproxy_wire::from_slice(answer).unwrap();
+        let frames = completion_to_frames(&completion, false);
+        let first = std::str::from_utf8(&frames[0]).unwrap();
+        let chunk: serde_json::Value =
+            serde_json::from_str(first.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        let choice = &chunk["choices"][0];
+        assert_eq!(choice["delta"]["reasoning"], "The capital of France is Paris.");
+        assert_eq!(choice["delta"]["content"], "Paris.");
+        assert_eq!(choice["logprobs"]["content"][0]["token"], "Paris.");
     }
 
     #[test]
