@@ -1619,6 +1619,11 @@ impl StreamTranslator for OpenAiStream {
             return Ok(());
         }
         let data = event.data.trim_ascii();
+        if data.is_empty() {
+            // An event whose `data:` is empty: a keep-alive some relays send while the model
+            // thinks. It says nothing, and the client's SDK would fail on it as JSON.
+            return Ok(());
+        }
         if data == b"[DONE]" {
             self.done = true;
             out.push(Bytes::from_static(sse::DONE_FRAME));
