@@ -45,3 +45,57 @@ async fn an_empty_data_keep_alive_does_not_end_the_stream() {
     let entry = proxy.only_entry().await.entry;
     assert_eq!((entry.status, entry.error_type.as_deref()), (200, None), "{entry:#?}");
 }
+
+#[tokio::test]
+async fn a_tool_call_streamed_alone_not_in_a_list_reaches_the_client_in_one() {
+    // text-generation-inference before 3.x streams each tool-call fragment as the delta's
+    // `tool_calls` itself, an object, with no `object` member and an empty id. The proxy
+    // refused the first such chunk as malformed and ended the stream with an error.
+    let fragment = |arguments: &str, finish: Option<&str>| {
+        json!({
+            "id": "", "created": 1_712_000_000, "model": "mistralai/Mistral-7B-Instruct-v0.2",
+            "system_fingerprint": "2.0.1-native",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": {
+                "index": 0, "id": "", "type": "function",
+                "function": {"name": null, "arguments": arguments}}},
+                "logprobs": null, "finish_reason": finish}],
+            "usage": null
+        })
+    };
+    let steps = vec![
+        Step::event(&fragment("{\"", None)),
+        Step::event(&fragment(
+            "function\": {\"_name\": \"get_weather\", \"city\": \"Paris\"}}",
+            None,
+        )),
+        Step::event(&fragment("", Some("eos_token"))),
+        Step::done(),
+    ];
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(custom_settings(&mock)).await;
+
+    let mut req = chat_request("gpt-4o", true);
+    req["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let chunks = sse_json(&resp.body);
+    assert_eq!(chunks.len(), 3, "{chunks:?}");
+    let mut arguments = String::new();
+    for chunk in &chunks {
+        assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
+        let calls = chunk["choices"][0]["delta"]["tool_calls"].as_array();
+        let calls = calls.unwrap_or_else(|| panic!("tool_calls is no list: {chunk}"));
+        assert_eq!(calls.len(), 1, "{chunk}");
+        assert_eq!(calls[0]["index"], 0, "{chunk}");
+        arguments.push_str(calls[0]["function"]["arguments"].as_str().unwrap());
+    }
+    assert_eq!(arguments, "{\"function\": {\"_name\": \"get_weather\", \"city\": \"Paris\"}}");
+    assert_eq!(sse_data(&resp.body).last().map(String::as_str), Some("[DONE]"));
+
+    let entry = proxy.only_entry().await.entry;
+    assert_eq!((entry.status, entry.error_type.as_deref()), (200, None), "{entry:#?}");
+    let response: serde_json::Value = serde_json::from_str(&entry.response).unwrap();
+    assert_eq!(response["choices"][0]["tool_calls"][0]["arguments"], arguments.as_str());
+    assert_eq!(response["choices"][0]["finish_reason"], "eos_token");
+}

@@ -988,7 +988,8 @@ struct DeltaView<'a> {
     reasoning: Option<Text<'a>>,
     #[serde(default, borrow)]
     refusal: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    /// A list, or one call alone (text-generation-inference 2.x): see [`one_or_more_calls`].
+    #[serde(default, borrow, deserialize_with = "one_or_more_calls")]
     tool_calls: Option<Vec<ToolCallView<'a>>>,
     /// The legacy call, to a client that offered `functions` (taken by the full parse only).
     #[serde(default, borrow)]
@@ -1075,6 +1076,36 @@ struct ToolCallView<'a> {
     /// A custom tool call's name and input (taken by the full parse only).
     #[serde(default, borrow)]
     custom: Option<CustomView<'a>>,
+    /// Whether the call came alone as the delta's `tool_calls`, not in a list.
+    #[serde(skip)]
+    alone: bool,
+}
+
+/// A delta's `tool_calls`: the list OpenAI sends, or `null`, or one call alone, not in a list,
+/// as text-generation-inference streams them before 3.x (`"tool_calls":{"index":0,…}`), which
+/// is taken as a list of that call, marked [`alone`](ToolCallView::alone): the client gets
+/// it in a list ([`chunk_arguments_as_text`]).
+fn one_or_more_calls<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<ToolCallView<'a>>>, D::Error> {
+    struct Calls<'a>(std::marker::PhantomData<ToolCallView<'a>>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for Calls<'a> {
+        type Value = Option<Vec<ToolCallView<'a>>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of tool calls")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Some)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            let call = ToolCallView::deserialize(serde::de::value::MapAccessDeserializer::new(map));
+            Ok(Some(vec![ToolCallView { alone: true, ..call? }]))
+        }
+    }
+    d.deserialize_any(Calls(std::marker::PhantomData))
 }
 
 #[derive(Debug, Default, PartialEq, Deserialize)]
@@ -1183,20 +1214,28 @@ impl<'de: 'a, 'a> Deserialize<'de> for Arguments<'a> {
 }
 
 impl DeltaView<'_> {
-    /// Whether a call's `arguments` came as a JSON value, not as its text.
-    fn has_argument_values(&self) -> bool {
+    /// Whether a call's `arguments` came as a JSON value, not as its text, or a call came
+    /// alone, not in a list: what [`chunk_arguments_as_text`] rewrites.
+    fn has_calls_to_rewrite(&self) -> bool {
+        let alone = self.tool_calls.iter().flatten().any(|c| c.alone);
         let calls = self.tool_calls.iter().flatten().filter_map(|c| c.function.as_ref());
-        calls.chain(&self.function_call).any(|f| f.arguments.as_ref().is_some_and(|a| a.value))
+        let mut functions = calls.chain(&self.function_call);
+        alone || functions.any(|f| f.arguments.as_ref().is_some_and(|a| a.value))
     }
 }
 
-/// `data`, a chunk, with [`arguments_as_text`] done to each choice's delta; `None` when it is
-/// no JSON object or nothing changed.
+/// `data`, a chunk, with [`arguments_as_text`] done to each choice's delta, and a tool call
+/// given alone as a delta's `tool_calls` put in a list; `None` when it is no JSON object or
+/// nothing changed.
 fn chunk_arguments_as_text(data: &[u8]) -> Option<Vec<u8>> {
     let mut chunk: serde_json::Value = uniproxy_wire::from_bytes(data).ok()?;
     let mut changed = false;
     for choice in chunk.get_mut("choices")?.as_array_mut()? {
         if let Some(delta) = choice.get_mut("delta") {
+            if let Some(calls) = delta.get_mut("tool_calls").filter(|calls| calls.is_object()) {
+                *calls = serde_json::Value::Array(vec![calls.take()]);
+                changed = true;
+            }
             changed |= arguments_as_text(delta);
         }
     }
@@ -1681,7 +1720,7 @@ impl StreamTranslator for OpenAiStream {
         }
         // Arguments sent as a JSON value go to the client as their text, as the log has them.
         let values = view.choices.iter().filter_map(|c| c.delta.as_ref());
-        let texts = if values.clone().any(DeltaView::has_argument_values) {
+        let texts = if values.clone().any(DeltaView::has_calls_to_rewrite) {
             chunk_arguments_as_text(data)
         } else {
             None
