@@ -99,3 +99,39 @@ async fn a_tool_call_streamed_alone_not_in_a_list_reaches_the_client_in_one() {
     assert_eq!(response["choices"][0]["tool_calls"][0]["arguments"], arguments.as_str());
     assert_eq!(response["choices"][0]["finish_reason"], "eos_token");
 }
+
+#[tokio::test]
+async fn an_error_llama_cpp_sends_in_a_stream_reaches_the_client_and_the_log() {
+    // llama.cpp's server writes an error in a stream as an `error:` field, then `[DONE]`. The
+    // proxy's decoder dropped the field, as a browser would: the client got a stream that
+    // ended well, cut short or empty, and the log a 200 with no error.
+    let first = json!({"choices": [{"finish_reason": null, "index": 0,
+        "delta": {"role": "assistant", "content": null}}],
+        "created": 1_760_000_000, "id": "chatcmpl-Vx1", "model": "qwen3-8b",
+        "system_fingerprint": "b6710-3d4053f7", "object": "chat.completion.chunk"});
+    let steps = vec![
+        Step::event(&first),
+        Step::raw(concat!(
+            r#"error: {"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}"#,
+            "\n\n"
+        )),
+        Step::done(),
+    ];
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(custom_settings(&mock)).await;
+
+    let resp = proxy.post("/v1/chat/completions", &chat_request("gpt-4o", true)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let chunks = sse_json(&resp.body);
+    let last = chunks.last().unwrap();
+    let error = assert_openai_error(last);
+    assert_eq!(
+        error["message"], "the request exceeds the available context size, try increasing it",
+        "{chunks:?}"
+    );
+    assert_eq!(error["type"], "exceed_context_size_error");
+    assert!(!sse_data(&resp.body).contains(&"[DONE]".to_owned()), "an error ends the stream");
+
+    let entry = proxy.only_entry().await.entry;
+    assert_eq!(entry.error_type.as_deref(), Some("exceed_context_size_error"), "{entry:#?}");
+}

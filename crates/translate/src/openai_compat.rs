@@ -1670,15 +1670,27 @@ impl StreamTranslator for OpenAiStream {
         }
         if event.event.as_deref() == Some("error") {
             // Groq and others end a failing stream with a named error event (Groq's says the
-            // status it stands for as `status_code`).
-            let status = from_slice::<serde_json::Value>(data)
-                .ok()
-                .and_then(|v| v.get("error")?.get("status_code")?.as_u64())
-                .and_then(|c| u16::try_from(c).ok())
-                .filter(|c| (400..600).contains(c))
-                .unwrap_or(500);
-            let error = from_slice::<ErrorResponse>(data)
-                .map_or_else(|_| fallback_error(status, data), |e| complete_error(e, status));
+            // status it stands for as `status_code`); llama.cpp's server with an `error:` field
+            // (the decoder reads it as one), whose data is the error object itself, its `code`
+            // the HTTP status.
+            let value = from_slice::<serde_json::Value>(data).ok();
+            let (status, error) = match from_slice::<ErrorResponse>(data) {
+                Ok(e) => {
+                    let status = value
+                        .as_ref()
+                        .and_then(|v| v.get("error")?.get("status_code")?.as_u64())
+                        .and_then(|c| u16::try_from(c).ok())
+                        .filter(|c| (400..600).contains(c))
+                        .unwrap_or(500);
+                    (status, complete_error(e, status))
+                }
+                Err(_) => match value {
+                    Some(e) if e.get("message").is_some_and(serde_json::Value::is_string) => {
+                        error_member(&e, data, 500)
+                    }
+                    _ => (500, fallback_error(500, data)),
+                },
+            };
             out.extend(self.fail(error));
             self.assembled.error_status = Some(status);
             return Ok(());

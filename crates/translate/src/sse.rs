@@ -51,7 +51,8 @@ pub const MAX_EVENT: usize = 64 << 20;
 /// It buffers partial lines, so an event may be split across reads anywhere, even inside a
 /// UTF-8 character; it accepts `\n`, `\r\n` and `\r` line ends, skips comments (`: …`) and a
 /// leading byte-order mark, and dispatches an event at each blank line. Events without data
-/// (keep-alives) are not dispatched. Lines are found with SIMD (`memchr`), each byte searched
+/// (keep-alives) are not dispatched. One field the rules do not know is read: `error: …`, as
+/// llama.cpp's server sends an error, is an event named `error` with that data. Lines are found with SIMD (`memchr`), each byte searched
 /// once however the line is split, and an event with one data line is cut out of the buffer
 /// without copying. An event larger than its limit ([`MAX_EVENT`] unless set with
 /// [`with_max_event`](Self::with_max_event)) is an error, not a buffer that grows without end.
@@ -266,7 +267,14 @@ impl Decoder {
             None => (line, end..end),
         };
         match field {
-            b"data" => {
+            b"data" | b"error" => {
+                if field == b"error" {
+                    // llama.cpp's server writes an error in a stream as an `error:` field
+                    // (`error: {"code":500,"message":…}`), which a browser would drop, and the
+                    // stream's end after it: read as an `error` event with that data, so that
+                    // the error is not lost.
+                    self.event = Some("error".to_owned());
+                }
                 self.data = Some(match self.data.take() {
                     None => Data::One(value),
                     Some(Data::One(first)) => {
