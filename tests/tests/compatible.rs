@@ -135,3 +135,29 @@ async fn an_error_llama_cpp_sends_in_a_stream_reaches_the_client_and_the_log() {
     let entry = proxy.only_entry().await.entry;
     assert_eq!(entry.error_type.as_deref(), Some("exceed_context_size_error"), "{entry:#?}");
 }
+
+#[tokio::test]
+async fn lm_studio_at_its_root_says_which_status_it_answered_and_to_add_v1() {
+    // LM Studio answers a path it does not serve, its root's /chat/completions among them,
+    // with 200 and an error string. The client heard "upstream answered 502", a status
+    // LM Studio never sent, and not what to change.
+    let body = r#"{"error":"Unexpected endpoint or method. (POST /chat/completions)"}"#;
+    let mock = MockUpstream::always(Reply::raw_json(200, body)).await;
+    let mut settings = custom_settings(&mock);
+    settings.base_url = Some(mock.url());
+    let proxy = Proxy::start(settings).await;
+
+    for stream in [false, true] {
+        let resp = proxy.post("/v1/chat/completions", &chat_request("gpt-4o", stream)).await;
+        let error = expect_error(&resp, 502);
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "upstream answered 200: Unexpected endpoint or method. (POST /chat/completions)"
+            ),
+            "stream {stream}: {message}"
+        );
+        assert!(message.contains("add /v1 to BASE_URL"), "stream {stream}: {message}");
+        assert_eq!(error["type"], "server_error");
+    }
+}

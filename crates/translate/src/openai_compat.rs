@@ -483,7 +483,7 @@ impl Provider for OpenAiCompat {
                 // keeps the first parse's error.
                 let malformed = TranslateError::Malformed { provider: self.config.kind, source };
                 let Ok(mut members) = from_slice::<Map>(&body) else { return Err(malformed) };
-                if let Some(error) = error_in_answer(&members, &body) {
+                if let Some(error) = error_in_answer(&members, &body, status, self.bare_host) {
                     return Err(error);
                 }
                 let mut changed = whole_created(&mut members);
@@ -537,11 +537,7 @@ impl Provider for OpenAiCompat {
     fn translate_error(&self, status: u16, body: &[u8]) -> TranslateError {
         // `BASE_URL=http://localhost:11434`, Ollama's own address, is what users paste; the
         // server then answers `404 page not found` in plain text, which names no cause.
-        let hint = (status == 404 && self.bare_host).then_some(
-            " (BASE_URL is a bare host, and the server has no /chat/completions at its root; \
-             OpenAI-compatible servers such as Ollama, vLLM and LM Studio serve it under /v1: \
-             add /v1 to BASE_URL)",
-        );
+        let hint = (status == 404 && self.bare_host).then_some(BARE_HOST_HINT);
         openai_error(status, body, hint)
     }
 
@@ -575,6 +571,11 @@ impl Provider for OpenAiCompat {
     }
 }
 
+/// What an error from a bare-host `BASE_URL` that says the server has no such endpoint adds.
+const BARE_HOST_HINT: &str = " (BASE_URL is a bare host, and the server has no \
+    /chat/completions at its root; OpenAI-compatible servers such as Ollama, vLLM and LM Studio \
+    serve it under /v1: add /v1 to BASE_URL)";
+
 /// An OpenAI-shaped error body, or the body's text when it is not one.
 pub(crate) fn translate_openai_error(status: u16, body: &[u8]) -> TranslateError {
     openai_error(status, body, None)
@@ -594,29 +595,51 @@ fn openai_error(status: u16, body: &[u8], hint: Option<&str>) -> TranslateError 
     TranslateError::Upstream { status, error: Box::new(error) }
 }
 
-/// An answer's or a chunk's `error` member `err` (of `data`) as an OpenAI error, with the
-/// status it stands for: OpenRouter's `code` is the HTTP status it would have answered (it
-/// answers 200 once the model has started); `default` for any other.
-fn error_member(err: &serde_json::Value, data: &[u8], default: u16) -> (u16, ErrorResponse) {
+/// An answer's or a chunk's `error` member `err` (of `data`, which came with the HTTP status
+/// `answered`) as an OpenAI error, with the status it stands for: OpenRouter's `code` is the
+/// HTTP status it would have answered (it answers 200 once the model has started); `default`
+/// for any other. An error that is no OpenAI error object (`{"error": "…"}`) is its text, with
+/// the status the upstream did answer.
+fn error_member(
+    err: &serde_json::Value,
+    data: &[u8],
+    default: u16,
+    answered: u16,
+) -> (u16, ErrorResponse) {
     let status = err
         .get("code")
         .and_then(serde_json::Value::as_u64)
         .and_then(|c| u16::try_from(c).ok())
         .filter(|c| (400..600).contains(c))
         .unwrap_or(default);
+    let as_text = || {
+        let mut e = fallback_error(answered, data);
+        e.error.kind = Some(Some(crate::error::error_type_for_status(status).to_owned()));
+        e
+    };
     let error = serde_json::from_value::<ErrorResponse>(serde_json::json!({ "error": err }))
-        .map_or_else(|_| fallback_error(status, data), |e| complete_error(e, status));
+        .map_or_else(|_| as_text(), |e| complete_error(e, status));
     (status, error)
 }
 
-/// The error of a 2xx answer (`body`, whose members are `members`) that is an error and no
-/// answer: an `error` member that is not `null`, and no `choices`.
-fn error_in_answer(members: &Map, body: &[u8]) -> Option<TranslateError> {
+/// The error of a 2xx answer (`body`, whose members are `members`, answered with `answered`)
+/// that is an error and no answer: an `error` member that is not `null`, and no `choices`.
+/// `bare_host` adds the hint to add `/v1` to LM Studio's answer at its root, a 200 that says
+/// `"Unexpected endpoint or method. (POST /chat/completions)"`.
+fn error_in_answer(
+    members: &Map,
+    body: &[u8],
+    answered: u16,
+    bare_host: bool,
+) -> Option<TranslateError> {
     let err = members.get("error").filter(|e| !e.is_null())?;
     if members.contains_key("choices") {
         return None;
     }
-    let (status, error) = error_member(err, body, 502);
+    let (status, mut error) = error_member(err, body, 502, answered);
+    if bare_host && err.as_str().is_some_and(|e| e.starts_with("Unexpected endpoint")) {
+        error.error.message.push_str(BARE_HOST_HINT);
+    }
     Some(TranslateError::Upstream { status, error: Box::new(error) })
 }
 
@@ -1686,7 +1709,7 @@ impl StreamTranslator for OpenAiStream {
                 }
                 Err(_) => match value {
                     Some(e) if e.get("message").is_some_and(serde_json::Value::is_string) => {
-                        error_member(&e, data, 500)
+                        error_member(&e, data, 500, 200)
                     }
                     _ => (500, fallback_error(500, data)),
                 },
@@ -1715,7 +1738,7 @@ impl StreamTranslator for OpenAiStream {
             if let Some(u) = &view.usage {
                 self.assembled.usage = Some(u.clone());
             }
-            let (status, error) = error_member(err, data, 500);
+            let (status, error) = error_member(err, data, 500, 200);
             out.extend(self.fail(error));
             self.assembled.error_status = Some(status);
             return Ok(());
@@ -2524,7 +2547,7 @@ mod tests {
                 502,
                 "Engine overloaded",
             ),
-            (br#" {"error":"boom"}"#, 502, "upstream answered 502: boom"),
+            (br#" {"error":"boom"}"#, 502, "upstream answered 200: boom"),
         ];
         for (body, status, message) in cases {
             let (answer, response) = answer_and_response(200, body);
