@@ -161,3 +161,34 @@ async fn lm_studio_at_its_root_says_which_status_it_answered_and_to_add_v1() {
         assert_eq!(error["type"], "server_error");
     }
 }
+
+#[tokio::test]
+async fn a_chunk_whose_choices_are_null_does_not_end_the_stream() {
+    // Some OpenAI-compatible servers send a chunk with `"choices": null` (pydantic-ai and
+    // pipecat guard their stream readers against it). The proxy refused it as malformed and
+    // ended the stream with an error, the usage it carried lost.
+    let mut usage = usage_chunk();
+    usage["choices"] = json!(null);
+    let steps = vec![
+        Step::event(&chunk(json!({"role": "assistant", "content": "Hi"}), None)),
+        Step::event(&chunk(json!({}), Some("stop"))),
+        Step::event(&usage),
+        Step::done(),
+    ];
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(custom_settings(&mock)).await;
+
+    let mut req = chat_request("gpt-4o", true);
+    req["stream_options"] = json!({"include_usage": true});
+    let resp = proxy.post("/v1/chat/completions", &req).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let data = sse_data(&resp.body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks = sse_json(&resp.body);
+    assert!(chunks.iter().all(|c| c.get("error").is_none()), "{chunks:?}");
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 26, "{chunks:?}");
+
+    let entry = proxy.only_entry().await.entry;
+    assert_eq!((entry.status, entry.error_type.as_deref()), (200, None), "{entry:#?}");
+    assert_eq!(entry.usage.total_tokens, Some(26), "{entry:#?}");
+}

@@ -962,7 +962,8 @@ struct ChunkHead<'a> {
 /// which of the members every chunk must have it has.
 #[derive(Debug, Default, PartialEq, Deserialize)]
 struct ChunkView<'a> {
-    #[serde(default, borrow)]
+    /// `null` is no choices: see [`null_as_empty`].
+    #[serde(default, borrow, deserialize_with = "null_as_empty")]
     choices: Vec<ChoiceView<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
@@ -983,6 +984,16 @@ impl ChunkView<'_> {
     fn required(&self) -> [bool; 4] {
         [self.has_id, self.has_object, self.has_created, self.has_model]
     }
+}
+
+/// A chunk's `choices`, where `null` is none: some OpenAI-compatible servers send a chunk with
+/// `"choices": null` (the usage's, say), which ended the client's stream with an error.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<Vec<T>>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// `true` for a member that is there, whatever its value (`null` included).
