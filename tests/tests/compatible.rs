@@ -134,6 +134,23 @@ async fn an_error_llama_cpp_sends_in_a_stream_reaches_the_client_and_the_log() {
 
     let entry = proxy.only_entry().await.entry;
     assert_eq!(entry.error_type.as_deref(), Some("exceed_context_size_error"), "{entry:#?}");
+
+    // The same error as the stream's first event: nothing went to the client yet, so it is
+    // answered as the 400 its `code` says, as OpenAI answers a prompt too long.
+    let steps = vec![
+        Step::raw(concat!(
+            r#"error: {"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}"#,
+            "\n\n"
+        )),
+        Step::done(),
+    ];
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(custom_settings(&mock)).await;
+    let resp = proxy.post("/v1/chat/completions", &chat_request("gpt-4o", true)).await;
+    let error = expect_error(&resp, 400);
+    assert_eq!(error["type"], "exceed_context_size_error");
+    assert_eq!(mock.requests().len(), 1, "a 400 is not retried");
+    assert_eq!(proxy.only_entry().await.entry.status, 400);
 }
 
 #[tokio::test]
