@@ -380,5 +380,49 @@ class AnthropicPlatform(unittest.TestCase):
         self.assertEqual((blocks[2]["thinking"], blocks[2]["signature"]), ("Say hi.", "EqQBCgIYAhIM"))
 
 
+class GeminiOpenAIEndpoint(unittest.TestCase):
+    """TYPE=custom in front of Google's OpenAI-compatible endpoint, which streams each tool
+    call whole, without an index and with an empty id."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = AnthropicShapedUpstream()
+        cls.proxy = Proxy(TYPE="custom", BASE_URL=cls.upstream.url, API_KEY="gemini-test",
+                          ACTUAL_NAME="gemini-2.5-flash")
+        cls.client = openai.OpenAI(base_url=cls.proxy.url + "/v1", api_key="none", max_retries=0)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.upstream.stop()
+
+    def test_the_stream_helper_reads_tool_calls_sent_without_an_index(self):
+        head = {"created": 1748902365, "id": "3SE-aKjdCcCEz7IPxpqjCA",
+                "model": "gemini-2.5-flash", "object": "chat.completion.chunk"}
+
+        def call(name, arguments):
+            return {"function": {"arguments": arguments, "name": name}, "id": "",
+                    "type": "function"}
+
+        chunks = [
+            {"choices": [{"delta": {"role": "assistant", "tool_calls": [
+                call("get_time", "{}"), call("get_weather", '{"city":"Paris"}')]},
+                "index": 0}]} | head,
+            {"choices": [{"delta": {"role": "assistant"}, "finish_reason": "tool_calls",
+                          "index": 0}]} | head,
+        ]
+        self.upstream.answers.append(
+            "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n")
+        tools = [{"type": "function", "function": {"name": name, "parameters": {
+            "type": "object", "properties": {}}}} for name in ["get_time", "get_weather"]]
+        with self.client.chat.completions.stream(
+                model="gpt-4o", messages=[{"role": "user", "content": "Time and weather?"}],
+                tools=tools) as stream:
+            final = stream.get_final_completion()
+        calls = final.choices[0].message.tool_calls
+        self.assertEqual([(c.function.name, c.function.arguments) for c in calls],
+                         [("get_time", "{}"), ("get_weather", '{"city":"Paris"}')])
+        self.assertEqual(final.choices[0].finish_reason, "tool_calls")
+
 if __name__ == "__main__":
     unittest.main()

@@ -1258,17 +1258,29 @@ impl DeltaView<'_> {
     }
 }
 
-/// `data`, a chunk, with [`arguments_as_text`] done to each choice's delta, and a tool call
-/// given alone as a delta's `tool_calls` put in a list; `None` when it is no JSON object or
-/// nothing changed.
-fn chunk_arguments_as_text(data: &[u8]) -> Option<Vec<u8>> {
+/// `data`, a chunk, with [`arguments_as_text`] done to each choice's delta, a tool call
+/// given alone as a delta's `tool_calls` put in a list, and the tool calls without an
+/// `index` given the next of `indexes`, in order; `None` when it is no JSON object or nothing
+/// changed.
+fn chunk_arguments_as_text(data: &[u8], indexes: &[u32]) -> Option<Vec<u8>> {
     let mut chunk: serde_json::Value = uniproxy_wire::from_bytes(data).ok()?;
     let mut changed = false;
+    let mut indexes = indexes.iter();
     for choice in chunk.get_mut("choices")?.as_array_mut()? {
         if let Some(delta) = choice.get_mut("delta") {
             if let Some(calls) = delta.get_mut("tool_calls").filter(|calls| calls.is_object()) {
                 *calls = serde_json::Value::Array(vec![calls.take()]);
                 changed = true;
+            }
+            let calls = delta.get_mut("tool_calls").and_then(serde_json::Value::as_array_mut);
+            for call in calls.into_iter().flatten() {
+                let Some(call) = call.as_object_mut() else { continue };
+                if call.get("index").is_none_or(serde_json::Value::is_null)
+                    && let Some(&index) = indexes.next()
+                {
+                    call.insert("index".to_owned(), index.into());
+                    changed = true;
+                }
             }
             changed |= arguments_as_text(delta);
         }
@@ -1547,6 +1559,9 @@ pub(crate) struct OpenAiStream {
     done: bool,
     /// The last content-only chunk read in full.
     template: TemplateSlot<ChunkTemplate>,
+    /// The indexes the record gave the chunk's tool calls that came without one, in their
+    /// order: the client's chunk gets them too.
+    unindexed: Vec<u32>,
 }
 
 impl OpenAiStream {
@@ -1558,6 +1573,7 @@ impl OpenAiStream {
             assembled: Assembled::new(String::new(), 0, String::new()),
             done: false,
             template: TemplateSlot::default(),
+            unindexed: Vec::new(),
         }
     }
 
@@ -1631,7 +1647,9 @@ impl OpenAiStream {
                     let id = tc.id.as_deref();
                     let index = tc.index.unwrap_or_else(|| {
                         let name = tc.function.as_ref().and_then(|f| f.name.as_deref());
-                        a.unindexed_call(c.index, id, name)
+                        let index = a.unindexed_call(c.index, id, name);
+                        self.unindexed.push(index);
+                        index
                     });
                     if let Some(custom) = &tc.custom {
                         let (name, input) = (custom.name.as_deref(), custom.input.as_deref());
@@ -1754,6 +1772,7 @@ impl StreamTranslator for OpenAiStream {
             self.assembled.error_status = Some(status);
             return Ok(());
         }
+        self.unindexed.clear();
         self.record(data, &view);
         // The next chunks may fit this one's shape. (`record` reads the head, id, model and
         // creation time, from the chunk's bytes however its view was read.)
@@ -1764,13 +1783,16 @@ impl StreamTranslator for OpenAiStream {
         if usage_only && !self.include_usage {
             return Ok(());
         }
-        // Arguments sent as a JSON value go to the client as their text, as the log has them.
+        // Arguments sent as a JSON value go to the client as their text, as the log has them,
+        // and tool calls without an index (Gemini's OpenAI-compatible endpoint) with the index
+        // the log gave them: the SDKs' stream helpers put the pieces of a call together by it.
         let values = view.choices.iter().filter_map(|c| c.delta.as_ref());
-        let texts = if values.clone().any(DeltaView::has_calls_to_rewrite) {
-            chunk_arguments_as_text(data)
-        } else {
-            None
-        };
+        let texts =
+            if values.clone().any(DeltaView::has_calls_to_rewrite) || !self.unindexed.is_empty() {
+                chunk_arguments_as_text(data, &self.unindexed)
+            } else {
+                None
+            };
         let data = texts.as_deref().unwrap_or(data);
         let has = view.required();
         if has != [true; 4]
@@ -2273,10 +2295,25 @@ mod tests {
             ),
         ];
         let mut stream = OpenAiStream::new(&local_ctx(false));
+        // The client's chunks get the indexes the record gave the calls, and are otherwise as
+        // sent: the SDKs' stream helpers put a call's pieces together by its index, and
+        // failed on a call without one (`list indices must be integers or slices, not
+        // NoneType` in openai-python's).
+        let mut indexes = Vec::new();
         for chunk in &chunks {
             let frames = stream.push(&SseEvent::new(None, chunk.clone())).unwrap();
-            assert_eq!(frames, [sse::frame_raw(chunk.as_bytes())]);
+            let [frame] = frames.as_slice() else { panic!("{frames:?}") };
+            let sent: serde_json::Value =
+                serde_json::from_slice(frame.strip_prefix(b"data: ").unwrap()).unwrap();
+            let mut given: serde_json::Value = serde_json::from_str(chunk).unwrap();
+            let calls = sent["choices"][0]["delta"]["tool_calls"].as_array().unwrap();
+            for (at, call) in calls.iter().enumerate() {
+                indexes.push(call["index"].as_u64().unwrap());
+                given["choices"][0]["delta"]["tool_calls"][at]["index"] = call["index"].clone();
+            }
+            assert_eq!(sent, given, "nothing else changes");
         }
+        assert_eq!(indexes, [0, 1, 2, 2]);
         let calls: Vec<_> = stream.assembled().choices[0]
             .tool_calls
             .iter()
