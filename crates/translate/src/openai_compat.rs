@@ -973,8 +973,8 @@ struct ChunkView<'a> {
     has_id: bool,
     #[serde(default, rename = "object", deserialize_with = "present")]
     has_object: bool,
-    #[serde(default, rename = "created", deserialize_with = "present")]
-    has_created: bool,
+    #[serde(default, rename = "created", deserialize_with = "created")]
+    created: Created,
     #[serde(default, rename = "model", deserialize_with = "present")]
     has_model: bool,
 }
@@ -982,8 +982,26 @@ struct ChunkView<'a> {
 impl ChunkView<'_> {
     /// Which of `id`, `object`, `created` and `model` the chunk has, in that order.
     fn required(&self) -> [bool; 4] {
-        [self.has_id, self.has_object, self.has_created, self.has_model]
+        [self.has_id, self.has_object, self.created != Created::Absent, self.has_model]
     }
+}
+
+/// What a chunk's `created` is.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Created {
+    #[default]
+    Absent,
+    /// A whole number of seconds, as the API has it.
+    Whole,
+    /// Anything else (`null` included): a float (SambaNova's API) is made whole for the client
+    /// ([`whole_created`]).
+    Other,
+}
+
+/// A chunk's `created`, as [`Created`] says.
+fn created<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Created, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(if value.is_u64() { Created::Whole } else { Created::Other })
 }
 
 /// A chunk's `choices`, where `null` is none: some OpenAI-compatible servers send a chunk with
@@ -1259,12 +1277,12 @@ impl DeltaView<'_> {
 }
 
 /// `data`, a chunk, with [`arguments_as_text`] done to each choice's delta, a tool call
-/// given alone as a delta's `tool_calls` put in a list, and the tool calls without an
-/// `index` given the next of `indexes`, in order; `None` when it is no JSON object or nothing
-/// changed.
+/// given alone as a delta's `tool_calls` put in a list, the tool calls without an `index`
+/// given the next of `indexes`, in order, and a `created` that is no whole number of seconds
+/// made one ([`whole_created`]); `None` when it is no JSON object or nothing changed.
 fn chunk_arguments_as_text(data: &[u8], indexes: &[u32]) -> Option<Vec<u8>> {
     let mut chunk: serde_json::Value = uniproxy_wire::from_bytes(data).ok()?;
-    let mut changed = false;
+    let mut changed = chunk.as_object_mut().is_some_and(whole_created);
     let mut indexes = indexes.iter();
     for choice in chunk.get_mut("choices")?.as_array_mut()? {
         if let Some(delta) = choice.get_mut("delta") {
@@ -1357,14 +1375,21 @@ fn read_chunk<'a>(r: &mut Reader<'a>) -> Option<ChunkView<'a>> {
                 view.error = r.parse()?;
             }
             // As serde's: present (whatever the value), and refused when there twice.
-            b"id" | b"object" | b"created" | b"model" => {
+            b"id" | b"object" | b"model" => {
                 once(match key {
                     b"id" => &mut view.has_id,
                     b"object" => &mut view.has_object,
-                    b"created" => &mut view.has_created,
                     _ => &mut view.has_model,
                 })?;
                 r.skip()?;
+            }
+            // A whole number of seconds; anything else is left to serde's read.
+            b"created" => {
+                if view.created != Created::Absent {
+                    return None;
+                }
+                r.unsigned::<u64>()?;
+                view.created = Created::Whole;
             }
             _ => r.skip()?,
         }
@@ -1538,7 +1563,7 @@ fn content_view(index: u32, content: Text<'_>, required: [bool; 4]) -> ChunkView
         error: None,
         has_id,
         has_object,
-        has_created,
+        created: if has_created { Created::Whole } else { Created::Absent },
         has_model,
     }
 }
@@ -1776,23 +1801,29 @@ impl StreamTranslator for OpenAiStream {
         self.record(data, &view);
         // The next chunks may fit this one's shape. (`record` reads the head, id, model and
         // creation time, from the chunk's bytes however its view was read.)
-        if !from_template && let Some(text) = text {
+        if !from_template
+            && view.created != Created::Other
+            && let Some(text) = text
+        {
             self.template.keep(|| ChunkTemplate::new(text, &view));
         }
         let usage_only = view.choices.is_empty() && view.usage.is_some();
         if usage_only && !self.include_usage {
             return Ok(());
         }
-        // Arguments sent as a JSON value go to the client as their text, as the log has them,
-        // and tool calls without an index (Gemini's OpenAI-compatible endpoint) with the index
-        // the log gave them: the SDKs' stream helpers put the pieces of a call together by it.
+        // Arguments sent as a JSON value go to the client as their text, as the log has them;
+        // tool calls without an index (Gemini's OpenAI-compatible endpoint) with the index the
+        // log gave them, since the SDKs' stream helpers put the pieces of a call together by
+        // it; a `created` that is no whole number of seconds (SambaNova's) as one.
         let values = view.choices.iter().filter_map(|c| c.delta.as_ref());
-        let texts =
-            if values.clone().any(DeltaView::has_calls_to_rewrite) || !self.unindexed.is_empty() {
-                chunk_arguments_as_text(data, &self.unindexed)
-            } else {
-                None
-            };
+        let texts = if values.clone().any(DeltaView::has_calls_to_rewrite)
+            || !self.unindexed.is_empty()
+            || view.created == Created::Other
+        {
+            chunk_arguments_as_text(data, &self.unindexed)
+        } else {
+            None
+        };
         let data = texts.as_deref().unwrap_or(data);
         let has = view.required();
         if has != [true; 4]
@@ -2940,6 +2971,39 @@ mod tests {
         assert_eq!(fast.assembled().choices[1].content, "**");
     }
 
+    /// SambaNova's chunks say `created` as a float too: the client's chunks get the whole
+    /// seconds, as its answers do, and are otherwise as sent. Relayed as floats, they failed
+    /// every client that types the chunk (async-openai, Go's and .NET's).
+    #[test]
+    fn a_chunk_created_at_a_float_time_reaches_the_client_with_whole_seconds() {
+        let chunk = |content: &str| {
+            format!(
+                r#"{{"choices":[{{"delta":{{"content":"{content}","role":"assistant"}},"index":0,"logprobs":null}}],"created":1750000000.8315,"id":"3e1b2","model":"Meta-Llama-3.3-70B-Instruct","object":"chat.completion.chunk","system_fingerprint":"fastcoe"}}"#
+            )
+        };
+        let mut stream = OpenAiStream::new(&local_ctx(false));
+        // The same shape three times: a template made of the first must not let the others
+        // through as they came.
+        for content in ["Hel", "lo", "!"] {
+            let given = chunk(content);
+            let frames = stream.push(&SseEvent::new(None, given.clone())).unwrap();
+            let [frame] = frames.as_slice() else { panic!("{frames:?}") };
+            let sent: serde_json::Value =
+                serde_json::from_slice(frame.strip_prefix(b"data: ").unwrap()).unwrap();
+            let mut expected: serde_json::Value = serde_json::from_str(&given).unwrap();
+            expected["created"] = 1_750_000_000.into();
+            assert_eq!(sent, expected, "only `created` changes");
+        }
+        let a = stream.assembled();
+        assert_eq!((a.created, a.choices[0].content.as_str()), (1_750_000_000, "Hello!"));
+        // A whole number of seconds passes as it came, template or not.
+        let whole = chunk("x").replace("1750000000.8315", "1750000001");
+        for _ in 0..2 {
+            let frames = stream.push(&SseEvent::new(None, whole.clone())).unwrap();
+            assert_eq!(frames, [sse::frame_raw(whole.as_bytes())]);
+        }
+    }
+
     #[test]
     fn an_answer_created_at_a_float_time_is_answered_with_whole_seconds() {
         // SambaNova's API writes `created` as a float; typed clients refuse one.
@@ -2997,7 +3061,8 @@ mod tests {
         assert_eq!(a.choices[0].content, "Hello!");
         let mut stream = OpenAiStream::new(&local_ctx(true));
         let frame = stream.push(&SseEvent::new(None, chunks[0].clone())).unwrap().remove(0);
-        assert_eq!(&frame[..], format!("data: {}\n\n", chunks[0]).as_bytes(), "relayed as sent");
+        let whole = chunks[0].replace("1750000000.8315", "1750000000");
+        assert_eq!(&frame[..], format!("data: {whole}\n\n").as_bytes(), "whole seconds");
     }
 
     #[test]
