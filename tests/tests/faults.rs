@@ -613,7 +613,8 @@ async fn a_stream_that_opens_with_an_error_is_answered_with_its_status() {
         "model": "minimax/minimax-m2", "provider": "Minimax",
         "error": {"code": 400, "message": format!("key {UPSTREAM_KEY} refused: tokens exceed the limit")},
         "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]});
-    let steps = vec![Step::raw(": OPENROUTER PROCESSING\n\n"), Step::event(&refusal)];
+    // After a comment and an empty keep-alive, neither of which makes a frame for the client.
+    let steps = vec![Step::raw(": OPENROUTER PROCESSING\n\ndata: \n\n"), Step::event(&refusal)];
     let mock = MockUpstream::always(Reply::sse(steps)).await;
     let proxy = Proxy::start(openai_settings(&mock)).await;
     let resp = chat(&proxy, true).await;

@@ -53,9 +53,11 @@ pub struct SseRelay {
     busy: std::time::Duration,
     /// The request's place under CONCURRENCY_LIMIT, held until the stream ends.
     guard: Option<InFlightGuard>,
-    /// Whether the translator has had the stream's first event.
-    started: bool,
-    /// The stream's first event was an error the upstream reported (see [`open`](Self::open)).
+    /// Whether the translator has made a frame for the client (an event may make none: an
+    /// empty keep-alive, a comment's).
+    framed: bool,
+    /// The stream's first event that made a frame was an error the upstream reported (see
+    /// [`open`](Self::open)).
     failed_first: bool,
     /// Ends the deadline's watchdog (see [`ConnectionCut`]) when the relay goes.
     _watchdog: Option<tokio::sync::oneshot::Sender<()>>,
@@ -114,7 +116,7 @@ impl SseRelay {
             raw,
             busy: std::time::Duration::ZERO,
             guard,
-            started: false,
+            framed: false,
             failed_first: false,
             _watchdog: watchdog,
             cut,
@@ -124,7 +126,6 @@ impl SseRelay {
 
     fn take_events(&mut self, events: Vec<sse::SseEvent>) {
         for ev in events {
-            let first = !std::mem::replace(&mut self.started, true);
             let erred = self.translator.assembled().error.is_some();
             match self.translator.push_into(&ev, &mut self.out) {
                 Ok(()) => {
@@ -136,9 +137,11 @@ impl SseRelay {
                             *frame = redacted(std::mem::take(frame), key);
                         }
                     }
-                    self.pending.extend(self.out.drain(..));
+                    let first = !self.framed && !self.out.is_empty();
+                    self.framed |= first;
                     self.failed_first |=
                         first && self.translator.assembled().error_status.is_some();
+                    self.pending.extend(self.out.drain(..));
                 }
                 Err(e) => {
                     self.fail(e.to_error_response(), e.to_string());
@@ -283,8 +286,8 @@ impl SseRelay {
     }
 
     /// Reads the upstream until the stream's first frames for the client are ready (or the
-    /// stream has ended), before the response's head goes out. When the stream's first event
-    /// is an error the upstream reported (Claude's `overloaded_error` event, an OpenRouter
+    /// stream has ended), before the response's head goes out. When the first event that
+    /// makes a frame is an error the upstream reported (Claude's `overloaded_error` event, an OpenRouter
     /// chunk with an `error`, Groq's error event), the request failed before it started, as
     /// it would have with that error's status: the status and the error are given back, for
     /// the caller to retry the request or to answer with them, and nothing of the stream has
