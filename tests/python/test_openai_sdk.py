@@ -424,5 +424,47 @@ class GeminiOpenAIEndpoint(unittest.TestCase):
                          [("get_time", "{}"), ("get_weather", '{"city":"Paris"}')])
         self.assertEqual(final.choices[0].finish_reason, "tool_calls")
 
+class OllamaEndpoint(unittest.TestCase):
+    """TYPE=custom in front of Ollama, whose stream says the role in every delta."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = AnthropicShapedUpstream()
+        cls.proxy = Proxy(TYPE="custom", BASE_URL=cls.upstream.url, API_KEY="ollama",
+                          ACTUAL_NAME="qwen2.5-coder:7b-instruct-q8_0")
+        cls.client = openai.OpenAI(base_url=cls.proxy.url + "/v1", api_key="none", max_retries=0)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.upstream.stop()
+
+    def test_the_stream_helpers_message_can_be_sent_back(self):
+        def chunk(content, finish=None):
+            return {"id": "chatcmpl-192", "object": "chat.completion.chunk",
+                    "created": 1744646668, "model": "qwen2.5-coder:7b-instruct-q8_0",
+                    "system_fingerprint": "fp_ollama",
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": content},
+                                 "finish_reason": finish}]}
+
+        chunks = [chunk("My"), chunk(" name"), chunk(" is"), chunk("", "stop")]
+        self.upstream.answers.append(
+            "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n")
+        messages = [{"role": "user", "content": "Your name?"}]
+        with self.client.chat.completions.stream(model="llama3", messages=messages) as stream:
+            final = stream.get_final_completion()
+        message_ = final.choices[0].message
+        self.assertEqual((message_.role, message_.content), ("assistant", "My name is"))
+        # The next turn sends it back, as agents do: the role was "assistantassistant…".
+        self.upstream.answers.append({"id": "chatcmpl-193", "object": "chat.completion",
+                                      "created": 1744646669, "model": "llama3",
+                                      "choices": [{"index": 0, "finish_reason": "stop",
+                                                   "message": {"role": "assistant",
+                                                               "content": "Qwen."}}]})
+        messages += [message_.model_dump(exclude_none=True), {"role": "user", "content": "Sure?"}]
+        again = self.client.chat.completions.create(model="llama3", messages=messages)
+        self.assertEqual(again.choices[0].message.content, "Qwen.")
+        self.assertEqual(self.upstream.requests[-1][1]["messages"][1]["role"], "assistant")
+
 if __name__ == "__main__":
     unittest.main()

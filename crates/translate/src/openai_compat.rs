@@ -1046,6 +1046,10 @@ struct DeltaView<'a> {
     /// The legacy call, to a client that offered `functions` (taken by the full parse only).
     #[serde(default, borrow)]
     function_call: Option<FunctionView<'a>>,
+    /// Whether the delta says the `role`: OpenAI's first delta of a choice does, Ollama's
+    /// every one.
+    #[serde(default, rename = "role", deserialize_with = "present")]
+    has_role: bool,
 }
 
 /// A delta's `content`: a string, as OpenAI sends it, or a list of parts, as Mistral's
@@ -1278,14 +1282,21 @@ impl DeltaView<'_> {
 
 /// `data`, a chunk, with [`arguments_as_text`] done to each choice's delta, a tool call
 /// given alone as a delta's `tool_calls` put in a list, the tool calls without an `index`
-/// given the next of `indexes`, in order, and a `created` that is no whole number of seconds
-/// made one ([`whole_created`]); `None` when it is no JSON object or nothing changed.
-fn chunk_arguments_as_text(data: &[u8], indexes: &[u32]) -> Option<Vec<u8>> {
+/// given the next of `indexes`, in order, a `created` that is no whole number of seconds
+/// made one ([`whole_created`]), and the `role` of the choices `roles_again` names left out;
+/// `None` when it is no JSON object or nothing changed.
+fn chunk_arguments_as_text(data: &[u8], indexes: &[u32], roles_again: &[u32]) -> Option<Vec<u8>> {
     let mut chunk: serde_json::Value = uniproxy_wire::from_bytes(data).ok()?;
     let mut changed = chunk.as_object_mut().is_some_and(whole_created);
     let mut indexes = indexes.iter();
     for choice in chunk.get_mut("choices")?.as_array_mut()? {
+        // As the view reads it: a choice without an index is the first.
+        let index = choice.get("index").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let again = roles_again.iter().any(|&r| u64::from(r) == index);
         if let Some(delta) = choice.get_mut("delta") {
+            if again && let Some(delta) = delta.as_object_mut() {
+                changed |= delta.shift_remove("role").is_some();
+            }
             if let Some(calls) = delta.get_mut("tool_calls").filter(|calls| calls.is_object()) {
                 *calls = serde_json::Value::Array(vec![calls.take()]);
                 changed = true;
@@ -1443,6 +1454,10 @@ fn read_delta<'a>(r: &mut Reader<'a>) -> Option<DeltaView<'a>> {
             content = text(r)?.map(DeltaContent::Text);
             return Some(());
         }
+        if key == b"role" {
+            once(&mut delta.has_role)?;
+            return r.skip();
+        }
         if key != b"tool_calls" {
             return r.skip();
         }
@@ -1587,6 +1602,10 @@ pub(crate) struct OpenAiStream {
     /// The indexes the record gave the chunk's tool calls that came without one, in their
     /// order: the client's chunk gets them too.
     unindexed: Vec<u32>,
+    /// The choices whose delta has said the role.
+    roles_said: Vec<u32>,
+    /// The chunk's choices that say the role again: the client's chunk says it once.
+    roles_again: Vec<u32>,
 }
 
 impl OpenAiStream {
@@ -1599,6 +1618,8 @@ impl OpenAiStream {
             done: false,
             template: TemplateSlot::default(),
             unindexed: Vec::new(),
+            roles_said: Vec::new(),
+            roles_again: Vec::new(),
         }
     }
 
@@ -1801,11 +1822,21 @@ impl StreamTranslator for OpenAiStream {
         self.record(data, &view);
         // The next chunks may fit this one's shape. (`record` reads the head, id, model and
         // creation time, from the chunk's bytes however its view was read.)
-        if !from_template
-            && view.created != Created::Other
-            && let Some(text) = text
-        {
+        // (No chunk that says a role, or a `created` that is not whole, makes a template: its
+        // view is no content view. The chunks that matched it would say them unseen.)
+        if !from_template && let Some(text) = text {
             self.template.keep(|| ChunkTemplate::new(text, &view));
+        }
+        self.roles_again.clear();
+        let says_role = view.choices.iter().any(|c| c.delta.as_ref().is_some_and(|d| d.has_role));
+        if says_role {
+            for c in view.choices.iter().filter(|c| c.delta.as_ref().is_some_and(|d| d.has_role)) {
+                if self.roles_said.contains(&c.index) {
+                    self.roles_again.push(c.index);
+                } else {
+                    self.roles_said.push(c.index);
+                }
+            }
         }
         let usage_only = view.choices.is_empty() && view.usage.is_some();
         if usage_only && !self.include_usage {
@@ -1814,13 +1845,17 @@ impl StreamTranslator for OpenAiStream {
         // Arguments sent as a JSON value go to the client as their text, as the log has them;
         // tool calls without an index (Gemini's OpenAI-compatible endpoint) with the index the
         // log gave them, since the SDKs' stream helpers put the pieces of a call together by
-        // it; a `created` that is no whole number of seconds (SambaNova's) as one.
+        // it; a `created` that is no whole number of seconds (SambaNova's) as one; and a role
+        // said again (Ollama says it in every delta) not again, since the SDKs' stream helpers
+        // join what each delta says (openai-python's made the role "assistantassistant…",
+        // which the next request sent back).
         let values = view.choices.iter().filter_map(|c| c.delta.as_ref());
         let texts = if values.clone().any(DeltaView::has_calls_to_rewrite)
             || !self.unindexed.is_empty()
             || view.created == Created::Other
+            || !self.roles_again.is_empty()
         {
-            chunk_arguments_as_text(data, &self.unindexed)
+            chunk_arguments_as_text(data, &self.unindexed, &self.roles_again)
         } else {
             None
         };
@@ -2331,7 +2366,7 @@ mod tests {
         // failed on a call without one (`list indices must be integers or slices, not
         // NoneType` in openai-python's).
         let mut indexes = Vec::new();
-        for chunk in &chunks {
+        for (n, chunk) in chunks.iter().enumerate() {
             let frames = stream.push(&SseEvent::new(None, chunk.clone())).unwrap();
             let [frame] = frames.as_slice() else { panic!("{frames:?}") };
             let sent: serde_json::Value =
@@ -2341,6 +2376,10 @@ mod tests {
             for (at, call) in calls.iter().enumerate() {
                 indexes.push(call["index"].as_u64().unwrap());
                 given["choices"][0]["delta"]["tool_calls"][at]["index"] = call["index"].clone();
+            }
+            if n > 0 {
+                // The role, said again, is not said again to the client.
+                given["choices"][0]["delta"].as_object_mut().unwrap().shift_remove("role");
             }
             assert_eq!(sent, given, "nothing else changes");
         }
@@ -2911,7 +2950,8 @@ mod tests {
             else {
                 unreachable!("the chunk has content")
             };
-            proptest::prop_assert_eq!(template.is_some(), matches!(content, Cow::Borrowed(_)));
+            // A role is said once (Ollama says it in every delta): no template says it.
+            proptest::prop_assert_eq!(template.is_some(), matches!(content, Cow::Borrowed(_)) && !role);
             let Some(mut template) = template else { return Ok(()) };
             let mut text = chunk(&next).into_bytes();
             if let Some((at, byte)) = edit {
@@ -2971,6 +3011,42 @@ mod tests {
         assert_eq!(fast.assembled().choices[1].content, "**");
     }
 
+    /// Ollama says the role in every delta; the client's chunks say it in the first only, and
+    /// are otherwise as sent. openai-python's stream helper joins each delta's strings, and
+    /// made the message's role "assistantassistant…", which the next request sent back.
+    #[test]
+    fn a_role_said_in_every_delta_reaches_the_client_once() {
+        let chunk = |content: &str, finish: &str| {
+            format!(
+                r#"{{"id":"chatcmpl-192","object":"chat.completion.chunk","created":1744646668,"model":"qwen2.5-coder:7b-instruct-q8_0","system_fingerprint":"fp_ollama","choices":[{{"index":0,"delta":{{"role":"assistant","content":"{content}"}},"finish_reason":{finish}}}]}}"#
+            )
+        };
+        let given = [
+            chunk("My", "null"),
+            chunk(" name", "null"),
+            chunk(" is", "null"),
+            chunk("", r#""stop""#),
+        ];
+        let mut stream = OpenAiStream::new(&local_ctx(false));
+        for (at, given) in given.iter().enumerate() {
+            let frames = stream.push(&SseEvent::new(None, given.clone())).unwrap();
+            let [frame] = frames.as_slice() else { panic!("{frames:?}") };
+            if at == 0 {
+                assert_eq!(frame, &sse::frame_raw(given.as_bytes()), "the first as it came");
+                continue;
+            }
+            let sent: serde_json::Value =
+                serde_json::from_slice(frame.strip_prefix(b"data: ").unwrap()).unwrap();
+            let mut expected: serde_json::Value = serde_json::from_str(given).unwrap();
+            expected["choices"][0]["delta"].as_object_mut().unwrap().shift_remove("role");
+            assert_eq!(sent, expected, "{at}: only the role goes");
+            // The members keep their order.
+            let text = std::str::from_utf8(frame).unwrap();
+            assert!(text.contains(r#""delta":{"content":"#), "{text}");
+        }
+        assert_eq!(stream.assembled().choices[0].content, "My name is");
+    }
+
     /// SambaNova's chunks say `created` as a float too: the client's chunks get the whole
     /// seconds, as its answers do, and are otherwise as sent. Relayed as floats, they failed
     /// every client that types the chunk (async-openai, Go's and .NET's).
@@ -2978,7 +3054,7 @@ mod tests {
     fn a_chunk_created_at_a_float_time_reaches_the_client_with_whole_seconds() {
         let chunk = |content: &str| {
             format!(
-                r#"{{"choices":[{{"delta":{{"content":"{content}","role":"assistant"}},"index":0,"logprobs":null}}],"created":1750000000.8315,"id":"3e1b2","model":"Meta-Llama-3.3-70B-Instruct","object":"chat.completion.chunk","system_fingerprint":"fastcoe"}}"#
+                r#"{{"choices":[{{"delta":{{"content":"{content}"}},"index":0,"logprobs":null}}],"created":1750000000.8315,"id":"3e1b2","model":"Meta-Llama-3.3-70B-Instruct","object":"chat.completion.chunk","system_fingerprint":"fastcoe"}}"#
             )
         };
         let mut stream = OpenAiStream::new(&local_ctx(false));
