@@ -627,6 +627,53 @@ async fn a_stream_that_opens_with_an_error_is_answered_with_its_status() {
     assert!(!entry.entry.error_message.unwrap_or_default().contains(UPSTREAM_KEY));
 }
 
+/// A stream that opens with an error answered with its status keeps, in its record, the
+/// tokens the error chunk says were billed (OpenRouter's carries `usage`), as the record of
+/// the same error in a stream that had started does: abandoned at its start, the relay gave
+/// back a record without them.
+#[tokio::test]
+async fn a_stream_that_opens_with_an_error_keeps_the_usage_it_reports() {
+    let error = json!({"id": "gen-1762179802-UN8pkJI4AGZvryk0kFnb", "provider": "Minimax",
+        "error": {"code": 400, "message": "Token limit reached"},
+        "model": "minimax/minimax-m2:free", "object": "chat.completion.chunk", "created": 1762179802,
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+            "finish_reason": null, "native_finish_reason": null, "logprobs": null}],
+        "usage": {"prompt_tokens": 43, "completion_tokens": 10, "total_tokens": 53, "cost": 0,
+            "is_byok": false, "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 11, "image_tokens": 0}}});
+    let steps = vec![Step::raw(": OPENROUTER PROCESSING\n\n"), Step::event(&error), Step::done()];
+    let mock = MockUpstream::always(Reply::sse(steps)).await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    let e = expect_error(&chat(&proxy, true).await, 400);
+    assert_eq!(e["message"], "Token limit reached", "{e}");
+    let entry = proxy.only_entry().await.entry;
+    assert_eq!(entry.status, 400);
+    let usage = &entry.usage;
+    let tokens = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens);
+    assert_eq!(tokens, (Some(43), Some(10), Some(53)), "{usage:?}");
+    assert_eq!(usage.reasoning_tokens, Some(11), "{usage:?}");
+
+    // Retried, the try's usage is not the answer's: the record of a retry that fails
+    // otherwise says no usage, as for any retried try.
+    let mut overloaded = error.clone();
+    overloaded["error"] = json!({"code": 502, "message": "Provider returned error"});
+    let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = tries.clone();
+    let mock = MockUpstream::start(move |_| {
+        if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            Reply::sse(vec![Step::event(&overloaded), Step::done()])
+        } else {
+            Reply::json(400, &openai_error("bad request", "invalid_request_error", None))
+        }
+    })
+    .await;
+    let proxy = Proxy::start(openai_settings(&mock)).await;
+    expect_error(&chat(&proxy, true).await, 400);
+    let entry = proxy.only_entry().await.entry;
+    assert_eq!((entry.status, entry.attempts), (400, 2));
+    assert_eq!(entry.usage.total_tokens, None, "{:?}", entry.usage);
+}
+
 /// MAX_RETRIES counts every retry of a request: a 503, then a stream that opens with an
 /// overload, then the answer is three tries, and MAX_RETRIES=1 stops after two.
 #[tokio::test]

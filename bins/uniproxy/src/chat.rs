@@ -598,6 +598,9 @@ async fn handle(
             if waited(&mut pending.upstream_wait, again).await {
                 retries -= 1;
                 earlier_attempts = attempts;
+                // The record's usage is its answer's, as for the tries retried before any
+                // stream (an error answer's tokens are not kept either).
+                pending.record.usage = None;
                 continue;
             }
             let error = TranslateError::Upstream { status, error: Box::new(error) };

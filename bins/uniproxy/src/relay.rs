@@ -308,9 +308,14 @@ impl SseRelay {
     }
 
     /// The relay given up before its head went out (see [`open`](Self::open)): its record,
-    /// not written, and the request's place under CONCURRENCY_LIMIT.
+    /// not written, with the usage the stream reported (an error chunk may say what was
+    /// billed, as OpenRouter's does), and the request's place under CONCURRENCY_LIMIT.
     pub fn abandon(mut self) -> (Option<RequestRecord>, Option<InFlightGuard>) {
-        (self.record.take(), self.guard.take())
+        let mut record = self.record.take();
+        if let Some(r) = record.as_mut() {
+            r.usage.clone_from(&self.translator.assembled().usage);
+        }
+        (record, self.guard.take())
     }
 
     fn emit(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
