@@ -705,6 +705,24 @@ async fn max_retries_counts_the_retries_of_either_kind() {
     assert_eq!(mock.requests().len(), 5);
 }
 
+/// A request's record counts every try it made, those before a stream that opened with an
+/// error included, when the retry after it fails without an answer (here, no head within
+/// FIRST_BYTE_TIMEOUT): it said 1 try for the 2 the upstream got.
+#[tokio::test]
+async fn the_tries_before_a_failed_retry_are_counted() {
+    let overloaded = Reply::sse(vec![Step::raw(CLAUDE_OVERLOADED)]);
+    let mock = MockUpstream::first_n_then(1, overloaded, Reply::hang()).await;
+    let mut settings = claude_settings(&mock);
+    settings.first_byte_timeout = Duration::from_millis(300);
+    settings.max_retries = 1;
+    let proxy = Proxy::start(settings).await;
+    let e = expect_error(&chat(&proxy, true).await, 504);
+    assert!(e["message"].as_str().unwrap().contains("FIRST_BYTE_TIMEOUT"), "{e}");
+    assert_eq!(mock.requests().len(), 2);
+    let entry = proxy.only_entry().await.entry;
+    assert_eq!((entry.status, entry.attempts), (504, 2));
+}
+
 #[tokio::test]
 async fn retries_stop_at_the_request_timeout() {
     let mock = MockUpstream::always(error_reply(503).with_header("retry-after", "1")).await;

@@ -520,18 +520,18 @@ async fn handle(
     // Held by a stream's relay once it has started; given back by one abandoned at its start.
     let mut guard = Some(guard);
 
-    let mut earlier_attempts = 0;
     let mut resends = 0;
     // MAX_RETRIES, for every retry of this request, however its tries failed.
     let mut retries = settings.max_retries;
     let (status, upstream_body) = loop {
         let (status, upstream_body, whole): (u16, UpstreamBody, bool) = match &up.local_answer {
             Some(local) => {
-                pending.record.attempts = 1;
+                pending.record.attempts += 1;
                 let body = Full::new(local.body.clone()).map_err(|never| match never {});
                 (local.status, body.boxed_unsync(), false)
             }
             None => {
+                let before = pending.record.attempts;
                 let response = {
                     let record = &mut pending.record;
                     let sent = pin!(send_with_retries(
@@ -545,7 +545,8 @@ async fn handle(
                     ));
                     waited(&mut pending.upstream_wait, sent).await
                 };
-                retries = retries.saturating_sub(pending.record.attempts.saturating_sub(1));
+                let tries = pending.record.attempts.saturating_sub(before);
+                retries = retries.saturating_sub(tries.saturating_sub(1));
                 let response = response?;
                 if !response.status().is_success() {
                     pending.retry_headers = RETRY_HEADERS
@@ -565,7 +566,6 @@ async fn handle(
                 (response.status().as_u16(), response.into_body(), whole)
             }
         };
-        pending.record.attempts += earlier_attempts;
         if (200..300).contains(&status) && (!upstream_stream || whole) {
             break (status, upstream_body);
         }
@@ -597,7 +597,6 @@ async fn handle(
             let again = pin!(retry::again(state, id, status, attempts, retries, deadline));
             if waited(&mut pending.upstream_wait, again).await {
                 retries -= 1;
-                earlier_attempts = attempts;
                 // The record's usage is its answer's, as for the tries retried before any
                 // stream (an error answer's tokens are not kept either).
                 pending.record.usage = None;
@@ -621,7 +620,6 @@ async fn handle(
                 "id" => &pending.record.request_id, "status" => status,
                 "error" => said);
             resends += 1;
-            earlier_attempts = pending.record.attempts;
             pending.retry_headers.clear();
             up = prepare(state, &body, &mut pending.record)?.up;
             continue;

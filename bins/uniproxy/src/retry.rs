@@ -63,7 +63,9 @@ fn backoff(attempt: u32, jitter: u64, hint: Option<Duration>) -> Option<Duration
 
 /// Sends `up`, retrying as the module docs say, at most `retries` times. Returns the final
 /// response (which may still be an error status: the caller translates it). `attempts` counts
-/// the tries as they start, so that it holds the number made even when this future is dropped.
+/// the tries as they start, on top of those the request made before (a resend, a stream that
+/// opened with an error), so that it holds the number made even when this future is dropped
+/// or fails.
 ///
 /// # Errors
 /// The last connect failure or timeout when no try got an answer.
@@ -76,10 +78,11 @@ pub async fn send_with_retries(
     attempts: &mut u32,
     retries: u32,
 ) -> Result<hyper::Response<UpstreamBody>, ProxyError> {
+    let before = *attempts;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        *attempts = attempt;
+        *attempts = before.saturating_add(attempt);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let first_byte = state.settings.first_byte_timeout.min(remaining);
         let mut limited = false;
