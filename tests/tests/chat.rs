@@ -1095,6 +1095,53 @@ async fn a_proxy_that_refuses_an_absolute_form_request_is_an_unreachable_upstrea
     assert!(!error.contains("wrong"), "{error}");
 }
 
+/// An outbound proxy that refuses uniproxy's credentials (407) is the settings at fault, as
+/// an upstream's 401 is: neither the proxy nor the client's SDK tries again, each try being
+/// another refused login at the proxy (many lock the account after a few). With the default
+/// MAX_RETRIES the proxy sent the wrong password three times per request, and the client's
+/// SDK retried the 502 twice more. A proxy's other refusals are retried as before.
+#[tokio::test]
+async fn a_proxy_that_refuses_its_credentials_is_not_asked_again() {
+    let mock = MockUpstream::always(Reply::raw_json(200, UPSTREAM_BODY)).await;
+    let outbound = OutboundProxy::start(mock.addr(), Some(PROXY_AUTH)).await;
+    for (upstream, plain) in [("https", false), ("http", true)] {
+        let mut settings = openai_settings(&mock);
+        settings.platform = Platform::Custom;
+        let port = mock.addr().port();
+        settings.base_url = Some(format!("{upstream}://api.upstream.test:{port}/v1"));
+        let value = Secret::new(format!("http://alice:wrong@{}", outbound.addr));
+        if plain {
+            settings.http_proxy = Some(value);
+        } else {
+            settings.https_proxy = Some(value);
+        }
+        settings.max_retries = 2;
+        let proxy = Proxy::start(settings).await;
+        let before = outbound.heads().len();
+        let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+        assert_eq!(resp.status, 502, "{upstream}: {}", resp.text());
+        assert_eq!(resp.json()["error"]["code"], "upstream_unreachable");
+        assert_eq!(resp.header("x-should-retry"), Some("false"), "{upstream}");
+        assert_eq!(outbound.heads().len() - before, 1, "{upstream}: one try");
+        assert_eq!(proxy.only_entry().await.entry.attempts, 1);
+    }
+
+    // A 502 of the proxy's own (it could not reach the upstream) is worth another try.
+    let (addr, task) =
+        refusing_proxy(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n").await;
+    let mut settings = openai_settings(&mock);
+    settings.base_url = Some("https://api.upstream.test/v1".into());
+    settings.https_proxy = Some(Secret::new(format!("http://{addr}")));
+    settings.max_retries = 1;
+    let proxy = Proxy::start(settings).await;
+    let resp = proxy.post("/v1/chat/completions", &chat_request("a", false)).await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.header("x-should-retry"), None);
+    assert_eq!(proxy.only_entry().await.entry.attempts, 2);
+    task.abort();
+    assert!(mock.requests().is_empty());
+}
+
 #[tokio::test]
 async fn a_proxy_that_never_answers_the_connect_is_the_connect_timeout() {
     // The proxy's answer to the CONNECT is when the upstream is connected (a proxy that

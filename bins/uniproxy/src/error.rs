@@ -342,6 +342,14 @@ impl ProxyError {
         if status == 401 { ProxyError::UpstreamAuth(e) } else { ProxyError::Translate(e) }
     }
 
+    /// Whether the outbound proxy refused uniproxy's credentials for it (its 407): settings at
+    /// fault, as an upstream's 401 is, which no retry mends and each retry repeats, a refused
+    /// login at the proxy (many lock an account after a few).
+    pub fn proxy_refused_credentials(&self) -> bool {
+        let ProxyError::UpstreamConnect(e) = self else { return false };
+        refusal(&**e).is_some_and(|refused| refused.status == 407)
+    }
+
     /// Whether the request is turned away for who sent it (no valid key, a foreign web page,
     /// a host name the proxy does not answer to, or none), before anything of it is read.
     pub fn turns_away(&self) -> bool {

@@ -1,4 +1,5 @@
-//! Upstream retries: on connect failures and on 429, 500, 502, 503, 504 and 529, before any
+//! Upstream retries: on connect failures (not an outbound proxy's 407, its credentials
+//! refused: settings at fault) and on 429, 500, 502, 503, 504 and 529, before any
 //! byte went to the client, with exponential backoff and jitter, honouring `Retry-After` (and
 //! Google's `RetryInfo`; a 429 for a spent quota is not retried), up to MAX_RETRIES and within
 //! the request's deadline; an upstream that asks for a longer wait than the longest backoff
@@ -101,7 +102,9 @@ pub async fn send_with_retries(
                 (true, retry_after(r.headers()), format!("status {}", r.status().as_u16()))
             }
             Ok(_) => (false, None, String::new()),
-            Err(e @ ProxyError::UpstreamConnect(_)) => (true, None, e.detail()),
+            Err(e @ ProxyError::UpstreamConnect(_)) if !e.proxy_refused_credentials() => {
+                (true, None, e.detail())
+            }
             // A 429 whose body broke off is a 429 all the same.
             Err(e @ (ProxyError::UpstreamBody(_) | ProxyError::UpstreamTooLarge { .. }))
                 if limited =>

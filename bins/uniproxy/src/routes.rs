@@ -54,10 +54,13 @@ pub fn error_response_with(e: &ProxyError, body: Bytes) -> Response<ProxyBody> {
         // error's body is never read.
         r.headers_mut().insert(header::WWW_AUTHENTICATE, www_authenticate());
     }
-    if let ProxyError::UpstreamAuth(_) | ProxyError::Disabled = e {
-        // Settings at fault (the upstream refuses API_KEY; ENABLED=false), which only a restart
-        // changes: the OpenAI SDKs retry a 502 or 503 twice by default unless told not to, and
-        // each retry of a refused key is another refused call upstream.
+    if matches!(e, ProxyError::UpstreamAuth(_) | ProxyError::Disabled)
+        || e.proxy_refused_credentials()
+    {
+        // Settings at fault (the upstream refuses API_KEY; ENABLED=false; the outbound proxy
+        // refuses its credentials), which only a restart changes: the OpenAI SDKs retry a 502
+        // or 503 twice by default unless told not to, and each retry of a refused key is
+        // another refused call upstream.
         r.headers_mut().insert("x-should-retry", header::HeaderValue::from_static("false"));
     }
     if let ProxyError::UnsupportedEncoding { .. } = e {
