@@ -175,18 +175,63 @@ async fn complete_body_of_truncated_json_is_502() {
     assert_entry(&entry, 502, "upstream_error");
 }
 
+/// Garbage before any event the client could get is the request's 502, as a whole answer's
+/// garbage is; after the first chunk, an error event ends the stream.
 #[tokio::test]
-async fn garbage_sse_ends_with_an_error_event() {
-    let steps = vec![
-        Step::bytes(b"\xff\xfe\x00garbage\x80\n\n"),
-        Step::raw("data: {not json at all\n\n"),
-        Step::raw("event: ???\ndata: \x01\x02\n\n"),
-        Step::bytes(&[0xc3, 0x28, b'\n', b'\n']),
-    ];
+async fn garbage_sse_is_a_502_or_ends_the_stream_with_an_error_event() {
+    let garbage = || {
+        vec![
+            Step::bytes(b"\xff\xfe\x00garbage\x80\n\n"),
+            Step::raw("data: {not json at all\n\n"),
+            Step::raw("event: ???\ndata: \x01\x02\n\n"),
+            Step::bytes(&[0xc3, 0x28, b'\n', b'\n']),
+        ]
+    };
+    let (resp, entry) = run_fault(Reply::sse(garbage()), true, |_| {}).await;
+    let e = expect_error(&resp, 502);
+    assert_eq!(e["type"], "upstream_error", "{e}");
+    assert_entry(&entry, 502, "upstream_error");
+
+    let mut steps = vec![Step::event(&chunk(json!({"role": "assistant", "content": "Hi"}), None))];
+    steps.extend(garbage());
     let (resp, entry) = run_fault(Reply::sse(steps), true, |_| {}).await;
     let e = expect_error_event(&resp);
     assert_eq!(e["type"], "upstream_error", "{e}");
     assert_entry(&entry, 200, "upstream_error");
+}
+
+/// A stream that fails before its first event, however it fails, is answered with the status
+/// a whole answer failing so gets: nothing of it went to the client. It was a 200 whose
+/// stream broke off at once, which the SDKs neither retry nor see a status for.
+#[tokio::test]
+async fn a_stream_that_fails_before_its_first_event_is_answered_with_a_status() {
+    // Idle past STREAM_IDLE_TIMEOUT: a 504, as FIRST_BYTE_TIMEOUT is.
+    let steps = vec![Step::raw(": keep-alive\n\n"), Step::Sleep(Duration::from_secs(30))];
+    let (resp, entry) = run_fault(Reply::sse(steps), true, |s| {
+        s.stream_idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let e = expect_error(&resp, 504);
+    assert!(e["message"].as_str().unwrap().contains("STREAM_IDLE_TIMEOUT"), "{e}");
+    assert_entry(&entry, 504, "timeout_error");
+    // Comments only, past REQUEST_TIMEOUT: a 504.
+    let steps = vec![Step::Forever(Duration::from_millis(50), Bytes::from_static(b": ping\n\n"))];
+    let (resp, entry) = run_fault(Reply::sse(steps), true, |s| {
+        s.request_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let e = expect_error(&resp, 504);
+    assert!(e["message"].as_str().unwrap().contains("REQUEST_TIMEOUT"), "{e}");
+    assert_entry(&entry, 504, "timeout_error");
+    // Ended with no event, or cut off: a 502.
+    for steps in
+        [vec![Step::raw(": keep-alive\n\n")], vec![Step::raw("data: {\"id\""), Step::Reset]]
+    {
+        let (resp, entry) = run_fault(Reply::sse(steps), true, |_| {}).await;
+        let e = expect_error(&resp, 502);
+        assert_eq!(e["code"], "bad_upstream_response", "{e}");
+        assert_entry(&entry, 502, "upstream_error");
+    }
 }
 
 /// A tool call numbered 4000000000 made room for four billion calls in the record ("memory

@@ -16,7 +16,7 @@ use uniproxy_wire::{ChatCompletionRequest, from_slice};
 use crate::connection::ConnectionCut;
 use crate::error::{ProxyError, redacted_start};
 use crate::record::{RequestRecord, ended_early, key_hash, now_ms, redacted_headers};
-use crate::relay::{SseRelay, UpstreamBody};
+use crate::relay::{Opening, SseRelay, UpstreamBody};
 use crate::retry::{self, send_with_retries};
 use crate::routes::{ProxyBody, error_response_with, json_response};
 use crate::state::AppState;
@@ -586,12 +586,16 @@ async fn handle(
                 cut.clone(),
             );
             let opened = waited(&mut pending.upstream_wait, pin!(relay.open())).await;
-            let Some((status, error)) = opened else {
+            let Some(opening) = opened else {
                 return Ok(stream_response(relay, overhead));
             };
             let (record, place) = relay.abandon();
             pending.take_back(record);
             guard = place;
+            let (status, error) = match opening {
+                Opening::Refused { status, error } => (status, error),
+                Opening::Failed(e) => return Err(e),
+            };
             let attempts = pending.record.attempts;
             let id = &pending.record.request_id;
             let again = pin!(retry::again(state, id, status, attempts, retries, deadline));
@@ -602,7 +606,7 @@ async fn handle(
                 pending.record.usage = None;
                 continue;
             }
-            let error = TranslateError::Upstream { status, error: Box::new(error) };
+            let error = TranslateError::Upstream { status, error };
             return Err(upstream_error(error));
         }
         let read = pin!(read_upstream(upstream_body, deadline));

@@ -59,12 +59,33 @@ pub struct SseRelay {
     /// The stream's first event that made a frame was an error the upstream reported (see
     /// [`open`](Self::open)).
     failed_first: bool,
+    /// How the stream failed before any frame was made for the client, as the request's error
+    /// (see [`open`](Self::open)).
+    fault: Option<ProxyError>,
     /// Ends the deadline's watchdog (see [`ConnectionCut`]) when the relay goes.
     _watchdog: Option<tokio::sync::oneshot::Sender<()>>,
     /// The client's connection, which says whether it was cut for a client that read nothing.
     cut: Option<ConnectionCut>,
     /// Resolves when the shutdown's grace period is over ([`AppState::cut_off`]).
     cut_off: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// How a stream failed before any frame went to its client ([`SseRelay::open`]).
+#[derive(Debug)]
+pub enum Opening {
+    /// Its first event that made a frame was an error the upstream reported (Claude's
+    /// `overloaded_error` event, an OpenRouter chunk with an `error`, Groq's error event),
+    /// with the HTTP status that error stands for: the caller retries the request as it
+    /// would that status, or answers with it.
+    Refused {
+        /// The status.
+        status: u16,
+        /// The error.
+        error: Box<ErrorResponse>,
+    },
+    /// The upstream sent no event before the stream broke off, ended, timed out, or the
+    /// shutdown cut it: the request's error, as for a whole answer.
+    Failed(ProxyError),
 }
 
 /// How long after the request's deadline a stream that its client does not read is cut.
@@ -118,6 +139,7 @@ impl SseRelay {
             guard,
             framed: false,
             failed_first: false,
+            fault: None,
             _watchdog: watchdog,
             cut,
             cut_off,
@@ -145,6 +167,7 @@ impl SseRelay {
                 }
                 Err(e) => {
                     self.fail(e.to_error_response(), e.to_string());
+                    self.fault_before_frames(|| ProxyError::Translate(e));
                     return;
                 }
             }
@@ -164,6 +187,13 @@ impl SseRelay {
         self.end_upstream();
     }
 
+    /// Keeps `fault` as the stream's failure when no frame was made for the client yet.
+    fn fault_before_frames(&mut self, fault: impl FnOnce() -> ProxyError) {
+        if !self.framed && self.fault.is_none() {
+            self.fault = Some(fault());
+        }
+    }
+
     fn end_upstream(&mut self) {
         self.upstream = None;
         self.ended = true;
@@ -178,6 +208,9 @@ impl SseRelay {
                 Ok(frames) => self.pending.extend(frames),
                 Err(e) => self.fail(e.to_error_response(), e.to_string()),
             }
+            // Ended before any event made a frame: the upstream answered nothing.
+            let nothing = "the stream ended before its first event";
+            self.fault_before_frames(|| ProxyError::UpstreamDropped(nothing.into()));
         }
         self.end_upstream();
     }
@@ -228,6 +261,7 @@ impl SseRelay {
                         && !this.ended
                     {
                         this.fail(e.to_error_response(), e.to_string());
+                        this.fault_before_frames(|| ProxyError::Translate(e));
                     }
                 }
                 let idle_until = tokio::time::Instant::now() + this.idle_for;
@@ -241,6 +275,7 @@ impl SseRelay {
                 )
                 .with_code("upstream_stream_error");
                 this.fail(error, format!("the upstream connection failed mid-stream: {e}"));
+                this.fault_before_frames(|| ProxyError::UpstreamBody(e));
             }
             Poll::Ready(None) => {
                 let started = Instant::now();
@@ -256,6 +291,7 @@ impl SseRelay {
                     if let Some(r) = this.record.as_mut() {
                         ended_early(r, true, "the end of the stream");
                     }
+                    this.fault_before_frames(|| ProxyError::ShuttingDown);
                     this.end_upstream();
                     return Poll::Ready(());
                 }
@@ -267,6 +303,10 @@ impl SseRelay {
                     .with_code("upstream_timeout");
                     let detail = error.error.message.clone();
                     this.fail(error, detail);
+                    this.fault_before_frames(|| ProxyError::UpstreamTimeout {
+                        phase: "the request timeout",
+                        setting: "REQUEST_TIMEOUT",
+                    });
                     return Poll::Ready(());
                 }
                 if this.idle.as_mut().poll(cx).is_ready() {
@@ -277,6 +317,10 @@ impl SseRelay {
                     .with_code("upstream_timeout");
                     let detail = error.error.message.clone();
                     this.fail(error, detail);
+                    this.fault_before_frames(|| ProxyError::UpstreamTimeout {
+                        phase: "the stream's idle timeout",
+                        setting: "STREAM_IDLE_TIMEOUT",
+                    });
                     return Poll::Ready(());
                 }
                 return Poll::Pending;
@@ -286,13 +330,10 @@ impl SseRelay {
     }
 
     /// Reads the upstream until the stream's first frames for the client are ready (or the
-    /// stream has ended), before the response's head goes out. When the first event that
-    /// makes a frame is an error the upstream reported (Claude's `overloaded_error` event, an OpenRouter
-    /// chunk with an `error`, Groq's error event), the request failed before it started, as
-    /// it would have with that error's status: the status and the error are given back, for
-    /// the caller to retry the request or to answer with them, and nothing of the stream has
-    /// gone to the client.
-    pub async fn open(&mut self) -> Option<(u16, ErrorResponse)> {
+    /// stream has ended), before the response's head goes out, and says how the stream failed
+    /// if it did before any frame was made for it: nothing of the stream has gone to the
+    /// client, so the request fails as a whole answer would, with a status.
+    pub async fn open(&mut self) -> Option<Opening> {
         std::future::poll_fn(|cx| {
             while self.pending.is_empty() && !self.ended {
                 std::task::ready!(self.poll_upstream(cx));
@@ -300,11 +341,12 @@ impl SseRelay {
             Poll::Ready(())
         })
         .await;
-        if !self.failed_first {
-            return None;
+        if self.failed_first {
+            let assembled = self.translator.assembled();
+            let (status, error) = (assembled.error_status?, assembled.error.clone()?);
+            return Some(Opening::Refused { status, error: Box::new(error) });
         }
-        let assembled = self.translator.assembled();
-        Some((assembled.error_status?, assembled.error.clone()?))
+        self.fault.take().map(Opening::Failed)
     }
 
     /// The relay given up before its head went out (see [`open`](Self::open)): its record,
