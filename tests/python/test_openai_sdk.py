@@ -194,8 +194,9 @@ class DisabledModel(unittest.TestCase):
             proxy.stop()
 
 
-class AnthropicShapedUpstream:
-    """A Messages API that records each request and answers the next queued body."""
+class QueuedUpstream:
+    """An upstream (Claude's Messages API, an OpenAI-compatible server: the path is not read)
+    that records each request and answers the next queued body."""
 
     def __init__(self):
         import http.server
@@ -236,20 +237,28 @@ def message(content, stop_reason):
             "usage": {"input_tokens": 21, "output_tokens": 9}}
 
 
-class AnthropicPlatform(unittest.TestCase):
-    """What the SDK's helpers send, translated for Claude, and Claude's answers back."""
+class BehindTheProxy(unittest.TestCase):
+    """A proxy set by `settings` in front of an upstream that answers the queued bodies, and
+    an SDK client of the proxy; a base for the cases below, with no test of its own."""
+
+    settings = {}
 
     @classmethod
     def setUpClass(cls):
-        cls.upstream = AnthropicShapedUpstream()
-        cls.proxy = Proxy(TYPE="anthropic", BASE_URL=cls.upstream.url, API_KEY="sk-ant-test",
-                          ACTUAL_NAME="claude-sonnet-4-5")
+        cls.upstream = QueuedUpstream()
+        cls.proxy = Proxy(BASE_URL=cls.upstream.url, **cls.settings)
         cls.client = openai.OpenAI(base_url=cls.proxy.url + "/v1", api_key="none", max_retries=0)
 
     @classmethod
     def tearDownClass(cls):
         cls.proxy.stop()
         cls.upstream.stop()
+
+
+class AnthropicPlatform(BehindTheProxy):
+    """What the SDK's helpers send, translated for Claude, and Claude's answers back."""
+
+    settings = {"TYPE": "anthropic", "API_KEY": "sk-ant-test", "ACTUAL_NAME": "claude-sonnet-4-5"}
 
     def test_parse_with_a_pydantic_model_uses_structured_outputs(self):
         import pydantic
@@ -380,21 +389,11 @@ class AnthropicPlatform(unittest.TestCase):
         self.assertEqual((blocks[2]["thinking"], blocks[2]["signature"]), ("Say hi.", "EqQBCgIYAhIM"))
 
 
-class GeminiOpenAIEndpoint(unittest.TestCase):
+class GeminiOpenAIEndpoint(BehindTheProxy):
     """TYPE=custom in front of Google's OpenAI-compatible endpoint, which streams each tool
     call whole, without an index and with an empty id."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.upstream = AnthropicShapedUpstream()
-        cls.proxy = Proxy(TYPE="custom", BASE_URL=cls.upstream.url, API_KEY="gemini-test",
-                          ACTUAL_NAME="gemini-2.5-flash")
-        cls.client = openai.OpenAI(base_url=cls.proxy.url + "/v1", api_key="none", max_retries=0)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.proxy.stop()
-        cls.upstream.stop()
+    settings = {"TYPE": "custom", "API_KEY": "gemini-test", "ACTUAL_NAME": "gemini-2.5-flash"}
 
     def test_the_stream_helper_reads_tool_calls_sent_without_an_index(self):
         head = {"created": 1748902365, "id": "3SE-aKjdCcCEz7IPxpqjCA",
@@ -424,20 +423,11 @@ class GeminiOpenAIEndpoint(unittest.TestCase):
                          [("get_time", "{}"), ("get_weather", '{"city":"Paris"}')])
         self.assertEqual(final.choices[0].finish_reason, "tool_calls")
 
-class OllamaEndpoint(unittest.TestCase):
+class OllamaEndpoint(BehindTheProxy):
     """TYPE=custom in front of Ollama, whose stream says the role in every delta."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.upstream = AnthropicShapedUpstream()
-        cls.proxy = Proxy(TYPE="custom", BASE_URL=cls.upstream.url, API_KEY="ollama",
-                          ACTUAL_NAME="qwen2.5-coder:7b-instruct-q8_0")
-        cls.client = openai.OpenAI(base_url=cls.proxy.url + "/v1", api_key="none", max_retries=0)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.proxy.stop()
-        cls.upstream.stop()
+    settings = {"TYPE": "custom", "API_KEY": "ollama",
+                "ACTUAL_NAME": "qwen2.5-coder:7b-instruct-q8_0"}
 
     def test_the_stream_helpers_message_can_be_sent_back(self):
         def chunk(content, finish=None):

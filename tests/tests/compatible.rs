@@ -100,6 +100,12 @@ async fn a_tool_call_streamed_alone_not_in_a_list_reaches_the_client_in_one() {
     assert_eq!(response["choices"][0]["finish_reason"], "eos_token");
 }
 
+/// llama.cpp's server's error in a stream, a prompt past its context, as it writes it.
+const LLAMA_CPP_CONTEXT_ERROR: &str = concat!(
+    r#"error: {"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}"#,
+    "\n\n"
+);
+
 #[tokio::test]
 async fn an_error_llama_cpp_sends_in_a_stream_reaches_the_client_and_the_log() {
     // llama.cpp's server writes an error in a stream as an `error:` field, then `[DONE]`. The
@@ -109,14 +115,7 @@ async fn an_error_llama_cpp_sends_in_a_stream_reaches_the_client_and_the_log() {
         "delta": {"role": "assistant", "content": null}}],
         "created": 1_760_000_000, "id": "chatcmpl-Vx1", "model": "qwen3-8b",
         "system_fingerprint": "b6710-3d4053f7", "object": "chat.completion.chunk"});
-    let steps = vec![
-        Step::event(&first),
-        Step::raw(concat!(
-            r#"error: {"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}"#,
-            "\n\n"
-        )),
-        Step::done(),
-    ];
+    let steps = vec![Step::event(&first), Step::raw(LLAMA_CPP_CONTEXT_ERROR), Step::done()];
     let mock = MockUpstream::always(Reply::sse(steps)).await;
     let proxy = Proxy::start(custom_settings(&mock)).await;
 
@@ -137,13 +136,7 @@ async fn an_error_llama_cpp_sends_in_a_stream_reaches_the_client_and_the_log() {
 
     // The same error as the stream's first event: nothing went to the client yet, so it is
     // answered as the 400 its `code` says, as OpenAI answers a prompt too long.
-    let steps = vec![
-        Step::raw(concat!(
-            r#"error: {"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}"#,
-            "\n\n"
-        )),
-        Step::done(),
-    ];
+    let steps = vec![Step::raw(LLAMA_CPP_CONTEXT_ERROR), Step::done()];
     let mock = MockUpstream::always(Reply::sse(steps)).await;
     let proxy = Proxy::start(custom_settings(&mock)).await;
     let resp = proxy.post("/v1/chat/completions", &chat_request("gpt-4o", true)).await;

@@ -205,24 +205,22 @@ async fn garbage_sse_is_a_502_or_ends_the_stream_with_an_error_event() {
 /// stream broke off at once, which the SDKs neither retry nor see a status for.
 #[tokio::test]
 async fn a_stream_that_fails_before_its_first_event_is_answered_with_a_status() {
-    // Idle past STREAM_IDLE_TIMEOUT: a 504, as FIRST_BYTE_TIMEOUT is.
-    let steps = vec![Step::raw(": keep-alive\n\n"), Step::Sleep(Duration::from_secs(30))];
-    let (resp, entry) = run_fault(Reply::sse(steps), true, |s| {
-        s.stream_idle_timeout = Duration::from_millis(300);
-    })
-    .await;
-    let e = expect_error(&resp, 504);
-    assert!(e["message"].as_str().unwrap().contains("STREAM_IDLE_TIMEOUT"), "{e}");
-    assert_entry(&entry, 504, "timeout_error");
-    // Comments only, past REQUEST_TIMEOUT: a 504.
-    let steps = vec![Step::Forever(Duration::from_millis(50), Bytes::from_static(b": ping\n\n"))];
-    let (resp, entry) = run_fault(Reply::sse(steps), true, |s| {
-        s.request_timeout = Duration::from_millis(800);
-    })
-    .await;
-    let e = expect_error(&resp, 504);
-    assert!(e["message"].as_str().unwrap().contains("REQUEST_TIMEOUT"), "{e}");
-    assert_entry(&entry, 504, "timeout_error");
+    // Idle past STREAM_IDLE_TIMEOUT, or comments only past REQUEST_TIMEOUT: a 504, as
+    // FIRST_BYTE_TIMEOUT is.
+    let idle = vec![Step::raw(": keep-alive\n\n"), Step::Sleep(Duration::from_secs(30))];
+    let pings = vec![Step::Forever(Duration::from_millis(50), Bytes::from_static(b": ping\n\n"))];
+    let short = |setting: &'static str| {
+        move |s: &mut Settings| match setting {
+            "STREAM_IDLE_TIMEOUT" => s.stream_idle_timeout = Duration::from_millis(300),
+            _ => s.request_timeout = Duration::from_millis(800),
+        }
+    };
+    for (steps, setting) in [(idle, "STREAM_IDLE_TIMEOUT"), (pings, "REQUEST_TIMEOUT")] {
+        let (resp, entry) = run_fault(Reply::sse(steps), true, short(setting)).await;
+        let e = expect_error(&resp, 504);
+        assert!(e["message"].as_str().unwrap().contains(setting), "{e}");
+        assert_entry(&entry, 504, "timeout_error");
+    }
     // Ended with no event, or cut off: a 502.
     for steps in
         [vec![Step::raw(": keep-alive\n\n")], vec![Step::raw("data: {\"id\""), Step::Reset]]

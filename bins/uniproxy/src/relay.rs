@@ -187,6 +187,14 @@ impl SseRelay {
         self.end_upstream();
     }
 
+    /// Ends the stream for a wait that ran out (`phase`, set by `setting`): an error event
+    /// saying `message`, or, before any frame, the request's 504.
+    fn time_out(&mut self, message: &'static str, phase: &'static str, setting: &'static str) {
+        let error = ErrorResponse::new(message, "timeout_error").with_code("upstream_timeout");
+        self.fail(error, message.to_owned());
+        self.fault_before_frames(|| ProxyError::UpstreamTimeout { phase, setting });
+    }
+
     /// Keeps `fault` as the stream's failure when no frame was made for the client yet.
     fn fault_before_frames(&mut self, fault: impl FnOnce() -> ProxyError) {
         if !self.framed && self.fault.is_none() {
@@ -296,31 +304,14 @@ impl SseRelay {
                     return Poll::Ready(());
                 }
                 if this.deadline.as_mut().poll(cx).is_ready() {
-                    let error = ErrorResponse::new(
-                        "the upstream stream exceeded the request timeout (REQUEST_TIMEOUT)",
-                        "timeout_error",
-                    )
-                    .with_code("upstream_timeout");
-                    let detail = error.error.message.clone();
-                    this.fail(error, detail);
-                    this.fault_before_frames(|| ProxyError::UpstreamTimeout {
-                        phase: "the request timeout",
-                        setting: "REQUEST_TIMEOUT",
-                    });
+                    let message =
+                        "the upstream stream exceeded the request timeout (REQUEST_TIMEOUT)";
+                    this.time_out(message, "the request timeout", "REQUEST_TIMEOUT");
                     return Poll::Ready(());
                 }
                 if this.idle.as_mut().poll(cx).is_ready() {
-                    let error = ErrorResponse::new(
-                        "the upstream sent nothing for too long (STREAM_IDLE_TIMEOUT)",
-                        "timeout_error",
-                    )
-                    .with_code("upstream_timeout");
-                    let detail = error.error.message.clone();
-                    this.fail(error, detail);
-                    this.fault_before_frames(|| ProxyError::UpstreamTimeout {
-                        phase: "the stream's idle timeout",
-                        setting: "STREAM_IDLE_TIMEOUT",
-                    });
+                    let message = "the upstream sent nothing for too long (STREAM_IDLE_TIMEOUT)";
+                    this.time_out(message, "the stream's idle timeout", "STREAM_IDLE_TIMEOUT");
                     return Poll::Ready(());
                 }
                 return Poll::Pending;

@@ -99,15 +99,8 @@ impl OutboundProxy {
         kept: Arc<Mutex<Vec<String>>>,
         require: Option<String>,
     ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match client.read(&mut byte).await {
-                Ok(1) => head.push(byte[0]),
-                _ => return,
-            }
-        }
+        use tokio::io::AsyncWriteExt;
+        let Some(head) = read_head(&mut client).await else { return };
         let text = String::from_utf8_lossy(&head).into_owned();
         kept.lock().unwrap().push(text.clone());
         let authorized = require.as_ref().is_none_or(|auth| {
@@ -770,6 +763,21 @@ impl Drop for MockBody {
             self.dropped.notify.notify_waiters();
         }
     }
+}
+
+/// A request head read from `conn` a byte at a time, up to its blank line (nothing of what
+/// follows it is taken); `None` when the connection ends or fails first.
+pub async fn read_head(conn: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
 }
 
 /// `data` as a gzip member whose deflate stream is made of stored (uncompressed) blocks: real
