@@ -21,7 +21,7 @@
 //! | `temperature`, `top_p`, `top_k` (extension), `n`, `stop`, `seed`, `presence_penalty`, `frequency_penalty` | `generationConfig.temperature`, `topP`, `topK`, `candidateCount`, `stopSequences`, `seed`, `presencePenalty`, `frequencyPenalty`; the penalties are left out, and named in `dropped`, once the model answers 400 that it takes none (Gemini 2.5 and later: "Penalty is not enabled"; [`Provider::refused`], the request is sent again) |
 //! | `max_completion_tokens` / `max_tokens`, capped by `MAX_TOKENS` (and set to it when absent) | `generationConfig.maxOutputTokens` |
 //! | `response_format` `json_object` / `json_schema` | `responseMimeType: application/json` (+ `responseSchema`, reduced; `responseJsonSchema` for a schema with a map) |
-//! | `reasoning_effort` `none` / `minimal` / `low` / `medium` / `high` (and `xhigh`, `max`) | `thinkingConfig.thinkingBudget` 0 / 512 / 1024 / 8192 / 24576 (the largest every 2.5 model takes), with `includeThoughts: true` (except for `none`) so the thoughts come back as `reasoning_content` |
+//! | `reasoning_effort` `none` / `minimal` / `low` / `medium` / `high` (and `xhigh`, `max`) | `thinkingConfig.thinkingBudget` 0 / 512 / 1024 / 8192 / 24576 (the largest every 2.5 model takes), at most half of `maxOutputTokens` and at least 512 (thoughts count against it, as for Claude), with `includeThoughts: true` (except for `none`) so the thoughts come back as `reasoning_content` |
 //!
 //! **Dropped** (named in [`UpstreamRequest::dropped`]): `logit_bias`, `user`, `metadata`, `store`,
 //! `service_tier`, `parallel_tool_calls`, `prediction`, `logprobs: false`, `top_logprobs: 0`,

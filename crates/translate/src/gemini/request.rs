@@ -623,26 +623,33 @@ impl Builder {
             Some(ResponseFormat::Other(_)) => return Err(unsupported("response_format.type")),
         }
         if let Some(effort) = &r.reasoning_effort {
-            g.thinking_config = Some(thinking(effort)?);
+            g.thinking_config = Some(thinking(effort, g.max_output_tokens)?);
         }
         Ok((g != GenerationConfig::default()).then_some(g))
     }
 }
 
+/// The smallest thinking budget every 2.5 model takes (Flash-Lite's floor).
+const MIN_THINKING_BUDGET: u32 = 512;
+
 /// `reasoning_effort` → a thinking budget, as Google's own OpenAI-compatible endpoint maps it
 /// (low 1024, medium 8192, high 24576), with `none` turning thinking off and `minimal` the
 /// smallest budget every 2.5 model takes. Thoughts are asked for so they come back as
-/// `reasoning_content`.
-fn thinking(effort: &str) -> Result<ThinkingConfig, TranslateError> {
+/// `reasoning_content`. Gemini counts the thoughts against `maxOutputTokens` (`limit`), so
+/// the budget takes at most half of it and leaves the rest for the answer, as Claude's does:
+/// 24576 beside the default MAX_TOKENS of 4096 let a hard question's thinking use all of it,
+/// and the answer came back empty, cut at `MAX_TOKENS`.
+fn thinking(effort: &str, limit: Option<u32>) -> Result<ThinkingConfig, TranslateError> {
     let budget = match effort {
         "none" => return Ok(ThinkingConfig { include_thoughts: None, thinking_budget: Some(0) }),
-        "minimal" => 512,
+        "minimal" => MIN_THINKING_BUDGET,
         "low" => 1024,
         "medium" => 8192,
         // The largest budget every 2.5 model takes (Flash's ceiling; Pro's is 32768).
         "high" | "xhigh" | "max" => 24576,
         _ => return Err(unsupported("reasoning_effort")),
     };
+    let budget = limit.map_or(budget, |limit| budget.min(limit / 2).max(MIN_THINKING_BUDGET));
     Ok(ThinkingConfig { include_thoughts: Some(true), thinking_budget: Some(budget) })
 }
 
