@@ -56,12 +56,9 @@ pub struct SseRelay {
     /// Whether the translator has made a frame for the client (an event may make none: an
     /// empty keep-alive, a comment's).
     framed: bool,
-    /// The stream's first event that made a frame was an error the upstream reported (see
-    /// [`open`](Self::open)).
-    failed_first: bool,
-    /// How the stream failed before any frame was made for the client, as the request's error
-    /// (see [`open`](Self::open)).
-    fault: Option<ProxyError>,
+    /// How the stream failed before any frame but an upstream's error went to the client's
+    /// queue (see [`open`](Self::open)).
+    opening: Option<Opening>,
     /// Ends the deadline's watchdog (see [`ConnectionCut`]) when the relay goes.
     _watchdog: Option<tokio::sync::oneshot::Sender<()>>,
     /// The client's connection, which says whether it was cut for a client that read nothing.
@@ -138,8 +135,7 @@ impl SseRelay {
             busy: std::time::Duration::ZERO,
             guard,
             framed: false,
-            failed_first: false,
-            fault: None,
+            opening: None,
             _watchdog: watchdog,
             cut,
             cut_off,
@@ -159,10 +155,15 @@ impl SseRelay {
                             *frame = redacted(std::mem::take(frame), key);
                         }
                     }
-                    let first = !self.framed && !self.out.is_empty();
-                    self.framed |= first;
-                    self.failed_first |=
-                        first && self.translator.assembled().error_status.is_some();
+                    if !self.framed && !self.out.is_empty() {
+                        self.framed = true;
+                        // The first frame is an error the upstream reported: see `open`.
+                        let a = self.translator.assembled();
+                        if let (Some(status), Some(error)) = (a.error_status, &a.error) {
+                            let error = Box::new(error.clone());
+                            self.opening = Some(Opening::Refused { status, error });
+                        }
+                    }
                     self.pending.extend(self.out.drain(..));
                 }
                 Err(e) => {
@@ -197,8 +198,8 @@ impl SseRelay {
 
     /// Keeps `fault` as the stream's failure when no frame was made for the client yet.
     fn fault_before_frames(&mut self, fault: impl FnOnce() -> ProxyError) {
-        if !self.framed && self.fault.is_none() {
-            self.fault = Some(fault());
+        if !self.framed && self.opening.is_none() {
+            self.opening = Some(Opening::Failed(fault()));
         }
     }
 
@@ -253,9 +254,8 @@ impl SseRelay {
     /// it has nothing ready. `Ready` when that left frames for the client or ended the
     /// stream, or when the upstream may have more at once.
     fn poll_upstream(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self;
-        let Some(upstream) = this.upstream.as_mut() else {
-            this.ended = true;
+        let Some(upstream) = self.upstream.as_mut() else {
+            self.ended = true;
             return Poll::Ready(());
         };
         match Pin::new(upstream).poll_frame(cx) {
@@ -263,18 +263,18 @@ impl SseRelay {
                 let started = Instant::now();
                 if let Ok(data) = frame.into_data() {
                     let mut events = Vec::new();
-                    let fed = this.decoder.feed_into(&data, &mut events);
-                    this.take_events(events);
+                    let fed = self.decoder.feed_into(&data, &mut events);
+                    self.take_events(events);
                     if let Err(e) = fed
-                        && !this.ended
+                        && !self.ended
                     {
-                        this.fail(e.to_error_response(), e.to_string());
-                        this.fault_before_frames(|| ProxyError::Translate(e));
+                        self.fail(e.to_error_response(), e.to_string());
+                        self.fault_before_frames(|| ProxyError::Translate(e));
                     }
                 }
-                let idle_until = tokio::time::Instant::now() + this.idle_for;
-                this.idle.as_mut().reset(idle_until);
-                this.busy += started.elapsed();
+                let idle_until = tokio::time::Instant::now() + self.idle_for;
+                self.idle.as_mut().reset(idle_until);
+                self.busy += started.elapsed();
             }
             Poll::Ready(Some(Err(e))) => {
                 let error = ErrorResponse::new(
@@ -282,36 +282,36 @@ impl SseRelay {
                     "upstream_error",
                 )
                 .with_code("upstream_stream_error");
-                this.fail(error, format!("the upstream connection failed mid-stream: {e}"));
-                this.fault_before_frames(|| ProxyError::UpstreamBody(e));
+                self.fail(error, format!("the upstream connection failed mid-stream: {e}"));
+                self.fault_before_frames(|| ProxyError::UpstreamBody(e));
             }
             Poll::Ready(None) => {
                 let started = Instant::now();
-                this.finish_upstream();
-                this.busy += started.elapsed();
+                self.finish_upstream();
+                self.busy += started.elapsed();
             }
             Poll::Pending => {
-                if this.cut_off.as_mut().poll(cx).is_ready() {
+                if self.cut_off.as_mut().poll(cx).is_ready() {
                     // The error a whole answer cut off gets, recorded as every request
                     // the shutdown cut off is.
                     let error = ProxyError::ShuttingDown.to_error_response();
-                    this.pending.push_back(sse::encode(&error));
-                    if let Some(r) = this.record.as_mut() {
+                    self.pending.push_back(sse::encode(&error));
+                    if let Some(r) = self.record.as_mut() {
                         ended_early(r, true, "the end of the stream");
                     }
-                    this.fault_before_frames(|| ProxyError::ShuttingDown);
-                    this.end_upstream();
+                    self.fault_before_frames(|| ProxyError::ShuttingDown);
+                    self.end_upstream();
                     return Poll::Ready(());
                 }
-                if this.deadline.as_mut().poll(cx).is_ready() {
+                if self.deadline.as_mut().poll(cx).is_ready() {
                     let message =
                         "the upstream stream exceeded the request timeout (REQUEST_TIMEOUT)";
-                    this.time_out(message, "the request timeout", "REQUEST_TIMEOUT");
+                    self.time_out(message, "the request timeout", "REQUEST_TIMEOUT");
                     return Poll::Ready(());
                 }
-                if this.idle.as_mut().poll(cx).is_ready() {
+                if self.idle.as_mut().poll(cx).is_ready() {
                     let message = "the upstream sent nothing for too long (STREAM_IDLE_TIMEOUT)";
-                    this.time_out(message, "the stream's idle timeout", "STREAM_IDLE_TIMEOUT");
+                    self.time_out(message, "the stream's idle timeout", "STREAM_IDLE_TIMEOUT");
                     return Poll::Ready(());
                 }
                 return Poll::Pending;
@@ -332,12 +332,7 @@ impl SseRelay {
             Poll::Ready(())
         })
         .await;
-        if self.failed_first {
-            let assembled = self.translator.assembled();
-            let (status, error) = (assembled.error_status?, assembled.error.clone()?);
-            return Some(Opening::Refused { status, error: Box::new(error) });
-        }
-        self.fault.take().map(Opening::Failed)
+        self.opening.take()
     }
 
     /// The relay given up before its head went out (see [`open`](Self::open)): its record,

@@ -1140,7 +1140,7 @@ struct ToolCallView<'a> {
 /// A delta's `tool_calls`: the list OpenAI sends, or `null`, or one call alone, not in a list,
 /// as text-generation-inference streams them before 3.x (`"tool_calls":{"index":0,…}`), which
 /// is taken as a list of that call, marked [`alone`](ToolCallView::alone): the client gets
-/// it in a list ([`chunk_arguments_as_text`]).
+/// it in a list ([`chunk_for_client`]).
 fn one_or_more_calls<'de: 'a, 'a, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Vec<ToolCallView<'a>>>, D::Error> {
@@ -1271,7 +1271,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Arguments<'a> {
 
 impl DeltaView<'_> {
     /// Whether a call's `arguments` came as a JSON value, not as its text, or a call came
-    /// alone, not in a list: what [`chunk_arguments_as_text`] rewrites.
+    /// alone, not in a list: what [`chunk_for_client`] rewrites.
     fn has_calls_to_rewrite(&self) -> bool {
         let alone = self.tool_calls.iter().flatten().any(|c| c.alone);
         let calls = self.tool_calls.iter().flatten().filter_map(|c| c.function.as_ref());
@@ -1285,7 +1285,7 @@ impl DeltaView<'_> {
 /// given the next of `indexes`, in order, a `created` that is no whole number of seconds
 /// made one ([`whole_created`]), and the `role` of the choices `roles_again` names left out;
 /// `None` when it is no JSON object or nothing changed.
-fn chunk_arguments_as_text(data: &[u8], indexes: &[u32], roles_again: &[u32]) -> Option<Vec<u8>> {
+fn chunk_for_client(data: &[u8], indexes: &[u32], roles_again: &[u32]) -> Option<Vec<u8>> {
     let mut chunk: serde_json::Value = uniproxy_wire::from_bytes(data).ok()?;
     let mut changed = chunk.as_object_mut().is_some_and(whole_created);
     let mut indexes = indexes.iter();
@@ -1623,9 +1623,12 @@ impl OpenAiStream {
         }
     }
 
-    fn fail(&mut self, error: ErrorResponse) -> Vec<Bytes> {
+    /// Ends the stream with an error frame; `status`, for an error the upstream reported, the
+    /// HTTP status it stands for ([`Assembled::error_status`]).
+    fn fail(&mut self, error: ErrorResponse, status: Option<u16>) -> Vec<Bytes> {
         let frame = sse::encode(&error);
         self.assembled.error = Some(error);
+        self.assembled.error_status = status;
         self.done = true;
         vec![frame]
     }
@@ -1789,8 +1792,7 @@ impl StreamTranslator for OpenAiStream {
                     _ => (500, fallback_error(500, data)),
                 },
             };
-            out.extend(self.fail(error));
-            self.assembled.error_status = Some(status);
+            out.extend(self.fail(error, Some(status)));
             return Ok(());
         }
         // A chunk the template takes is UTF-8; any other is checked once, here.
@@ -1814,8 +1816,7 @@ impl StreamTranslator for OpenAiStream {
                 self.assembled.usage = Some(u.clone());
             }
             let (status, error) = error_member(err, data, 500, 200);
-            out.extend(self.fail(error));
-            self.assembled.error_status = Some(status);
+            out.extend(self.fail(error, Some(status)));
             return Ok(());
         }
         self.unindexed.clear();
@@ -1828,14 +1829,11 @@ impl StreamTranslator for OpenAiStream {
             self.template.keep(|| ChunkTemplate::new(text, &view));
         }
         self.roles_again.clear();
-        let says_role = view.choices.iter().any(|c| c.delta.as_ref().is_some_and(|d| d.has_role));
-        if says_role {
-            for c in view.choices.iter().filter(|c| c.delta.as_ref().is_some_and(|d| d.has_role)) {
-                if self.roles_said.contains(&c.index) {
-                    self.roles_again.push(c.index);
-                } else {
-                    self.roles_said.push(c.index);
-                }
+        for c in view.choices.iter().filter(|c| c.delta.as_ref().is_some_and(|d| d.has_role)) {
+            if self.roles_said.contains(&c.index) {
+                self.roles_again.push(c.index);
+            } else {
+                self.roles_said.push(c.index);
             }
         }
         let usage_only = view.choices.is_empty() && view.usage.is_some();
@@ -1850,16 +1848,16 @@ impl StreamTranslator for OpenAiStream {
         // join what each delta says (openai-python's made the role "assistantassistant…",
         // which the next request sent back).
         let values = view.choices.iter().filter_map(|c| c.delta.as_ref());
-        let texts = if values.clone().any(DeltaView::has_calls_to_rewrite)
+        let rewritten = if values.clone().any(DeltaView::has_calls_to_rewrite)
             || !self.unindexed.is_empty()
             || view.created == Created::Other
             || !self.roles_again.is_empty()
         {
-            chunk_arguments_as_text(data, &self.unindexed, &self.roles_again)
+            chunk_for_client(data, &self.unindexed, &self.roles_again)
         } else {
             None
         };
-        let data = texts.as_deref().unwrap_or(data);
+        let data = rewritten.as_deref().unwrap_or(data);
         let has = view.required();
         if has != [true; 4]
             && let Some(filled) = self.with_required_members(data, has)
@@ -1867,7 +1865,7 @@ impl StreamTranslator for OpenAiStream {
             out.push(sse::frame_raw(&filled));
             return Ok(());
         }
-        if texts.is_some() {
+        if rewritten.is_some() {
             out.push(sse::frame_raw(data));
             return Ok(());
         }
@@ -1885,7 +1883,7 @@ impl StreamTranslator for OpenAiStream {
             self.done = true;
             return Ok(vec![Bytes::from_static(sse::DONE_FRAME)]);
         }
-        Ok(self.fail(crate::error::incomplete_stream()))
+        Ok(self.fail(crate::error::incomplete_stream(), None))
     }
 
     fn is_done(&self) -> bool {

@@ -233,8 +233,7 @@ impl AnthropicStream {
             }
             StreamEvent::Error { error } => {
                 let status = super::response::error_status(&error.kind).unwrap_or(500);
-                out.push(self.fail(openai_error(&error, status)));
-                self.assembled.error_status = Some(status);
+                out.push(self.fail(openai_error(&error, status), Some(status)));
             }
             StreamEvent::Ping | StreamEvent::Unknown => {}
         }
@@ -487,13 +486,15 @@ impl AnthropicStream {
         self.assembled.usage = Some(openai_usage(&self.usage));
     }
 
-    /// Ends the stream with an error frame.
-    fn fail(&mut self, error: ErrorResponse) -> Bytes {
+    /// Ends the stream with an error frame; `status`, for an error the upstream reported, the
+    /// HTTP status it stands for ([`Assembled::error_status`]).
+    fn fail(&mut self, error: ErrorResponse, status: Option<u16>) -> Bytes {
         let frame = sse::encode(&error);
         if self.assembled.model.is_empty() {
             self.assembled.model.clone_from(&self.model);
         }
         self.assembled.error = Some(error);
+        self.assembled.error_status = status;
         self.done = true;
         frame
     }
@@ -530,8 +531,7 @@ impl StreamTranslator for AnthropicStream {
                 if event.event.as_deref() == Some("error") {
                     // An error event we cannot read is still the end of the stream.
                     let error = crate::fallback_error(500, &event.data);
-                    out.push(self.fail(error));
-                    self.assembled.error_status = Some(500);
+                    out.push(self.fail(error, Some(500)));
                     return Ok(());
                 }
                 Err(TranslateError::Malformed { provider: ProviderKind::Anthropic, source })
@@ -543,7 +543,7 @@ impl StreamTranslator for AnthropicStream {
         if self.done {
             return Ok(Vec::new());
         }
-        Ok(vec![self.fail(crate::error::incomplete_stream())])
+        Ok(vec![self.fail(crate::error::incomplete_stream(), None)])
     }
 
     fn is_done(&self) -> bool {

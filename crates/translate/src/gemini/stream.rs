@@ -338,13 +338,16 @@ impl GeminiStream {
         first.map(|(_, why)| why)
     }
 
-    fn fail(&mut self, error: ErrorResponse) -> Vec<Bytes> {
+    /// Ends the stream with an error frame; `status`, for an error the upstream reported, the
+    /// HTTP status it stands for ([`Assembled::error_status`]).
+    fn fail(&mut self, error: ErrorResponse, status: Option<u16>) -> Vec<Bytes> {
         let frame = sse::encode(&error);
         if self.assembled.model.is_empty() {
             // No chunk went out to name it: the record still says which model failed.
             self.assembled.model = self.model.as_deref().unwrap_or(&self.ctx.model).to_owned();
         }
         self.assembled.error = Some(error);
+        self.assembled.error_status = status;
         self.done = true;
         vec![frame]
     }
@@ -352,9 +355,7 @@ impl GeminiStream {
     fn event(&mut self, r: GenerateContentResponse) -> Vec<Bytes> {
         if let Some(error) = &r.error {
             let status = error.code.and_then(|c| u16::try_from(c).ok()).unwrap_or(500);
-            let frames = self.fail(error_response(error, status));
-            self.assembled.error_status = Some(status);
-            return frames;
+            return self.fail(error_response(error, status), Some(status));
         }
         if self.model.is_none() && r.model_version.is_some() {
             self.model.clone_from(&r.model_version);
@@ -430,10 +431,10 @@ impl StreamTranslator for GeminiStream {
         if self.candidates.iter().all(|c| c.finish.is_none()) {
             // No end marker and no finish reason: the body was cut (or ended with an error
             // object the SSE decoder cannot see, as Vertex sends them bare).
-            return Ok(self.fail(crate::error::incomplete_stream()));
+            return Ok(self.fail(crate::error::incomplete_stream(), None));
         }
         if let Some(why) = self.empty_answer() {
-            return Ok(self.fail(empty_answer_error(why)));
+            return Ok(self.fail(empty_answer_error(why), None));
         }
         self.done = true;
         let mut states = self.candidates.clone();
