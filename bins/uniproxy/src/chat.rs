@@ -566,10 +566,10 @@ async fn handle(
                 (response.status().as_u16(), response.into_body(), whole)
             }
         };
-        if (200..300).contains(&status) && (!upstream_stream || whole) {
-            break (status, upstream_body);
-        }
         if (200..300).contains(&status) {
+            if !upstream_stream || whole {
+                break (status, upstream_body);
+            }
             // A stream is read up to its first frames before its head goes out: a stream that
             // opens with an error is that error's, and may be tried again (`SseRelay::open`).
             pending.record.status = 200;

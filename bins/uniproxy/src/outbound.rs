@@ -418,19 +418,15 @@ impl Service<Uri> for Connector {
                     async move { Ok(Conn { io: Io::Plain(connecting.await?), proxied: false }) },
                 )
             }
+            // The TCP connect's own timeout covers only the hop to the proxy; the CONNECT's
+            // answer, TLS to an `https://` proxy and the SOCKS5 handshake are made within the
+            // connect timeout too.
             Connector::Tunnel(tunnel) => {
                 let tunnel = (**tunnel).clone();
+                let (proxy, limit) = (address(&tunnel.proxy), tunnel.limit);
                 Box::pin(async move {
-                    let proxy = address(&tunnel.proxy);
-                    // The TCP connect's own timeout covers only the hop to the proxy; the
-                    // CONNECT's answer, too, within the connect timeout.
-                    let source = match tokio::time::timeout(tunnel.limit, tunnel.connect(dst)).await
-                    {
-                        Ok(Ok(io)) => return Ok(Conn { io, proxied: false }),
-                        Ok(Err(source)) => source,
-                        Err(_) => timed_out(),
-                    };
-                    Err(ViaProxy { proxy, source }.into())
+                    let io = via_proxy(proxy, limit, tunnel.connect(dst)).await?;
+                    Ok(Conn { io, proxied: false })
                 })
             }
             Connector::Forward(http, proxy, tls, limit) => {
@@ -440,37 +436,41 @@ impl Service<Uri> for Connector {
                 Box::pin(async move {
                     let made = async {
                         let tcp = connecting.await?;
-                        Ok::<_, BoxError>(ProxyTls::wrap(tls.as_ref(), &uri, tcp).await?)
+                        Ok(ProxyTls::wrap(tls.as_ref(), &uri, tcp).await?)
                     };
-                    let source = match tokio::time::timeout(limit, made).await {
-                        Ok(Ok(io)) => return Ok(Conn { io, proxied: true }),
-                        Ok(Err(source)) => source,
-                        Err(_) => timed_out(),
-                    };
-                    Err(ViaProxy { proxy, source }.into())
+                    Ok(Conn { io: via_proxy(proxy, limit, made).await?, proxied: true })
                 })
             }
             Connector::Socks(socks) => {
                 let socks = (**socks).clone();
+                let (proxy, limit) = (address(&socks.proxy), socks.limit);
                 Box::pin(async move {
-                    let proxy = address(&socks.proxy);
-                    // As for the tunnel: the handshake, too, within the connect timeout.
-                    let source = match tokio::time::timeout(socks.limit, socks.connect(dst)).await {
-                        Ok(Ok(io)) => return Ok(Conn { io: Io::Plain(io), proxied: false }),
-                        Ok(Err(source)) => source,
-                        Err(_) => timed_out(),
-                    };
-                    Err(ViaProxy { proxy, source }.into())
+                    let made = async { Ok(Io::Plain(socks.connect(dst).await?)) };
+                    Ok(Conn { io: via_proxy(proxy, limit, made).await?, proxied: false })
                 })
             }
         }
     }
 }
 
-/// A tunnel not made within `CONNECT_TIMEOUT`, as the upstream client reads a timeout.
-fn timed_out() -> BoxError {
-    io::Error::new(io::ErrorKind::TimedOut, "the tunnel was not made within the connect timeout")
-        .into()
+/// The connection `made` makes through the proxy at `proxy` (its address, for the error),
+/// within `limit` (`CONNECT_TIMEOUT`); its failure, or a timeout (as the upstream client reads
+/// one), behind that address.
+async fn via_proxy(
+    proxy: String,
+    limit: Duration,
+    made: impl Future<Output = Result<Io, BoxError>>,
+) -> Result<Io, BoxError> {
+    let source = match tokio::time::timeout(limit, made).await {
+        Ok(Ok(io)) => return Ok(io),
+        Ok(Err(source)) => source,
+        Err(_) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the tunnel was not made within the connect timeout",
+        )
+        .into(),
+    };
+    Err(ViaProxy { proxy, source }.into())
 }
 
 /// The longest head a proxy may answer a `CONNECT` with (hyper-util's limit too).

@@ -577,11 +577,24 @@ impl QueueBytes {
 
     /// Gives `msg` its share once the room is free.
     async fn take(&self, mut msg: Msg) -> Msg {
-        if let Some(share) = self.needed(&msg) {
-            // The semaphore is never closed: `None` is not possible.
-            give(&mut msg, self.free.clone().acquire_many_owned(share).await.ok());
-        }
+        let share = self.share_for(&msg).await;
+        give(&mut msg, share);
         msg
+    }
+
+    /// The share `msg` still needs, once the room is free (none if it needs none).
+    fn share_for(
+        &self,
+        msg: &Msg,
+    ) -> impl Future<Output = Option<OwnedSemaphorePermit>> + Send + 'static {
+        let (free, needed) = (self.free.clone(), self.needed(msg));
+        async move {
+            // The semaphore is never closed: `None` is not possible once a share is needed.
+            match needed {
+                Some(share) => free.acquire_many_owned(share).await.ok(),
+                None => None,
+            }
+        }
     }
 }
 
@@ -680,15 +693,8 @@ type Room = (Option<OwnedSemaphorePermit>, Result<OwnedPermit<Msg>, SendError<()
 impl Waiting {
     /// `msg`, waiting for its share of `queue`'s bytes if it has none yet, then for a slot.
     fn new(msg: Msg, queue: &Queue) -> Self {
-        let (tx, free) = (queue.tx.clone(), queue.room.free.clone());
-        let share = queue.room.needed(&msg);
-        let room = async move {
-            let held = match share {
-                Some(share) => free.acquire_many_owned(share).await.ok(),
-                None => None,
-            };
-            (held, tx.reserve_owned().await)
-        };
+        let (tx, share) = (queue.tx.clone(), queue.room.share_for(&msg));
+        let room = async move { (share.await, tx.reserve_owned().await) };
         Waiting { msg: Some(msg), room: Box::pin(room), queue: queue.clone() }
     }
 
